@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Debian packages a real user has (none are needed by the manifest stage yet;
+# later stages add exiftool, tesseract and chromium here).
+SYSTEM_PACKAGES :=
+
+$(STAMP): pyproject.toml Makefile
+	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m lamina.sample demo/collection
+	$(BIN)/lamina --store demo/store scan demo/collection
+	$(BIN)/lamina --store demo/store status
+
+test: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q -n 2
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: setup
+	$(BIN)/python bench/scan.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache
