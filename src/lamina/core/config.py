@@ -1,0 +1,84 @@
+"""Frozen, typed pass configs: defaults on the pass, unknown keys refused, a stable hash.
+
+The hash names a pass's output layer, so two runs with the same config share their work
+and a different config never overwrites it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, TypeVar
+
+from lamina.core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a plain dict (JSON-ready).
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Cfg:
+        ...     size: int = 512
+        >>> config_dict(Cfg())
+        {'size': 512}
+    """
+    return dataclasses.asdict(config)
+
+
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a config's values (8 hex chars), independent of key order.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Cfg:
+        ...     size: int = 512
+        >>> config_hash(Cfg()) == config_hash(Cfg(size=512))
+        True
+    """
+    text = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any] | None, *, where: str = "") -> C:
+    """Build a config dataclass from a dict, refusing unknown keys and wrong types by name.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Cfg:
+        ...     size: int = 512
+        >>> config_from_dict(Cfg, {"size": 256})
+        Cfg(size=256)
+    """
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    place = f" in {where}" if where else ""
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}{place}",
+            hint=f"valid keys are: {', '.join(sorted(fields))}",
+        )
+    for name, value in values.items():
+        default = (
+            getattr(cls, name, None) if fields[name].default is not dataclasses.MISSING else None
+        )
+        # Types are checked against the default's type: configs hold plain scalars and tuples.
+        if default is not None and value is not None:
+            expected = type(default)
+            if expected is tuple and isinstance(value, list):
+                value = values[name] = tuple(value)
+            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+            if isinstance(value, bool) and expected is not bool:
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    f"bad value for {name!r}{place}: {value!r} is not a {expected.__name__}",
+                    hint=f"the default is {default!r}",
+                )
+            if expected is float:
+                values[name] = float(value)
+    return cls(**values)

@@ -1,0 +1,174 @@
+"""The ledger: a record of every run, and a completion record per committed chunk.
+
+A run record (`runs/<run_id>/run.json`) says what was asked (command, resolved config),
+with what (lamina and package versions, host) and what came of it (counts, errors, start
+and end). It is written when the run starts and rewritten when it ends, so a run that was
+killed shows as `running` with no end: `lamina status` reports it as interrupted.
+
+A chunk record (`ledger/<pass>/<layer>/chunk-<id>.json`) is written once, right after the
+chunk's part file, and is what makes the part count as done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamina.core.store import Store, atomic_write_json
+
+# Packages whose versions can change a result; recorded with every run.
+RECORDED_PACKAGES = (
+    "lamina",
+    "pillow",
+    "pillow-heif",
+    "numpy",
+    "pyarrow",
+    "duckdb",
+    "rawpy",
+    "scikit-image",
+    "scikit-learn",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "timm",
+)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus 6 random hex chars.
+
+    Example:
+        >>> len(new_run_id())
+        23
+    """
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601 with seconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that can change a result (absent ones left out)."""
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def host_info() -> dict[str, Any]:
+    """Where a run ran."""
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "pid": os.getpid(),
+    }
+
+
+@dataclass
+class Run:
+    """One invocation that computes something. Use as a context manager.
+
+    Example:
+        >>> with Run(store, "scan", {"sources": ["/photos"]}) as run:  # doctest: +SKIP
+        ...     run.count("files", 10)
+    """
+
+    store: Store
+    command: str
+    config: dict[str, Any]
+    run_id: str = field(default_factory=new_run_id)
+    counts: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    started: str = field(default_factory=utc_now)
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    _t0: float = field(default_factory=time.monotonic)
+
+    @property
+    def path(self) -> Path:
+        return self.store.run_dir(self.run_id) / "run.json"
+
+    def record(self, ended: str | None = None) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "argv": self.argv,
+            "config": self.config,
+            "status": self.status,
+            "started": self.started,
+            "ended": ended,
+            "seconds": round(time.monotonic() - self._t0, 3) if ended else None,
+            "counts": self.counts,
+            "errors": self.errors,
+            "n_errors": len(self.errors),
+            "versions": package_versions(),
+            "host": host_info(),
+            "store": str(self.store.root),
+        }
+
+    def count(self, key: str, value: Any) -> None:
+        """Set a count shown in the run record."""
+        self.counts[key] = value
+
+    def error(self, **details: Any) -> None:
+        """Add an error (a chunk that failed after its retries, a pass that could not run)."""
+        self.errors.append(details)
+
+    def __enter__(self) -> Run:
+        atomic_write_json(self.path, self.record())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc_type is KeyboardInterrupt:
+            self.status = "interrupted"
+        elif exc is not None:
+            self.status = "failed"
+            self.error(
+                kind="exception", type=exc_type.__name__ if exc_type else "", message=str(exc)
+            )
+        elif self.status == "running":
+            self.status = "failed" if self.errors else "completed"
+        atomic_write_json(self.path, self.record(ended=utc_now()))
+
+
+def write_chunk_record(ledger_dir: Path, chunk_id: str, record: dict[str, Any]) -> None:
+    """Mark a chunk done (after its part file is in place)."""
+    atomic_write_json(ledger_dir / f"chunk-{chunk_id}.json", record)
+
+
+def done_chunks(ledger_dir: Path) -> set[str]:
+    """Ids of the chunks of a layer that have a completion record."""
+    if not ledger_dir.is_dir():
+        return set()
+    return {p.stem.removeprefix("chunk-") for p in ledger_dir.glob("chunk-*.json")}
+
+
+def load_runs(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+    """Run records, newest first."""
+    paths = sorted(store.root.glob("runs/*/run.json"), reverse=True)
+    runs = []
+    for path in paths[:limit] if limit else paths:
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a record being rewritten right now; the next look will see it
+    return runs

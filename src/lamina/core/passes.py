@@ -1,0 +1,130 @@
+"""The pass contract and the registry.
+
+A pass adds one table. A *map pass* turns a batch of input rows (one per image or file)
+into a batch of output rows, one per input row, and never touches the store: the runner
+(`lamina.core.runner`) owns chunking, parallelism, retries, atomic writes and the ledger.
+A *global pass* reads whole tables and writes whole tables (dedup groups, clusters).
+
+Adding a pass: see docs/adding-a-pass.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+
+from lamina.core.config import config_dict, config_from_dict, config_hash
+from lamina.core.errors import ConfigError, LaminaError
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a pass needs; executors use it to size their pools."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """The config of a pass that takes none."""
+
+
+class Pass:
+    """Base class of every pass. Subclasses set the class attributes and `process`.
+
+    Example:
+        >>> @register
+        ... class Width(Pass):
+        ...     name = "width_example"
+        ...     version = "1"
+        ...     schema = pa.schema([("image_id", pa.string()), ("w", pa.int32())])
+        ...     def process(self, batch):
+        ...         return pa.table({"image_id": batch["image_id"], "w": batch["width"]})
+        >>> Width().layer_id  # doctest: +ELLIPSIS
+        '1-...'
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    kind: ClassVar[Literal["map", "global"]] = "map"
+    Config: ClassVar[type] = NoConfig
+    reads: ClassVar[tuple[str, ...]] = ("images",)
+    schema: ClassVar[pa.Schema]
+    key: ClassVar[str] = "image_id"
+    resources: ClassVar[Resources] = Resources()
+    # (importable module, pip requirement) pairs checked when the pass is created.
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init__(self, config: Any = None) -> None:
+        if isinstance(config, dict) or config is None:
+            config = config_from_dict(self.Config, config, where=f"the {self.name} config")
+        self.config = config
+        for module, requirement in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise LaminaError(
+                    f"the {self.name} pass needs the package {requirement!r}",
+                    hint=f"pip install '{requirement}'",
+                ) from exc
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def layer_id(self) -> str:
+        """Names the output layer: version and config hash."""
+        return f"{self.version}-{self.config_hash}"
+
+    def config_dict(self) -> dict[str, Any]:
+        return config_dict(self.config)
+
+    # -- map passes ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Once per worker, before the first batch: load models here."""
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        """One output row per input row, in the pass's `schema`. Pure: no store access."""
+        raise NotImplementedError(f"{type(self).__name__} is a {self.kind} pass")
+
+    def teardown(self) -> None:
+        """Once per worker, after the last batch."""
+
+
+REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Add a pass class to the registry under its `name` (used as a class decorator)."""
+    for attr in ("name", "version", "schema"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"pass {cls.__name__} lacks the class attribute {attr!r}")
+    if cls.schema.names[0] != cls.key:
+        raise TypeError(f"pass {cls.name}: the first output column must be {cls.key!r}")
+    if not dataclasses.is_dataclass(cls.Config):
+        raise TypeError(f"pass {cls.name}: Config must be a dataclass")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_pass(name: str, config: Any = None) -> Pass:
+    """Create the registered pass `name` with `config` (a dict or its Config).
+
+    Example:
+        >>> get_pass("scan").name
+        'scan'
+    """
+    importlib.import_module("lamina.passes")  # registers the built-in passes
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"unknown pass {name!r}", hint=f"registered passes: {', '.join(sorted(REGISTRY))}"
+        )
+    return REGISTRY[name](config)

@@ -1,0 +1,380 @@
+"""The store: the one folder lamina writes to, and how every table in it is read.
+
+Layout (see docs/ARCHITECTURE.md)::
+
+    <store>/lamina.toml                 schema version, chunk size (fixed at init)
+    <store>/tables/<table>/*.parquet    files, images, file_events, meta
+    <store>/layers/<pass>/<ver>-<cfg>/part-<chunk>.parquet
+    <store>/ledger/<pass>/<ver>-<cfg>/chunk-<chunk>.json
+    <store>/runs/<run_id>/run.json
+    <store>/tmp/                        staging for atomic writes and commits
+
+Every write is a temporary file renamed into place; a change that spans several files
+(a scan updating files, images and file_events together) is a *commit*: the new files are
+staged, a COMMIT.json redo record is written, then they are renamed into place. A commit
+cut short by a crash is rolled forward the next time the store is opened, so readers see
+either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lamina.core.errors import StoreError
+
+STORE_DIRNAME = ".lamina"
+SCHEMA_VERSION = 1
+DEFAULT_CHUNK_SIZE = 1024
+ENV_STORE = "LAMINA_STORE"
+
+# Tables with several parts (appended by runs) vs one part (rewritten by a commit).
+TABLE_NAMES = ("files", "images", "file_events", "meta")
+
+
+def find_store(start: Path | None = None) -> Path | None:
+    """The nearest `.lamina/` store in `start` or its parents, the way git finds `.git`.
+
+    Example:
+        >>> find_store(Path("/")) is None
+        True
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / STORE_DIRNAME
+        if (candidate / "lamina.toml").is_file():
+            return candidate
+    return None
+
+
+def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where the store is: `--store`, else `$LAMINA_STORE`, else the nearest `.lamina/`,
+    else `./.lamina` (created on first write).
+
+    Example:
+        >>> resolve_store_path("/tmp/s").as_posix()
+        '/tmp/s'
+    """
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    if os.environ.get(ENV_STORE):
+        return Path(os.environ[ENV_STORE]).expanduser().absolute()
+    return find_store() or (Path.cwd() / STORE_DIRNAME).absolute()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename, so a crash leaves
+    either the old file or the new one, never half of one.
+
+    Example:
+        >>> import tempfile; p = Path(tempfile.mkdtemp()) / "x.json"
+        >>> atomic_write_bytes(p, b"{}"); p.read_bytes()
+        b'{}'
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="free some disk space or choose another store with --store",
+        ) from exc
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """`atomic_write_bytes` for a JSON document (sorted keys, UTF-8, indented)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    """Write an Arrow table as Parquet at `path` atomically (zstd-compressed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="free some disk space or choose another store with --store",
+        ) from exc
+
+
+class Store:
+    """A lamina store folder. Open with `Store.open(path)` or `lamina.open(path)`.
+
+    Example:
+        >>> import tempfile
+        >>> store = Store.open(Path(tempfile.mkdtemp()) / "s", create=True)
+        >>> store.chunk_size
+        1024
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        settings = tomllib.loads((root / "lamina.toml").read_text())
+        self.schema_version = int(settings.get("schema_version", SCHEMA_VERSION))
+        self.chunk_size = int(settings.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        if self.schema_version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {root} has schema version {self.schema_version}, newer than "
+                f"this lamina understands ({SCHEMA_VERSION})",
+                hint="upgrade lamina",
+            )
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        create: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Store:
+        """Open the store at `path` (resolved as in `resolve_store_path`), creating it when
+        `create` is true; roll forward any commit a crash cut short."""
+        root = resolve_store_path(path)
+        if not (root / "lamina.toml").is_file():
+            if not create:
+                raise StoreError(
+                    f"no lamina store at {root}",
+                    hint="run `lamina scan SOURCE` to create one, or pass --store PATH",
+                )
+            cls._init(root, chunk_size)
+        store = cls(root)
+        store.recover()
+        return store
+
+    @staticmethod
+    def _init(root: Path, chunk_size: int) -> None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for sub in ("tables", "layers", "ledger", "runs", "tmp", "cache"):
+                (root / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store at {root}: {exc.strerror or exc}",
+                hint="choose a writable folder with --store or LAMINA_STORE",
+            ) from exc
+        text = (
+            "# lamina store settings (fixed when the store was made)\n"
+            f"schema_version = {SCHEMA_VERSION}\nchunk_size = {chunk_size}\n"
+        )
+        atomic_write_bytes(root / "lamina.toml", text.encode())
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def table_dir(self, name: str) -> Path:
+        return self.root / "tables" / name
+
+    def layer_dir(self, pass_name: str, layer_id: str) -> Path:
+        return self.root / "layers" / pass_name / layer_id
+
+    def ledger_dir(self, pass_name: str, layer_id: str) -> Path:
+        return self.root / "ledger" / pass_name / layer_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def check_writable(self) -> None:
+        """Fail early, naming the store, when it cannot be written."""
+        probe = self.tmp_dir / f".write-test-{uuid.uuid4().hex[:8]}"
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(
+                f"the store {self.root} is not writable: {exc.strerror or exc}",
+                hint="fix its permissions or choose another store with --store",
+            ) from exc
+
+    # -- locking -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write_lock(self, command: str) -> Iterator[None]:
+        """Hold the store's write lock; a second writer is refused, not queued.
+
+        The OS drops the lock when the holder dies, so a killed run never leaves it stuck.
+        """
+        path = self.root / "lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another lamina command"
+                raise StoreError(
+                    f"the store {self.root} is busy: {holder} is writing to it",
+                    hint="wait for it to finish (a killed command releases it at once)",
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"`lamina {command}` (pid {os.getpid()})")
+            fh.flush()
+            yield
+        finally:
+            fh.close()
+
+    # -- multi-file commits ----------------------------------------------------------------
+
+    def commit(self, name: str, staged: dict[Path, Path]) -> None:
+        """Move several staged files into place as one commit (see module docstring).
+
+        `staged` maps each destination path in the store to a file already written under
+        `self.tmp_dir`.
+        """
+        commit_dir = self.tmp_dir / f"commit-{name}"
+        record = {str(dest): str(src) for dest, src in staged.items()}
+        atomic_write_json(commit_dir / "COMMIT.json", record)
+        self._apply_commit(commit_dir)
+
+    def staging_dir(self, name: str) -> Path:
+        """A fresh folder under tmp/ for files that a later `commit(name, …)` moves."""
+        path = self.tmp_dir / f"commit-{name}"
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def _apply_commit(self, commit_dir: Path) -> None:
+        record = json.loads((commit_dir / "COMMIT.json").read_text())
+        for dest, src in record.items():
+            if Path(src).exists():  # already moved when rolling forward a cut-short commit
+                Path(dest).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
+        shutil.rmtree(commit_dir, ignore_errors=True)
+
+    def recover(self) -> None:
+        """Roll forward commits cut short by a crash.
+
+        Staging without a COMMIT.json is left alone: it may belong to a run still writing
+        it, and nothing reads it (a dead run's staging is cleared when its name is reused).
+        """
+        if not self.tmp_dir.is_dir():
+            return
+        for entry in sorted(self.tmp_dir.glob("commit-*/COMMIT.json")):
+            with contextlib.suppress(OSError):
+                self._apply_commit(entry.parent)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def table_files(self, name: str) -> list[Path]:
+        """The Parquet files holding table or layer `name` (empty when it has none)."""
+        if name in TABLE_NAMES:
+            folder = self.table_dir(name)
+        else:
+            folder = self.current_layer_dir(name)
+            if folder is None:
+                return []
+        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+    def layer_dirs(self, pass_name: str) -> list[Path]:
+        """Every version/config of a pass's layer, newest last."""
+        base = self.root / "layers" / pass_name
+        if not base.is_dir():
+            return []
+        dirs = [d for d in base.iterdir() if d.is_dir() and any(d.glob("part-*.parquet"))]
+        return sorted(dirs, key=lambda d: max(p.stat().st_mtime_ns for p in d.glob("*.parquet")))
+
+    def current_layer_dir(self, pass_name: str) -> Path | None:
+        """The layer of `pass_name` written most recently (what `sql` calls `<pass_name>`)."""
+        dirs = self.layer_dirs(pass_name)
+        return dirs[-1] if dirs else None
+
+    def available_tables(self) -> list[str]:
+        """Names of every table and layer that has data."""
+        names = [n for n in TABLE_NAMES if self.table_files(n)]
+        layers = self.root / "layers"
+        if layers.is_dir():
+            names += sorted(d.name for d in layers.iterdir() if self.layer_dirs(d.name))
+        if any(self.root.glob("runs/*/run.json")):
+            names.append("runs")
+        return names
+
+    def connect(self) -> Any:
+        """A DuckDB connection with one view per table and layer, plus `runs`.
+
+        Example:
+            >>> con = store.connect()  # doctest: +SKIP
+            >>> con.sql("select status, count(*) from files group by 1")  # doctest: +SKIP
+        """
+        import duckdb
+
+        con = duckdb.connect()
+        for name in self.available_tables():
+            if name == "runs":
+                glob = str(self.root / "runs" / "*" / "run.json")
+                con.execute(
+                    f"create view runs as select * from read_json_auto('{_sq(glob)}', "
+                    "union_by_name=true, maximum_object_size=67108864)"
+                )
+                continue
+            files = [str(p) for p in self.table_files(name)]
+            listing = ", ".join(f"'{_sq(f)}'" for f in files)
+            con.execute(
+                f'create view "{name}" as select * from read_parquet([{listing}], '
+                "union_by_name=true)"
+            )
+        if "files" in self.available_tables():
+            # ImageFolder-style class labels: the name of each image's folder.
+            con.execute(
+                "create view folder_labels as select image_id, source, rel_path, folder, "
+                "regexp_extract(folder, '[^/]+$') as label from files "
+                "where image_id is not null and status <> 'missing' and folder <> ''"
+            )
+        return con
+
+    def table(self, name: str) -> pa.Table:
+        """Table or layer `name` as an Arrow table (`.to_pandas()` for pandas).
+
+        Example:
+            >>> lamina.open().table("files").to_pandas()  # doctest: +SKIP
+        """
+        if name != "runs" and not self.table_files(name):
+            have = ", ".join(self.available_tables()) or "none yet"
+            raise StoreError(
+                f"the store {self.root} has no table {name!r} (tables: {have})",
+                hint="run `lamina scan SOURCE` first" if name in ("files", "images") else None,
+            )
+        return self.connect().sql(f'select * from "{name}"').to_arrow_table()
+
+    def sql(self, query: str) -> pa.Table:
+        """Run a DuckDB query over every table of the store and return Arrow.
+
+        Example:
+            >>> lamina.open().sql("select format, count(*) from images group by 1")
+        """
+        return self.connect().sql(query).to_arrow_table()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+
+def _sq(text: str) -> str:
+    """Escape a string for a single-quoted SQL literal."""
+    return text.replace("'", "''")

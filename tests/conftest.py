@@ -1,0 +1,37 @@
+"""Shared fixtures: small generated image trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_photo(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> Path:
+    """A small, distinct, noise-textured RGB image."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A source with good images, a byte copy, every junk kind and a broken file."""
+    src = tmp_path / "src"
+    write_photo(src / "cats" / "a.jpg", 1)
+    write_photo(src / "cats" / "b.jpg", 2)
+    write_photo(src / "dogs" / "c.png", 3, fmt="PNG")
+    (src / "dogs" / "c_copy.png").write_bytes((src / "dogs" / "c.png").read_bytes())
+    good = (src / "cats" / "a.jpg").read_bytes()
+    (src / "broken").mkdir()
+    (src / "broken" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (src / "broken" / "empty.jpg").write_bytes(b"")
+    (src / "broken" / "notes.txt").write_text("not an image\n")
+    (src / "__MACOSX" / "cats").mkdir(parents=True)
+    (src / "__MACOSX" / "cats" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 100)
+    return src

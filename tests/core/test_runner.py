@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+import pytest
+
+from lamina.core.ledger import Run, done_chunks
+from lamina.core.passes import REGISTRY, Pass, register
+from lamina.core.runner import run_map_pass
+from lamina.core.store import Store
+
+
+@dataclass(frozen=True)
+class DoubleConfig:
+    factor: int = 2
+
+
+class Double(Pass):
+    """A toy map pass: doubles `x`; fails on x == 13 while `fail_on_13` is set."""
+
+    name = "double_test"
+    version = "1"
+    Config = DoubleConfig
+    schema = pa.schema([("image_id", pa.string()), ("y", pa.int64()), ("error", pa.string())])
+    calls: ClassVar[list[int]] = []
+    fail_on_13: ClassVar[int] = 0  # how many more times x == 13 raises
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        xs = batch["x"].to_pylist()
+        Double.calls.append(len(xs))
+        if 13 in xs and Double.fail_on_13 > 0:
+            Double.fail_on_13 -= 1
+            raise RuntimeError("transient failure")
+        return pa.table(
+            {
+                "image_id": batch["image_id"],
+                "y": [None if x < 0 else x * self.config.factor for x in xs],
+                "error": ["negative" if x < 0 else None for x in xs],
+            }
+        )
+
+
+@pytest.fixture(autouse=True)
+def registered() -> None:
+    register(Double)
+    Double.calls.clear()
+    Double.fail_on_13 = 0
+    yield
+    REGISTRY.pop(Double.name, None)
+
+
+def inputs(n: int) -> pa.Table:
+    return pa.table({"image_id": [f"id{i:04d}" for i in range(n)], "x": list(range(n))})
+
+
+def layer(store: Store, p: Pass) -> pa.Table:
+    return store.table(p.name).sort_by("image_id")
+
+
+def test_runs_chunks_and_skips_done_rows(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    p = Double()
+    with Run(store, "test", {}) as run:
+        result = run_map_pass(store, p, inputs(25), run, workers=1, chunk_size=10, progress=False)
+    assert (result.processed, result.chunks, result.already_done) == (25, 3, 0)
+    assert layer(store, p)["y"].to_pylist() == [2 * i for i in range(25)]
+    assert len(done_chunks(store.ledger_dir(p.name, p.layer_id))) == 3
+    with Run(store, "test", {}) as run:  # inputs grew: only the new rows are processed
+        again = run_map_pass(store, p, inputs(30), run, workers=1, chunk_size=10, progress=False)
+    assert (again.processed, again.already_done) == (5, 25)
+    assert layer(store, p).num_rows == 30  # no duplicate rows
+
+
+def test_error_rows_are_counted_not_raised(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    batch = pa.table({"image_id": ["a", "b"], "x": [-1, 3]})
+    with Run(store, "test", {}) as run:
+        result = run_map_pass(store, Double(), batch, run, workers=1, progress=False)
+    assert result.error_rows == 1
+    assert store.table("double_test").sort_by("image_id")["error"].to_pylist() == ["negative", None]
+
+
+def test_failed_chunk_is_retried_then_recorded(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    Double.fail_on_13 = 1  # fails once, then succeeds on the retry
+    with Run(store, "test", {}) as run:
+        result = run_map_pass(
+            store, Double(), inputs(20), run, workers=1, chunk_size=10, progress=False
+        )
+    assert result.processed == 20 and not result.failed_chunks
+    Double.fail_on_13 = 99  # never succeeds: recorded as a run error, the rest committed
+    store2 = Store.open(tmp_path / "s2", create=True)
+    with Run(store2, "test", {}) as run:
+        result = run_map_pass(
+            store2, Double(), inputs(20), run, workers=1, chunk_size=10, progress=False
+        )
+    assert result.processed == 10 and len(result.failed_chunks) == 1
+    assert run.status == "failed" and run.errors[0]["rows"] == 10
+    assert "transient failure" in run.errors[0]["message"]
+
+
+def test_part_without_ledger_record_is_redone(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    p = Double()
+    with Run(store, "test", {}) as run:
+        run_map_pass(store, p, inputs(10), run, workers=1, chunk_size=5, progress=False)
+    # A kill between a part's write and its record: drop one record.
+    records = sorted(store.ledger_dir(p.name, p.layer_id).glob("chunk-*.json"))
+    records[0].unlink()
+    with Run(store, "test", {}) as run:
+        result = run_map_pass(store, p, inputs(10), run, workers=1, chunk_size=5, progress=False)
+    assert result.processed == 5
+    assert layer(store, p)["image_id"].to_pylist() == [f"id{i:04d}" for i in range(10)]
+
+
+def test_config_names_the_layer(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    a, b = Double(), Double({"factor": 3})
+    assert a.layer_id != b.layer_id
+    with Run(store, "test", {}) as run:
+        run_map_pass(store, a, inputs(3), run, workers=1, progress=False)
+        result = run_map_pass(store, b, inputs(3), run, workers=1, progress=False)
+    assert result.processed == 3  # a different config shares nothing
+    assert sorted(store.table("double_test")["y"].to_pylist()) == [0, 3, 6]  # newest layer
