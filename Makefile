@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on a sample collection built from photos that ship in Python packages.
+# Re-running it is incremental: the second scan reads nothing that has not changed.
 demo: setup
-	$(BIN)/python -m lamina.sample demo/collection
+	@test -d demo/collection || $(BIN)/python -m lamina.sample demo/collection
 	$(BIN)/lamina --store demo/store scan demo/collection
 	$(BIN)/lamina --store demo/store status
+	@echo "store: demo/store   try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
 test: setup
 	$(BIN)/ruff check src tests bench

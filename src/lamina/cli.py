@@ -104,8 +104,11 @@ def scan(
     Example:
         lamina scan ~/Pictures /mnt/archive/scans
     """
+    from lamina.core.store import resolve_store_path
+    from lamina.passes.scan import check_sources
     from lamina.passes.scan import scan as run_scan
 
+    check_sources(resolve_store_path(ctx.obj["store"]), list(sources))  # before making a store
     store = _store(ctx, create=True)
     summary = run_scan(
         store, list(sources), workers=workers, chunk_size=chunk_size, progress=not as_json
@@ -362,3 +365,7 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
             f"{', '.join(map(str, report['unmatched'][:5]))}",
             fg="yellow",
         )
+
+
+if __name__ == "__main__":
+    main()

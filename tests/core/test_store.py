@@ -53,7 +53,7 @@ def test_commit_is_rolled_forward_after_a_crash(tmp_path: Path) -> None:
     a, b = stage / "a.parquet", stage / "b.parquet"
     atomic_write_parquet(a, pa.table({"x": [1]}))
     atomic_write_parquet(b, pa.table({"x": [2]}))
-    dest_a = store.table_dir("files") / "files.parquet"
+    dest_a = store.table_dir("meta") / "part-r1.parquet"
     dest_b = store.table_dir("images") / "part-r1.parquet"
     # Simulate a crash after the redo record and the first rename.
     import json

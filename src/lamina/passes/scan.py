@@ -428,7 +428,7 @@ def _commit(store: Store, run: Run, listing: pa.Table, sources: list[str], layer
     return summary
 
 
-def check_sources(store: Store, sources: list[str | os.PathLike[str]]) -> list[Path]:
+def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> list[Path]:
     """Resolve sources to absolute folders; refuse missing ones and a store inside one."""
     roots = []
     for source in sources:
@@ -448,10 +448,10 @@ def check_sources(store: Store, sources: list[str | os.PathLike[str]]) -> list[P
                 hint="fix its permissions or run as a user who can read it",
             )
         resolved = root.resolve()
-        store_root = store.root.resolve()
-        if store_root == resolved or resolved in store_root.parents:
+        store_real = store_root.resolve()
+        if store_real == resolved or resolved in store_real.parents:
             raise StoreError(
-                f"the store {store.root} lies inside the source {root}; lamina never writes "
+                f"the store {store_root} lies inside the source {root}; lamina never writes "
                 "inside a source",
                 hint=f"choose a store outside it, e.g. --store {resolved.parent / 'lamina-store'}",
             )
@@ -476,7 +476,7 @@ def scan(
         >>> summary["status"]
         {'ok': 290, 'junk': 8, 'broken': 3}
     """
-    roots = check_sources(store, sources)
+    roots = check_sources(store.root, sources)
     store.check_writable()
     instance = ScanPass()
     config = {

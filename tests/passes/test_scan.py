@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from lamina.core.errors import SourceError, StoreError
+from lamina.core.store import Store
+from lamina.passes import scan as scan_module
+from lamina.passes.scan import scan
+from tests.conftest import write_photo
+
+
+def files_by_path(store: Store) -> dict[str, dict]:
+    return {r["rel_path"]: r for r in store.table("files").to_pylist()}
+
+
+def run_scan(store: Store, *sources: Path, workers: int = 1) -> dict:
+    return scan(store, list(sources), workers=workers, progress=False)
+
+
+def test_statuses_ids_and_exact_duplicates(tree: Path, tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store", create=True)
+    summary = run_scan(store, tree)
+    files = files_by_path(store)
+    expected = {
+        "cats/a.jpg": ("ok", None),
+        "cats/b.jpg": ("ok", None),
+        "dogs/c.png": ("ok", None),
+        "dogs/c_copy.png": ("ok", None),
+        "broken/cut.jpg": ("broken", "truncated"),
+        "broken/empty.jpg": ("junk", "zero_byte"),
+        "broken/notes.txt": ("junk", "not_an_image"),
+        "__MACOSX/cats/._a.jpg": ("junk", "apple_double"),
+        ".DS_Store": ("junk", "os_metadata"),
+    }
+    assert {p: (r["status"], r["reason"]) for p, r in files.items()} == expected
+    assert summary["files"] == 9 and summary["hashed"] == 9 and summary["reused"] == 0
+    # image_id is the first 128 bits of sha256 of the bytes: `sha256sum | cut -c1-32`.
+    a = (tree / "cats" / "a.jpg").read_bytes()
+    assert files["cats/a.jpg"]["image_id"] == hashlib.sha256(a).hexdigest()[:32]
+    assert files["cats/a.jpg"]["sha256"] == hashlib.sha256(a).hexdigest()
+    # Exact duplicates fall out: two files, one image.
+    assert files["dogs/c.png"]["image_id"] == files["dogs/c_copy.png"]["image_id"]
+    assert files["broken/empty.jpg"]["image_id"] is None  # junk gets no image
+    images = {r["image_id"]: r for r in store.table("images").to_pylist()}
+    assert len(images) == 4  # a, b, c, and the truncated one
+    c = images[files["dogs/c.png"]["image_id"]]
+    assert (c["format"], c["width"], c["height"], c["mode"]) == ("PNG", 64, 48, "RGB")
+    assert images[files["broken/cut.jpg"]["image_id"]]["status"] == "broken"
+    labels = store.sql("select rel_path, label from folder_labels order by 1").to_pylist()
+    assert {"rel_path": "cats/a.jpg", "label": "cats"} in labels
+
+
+def test_rescan_is_incremental_and_keeps_history(tree: Path, tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, tree)
+    old_a = files_by_path(store)["cats/a.jpg"]["image_id"]
+
+    again = run_scan(store, tree)
+    assert (again["hashed"], again["reused"], again["new_images"]) == (0, 9, 0)
+    assert again["events"] == {}
+
+    os.rename(tree / "cats" / "b.jpg", tree / "dogs" / "b_moved.jpg")  # moved
+    write_photo(tree / "cats" / "a.jpg", 99)  # content changed
+    os.utime(tree / "cats" / "a.jpg", ns=(1, 1))
+    (tree / "broken" / "notes.txt").unlink()  # deleted
+    third = run_scan(store, tree)
+    assert third["hashed"] == 2  # the moved file and the changed one, nothing else
+    files = files_by_path(store)
+    assert files["cats/b.jpg"]["status"] == "missing"  # never removed
+    assert files["cats/b.jpg"]["missing_since_run"] == third["run_id"]
+    assert files["dogs/b_moved.jpg"]["image_id"] == files["cats/b.jpg"]["image_id"]
+    assert files["cats/a.jpg"]["image_id"] != old_a
+    assert files["cats/a.jpg"]["first_seen_run"] != third["run_id"]
+    assert files["cats/a.jpg"]["content_run"] == third["run_id"]
+    assert old_a in store.table("images")["image_id"].to_pylist()  # history kept
+    events = {(r["rel_path"], r["event"]): r for r in store.table("file_events").to_pylist()
+              if r["run_id"] == third["run_id"]}
+    assert set(events) == {("cats/b.jpg", "missing"), ("dogs/b_moved.jpg", "moved"),
+                           ("cats/a.jpg", "changed"), ("broken/notes.txt", "missing")}
+    assert events[("dogs/b_moved.jpg", "moved")]["moved_from"] == "cats/b.jpg"
+    assert events[("cats/a.jpg", "changed")]["old_image_id"] == old_a
+
+    (tree / "broken" / "notes.txt").write_text("back\n")
+    fourth = run_scan(store, tree)
+    assert fourth["events"] == {"restored": 1}
+    assert files_by_path(store)["broken/notes.txt"]["missing_since_run"] is None
+
+
+def test_sources_are_scanned_independently(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_photo(a / "x.jpg", 1)
+    write_photo(b / "y.jpg", 2)
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, a)
+    run_scan(store, b)  # scanning b alone must not mark a's files missing
+    rows = store.sql("select source, rel_path, status from files order by 1").to_pylist()
+    assert [(r["rel_path"], r["status"]) for r in rows] == [("x.jpg", "ok"), ("y.jpg", "ok")]
+
+
+def test_links_loops_and_unreadable_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    write_photo(src / "a" / "x.jpg", 1)
+    os.symlink("..", src / "a" / "up")  # a loop
+    os.symlink("gone.jpg", src / "a" / "dangling.jpg")
+    os.symlink(src / "a" / "x.jpg", src / "link.jpg")  # a good file link
+    (src / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, src)
+    files = files_by_path(store)
+    assert files["a/up"]["reason"] == "symlink_loop"
+    assert files["a/dangling.jpg"]["reason"] == "broken_symlink"
+    assert (files["locked"]["status"], files["locked"]["reason"]) == (
+        "unreadable", "permission_denied")
+    assert files["link.jpg"]["image_id"] == files["a/x.jpg"]["image_id"]
+
+
+def test_huge_plate_is_header_only(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("1", (10_000, 9_100)).save(src / "plate.png")  # 91 MP, tiny on disk
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, src)
+    row = store.table("files").to_pylist()[0]
+    assert (row["status"], row["reason"]) == ("ok", "huge")
+    image = store.table("images").to_pylist()[0]
+    assert image["huge"] and image["megapixels"] == pytest.approx(91.0)
+
+
+def test_bad_sources_and_store_inside_source(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store", create=True)
+    with pytest.raises(SourceError, match="does not exist"):
+        run_scan(store, tmp_path / "nope")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(SourceError, match="not a folder"):
+        run_scan(store, tmp_path / "file.jpg")
+    with pytest.raises(StoreError, match="lies inside the source") as info:
+        run_scan(store, tmp_path)
+    assert "--store" in str(info.value)
+
+
+def test_parallel_equals_serial(tree: Path, tmp_path: Path) -> None:
+    one = Store.open(tmp_path / "one", create=True)
+    two = Store.open(tmp_path / "two", create=True)
+    scan(one, [tree], workers=1, chunk_size=2, progress=False)
+    scan(two, [tree], workers=2, chunk_size=2, progress=False)
+    assert comparable(one) == comparable(two)
+
+
+def test_sources_are_never_written(tree: Path, tmp_path: Path) -> None:
+    before = snapshot(tree)
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, tree, workers=2)
+    run_scan(store, tree)
+    assert snapshot(tree) == before
+
+
+# -- kill -9 and resume ------------------------------------------------------------------------
+
+RUN_COLUMNS = ("first_seen_run", "last_seen_run", "content_run", "missing_since_run", "run_id")
+
+
+def comparable(store: Store) -> dict[str, list[dict]]:
+    """Every table's rows without run ids (which differ between any two runs), sorted."""
+    out = {}
+    for name in ("files", "images", "file_events"):
+        if not store.table_files(name):
+            continue
+        table = store.table(name)
+        keep = [c for c in table.column_names if c not in RUN_COLUMNS]
+        rows = table.select(keep).to_pylist()
+        out[name] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    result = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            st = path.stat()
+            result[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns)
+    return result
+
+
+def many_files(src: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = src / f"d{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:05d}.png")
+    (src / "d0" / "empty.jpg").write_bytes(b"")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    many_files(src, 3000)
+    killed_store = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lamina.cli", "--store", str(killed_store), "scan", str(src),
+           "--chunk-size", "25", "--workers", "2"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ledger = killed_store / "ledger" / "scan"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(ledger.glob("*/chunk-*.json"))) >= 10:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the scan finished before it could be killed"
+    run_record = json.loads(next((killed_store / "runs").glob("*/run.json")).read_text())
+    assert run_record["status"] == "running" and run_record["ended"] is None
+
+    store = Store.open(killed_store)
+    resumed = scan(store, [src], workers=2, chunk_size=25, progress=False)
+    assert resumed["reused"] >= 250  # the committed chunks were not redone
+    assert resumed["hashed"] + resumed["reused"] == 3001
+    clean = Store.open(tmp_path / "clean", create=True)
+    scan(clean, [src], workers=2, chunk_size=25, progress=False)
+    assert comparable(store) == comparable(clean)
+    parts = store.table("scan")
+    assert parts.num_rows == len(set(parts["file_key"].to_pylist()))  # no duplicate rows
+
+
+def test_process_never_raises_on_a_bad_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(path: str, rel_path: str) -> dict:
+        raise ValueError("parser bug")
+
+    monkeypatch.setattr(scan_module, "probe_file", explode)
+    batch = pa.table({"file_key": ["k"], "abs_path": [str(tmp_path / "x.jpg")],
+                      "rel_path": ["x.jpg"]})
+    out = scan_module.ScanPass().process(batch).to_pylist()[0]
+    assert (out["status"], out["reason"]) == ("broken", "probe_error")
+    assert "parser bug" in out["detail"]

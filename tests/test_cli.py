@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lamina.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["--store", store, *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return invoke
+
+
+def test_every_command_has_an_example() -> None:
+    for name, command in main.commands.items():
+        assert "Example:" in (command.help or ""), f"`lamina {name} --help` lacks an example"
+
+
+def test_scan_status_sql_runs(cli, tree: Path) -> None:
+    out = cli("scan", str(tree))
+    assert "scanned 9 files" in out and "4 new images" in out
+    status = json.loads(cli("status", "--json"))
+    assert status["files"]["by_status"] == {"ok": 4, "junk": 4, "broken": 1}
+    assert status["files"]["by_reason"]["junk/apple_double"] == 1
+    assert status["exact_duplicates"] == {"groups": 1, "redundant_files": 1}
+    assert status["images"]["by_format"] == {"JPEG": 3, "PNG": 1}
+    assert status["runs"][0]["command"] == "scan" and status["runs"][0]["status"] == "completed"
+    assert "by reason" in cli("status")
+
+    text = cli("sql", "select rel_path, status from files where status = 'junk' order by 1",
+               "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["rel_path"] for r in rows] == [
+        ".DS_Store", "__MACOSX/cats/._a.jpg", "broken/empty.jpg", "broken/notes.txt"]
+    data = json.loads(cli("sql", "select count(*) as n from images", "--format", "json"))
+    assert data == [{"n": 4}]
+    assert "(1 row)" in cli("sql", "select 1 as one")
+    listing = cli("runs")
+    assert "scan" in listing and "completed" in listing
+    run_id = status["runs"][0]["run_id"]
+    record = json.loads(cli("runs", run_id))
+    assert record["counts"]["files"] == 9
+    assert record["versions"]["pillow"]
+    assert record["config"]["sources"] == [str(tree)]
+
+
+def test_bad_input_exits_2_with_the_fix(cli, tmp_path: Path) -> None:
+    out = cli("scan", str(tmp_path / "missing"), code=2)
+    assert "does not exist" in out and "fix:" in out
+    out = cli("status", code=2)  # a refused scan leaves no store behind
+    assert "no lamina store" in out
+
+
+def test_sql_error_lists_tables(cli, tree: Path) -> None:
+    cli("scan", str(tree))
+    out = cli("sql", "select * from nosuchtable", code=2)
+    assert "nosuchtable" in out and "files" in out
+
+
+def test_status_without_store(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--store", str(tmp_path / "none"), "status"])
+    assert result.exit_code == 2
+    assert "no lamina store" in result.output and "lamina scan" in result.output
