@@ -55,10 +55,10 @@ def _echo_json(obj: Any) -> None:
     help="Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, "
     "else ./.lamina).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log progress lines and details.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.version_option(package_name="lamina")
 @click.pass_context
-def main(ctx: click.Context, store: str | None, verbose: bool) -> None:
+def main(ctx: click.Context, store: str | None, quiet: bool) -> None:
     """lamina: a frozen, queryable manifest of a messy image collection.
 
     Sources are only ever read. Everything lamina learns goes into the store.
@@ -68,8 +68,9 @@ def main(ctx: click.Context, store: str | None, verbose: bool) -> None:
         lamina scan ~/Pictures --store ~/pictures-store
         lamina --store ~/pictures-store status
     """
+    # Off a terminal there is no progress bar, so progress goes out as log lines instead.
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )

@@ -255,3 +255,26 @@ def test_process_never_raises_on_a_bad_row(tmp_path: Path, monkeypatch: pytest.M
     out = scan_module.ScanPass().process(batch).to_pylist()[0]
     assert (out["status"], out["reason"]) == ("broken", "probe_error")
     assert "parser bug" in out["detail"]
+
+
+def test_full_disk_is_a_clear_error_and_leaves_the_store_as_it_was(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, tree)
+    before = comparable(store)
+    write_photo(tree / "new.jpg", 7)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    import lamina.core.store as store_module
+
+    monkeypatch.setattr(store_module.pq, "write_table", disk_full)
+    with pytest.raises(StoreError, match="No space left on device") as info:
+        run_scan(store, tree)
+    assert "free some disk space" in str(info.value) and str(store.root) in str(info.value)
+    assert comparable(Store.open(store.root)) == before
+    monkeypatch.undo()
+    again = run_scan(store, tree)
+    assert again["events"] == {"added": 1}

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.errors import StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
@@ -237,6 +238,11 @@ def run_map_pass(
         for attempt in range(RETRIES + 1):
             failed = []
             for task, outcome in executor.imap_unordered(execute_chunk, tasks):
+                if isinstance(outcome, StoreError):
+                    # The store cannot be written (disk full, permissions): every other
+                    # chunk would fail the same way, so stop with the error that says so.
+                    # Committed chunks stay committed; a re-run continues from them.
+                    raise outcome
                 if isinstance(outcome, BaseException):
                     detail = "".join(traceback.format_exception_only(type(outcome), outcome))
                     failed.append((task, detail.strip()))

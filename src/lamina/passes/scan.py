@@ -343,6 +343,22 @@ order by e.source, e.rel_path
 def _commit(store: Store, run: Run, listing: pa.Table, sources: list[str], layer: Path) -> dict:
     import duckdb
 
+    try:
+        return _build_and_commit(store, run, listing, sources, layer)
+    except duckdb.IOException as exc:
+        # Nothing was renamed into place yet: the store is as it was before the commit.
+        raise StoreError(
+            f"cannot write the scan's tables under {store.root}: {exc}",
+            hint="free some disk space or choose another store with --store, then scan again "
+            "(the hashing already done is kept)",
+        ) from exc
+
+
+def _build_and_commit(
+    store: Store, run: Run, listing: pa.Table, sources: list[str], layer: Path
+) -> dict:
+    import duckdb
+
     con = duckdb.connect()
     con.execute("set memory_limit = '512MB'; set preserve_insertion_order = false")
     con.register("listing", listing.drop_columns(["abs_path"]))
