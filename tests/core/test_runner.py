@@ -125,3 +125,47 @@ def test_config_names_the_layer(tmp_path: Path) -> None:
         result = run_map_pass(store, b, inputs(3), run, workers=1, progress=False)
     assert result.processed == 3  # a different config shares nothing
     assert sorted(store.table("double_test")["y"].to_pylist()) == [0, 3, 6]  # newest layer
+
+
+@dataclass(frozen=True)
+class NoCfg:
+    pass
+
+
+class Width(Pass):
+    """A toy image pass: reads the header width from the inputs."""
+
+    name = "width_test"
+    version = "1"
+    Config = NoCfg
+    schema = pa.schema([("image_id", pa.string()), ("w", pa.int32()), ("path", pa.string())])
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        return pa.table(
+            {"image_id": batch["image_id"], "w": batch["width"], "path": batch["rel_path"]}
+        )
+
+
+def test_run_pass_over_the_images_of_a_store(tree: Path, tmp_path: Path) -> None:
+    from lamina.core.runner import image_inputs, run_pass
+    from lamina.passes.scan import scan
+
+    register(Width)
+    try:
+        store = Store.open(tmp_path / "store", create=True)
+        assert image_inputs(store).num_rows == 0
+        scan(store, [tree], workers=1, progress=False)
+        inputs = image_inputs(store)
+        assert inputs.num_rows == 4  # a, b, c (two files, one image) and the truncated one
+        assert all(Path(p).is_file() for p in inputs["abs_path"].to_pylist())
+        counts = run_pass(store, "width_test", workers=1, progress=False)
+        assert (counts["processed"], counts["already_done"]) == (4, 0)
+        rows = store.table("width_test").to_pylist()
+        assert {r["w"] for r in rows} == {64}
+        assert "dogs/c.png" in {r["path"] for r in rows}  # the first path of a duplicate
+        again = run_pass(store, "width_test", workers=1, progress=False)
+        assert (again["processed"], again["already_done"]) == (0, 4)
+        runs = store.sql("select command, status from runs where command = 'width_test'")
+        assert runs.num_rows == 2
+    finally:
+        REGISTRY.pop(Width.name, None)

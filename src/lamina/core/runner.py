@@ -273,3 +273,77 @@ def run_map_pass(
             )
             bar.update(rows)
     return result
+
+
+IMAGE_INPUTS_SQL = """
+select i.*, f.source, f.rel_path, f.source || '/' || f.rel_path as abs_path
+from images i
+join (
+    select image_id, source, rel_path from files
+    where image_id is not null and status <> 'missing'
+    -- one path per image: prefer a file whose own status is fine, then the first by path
+    qualify row_number() over (
+        partition by image_id order by (status <> 'ok'), source, rel_path) = 1
+) f using (image_id)
+order by i.image_id
+"""
+
+
+def image_inputs(store: Store) -> pa.Table:
+    """The input rows of an image map pass: every image present in the manifest with one
+    readable path (`abs_path`) and its header facts from `images`.
+
+    Example:
+        >>> image_inputs(lamina.open()).column_names[:3]  # doctest: +SKIP
+        ['image_id', 'sha256', 'size']
+    """
+    if not store.table_files("files") or not store.table_files("images"):
+        return pa.table(
+            {
+                "image_id": pa.array([], pa.string()),
+                "abs_path": pa.array([], pa.string()),
+                "rel_path": pa.array([], pa.string()),
+            }
+        )
+    return store.sql(IMAGE_INPUTS_SQL)
+
+
+def run_pass(
+    store: Store,
+    name: str,
+    config: dict[str, Any] | None = None,
+    *,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the registered map pass `name` over every image of the store, as one run
+    (write lock, run record, resume), and return its counts with the run id.
+
+    Example:
+        >>> run_pass(lamina.open(), "signals")  # doctest: +SKIP
+        {'inputs': 312, 'already_done': 0, 'processed': 312, ..., 'run_id': '2026…'}
+    """
+    instance = get_pass(name, config)
+    store.check_writable()
+    record = {
+        "pass": name,
+        "config": instance.config_dict(),
+        "layer": instance.layer_id,
+        "workers": workers,
+        "chunk_size": chunk_size,
+    }
+    with store.write_lock(name), Run(store, name, record) as run:
+        result = run_map_pass(
+            store,
+            instance,
+            image_inputs(store),
+            run,
+            workers=workers,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        counts = result.as_dict()
+        for key, value in counts.items():
+            run.count(key, value)
+    return {**counts, "run_id": run.run_id, "layer": instance.layer_id}
