@@ -283,6 +283,8 @@ def verify(
             f"modified {report['modified']}, missing {report['missing']}, "
             f"unreadable {report['unreadable']}"
         )
+        for source in report.get("missing_sources", []):
+            click.secho(f"  source missing (not mounted?): {source}", fg="yellow")
         for p in report["problems"][:50]:
             click.echo(f"  {p['kind']:<10} {p['source']}/{p['rel_path']}")
         click.echo(f"run {report['run_id']}")

@@ -70,7 +70,7 @@ _EXTS = _by_format(
     " | JPEG2000: jp2 j2k j2c jpc jpx jpf jph | PSD: psd psb | DNG: dng | CR2: cr2 | CR3: cr3"
     " | NEF: nef nrw | ARW: arw srf sr2 | ORF: orf | RW2: rw2 rwl | RAF: raf | PDF: pdf ai"
 )
-_IMAGE_EXTS = frozenset().union(*(v for k, v in _EXTS.items() if k != "PDF"))
+IMAGE_EXTS = frozenset().union(*(v for k, v in _EXTS.items() if k != "PDF"))
 _RAW = frozenset({"DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF"})
 _TIFF_LIKE = frozenset({"TIFF", "DNG", "CR2", "NEF", "ARW"})  # Pillow can read their IFD0
 _PIL_NAME = {"DNG": "TIFF", "CR2": "TIFF", "NEF": "TIFF", "ARW": "TIFF"}
@@ -257,7 +257,7 @@ def _describe(
     if junk is not None:
         return "junk", junk
     if fmt is None:
-        return ("broken", "unknown_content") if ext in _IMAGE_EXTS else ("junk", "not_an_image")
+        return ("broken", "unknown_content") if ext in IMAGE_EXTS else ("junk", "not_an_image")
     if fmt == "PDF":
         return "junk", "not_an_image"
 
