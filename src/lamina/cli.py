@@ -285,6 +285,8 @@ def verify(
         )
         for source in report.get("missing_sources", []):
             click.secho(f"  source missing (not mounted?): {source}", fg="yellow")
+        for source in report.get("missing_sources", []):
+            click.secho(f"  source missing (a disk not mounted?): {source}", fg="yellow")
         for p in report["problems"][:50]:
             click.echo(f"  {p['kind']:<10} {p['source']}/{p['rel_path']}")
         click.echo(f"run {report['run_id']}")
@@ -363,9 +365,17 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
         f"(columns: {', '.join(report['columns'])})"
     )
     if report["unmatched"]:
+        examples = ", ".join(map(str, report["unmatched"][:5]))
         click.secho(
-            f"{len(report['unmatched'])}+ keys matched no file, e.g. "
-            f"{', '.join(map(str, report['unmatched'][:5]))}",
+            f"{report['unmatched_rows']} rows matched no file (kept with no image_id), "
+            f"e.g. {examples}",
+            fg="yellow",
+        )
+    if report.get("ambiguous_rows"):
+        examples = ", ".join(map(str, report["ambiguous"][:5]))
+        click.secho(
+            f"{report['ambiguous_rows']} rows matched several files equally well and were "
+            f"not attached, e.g. {examples}",
             fg="yellow",
         )
 
