@@ -74,3 +74,38 @@ def test_status_without_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--store", str(tmp_path / "none"), "status"])
     assert result.exit_code == 2
     assert "no lamina store" in result.output and "lamina scan" in result.output
+
+
+def test_no_command_writes_inside_a_source(cli, tree: Path, tmp_path: Path) -> None:
+    from tests.passes.test_scan import snapshot
+
+    def listing() -> list[str]:
+        return sorted(str(p) for p in tree.rglob("*"))
+
+    before, paths = snapshot(tree), listing()
+    meta = tmp_path / "meta.csv"
+    meta.write_text("name,license\na.jpg,CC-BY\n")
+    cli("scan", str(tree))
+    cli("scan", str(tree))
+    cli("status")
+    cli("sql", "select * from files")
+    cli("runs")
+    cli("verify")
+    cli("attach", str(meta), "--on", "name")
+    cli("reconcile", str(tmp_path / "store"), str(tmp_path / "store"))
+    assert snapshot(tree) == before  # bytes and mtimes
+    assert listing() == paths  # nothing created, renamed or deleted
+
+
+def test_verify_reports_bitrot_with_exit_1(cli, tree: Path) -> None:
+    import os
+
+    cli("scan", str(tree))
+    target = tree / "cats" / "b.jpg"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte, same size
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: silent rot
+    out = cli("verify", code=1)
+    assert "bitrot 1" in out and "cats/b.jpg" in out
