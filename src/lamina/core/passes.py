@@ -60,6 +60,10 @@ class Pass:
     resources: ClassVar[Resources] = Resources()
     # (importable module, pip requirement) pairs checked when the pass is created.
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Map passes that work on pixels set this to a decode recipe ("working": EXIF-oriented
+    # RGB, long side <= 512, see lamina.core.decode) and implement `process_decoded`. The
+    # runner then decodes each image once for all such passes run together.
+    decode: ClassVar[str | None] = None
 
     def __init__(self, config: Any = None) -> None:
         if isinstance(config, dict) or config is None:
@@ -92,7 +96,27 @@ class Pass:
         """Once per worker, before the first batch: load models here."""
 
     def process(self, batch: pa.Table) -> pa.Table:
-        """One output row per input row, in the pass's `schema`. Pure: no store access."""
+        """One output row per input row, in the pass's `schema`. Pure: no store access.
+
+        A pass with a `decode` recipe gets this for free: it decodes each row's
+        `abs_path` and calls `process_decoded`.
+        """
+        if self.decode is None:
+            raise NotImplementedError(f"{type(self).__name__} is a {self.kind} pass")
+        from lamina.core.decode import decode_batch
+
+        return self.process_decoded(batch, decode_batch(batch, self.decode))
+
+    def process_decoded(self, batch: pa.Table, images: list[Any]) -> pa.Table:
+        """Like `process`, with `images[i]` the decoded pixels of row i (a
+        `lamina.core.decode.Decoded`, whose `error` is set when decoding failed)."""
+        raise NotImplementedError(f"{type(self).__name__} has no decode recipe")
+
+    # -- global passes ---------------------------------------------------------------------
+
+    def compute(self, store: Any) -> pa.Table:
+        """A global pass's whole output table, from the tables in `reads` (read through
+        `store.table(...)` / `store.sql(...)`; never written by the pass)."""
         raise NotImplementedError(f"{type(self).__name__} is a {self.kind} pass")
 
     def teardown(self) -> None:

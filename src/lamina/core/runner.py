@@ -1,5 +1,6 @@
-"""The runner: cuts a map pass's input into chunks, runs them on an executor, writes each
-chunk's part file and ledger record atomically, and skips work already done.
+"""The runner: cuts map passes' input into chunks, runs them on an executor, writes each
+chunk's part file and ledger record atomically, and skips work already done; runs global
+passes when their inputs changed.
 
 What counts as done is decided by the rows, not by the chunking: an input row is done when
 its key (`image_id`, or `file_key` for scan) is in a part that has a ledger record. So a
@@ -7,6 +8,9 @@ re-run after a kill processes exactly the rows that were not committed, even if 
 inputs grew in between and the chunks fall differently (the pitfall of tying completion
 to chunk numbers). A part without a ledger record is a chunk killed between its two
 writes; it is deleted and redone.
+
+Map passes with the same `decode` recipe run together: each chunk decodes an image once
+and hands the pixels to every pass that still needs that row.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from lamina.core.errors import StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
-from lamina.core.store import Store, atomic_write_parquet
+from lamina.core.store import Store, atomic_write_json, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
 
 log = logging.getLogger("lamina")
@@ -40,20 +44,33 @@ RETRIES = 2
 
 
 @dataclass(frozen=True)
-class ChunkTask:
-    """All a worker needs to do one chunk: names, a config and the input rows."""
+class PassPart:
+    """One pass's share of a chunk: which rows it still needs and the part it writes."""
 
     pass_name: str
     config: dict[str, Any]
-    store_root: str
     layer_id: str
     chunk_id: str
+    rows: tuple[int, ...] | None  # None: every row of the chunk
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """All a worker needs to do one chunk: pass names, configs and the input rows."""
+
+    parts: tuple[PassPart, ...]
+    store_root: str
     run_id: str
     batch: bytes  # Arrow IPC stream of the input rows
+
+    @property
+    def chunk_id(self) -> str:
+        return self.parts[0].chunk_id
 
 
 @dataclass(frozen=True)
 class ChunkResult:
+    pass_name: str
     chunk_id: str
     rows: int
     error_rows: int
@@ -108,39 +125,57 @@ def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-def execute_chunk(task: ChunkTask) -> ChunkResult:
-    """Run one chunk in this process: process, check, write the part, then the record."""
-    t0 = time.monotonic()
-    instance = _worker_pass(task.pass_name, task.config)
+def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
+    """Run one chunk in this process: decode once if the passes need pixels, then for each
+    pass process its rows, check them, write the part, then the ledger record."""
     batch = _from_ipc(task.batch)
-    out = instance.process(batch)
-    if out.num_rows != batch.num_rows:
-        raise RuntimeError(
-            f"pass {task.pass_name} returned {out.num_rows} rows for {batch.num_rows} inputs"
-        )
-    out = out.select(instance.schema.names).cast(instance.schema)
+    instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
+    decoded = None
+    recipe = instances[0].decode
+    if recipe is not None:
+        from lamina.core.decode import decode_batch
+
+        decoded = decode_batch(batch, recipe)
     root = Path(task.store_root)
-    layer_dir = root / "layers" / task.pass_name / task.layer_id
-    atomic_write_parquet(layer_dir / f"part-{task.chunk_id}.parquet", out)
-    error_rows = 0
-    if "error" in out.column_names:
-        error_rows = out.num_rows - out["error"].null_count
-    seconds = time.monotonic() - t0
-    write_chunk_record(
-        root / "ledger" / task.pass_name / task.layer_id,
-        task.chunk_id,
-        {
-            "chunk_id": task.chunk_id,
-            "pass": task.pass_name,
-            "layer": task.layer_id,
-            "run_id": task.run_id,
-            "rows": out.num_rows,
-            "error_rows": error_rows,
-            "seconds": round(seconds, 4),
-            "finished": utc_now(),
-        },
-    )
-    return ChunkResult(task.chunk_id, out.num_rows, error_rows, seconds)
+    results = []
+    for part, instance in zip(task.parts, instances, strict=True):
+        t0 = time.monotonic()
+        rows = list(part.rows) if part.rows is not None else None
+        sub = batch if rows is None else batch.take(rows)
+        if decoded is not None:
+            images = decoded if rows is None else [decoded[i] for i in rows]
+            out = instance.process_decoded(sub, images)
+        else:
+            out = instance.process(sub)
+        if out.num_rows != sub.num_rows:
+            raise RuntimeError(
+                f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
+            )
+        out = out.select(instance.schema.names).cast(instance.schema)
+        layer_dir = root / "layers" / part.pass_name / part.layer_id
+        atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
+        error_rows = 0
+        if "error" in out.column_names:
+            error_rows = out.num_rows - out["error"].null_count
+        seconds = time.monotonic() - t0
+        write_chunk_record(
+            root / "ledger" / part.pass_name / part.layer_id,
+            part.chunk_id,
+            {
+                "chunk_id": part.chunk_id,
+                "pass": part.pass_name,
+                "layer": part.layer_id,
+                "run_id": task.run_id,
+                "rows": out.num_rows,
+                "error_rows": error_rows,
+                "seconds": round(seconds, 4),
+                "finished": utc_now(),
+            },
+        )
+        results.append(
+            ChunkResult(part.pass_name, part.chunk_id, out.num_rows, error_rows, seconds)
+        )
+    return results
 
 
 def sweep_uncommitted(store: Store, instance: Pass) -> int:
@@ -173,7 +208,7 @@ def done_keys(store: Store, instance: Pass) -> pa.Array:
     return pa.chunked_array(arrays).combine_chunks()
 
 
-def chunk_id_for(keys: pa.Array) -> str:
+def chunk_id_for(keys: pa.Array | pa.ChunkedArray) -> str:
     """A chunk's id: a hash of the keys it holds, so the same inputs give the same id."""
     digest = hashlib.sha256()
     for key in keys.to_pylist():
@@ -182,58 +217,119 @@ def chunk_id_for(keys: pa.Array) -> str:
     return digest.hexdigest()[:16]
 
 
+def _groups(instances: list[Pass]) -> list[list[Pass]]:
+    """Passes that can share a chunk: the same decode recipe (or none, one pass a group)."""
+    groups: dict[str, list[Pass]] = {}
+    alone: list[list[Pass]] = []
+    for instance in instances:
+        if instance.decode is None:
+            alone.append([instance])
+        else:
+            groups.setdefault(instance.decode, []).append(instance)
+    return [*groups.values(), *alone]
+
+
 def _chunks(
-    todo: pa.Table, instance: Pass, store: Store, run: Run, chunk_size: int
+    todo: pa.Table,
+    needs: list[pa.Array],
+    group: list[Pass],
+    store: Store,
+    run: Run,
+    chunk_size: int,
 ) -> Iterator[ChunkTask]:
     for start in range(0, todo.num_rows, chunk_size):
         batch = todo.slice(start, chunk_size)
-        yield ChunkTask(
-            pass_name=instance.name,
-            config=instance.config_dict(),
-            store_root=str(store.root),
-            layer_id=instance.layer_id,
-            chunk_id=chunk_id_for(batch[instance.key].combine_chunks()),
-            run_id=run.run_id,
-            batch=_to_ipc(batch),
-        )
+        parts = []
+        for instance, need in zip(group, needs, strict=True):
+            mask = need.slice(start, chunk_size)
+            n_needed = pc.sum(mask).as_py() or 0
+            if n_needed == 0:
+                continue
+            rows = None
+            keys = batch[instance.key]
+            if n_needed < batch.num_rows:
+                idx = pc.indices_nonzero(mask)
+                rows = tuple(idx.to_pylist())
+                keys = keys.take(idx)
+            parts.append(
+                PassPart(
+                    instance.name,
+                    instance.config_dict(),
+                    instance.layer_id,
+                    chunk_id_for(keys),
+                    rows,
+                )
+            )
+        yield ChunkTask(tuple(parts), str(store.root), run.run_id, _to_ipc(batch))
 
 
-def run_map_pass(
+def run_map_passes(
     store: Store,
-    instance: Pass,
+    instances: list[Pass],
     inputs: pa.Table,
     run: Run,
     *,
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
-) -> MapResult:
-    """Run a map pass over `inputs` (which must hold the pass's key column), skipping rows
-    already committed, and return what was done. Chunks that still fail after their
-    retries are recorded as run errors; the other chunks are committed.
+) -> dict[str, MapResult]:
+    """Run map passes over `inputs` (which must hold each pass's key column), skipping rows
+    already committed, decoding each image once for passes that share a decode recipe.
+    Chunks that still fail after their retries are recorded as run errors; the other
+    chunks are committed. Returns what each pass did, by name.
 
     Example:
-        >>> run_map_pass(store, get_pass("scan"), listing, run)  # doctest: +SKIP
-        MapResult(inputs=300, already_done=0, processed=300, ...)
+        >>> run_map_passes(store, [get_pass("signals"), get_pass("hashes")], inputs, run)
+        {'signals': MapResult(inputs=300, processed=300, ...), 'hashes': ...}  # doctest: +SKIP
     """
-    if instance.kind != "map":
-        raise TypeError(f"{instance.name} is not a map pass")
-    result = MapResult(inputs=inputs.num_rows)
-    sweep_uncommitted(store, instance)
-    done = done_keys(store, instance)
-    if len(done):
-        todo = inputs.filter(pc.invert(pc.is_in(inputs[instance.key], value_set=done)))
-    else:
-        todo = inputs
-    result.already_done = inputs.num_rows - todo.num_rows
-    if todo.num_rows == 0:
-        return result
-
+    results = {i.name: MapResult(inputs=inputs.num_rows) for i in instances}
     chunk_size = chunk_size or store.chunk_size
     executor = LocalExecutor(workers)
-    tasks: Iterable[ChunkTask] = _chunks(todo, instance, store, run, chunk_size)
+    for group in _groups(instances):
+        needs_all = []
+        for instance in group:
+            if instance.kind != "map":
+                raise TypeError(f"{instance.name} is not a map pass")
+            sweep_uncommitted(store, instance)
+            done = done_keys(store, instance)
+            need = pa.array([True] * inputs.num_rows, pa.bool_())
+            if len(done):
+                need = pc.invert(pc.is_in(inputs[instance.key], value_set=done))
+                if isinstance(need, pa.ChunkedArray):
+                    need = need.combine_chunks()
+            results[instance.name].already_done = inputs.num_rows - (pc.sum(need).as_py() or 0)
+            needs_all.append(need)
+        any_need = needs_all[0]
+        for need in needs_all[1:]:
+            any_need = pc.or_(any_need, need)
+        todo = inputs.filter(any_need)
+        if todo.num_rows == 0:
+            continue
+        needs = [need.filter(any_need) for need in needs_all]
+        _run_group(
+            group,
+            _chunks(todo, needs, group, store, run, chunk_size),
+            todo.num_rows,
+            executor,
+            results,
+            run,
+            progress,
+        )
+    return results
+
+
+def _run_group(
+    group: list[Pass],
+    tasks: Iterable[ChunkTask],
+    total: int,
+    executor: LocalExecutor,
+    results: dict[str, MapResult],
+    run: Run,
+    progress: bool,
+) -> None:
     failed: list[tuple[ChunkTask, str]] = []
-    with Progress(todo.num_rows, instance.name, enabled=progress) as bar:
+    label = "+".join(i.name for i in group)
+    with Progress(total, label, unit="row", enabled=progress) as bar:
         # Every chunk once, then the failed ones again, up to RETRIES more rounds.
         for attempt in range(RETRIES + 1):
             failed = []
@@ -247,33 +343,106 @@ def run_map_pass(
                     detail = "".join(traceback.format_exception_only(type(outcome), outcome))
                     failed.append((task, detail.strip()))
                     continue
-                result.chunks += 1
-                result.processed += outcome.rows
-                result.error_rows += outcome.error_rows
-                bar.update(outcome.rows)
+                for chunk in outcome:
+                    result = results[chunk.pass_name]
+                    result.chunks += 1
+                    result.processed += chunk.rows
+                    result.error_rows += chunk.error_rows
+                bar.update(_from_ipc(task.batch).num_rows)
             if not failed:
                 break
             if attempt < RETRIES:
                 log.warning(
-                    "%d chunk(s) of %s failed (%s); retrying",
-                    len(failed),
-                    instance.name,
-                    failed[0][1],
+                    "%d chunk(s) of %s failed (%s); retrying", len(failed), label, failed[0][1]
                 )
             tasks = [task for task, _ in failed]
         for task, detail in failed:
-            result.failed_chunks.append(task.chunk_id)
             rows = _from_ipc(task.batch).num_rows
-            run.error(
-                kind="chunk",
-                pass_name=instance.name,
-                chunk_id=task.chunk_id,
-                rows=rows,
-                message=detail,
-            )
+            for part in task.parts:
+                results[part.pass_name].failed_chunks.append(part.chunk_id)
+                run.error(
+                    kind="chunk",
+                    pass_name=part.pass_name,
+                    chunk_id=part.chunk_id,
+                    rows=rows if part.rows is None else len(part.rows),
+                    message=detail,
+                )
             bar.update(rows)
-    return result
 
+
+def run_map_pass(
+    store: Store,
+    instance: Pass,
+    inputs: pa.Table,
+    run: Run,
+    *,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> MapResult:
+    """`run_map_passes` for one pass.
+
+    Example:
+        >>> run_map_pass(store, get_pass("scan"), listing, run)  # doctest: +SKIP
+        MapResult(inputs=300, already_done=0, processed=300, ...)
+    """
+    return run_map_passes(
+        store, [instance], inputs, run, workers=workers, chunk_size=chunk_size, progress=progress
+    )[instance.name]
+
+
+# -- global passes -------------------------------------------------------------------------
+
+
+def input_fingerprint(store: Store, names: Iterable[str]) -> str:
+    """A hash of the files that make up the tables `names`: changes when any input does."""
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        digest.update(f"[{name}]".encode())
+        for path in store.table_files(name):
+            st = path.stat()
+            digest.update(
+                f"{path.relative_to(store.root)} {st.st_size} {st.st_mtime_ns}\n".encode()
+            )
+    return digest.hexdigest()[:16]
+
+
+def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = False) -> dict:
+    """Run a global pass unless its inputs and config are unchanged since it last ran.
+
+    Its layer holds one part (`part-global.parquet`), replaced atomically; the ledger
+    record `global.json` names the input fingerprint it was computed from.
+    """
+    if instance.kind != "global":
+        raise TypeError(f"{instance.name} is not a global pass")
+    fingerprint = input_fingerprint(store, instance.reads)
+    record_path = store.ledger_dir(instance.name, instance.layer_id) / "global.json"
+    part = store.layer_dir(instance.name, instance.layer_id) / "part-global.parquet"
+    if not force and record_path.exists() and part.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("inputs") == fingerprint:
+            return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
+    t0 = time.monotonic()
+    out = instance.compute(store)
+    out = out.select(instance.schema.names).cast(instance.schema)
+    atomic_write_parquet(part, out)
+    seconds = round(time.monotonic() - t0, 3)
+    atomic_write_json(
+        record_path,
+        {
+            "pass": instance.name,
+            "layer": instance.layer_id,
+            "inputs": fingerprint,
+            "rows": out.num_rows,
+            "run_id": run.run_id,
+            "seconds": seconds,
+            "finished": utc_now(),
+        },
+    )
+    return {"skipped": False, "rows": out.num_rows, "layer": instance.layer_id, "seconds": seconds}
+
+
+# -- running passes over a store -------------------------------------------------------------
 
 IMAGE_INPUTS_SQL = """
 select i.*, f.source, f.rel_path, f.source || '/' || f.rel_path as abs_path
@@ -308,6 +477,54 @@ def image_inputs(store: Store) -> pa.Table:
     return store.sql(IMAGE_INPUTS_SQL)
 
 
+def run_passes(
+    store: Store,
+    passes: list[tuple[str, dict[str, Any] | None]],
+    *,
+    command: str | None = None,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run registered passes over the store as one run (write lock, run record, resume):
+    map passes over every image (sharing decodes), then global passes in the given order.
+    Returns each pass's counts by name, plus `run_id`.
+
+    Example:
+        >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
+        {'signals': {'processed': 312, ...}, 'hashes': {...}, 'run_id': '2026…'}
+    """
+    instances = [get_pass(name, config) for name, config in passes]
+    store.check_writable()
+    record = {
+        "passes": {i.name: {"config": i.config_dict(), "layer": i.layer_id} for i in instances},
+        "workers": workers,
+        "chunk_size": chunk_size,
+    }
+    name = command or "+".join(i.name for i in instances)
+    out: dict[str, Any] = {}
+    with store.write_lock(name), Run(store, name, record) as run:
+        maps = [i for i in instances if i.kind == "map"]
+        if maps:
+            results = run_map_passes(
+                store,
+                maps,
+                image_inputs(store),
+                run,
+                workers=workers,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+            out.update({k: v.as_dict() for k, v in results.items()})
+        for instance in instances:
+            if instance.kind == "global":
+                out[instance.name] = run_global_pass(store, instance, run)
+        for key, value in out.items():
+            run.count(key, value)
+    out["run_id"] = run.run_id
+    return out
+
+
 def run_pass(
     store: Store,
     name: str,
@@ -317,33 +534,13 @@ def run_pass(
     chunk_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the registered map pass `name` over every image of the store, as one run
-    (write lock, run record, resume), and return its counts with the run id.
+    """Run one registered pass over the store (see `run_passes`); its counts and run id.
 
     Example:
         >>> run_pass(lamina.open(), "signals")  # doctest: +SKIP
         {'inputs': 312, 'already_done': 0, 'processed': 312, ..., 'run_id': '2026…'}
     """
-    instance = get_pass(name, config)
-    store.check_writable()
-    record = {
-        "pass": name,
-        "config": instance.config_dict(),
-        "layer": instance.layer_id,
-        "workers": workers,
-        "chunk_size": chunk_size,
-    }
-    with store.write_lock(name), Run(store, name, record) as run:
-        result = run_map_pass(
-            store,
-            instance,
-            image_inputs(store),
-            run,
-            workers=workers,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-        counts = result.as_dict()
-        for key, value in counts.items():
-            run.count(key, value)
-    return {**counts, "run_id": run.run_id, "layer": instance.layer_id}
+    result = run_passes(
+        store, [(name, config)], workers=workers, chunk_size=chunk_size, progress=progress
+    )
+    return {**result[name], "run_id": result["run_id"], "layer": get_pass(name, config).layer_id}
