@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from lamina.analysis.flags import (
+    FLAG_NAMES,
+    FlagsPass,
+    default_policy,
+    default_policy_text,
+    flags_config,
+    load_policy,
+    parse_policy,
+)
+from lamina.core.errors import ConfigError
+from lamina.core.ledger import Run
+from lamina.core.runner import run_global_pass
+from lamina.core.store import Store, atomic_write_parquet
+
+NORMAL = {
+    "brightness_mean": 0.5,
+    "brightness_p05": 0.1,
+    "brightness_p50": 0.5,
+    "brightness_p95": 0.9,
+    "dark_fraction": 0.05,
+    "light_fraction": 0.05,
+    "contrast_rms": 0.2,
+    "saturation_mean": 0.3,
+    "colorfulness": 40.0,
+    "entropy": 7.2,
+    "laplacian_var": 400.0,
+    "blur_effect": 0.3,
+    "edge_density": 0.1,
+    "noise_sigma": 2.0,
+    "fft_high_ratio": 0.1,
+    "grey_by_content": False,
+    "chroma_mean": 0.1,
+    "text_score": 0.05,
+    "aspect_ratio": 1.5,
+    "alpha": False,
+    "width": 600,
+    "height": 400,
+    "megapixels": 0.24,
+    "error": None,
+    "detail": None,
+}
+
+
+def signals_row(image_id: str, **changes: object) -> dict:
+    return {"image_id": image_id, **NORMAL, **changes}
+
+
+def fake_store(
+    tmp_path: Path,
+    rows: list[dict],
+    dups: list[dict] | None = None,
+    n_files: dict[str, int] | None = None,
+) -> Store:
+    """A store whose files, images and signals tables are written directly."""
+    store = Store.open(tmp_path / "store", create=True)
+    ids = [r["image_id"] for r in rows]
+    statuses = ["broken" if r.get("error") else "ok" for r in rows]
+    files = []
+    for image_id in ids:
+        files += [
+            {
+                "image_id": image_id,
+                "status": "ok",
+                "rel_path": f"{image_id}-{k}.jpg",
+                "folder": "",
+                "source": "/src",
+            }
+            for k in range((n_files or {}).get(image_id, 1))
+        ]
+    atomic_write_parquet(store.table_dir("files") / "files.parquet", pa.Table.from_pylist(files))
+    atomic_write_parquet(
+        store.table_dir("images") / "part-x.parquet",
+        pa.table(
+            {
+                "image_id": ids,
+                "status": statuses,
+                "huge": [False] * len(ids),
+                "width": [r["width"] for r in rows],
+                "height": [r["height"] for r in rows],
+                "megapixels": [r["megapixels"] for r in rows],
+            }
+        ),
+    )
+    atomic_write_parquet(
+        store.layer_dir("signals", "t") / "part-x.parquet", pa.Table.from_pylist(rows)
+    )
+    if dups:
+        atomic_write_parquet(
+            store.layer_dir("duplicates", "t") / "part-global.parquet", pa.Table.from_pylist(dups)
+        )
+    return store
+
+
+def flags_of(store: Store, policy_text: str | None = None) -> dict[str, dict]:
+    policy = default_policy()
+    if policy_text:
+        policy = parse_policy(policy_text, base=policy)
+    table = FlagsPass(flags_config(policy)).compute(store)
+    return {r["image_id"]: r for r in table.to_pylist()}
+
+
+def test_each_defect_raises_its_flag_and_only_it(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", megapixels=0.24 + i * 0.01) for i in range(20)]
+    rows += [
+        signals_row("dark", brightness_mean=0.05, brightness_p95=0.12, brightness_p05=0.0),
+        signals_row("light", brightness_mean=0.95, brightness_p05=0.85),
+        signals_row("blurry", blur_effect=0.8, laplacian_var=5.0),
+        signals_row("flat", entropy=1.0),
+        signals_row("grey", chroma_mean=0.0, grey_by_content=True),
+        signals_row("strip", aspect_ratio=20.0),
+        signals_row("tiny", width=30, height=20, megapixels=0.0006),
+        signals_row("noisy", noise_sigma=30.0),
+        signals_row("page", text_score=0.9),
+        signals_row("bad", error="decode_error", **{k: None for k in NORMAL if k != "error"}),
+    ]
+    store = fake_store(tmp_path, rows)
+    flags = flags_of(store)
+    expected = {
+        "dark": "dark",
+        "light": "light",
+        "blurry": "blurry",
+        "flat": "low_information",
+        "grey": "grayscale",
+        "strip": "odd_aspect",
+        "noisy": "noisy",
+        "page": "text_heavy",
+        "bad": "junk",
+    }
+    for image_id, flag in expected.items():
+        assert flags[image_id][flag], (image_id, flags[image_id]["flags"])
+    assert set(flags["tiny"]["flags"]) >= {"tiny", "odd_size"}
+    assert all(flags[f"n{i}"]["n_flags"] == 0 for i in range(20))
+    assert flags["dark"]["dark_score"] == pytest.approx(0.88)
+    assert flags["grey"]["flags"] == ["grayscale"]
+
+
+def test_duplicates_flags(tmp_path: Path) -> None:
+    rows = [signals_row(i) for i in ("a", "b", "c")]
+    dups = [
+        {"image_id": "a", "kind": "representative", "distance": 0, "is_representative": True},
+        {"image_id": "b", "kind": "near", "distance": 4, "is_representative": False},
+    ]
+    store = fake_store(tmp_path, rows, dups, n_files={"c": 3})
+    flags = flags_of(store)
+    assert not flags["a"]["near_duplicate"] and flags["b"]["near_duplicate"]
+    assert flags["b"]["near_duplicate_score"] == pytest.approx(1 - 4 / 64)
+    assert flags["c"]["exact_duplicate"] and flags["c"]["exact_duplicate_score"] == 2
+
+
+def test_changing_the_policy_changes_flags_without_pixels(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}") for i in range(5)] + [signals_row("dim", brightness_p95=0.4)]
+    store = fake_store(tmp_path, rows)
+    assert not flags_of(store)["dim"]["dark"]
+    assert flags_of(store, "[dark]\nthreshold = 0.5\n")["dim"]["dark"]
+    assert not flags_of(store, "[dark]\nthreshold = 0.5\nenabled = false\n")["dim"]["dark"]
+    # Through the runner: a new policy is a new layer, computed from the same signals.
+    a = FlagsPass(flags_config(default_policy()))
+    b = FlagsPass(flags_config(parse_policy("[dark]\nthreshold = 0.5", base=default_policy())))
+    assert a.layer_id != b.layer_id
+    with Run(store, "flags", {}) as run:
+        first = run_global_pass(store, a, run)
+        again = run_global_pass(store, a, run)
+        other = run_global_pass(store, b, run)
+    assert not first["skipped"] and again["skipped"] and not other["skipped"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[darkk]\nthreshold = 1", "unknown flag 'darkk'"),
+        ("[dark]\nthresold = 1", "unknown key 'dark.thresold'"),
+        ("[dark]\nthreshold = 'high'", "bad value for 'dark.threshold'"),
+        ("[policy]\nversion = 'x'", "bad value for 'policy.version'"),
+        ("[dark\n", "not valid TOML"),
+    ],
+)
+def test_bad_policy_is_refused_by_name(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        parse_policy(text, base=default_policy())
+
+
+def test_bad_score_expression_names_the_flag(tmp_path: Path) -> None:
+    store = fake_store(tmp_path, [signals_row("a")])
+    with pytest.raises(ConfigError, match="flag 'dark'"):
+        flags_of(store, "[dark]\nscore = 'no_such_column * 2'\n")
+
+
+def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
+    policy = default_policy()
+    assert set(policy.rules) == set(FLAG_NAMES)
+    assert all(rule.why for rule in policy.rules.values())
+    assert "version = 1" in default_policy_text()
+    path = tmp_path / "p.toml"
+    path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
+    loaded = load_policy(path)
+    assert (loaded.name, loaded.version, loaded.rules["blurry"].threshold) == ("strict", 2, 0.4)
+    assert loaded.rules["dark"] == policy.rules["dark"]
+    with pytest.raises(ConfigError, match="no policy file"):
+        load_policy(tmp_path / "missing.toml")
