@@ -515,6 +515,65 @@ def measure_throughput(
     return result
 
 
+@dataclass
+class Steady:
+    """Per-file cost on one core, warm cache: what a scan would approach on an endless
+    collection of such files, once the fixed costs no longer count."""
+
+    corpus: str
+    files: int
+    size: int
+    raw_s: float  # plain open + read + SHA-256 of every sampled file, one process
+    probe_s: float  # lamina's ScanPass.process over the same files (hash, header, Arrow rows)
+
+    @property
+    def raw_us(self) -> float:
+        return self.raw_s / self.files * 1e6
+
+    @property
+    def probe_us(self) -> float:
+        return self.probe_s / self.files * 1e6
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_s / self.probe_s
+
+
+def steady_state(corpus: str, root: Path, limit: int, reps: int) -> Steady:
+    """Median of `reps` interleaved timings of raw and of lamina's probe, one process."""
+    import pyarrow as pa
+
+    from lamina.passes.scan import ScanPass
+
+    paths = list_paths(root)[:limit]
+    size = sum(os.path.getsize(p) for p in paths)
+    rels = [os.path.relpath(p, root) for p in paths]
+    batches = [
+        pa.table(
+            {
+                "file_key": [str(i) for i in range(a, b)],
+                "abs_path": paths[a:b],
+                "rel_path": rels[a:b],
+            }
+        )
+        for a, b in _ranges(len(paths), 1024)  # lamina's chunks
+    ]
+    scan_pass = ScanPass()
+    hash_paths(paths)  # warm the page cache and lamina's imports / plugin registry
+    for batch in batches:
+        scan_pass.process(batch)
+    raw, probe = [], []
+    for _ in range(max(3, reps)):
+        t0 = time.perf_counter()
+        hash_paths(paths)
+        raw.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for batch in batches:
+            scan_pass.process(batch)
+        probe.append(time.perf_counter() - t0)
+    return Steady(corpus, len(paths), size, statistics.median(raw), statistics.median(probe))
+
+
 def machine() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -564,6 +623,7 @@ def render(
     tps: list[Throughput],
     peaks: list[Peak],
     load: tuple[float, float],
+    steady: list[Steady],
 ) -> str:
     lines = [
         "# Scan benchmark",
@@ -617,7 +677,8 @@ def render(
         "",
         "CLI overhead = CLI wall time − in-process `scan()` (interpreter start, imports, store "
         "creation, summary). `scan()` runs in a fresh interpreter with the clock started after "
-        "the imports; probe = the map pass (spawning the workers included).",
+        "the imports; walk includes starting any worker processes (the scan starts them "
+        "while it walks); probe = the map pass (waiting for workers still starting included).",
         "",
         "| corpus | raw | lamina CLI | CLI overhead | scan() | walk | probe | commit "
         "| scan() files/s | scan()/raw |",
@@ -630,6 +691,65 @@ def render(
             f"| {t.inproc_part('walk'):.2f} | {t.inproc_part('probe'):.2f} "
             f"| {t.inproc_part('commit'):.2f} | {t.files / total:,.0f} | {t.raw_s / total:.0%} |"
         )
+    tiny = [t for t in tps if t.corpus.startswith("tiny PNGs")]
+    if len(tiny) >= 2 and tiny[-1].files > tiny[0].files:
+        small, big = tiny[0], tiny[-1]
+        extra = big.files - small.files
+        d_raw, d_cli = big.raw_s - small.raw_s, big.cli_s - small.cli_s
+        lines += [
+            "",
+            f"Marginal rate, tiny PNGs {small.files:,} → {big.files:,} files (the "
+            f"{extra:,} extra files only, so fixed costs cancel out): raw "
+            f"{extra / d_raw:,.0f} files/s, lamina {extra / d_cli:,.0f} files/s, "
+            f"ratio {d_raw / d_cli:.0%}.",
+        ]
+    lines += [
+        "",
+        "### Steady state: per-file cost on one core (warm cache)",
+        "",
+        "raw = open, read (1 MiB blocks) and SHA-256; lamina = `ScanPass.process` over the same "
+        "files in chunks of 1,024 (open, read, hash, sniff, truncation check, header, the "
+        "Arrow rows), both in one process. raw/lamina here is the ratio a scan approaches "
+        "on an endless collection of such files, when its fixed costs no longer count and "
+        "both sides use every core alike.",
+        "",
+        "| corpus | files | MB | raw µs/file | lamina µs/file | raw MB/s | lamina MB/s "
+        "| raw/lamina |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for st in steady:
+        lines.append(
+            f"| {st.corpus} | {st.files:,} | {st.size / MB:,.0f} | {st.raw_us:,.0f} "
+            f"| {st.probe_us:,.0f} | {st.size / MB / st.raw_s:,.0f} "
+            f"| {st.size / MB / st.probe_s:,.0f} | {st.ratio:.0%} |"
+        )
+    steady_by = {st.corpus: st for st in steady}
+    why = []
+    for t in tps:
+        if not t.judged or t.ratio >= TARGET_RATIO:
+            continue
+        total = t.inproc_part("total")
+        start_up = t.cli_s - total
+        fixed = start_up + t.inproc_part("walk") + t.inproc_part("commit")
+        st = steady_by.get(t.corpus)
+        text = (
+            f"- **{t.corpus}**: raw reads and hashes the whole corpus in {t.raw_s:.2f} s. "
+            f"lamina's costs that do not depend on the bytes, start-up and imports "
+            f"{start_up:.2f} s + walk {t.inproc_part('walk'):.2f} s + commit "
+            f"{t.inproc_part('commit'):.2f} s = {fixed:.2f} s, are already "
+            f"{fixed / t.raw_s:.1f}x the whole raw run, so {TARGET_RATIO:.0%} "
+            f"(lamina ≤ {t.raw_s / TARGET_RATIO:.2f} s) is out of reach end to end. "
+        )
+        if st is not None:
+            text += (
+                f"Per file on one core, lamina's probe costs {st.probe_us:,.0f} µs against "
+                f"raw's {st.raw_us:,.0f} µs ({st.probe_us / st.raw_us:.1f}x: the header "
+                f"parse, the Python around each file and the Arrow row), so even with no "
+                f"fixed cost the ratio would tend to {st.ratio:.0%}."
+            )
+        why.append(text)
+    if why:
+        lines += ["", "### Why the throughput target is missed", "", *why]
     lines += [
         "",
         "## Peak RSS of the CLI scan",
@@ -793,11 +913,26 @@ def main(argv: list[str] | None = None) -> int:
     tps = [
         measure_throughput("small JPEGs", corpora["small"], plan.reps, workers, stores),
         measure_throughput("large JPEGs", corpora["large"], plan.reps, workers, stores),
-        # Not a target corpus: shows how far fixed costs amortise over a 10x larger file count.
-        measure_throughput(
-            "tiny PNGs", corpora["tiny"][-1][1][0], plan.reps, workers, stores, judged=False
+        # Not target corpora: how far fixed costs amortise over 10x more files, and the
+        # marginal rate between the two (fixed costs cancel out).
+        *(
+            measure_throughput(
+                f"tiny PNGs {n // 1000}k", sources[0], plan.reps, workers, stores, judged=False
+            )
+            for n, sources in (corpora["tiny"][0], corpora["tiny"][-1])
         ),
     ]
+    print("steady state (one process, per file):", flush=True)
+    steady = [
+        steady_state("small JPEGs", corpora["small"], 2000, plan.reps),
+        steady_state("large JPEGs", corpora["large"], 10, plan.reps),
+        steady_state("tiny PNGs", corpora["tiny"][-1][1][0], 5000, plan.reps),
+    ]
+    for st in steady:
+        print(
+            f"  {st.corpus}: raw {st.raw_us:,.0f} µs/file, lamina {st.probe_us:,.0f} µs/file",
+            flush=True,
+        )
     print("peak RSS:", flush=True)
     peaks = []
     for n, sources in corpora["tiny"]:
@@ -812,12 +947,13 @@ def main(argv: list[str] | None = None) -> int:
         peaks.append(peak)
     shutil.rmtree(stores, ignore_errors=True)
     load = (load_before, psutil.getloadavg()[0])
-    text = render(plan, machine(), command, tps, peaks, load)
+    text = render(plan, machine(), command, tps, peaks, load, steady)
     plan.out.parent.mkdir(parents=True, exist_ok=True)
     plan.out.write_text(text)
     print()
     print(text)
-    print(f"written to {plan.out.relative_to(ROOT)} in {time.perf_counter() - t_start:.0f} s")
+    shown_out = plan.out.relative_to(ROOT) if plan.out.is_relative_to(ROOT) else plan.out
+    print(f"written to {shown_out} in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

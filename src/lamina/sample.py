@@ -343,8 +343,13 @@ class _Writer:
         # A header-only scan cannot see damage inside the pixel data: such files look fine
         # to `lamina scan` and are found by the first pass that decodes them.
         found_by = "decode" if reason == "corrupt" else "scan"
-        self.truth[rel] = {"status": status, "reason": reason, "original": original,
-                           "kind": kind, "found_by": found_by}
+        self.truth[rel] = {
+            "status": status,
+            "reason": reason,
+            "original": original,
+            "kind": kind,
+            "found_by": found_by,
+        }
 
 
 def _apple_double(name: str) -> bytes:

@@ -19,6 +19,7 @@ import atexit
 import hashlib
 import json
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -101,16 +103,20 @@ class MapResult:
 
 # One pass instance per (name, config) per worker process: `setup` (model loading) runs once.
 _WORKER_PASSES: dict[tuple[str, str], Pass] = {}
+_WORKER_PASSES_LOCK = threading.Lock()  # chunks may run on threads (LocalExecutor(threads=))
 
 
 def _worker_pass(name: str, config: dict[str, Any]) -> Pass:
     key = (name, json.dumps(config, sort_keys=True, default=str))
     instance = _WORKER_PASSES.get(key)
     if instance is None:
-        instance = get_pass(name, config)
-        instance.setup()
-        atexit.register(instance.teardown)
-        _WORKER_PASSES[key] = instance
+        with _WORKER_PASSES_LOCK:
+            instance = _WORKER_PASSES.get(key)
+            if instance is None:
+                instance = get_pass(name, config)
+                instance.setup()
+                atexit.register(instance.teardown)
+                _WORKER_PASSES[key] = instance
     return instance
 
 
@@ -141,7 +147,7 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     for part, instance in zip(task.parts, instances, strict=True):
         t0 = time.monotonic()
         rows = list(part.rows) if part.rows is not None else None
-        sub = batch if rows is None else batch.take(rows)
+        sub = batch if rows is None else batch.take(_indices(rows))
         if decoded is not None:
             images = decoded if rows is None else [decoded[i] for i in rows]
             out = instance.process_decoded(sub, images)
@@ -178,6 +184,12 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     return results
 
 
+def _indices(rows: list[int]) -> pa.Array:
+    # Built from a buffer: pa.array(list) would make pyarrow import pandas in the worker.
+    data = np.asarray(rows, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
 def sweep_uncommitted(store: Store, instance: Pass) -> int:
     """Delete part files without a ledger record and leftover temporary files.
 
@@ -202,9 +214,13 @@ def done_keys(store: Store, instance: Pass) -> pa.Array:
     layer_dir = store.layer_dir(instance.name, instance.layer_id)
     done = done_chunks(store.ledger_dir(instance.name, instance.layer_id))
     parts = [layer_dir / f"part-{chunk}.parquet" for chunk in sorted(done)]
-    arrays = [pq.read_table(p, columns=[instance.key])[instance.key] for p in parts if p.exists()]
+    # ParquetFile.read, not pq.read_table, and pa.nulls, not pa.array([]): those make
+    # pyarrow import pandas (~0.25 s), which nothing here needs.
+    arrays = [
+        pq.ParquetFile(p).read(columns=[instance.key])[instance.key] for p in parts if p.exists()
+    ]
     if not arrays:
-        return pa.array([], type=pa.string())
+        return pa.nulls(0, pa.string())
     return pa.chunked_array(arrays).combine_chunks()
 
 
@@ -229,19 +245,40 @@ def _groups(instances: list[Pass]) -> list[list[Pass]]:
     return [*groups.values(), *alone]
 
 
+def _chunk_bounds(
+    todo: pa.Table, chunk_size: int, chunk_bytes: int | None, size_column: str
+) -> list[tuple[int, int]]:
+    """(start, length) of each chunk: `chunk_size` rows, or fewer when `chunk_bytes` is set
+    and the rows' `size_column` adds up to more (a chunk always gets at least one row)."""
+    n = todo.num_rows
+    if not chunk_bytes or size_column not in todo.column_names:
+        return [(start, min(chunk_size, n - start)) for start in range(0, n, chunk_size)]
+    bounds = []
+    start = total = 0
+    for i, size in enumerate(todo[size_column].to_pylist()):
+        size = size or 0
+        if i > start and (i - start >= chunk_size or total + size > chunk_bytes):
+            bounds.append((start, i - start))
+            start, total = i, 0
+        total += size
+    if start < n:
+        bounds.append((start, n - start))
+    return bounds
+
+
 def _chunks(
     todo: pa.Table,
     needs: list[pa.Array],
     group: list[Pass],
     store: Store,
     run: Run,
-    chunk_size: int,
+    bounds: list[tuple[int, int]],
 ) -> Iterator[ChunkTask]:
-    for start in range(0, todo.num_rows, chunk_size):
-        batch = todo.slice(start, chunk_size)
+    for start, length in bounds:
+        batch = todo.slice(start, length)
         parts = []
         for instance, need in zip(group, needs, strict=True):
-            mask = need.slice(start, chunk_size)
+            mask = need.slice(start, length)
             n_needed = pc.sum(mask).as_py() or 0
             if n_needed == 0:
                 continue
@@ -272,11 +309,18 @@ def run_map_passes(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    executor: LocalExecutor | None = None,
+    chunk_bytes: int | None = None,
+    size_column: str = "size",
 ) -> dict[str, MapResult]:
     """Run map passes over `inputs` (which must hold each pass's key column), skipping rows
     already committed, decoding each image once for passes that share a decode recipe.
     Chunks that still fail after their retries are recorded as run errors; the other
     chunks are committed. Returns what each pass did, by name.
+
+    `executor`: run the chunks on this one (the caller starts and closes it), instead of a
+    `LocalExecutor(workers)` of this call's own. `chunk_bytes`: also close a chunk before its
+    rows' `size_column` adds up to more than this, so that big files spread over the workers.
 
     Example:
         >>> run_map_passes(store, [get_pass("signals"), get_pass("hashes")], inputs, run)
@@ -284,7 +328,7 @@ def run_map_passes(
     """
     results = {i.name: MapResult(inputs=inputs.num_rows) for i in instances}
     chunk_size = chunk_size or store.chunk_size
-    executor = LocalExecutor(workers)
+    executor = executor or LocalExecutor(workers)
     for group in _groups(instances):
         needs_all = []
         for instance in group:
@@ -292,23 +336,31 @@ def run_map_passes(
                 raise TypeError(f"{instance.name} is not a map pass")
             sweep_uncommitted(store, instance)
             done = done_keys(store, instance)
-            need = pa.array([True] * inputs.num_rows, pa.bool_())
-            if len(done):
-                need = pc.invert(pc.is_in(inputs[instance.key], value_set=done))
-                if isinstance(need, pa.ChunkedArray):
-                    need = need.combine_chunks()
+            keys = inputs[instance.key]
+            if not len(done):
+                done = pa.nulls(0, keys.type)
+            # Every row not committed (all of them when nothing is): a null key is never in
+            # `done`, so it is needed, as it always was.
+            need = pc.invert(pc.is_in(keys, value_set=done))
+            if isinstance(need, pa.ChunkedArray):
+                need = need.combine_chunks()
             results[instance.name].already_done = inputs.num_rows - (pc.sum(need).as_py() or 0)
             needs_all.append(need)
         any_need = needs_all[0]
         for need in needs_all[1:]:
             any_need = pc.or_(any_need, need)
-        todo = inputs.filter(any_need)
-        if todo.num_rows == 0:
+        n_todo = pc.sum(any_need).as_py() or 0
+        if n_todo == 0:
             continue
-        needs = [need.filter(any_need) for need in needs_all]
+        if n_todo == inputs.num_rows:  # a first run: no copy of the inputs
+            todo, needs = inputs, needs_all
+        else:
+            todo = inputs.filter(any_need)
+            needs = [need.filter(any_need) for need in needs_all]
+        bounds = _chunk_bounds(todo, chunk_size, chunk_bytes, size_column)
         _run_group(
             group,
-            _chunks(todo, needs, group, store, run, chunk_size),
+            _chunks(todo, needs, group, store, run, bounds),
             todo.num_rows,
             executor,
             results,
@@ -379,6 +431,9 @@ def run_map_pass(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    executor: LocalExecutor | None = None,
+    chunk_bytes: int | None = None,
+    size_column: str = "size",
 ) -> MapResult:
     """`run_map_passes` for one pass.
 
@@ -387,7 +442,16 @@ def run_map_pass(
         MapResult(inputs=300, already_done=0, processed=300, ...)
     """
     return run_map_passes(
-        store, [instance], inputs, run, workers=workers, chunk_size=chunk_size, progress=progress
+        store,
+        [instance],
+        inputs,
+        run,
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=progress,
+        executor=executor,
+        chunk_bytes=chunk_bytes,
+        size_column=size_column,
     )[instance.name]
 
 

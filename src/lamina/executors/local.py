@@ -1,12 +1,36 @@
-"""The local executor: a spawn process pool sized to the cores, in-process for one worker."""
+"""The local executor: a spawn process pool sized to the cores (or threads), in-process for one
+worker.
+
+Starting the pool costs a fresh interpreter and its imports per worker (about half a second
+here), so a caller that knows work is coming can `start()` it early, with a warm-up
+function that does the imports, and let that overlap its own work (the scan starts it
+while it walks the sources). With `work_while_starting`, the calling process also runs
+tasks itself until the first worker is up, so no time is lost waiting on the start; if it
+finishes everything first, the workers that never ran anything are killed rather than
+waited for.
+
+With `threads`, the workers are threads of this process instead: nothing to start, and
+work that releases the GIL (reading and hashing files) still runs on every core, but
+Python code runs one thread at a time. The scan uses it for work too small to repay the
+start of a pool; `fn` must then be thread-safe.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,6 +45,22 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _ready() -> bool:
+    """A no-op task: once one returns, at least one worker has started and warmed up."""
+    return True
+
+
+def _warm(warm_up: Callable[[], object] | None) -> None:
+    """Pool initializer: run the caller's warm-up (imports) in each new worker.
+
+    A warm-up only saves time; if it fails, the first real task will fail the same way
+    and be reported there, so its error must not break the pool.
+    """
+    if warm_up is not None:
+        with contextlib.suppress(Exception):
+            warm_up()
+
+
 class LocalExecutor:
     """Run `fn` over tasks on this machine, yielding `(task, result or exception)` as each
     finishes. At most `2 * workers` tasks are in flight, so memory does not grow with the
@@ -33,53 +73,175 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        work_while_starting: bool = False,
+        threads: bool = False,
+    ) -> None:
         self.workers = max(1, workers or default_workers())
+        # Run tasks in this process while the pool's workers are still starting.
+        self.work_while_starting = work_while_starting
+        self.threads = threads  # workers are threads of this process
+        self._pool: ProcessPoolExecutor | None = None
+        self._warm_up: Callable[[], object] | None = None
+        self._ready: list[Future[bool]] = []
+
+    @property
+    def started(self) -> bool:
+        """Whether worker processes have been started (never for one worker)."""
+        return self._pool is not None
+
+    def start(self, warm_up: Callable[[], object] | None = None) -> None:
+        """Start the worker processes now, without waiting for them, so their start-up
+        (interpreter, imports, `warm_up`: a picklable module-level function) overlaps
+        whatever the caller does next. Does nothing for one worker or when started."""
+        if self.workers == 1 or self.threads or self._pool is not None:
+            return
+        self._warm_up = warm_up
+        self._pool = self._new_pool()
+        # Each submit spawns one worker (up to `workers`), so this starts them all now;
+        # a worker runs a task only after its initializer, so a finished one means "ready".
+        self._ready = [self._pool.submit(_ready) for _ in range(self.workers)]
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: workers must not inherit locks or half-initialised libraries.
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_warm,
+            initargs=(self._warm_up,),
+        )
+
+    def _pool_ready(self) -> bool:
+        # No ready markers: a pool started after a crash, used as soon as it is up.
+        return not self._ready or any(f.done() for f in self._ready)
+
+    def close(self) -> None:
+        """Stop the workers. Workers that never finished starting (so never ran a task)
+        are killed instead of waited for; the others exit normally (teardown included)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._ready and not self._pool_ready():
+            # No worker finished starting, so none ran a task: nothing of theirs can be
+            # half done, and waiting would cost the rest of their start-up for nothing.
+            # (`_processes` is private; Python 3.14's terminate_workers() does the same.)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self._ready = []
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def imap_unordered(
         self, fn: Callable[[T], R], tasks: Iterable[T]
     ) -> Iterator[tuple[T, R | BaseException]]:
         if self.workers == 1:
             for task in tasks:
-                try:
-                    yield task, fn(task)
-                except Exception as exc:  # the runner decides whether to retry
-                    yield task, exc
+                yield task, _call(fn, task)
+            return
+        if self.threads:
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lamina-worker")
+            try:
+                yield from _bounded_map(pool, fn, iter(tasks), 2 * self.workers)
+            finally:  # on an early stop, queued tasks are dropped, running ones finish
+                pool.shutdown(wait=True, cancel_futures=True)
+            return
+        if self._pool is None:
+            # Not started by the caller: this run owns the pool and stops it at the end.
+            self.start()
+            try:
+                yield from self._pool_map(fn, iter(tasks))
+            finally:
+                self.close()
             return
         yield from self._pool_map(fn, iter(tasks))
 
     def _pool_map(
         self, fn: Callable[[T], R], tasks: Iterator[T]
     ) -> Iterator[tuple[T, R | BaseException]]:
-        # spawn, not fork: workers must not inherit locks or half-initialised libraries.
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        assert self._pool is not None
         pending: dict[Future[R], T] = {}
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < 2 * self.workers:
-                    task = next(tasks, None)
-                    if task is None:
-                        exhausted = True
-                        break
-                    pending[pool.submit(fn, task)] = task
-                if not pending:
-                    return
+        exhausted = False
+        while True:
+            if self.work_while_starting and not exhausted and not self._pool_ready():
+                # No worker is up yet: do the next task here rather than queue it behind
+                # their start-up. Checked between tasks, so a worker that comes up waits
+                # at most one task's time for work.
+                task = next(tasks, None)
+                if task is None:
+                    exhausted = True
+                else:
+                    yield task, _call(fn, task)
+                continue
+            broken = False
+            while not exhausted and len(pending) < 2 * self.workers:
+                task = next(tasks, None)
+                if task is None:
+                    exhausted = True
+                    break
+                try:
+                    pending[self._pool.submit(fn, task)] = task
+                except BrokenProcessPool as exc:  # the pool broke before this task went in
+                    broken = True
+                    yield task, exc
+                    break
+            if not pending and not broken:
+                return
+            if not broken:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                broken = False
                 for future in finished:
                     task = pending.pop(future)
                     exc = future.exception()
                     broken = broken or isinstance(exc, BrokenProcessPool)
                     yield task, (exc if exc is not None else future.result())
-                if broken:
-                    # A worker died (killed, out of memory): every task in flight is lost.
-                    # Report them as failed so the runner can retry, and start a new pool.
-                    for task in pending.values():
-                        yield task, BrokenProcessPool("a worker process died")
-                    pending.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if broken:
+                # A worker died (killed, out of memory): every task in flight is lost.
+                # Report them as failed so the runner can retry, and start a new pool.
+                for task in pending.values():
+                    yield task, BrokenProcessPool("a worker process died")
+                pending.clear()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                self._ready = []  # the new pool is used as soon as its workers are up
+
+
+def _bounded_map(
+    pool: Executor, fn: Callable[[T], R], tasks: Iterator[T], in_flight: int
+) -> Iterator[tuple[T, R | BaseException]]:
+    """`(task, result or exception)` as each finishes, at most `in_flight` at a time."""
+    pending: dict[Future[R], T] = {}
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < in_flight:
+            task = next(tasks, None)
+            if task is None:
+                exhausted = True
+                break
+            pending[pool.submit(fn, task)] = task
+        if not pending:
+            return
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            task = pending.pop(future)
+            exc = future.exception()
+            yield task, (exc if exc is not None else future.result())
+
+
+def _call(fn: Callable[[T], R], task: T) -> R | BaseException:
+    try:
+        return fn(task)
+    except Exception as exc:  # the runner decides whether to retry
+        return exc

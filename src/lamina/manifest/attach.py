@@ -45,8 +45,7 @@ from lamina.manifest.listing import (
 
 ON_CHOICES = ("path", "name", "hash", "folder")
 # Key columns tried in order (case-insensitively) when `key` is not given.
-KEY_COLUMNS = ("path", "file", "filename", "file_name", "name", "sha256", "hash", "image_id",
-               "id")
+KEY_COLUMNS = ("path", "file", "filename", "file_name", "name", "sha256", "hash", "image_id", "id")
 # For `on='hash'` a hash column is the natural key even when a path column exists too.
 HASH_KEY_COLUMNS = ("sha256", "hash", "image_id", "checksum", "id", *KEY_COLUMNS)
 FIXED_COLUMNS = ("image_id", "rel_path", "source", "attach_run", "meta_source")
@@ -91,11 +90,16 @@ class _SuffixIndex:
 
 def _spec_files(spec: str) -> list[Path]:
     if any(ch in spec for ch in "*?["):
-        found = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)
-                       if os.path.isfile(p))
+        found = sorted(
+            Path(p)
+            for p in glob.glob(os.path.expanduser(spec), recursive=True)
+            if os.path.isfile(p)
+        )
         if not found:
-            raise LaminaError(f"no file matches {spec}",
-                              hint="check the pattern; quote it so the shell does not expand it")
+            raise LaminaError(
+                f"no file matches {spec}",
+                hint="check the pattern; quote it so the shell does not expand it",
+            )
         return found
     return [Path(spec).expanduser()]
 
@@ -125,8 +129,7 @@ def read_metadata(spec: str, *, key: str | None = None) -> pa.Table:
         parts = []
         for path, source in zip(files, sources, strict=True):
             part = read_table_file(path, text_columns=[key] if key else ())
-            parts.append(part.append_column(_FROM,
-                                            pa.array([source] * part.num_rows, pa.string())))
+            parts.append(part.append_column(_FROM, pa.array([source] * part.num_rows, pa.string())))
         try:
             table = pa.concat_tables(parts, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -134,8 +137,10 @@ def read_metadata(spec: str, *, key: str | None = None) -> pa.Table:
             parts = [p.cast(pa.schema([(f.name, pa.string()) for f in p.schema])) for p in parts]
             table = pa.concat_tables(parts, promote_options="permissive")
     if table.num_rows == 0:
-        raise LaminaError(f"{spec} holds no metadata rows",
-                          hint="give a file with at least one row (and a header, for CSV)")
+        raise LaminaError(
+            f"{spec} holds no metadata rows",
+            hint="give a file with at least one row (and a header, for CSV)",
+        )
     return table
 
 
@@ -147,12 +152,15 @@ def _key_values(table: pa.Table, spec: str, on: str, key: str | None) -> tuple[s
     if key is not None:
         name = pick_column(table.select(columns), (key,))
         if name is None:
-            raise LaminaError(f"{spec} has no column {key!r} (columns: {', '.join(columns)})",
-                              hint="pass --key with one of those columns")
+            raise LaminaError(
+                f"{spec} has no column {key!r} (columns: {', '.join(columns)})",
+                hint="pass --key with one of those columns",
+            )
     else:
         # The outer keys of an object of objects are what it is keyed by: the join key.
         name = keyed_by(table) or pick_column(
-            table.select(columns), HASH_KEY_COLUMNS if on == "hash" else KEY_COLUMNS)
+            table.select(columns), HASH_KEY_COLUMNS if on == "hash" else KEY_COLUMNS
+        )
         if name is None:
             raise LaminaError(
                 f"{spec} has no key column (columns: {', '.join(columns) or 'none'})",
@@ -184,8 +192,9 @@ def _match(files: pa.Table, on: str, keys: list[Any]) -> tuple[list[list[int]], 
     if on == "hash":
         # One row per image: copies of the same bytes share it (the first path stands in).
         first: dict[str, int] = {}
-        for i, (sha, iid) in enumerate(zip(files["sha256"].to_pylist(),
-                                           files["image_id"].to_pylist(), strict=True)):
+        for i, (sha, iid) in enumerate(
+            zip(files["sha256"].to_pylist(), files["image_id"].to_pylist(), strict=True)
+        ):
             first.setdefault(sha, i)
             first.setdefault(iid, i)
         for k in keys:
@@ -219,8 +228,10 @@ def _match(files: pa.Table, on: str, keys: list[Any]) -> tuple[list[list[int]], 
 
 def _store_images(store: Store) -> pa.Table:
     if not store.table_files("files"):
-        raise StoreError(f"the store {store.root} has no files to attach metadata to",
-                         hint="run `lamina scan SOURCE` first")
+        raise StoreError(
+            f"the store {store.root} has no files to attach metadata to",
+            hint="run `lamina scan SOURCE` first",
+        )
     return store.sql(
         "select source, rel_path, folder, name, sha256, image_id from files "
         "where image_id is not null and status <> 'missing' order by source, rel_path"
@@ -273,8 +284,13 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
     key_name, keys = _key_values(meta, spec, on, key)
     files = _store_images(store)
     store.check_writable()
-    config = {"spec": spec, "on": on, "key": key, "key_column": key_name,
-              "meta_sources": len(set(meta[_FROM].to_pylist()))}
+    config = {
+        "spec": spec,
+        "on": on,
+        "key": key,
+        "key_column": key_name,
+        "meta_sources": len(set(meta[_FROM].to_pylist())),
+    }
     with store.write_lock("attach"), Run(store, "attach", config) as run:
         matches, ambiguous = _match(files, on, keys)
         row_idx: list[int] = []
@@ -290,18 +306,19 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
         picked = files.take(pa.array(file_idx, pa.int64()))
         data = meta.drop_columns([_FROM]).take(pa.array(row_idx, pa.int64()))
         names = _output_names(data.column_names)
-        out = pa.table({
-            "image_id": picked["image_id"],
-            "rel_path": picked["rel_path"],
-            "source": picked["source"],
-            "attach_run": pa.array([run.run_id] * len(row_idx), pa.string()),
-            "meta_source": meta[_FROM].take(pa.array(row_idx, pa.int64())),
-            **dict(zip(names, data.columns, strict=True)),
-        })
+        out = pa.table(
+            {
+                "image_id": picked["image_id"],
+                "rel_path": picked["rel_path"],
+                "source": picked["source"],
+                "attach_run": pa.array([run.run_id] * len(row_idx), pa.string()),
+                "meta_source": meta[_FROM].take(pa.array(row_idx, pa.int64())),
+                **dict(zip(names, data.columns, strict=True)),
+            }
+        )
         part = store.table_dir("meta") / f"part-{run.run_id}.parquet"
         atomic_write_parquet(part, out)
-        replaced = _replace_older_parts(
-            store, part, set(meta[_FROM].to_pylist()))
+        replaced = _replace_older_parts(store, part, set(meta[_FROM].to_pylist()))
         matched_rows = len(row_idx) - len(unmatched) - len(unclear)
         matched_images = pc.count_distinct(out["image_id"]).as_py()
         report: dict[str, Any] = {
@@ -318,8 +335,14 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
             "part": str(part),
             "replaced": replaced,
         }
-        for name in ("rows", "metadata_rows", "matched_images", "unmatched_rows",
-                     "ambiguous_rows", "replaced"):
+        for name in (
+            "rows",
+            "metadata_rows",
+            "matched_images",
+            "unmatched_rows",
+            "ambiguous_rows",
+            "replaced",
+        ):
             run.count(name, report[name])
         run.count("unmatched", report["unmatched"])
     return report

@@ -29,17 +29,29 @@ from lamina.core.store import STORE_DIRNAME, Store
 # Column names tried, in order and case-insensitively, for a listing's path column.
 PATH_COLUMNS = ("path", "key", "file", "filename", "name")
 # Columns always read as text from CSV: type inference would turn an id "007" into 7.
-TEXT_COLUMNS = frozenset({
-    *PATH_COLUMNS, "file_name", "sha256", "hash", "checksum", "image_id", "id", "folder",
-    "rel_path", "source",
-})
-LISTING_SCHEMA = pa.schema([
-    ("path", pa.string()),
-    ("sha256", pa.string()),
-    ("size", pa.int64()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-])
+TEXT_COLUMNS = frozenset(
+    {
+        *PATH_COLUMNS,
+        "file_name",
+        "sha256",
+        "hash",
+        "checksum",
+        "image_id",
+        "id",
+        "folder",
+        "rel_path",
+        "source",
+    }
+)
+LISTING_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("sha256", pa.string()),
+        ("size", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 
 # Schema metadata naming the column that holds the outer keys of an object of objects.
 KEYED_BY = b"lamina.keyed_by"
@@ -66,7 +78,7 @@ def path_parts(path: str) -> tuple[str, ...]:
     if "://" in text:
         scheme = _SCHEME.match(text)
         if scheme:
-            text = text[scheme.end():]
+            text = text[scheme.end() :]
             if scheme.group(1).lower() != "file":
                 text = text.partition("/")[2]  # bucket or host: names a machine, not the file
     text = text.lstrip("/")
@@ -78,6 +90,7 @@ def path_parts(path: str) -> tuple[str, ...]:
     if "" in parts or "." in parts:
         return tuple(c for c in parts if c and c != ".")
     return tuple(parts)
+
 
 def _common_suffix(x: tuple[str, ...], y: tuple[str, ...]) -> int:
     n = 0
@@ -110,8 +123,11 @@ def pair_by_suffix(
     # Most groups (hashes) hold one row a side: pair those directly, no index needed.
     count_a = Counter(row[0] for row in a if row is not None)
     count_b = Counter(row[0] for row in b if row is not None)
-    single_b = {row[0]: j for j, row in enumerate(b)
-                if row is not None and count_b[row[0]] == 1 and count_a[row[0]] == 1}
+    single_b = {
+        row[0]: j
+        for j, row in enumerate(b)
+        if row is not None and count_b[row[0]] == 1 and count_a[row[0]] == 1
+    }
     if single_b:
         for i, row in enumerate(a):
             j = single_b.get(row[0]) if row is not None else None
@@ -276,9 +292,7 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
     return pa.table({n: _infer_array([rec.get(n) for rec in records]) for n in names})
 
 
-def _json_records(
-    path: Path, text: str, *, lines: bool
-) -> tuple[list[dict[str, Any]], str | None]:
+def _json_records(path: Path, text: str, *, lines: bool) -> tuple[list[dict[str, Any]], str | None]:
     """Parse a JSON document (list of objects, object of objects keyed by id, or one object)
     or JSON Lines, naming the file and line of the first error. Also returns the column that
     holds the outer keys of an object of objects (None otherwise)."""
@@ -299,8 +313,10 @@ def _json_records(
         except json.JSONDecodeError as exc:
             raise _bad_json(path, lineno, exc) from None
         if not isinstance(obj, dict):
-            raise LaminaError(f"{path} line {lineno}: expected a JSON object, got "
-                              f"{type(obj).__name__}", hint="write one object per line")
+            raise LaminaError(
+                f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}",
+                hint="write one object per line",
+            )
         records.append(flatten_record(obj))
     return records, None
 
@@ -310,8 +326,10 @@ def _doc_records(path: Path, doc: Any) -> tuple[list[dict[str, Any]], str | None
         if all(isinstance(x, str) for x in doc):  # a plain list of paths
             return [{"path": x} for x in doc], None
         if not all(isinstance(x, dict) for x in doc):
-            raise LaminaError(f"{path}: a JSON list must hold objects (or path strings)",
-                              hint="write a list of objects, one per item")
+            raise LaminaError(
+                f"{path}: a JSON list must hold objects (or path strings)",
+                hint="write a list of objects, one per item",
+            )
         return [flatten_record(x) for x in doc], None
     if isinstance(doc, dict):
         if doc and all(isinstance(v, dict) for v in doc.values()):
@@ -320,8 +338,10 @@ def _doc_records(path: Path, doc: Any) -> tuple[list[dict[str, Any]], str | None
             id_col = next(c for c in ("id", "key", "_key", "__key") if c not in inner)
             return [{id_col: k, **flatten_record(v)} for k, v in doc.items()], id_col
         return [flatten_record(doc)], None
-    raise LaminaError(f"{path}: expected a JSON object or list, got {type(doc).__name__}",
-                      hint="write a list of objects, or an object of objects keyed by id")
+    raise LaminaError(
+        f"{path}: expected a JSON object or list, got {type(doc).__name__}",
+        hint="write a list of objects, or an object of objects keyed by id",
+    )
 
 
 def read_json_records(path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
@@ -339,17 +359,22 @@ def read_json_records(path: str | Path) -> tuple[list[dict[str, Any]], str | Non
     except FileNotFoundError:
         raise LaminaError(f"{path} does not exist", hint="check the path") from None
     except UnicodeDecodeError as exc:
-        raise LaminaError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                          hint="re-save it as UTF-8") from None
+        raise LaminaError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="re-save it as UTF-8",
+        ) from None
     except OSError as exc:
-        raise LaminaError(f"cannot read {path}: {exc.strerror or exc}",
-                          hint="check the path and its permissions") from None
+        raise LaminaError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the path and its permissions"
+        ) from None
     return _json_records(path, text, lines=path.suffix.lower() != ".json")
 
 
 def _bad_json(path: Path, lineno: int, exc: json.JSONDecodeError) -> LaminaError:
-    return LaminaError(f"{path} line {lineno}: not valid JSON ({exc.msg})",
-                       hint="fix that line (a missing comma or quote is the usual cause)")
+    return LaminaError(
+        f"{path} line {lineno}: not valid JSON ({exc.msg})",
+        hint="fix that line (a missing comma or quote is the usual cause)",
+    )
 
 
 def _read_csv(path: Path, delimiter: str | None, text_columns: Iterable[str]) -> pa.Table:
@@ -371,18 +396,24 @@ def _read_csv(path: Path, delimiter: str | None, text_columns: Iterable[str]) ->
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise LaminaError(f"cannot read {path} as CSV: {exc}",
-                          hint="check the delimiter, quoting and that it is UTF-8") from None
+        raise LaminaError(
+            f"cannot read {path} as CSV: {exc}",
+            hint="check the delimiter, quoting and that it is UTF-8",
+        ) from None
 
 
 def _read_text_lines(path: Path) -> pa.Table:
     """One path per line, or `sha256sum` output (``<hex>  <path>``)."""
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="surrogateescape")
-             .splitlines() if ln.strip()]
+    lines = [
+        ln
+        for ln in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        if ln.strip()
+    ]
     sums = [_SHA256SUM_LINE.match(ln) for ln in lines]
     if lines and all(sums):
-        return pa.table({"path": [m[2] for m in sums if m],
-                         "sha256": [m[1].lower() for m in sums if m]})
+        return pa.table(
+            {"path": [m[2] for m in sums if m], "sha256": [m[1].lower() for m in sums if m]}
+        )
     return pa.table({"path": pa.array(lines, pa.string())})
 
 
@@ -400,11 +431,25 @@ def read_table_file(path: str | Path, *, text_columns: Iterable[str] = ()) -> pa
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise LaminaError(f"{path} does not exist" if not path.exists() else
-                          f"{path} is not a file", hint="check the path")
+        raise LaminaError(
+            f"{path} does not exist" if not path.exists() else f"{path} is not a file",
+            hint="check the path",
+        )
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".tab", ".parquet", ".pq", ".json", ".jsonl", ".ndjson",
-                      ".txt", ".lst", ".sha256", ".sha256sum"):
+    if suffix not in (
+        ".csv",
+        ".tsv",
+        ".tab",
+        ".parquet",
+        ".pq",
+        ".json",
+        ".jsonl",
+        ".ndjson",
+        ".txt",
+        ".lst",
+        ".sha256",
+        ".sha256sum",
+    ):
         suffix = _sniff_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
@@ -418,11 +463,15 @@ def read_table_file(path: str | Path, *, text_columns: Iterable[str] = ()) -> pa
             return _read_text_lines(path)
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LaminaError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                          hint="re-save it as UTF-8") from None
+        raise LaminaError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="re-save it as UTF-8",
+        ) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise LaminaError(f"cannot read {path}: {exc}", hint="check that the file is complete "
-                          "and in the format its extension says") from None
+        raise LaminaError(
+            f"cannot read {path}: {exc}",
+            hint="check that the file is complete and in the format its extension says",
+        ) from None
     records, keyed_by = _json_records(path, text, lines=suffix != ".json")
     return with_keyed_by(records_to_table(records), keyed_by)
 
@@ -431,8 +480,9 @@ def with_keyed_by(table: pa.Table, column: str | None) -> pa.Table:
     """Mark `column` as the outer keys of an object of objects: the natural join key."""
     if column is None:
         return table
-    return table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                          KEYED_BY: column.encode()})
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), KEYED_BY: column.encode()}
+    )
 
 
 def keyed_by(table: pa.Table) -> str | None:
@@ -509,9 +559,11 @@ def load_listing(spec: str) -> pa.Table:
         return _store_listing(Store.open(root))
     path = Path(spec).expanduser()
     if path.is_dir():
-        raise LaminaError(f"{path} is a folder but not a lamina store",
-                          hint="give a store (a folder with lamina.toml or .lamina/) or a "
-                               "CSV/Parquet/JSON listing file")
+        raise LaminaError(
+            f"{path} is a folder but not a lamina store",
+            hint="give a store (a folder with lamina.toml or .lamina/) or a "
+            "CSV/Parquet/JSON listing file",
+        )
     table = read_table_file(path)
     path_col = pick_column(table, PATH_COLUMNS) or keyed_by(table)
     if path_col is None:
@@ -539,8 +591,13 @@ def load_listing(spec: str) -> pa.Table:
     if size_col is not None:
         size = _to_int64(table[size_col])
     listing = pa.table(
-        [table[path_col].cast(pa.string()), sha, size, pa.nulls(n, pa.string()),
-         pa.nulls(n, pa.string())],
+        [
+            table[path_col].cast(pa.string()),
+            sha,
+            size,
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+        ],
         schema=LISTING_SCHEMA,
     )
     return listing.filter(pc.is_valid(listing["path"]))
@@ -561,8 +618,10 @@ def _to_int64(values: pa.ChunkedArray) -> pa.Array:
 
 def _store_listing(store: Store) -> pa.Table:
     if not store.table_files("files"):
-        raise LaminaError(f"the store {store.root} has no files table yet",
-                          hint="run `lamina scan SOURCE` with that store first")
+        raise LaminaError(
+            f"the store {store.root} has no files table yet",
+            hint="run `lamina scan SOURCE` with that store first",
+        )
     table = store.sql(
         "select case when ends_with(source, '/') then source || rel_path "
         "            else source || '/' || rel_path end as path, "

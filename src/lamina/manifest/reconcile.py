@@ -9,6 +9,7 @@ so "are the 346 files missing from the bucket all __MACOSX junk?" is one look at
 
 The readers and the path normalisation live in `lamina.manifest.listing`.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,15 +23,17 @@ import pyarrow.compute as pc
 from lamina.core.images import IMAGE_EXTS, classify_name
 from lamina.manifest.listing import load_listing, pair_by_suffix, path_parts
 
-ROWS_SCHEMA = pa.schema([
-    ("side", pa.string()),
-    ("path_a", pa.string()),
-    ("path_b", pa.string()),
-    ("match", pa.string()),
-    ("suffix_len", pa.int32()),
-    ("same_content", pa.bool_()),
-    ("junk_class", pa.string()),
-])
+ROWS_SCHEMA = pa.schema(
+    [
+        ("side", pa.string()),
+        ("path_a", pa.string()),
+        ("path_b", pa.string()),
+        ("match", pa.string()),
+        ("suffix_len", pa.int32()),
+        ("same_content", pa.bool_()),
+        ("junk_class", pa.string()),
+    ]
+)
 
 
 # -- reconcile -------------------------------------------------------------------------------
@@ -145,8 +148,11 @@ def reconcile(a: str, b: str) -> ReconcileResult:
         "b": b,
         "rows_a": la.num_rows,
         "rows_b": lb.num_rows,
-        "matched": {"hash": len(hash_pairs), "path_suffix": len(path_pairs),
-                    "total": len(hash_pairs) + len(path_pairs)},
+        "matched": {
+            "hash": len(hash_pairs),
+            "path_suffix": len(path_pairs),
+            "total": len(hash_pairs) + len(path_pairs),
+        },
         "content_differs": differs,
         "only_in_a": sum(by_class["a"].values()),
         "only_in_b": sum(by_class["b"].values()),

@@ -39,18 +39,20 @@ CHUNK_BYTES = 256 << 20
 MAX_PROBLEMS_RETURNED = 1000
 LOCK_WAIT_S = 60.0  # how long the report waits for another command's write lock
 
-REPORT_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("rel_path", pa.string()),
-    ("kind", pa.string()),
-    ("expected_sha256", pa.string()),
-    ("actual_sha256", pa.string()),
-    ("expected_size", pa.int64()),
-    ("actual_size", pa.int64()),
-    ("expected_mtime_ns", pa.int64()),
-    ("actual_mtime_ns", pa.int64()),
-    ("detail", pa.string()),
-])
+REPORT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("rel_path", pa.string()),
+        ("kind", pa.string()),
+        ("expected_sha256", pa.string()),
+        ("actual_sha256", pa.string()),
+        ("expected_size", pa.int64()),
+        ("actual_size", pa.int64()),
+        ("expected_mtime_ns", pa.int64()),
+        ("actual_mtime_ns", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,16 @@ def check_file(item: FileCheck) -> dict[str, Any]:
 
 def _row(item: FileCheck, kind: str | None = None, detail: str | None = None) -> dict[str, Any]:
     return {
-        "source": item.source, "rel_path": item.rel_path, "kind": kind,
-        "expected_sha256": item.sha256, "actual_sha256": None,
-        "expected_size": item.size, "actual_size": None,
-        "expected_mtime_ns": item.mtime_ns, "actual_mtime_ns": None, "detail": detail,
+        "source": item.source,
+        "rel_path": item.rel_path,
+        "kind": kind,
+        "expected_sha256": item.sha256,
+        "actual_sha256": None,
+        "expected_size": item.size,
+        "actual_size": None,
+        "expected_mtime_ns": item.mtime_ns,
+        "actual_mtime_ns": None,
+        "detail": detail,
     }
 
 
@@ -128,8 +136,10 @@ def _chunks(items: list[FileCheck]) -> Iterator[list[FileCheck]]:
 
 def _manifest_files(store: Store) -> list[FileCheck]:
     if not store.table_files("files"):
-        raise StoreError(f"the store {store.root} has no files table to verify",
-                         hint="run `lamina scan SOURCE` first")
+        raise StoreError(
+            f"the store {store.root} has no files table to verify",
+            hint="run `lamina scan SOURCE` first",
+        )
     table = store.sql(
         "select source, rel_path, size, mtime_ns, sha256 from files "
         "where status <> 'missing' and sha256 is not null order by source, rel_path"
@@ -153,8 +163,9 @@ def verify(
         (1, [{'source': '/photos', 'rel_path': 'a.jpg', 'kind': 'bitrot', ...}])
     """
     if sample is not None and sample < 1:
-        raise StoreError(f"--sample must be at least 1, got {sample}",
-                         hint="leave it out to check every file")
+        raise StoreError(
+            f"--sample must be at least 1, got {sample}", hint="leave it out to check every file"
+        )
     items = _manifest_files(store)
     if sample is not None and sample < len(items):
         picked = random.Random(seed).sample(range(len(items)), sample)
@@ -166,14 +177,20 @@ def verify(
     counts = dict.fromkeys(KINDS, 0)
     # Problems are kept as Arrow, not dicts: an unmounted disk makes every file one.
     parts: list[pa.Table] = []
-    with Run(store, "verify", config) as run, \
-            Progress(len(items), "verify", enabled=progress) as bar:
+    with (
+        Run(store, "verify", config) as run,
+        Progress(len(items), "verify", enabled=progress) as bar,
+    ):
         for chunk, outcome in LocalExecutor(n_workers).imap_unordered(check_chunk, chunks):
             if isinstance(outcome, BaseException):
                 # A worker died (killed, out of memory): its files were not checked, and
                 # must not pass for ok.
-                run.error(kind="chunk", files=len(chunk), first=chunk[0].rel_path,
-                          message=f"{type(outcome).__name__}: {outcome}")
+                run.error(
+                    kind="chunk",
+                    files=len(chunk),
+                    first=chunk[0].rel_path,
+                    message=f"{type(outcome).__name__}: {outcome}",
+                )
                 detail = f"not checked: {type(outcome).__name__}"
                 outcome = [_row(item, "unreadable", detail) for item in chunk]
             for row in outcome:
@@ -183,7 +200,8 @@ def verify(
                 parts.append(pa.Table.from_pylist(bad, schema=REPORT_SCHEMA))
             bar.update(len(chunk))
         problems = pa.concat_tables([REPORT_SCHEMA.empty_table(), *parts]).sort_by(
-            [("source", "ascending"), ("rel_path", "ascending")])
+            [("source", "ascending"), ("rel_path", "ascending")]
+        )
         _write_report(store, run, problems)
         # An unmounted disk looks like thousands of missing files; name the cause.
         gone = sorted({i.source for i in items if not os.path.isdir(i.source)})
