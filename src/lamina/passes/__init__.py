@@ -1,5 +1,6 @@
 """The built-in passes. Importing this package registers each of them, explicitly."""
 
-from lamina.passes import scan
+from lamina import analysis  # noqa: F401
+from lamina.passes import hashes, scan, signals
 
-__all__ = ["scan"]
+__all__ = ["hashes", "scan", "signals"]

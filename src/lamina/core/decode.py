@@ -1,0 +1,286 @@
+"""Decode once, bounded: a file's pixels as a small, EXIF-oriented RGB array.
+
+Every pixel pass works on the same *recipe* (`RECIPES`): the runner decodes each image once per
+chunk (`decode_batch`) and hands the result to every pass that shares the recipe. Decoding is
+bounded in memory and time:
+
+* JPEG / MPO decode through `Image.draft`, so libjpeg scales the DCT by 1/2, 1/4 or 1/8 and a
+  100 MP JPEG costs about 1.6 MP of pixels. A final resize brings the long side to the recipe's.
+* Every other format is loaded whole, so one with more than `max_pixels` pixels is refused
+  (`too_large`) from its header, before a byte of pixels is allocated.
+* A bad file is a `Decoded` with `error` set (a reason code) and `detail` (Pillow's message):
+  decoding never raises for a bad image, and truncated files are never silently padded
+  (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off).
+
+`Decoded.pixel_sha256` identifies the pixels independently of the container: SHA-256 of
+``f"{w}x{h}:".encode() + rgb_bytes`` over the largest RGB array the decoder holds before the
+final resize, in stored (not EXIF-rotated) orientation, after the same RGB conversion as
+`rgb` (alpha composited on white, 16-bit scaled to 8). For non-JPEG formats that is the
+full-resolution image, so a PNG, a TIFF and a BMP of the same pixels agree. For JPEG it is the
+DCT-scaled image at the scale chosen for `max_side`, so two JPEGs with the same compressed
+image data and different metadata (EXIF, orientation included) agree, for the same `max_side`.
+(TIFF and HEIF decoders rotate while loading: for those files the hashed pixels are upright.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
+
+from lamina.core.images import _init_plugins, _no_bomb_limit, sniff_format
+
+# Recipe name -> the long side (px) of the decoded RGB; images are never upscaled.
+RECIPES: dict[str, int] = {"working": 512}
+
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_DRAFTABLE = frozenset({"JPEG", "MPO"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# Camera RAW files that Pillow would open as a TIFF, showing only their IFD0 thumbnail.
+_RAW_FORMATS = frozenset({"DNG", "CR2", "NEF", "ARW"})
+_RAW_EXTS = frozenset({".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2"})
+_WHITE = (255, 255, 255)
+_HASH_STRIP_PIXELS = 1 << 22
+
+
+@dataclass
+class Decoded:
+    """One decoded image, or why it could not be decoded.
+
+    `rgb` is HxWx3 uint8 (read-only: every pass of a chunk shares it), EXIF orientation
+    applied, long side <= the recipe's max side (never upscaled); `width`/`height` are the
+    full size after orientation; `mode` is the file's Pillow mode; `alpha` says it had an
+    alpha channel or a transparent colour (composited onto white in `rgb`). On failure `rgb`
+    is None and `error` is one of: missing, unreadable, decode_error, truncated, too_large,
+    unsupported; `detail` says what went wrong in words.
+    """
+
+    rgb: np.ndarray | None
+    width: int | None
+    height: int | None
+    mode: str | None
+    alpha: bool
+    pixel_sha256: str | None
+    error: str | None
+    detail: str | None
+
+
+def _failed(error: str, detail: str, mode: str | None = None) -> Decoded:
+    return Decoded(None, None, None, mode, False, None, error, detail)
+
+
+def decode_image(path: str, max_side: int = 512, *, max_pixels: float = 250e6) -> Decoded:
+    """Decode `path` to RGB with the long side <= `max_side`; never raises for a bad file.
+
+    Example:
+        >>> d = decode_image("/photos/img_001.jpg")  # doctest: +SKIP
+        >>> d.rgb.shape, (d.width, d.height), d.error  # doctest: +SKIP
+        ((384, 512, 3), (4032, 3024), None)
+    """
+    _init_plugins()
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+    except FileNotFoundError:
+        return _failed("missing", f"no such file: {path}")
+    except PermissionError as exc:
+        return _failed("unreadable", f"permission denied: {exc.strerror}")
+    except OSError as exc:  # a folder, a dead mount, ...
+        return _failed("unreadable", f"cannot open: {exc.strerror or exc}")
+    mode = None
+    # The header check below replaces Pillow's decompression-bomb guard, which would refuse
+    # (or warn about) large images that `max_pixels` allows.
+    with f, _no_bomb_limit(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # messy files warn a lot; the error says what matters
+        try:
+            im = Image.open(f)
+            mode = im.mode
+            return _decode(im, path, max_side, max_pixels)
+        except UnidentifiedImageError as exc:
+            return _unidentified(f, str(exc))
+        except MemoryError:
+            return _failed("too_large", "ran out of memory while decoding", mode)
+        except Exception as exc:  # OSError, SyntaxError, EOFError, ValueError from plugins
+            message = f"{type(exc).__name__}: {exc}"
+            truncated = isinstance(exc, EOFError) or "truncat" in str(exc).lower()
+            return _failed("truncated" if truncated else "decode_error", message, mode)
+
+
+def _unidentified(f: BinaryIO, message: str) -> Decoded:
+    """Pillow knows no format for the file: a broken header, or a format it cannot read."""
+    try:
+        f.seek(0)
+        fmt = sniff_format(f.read(1024))
+    except OSError:
+        fmt = None
+    if fmt is not None and (fmt == "TIFF" or fmt in Image.OPEN):
+        return _failed("decode_error", f"{fmt} header not readable: {message}")
+    name = fmt or "unknown format"
+    return _failed("unsupported", f"{name}: no decoder for this format ({message})")
+
+
+def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Decoded:
+    fmt = im.format or ""
+    mode = im.mode
+    if fmt == "TIFF" and _is_camera_raw(path):
+        return _failed("unsupported", "camera RAW: decoding is not supported yet", mode)
+    full_w, full_h = im.size
+    if fmt in _DRAFTABLE:
+        long_side = max(full_w, full_h)
+        if long_side > max_side:
+            k = max_side / long_side
+            # The smallest DCT scale whose result still covers the target (never upscaled).
+            im.draft("RGB", (max(1, math.ceil(full_w * k)), max(1, math.ceil(full_h * k))))
+    if im.width * im.height > max_pixels:  # a JPEG only after its DCT scaling
+        scaled = ""
+        if im.size != (full_w, full_h):
+            scaled = f", {im.width}x{im.height} after DCT scaling,"
+        return _failed(
+            "too_large",
+            f"{full_w}x{full_h} ({full_w * full_h / 1e6:,.0f} MP){scaled} exceeds the decode "
+            f"limit of {max_pixels / 1e6:,.0f} MP",
+            mode,
+        )
+    im.load()
+    # Read after loading: PNG may keep EXIF after the pixels, and Pillow's TIFF plugin (and
+    # pillow-heif) apply the orientation while loading, then drop the tag (their size is
+    # already upright).
+    orientation = _orientation(im)
+    rgb, alpha = _to_rgb(im)
+    pixels = None
+    if max(rgb.size) > max_side:
+        pixel_sha256 = _pixel_sha256(rgb)
+        # BOX (an area average) is the cheapest filter that does not alias when shrinking, and
+        # costs a third of LANCZOS here; reduce() by an integer factor first when far larger.
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BOX, reducing_gap=2.0)
+    else:  # already small: hash the array the caller gets, saving a copy of the pixels
+        pixels = np.asarray(rgb)
+        pixel_sha256 = _pixel_sha256(rgb, pixels)
+    transpose = _TRANSPOSE.get(orientation)
+    if transpose is not None:
+        rgb, pixels = rgb.transpose(transpose), None
+    if pixels is None:
+        pixels = np.asarray(rgb)
+    if orientation in (5, 6, 7, 8):
+        full_w, full_h = full_h, full_w
+    return Decoded(
+        rgb=pixels,
+        width=full_w,
+        height=full_h,
+        mode=mode,
+        alpha=alpha,
+        pixel_sha256=pixel_sha256,
+        error=None,
+        detail=None,
+    )
+
+
+def _pixel_sha256(rgb: Image.Image, pixels: np.ndarray | None = None) -> str:
+    """SHA-256 of "WxH:" and the RGB bytes (see the module docstring); `pixels`, when given,
+    is `rgb` as an array already."""
+    w, h = rgb.size
+    digest = hashlib.sha256(f"{w}x{h}:".encode())
+    if pixels is not None:
+        digest.update(pixels)
+        return digest.hexdigest()
+    # Big images are hashed in strips of rows, so the hash never doubles their memory.
+    rows = max(1, _HASH_STRIP_PIXELS // w)
+    for top in range(0, h, rows):
+        strip = rgb if rows >= h else rgb.crop((0, top, w, min(h, top + rows)))
+        digest.update(strip.tobytes())
+    return digest.hexdigest()
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation still to apply to the loaded image."""
+    if "exif" not in im.info and getattr(im, "tag_v2", None) is None:
+        return 1  # getexif() would find nothing, and on some formats it costs a full load
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # bad EXIF does not make a bad image
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _is_camera_raw(path: str) -> bool:
+    if os.path.splitext(path)[1].lower() in _RAW_EXTS:
+        return True
+    with open(path, "rb") as f:
+        return sniff_format(f.read(1 << 16)) in _RAW_FORMATS
+
+
+def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
+    """RGB pixels of any Pillow mode, and whether the image had transparency.
+
+    High bit depths are scaled, not clipped: 16-bit modes (I;16*) keep their top 8 bits, as
+    Pillow does for 16-bit RGB; 32-bit integers (I) in 0..255 are taken as they are and in
+    0..65535 keep their top 8 bits; floats (F) in 0..1 are x255; anything else is stretched
+    from its minimum to its maximum.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im, False
+    if mode in _HIGH_DEPTH:
+        grey = _to_8bit(np.asarray(im), sixteen_bit=mode.startswith("I;16"))
+        return Image.fromarray(grey).convert("RGB"), False
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im if mode == "RGBA" else im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, _WHITE)
+        out.paste(rgba, mask=rgba.getchannel("A"))  # blends by alpha onto the white
+        return out, True
+    return im.convert("RGB"), False
+
+
+def _to_8bit(a: np.ndarray, *, sixteen_bit: bool) -> np.ndarray:
+    """One grey channel of any depth as uint8 (the rules in `_to_rgb`)."""
+    if sixteen_bit:
+        return (a.astype(np.uint16) >> 8).astype(np.uint8)
+    if a.dtype.kind == "f":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
+        if lo >= 0.0 and hi <= 1.0:
+            return np.rint(a * 255.0).astype(np.uint8)
+    else:
+        a = a.astype(np.int64)
+        lo, hi = int(a.min(initial=0)), int(a.max(initial=0))
+        if lo >= 0 and hi <= 255:
+            return a.astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return (a >> 8).astype(np.uint8)
+    span = hi - lo or 1
+    return np.rint((a - lo) * (255.0 / span)).astype(np.uint8)
+
+
+def decode_batch(batch: pa.Table, recipe: str) -> list[Decoded]:
+    """Decode every row's `abs_path` with `recipe`; one `Decoded` per row, never raising for a
+    bad image (a null path is `missing`).
+
+    Example:
+        >>> [d.error for d in decode_batch(pa.table({"abs_path": ["/x/none.jpg"]}), "working")]
+        ['missing']
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown decode recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    max_side = RECIPES[recipe]
+    if "abs_path" not in batch.column_names:
+        raise ValueError("decode_batch needs an `abs_path` column")
+    return [
+        decode_image(path, max_side) if path else _failed("missing", "the row has no path")
+        for path in batch["abs_path"].to_pylist()
+    ]
