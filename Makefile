@@ -12,14 +12,14 @@ setup: $(STAMP)
 # later stages add exiftool, tesseract and chromium here).
 SYSTEM_PACKAGES :=
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
 	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi; \
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The main job on a sample collection built from photos that ship in Python packages.

@@ -1,82 +1,21 @@
-"""The `lamina` command: thin verbs over the library. Exit codes: 0 done, 1 done with
-errors (some chunks failed; re-run to retry them), 2 bad input (the message says the fix).
-"""
+"""Verbs over the manifest: scan, status, sql, runs, verify, reconcile, attach."""
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from lamina.core.errors import LaminaError
-from lamina.core.store import Store
-
-EXIT_ERRORS = 1
-EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(EXIT_BAD_INPUT)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a LaminaError into its message and exit code 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LaminaError as exc:
-            _fail(str(exc))
-
-    return wrapper
-
-
-def _store(ctx: click.Context, *, create: bool = False) -> Store:
-    return Store.open(ctx.obj["store"], create=create)
-
-
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    envvar="LAMINA_STORE",
-    type=click.Path(file_okay=False),
-    help="Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, "
-    "else ./.lamina).",
+from lamina.cli.app import (
+    EXIT_ERRORS,
+    echo_json,
+    fail,
+    handle_errors,
+    main,
+    open_store,
 )
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-@click.version_option(package_name="lamina")
-@click.pass_context
-def main(ctx: click.Context, store: str | None, quiet: bool) -> None:
-    """lamina: a frozen, queryable manifest of a messy image collection.
-
-    Sources are only ever read. Everything lamina learns goes into the store.
-
-    \b
-    Example:
-        lamina scan ~/Pictures --store ~/pictures-store
-        lamina --store ~/pictures-store status
-    """
-    # Off a terminal there is no progress bar, so progress goes out as log lines instead.
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    ctx.ensure_object(dict)
-    ctx.obj["store"] = store
-
 
 # -- scan ------------------------------------------------------------------------------------
 
@@ -110,12 +49,12 @@ def scan(
     from lamina.passes.scan import scan as run_scan
 
     check_sources(resolve_store_path(ctx.obj["store"]), list(sources))  # before making a store
-    store = _store(ctx, create=True)
+    store = open_store(ctx, create=True)
     summary = run_scan(
         store, list(sources), workers=workers, chunk_size=chunk_size, progress=not as_json
     )
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
     else:
         status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
         events = ", ".join(f"{k} {v}" for k, v in summary["events"].items()) or "no changes"
@@ -155,9 +94,9 @@ def status(ctx: click.Context, as_json: bool, n_runs: int) -> None:
     """
     from lamina.manifest.status import render_status, store_status
 
-    info = store_status(_store(ctx), n_runs=n_runs)
+    info = store_status(open_store(ctx), n_runs=n_runs)
     if as_json:
-        _echo_json(info)
+        echo_json(info)
     else:
         click.echo(render_status(info))
 
@@ -190,11 +129,11 @@ def sql(ctx: click.Context, query: str, fmt: str, output: str | None) -> None:
     """
     import duckdb
 
-    store = _store(ctx)
+    store = open_store(ctx)
     try:
         table = store.sql(query)
     except duckdb.Error as exc:
-        _fail(f"{exc}\n  tables: {', '.join(store.available_tables())}")
+        fail(f"{exc}\n  tables: {', '.join(store.available_tables())}")
         return
     if fmt == "csv":
         text = table.to_pandas().to_csv(index=False)
@@ -228,16 +167,16 @@ def runs(ctx: click.Context, limit: int, as_json: bool, run_id: str | None) -> N
     """
     from lamina.core.ledger import load_runs
 
-    records = load_runs(_store(ctx))
+    records = load_runs(open_store(ctx))
     if run_id:
         match = [r for r in records if r["run_id"].startswith(run_id)]
         if not match:
-            _fail(f"no run {run_id!r} in this store (see `lamina runs`)")
-        _echo_json(match[0])
+            fail(f"no run {run_id!r} in this store (see `lamina runs`)")
+        echo_json(match[0])
         return
     records = records[:limit]
     if as_json:
-        _echo_json(records)
+        echo_json(records)
         return
     for r in records:
         state = r["status"] if r.get("ended") else "running or killed"
@@ -273,10 +212,10 @@ def verify(
     from lamina.manifest.verify import verify as run_verify
 
     report = run_verify(
-        _store(ctx), sample=sample, seed=seed, workers=workers, progress=not as_json
+        open_store(ctx), sample=sample, seed=seed, workers=workers, progress=not as_json
     )
     if as_json:
-        _echo_json(report)
+        echo_json(report)
     else:
         click.echo(
             f"checked {report['checked']}: ok {report['ok']}, bitrot {report['bitrot']}, "
@@ -322,7 +261,7 @@ def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
     if output:
         result.rows.to_pandas().to_csv(output, index=False)
     if as_json:
-        _echo_json(result.summary)
+        echo_json(result.summary)
         return
     s = result.summary
     click.echo(f"matched {s['matched']}")
@@ -356,9 +295,9 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
     """
     from lamina.manifest.attach import attach as run_attach
 
-    report = run_attach(_store(ctx), spec, on=on, key=key)
+    report = run_attach(open_store(ctx), spec, on=on, key=key)
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     click.echo(
         f"attached {report['rows']} rows to {report['matched_images']} images "
@@ -378,191 +317,3 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
             f"not attached, e.g. {examples}",
             fg="yellow",
         )
-
-
-# -- sensing -------------------------------------------------------------------------------
-
-
-def _echo_flag_summary(summary: dict[str, Any]) -> None:
-    flags = summary.get("flags", {})
-    if flags:
-        click.echo(f"{summary['images']} images, {summary['clean']} with no flag")
-        for name, count in sorted(flags.items(), key=lambda kv: -kv[1]):
-            if count:
-                click.echo(f"  {name:<16} {count}")
-    dups = summary.get("duplicates")
-    if dups:
-        click.echo(
-            f"duplicates: {dups['near_groups']} groups of near/pixel copies "
-            f"({dups['images_in_near_groups']} images); "
-            f"{dups['redundant_files']} files could go"
-        )
-
-
-@main.command()
-@click.option(
-    "--policy",
-    type=click.Path(dir_okay=False),
-    help="Flags policy TOML laid over the defaults (see `lamina flags --print-policy`).",
-)
-@click.option(
-    "--invariant", is_flag=True, help="Also group mirrored and 90/180/270-rotated copies."
-)
-@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.pass_context
-@handle_errors
-def sense(
-    ctx: click.Context, policy: str | None, invariant: bool, workers: int | None, as_json: bool
-) -> None:
-    """Signals, perceptual hashes, duplicate groups and flags for every scanned image.
-
-    Decodes each image once (reduced JPEG decode, ~512 px) for both the signals and the
-    hashes; broken images become error rows, never a stop. Resumes after a kill; a
-    finished run re-runs nothing.
-
-    \b
-    Example:
-        lamina scan ~/Pictures && lamina sense
-        lamina sense --invariant --policy strict.toml
-    """
-    from lamina.analysis.flags import flag_summary, flags_config, load_policy
-    from lamina.core.runner import run_passes
-
-    store = _store(ctx)
-    if not store.table_files("images"):
-        _fail(f"the store {store.root} has no images yet: run `lamina scan SOURCE` first")
-    config = flags_config(load_policy(policy))
-    result = run_passes(
-        store,
-        [
-            ("signals", None),
-            ("hashes", None),
-            ("duplicates", {"invariant": invariant}),
-            ("flags", config),
-        ],
-        command="sense",
-        workers=workers,
-        progress=not as_json,
-    )
-    summary = flag_summary(store)
-    summary["run_id"] = result["run_id"]
-    summary["passes"] = {k: v for k, v in result.items() if k != "run_id"}
-    if as_json:
-        _echo_json(summary)
-    else:
-        done = result["signals"]
-        click.echo(
-            f"sensed {done['processed']} images ({done['already_done']} already done, "
-            f"{done['error_rows']} could not be decoded)"
-        )
-        _echo_flag_summary(summary)
-        click.echo(f"run {result['run_id']}")
-    if any(v.get("failed_chunks") for v in summary["passes"].values() if isinstance(v, dict)):
-        sys.exit(EXIT_ERRORS)
-
-
-@main.command()
-@click.option(
-    "--policy", type=click.Path(dir_okay=False), help="Flags policy TOML laid over the defaults."
-)
-@click.option("--print-policy", is_flag=True, help="Print the default policy and exit.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handle_errors
-def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: bool) -> None:
-    """Recompute the flags from stored signals with a policy (seconds, no pixels), and
-    print how many images each flag holds.
-
-    \b
-    Example:
-        lamina flags --print-policy > strict.toml   # edit the thresholds
-        lamina flags --policy strict.toml
-    """
-    from lamina.analysis.flags import default_policy_text, flag_summary, flags_config, load_policy
-    from lamina.core.runner import run_passes
-
-    if print_policy:
-        click.echo(default_policy_text(), nl=False)
-        return
-    store = _store(ctx)
-    if "signals" not in store.available_tables():
-        _fail("no signals yet: run `lamina sense` first")
-    result = run_passes(
-        store, [("flags", flags_config(load_policy(policy)))], command="flags", progress=False
-    )
-    summary = flag_summary(store)
-    summary["run_id"] = result["run_id"]
-    if as_json:
-        _echo_json(summary)
-    else:
-        _echo_flag_summary(summary)
-
-
-@main.command()
-@click.option(
-    "--where",
-    "where",
-    required=True,
-    help="SQL condition over files, flags, signals and duplicates columns.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write the list here (default: print it).",
-)
-@click.option("--one-per-image", is_flag=True, help="One path per image, not every copy.")
-@click.option("--ids", is_flag=True, help="Write image ids instead of paths.")
-@click.pass_context
-@handle_errors
-def select(
-    ctx: click.Context, where: str, output: str | None, one_per_image: bool, ids: bool
-) -> None:
-    """Write the paths (or image ids) of files matching a SQL condition.
-
-    Columns: every column of files (rel_path, folder, status, reason, format, size…),
-    flags (dark, blurry, near_duplicate… and <flag>_score), signals (brightness_mean,
-    laplacian_var…) and duplicates (group_id, is_representative, kind…).
-
-    \b
-    Example:
-        lamina select --where "blurry or dark" -o to_review.txt
-        lamina select --where "near_duplicate and not is_representative" --one-per-image
-    """
-    import duckdb
-
-    store = _store(ctx)
-    tables = store.available_tables()
-    joins = "".join(
-        f" left join {t} using (image_id)"
-        for t in ("flags", "signals", "duplicates")
-        if t in tables
-    )
-    query = (
-        f"select image_id, source || '/' || rel_path as path from files{joins} "
-        f"where status <> 'missing' and ({where}) order by source, rel_path"
-    )
-    try:
-        rows = store.connect().execute(query).fetchall()
-    except duckdb.Error as exc:
-        _fail(f"bad --where condition: {str(exc).splitlines()[0]}")
-        return
-    seen: set[str] = set()
-    lines = []
-    for image_id, path in rows:
-        if one_per_image or ids:
-            if image_id is None or image_id in seen:
-                continue
-            seen.add(image_id)
-        lines.append(image_id if ids else path)
-    text = "".join(f"{line}\n" for line in lines)
-    if output:
-        Path(output).write_text(text)
-        click.echo(f"wrote {len(lines)} {'ids' if ids else 'paths'} to {output}", err=True)
-    else:
-        click.echo(text, nl=False)
-
-
-if __name__ == "__main__":
-    main()

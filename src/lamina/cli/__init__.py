@@ -1,0 +1,11 @@
+"""The `lamina` command: thin verbs over the library, one module per stage.
+
+Exit codes: 0 done, 1 done with errors (some chunks failed; re-run to retry them),
+2 bad input (the message says the fix).
+"""
+
+# Importing a verb module adds its commands to `main`.
+from lamina.cli import manifest, sense  # noqa: F401
+from lamina.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,201 @@
+"""Verbs over the sensing passes: sense, flags, select."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lamina.cli.app import (
+    EXIT_ERRORS,
+    echo_json,
+    fail,
+    handle_errors,
+    main,
+    open_store,
+)
+
+# -- sensing -------------------------------------------------------------------------------
+
+
+def _echo_flag_summary(summary: dict[str, Any]) -> None:
+    flags = summary.get("flags", {})
+    if flags:
+        click.echo(f"{summary['images']} images, {summary['clean']} with no flag")
+        for name, count in sorted(flags.items(), key=lambda kv: -kv[1]):
+            if count:
+                click.echo(f"  {name:<16} {count}")
+    dups = summary.get("duplicates")
+    if dups:
+        click.echo(
+            f"duplicates: {dups['near_groups']} groups of near/pixel copies "
+            f"({dups['images_in_near_groups']} images); "
+            f"{dups['redundant_files']} files could go"
+        )
+
+
+@main.command()
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False),
+    help="Flags policy TOML laid over the defaults (see `lamina flags --print-policy`).",
+)
+@click.option(
+    "--invariant", is_flag=True, help="Also group mirrored and 90/180/270-rotated copies."
+)
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def sense(
+    ctx: click.Context, policy: str | None, invariant: bool, workers: int | None, as_json: bool
+) -> None:
+    """Signals, perceptual hashes, duplicate groups and flags for every scanned image.
+
+    Decodes each image once (reduced JPEG decode, ~512 px) for both the signals and the
+    hashes; broken images become error rows, never a stop. Resumes after a kill; a
+    finished run re-runs nothing.
+
+    \b
+    Example:
+        lamina scan ~/Pictures && lamina sense
+        lamina sense --invariant --policy strict.toml
+    """
+    from lamina.analysis.flags import flag_summary, flags_config, load_policy
+    from lamina.core.runner import run_passes
+
+    store = open_store(ctx)
+    if not store.table_files("images"):
+        fail(f"the store {store.root} has no images yet: run `lamina scan SOURCE` first")
+    config = flags_config(load_policy(policy))
+    result = run_passes(
+        store,
+        [
+            ("signals", None),
+            ("hashes", None),
+            ("duplicates", {"invariant": invariant}),
+            ("flags", config),
+        ],
+        command="sense",
+        workers=workers,
+        progress=not as_json,
+    )
+    summary = flag_summary(store)
+    summary["run_id"] = result["run_id"]
+    summary["passes"] = {k: v for k, v in result.items() if k != "run_id"}
+    if as_json:
+        echo_json(summary)
+    else:
+        done = result["signals"]
+        click.echo(
+            f"sensed {done['processed']} images ({done['already_done']} already done, "
+            f"{done['error_rows']} could not be decoded)"
+        )
+        _echo_flag_summary(summary)
+        click.echo(f"run {result['run_id']}")
+    if any(v.get("failed_chunks") for v in summary["passes"].values() if isinstance(v, dict)):
+        sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option(
+    "--policy", type=click.Path(dir_okay=False), help="Flags policy TOML laid over the defaults."
+)
+@click.option("--print-policy", is_flag=True, help="Print the default policy and exit.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: bool) -> None:
+    """Recompute the flags from stored signals with a policy (seconds, no pixels), and
+    print how many images each flag holds.
+
+    \b
+    Example:
+        lamina flags --print-policy > strict.toml   # edit the thresholds
+        lamina flags --policy strict.toml
+    """
+    from lamina.analysis.flags import default_policy_text, flag_summary, flags_config, load_policy
+    from lamina.core.runner import run_passes
+
+    if print_policy:
+        click.echo(default_policy_text(), nl=False)
+        return
+    store = open_store(ctx)
+    if "signals" not in store.available_tables():
+        fail("no signals yet: run `lamina sense` first")
+    result = run_passes(
+        store, [("flags", flags_config(load_policy(policy)))], command="flags", progress=False
+    )
+    summary = flag_summary(store)
+    summary["run_id"] = result["run_id"]
+    if as_json:
+        echo_json(summary)
+    else:
+        _echo_flag_summary(summary)
+
+
+@main.command()
+@click.option(
+    "--where",
+    "where",
+    required=True,
+    help="SQL condition over files, flags, signals and duplicates columns.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the list here (default: print it).",
+)
+@click.option("--one-per-image", is_flag=True, help="One path per image, not every copy.")
+@click.option("--ids", is_flag=True, help="Write image ids instead of paths.")
+@click.pass_context
+@handle_errors
+def select(
+    ctx: click.Context, where: str, output: str | None, one_per_image: bool, ids: bool
+) -> None:
+    """Write the paths (or image ids) of files matching a SQL condition.
+
+    Columns: every column of files (rel_path, folder, status, reason, format, size…),
+    flags (dark, blurry, near_duplicate… and <flag>_score), signals (brightness_mean,
+    laplacian_var…) and duplicates (group_id, is_representative, kind…).
+
+    \b
+    Example:
+        lamina select --where "blurry or dark" -o to_review.txt
+        lamina select --where "near_duplicate and not is_representative" --one-per-image
+    """
+    import duckdb
+
+    store = open_store(ctx)
+    tables = store.available_tables()
+    joins = "".join(
+        f" left join {t} using (image_id)"
+        for t in ("flags", "signals", "duplicates")
+        if t in tables
+    )
+    query = (
+        f"select image_id, source || '/' || rel_path as path from files{joins} "
+        f"where status <> 'missing' and ({where}) order by source, rel_path"
+    )
+    try:
+        rows = store.connect().execute(query).fetchall()
+    except duckdb.Error as exc:
+        fail(f"bad --where condition: {str(exc).splitlines()[0]}")
+        return
+    seen: set[str] = set()
+    lines = []
+    for image_id, path in rows:
+        if one_per_image or ids:
+            if image_id is None or image_id in seen:
+                continue
+            seen.add(image_id)
+        lines.append(image_id if ids else path)
+    text = "".join(f"{line}\n" for line in lines)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {len(lines)} {'ids' if ids else 'paths'} to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
