@@ -1,0 +1,144 @@
+"""How embedding vectors are stored and read back: the contract between the `embed` pass
+(which writes them) and everything that reads them (index, clusters, semantic duplicates,
+tags).
+
+Each model's vectors are one layer of the `embed` pass,
+`layers/embed/<version>-<config_hash>/part-<chunk>.parquet`, with the columns of
+`embed_schema(dim)`: `image_id`, `model` (the backend id, e.g.
+`efficientnet_lite0:imagenet`), `vector` (fixed-size list of float16, L2-normalised; null
+on an error row) and `error` (why the image could not be embedded, else null). The model
+name lives in the rows, so the layers describe themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lamina.core.errors import LaminaError
+
+EMBED_PASS = "embed"
+
+
+def embed_schema(dim: int) -> pa.Schema:
+    """The columns of an embedding layer whose vectors have `dim` dimensions.
+
+    Example:
+        >>> embed_schema(4).field("vector").type
+        FixedSizeListType(fixed_size_list<item: halffloat>[4])
+    """
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("model", pa.string()),
+            ("vector", pa.list_(pa.float16(), dim)),
+            ("error", pa.string()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One model's vectors: `vectors[i]` belongs to `ids[i]`; rows are L2-normalised
+    float32, sorted by image id."""
+
+    model: str
+    ids: np.ndarray  # (n,) object array of image ids
+    vectors: np.ndarray  # (n, dim) float32
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _layer_models(folder: Path) -> set[str]:
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return set()
+    models: set[str] = set()
+    for f in files:
+        col = pq.read_table(f, columns=["model"]).column("model")
+        models.update(m for m in pc.unique(col).to_pylist() if m is not None)
+    return models
+
+
+def embedding_layers(store: Any) -> dict[str, Path]:
+    """Model name → the layer folder holding its vectors (the newest when a model was
+    embedded under several configs)."""
+    found: dict[str, Path] = {}
+    for folder in store.layer_dirs(EMBED_PASS):  # oldest first, so newer ones win
+        for model in _layer_models(folder):
+            found[model] = folder
+    return found
+
+
+def list_models(store: Any) -> list[str]:
+    """The models that have vectors in the store, newest layer last.
+
+    Example:
+        >>> list_models(store)  # doctest: +SKIP
+        ['efficientnet_lite0:imagenet']
+    """
+    layers = embedding_layers(store)
+    return sorted(layers, key=lambda m: layers[m].stat().st_mtime)
+
+
+def load_embeddings(store: Any, model: str | None = None) -> Embeddings:
+    """Every stored vector of `model` (default: the model embedded most recently),
+    skipping error rows.
+
+    Example:
+        >>> emb = load_embeddings(store)  # doctest: +SKIP
+        >>> emb.vectors.shape
+        (265, 1280)
+    """
+    layers = embedding_layers(store)
+    if not layers:
+        raise LaminaError(
+            f"the store {store.root} has no embeddings yet", hint="run `lamina embed` first"
+        )
+    if model is None:
+        model = list_models(store)[-1]
+    if model not in layers:
+        raise LaminaError(
+            f"no embeddings of model {model!r} in the store",
+            hint=f"models with embeddings: {', '.join(sorted(layers))}; or run "
+            f"`lamina embed --model {model}`",
+        )
+    parts = [
+        pq.read_table(f, columns=["image_id", "model", "vector"])
+        for f in sorted(layers[model].glob("*.parquet"))
+    ]
+    table = pa.concat_tables(parts)
+    table = table.filter(pc.and_(pc.equal(table["model"], model), pc.is_valid(table["vector"])))
+    table = table.sort_by("image_id")
+    ids = np.asarray(table["image_id"].to_pylist(), dtype=object)
+    vec_col = table["vector"].combine_chunks()
+    dim = vec_col.type.list_size
+    flat = vec_col.values.to_numpy(zero_copy_only=False).astype(np.float32)
+    vectors = flat.reshape(len(ids), dim) if len(ids) else np.zeros((0, dim), np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.maximum(norms, 1e-12)
+    return Embeddings(model=model, ids=ids, vectors=vectors)
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, dim) array as the `vector` column (float16, rows L2-normalised).
+
+    Example:
+        >>> vectors_to_arrow(np.ones((2, 4))).type.list_size
+        4
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    flat = pa.array(v.astype(np.float16).ravel(), type=pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, v.shape[1])

@@ -1,0 +1,52 @@
+"""The embedding layer contract: vectors written as the embed pass writes them read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lamina.core.errors import LaminaError
+from lamina.core.store import Store, atomic_write_parquet
+from lamina.core.vectors import (
+    EMBED_PASS,
+    embed_schema,
+    list_models,
+    load_embeddings,
+    vectors_to_arrow,
+)
+
+
+def _write_layer(store: Store, layer: str, model: str, ids: list[str], vecs: np.ndarray) -> None:
+    vector = vectors_to_arrow(vecs)
+    # One error row: an image that could not be decoded has a null vector.
+    ids = [*ids, "broken"]
+    vector = pa.concat_arrays([vector, pa.nulls(1, type=vector.type)])
+    table = pa.table(
+        {
+            "image_id": ids,
+            "model": [model] * len(ids),
+            "vector": vector,
+            "error": [None] * (len(ids) - 1) + ["decode failed"],
+        },
+        schema=embed_schema(vecs.shape[1]),
+    )
+    atomic_write_parquet(store.layer_dir(EMBED_PASS, layer) / "part-0.parquet", table)
+
+
+def test_round_trip_two_models(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    with pytest.raises(LaminaError, match="no embeddings yet"):
+        load_embeddings(store)
+    a = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    _write_layer(store, "1-aaaa", "m:a", ["id2", "id1"], a)
+    _write_layer(store, "1-bbbb", "m:b", ["id1"], np.array([[1.0, 1.0]]))
+    assert set(list_models(store)) == {"m:a", "m:b"}
+    emb = load_embeddings(store, "m:a")
+    assert list(emb.ids) == ["id1", "id2"]  # sorted, error row dropped
+    np.testing.assert_allclose(emb.vectors[1], [0.6, 0.8, 0.0], atol=1e-3)
+    np.testing.assert_allclose(emb.vectors[0], [0.0, 0.0, 1.0], atol=1e-3)
+    assert emb.dim == 3 and len(emb) == 2
+    assert load_embeddings(store, "m:b").dim == 2
+    with pytest.raises(LaminaError, match="m:a"):
+        load_embeddings(store, "m:zzz")
