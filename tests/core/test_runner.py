@@ -169,3 +169,13 @@ def test_run_pass_over_the_images_of_a_store(tree: Path, tmp_path: Path) -> None
         assert runs.num_rows == 2
     finally:
         REGISTRY.pop(Width.name, None)
+
+
+def test_decode_chunk_size_spreads_work_over_workers():
+    from lamina.core.runner import DECODE_CHUNK_MAX, DECODE_CHUNK_MIN, decode_chunk_size
+
+    # 300 images on 2 workers: 8 chunks, so both workers stay busy to the end.
+    assert decode_chunk_size(300, 1024, 2) == 38
+    assert decode_chunk_size(100_000, 1024, 2) == DECODE_CHUNK_MAX
+    assert decode_chunk_size(10, 1024, 8) == DECODE_CHUNK_MIN
+    assert decode_chunk_size(10, 4, 8) == 4  # the store's chunk size is a ceiling

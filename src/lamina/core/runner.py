@@ -19,6 +19,7 @@ import atexit
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import traceback
@@ -43,6 +44,9 @@ log = logging.getLogger("lamina")
 
 # A chunk that raises is retried this many more times before the run gives up on it.
 RETRIES = 2
+# Rows per chunk for pixel passes: see decode_chunk_size.
+DECODE_CHUNK_MIN = 16
+DECODE_CHUNK_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,20 @@ def _chunk_bounds(
     return bounds
 
 
+def decode_chunk_size(n_rows: int, chunk_size: int, workers: int) -> int:
+    """Rows per chunk for passes that decode pixels: small enough that every worker gets
+    several chunks (a decode costs ~10-50 ms, a chunk of files for scan far less), at most
+    `DECODE_CHUNK_MAX` so a kill loses little, at least `DECODE_CHUNK_MIN` so the per-chunk
+    commit stays cheap.
+
+    Example:
+        >>> decode_chunk_size(1000, 1024, 2)
+        125
+    """
+    even = math.ceil(n_rows / (4 * max(1, workers)))
+    return max(1, min(chunk_size, DECODE_CHUNK_MAX, max(DECODE_CHUNK_MIN, even)))
+
+
 def _chunks(
     todo: pa.Table,
     needs: list[pa.Array],
@@ -323,8 +341,9 @@ def run_map_passes(
     rows' `size_column` adds up to more than this, so that big files spread over the workers.
 
     Example:
-        >>> run_map_passes(store, [get_pass("signals"), get_pass("hashes")], inputs, run)
-        {'signals': MapResult(inputs=300, processed=300, ...), 'hashes': ...}  # doctest: +SKIP
+        >>> passes = [get_pass("signals"), get_pass("hashes")]
+        >>> run_map_passes(store, passes, inputs, run)  # doctest: +SKIP
+        {'signals': MapResult(inputs=300, processed=300, ...), 'hashes': ...}
     """
     results = {i.name: MapResult(inputs=inputs.num_rows) for i in instances}
     chunk_size = chunk_size or store.chunk_size
@@ -357,7 +376,10 @@ def run_map_passes(
         else:
             todo = inputs.filter(any_need)
             needs = [need.filter(any_need) for need in needs_all]
-        bounds = _chunk_bounds(todo, chunk_size, chunk_bytes, size_column)
+        size = chunk_size
+        if group[0].decode is not None:
+            size = decode_chunk_size(todo.num_rows, chunk_size, executor.workers)
+        bounds = _chunk_bounds(todo, size, chunk_bytes, size_column)
         _run_group(
             group,
             _chunks(todo, needs, group, store, run, bounds),
