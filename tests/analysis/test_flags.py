@@ -112,12 +112,16 @@ def test_each_defect_raises_its_flag_and_only_it(tmp_path: Path) -> None:
         signals_row("dark", brightness_mean=0.05, brightness_p95=0.12, brightness_p05=0.0),
         signals_row("light", brightness_mean=0.95, brightness_p05=0.85),
         signals_row("blurry", blur_effect=0.8, laplacian_var=5.0),
-        signals_row("flat", entropy=1.0),
+        # A blank frame with sensor noise: entropy over 3 bits, yet no contrast, no edges.
+        signals_row("flat", entropy=3.2, contrast_rms=0.005, edge_density=0.0),
         signals_row("grey", chroma_mean=0.0, grey_by_content=True),
         signals_row("strip", aspect_ratio=20.0),
         signals_row("tiny", width=30, height=20, megapixels=0.0006),
         signals_row("noisy", noise_sigma=30.0),
-        signals_row("page", text_score=0.9),
+        # A text page is mostly white (low entropy) but full of contrast: not low_information.
+        signals_row("page", text_score=0.9, entropy=2.9, contrast_rms=0.17, edge_density=0.5),
+        # Grass: a high noise estimate, but the detail is texture, not noise: not noisy.
+        signals_row("grass", noise_sigma=12.0, laplacian_var=6000.0, edge_density=0.8),
         signals_row("bad", error="decode_error", **{k: None for k in NORMAL if k != "error"}),
     ]
     store = fake_store(tmp_path, rows)
@@ -137,6 +141,8 @@ def test_each_defect_raises_its_flag_and_only_it(tmp_path: Path) -> None:
         assert flags[image_id][flag], (image_id, flags[image_id]["flags"])
     assert set(flags["tiny"]["flags"]) >= {"tiny", "odd_size"}
     assert all(flags[f"n{i}"]["n_flags"] == 0 for i in range(20))
+    assert flags["grass"]["n_flags"] == 0, flags["grass"]["flags"]
+    assert flags["page"]["flags"] == ["text_heavy"]
     assert flags["dark"]["dark_score"] == pytest.approx(0.88)
     assert flags["grey"]["flags"] == ["grayscale"]
 
@@ -196,7 +202,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 1" in default_policy_text()
+    assert "version = 2" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)

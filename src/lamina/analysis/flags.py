@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -297,7 +298,9 @@ class FlagsPass(Pass):
 
         size_z = robust_z(np.log(np.maximum(column("megapixels"), 1e-6)))
         zs = [robust_z(column(name, log)) for name, log in OUTLIER_FEATURES.items()]
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():
+            # An image with no signals (undecodable) has only NaNs: its mean is NaN, then 0.
+            warnings.simplefilter("ignore", RuntimeWarning)
             outlier = np.sqrt(np.nanmean(np.square(np.stack(zs)), axis=0)) if zs else size_z
         base = base.append_column("size_z", pa.array(np.nan_to_num(size_z), pa.float64()))
         return base.append_column("outlier_z", pa.array(np.nan_to_num(outlier), pa.float64()))

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 import traceback
@@ -480,12 +481,17 @@ def run_map_pass(
 # -- global passes -------------------------------------------------------------------------
 
 
-def input_fingerprint(store: Store, names: Iterable[str]) -> str:
-    """A hash of the files that make up the tables `names`: changes when any input does."""
+def input_fingerprint(store: Store, names: Iterable[str], paths: Iterable[Path] = ()) -> str:
+    """A hash of the files that make up the tables `names`, and of `paths` (files a pass
+    reads beyond the current layers, see `Pass.input_paths`): changes when any input does."""
     digest = hashlib.sha256()
-    for name in sorted(names):
-        digest.update(f"[{name}]".encode())
-        for path in store.table_files(name):
+    groups = [(f"[{name}]", store.table_files(name)) for name in sorted(names)]
+    extra = sorted(paths)
+    if extra:
+        groups.append(("[paths]", extra))
+    for label, files in groups:
+        digest.update(label.encode())
+        for path in files:
             st = path.stat()
             digest.update(
                 f"{path.relative_to(store.root)} {st.st_size} {st.st_mtime_ns}\n".encode()
@@ -501,12 +507,16 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
     """
     if instance.kind != "global":
         raise TypeError(f"{instance.name} is not a global pass")
-    fingerprint = input_fingerprint(store, instance.reads)
+    fingerprint = input_fingerprint(store, instance.reads, instance.input_paths(store))
     record_path = store.ledger_dir(instance.name, instance.layer_id) / "global.json"
     part = store.layer_dir(instance.name, instance.layer_id) / "part-global.parquet"
     if not force and record_path.exists() and part.exists():
         record = json.loads(record_path.read_text())
         if record.get("inputs") == fingerprint:
+            if store.current_layer_dir(instance.name) != part.parent:
+                # Back to a config computed before (a policy tried, then the default
+                # again): make its layer the current one, which is what `sql` shows.
+                os.utime(part)
             return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
     t0 = time.monotonic()
     out = instance.compute(store)
