@@ -23,11 +23,13 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $(STAMP)
 
 # The main job on a sample collection built from photos that ship in Python packages.
-# Re-running it is incremental: the second scan reads nothing that has not changed.
+# Re-running it is incremental: the second scan reads nothing that has not changed, and
+# sense recomputes nothing for images it has already seen.
 demo: setup
 	@test -d demo/collection || $(BIN)/python -m lamina.sample demo/collection
 	$(BIN)/lamina --store demo/store scan demo/collection
 	$(BIN)/lamina --store demo/store status
+	$(BIN)/lamina --store demo/store sense
 	@echo "store: demo/store   try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
 test: setup
