@@ -218,7 +218,7 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 
     Example:
         >>> robust_z(np.array([1.0, 2.0, 3.0, 100.0])).round(1).tolist()
-        [-0.7, -0.2, 0.2, 65.4]
+        [-1.0, -0.3, 0.3, 65.8]
     """
     median = np.nanmedian(values)
     mad = 1.4826 * np.nanmedian(np.abs(values - median))
