@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lamina.core.ledger import Run, done_chunks
@@ -125,6 +126,32 @@ def test_config_names_the_layer(tmp_path: Path) -> None:
         result = run_map_pass(store, b, inputs(3), run, workers=1, progress=False)
     assert result.processed == 3  # a different config shares nothing
     assert sorted(store.table("double_test")["y"].to_pylist()) == [0, 3, 6]  # newest layer
+
+
+def test_one_pass_under_two_configs_in_one_run(tmp_path: Path) -> None:
+    from lamina.core.runner import result_keys, run_map_passes
+
+    store = Store.open(tmp_path / "s", create=True)
+    a, b = Double(), Double({"factor": 3})
+    with Run(store, "test", {}) as run:
+        result = run_map_passes(
+            store, [a, b], inputs(12), run, workers=1, chunk_size=5, progress=False
+        )
+    keys = result_keys([a, b])
+    assert keys == [f"double_test/{a.layer_id}", f"double_test/{b.layer_id}"]
+    assert set(result) == set(keys)
+    assert [result[k].processed for k in keys] == [12, 12]
+    assert result[keys[1]].chunks == 3 and not result[keys[1]].failed_chunks
+    for p, factor in ((a, 2), (b, 3)):
+        rows = pa.concat_tables(
+            pq.read_table(f) for f in store.layer_dir(p.name, p.layer_id).glob("*.parquet")
+        ).sort_by("image_id")
+        assert rows["y"].to_pylist() == [factor * i for i in range(12)]
+    with Run(store, "test", {}) as run:  # each layer resumes on its own
+        again = run_map_passes(store, [a, b], inputs(12), run, workers=1, progress=False)
+    assert [again[k].already_done for k in keys] == [12, 12]
+    with pytest.raises(ValueError, match="same pass and config twice"):
+        run_map_passes(store, [a, Double()], inputs(2), run, workers=1, progress=False)
 
 
 @dataclass(frozen=True)

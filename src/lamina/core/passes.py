@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -90,6 +91,17 @@ class Pass:
     def config_dict(self) -> dict[str, Any]:
         return config_dict(self.config)
 
+    def describe(self) -> dict[str, Any]:
+        """What the run record should say about this pass beyond its config (a model's
+        weights digest and preprocessing, say). Called once in the main process before any
+        work, so it is also where a pass that cannot start fails early. Default: nothing.
+
+        Example:
+            >>> get_pass("scan").describe()
+            {}
+        """
+        return {}
+
     # -- map passes ------------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -118,6 +130,12 @@ class Pass:
         """A global pass's whole output table, from the tables in `reads` (read through
         `store.table(...)` / `store.sql(...)`; never written by the pass)."""
         raise NotImplementedError(f"{type(self).__name__} is a {self.kind} pass")
+
+    def input_paths(self, store: Any) -> list[Path]:
+        """Files a global pass reads beyond the current layers of its `reads` (one model's
+        embedding layer, another pass's layer for a given config): the runner hashes them
+        into the input fingerprint, so a change to any of them re-runs the pass."""
+        return []
 
     def teardown(self) -> None:
         """Once per worker, after the last batch."""

@@ -10,7 +10,9 @@ to chunk numbers). A part without a ledger record is a chunk killed between its 
 writes; it is deleted and redone.
 
 Map passes with the same `decode` recipe run together: each chunk decodes an image once
-and hands the pixels to every pass that still needs that row.
+and hands the pixels to every pass that still needs that row. One pass may run under
+several configs at once (`lamina embed --model A --model B`): each is its own layer, and
+results are keyed by `result_keys` (the pass name, or `name/layer` when it repeats).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class ChunkTask:
 @dataclass(frozen=True)
 class ChunkResult:
     pass_name: str
+    layer_id: str
     chunk_id: str
     rows: int
     error_rows: int
@@ -184,7 +187,9 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
             },
         )
         results.append(
-            ChunkResult(part.pass_name, part.chunk_id, out.num_rows, error_rows, seconds)
+            ChunkResult(
+                part.pass_name, part.layer_id, part.chunk_id, out.num_rows, error_rows, seconds
+            )
         )
     return results
 
@@ -236,6 +241,18 @@ def chunk_id_for(keys: pa.Array | pa.ChunkedArray) -> str:
         digest.update(str(key).encode())
         digest.update(b"\n")
     return digest.hexdigest()[:16]
+
+
+def result_keys(instances: list[Pass]) -> list[str]:
+    """What each pass's counts are filed under: its name, or `name/layer_id` when the same
+    pass runs under several configs (each writes its own layer).
+
+    Example:
+        >>> result_keys([get_pass("signals"), get_pass("hashes")])
+        ['signals', 'hashes']
+    """
+    names = [i.name for i in instances]
+    return [i.name if names.count(i.name) == 1 else f"{i.name}/{i.layer_id}" for i in instances]
 
 
 def _groups(instances: list[Pass]) -> list[list[Pass]]:
@@ -335,7 +352,8 @@ def run_map_passes(
     """Run map passes over `inputs` (which must hold each pass's key column), skipping rows
     already committed, decoding each image once for passes that share a decode recipe.
     Chunks that still fail after their retries are recorded as run errors; the other
-    chunks are committed. Returns what each pass did, by name.
+    chunks are committed. Returns what each pass did, by `result_keys` (the name, unless a
+    pass runs under several configs).
 
     `executor`: run the chunks on this one (the caller starts and closes it), instead of a
     `LocalExecutor(workers)` of this call's own. `chunk_bytes`: also close a chunk before its
@@ -346,7 +364,11 @@ def run_map_passes(
         >>> run_map_passes(store, passes, inputs, run)  # doctest: +SKIP
         {'signals': MapResult(inputs=300, processed=300, ...), 'hashes': ...}
     """
-    results = {i.name: MapResult(inputs=inputs.num_rows) for i in instances}
+    layers = [(i.name, i.layer_id) for i in instances]
+    if len(set(layers)) < len(layers):
+        raise ValueError("the same pass and config twice in one run: they would share a layer")
+    result_key = dict(zip(layers, result_keys(instances), strict=True))
+    by_layer = {layer: MapResult(inputs=inputs.num_rows) for layer in layers}
     chunk_size = chunk_size or store.chunk_size
     executor = executor or LocalExecutor(workers)
     for group in _groups(instances):
@@ -364,7 +386,9 @@ def run_map_passes(
             need = pc.invert(pc.is_in(keys, value_set=done))
             if isinstance(need, pa.ChunkedArray):
                 need = need.combine_chunks()
-            results[instance.name].already_done = inputs.num_rows - (pc.sum(need).as_py() or 0)
+            by_layer[instance.name, instance.layer_id].already_done = inputs.num_rows - (
+                pc.sum(need).as_py() or 0
+            )
             needs_all.append(need)
         any_need = needs_all[0]
         for need in needs_all[1:]:
@@ -386,11 +410,11 @@ def run_map_passes(
             _chunks(todo, needs, group, store, run, bounds),
             todo.num_rows,
             executor,
-            results,
+            by_layer,
             run,
             progress,
         )
-    return results
+    return {result_key[layer]: result for layer, result in by_layer.items()}
 
 
 def _run_group(
@@ -398,7 +422,7 @@ def _run_group(
     tasks: Iterable[ChunkTask],
     total: int,
     executor: LocalExecutor,
-    results: dict[str, MapResult],
+    results: dict[tuple[str, str], MapResult],
     run: Run,
     progress: bool,
 ) -> None:
@@ -419,7 +443,7 @@ def _run_group(
                     failed.append((task, detail.strip()))
                     continue
                 for chunk in outcome:
-                    result = results[chunk.pass_name]
+                    result = results[chunk.pass_name, chunk.layer_id]
                     result.chunks += 1
                     result.processed += chunk.rows
                     result.error_rows += chunk.error_rows
@@ -434,7 +458,7 @@ def _run_group(
         for task, detail in failed:
             rows = _from_ipc(task.batch).num_rows
             for part in task.parts:
-                results[part.pass_name].failed_chunks.append(part.chunk_id)
+                results[part.pass_name, part.layer_id].failed_chunks.append(part.chunk_id)
                 run.error(
                     kind="chunk",
                     pass_name=part.pass_name,
@@ -584,16 +608,21 @@ def run_passes(
 ) -> dict[str, dict[str, Any]]:
     """Run registered passes over the store as one run (write lock, run record, resume):
     map passes over every image (sharing decodes), then global passes in the given order.
-    Returns each pass's counts by name, plus `run_id`.
+    Returns each pass's counts by `result_keys` (the name, or `name/layer` for a pass given
+    under several configs), plus `run_id`. Each pass's `describe()` goes into the run record
+    before any work, so a pass that cannot start (model weights missing) fails first.
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
         {'signals': {'processed': 312, ...}, 'hashes': {...}, 'run_id': '2026…'}
     """
     instances = [get_pass(name, config) for name, config in passes]
+    described = [
+        {"config": i.config_dict(), "layer": i.layer_id, **i.describe()} for i in instances
+    ]
     store.check_writable()
     record = {
-        "passes": {i.name: {"config": i.config_dict(), "layer": i.layer_id} for i in instances},
+        "passes": dict(zip(result_keys(instances), described, strict=True)),
         "workers": workers,
         "chunk_size": chunk_size,
     }
