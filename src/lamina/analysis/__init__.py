@@ -1,5 +1,5 @@
 """Global passes that read whole tables. Importing this package registers them."""
 
-from lamina.analysis import duplicates, flags
+from lamina.analysis import clusters, duplicates, flags, semantic, semantic_map
 
-__all__ = ["duplicates", "flags"]
+__all__ = ["clusters", "duplicates", "flags", "semantic", "semantic_map"]

@@ -327,6 +327,37 @@ class _Images:
         )
 
 
+def representatives(
+    t: pa.Table, labels: np.ndarray, keep: np.ndarray, rules: tuple[str, ...]
+) -> np.ndarray:
+    """rep[label] = the row that represents its group, for the labels of the rows in `keep`:
+    the first by `rules` (of REPRESENTATIVE_KEYS), then the first row. `t` has `pixels`,
+    `sharpness` and `taken` columns (see INPUT_SQL). Shared with the semantic duplicates.
+
+    Example:
+        >>> t = pa.table({"pixels": [4, 9], "sharpness": [1.0, 1.0], "taken": [None, None]})
+        >>> representatives(t, np.array([0, 0]), np.array([0, 1]), ("resolution",))[0]
+        np.int64(1)
+    """
+    sort_keys: list[np.ndarray] = [keep]  # last tie-break: smallest image_id (row order)
+    for rule in reversed(rules):
+        if rule == "resolution":
+            sort_keys.append(-t["pixels"].fill_null(0).to_numpy()[keep])
+        elif rule == "sharpness":
+            sharp = t["sharpness"].to_numpy(zero_copy_only=False).astype(float)[keep]
+            sort_keys.append(-np.nan_to_num(sharp, nan=-np.inf))
+        else:  # oldest; an image with no date goes last
+            taken = t["taken"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max)
+            sort_keys.append(taken.to_numpy()[keep])
+    sort_keys.append(labels[keep])
+    ranked = keep[np.lexsort(sort_keys)]
+    rep = np.full(len(labels), -1)
+    groups = labels[ranked]
+    firsts = np.r_[True, groups[1:] != groups[:-1]]
+    rep[groups[firsts]] = ranked[firsts]
+    return rep
+
+
 @register
 class DuplicatesPass(Pass):
     """Groups of pixel-identical, near-duplicate (and, if invariant, flipped or rotated)
@@ -391,24 +422,7 @@ class DuplicatesPass(Pass):
         return self._rows(im, labels, size, keep, rep)
 
     def _representatives(self, t: pa.Table, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """rep[label] = the row that represents the group (for the labels in `keep`)."""
-        sort_keys: list[np.ndarray] = [keep]  # last tie-break: smallest image_id (row order)
-        for rule in reversed(self.config.representative):
-            if rule == "resolution":
-                sort_keys.append(-t["pixels"].fill_null(0).to_numpy()[keep])
-            elif rule == "sharpness":
-                sharp = t["sharpness"].to_numpy(zero_copy_only=False).astype(float)[keep]
-                sort_keys.append(-np.nan_to_num(sharp, nan=-np.inf))
-            else:  # oldest; an image with no date goes last
-                taken = t["taken"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max)
-                sort_keys.append(taken.to_numpy()[keep])
-        sort_keys.append(labels[keep])
-        ranked = keep[np.lexsort(sort_keys)]
-        rep = np.full(len(labels), -1)
-        groups = labels[ranked]
-        firsts = np.r_[True, groups[1:] != groups[:-1]]
-        rep[groups[firsts]] = ranked[firsts]
-        return rep
+        return representatives(t, labels, keep, self.config.representative)
 
     def _rows(
         self,

@@ -1,0 +1,138 @@
+"""Outlier scores and semantic duplicates on synthetic embeddings with known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lamina.analysis.duplicates import DUPLICATES_SCHEMA
+from lamina.analysis.semantic import OutliersPass, SemanticDuplicatesPass, semantic_pairs
+from lamina.analysis.space import knn, resolve_model
+from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.store import Store, atomic_write_parquet
+from tests.analysis.embedded_store import MODEL, blobs, ids_for, make_store, write_embeddings
+
+
+def test_knn_drops_each_row_itself_even_among_exact_copies() -> None:
+    v = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], np.float32)
+    sims, idx = knn(v, 2)
+    assert all(i not in row for i, row in enumerate(idx.tolist()))
+    assert sims[:3].min() == pytest.approx(1.0)
+    assert set(idx[3].tolist()) <= {0, 1, 2}
+
+
+def test_planted_far_point_is_the_top_outlier(tmp_path: Path) -> None:
+    vectors, _ = blobs(20, 3, dim=16, spread=0.1)
+    far = np.zeros((1, 16))
+    far[0, :] = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))[0][5]
+    vectors = np.vstack([vectors, far])  # a direction orthogonal to every blob's centre
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    out = {r["image_id"]: r for r in OutliersPass().compute(store).to_pylist()}
+    planted = out[ids[-1]]
+    assert planted["rank"] == 1 and planted["model"] == MODEL
+    # Orthogonal to every centre: only the blobs' noise brings it closer than distance 1.
+    assert planted["knn_distance"] > 0.75
+    assert planted["outlier_z"] > 10
+    assert max(r["outlier_z"] for i, r in out.items() if i != ids[-1]) < 4
+    # A blob member's nearest neighbour is in its own blob (rows 0..19 are blob 0).
+    assert out[ids[0]]["nearest"] in ids[:20]
+    assert sorted(r["rank"] for r in out.values()) == list(range(1, len(ids) + 1))
+
+
+def _spread_store(tmp_path: Path, n: int = 40) -> tuple[Store, list[str], np.ndarray]:
+    """Blob members far enough apart (cosine ~0.2) that none is a semantic duplicate."""
+    vectors, _ = blobs(n // 2, 2, dim=64, spread=0.25, seed=1)
+    ids = ids_for(n)
+    return make_store(tmp_path, ids), ids, vectors
+
+
+def _duplicates(store: Store, rows: list[tuple[str, str, str]]) -> None:
+    """A duplicates layer: (image_id, group_id, kind), the group's representative first."""
+    size = {g: sum(1 for _, h, _ in rows if h == g) for _, g, _ in rows}
+    reps = {g: i for i, g, k in rows if k == "representative"}
+    table = pa.table(
+        {
+            "image_id": [r[0] for r in rows],
+            "group_id": [r[1] for r in rows],
+            "group_size": [size[r[1]] for r in rows],
+            "representative": [reps[r[1]] for r in rows],
+            "is_representative": [r[2] == "representative" for r in rows],
+            "kind": [r[2] for r in rows],
+            "distance": [0 if r[2] == "representative" else 3 for r in rows],
+            "n_files": [1] * len(rows),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    atomic_write_parquet(store.layer_dir("duplicates", "1-t") / "part-global.parquet", table)
+
+
+def test_near_identical_vectors_group_and_merge_with_a_hash_group(tmp_path: Path) -> None:
+    store, ids, vectors = _spread_store(tmp_path)
+    # img0009 is an embedding-level copy of img0007; img0003 ~ img0007 only by hashes.
+    vectors[9] = vectors[7] + np.random.default_rng(2).normal(scale=0.005, size=64)
+    write_embeddings(store, ids, vectors)
+    _duplicates(store, [("img0003", "img0003", "representative"), ("img0007", "img0003", "near")])
+    rows = {r["image_id"]: r for r in SemanticDuplicatesPass().compute(store).to_pylist()}
+    assert set(rows) == {"img0003", "img0007", "img0009"}
+    assert {r["group_id"] for r in rows.values()} == {"img0003"}
+    assert {r["group_size"] for r in rows.values()} == {3}
+    # Same pixels and no sharpness: the oldest file (img0003) represents the group.
+    assert {r["representative"] for r in rows.values()} == {"img0003"}
+    assert rows["img0003"]["kind"] == "representative" and rows["img0003"]["is_representative"]
+    assert rows["img0007"]["kind"] == "near"
+    assert rows["img0009"]["kind"] == "semantic"
+    assert rows["img0003"]["similarity"] == pytest.approx(1.0, abs=1e-3)
+    assert rows["img0009"]["model"] == MODEL
+
+
+def test_semantic_pair_alone_and_without_hash_merge(tmp_path: Path) -> None:
+    store, ids, vectors = _spread_store(tmp_path)
+    vectors[30] = vectors[12] + np.random.default_rng(3).normal(scale=0.005, size=64)
+    write_embeddings(store, ids, vectors)
+    _duplicates(store, [("img0003", "img0003", "representative"), ("img0007", "img0003", "near")])
+    out = SemanticDuplicatesPass({"merge_hashes": False, "clusters": 3}).compute(store)
+    rows = {r["image_id"]: r for r in out.to_pylist()}
+    assert set(rows) == {"img0012", "img0030"}  # the hash group is not merged in
+    assert rows["img0030"]["kind"] == "semantic" and rows["img0030"]["representative"] == "img0012"
+    assert rows["img0030"]["similarity"] > 0.99
+    # A stricter eps than the pair's distance finds nothing.
+    strict = SemanticDuplicatesPass({"merge_hashes": False, "eps": 1e-6}).compute(store)
+    assert strict.num_rows == 0
+
+
+def test_a_hash_representative_that_loses_the_merged_group_takes_the_kind_of_its_link(
+    tmp_path: Path,
+) -> None:
+    store, ids, vectors = _spread_store(tmp_path)
+    write_embeddings(store, ids, vectors)
+    # The duplicates pass (other rules) chose img0007; by age img0003 represents here.
+    _duplicates(store, [("img0007", "img0007", "representative"), ("img0003", "img0007", "near")])
+    rows = {r["image_id"]: r for r in SemanticDuplicatesPass().compute(store).to_pylist()}
+    assert rows["img0003"]["kind"] == "representative"
+    assert rows["img0007"]["kind"] == "near"
+    assert rows["img0007"]["group_id"] == "img0003"
+
+
+def test_semantic_pairs_stay_inside_clusters() -> None:
+    v = np.array([[1, 0], [1, 0.01], [0.999, 0.02]], np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    i, j = semantic_pairs(v, np.array([0, 0, 1]), 0.99)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]
+
+
+def test_errors_say_what_to_do(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ids_for(3))
+    with pytest.raises(LaminaError, match="lamina embed"):
+        resolve_model(store, "")
+    write_embeddings(store, ids_for(3), np.eye(3))
+    with pytest.raises(LaminaError, match=MODEL):
+        resolve_model(store, "other:model")
+    with pytest.raises(ConfigError, match="eps"):
+        SemanticDuplicatesPass({"eps": 1.5})
+    with pytest.raises(ConfigError, match="neighbors"):
+        OutliersPass({"neighbors": 0})
