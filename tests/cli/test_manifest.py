@@ -40,11 +40,19 @@ def test_scan_status_sql_runs(cli, tree: Path) -> None:
     assert status["runs"][0]["command"] == "scan" and status["runs"][0]["status"] == "completed"
     assert "by reason" in cli("status")
 
-    text = cli("sql", "select rel_path, status from files where status = 'junk' order by 1",
-               "--format", "csv")
+    text = cli(
+        "sql",
+        "select rel_path, status from files where status = 'junk' order by 1",
+        "--format",
+        "csv",
+    )
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["rel_path"] for r in rows] == [
-        ".DS_Store", "__MACOSX/cats/._a.jpg", "broken/empty.jpg", "broken/notes.txt"]
+        ".DS_Store",
+        "__MACOSX/cats/._a.jpg",
+        "broken/empty.jpg",
+        "broken/notes.txt",
+    ]
     data = json.loads(cli("sql", "select count(*) as n from images", "--format", "json"))
     assert data == [{"n": 4}]
     assert "(1 row)" in cli("sql", "select 1 as one")

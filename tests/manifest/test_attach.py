@@ -24,12 +24,16 @@ def store(tree: Path, tmp_path: Path) -> Store:
     write_photo(tree / "plates" / "p2" / "z.jpg", 14)
     (tree / "plates" / "p3").mkdir()  # a plate whose images never arrived
     for n, plate in enumerate(("p1", "p2", "p3"), 1):
-        (tree / "plates" / plate / "manifest.json").write_text(json.dumps({
-            "download_url": f"https://example.org/{plate}.zip",
-            "license": {"name": "CC-BY-4.0", "version": n},
-            "created_at": f"2021-03-0{n}T10:00:00Z",
-            "tags": ["plate", plate],
-        }))
+        (tree / "plates" / plate / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "download_url": f"https://example.org/{plate}.zip",
+                    "license": {"name": "CC-BY-4.0", "version": n},
+                    "created_at": f"2021-03-0{n}T10:00:00Z",
+                    "tags": ["plate", plate],
+                }
+            )
+        )
     return scanned(tmp_path, tree)
 
 
@@ -39,14 +43,30 @@ def _meta(store: Store, order: str = "rel_path") -> list[dict]:
 
 def test_csv_by_name_with_an_unmatched_row(store: Store, tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
-    labels.write_text("filename,label,score,source\n"
-                      "a.jpg,cat,0.9,web\nc.png,dog,0.5,web\nzzz.jpg,none,0.1,web\n"
-                      "x.jpg,plate,1,scan\n")
+    labels.write_text(
+        "filename,label,score,source\n"
+        "a.jpg,cat,0.9,web\nc.png,dog,0.5,web\nzzz.jpg,none,0.1,web\n"
+        "x.jpg,plate,1,scan\n"
+    )
     report = attach(store, str(labels), on="name")
-    assert {k: report[k] for k in ("rows", "matched_images", "unmatched", "unmatched_rows",
-                                   "ambiguous", "key", "columns")} == {
-        "rows": 4, "matched_images": 4, "unmatched": ["zzz.jpg"], "unmatched_rows": 1,
-        "ambiguous": [], "key": "filename",
+    assert {
+        k: report[k]
+        for k in (
+            "rows",
+            "matched_images",
+            "unmatched",
+            "unmatched_rows",
+            "ambiguous",
+            "key",
+            "columns",
+        )
+    } == {
+        "rows": 4,
+        "matched_images": 4,
+        "unmatched": ["zzz.jpg"],
+        "unmatched_rows": 1,
+        "ambiguous": [],
+        "key": "filename",
         "columns": ["filename", "label", "score", "meta_meta_source"],
     }
     ids = {rel: row["image_id"] for rel, row in files_of(store).items()}
@@ -71,9 +91,12 @@ def test_jsonl_by_hash_accepts_sha256_or_image_id(store: Store, tmp_path: Path) 
     files = files_of(store)
     captions = tmp_path / "captions.jsonl"
     captions.write_text(
-        json.dumps({"sha256": files["cats/b.jpg"]["sha256"], "caption": "a cat"}) + "\n"
+        json.dumps({"sha256": files["cats/b.jpg"]["sha256"], "caption": "a cat"})
+        + "\n"
         + json.dumps({"sha256": files["dogs/c_copy.png"]["image_id"], "caption": "a dog"})
-        + "\n\n" + json.dumps({"sha256": "ab" * 32, "caption": "lost"}) + "\n"
+        + "\n\n"
+        + json.dumps({"sha256": "ab" * 32, "caption": "lost"})
+        + "\n"
     )
     report = attach(store, str(captions), on="hash")
     assert (report["rows"], report["matched_images"], report["unmatched"]) == (2, 2, ["ab" * 32])
@@ -97,17 +120,28 @@ def test_object_keyed_by_image_id_and_a_folder_column(store: Store, tmp_path: Pa
     plates.write_text("folder,plate_no\nplates/p1,1\nE:\\scans\\plates\\p2,2\nplates/p9,9\n")
     report = attach(store, str(plates), on="folder", key="folder")
     assert (report["rows"], report["unmatched"]) == (4, ["plates/p9"])
-    got = store.sql("select rel_path, plate_no from meta where plate_no is not null "
-                    "order by rel_path nulls last").to_pylist()
+    got = store.sql(
+        "select rel_path, plate_no from meta where plate_no is not null "
+        "order by rel_path nulls last"
+    ).to_pylist()
     assert [(r["rel_path"], r["plate_no"]) for r in got] == [
-        ("plates/p1/x.jpg", 1), ("plates/p1/y.jpg", 1), ("plates/p2/x.jpg", 2),
-        ("plates/p2/z.jpg", 2), (None, 9)]
+        ("plates/p1/x.jpg", 1),
+        ("plates/p1/y.jpg", 1),
+        ("plates/p2/x.jpg", 2),
+        ("plates/p2/z.jpg", 2),
+        (None, 9),
+    ]
 
 
 def test_glob_of_per_plate_manifests_on_folder(store: Store, tree: Path) -> None:
     report = attach(store, f"{tree}/plates/*/manifest.json", on="folder")
-    assert report["columns"] == ["download_url", "license.name", "license.version",
-                                 "created_at", "tags"]
+    assert report["columns"] == [
+        "download_url",
+        "license.name",
+        "license.version",
+        "created_at",
+        "tags",
+    ]
     assert (report["rows"], report["matched_images"]) == (4, 4)
     assert report["unmatched"] == [str(tree / "plates" / "p3")]
     rows = _meta(store, "rel_path nulls last")
@@ -131,19 +165,32 @@ def test_path_keys_rel_absolute_windows_suffix_and_ambiguous(
     store: Store, tree: Path, tmp_path: Path
 ) -> None:
     meta = tmp_path / "m.json"
-    meta.write_text(json.dumps({
-        "cats/a.jpg": {"n": 1},                          # rel_path
-        str(tree / "cats" / "b.jpg"): {"n": 2},          # absolute
-        "D:\\old\\plates\\p2\\z.jpg": {"n": 3},          # another machine: longest suffix
-        "x.jpg": {"n": 4},                               # p1/x.jpg or p2/x.jpg? refuse to guess
-        "p1/x.jpg": {"n": 5},                            # ... but this one is clear
-    }))
+    meta.write_text(
+        json.dumps(
+            {
+                "cats/a.jpg": {"n": 1},  # rel_path
+                str(tree / "cats" / "b.jpg"): {"n": 2},  # absolute
+                "D:\\old\\plates\\p2\\z.jpg": {"n": 3},  # another machine: longest suffix
+                "x.jpg": {"n": 4},  # p1/x.jpg or p2/x.jpg? refuse to guess
+                "p1/x.jpg": {"n": 5},  # ... but this one is clear
+            }
+        )
+    )
     report = attach(store, str(meta))
     assert (report["key"], report["rows"], report["ambiguous"], report["unmatched"]) == (
-        "id", 4, ["x.jpg"], [])
+        "id",
+        4,
+        ["x.jpg"],
+        [],
+    )
     got = {r["n"]: r["rel_path"] for r in _meta(store)}
-    assert got == {1: "cats/a.jpg", 2: "cats/b.jpg", 3: "plates/p2/z.jpg", 4: None,
-                   5: "plates/p1/x.jpg"}
+    assert got == {
+        1: "cats/a.jpg",
+        2: "cats/b.jpg",
+        3: "plates/p2/z.jpg",
+        4: None,
+        5: "plates/p1/x.jpg",
+    }
 
 
 def test_bad_input_is_a_clear_error(store: Store, tmp_path: Path) -> None:

@@ -24,8 +24,10 @@ def _csv(path: Path, header: list[str], rows: list[list[object]]) -> str:
 
 def _rows(result: object) -> list[tuple]:
     table = result.rows  # type: ignore[attr-defined]
-    return [(r["side"], r["path_a"], r["path_b"], r["match"], r["suffix_len"], r["junk_class"])
-            for r in table.to_pylist()]
+    return [
+        (r["side"], r["path_a"], r["path_b"], r["match"], r["suffix_len"], r["junk_class"])
+        for r in table.to_pylist()
+    ]
 
 
 def test_path_parts_normalises_machines_away() -> None:
@@ -44,29 +46,44 @@ def test_store_vs_windows_csv_extra_rows_are_apple_double(tree: Path, tmp_path: 
     scanned(tmp_path, tree)
     images = ["cats\\a.jpg", "cats\\b.jpg", "dogs\\c.png", "dogs\\c_copy.png"]
     junk = ["__MACOSX\\cats\\._b.jpg", "__MACOSX\\dogs\\._c.png", "__MACOSX\\dogs\\._c_copy.png"]
-    listing = _csv(tmp_path / "drive.csv", ["Path", "Size"],
-                   [[f"E:\\photos\\{p}", 100] for p in images + junk])
+    listing = _csv(
+        tmp_path / "drive.csv", ["Path", "Size"], [[f"E:\\photos\\{p}", 100] for p in images + junk]
+    )
     result = reconcile(str(tmp_path / "store"), listing)
     s = result.summary
     assert s["matched"] == {"hash": 0, "path_suffix": 4, "total": 4}
     assert (s["only_in_a"], s["only_in_b"]) == (5, 3)
     assert s["only_in_b_by_class"] == {"apple_double": 3}
-    assert s["only_in_a_by_class"] == {"apple_double": 1, "broken": 1, "zero_byte": 1,
-                                       "other": 1, "os_metadata": 1}
+    assert s["only_in_a_by_class"] == {
+        "apple_double": 1,
+        "broken": 1,
+        "zero_byte": 1,
+        "other": 1,
+        "os_metadata": 1,
+    }
     src = str(tree)
     assert _rows(result)[:3] == [
         ("a", f"{src}/.DS_Store", None, None, None, "os_metadata"),
         ("a", f"{src}/__MACOSX/cats/._a.jpg", None, None, None, "apple_double"),
         ("a", f"{src}/broken/cut.jpg", None, None, None, "broken"),
     ]
-    assert ("both", f"{src}/cats/a.jpg", "E:\\photos\\cats\\a.jpg", "path_suffix", 2, None) \
-        in _rows(result)
+    assert (
+        "both",
+        f"{src}/cats/a.jpg",
+        "E:\\photos\\cats\\a.jpg",
+        "path_suffix",
+        2,
+        None,
+    ) in _rows(result)
     assert result.only_in("b")["junk_class"].to_pylist() == ["apple_double"] * 3
 
 
 def test_s3_listing_meets_local_and_windows_paths(tmp_path: Path) -> None:
-    a = _csv(tmp_path / "a.csv", ["Key"], [["s3://bucket/x/y.jpg"], ["s3://bucket/x/z.jpg"],
-                                           ["s3://bucket/x/only.jpg"]])
+    a = _csv(
+        tmp_path / "a.csv",
+        ["Key"],
+        [["s3://bucket/x/y.jpg"], ["s3://bucket/x/z.jpg"], ["s3://bucket/x/only.jpg"]],
+    )
     b = tmp_path / "b.json"
     b.write_text(json.dumps(["/data/x/y.jpg", "E:\\x\\z.jpg", "/data/x/notes.txt"]))
     result = reconcile(a, str(b))
@@ -107,8 +124,9 @@ def test_hash_matches_renamed_files_and_pairs_copies_by_name(tree: Path, tmp_pat
 
 def test_longest_suffix_wins_then_input_order(tmp_path: Path) -> None:
     a = _csv(tmp_path / "a.csv", ["path"], [["x/2020/cats/a.jpg"], ["p/a.jpg"], ["q/a.jpg"]])
-    b = _csv(tmp_path / "b.csv", ["file"], [["/m/dogs/a.jpg"], ["/n/2020/cats/a.jpg"],
-                                            ["/o/cats/a.jpg"]])
+    b = _csv(
+        tmp_path / "b.csv", ["file"], [["/m/dogs/a.jpg"], ["/n/2020/cats/a.jpg"], ["/o/cats/a.jpg"]]
+    )
     assert _rows(reconcile(a, b)) == [
         ("both", "x/2020/cats/a.jpg", "/n/2020/cats/a.jpg", "path_suffix", 3, None),
         ("both", "p/a.jpg", "/m/dogs/a.jpg", "path_suffix", 1, None),
@@ -127,11 +145,20 @@ def test_pair_by_suffix_is_greedy_longest_first() -> None:
 
 def test_parquet_listing_with_md5_hash_column_is_not_taken_for_sha256(tmp_path: Path) -> None:
     path = tmp_path / "inventory.parquet"
-    pq.write_table(pa.table({"Key": ["a/b.jpg", None], "hash": ["d41d8cd98f00b204e9800998ecf8427e",
-                                                               None], "size": [0, 3]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "Key": ["a/b.jpg", None],
+                "hash": ["d41d8cd98f00b204e9800998ecf8427e", None],
+                "size": [0, 3],
+            }
+        ),
+        path,
+    )
     listing = load_listing(str(path))
     assert listing.to_pylist() == [
-        {"path": "a/b.jpg", "sha256": None, "size": 0, "status": None, "reason": None}]
+        {"path": "a/b.jpg", "sha256": None, "size": 0, "status": None, "reason": None}
+    ]
     assert junk_class("a/b.jpg", 0, None, None) == "zero_byte"
 
 

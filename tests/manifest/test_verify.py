@@ -26,8 +26,14 @@ def test_clean_collection_is_all_ok_and_changes_no_table(tree: Path, tmp_path: P
     before = _tables_snapshot(store)
     report = verify(store, workers=1, progress=False)
     assert {k: v for k, v in report.items() if k != "run_id"} == {
-        "checked": 9, "ok": 9, "missing": 0, "modified": 0, "bitrot": 0, "unreadable": 0,
-        "missing_sources": [], "problems": [],
+        "checked": 9,
+        "ok": 9,
+        "missing": 0,
+        "modified": 0,
+        "bitrot": 0,
+        "unreadable": 0,
+        "missing_sources": [],
+        "problems": [],
     }
     assert _tables_snapshot(store) == before
     assert pq.read_table(store.run_dir(report["run_id"]) / "verify.parquet").num_rows == 0
@@ -58,24 +64,47 @@ def test_bitrot_modified_and_missing_are_told_apart(tree: Path, tmp_path: Path) 
     os.utime(tree / "dogs" / "c_copy.png", ns=(1, 1))
 
     report = verify(store, workers=1, progress=False)
-    counts = {k: report[k] for k in ("checked", "ok", "missing", "modified", "bitrot",
-                                     "unreadable")}
-    assert counts == {"checked": 9, "ok": 6, "missing": 1, "modified": 1, "bitrot": 1,
-                      "unreadable": 0}
+    counts = {
+        k: report[k] for k in ("checked", "ok", "missing", "modified", "bitrot", "unreadable")
+    }
+    assert counts == {
+        "checked": 9,
+        "ok": 6,
+        "missing": 1,
+        "modified": 1,
+        "bitrot": 1,
+        "unreadable": 0,
+    }
     src = str(tree)
     assert report["problems"] == [
-        {"source": src, "rel_path": "cats/a.jpg", "kind": "missing",
-         "expected_sha256": sha["cats/a.jpg"], "actual_sha256": None},
-        {"source": src, "rel_path": "cats/b.jpg", "kind": "bitrot",
-         "expected_sha256": sha["cats/b.jpg"],
-         "actual_sha256": hashlib.sha256(bytes(data)).hexdigest()},
-        {"source": src, "rel_path": "dogs/c.png", "kind": "modified",
-         "expected_sha256": sha["dogs/c.png"],
-         "actual_sha256": hashlib.sha256(edited.read_bytes()).hexdigest()},
+        {
+            "source": src,
+            "rel_path": "cats/a.jpg",
+            "kind": "missing",
+            "expected_sha256": sha["cats/a.jpg"],
+            "actual_sha256": None,
+        },
+        {
+            "source": src,
+            "rel_path": "cats/b.jpg",
+            "kind": "bitrot",
+            "expected_sha256": sha["cats/b.jpg"],
+            "actual_sha256": hashlib.sha256(bytes(data)).hexdigest(),
+        },
+        {
+            "source": src,
+            "rel_path": "dogs/c.png",
+            "kind": "modified",
+            "expected_sha256": sha["dogs/c.png"],
+            "actual_sha256": hashlib.sha256(edited.read_bytes()).hexdigest(),
+        },
     ]
     saved = pq.read_table(store.run_dir(report["run_id"]) / "verify.parquet").to_pylist()
     assert [(r["rel_path"], r["kind"]) for r in saved] == [
-        ("cats/a.jpg", "missing"), ("cats/b.jpg", "bitrot"), ("dogs/c.png", "modified")]
+        ("cats/a.jpg", "missing"),
+        ("cats/b.jpg", "bitrot"),
+        ("dogs/c.png", "modified"),
+    ]
     assert saved[1]["actual_size"] == saved[1]["expected_size"] == st.st_size
     assert _tables_snapshot(store) == before  # verify records, it never rescans
 

@@ -85,10 +85,17 @@ def test_rescan_is_incremental_and_keeps_history(tree: Path, tmp_path: Path) -> 
     assert files["cats/a.jpg"]["first_seen_run"] != third["run_id"]
     assert files["cats/a.jpg"]["content_run"] == third["run_id"]
     assert old_a in store.table("images")["image_id"].to_pylist()  # history kept
-    events = {(r["rel_path"], r["event"]): r for r in store.table("file_events").to_pylist()
-              if r["run_id"] == third["run_id"]}
-    assert set(events) == {("cats/b.jpg", "missing"), ("dogs/b_moved.jpg", "moved"),
-                           ("cats/a.jpg", "changed"), ("broken/notes.txt", "missing")}
+    events = {
+        (r["rel_path"], r["event"]): r
+        for r in store.table("file_events").to_pylist()
+        if r["run_id"] == third["run_id"]
+    }
+    assert set(events) == {
+        ("cats/b.jpg", "missing"),
+        ("dogs/b_moved.jpg", "moved"),
+        ("cats/a.jpg", "changed"),
+        ("broken/notes.txt", "missing"),
+    }
     assert events[("dogs/b_moved.jpg", "moved")]["moved_from"] == "cats/b.jpg"
     assert events[("cats/a.jpg", "changed")]["old_image_id"] == old_a
 
@@ -132,7 +139,9 @@ def test_links_loops_and_unreadable_folders(
     assert files["a/up"]["reason"] == "symlink_loop"
     assert files["a/dangling.jpg"]["reason"] == "broken_symlink"
     assert (files["locked"]["status"], files["locked"]["reason"]) == (
-        "unreadable", "permission_denied")
+        "unreadable",
+        "permission_denied",
+    )
     assert files["link.jpg"]["image_id"] == files["a/x.jpg"]["image_id"]
 
 
@@ -218,10 +227,22 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     src = tmp_path / "src"
     many_files(src, 3000)
     killed_store = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lamina.cli", "--store", str(killed_store), "scan", str(src),
-           "--chunk-size", "25", "--workers", "2"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lamina.cli",
+        "--store",
+        str(killed_store),
+        "scan",
+        str(src),
+        "--chunk-size",
+        "25",
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ledger = killed_store / "ledger" / "scan"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -250,8 +271,9 @@ def test_process_never_raises_on_a_bad_row(tmp_path: Path, monkeypatch: pytest.M
         raise ValueError("parser bug")
 
     monkeypatch.setattr(scan_module, "probe_file", explode)
-    batch = pa.table({"file_key": ["k"], "abs_path": [str(tmp_path / "x.jpg")],
-                      "rel_path": ["x.jpg"]})
+    batch = pa.table(
+        {"file_key": ["k"], "abs_path": [str(tmp_path / "x.jpg")], "rel_path": ["x.jpg"]}
+    )
     out = scan_module.ScanPass().process(batch).to_pylist()[0]
     assert (out["status"], out["reason"]) == ("broken", "probe_error")
     assert "parser bug" in out["detail"]
