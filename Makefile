@@ -24,12 +24,16 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 # The main job on a sample collection built from photos that ship in Python packages.
 # Re-running it is incremental: the second scan reads nothing that has not changed, and
-# sense recomputes nothing for images it has already seen.
+# sense and embed recompute nothing for images they have already seen.
 demo: setup
 	@test -d demo/collection || $(BIN)/python -m lamina.sample demo/collection
 	$(BIN)/lamina --store demo/store scan demo/collection
 	$(BIN)/lamina --store demo/store status
 	$(BIN)/lamina --store demo/store sense
+	$(BIN)/lamina --store demo/store embed
+	$(BIN)/lamina --store demo/store cluster
+	$(BIN)/lamina --store demo/store similar demo/collection/photos/animals/chelsea.jpg -k 5
+	$(BIN)/lamina --store demo/store similar demo/collection/photos/food/coffee.jpg -k 5
 	@echo "store: demo/store   try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
 test: setup

@@ -75,6 +75,7 @@ def layout_2d(vectors: np.ndarray, cfg: MapConfig) -> tuple[np.ndarray, str]:
             min_dist=cfg.min_dist,
             metric="cosine",
             random_state=cfg.seed,
+            n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so silences its warning
         )
         return reducer.fit_transform(reduced).astype(np.float32), "umap"
     xy = np.zeros((n, 2), np.float32)

@@ -73,5 +73,7 @@ def main(ctx: click.Context, store: str | None, quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # faiss logs which CPU build it loaded at INFO: noise to a user.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     ctx.ensure_object(dict)
     ctx.obj["store"] = store
