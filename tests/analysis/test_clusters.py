@@ -161,7 +161,8 @@ def test_auto_layout_hands_large_maps_to_umap_after_pca(monkeypatch) -> None:
     xy, how = layout_2d(vectors.astype(np.float32), MapConfig())
     assert how == "umap" and xy.shape == (120, 2)
     assert calls == {
-        "n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0, "dim": 50
+        "n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0,
+        "n_jobs": 1, "dim": 50,
     }  # fmt: skip
     _, how = layout_2d(vectors[: UMAP_MIN - 1].astype(np.float32), MapConfig())
     assert how == "pca"
