@@ -93,12 +93,20 @@ class DuplicatesConfig:
         for name in ("phash_threshold", "dhash_threshold"):
             if not 0 <= getattr(self, name) <= 32:
                 raise ConfigError(f"{name} must be within 0..32", hint="the default is 10/12")
-        unknown = set(self.representative) - set(REPRESENTATIVE_KEYS)
-        if unknown or len(set(self.representative)) != len(self.representative):
-            raise ConfigError(
-                f"bad representative rules {list(self.representative)}",
-                hint=f"an order of some of: {', '.join(REPRESENTATIVE_KEYS)}",
-            )
+        check_representative(self.representative)
+
+
+def check_representative(rules: tuple[str, ...]) -> None:
+    """Refuse a representative order with an unknown or repeated rule.
+
+    Example:
+        >>> check_representative(("resolution", "sharpness"))
+    """
+    if set(rules) - set(REPRESENTATIVE_KEYS) or len(set(rules)) != len(rules):
+        raise ConfigError(
+            f"bad representative rules {list(rules)}",
+            hint=f"an order of some of: {', '.join(REPRESENTATIVE_KEYS)}",
+        )
 
 
 DUPLICATES_SCHEMA = pa.schema(

@@ -50,7 +50,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lamina.analysis.duplicates import REPRESENTATIVE_KEYS, components, representatives
+from lamina.analysis.duplicates import (
+    REPRESENTATIVE_KEYS,
+    check_representative,
+    components,
+    representatives,
+)
 from lamina.analysis.flags import robust_z
 from lamina.analysis.space import EmbeddingPass, kmeans_labels, knn, present_embeddings
 from lamina.core.errors import ConfigError
@@ -142,11 +147,7 @@ class SemanticDuplicatesConfig:
             raise ConfigError("eps must be within 0..1", hint="the default is 0.10")
         if self.clusters < 0:
             raise ConfigError("clusters must be >= 0 (0 = ceil(N / 1000))")
-        if set(self.representative) - set(REPRESENTATIVE_KEYS):
-            raise ConfigError(
-                f"bad representative rules {list(self.representative)}",
-                hint=f"an order of some of: {', '.join(REPRESENTATIVE_KEYS)}",
-            )
+        check_representative(self.representative)
 
 
 SEMANTIC_DUPLICATES_SCHEMA = pa.schema(
