@@ -271,21 +271,26 @@ def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 # -- the pass ----------------------------------------------------------------------------------
 
-INPUT_SQL = """
+# What the representative rule needs per present image (shared with semantic duplicates):
+# the files holding it, its pixels, when it was taken and how sharp it is.
+FACTS_SQL = """
 with present as (
     select image_id, count(*)::int as n_files, min(mtime) as first_mtime from files
     where image_id is not null and status <> 'missing' group by 1
 )
 select p.image_id, p.n_files, coalesce(i.width, 0)::bigint * coalesce(i.height, 0) as pixels,
        coalesce(try_cast(i.datetime_original as timestamp), p.first_mtime) as taken,
-       {sharpness} as sharpness, h.phash, h.dhash, h.phash_dihedral, h.dhash_dihedral,
-       h.pixel_sha256
+       {{sharpness}} as sharpness{extra_columns}
 from present p
 left join images i using (image_id)
-left join hashes h using (image_id)
-{signals_join}
+{extra_joins}{{signals_join}}
 order by p.image_id
 """
+FACTS_SQL_PLAIN = FACTS_SQL.format(extra_columns="", extra_joins="")
+INPUT_SQL = FACTS_SQL.format(
+    extra_columns=", h.phash, h.dhash, h.phash_dihedral, h.dhash_dihedral, h.pixel_sha256",
+    extra_joins="left join hashes h using (image_id)\n",
+)
 
 
 def _columns(store: Any, table: str) -> list[str]:

@@ -51,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from lamina.analysis.duplicates import (
+    FACTS_SQL_PLAIN,
     REPRESENTATIVE_KEYS,
     check_representative,
     components,
@@ -164,18 +165,6 @@ SEMANTIC_DUPLICATES_SCHEMA = pa.schema(
     ]
 )
 
-FACTS_SQL = """
-with present as (
-    select image_id, count(*)::int as n_files, min(mtime) as first_mtime from files
-    where image_id is not null and status <> 'missing' group by 1
-)
-select p.image_id, p.n_files, coalesce(i.width, 0)::bigint * coalesce(i.height, 0) as pixels,
-       coalesce(try_cast(i.datetime_original as timestamp), p.first_mtime) as taken,
-       {sharpness} as sharpness
-from present p left join images i using (image_id) {signals_join}
-order by p.image_id
-"""
-
 
 def semantic_pairs(
     vectors: np.ndarray, labels: np.ndarray, threshold: float
@@ -226,7 +215,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
             and "laplacian_var" in store.sql("select * from signals limit 0").column_names
         )
         facts = store.sql(
-            FACTS_SQL.format(
+            FACTS_SQL_PLAIN.format(
                 sharpness="s.laplacian_var::double" if sharp else "null::double",
                 signals_join="left join signals s using (image_id)" if sharp else "",
             )
