@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Debian packages a real user has (none are needed by the manifest stage yet;
-# later stages add exiftool, tesseract and chromium here).
-SYSTEM_PACKAGES :=
+# Debian packages a real user has: exiftool writes XMP sidecars, chromium renders the
+# report in its test (tesseract joins when OCR lands).
+SYSTEM_PACKAGES := libimage-exiftool-perl chromium
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
