@@ -605,12 +605,15 @@ def run_passes(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    max_images: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run registered passes over the store as one run (write lock, run record, resume):
     map passes over every image (sharing decodes), then global passes in the given order.
     Returns each pass's counts by `result_keys` (the name, or `name/layer` for a pass given
     under several configs), plus `run_id`. Each pass's `describe()` goes into the run record
     before any work, so a pass that cannot start (model weights missing) fails first.
+    `max_images` limits the map passes to the first N images by image id: content-hash
+    order, so a stable sample that does not favour any folder.
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
@@ -625,16 +628,20 @@ def run_passes(
         "passes": dict(zip(result_keys(instances), described, strict=True)),
         "workers": workers,
         "chunk_size": chunk_size,
+        "max_images": max_images,
     }
     name = command or "+".join(i.name for i in instances)
     out: dict[str, Any] = {}
     with store.write_lock(name), Run(store, name, record) as run:
         maps = [i for i in instances if i.kind == "map"]
         if maps:
+            inputs = image_inputs(store)
+            if max_images:
+                inputs = inputs.slice(0, max_images)
             results = run_map_passes(
                 store,
                 maps,
-                image_inputs(store),
+                inputs,
                 run,
                 workers=workers,
                 chunk_size=chunk_size,

@@ -1,0 +1,128 @@
+"""The main job as one verb: `lamina run SOURCE` (scan, sense, embed, cluster, tag, export,
+report), and `--print-config` for the TOML that drives it."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+
+
+@main.command("run")
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Pipeline TOML (keys: see --print-config); the command line wins over it.",
+)
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(dir_okay=False),
+    help="Label file (one per line): tag every image against it.",
+)
+@click.option("--model", "-m", default=None, help="Embedder spec (default: `default`, offline).")
+@click.option("--max-images", type=int, default=None, help="Only the first N images by id.")
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option(
+    "--stages",
+    default=None,
+    help="Comma-separated stages to run, in their fixed order "
+    "(scan,sense,embed,cluster,tag,export,sidecars,report).",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def run_command(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    config_path: str | None,
+    labels_file: str | None,
+    model: str | None,
+    max_images: int | None,
+    workers: int | None,
+    stages: str | None,
+    print_config: bool,
+    as_json: bool,
+) -> None:
+    """The main job: scan SOURCES, sense, embed, cluster, tag (with --labels) and write the
+    exports and an HTML report into the store.
+
+    Resumable as a whole: after a kill, run it again and it continues; on an unchanged
+    collection it recomputes nothing and says so.
+
+    \b
+    Example:
+        lamina --store ~/pictures-store run ~/Pictures
+        lamina run ~/Pictures --labels labels.txt --max-images 1000
+        lamina run --print-config > lamina.toml && lamina run --config lamina.toml
+    """
+    from lamina.core.errors import SourceError
+    from lamina.core.store import resolve_store_path
+    from lamina.passes.scan import check_sources
+    from lamina.pipeline import config_toml, resolve_config, run_pipeline
+
+    overrides: dict[str, Any] = {
+        "root": list(sources) or None,
+        "labels_file": labels_file,
+        "model": model,
+        "max_images": max_images,
+        "workers": workers,
+        "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+    }
+    config = resolve_config(config_path, overrides)
+    if print_config:
+        click.echo(config_toml(config), nl=False)
+        return
+    if "scan" in config.stages and not config.root:
+        raise SourceError(
+            "no source to scan", hint="give a folder: `lamina run ~/Pictures` (or root in --config)"
+        )
+    if "scan" in config.stages:
+        try:
+            check_sources(resolve_store_path(ctx.obj["store"]), config.root)
+        except SourceError as exc:
+            _report_problem(ctx, str(exc))
+            raise
+    store = open_store(ctx, create=True)
+    echo = (lambda _m: None) if as_json else click.echo
+    summary = run_pipeline(store, config, progress=not as_json, echo=echo)
+    if as_json:
+        echo_json(summary)
+    else:
+        _echo_summary(store, summary)
+    if summary["errors"]:
+        sys.exit(EXIT_ERRORS)
+
+
+def _report_problem(ctx: click.Context, message: str) -> None:
+    """Leave a report that says what went wrong, when a store can be made for it."""
+    from lamina.report import build_report
+
+    try:
+        store = open_store(ctx, create=True)
+        path = build_report(store, notices=[message])
+    except Exception:  # the error itself is what the user must see, not this one
+        return
+    click.echo(f"report: file://{path}", err=True)
+
+
+def _echo_summary(store: Any, summary: dict[str, Any]) -> None:
+    if summary["up_to_date"]:
+        click.echo("everything was up to date: nothing was recomputed")
+    total = sum(s["seconds"] for s in summary["stages"].values())
+    click.echo(f"run {summary['run_id']} in {total:.1f} s -> {store.root}")
+    if summary["errors"]:
+        click.secho(
+            f"{summary['errors']} chunk(s) or file(s) failed; see `lamina runs` and run again "
+            "to retry them",
+            fg="yellow",
+            err=True,
+        )
+    if summary.get("report"):
+        click.echo(f"report: file://{summary['report']}")
