@@ -300,3 +300,16 @@ def test_full_disk_is_a_clear_error_and_leaves_the_store_as_it_was(
     monkeypatch.undo()
     again = run_scan(store, tree)
     assert again["events"] == {"added": 1}
+
+
+def test_rescan_without_changes_keeps_the_files_fingerprint(tree: Path, tmp_path: Path) -> None:
+    from lamina.core.runner import input_fingerprint
+
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, tree)
+    before = input_fingerprint(store, ["files"])
+    run_scan(store, tree)  # rewrites files.parquet (last_seen_run moves), changes nothing else
+    assert input_fingerprint(store, ["files"]) == before
+    write_photo(tree / "cats" / "new.jpg", 99)
+    run_scan(store, tree)
+    assert input_fingerprint(store, ["files"]) != before

@@ -439,6 +439,8 @@ IMAGE_COLUMNS = (
 # files a 64 MB limit fails with "Out of Memory", 128 MB passes), so the limit grows with
 # the listing, keeping twice that margin: 256 MB up to ~130,000 files, 2 KB a file beyond.
 COMMIT_MEMORY_MIN = 256 << 20
+# Next to files.parquet: a digest of its rows without `last_seen_run` (see `_commit`).
+FILES_DIGEST = "files.digest"
 COMMIT_MEMORY_PER_FILE = 2048
 
 
@@ -640,6 +642,15 @@ def _build_and_commit(
         ).fetchall()
     )
     summary["files"] = sum(summary["status"].values())
+    # A digest of what the files table says, leaving out `last_seen_run` (which every
+    # rescan moves): passes that read `files` are fingerprinted by it, so a rescan that
+    # changes nothing does not make them recompute.
+    (digest,) = con.execute(
+        "select bit_xor(hash(f)) from (select * exclude (last_seen_run) from new_files) f"
+    ).fetchone()
+    digest_tmp = stage / "files.digest"
+    digest_tmp.write_text(f"{digest or 0:016x}\n")
+    staged[store.table_dir("files") / FILES_DIGEST] = digest_tmp
     con.close()
     # Tables that gained no rows get no (empty) part, as before.
     for dest, count in ((images_dest, n_images), (events_dest, n_events)):

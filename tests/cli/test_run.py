@@ -1,0 +1,191 @@
+"""`lamina run`: the main job end to end, its re-run, a kill and resume, and bad sources."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lamina.cli import main
+from lamina.core.store import Store
+from lamina.sample import package_photos
+
+PHOTOS = (
+    "chelsea",
+    "coffee",
+    "rocket",
+    "astronaut",
+    "camera",
+    "china",
+    "flower",
+    "motorcycle_left",
+)
+
+
+def photo_tree(dest: Path) -> Path:
+    """A few real photos in two folders, a byte copy, a truncated file and some junk."""
+    photos = package_photos()
+    for i, name in enumerate(PHOTOS):
+        folder = dest / ("animals" if i % 2 == 0 else "things")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photos[name]).save(folder / f"{name}.jpg", quality=90)
+    data = (dest / "animals" / "chelsea.jpg").read_bytes()
+    (dest / "things" / "chelsea_copy.jpg").write_bytes(data)
+    (dest / "things" / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (dest / "things" / "notes.txt").write_text("not an image\n")
+    return dest
+
+
+def invoke(store: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--store", str(store), "run", *args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    root = tmp_path_factory.mktemp("run")
+    src = photo_tree(root / "src")
+    labels = root / "labels.txt"
+    labels.write_text("# what we look for\ncat\ncup of coffee\nrocket\nastronaut\n")
+    code, out = invoke(root / "store", str(src), "--labels", str(labels), "--workers", "1")
+    assert code == 0, out
+    return root, src, out
+
+
+def test_the_main_job_writes_every_table_the_exports_and_a_report(
+    finished: tuple[Path, Path, str],
+) -> None:
+    root, _, out = finished
+    store = Store.open(root / "store")
+    tables = set(store.available_tables())
+    for name in (
+        "files",
+        "images",
+        "signals",
+        "hashes",
+        "flags",
+        "duplicates",
+        "embed",
+        "clusters",
+        "outliers",
+        "semantic_map",
+        "tags",
+        "thumbs",
+    ):
+        assert name in tables, name
+    for stage in ("scan", "sense", "embed", "cluster", "tag", "export", "report"):
+        assert f"] {stage}" in out
+    report = root / "store" / "report" / "index.html"
+    assert report.is_file() and f"file://{report}" in out
+    with (root / "store" / "exports" / "tags.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_name = {Path(r["rel_path"]).name: r for r in rows}
+    assert by_name["chelsea.jpg"]["top1"] == "cat"
+    assert by_name["coffee.jpg"]["top1"] == "cup of coffee"
+    assert (root / "store" / "exports" / "folder_medoids.csv").is_file()
+
+
+def test_the_resolved_config_is_frozen_into_the_run_record(
+    finished: tuple[Path, Path, str],
+) -> None:
+    root, src, _ = finished
+    store = Store.open(root / "store")
+    runs = store.sql("select run_id from runs where command = 'run'").column(0).to_pylist()
+    assert len(runs) == 1
+    config = json.loads((store.run_dir(runs[0]) / "config.json").read_text())
+    assert config["root"] == [str(src)]
+    assert config["embed_model"] == "efficientnet_lite0:imagenet"
+    assert config["tagger"] == "offline"
+    exported = json.loads((root / "store" / "exports" / "config.json").read_text())
+    assert exported["run_id"] == runs[0]
+
+
+def test_a_second_run_recomputes_nothing_and_says_so(finished: tuple[Path, Path, str]) -> None:
+    root, src, _ = finished
+    labels = root / "labels.txt"
+    report = root / "store" / "report" / "index.html"
+    before = report.stat().st_mtime_ns
+    code, out = invoke(
+        root / "store", str(src), "--labels", str(labels), "--workers", "1", "--json"
+    )
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["up_to_date"] is True
+    assert not any(s["worked"] for s in summary["stages"].values())
+    assert report.stat().st_mtime_ns == before  # an unchanged store keeps its report
+
+
+def test_a_missing_source_is_a_clear_error_and_a_report_says_so(tmp_path: Path) -> None:
+    code, out = invoke(tmp_path / "store", str(tmp_path / "nowhere"))
+    assert code == 2
+    assert "does not exist" in out
+    page = (tmp_path / "store" / "report" / "index.html").read_text()
+    assert "does not exist" in page
+
+
+def test_a_source_without_images_gives_a_report_that_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("nothing to see\n")
+    code, out = invoke(tmp_path / "store", str(src), "--workers", "1")
+    assert code == 0, out
+    assert "skipped (no images to work on)" in out
+    page = (tmp_path / "store" / "report" / "index.html").read_text().lower()
+    assert "no images" in page
+
+
+@pytest.mark.slow
+def test_run_resumes_after_a_kill(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    for i in range(160):
+        folder = src / f"d{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
+            folder / f"{i:04d}.png"
+        )
+    store_path = tmp_path / "store"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lamina.cli",
+        "--store",
+        str(store_path),
+        "run",
+        str(src),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ledger = store_path / "ledger" / "embed"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(ledger.glob("*/chunk-*.json")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    code, out = invoke(store_path, str(src), "--workers", "1", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["stages"]["scan"]["worked"] is False  # scanned before the kill
+    assert "already done" in summary["stages"]["embed"]["message"]
+    store = Store.open(store_path)
+    embedded = store.sql("select image_id from embed").column(0).to_pylist()
+    assert sorted(embedded) == sorted(set(embedded))  # nothing twice
+    assert len(embedded) == 160
+    assert (store_path / "report" / "index.html").is_file()
