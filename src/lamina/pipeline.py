@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import time
 import tomllib
 from collections.abc import Callable
@@ -156,9 +157,9 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
                 )
             value = _check_type(key, value, getattr(defaults, key))
             if key == "root":
-                value = [str(base / Path(v).expanduser()) for v in value]
+                value = [os.path.normpath(base / Path(v).expanduser()) for v in value]
             elif key in PATH_KEYS and value:
-                value = str(base / Path(value).expanduser())
+                value = os.path.normpath(base / Path(value).expanduser())
             values[key] = value
     for key, value in overrides.items():
         if value is not None and value != () and value != []:
@@ -435,14 +436,27 @@ def _has_images(store: Store) -> bool:
     return bool(store.sql("select count(*) from images").column(0)[0].as_py())
 
 
-def _skip_reason(store: Store, stage: str, worked_before: bool) -> str | None:
+def _newest_data(store: Store) -> int:
+    """The mtime (ns) of the newest table or layer file in the store."""
+    newest = 0
+    for folder in ("tables", "layers"):
+        for path in (store.root / folder).rglob("*.parquet"):
+            newest = max(newest, path.stat().st_mtime_ns)
+    return newest
+
+
+def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None:
     """Why a stage cannot or need not run now, else None."""
     if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
         return "no images to work on"
-    if stage in ("export", "report") and not worked_before:
-        # Outputs of an unchanged store are already on disk.
-        marker = store.root / ("report/index.html" if stage == "report" else "exports")
-        if marker.exists():
+    if stage in ("export", "report"):
+        # An output newer than every table is up to date (a run killed while writing it
+        # left the older one, which is older than the tables it missed).
+        if stage == "report":
+            marker = store.root / "report" / "index.html"
+        else:
+            marker = _run_dir(store, config) / "tags.csv"
+        if marker.exists() and marker.stat().st_mtime_ns > _newest_data(store):
             return "up to date"
     return None
 
@@ -470,12 +484,11 @@ def run_pipeline(
     resolved["embed_model"] = config.embed_model()
     resolved["tagger"] = config.tagger() if config.labels_file else None
     results: dict[str, StageResult] = {}
-    worked = False
     with Run(store, "run", {"pipeline": resolved}) as run:
         atomic_write_json(store.run_dir(run.run_id) / "config.json", resolved)
         for i, name in enumerate(stages, 1):
             head = f"[{i}/{len(stages)}] {name}"
-            reason = _skip_reason(store, name, worked)
+            reason = _skip_reason(store, config, name)
             if reason:
                 echo(f"{head}: skipped ({reason})")
                 results[name] = StageResult(name, False, 0.0, {}, reason)
@@ -489,7 +502,6 @@ def run_pipeline(
                 raise
             result.seconds = round(time.monotonic() - t0, 2)
             results[name] = result
-            worked = worked or result.worked
             if result.errors:
                 run.error(kind="stage", stage=name, failed=result.errors)
             state = "" if result.worked or name in ("export", "report") else " (up to date)"
