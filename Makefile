@@ -22,19 +22,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on a sample collection built from photos that ship in Python packages.
-# Re-running it is incremental: the second scan reads nothing that has not changed, and
-# sense and embed recompute nothing for images they have already seen.
+# The main job on a sample collection built from photos that ship in Python packages:
+# `lamina run` scans, senses, embeds, clusters, tags (examples/labels.txt) and writes the
+# exports and an HTML report. Re-running it recomputes nothing that has not changed.
 demo: setup
 	@test -d demo/collection || $(BIN)/python -m lamina.sample demo/collection
-	$(BIN)/lamina --store demo/store scan demo/collection
-	$(BIN)/lamina --store demo/store status
-	$(BIN)/lamina --store demo/store sense
-	$(BIN)/lamina --store demo/store embed
-	$(BIN)/lamina --store demo/store cluster
-	$(BIN)/lamina --store demo/store similar demo/collection/photos/animals/chelsea.jpg -k 5
-	$(BIN)/lamina --store demo/store similar demo/collection/photos/food/coffee.jpg -k 5
-	@echo "store: demo/store   try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
+	$(BIN)/lamina --store demo/store run --config examples/lamina.toml
+	@echo "report: $(CURDIR)/demo/store/report/index.html   exports: demo/exports/"
+	@echo "try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
 test: setup
 	$(BIN)/ruff check src tests bench
