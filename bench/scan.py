@@ -378,7 +378,7 @@ def timed(name, fn):
         finally:
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return wrapper
-for name, attr in (("walk", "list_sources"), ("probe", "run_map_pass"), ("commit", "_commit")):
+for name, attr in (("walk", "list_sources"), ("probe", "run_map_pass"), ("commit", "commit_scan")):
     if hasattr(m, attr):
         setattr(m, attr, timed(name, getattr(m, attr)))
 t = time.perf_counter()

@@ -1,0 +1,294 @@
+"""The scan's commit: the walk's listing, the probes and the previous state become the new
+`files`, `images` and `file_events` tables, in DuckDB, atomically (`Store.commit`).
+
+The scan (`lamina.passes.scan`) walks and probes; this module decides what the manifest
+says. See docs/ARCHITECTURE.md, "Scan".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lamina.core.errors import StoreError
+from lamina.core.ledger import Run
+from lamina.core.store import Store
+
+FILES_COLUMNS = """
+    source VARCHAR, rel_path VARCHAR, folder VARCHAR, name VARCHAR, ext VARCHAR,
+    size BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, sha256 VARCHAR,
+    image_id VARCHAR, status VARCHAR, reason VARCHAR, format VARCHAR, ext_mismatch BOOLEAN,
+    detail VARCHAR, first_seen_run VARCHAR, last_seen_run VARCHAR, content_run VARCHAR,
+    missing_since_run VARCHAR
+"""
+
+# The images table: facts that depend on the bytes alone (so any file of an image gives them).
+IMAGE_COLUMNS = (
+    "sha256",
+    "size",
+    "format",
+    "width",
+    "height",
+    "mode",
+    "bit_depth",
+    "frames",
+    "orientation",
+    "datetime_original",
+    "camera_make",
+    "camera_model",
+    "icc",
+    "dpi_x",
+    "dpi_y",
+    "megapixels",
+    "huge",
+    "status",
+)
+
+# The commit streams: listing, probes and the previous state are views, each output is
+# written straight to its staged Parquet file with COPY, and the counts are read back from
+# those files. Nothing is held in DuckDB tables, so its memory is what a join or a sort
+# needs at the time, and DuckDB spills past its limit to a folder under the commit's
+# staging folder. Not every operator of these queries can spill, though (with 100,000
+# files a 64 MB limit fails with "Out of Memory", 128 MB passes), so the limit grows with
+# the listing, keeping twice that margin: 256 MB up to ~130,000 files, 2 KB a file beyond.
+COMMIT_MEMORY_MIN = 256 << 20
+COMMIT_MEMORY_PER_FILE = 2048
+# Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
+FILES_DIGEST = "files.digest"
+
+
+def commit_memory(files: int) -> str:
+    """DuckDB's memory limit for a commit of `files` listing rows.
+
+    Example:
+        >>> commit_memory(10_000), commit_memory(1_000_000)
+        ('256MB', '1953MB')
+    """
+    return f"{max(COMMIT_MEMORY_MIN, COMMIT_MEMORY_PER_FILE * files) >> 20}MB"
+
+
+CURRENT_SQL = """
+create temp view cur as
+select l.source, l.rel_path, l.folder, l.name, l.ext, l.size,
+       case when l.mtime_ns is not null then make_timestamp(l.mtime_ns // 1000) end as mtime,
+       l.mtime_ns, p.sha256,
+       case when p.status in ('ok', 'broken', 'unsupported') then substr(p.sha256, 1, 32)
+       end as image_id,
+       coalesce(l.walk_status, p.status, 'unreadable') as status,
+       case when l.walk_status is not null then l.walk_reason
+            when p.status is null then 'scan_failed' else p.reason end as reason,
+       p.format, coalesce(p.ext_mismatch, false) as ext_mismatch,
+       coalesce(l.walk_detail, p.detail,
+                case when l.walk_status is null and p.status is null
+                     then 'this file''s chunk failed; see the run''s errors and scan again'
+                end) as detail
+from listing l left join probes p using (file_key)
+"""
+
+# {run} and {sources} are SQL literals (see _sql_literal): COPY and views take no parameters.
+NEW_FILES_SQL = """
+select c.*, coalesce(p.first_seen_run, {run}) as first_seen_run, {run} as last_seen_run,
+       case when p.rel_path is null or p.sha256 is distinct from c.sha256
+            or p.status = 'missing' then {run} else p.content_run end as content_run,
+       null::varchar as missing_since_run
+from cur c left join prev p using (source, rel_path)
+union all by name
+select p.* replace ('missing' as status, null::varchar as reason,
+                    coalesce(p.missing_since_run, {run}) as missing_since_run)
+from prev p
+where p.source in (select unnest({sources}::varchar[]))
+  and not exists (select 1 from cur c where c.source = p.source and c.rel_path = p.rel_path)
+union all by name
+select p.* from prev p where p.source not in (select unnest({sources}::varchar[]))
+"""
+
+EVENTS_SQL = """
+with pairs as (
+  select n.source, n.rel_path, n.sha256 as new_sha256, n.image_id as new_image_id,
+         n.status as new_status, p.sha256 as old_sha256, p.image_id as old_image_id,
+         p.status as old_status, p.rel_path is null as is_new
+  from new_files n left join prev p using (source, rel_path)
+), events as (
+  select *, case
+      when is_new then 'added'
+      when old_status = 'missing' and new_status <> 'missing' then 'restored'
+      when old_status <> 'missing' and new_status = 'missing' then 'missing'
+      when new_status <> 'missing' and old_sha256 is distinct from new_sha256 then 'changed'
+    end as event
+  from pairs
+), gone as (
+  select source, rel_path, old_sha256 from events where event = 'missing'
+)
+select {run} as run_id, e.source, e.rel_path,
+       case when e.event = 'added' and g.rel_path is not null then 'moved' else e.event end
+         as event,
+       g.rel_path as moved_from, e.old_sha256, e.new_sha256, e.old_image_id, e.new_image_id
+from events e
+left join (select distinct on (old_sha256, source) * from gone) g
+  on e.event = 'added' and g.old_sha256 = e.new_sha256 and g.source = e.source
+where e.event is not null
+"""
+
+
+def _sql_literal(value: str | list[str]) -> str:
+    """A string, or a list of strings, as a SQL literal (quotes doubled)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_sql_literal(v) for v in value) + "]"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def commit_scan(
+    store: Store,
+    run: Run,
+    listing: pa.Table,
+    sources: list[str],
+    layer: Path,
+    empty_probes: pa.Table,
+) -> dict[str, Any]:
+    """Turn the walk's `listing`, the probes in the scan `layer` and the previous `files`
+    into the new files, images and file_events, committed atomically; the scan summary.
+
+    Example:
+        >>> commit_scan(store, run, listing, ["/photos"], layer, empty)  # doctest: +SKIP
+        {'new_images': 290, 'events': {'added': 301}, 'status': {...}, 'files': 301}
+    """
+    import duckdb
+
+    try:
+        return _build(store, run, listing, sources, layer, empty_probes)
+    except duckdb.IOException as exc:
+        # Nothing was renamed into place yet: the store is as it was before the commit.
+        raise StoreError(
+            f"cannot write the scan's tables under {store.root}: {exc}",
+            hint="free some disk space or choose another store with --store, then scan again "
+            "(the hashing already done is kept)",
+        ) from exc
+
+
+def _build(
+    store: Store,
+    run: Run,
+    listing: pa.Table,
+    sources: list[str],
+    layer: Path,
+    empty_probes: pa.Table,
+) -> dict[str, Any]:
+    import duckdb
+
+    stage = store.staging_dir(run.run_id)
+    con = duckdb.connect()
+    # The spill folder lives in the staging folder, which the store commit removes.
+    con.execute(
+        f"set memory_limit = '{commit_memory(listing.num_rows)}'; "
+        "set preserve_insertion_order = false; "
+        f"set temp_directory = {_sql_literal(str(stage / 'spill'))}"
+    )
+    con.register("listing", listing)
+    parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
+    if parts:
+        scan_parts = f"read_parquet({_sql_literal(parts)}, filename = true)"
+        # One probe per file_key. Keys are unique across committed parts by construction
+        # (done is decided by keys), so the costly de-duplication (it holds every probe in
+        # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
+        # so that both uses of the view pick the same row.
+        (dups,) = con.execute(
+            f"select count(*) - count(distinct file_key) from {scan_parts}"
+        ).fetchone()
+        dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
+        con.execute(
+            f"create temp view probes as select * exclude (filename) from {scan_parts} "
+            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
+        )
+    else:
+        con.register("probes", empty_probes)
+    files_part = store.table_dir("files") / "files.parquet"
+    # `prev` has FILES_COLUMNS' names and types whatever the file holds (as an insert by
+    # name into a table of that shape would).
+    con.execute(f"create temp table prev_shape ({FILES_COLUMNS})")
+    if files_part.exists():
+        con.execute(
+            "create temp view prev as select * from prev_shape union all by name "
+            f"select * from read_parquet({_sql_literal(str(files_part))})"
+        )
+    else:
+        con.execute("create temp view prev as select * from prev_shape")
+    con.execute(CURRENT_SQL)
+    run_id, source_list = _sql_literal(run.run_id), _sql_literal(sources)
+
+    staged: dict[Path, Path] = {}
+
+    def copy(query: str, dest: Path, order: str, name: str) -> int:
+        """Write the query's rows, sorted, to a file staged for `dest`; how many rows."""
+        tmp = stage / f"{name}-{dest.name}"
+        con.execute(
+            f"copy (select * from ({query}) order by {order}) to {_sql_literal(str(tmp))} "
+            "(format parquet, compression zstd)"
+        )
+        staged[dest] = tmp
+        (rows,) = con.execute(
+            f"select count(*) from read_parquet({_sql_literal(str(tmp))})"
+        ).fetchone()
+        return int(rows)
+
+    new_files = NEW_FILES_SQL.format(run=run_id, sources=source_list)
+    copy(new_files, files_part, "source, rel_path", "new_files")
+    # The events and the summary read the new files back from their staged Parquet file.
+    con.execute(
+        "create temp view new_files as select * from "
+        f"read_parquet({_sql_literal(str(staged[files_part]))})"
+    )
+
+    image_parts = sorted(str(p) for p in store.table_dir("images").glob("*.parquet"))
+    known = (
+        f"select image_id from read_parquet({_sql_literal(image_parts)})"
+        if image_parts
+        else "select ''::varchar where false"  # NOT IN over a NULL would drop every row
+    )
+    columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
+    new_images = f"""
+        select substr(p.sha256, 1, 32) as image_id, {columns},
+               case when p.reason = 'extension_mismatch' then null else p.reason end as reason,
+               {run_id} as first_seen_run
+        from probes p join listing l using (file_key)
+        where p.status in ('ok', 'broken', 'unsupported')
+          and substr(p.sha256, 1, 32) not in ({known})
+        qualify row_number() over (partition by substr(p.sha256, 1, 32)
+                                   order by p.ext_mismatch, l.source, l.rel_path) = 1
+    """
+    images_dest = store.table_dir("images") / f"part-{run.run_id}.parquet"
+    n_images = copy(new_images, images_dest, "image_id", "new_images")
+    events_dest = store.table_dir("file_events") / f"part-{run.run_id}.parquet"
+    n_events = copy(EVENTS_SQL.format(run=run_id), events_dest, "source, rel_path", "new_events")
+
+    summary: dict[str, Any] = {"new_images": n_images}
+    summary["events"] = dict(
+        con.execute(
+            "select event, count(*) from read_parquet("
+            f"{_sql_literal(str(staged[events_dest]))}) group by 1 order by 1"
+        ).fetchall()
+    )
+    summary["status"] = dict(
+        con.execute(
+            "select status, count(*) from new_files where source in "
+            f"(select unnest({source_list}::varchar[])) group by 1 order by 1"
+        ).fetchall()
+    )
+    summary["files"] = sum(summary["status"].values())
+    # A digest of what the files table says, leaving out `last_seen_run` (which every
+    # rescan moves): passes that read `files` are fingerprinted by it, so a rescan that
+    # changes nothing does not make them recompute.
+    (digest,) = con.execute(
+        "select bit_xor(hash(f)) from (select * exclude (last_seen_run) from new_files) f"
+    ).fetchone()
+    digest_tmp = stage / "files.digest"
+    digest_tmp.write_text(f"{digest or 0:016x}\n")
+    staged[store.table_dir("files") / FILES_DIGEST] = digest_tmp
+    con.close()
+    # Tables that gained no rows get no (empty) part, as before.
+    for dest, count in ((images_dest, n_images), (events_dest, n_events)):
+        if not count:
+            staged.pop(dest).unlink()
+    store.commit(run.run_id, staged)
+    return summary
