@@ -461,6 +461,43 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
     return None
 
 
+def collection_summary(store: Store) -> dict[str, Any]:
+    """What the collection is, in a few numbers: files by status, images, flagged images,
+    duplicate groups, clusters and tagged images (what the store has so far).
+
+    Example:
+        >>> collection_summary(lamina.open())["files"]  # doctest: +SKIP
+        {'ok': 290, 'junk': 8, 'broken': 3}
+    """
+    from lamina.analysis.flags import flag_summary
+
+    tables = set(store.available_tables())
+    con = store.connect()
+    out: dict[str, Any] = {"files": {}, "images": 0}
+    if "files" in tables:
+        out["files"] = dict(
+            con.execute("select status, count(*) from files group by 1 order by 2 desc").fetchall()
+        )
+    if "images" in tables:
+        out["images"] = con.execute("select count(*) from images").fetchone()[0]
+    flags = flag_summary(store)
+    if "flags" in flags:
+        out["flagged"] = {k: v for k, v in flags["flags"].items() if v}
+        out["clean"] = flags["clean"]
+    if "duplicates" in flags:
+        out["duplicate_groups"] = flags["duplicates"]["near_groups"]
+        out["redundant_files"] = flags["duplicates"]["redundant_files"]
+    if "clusters" in tables:
+        out["clusters"] = con.execute(
+            "select count(distinct cluster) filter (where cluster >= 0) from clusters"
+        ).fetchone()[0]
+    if "tags" in tables:
+        out["tagged"] = con.execute(
+            "select count(*) filter (where top1 is not null) from tags"
+        ).fetchone()[0]
+    return out
+
+
 def run_pipeline(
     store: Store,
     config: PipelineConfig,
@@ -529,6 +566,7 @@ def run_pipeline(
         ),
         "report": results["report"].summary.get("path") if "report" in results else None,
         "errors": sum(r.errors for r in results.values()),
+        "collection": collection_summary(store),
     }
     summary["report"] = summary["report"] or (
         str(store.root / "report" / "index.html")

@@ -113,6 +113,22 @@ def _report_problem(ctx: click.Context, message: str) -> None:
 
 
 def _echo_summary(store: Any, summary: dict[str, Any]) -> None:
+    c = summary["collection"]
+    files = ", ".join(f"{k} {v}" for k, v in c["files"].items()) or "none"
+    click.echo(f"files: {sum(c['files'].values())} ({files}); images: {c['images']}")
+    if "flagged" in c:
+        top = sorted(c["flagged"].items(), key=lambda kv: -kv[1])
+        flagged = ", ".join(f"{k} {v}" for k, v in top) or "none"
+        click.echo(f"flags: {flagged}; {c['clean']} images with no flag")
+    if "duplicate_groups" in c:
+        click.echo(
+            f"duplicates: {c['duplicate_groups']} groups of near or pixel copies; "
+            f"{c['redundant_files']} files could go (byte copies included)"
+        )
+    if "clusters" in c:
+        click.echo(f"clusters: {c['clusters']}")
+    if "tagged" in c:
+        click.echo(f"tagged: {c['tagged']} images")
     if summary["up_to_date"]:
         click.echo("everything was up to date: nothing was recomputed")
     total = sum(s["seconds"] for s in summary["stages"].values())
