@@ -1,0 +1,118 @@
+"""folder_medoids.csv: the most typical image of every folder, for a quick look per folder.
+
+The rows come from the `medoids` global pass (`lamina.analysis.clusters`, `scope =
+"folder"`): per folder, the image most similar to the mean of the folder's embeddings.
+The CSV has exactly the header ``folder,medoid_rel_path,cosine_to_centroid``:
+
+* `folder`: the folder as the medoids pass names it, ``<source>/<folder>`` (absolute, so
+  two sources with a folder of the same name stay apart; a source's top level is the
+  source itself);
+* `medoid_rel_path`: the medoid's path relative to its source, from the file in that
+  folder (an image held by files in several folders is a member of each);
+* `cosine_to_centroid`: its cosine similarity to the folder's mean direction, 4 decimals.
+
+Rows are sorted by folder. The folder medoids do not depend on the clustering options, only
+on the model, so any `medoids` layer of the model will do: the newest is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lamina.core.errors import LaminaError
+
+HEADER = ("folder", "medoid_rel_path", "cosine_to_centroid")
+DECIMALS = 4
+
+
+def folder_medoids(store: Any, *, model: str | None = None) -> pa.Table:
+    """The folder medoids of `model` (default: the model of the newest `medoids` layer):
+    columns `folder, medoid_rel_path, cosine_to_centroid, image_id, model`, by folder.
+
+    Example:
+        >>> folder_medoids(lamina.open()).column_names[:3]  # doctest: +SKIP
+        ['folder', 'medoid_rel_path', 'cosine_to_centroid']
+    """
+    if not store.table_files("files"):
+        raise LaminaError(
+            f"the store {store.root} has no files table", hint="run `lamina scan SOURCE` first"
+        )
+    table = _medoids_layer(store, model)
+    folder = table.filter(pc.equal(table["scope"], "folder"))
+    con = store.connect()
+    con.register("folder_medoids", folder)
+    return con.sql(
+        """
+        select m."group" as folder, min(f.rel_path) as medoid_rel_path,
+               m.similarity as cosine_to_centroid, m.image_id, m.model
+        from folder_medoids m
+        left join files f
+          on f.image_id = m.image_id and f.status <> 'missing'
+         and rtrim(f.source || '/' || f.folder, '/') = m."group"
+        group by all
+        order by folder
+        """
+    ).to_arrow_table()
+
+
+def _medoids_layer(store: Any, model: str | None) -> pa.Table:
+    """The newest `medoids` layer (of `model`, when given) that has folder rows."""
+    hint = "run `lamina cluster` (it computes the medoids) after `lamina embed`"
+    layers = store.layer_dirs("medoids")
+    if not layers:
+        raise LaminaError(f"the store {store.root} has no medoids yet", hint=hint)
+    for layer in reversed(layers):
+        part = layer / "part-global.parquet"
+        if not part.exists():
+            continue
+        table = pq.read_table(part)
+        models = set(table["model"].to_pylist())
+        if model is None or model in models:
+            if model is not None:
+                table = table.filter(pc.equal(table["model"], model))
+            return table
+    raise LaminaError(
+        f"the store {store.root} has no medoids of the model {model!r}",
+        hint=f"run `lamina cluster --model {model}`",
+    )
+
+
+def write_folder_medoids(
+    store: Any, out_path: str | os.PathLike[str], *, model: str | None = None
+) -> int:
+    """Write folder_medoids.csv (see the module docstring) and return its row count.
+
+    Example:
+        >>> write_folder_medoids(lamina.open(), "folder_medoids.csv")  # doctest: +SKIP
+        42
+    """
+    rows = folder_medoids(store, model=model).to_pylist()
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(HEADER)
+            for r in rows:
+                cosine = r["cosine_to_centroid"]
+                writer.writerow(
+                    (
+                        r["folder"],
+                        r["medoid_rel_path"] or "",
+                        "" if cosine is None else f"{cosine:.{DECIMALS}f}",
+                    )
+                )
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LaminaError(
+            f"cannot write {out}: {exc.strerror or exc}", hint="choose another -o path"
+        ) from exc
+    return len(rows)

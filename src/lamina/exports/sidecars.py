@@ -1,0 +1,544 @@
+"""XMP sidecars through exiftool: each image's labels as `XMP-dc:Subject` and Lightroom's
+`XMP-lr:HierarchicalSubject`, for Lightroom, darktable and digiKam. Originals are never
+opened for writing: exiftool is only ever given sidecar paths.
+
+Where a sidecar goes (`sidecar_path`):
+
+* `style="adobe"`: ``photo.jpg`` -> ``photo.xmp`` (Lightroom, Bridge). Two originals that
+  differ only by extension (``photo.jpg``, ``photo.png``) would share it: both are reported
+  as a clash and left alone (use the darktable style for them).
+* `style="darktable"`: ``photo.jpg`` -> ``photo.jpg.xmp`` (darktable, digiKam).
+* `sidecar_dir`: the same names in a mirror tree (``DIR/<rel_path>`` for a store with one
+  source; ``DIR/<source folder name>/<rel_path>`` with several), for read-only collections.
+
+Merging: an existing sidecar keeps all its keywords, ours are appended unless already
+there (exact string match, order kept); `replace=True` makes our labels the whole list.
+Other tags in an existing sidecar (darktable's history, ratings) are left as they are. A
+new sidecar holds only our two tags (plus exiftool's XMPToolkit): lamina writes an empty
+XMP packet to a temporary name next to it, has exiftool fill it in place and renames it
+into place.
+
+Safety, all checked by the tests with hostile labels:
+
+* exiftool runs as one `-stay_open` process (pyexiftool), reading one argument per line.
+  Each label is one argument ``-XMP-dc:Subject=<label>``: exiftool splits it at the
+  first `=` only, so a label that starts with `-`, holds `=`, quotes, `$`, `<`, commas or
+  `|` stays one literal list item and never becomes an option or another tag. No `-sep`
+  is given, so exiftool never splits a value into several items. Sidecar paths are
+  absolute (never starting with `-`) and always input files, never an `-o` pattern (where
+  exiftool would expand `%d`, `%f`).
+* A label holding a line break (or another control character but tab), a lone surrogate
+  or a non-character can neither be one argument line nor XML: it is refused, reported
+  per label, and the rest of the image's labels are written. So is a label starting with
+  white space, which exiftool strips, and an empty one.
+* `HierarchicalSubject` separates levels with `|`: a label holding `|` goes to
+  `XMP-dc:Subject` only (reported as a note), so Lightroom does not read it as a
+  hierarchy.
+
+Writes go in batches of at most `BATCH` (256) files: one pipe write with a command per
+file (each file has its own values), each ending with an exit-status marker, so every
+file gets its own status and error text. Reads (the existing keywords before, and the
+verification after) are one `exiftool -j` per batch. After writing, every sidecar is read
+back and compared with what was intended; a difference is a per-file failure. A file that
+fails (a read-only folder, a path whose folder is a file, a sidecar that is not XMP) is
+reported with the reason and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import unicodedata
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamina.core.errors import LaminaError
+
+BATCH = 256
+SUBJECT = "XMP-dc:Subject"
+HIERARCHY = "XMP-lr:HierarchicalSubject"
+STYLES = ("adobe", "darktable")
+USES = ("approved", "over_threshold")
+INSTALL_HINT = (
+    "install exiftool: `apt-get install libimage-exiftool-perl` (Debian/Ubuntu) or "
+    "`brew install exiftool` (macOS)"
+)
+# An XMP packet with nothing in it: what exiftool fills in for a new sidecar.
+EMPTY_XMP = (
+    "<?xpacket begin='\ufeff' id='W5M0MpCehiHzreSzNTczkc9d'?>\n"
+    "<x:xmpmeta xmlns:x='adobe:ns:meta/'>\n"
+    "<rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>\n"
+    "</rdf:RDF>\n"
+    "</x:xmpmeta>\n"
+    "<?xpacket end='w'?>\n"
+)
+
+
+@dataclass
+class SidecarResult:
+    """What happened to one sidecar. `action`: created, updated, unchanged, would_create,
+    would_update, skipped (nothing to write) or failed (`error` says why). `added`, `kept`
+    and `removed` are keywords of `XMP-dc:Subject`; `refused` lists (label, reason) of
+    labels not written; `notes` say what else is worth knowing."""
+
+    original: str
+    sidecar: str
+    action: str = "failed"
+    added: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def label_problem(label: str) -> str | None:
+    """Why `label` cannot be written as one literal keyword, or None when it can.
+
+    Example:
+        >>> label_problem("-XMP-dc:Creator=evil") is None
+        True
+        >>> label_problem("two\\nlines")
+        'holds a line break or control character (U+000A)'
+    """
+    if not label:
+        return "is empty"
+    if label[0].isspace():
+        return "starts with white space, which exiftool drops"
+    for ch in label:
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch != "\t") or ch in "\u2028\u2029":
+            return f"holds a line break or control character (U+{ord(ch):04X})"
+        if category == "Cs":
+            return f"holds a lone surrogate (U+{ord(ch):04X}), not text"
+        if ch in "\ufffe\uffff":
+            return f"holds the non-character U+{ord(ch):04X}, which XML cannot hold"
+    return None
+
+
+def _clean(labels: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Labels that can be written (duplicates dropped, order kept), and the refused ones."""
+    good: dict[str, None] = {}
+    refused = []
+    for label in labels:
+        problem = label_problem(label)
+        if problem is None:
+            good.setdefault(label, None)
+        else:
+            refused.append((label, problem))
+    return list(good), refused
+
+
+def sidecar_path(
+    original: str | os.PathLike[str],
+    *,
+    style: str = "adobe",
+    sidecar_dir: str | os.PathLike[str] | None = None,
+    rel_path: str | None = None,
+) -> Path:
+    """Where the sidecar of `original` goes (see the module docstring). With `sidecar_dir`,
+    `rel_path` (the original's path below the mirror tree's root) is required.
+
+    Example:
+        >>> sidecar_path("/photos/a/cat.jpg").as_posix()
+        '/photos/a/cat.xmp'
+        >>> sidecar_path("/photos/a/cat.jpg", style="darktable").as_posix()
+        '/photos/a/cat.jpg.xmp'
+        >>> sidecar_path("/photos/a/cat.jpg", sidecar_dir="/xmp", rel_path="a/cat.jpg").as_posix()
+        '/xmp/a/cat.xmp'
+    """
+    if style not in STYLES:
+        raise LaminaError(f"unknown sidecar style {style!r}", hint=f"one of: {', '.join(STYLES)}")
+    base = Path(original)
+    if sidecar_dir is not None:
+        if rel_path is None:
+            raise ValueError("sidecar_path: a sidecar_dir needs the original's rel_path")
+        base = Path(sidecar_dir).absolute() / rel_path
+    if style == "darktable":
+        return base.with_name(base.name + ".xmp")
+    return base.with_suffix(".xmp")
+
+
+# -- exiftool ------------------------------------------------------------------------------
+
+
+class _ExifTool:
+    """One exiftool `-stay_open` process with batched reads and writes."""
+
+    def __init__(self) -> None:
+        try:
+            import exiftool
+        except ImportError as exc:
+            raise LaminaError(
+                "writing sidecars needs the Python package pyexiftool",
+                hint="pip install pyexiftool",
+            ) from exc
+        executable = shutil.which("exiftool")
+        if executable is None:
+            raise LaminaError("exiftool is not installed (or not on PATH)", hint=INSTALL_HINT)
+        # No common args: pyexiftool's default `-G -n` would change what values look like.
+        self.et = exiftool.ExifTool(executable=executable, common_args=[], encoding="utf-8")
+        self.marker = f"@@lamina-{uuid.uuid4().hex[:12]}@@"
+
+    def __enter__(self) -> _ExifTool:
+        try:
+            self.et.run()
+        except Exception as exc:  # FileNotFoundError, an exiftool too old for pyexiftool
+            raise LaminaError(f"cannot start exiftool: {exc}", hint=INSTALL_HINT) from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.et.terminate()
+
+    def read(self, paths: list[Path]) -> dict[str, dict[str, Any]]:
+        """`FileType`, Subject and HierarchicalSubject of each readable file, by path."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(paths), BATCH):
+            batch = [os.fsencode(p) for p in paths[start : start + BATCH]]
+            tags = ("-File:FileType", f"-{SUBJECT}", f"-{HIERARCHY}")
+            out = self.et.execute("-j", "-G1", *tags, *batch)
+            if not out.strip():
+                continue
+            # Numbers and booleans come back unquoted (`1e5`, `true`): keep their text.
+            for entry in json.loads(out, parse_int=str, parse_float=str):
+                found[entry["SourceFile"]] = {
+                    "type": entry.get("File:FileType"),
+                    SUBJECT: _as_list(entry.get(SUBJECT)),
+                    HIERARCHY: _as_list(entry.get(HIERARCHY)),
+                }
+        return found
+
+    def write(self, commands: list[tuple[Path, list[str]]]) -> list[tuple[int, str]]:
+        """Run each (file, tag arguments) as its own command, `BATCH` per pipe write; the
+        exit status and error text of each, in order."""
+        results: list[tuple[int, str]] = []
+        for start in range(0, len(commands), BATCH):
+            params: list[bytes] = []
+            batch = commands[start : start + BATCH]
+            for k, (path, args) in enumerate(batch):
+                if k:
+                    params.append(b"-execute")
+                params += [b"-overwrite_original", *(a.encode("utf-8") for a in args)]
+                params += [os.fsencode(path), b"-echo4", f"=${{status}}={self.marker}".encode()]
+            self.et.execute(*params)
+            results += self._statuses(self.et.last_stderr, len(batch))
+        return results
+
+    def _statuses(self, stderr: str, n: int) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        text: list[str] = []
+        for line in stderr.splitlines():
+            if line.endswith(f"={self.marker}") and line.startswith("="):
+                status = line[1 : -len(self.marker) - 1]
+                out.append((int(status) if status.isdigit() else 1, "\n".join(text).strip()))
+                text = []
+            else:
+                text.append(line)
+        if len(out) != n:  # exiftool died or answered out of step: fail the rest clearly
+            out += [(1, "exiftool gave no status for this file")] * (n - len(out))
+        return out
+
+
+def _as_list(value: Any) -> list[str]:
+    """A tag value from `exiftool -j` as a list of strings (one item comes back bare)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [("true" if v else "false") if isinstance(v, bool) else str(v) for v in items]
+
+
+def _hierarchy(labels: list[str]) -> list[str]:
+    return [label for label in labels if "|" not in label]
+
+
+def _merge(existing: list[str], ours: list[str], replace: bool) -> list[str]:
+    if replace:
+        return list(ours)
+    return existing + [label for label in ours if label not in set(existing)]
+
+
+def _tag_args(tag: str, values: list[str]) -> list[str]:
+    # Several `-TAG=v` in one command make the list exactly [v, ...]; `-TAG=` deletes it.
+    return [f"-{tag}={v}" for v in values] or [f"-{tag}="]
+
+
+@dataclass
+class _Plan:
+    result: SidecarResult
+    path: Path
+    exists: bool
+    subject: list[str]
+    hierarchy: list[str]
+
+
+def write_sidecars_for(
+    items: list[tuple[Path, Path, list[str]]], *, replace: bool = False, dry_run: bool = False
+) -> list[SidecarResult]:
+    """Write (original, sidecar, labels) items: one result per item, in order (see the
+    module docstring for merging, safety and verification). Originals are never given to
+    exiftool; a failure is that item's result, never an exception.
+
+    Example:
+        >>> item = (Path("/p/cat.jpg"), Path("/p/cat.xmp"), ["cat"])
+        >>> [r.action for r in write_sidecars_for([item])]  # doctest: +SKIP
+        ['created']
+    """
+    results: list[SidecarResult] = []
+    todo: list[tuple[SidecarResult, Path, list[str]]] = []
+    count: dict[Path, int] = {}
+    for _, sidecar, _ in items:
+        key = Path(os.path.abspath(sidecar))
+        count[key] = count.get(key, 0) + 1
+    for original, sidecar, labels in items:
+        sidecar = Path(os.path.abspath(sidecar))
+        labels, refused = _clean(list(labels))
+        result = SidecarResult(str(original), str(sidecar), refused=refused)
+        results.append(result)
+        if sidecar == Path(os.path.abspath(original)):
+            result.error = "the sidecar path is the original itself"
+        elif count[sidecar] > 1:
+            result.error = (
+                f"{count[sidecar]} originals map to this sidecar (they differ only by "
+                "extension): use --style darktable"
+            )
+        elif "\n" in str(sidecar) or "\r" in str(sidecar):
+            result.error = "the sidecar path holds a line break, which exiftool cannot take"
+        elif not _utf8(sidecar):
+            result.error = "the sidecar path is not valid UTF-8, which exiftool's JSON cannot name"
+        elif sidecar.parent.is_dir() and not os.access(sidecar.parent, os.W_OK):
+            result.error = _read_only(sidecar)
+        else:
+            todo.append((result, sidecar, labels))
+    if not todo:
+        return results
+    with _ExifTool() as et:
+        # Only files: exiftool given a folder would read every file in it.
+        existing = et.read([p for _, p, _ in todo if p.is_file()])
+        plans = []
+        for result, sidecar, labels in todo:
+            plan = _plan(result, sidecar, labels, existing, replace, dry_run)
+            if plan is not None:
+                plans.append(plan)
+        if not dry_run:
+            _write(et, plans)
+            _verify(et, [p for p in plans if p.result.action in ("created", "updated")])
+    return results
+
+
+def _plan(
+    result: SidecarResult,
+    sidecar: Path,
+    labels: list[str],
+    existing: dict[str, dict[str, Any]],
+    replace: bool,
+    dry_run: bool,
+) -> _Plan | None:
+    """What to write to one sidecar, with added/kept/removed filled in; None when there is
+    nothing to write (the result says why)."""
+    if any("|" in label for label in labels):
+        result.notes.append("labels holding '|' are written to XMP-dc:Subject only")
+    exists = sidecar.exists()
+    old = existing.get(str(sidecar)) if exists else None
+    if exists and sidecar.is_dir():
+        result.error = "the sidecar path is a folder"
+        return None
+    if exists and (old is None or old["type"] != "XMP"):
+        kind = old["type"] if old else "unreadable"
+        result.error = f"an existing file that is not XMP ({kind}) is in the way: left as it is"
+        return None
+    old_subject = old[SUBJECT] if old else []
+    old_hierarchy = old[HIERARCHY] if old else []
+    subject = _merge(old_subject, labels, replace)
+    hierarchy = _merge(old_hierarchy, _hierarchy(labels), replace)
+    result.added = [label for label in subject if label not in old_subject]
+    result.kept = [label for label in old_subject if label in subject]
+    result.removed = [label for label in old_subject if label not in subject]
+    if not exists and not subject:
+        result.action = "skipped"
+        result.notes.append("no labels to write")
+        return None
+    if exists and subject == old_subject and hierarchy == old_hierarchy:
+        result.action = "unchanged"
+        return None
+    if dry_run:
+        result.action = "would_update" if exists else "would_create"
+        return None
+    return _Plan(result, sidecar, exists, subject, hierarchy)
+
+
+def _write(et: _ExifTool, plans: list[_Plan]) -> None:
+    """Write every plan: existing sidecars in place, new ones as a temporary file that is
+    renamed into place once exiftool has filled it."""
+    commands: list[tuple[Path, list[str]]] = []
+    ready: list[tuple[_Plan, Path]] = []
+    for plan in plans:
+        target = plan.path
+        if not plan.exists:
+            target = plan.path.with_name(f".{plan.path.name}.{uuid.uuid4().hex[:8]}.xmp")
+            try:
+                plan.path.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(EMPTY_XMP, encoding="utf-8")
+            except OSError as exc:
+                plan.result.error = _write_error(plan.path, exc)
+                continue
+        args = _tag_args(SUBJECT, plan.subject) + _tag_args(HIERARCHY, plan.hierarchy)
+        commands.append((target, args))
+        ready.append((plan, target))
+    for (plan, target), (status, text) in zip(ready, et.write(commands), strict=True):
+        if status != 0:
+            plan.result.error = f"exiftool: {text or f'exit status {status}'}"
+            if target != plan.path:
+                target.unlink(missing_ok=True)
+            continue
+        if target != plan.path:
+            try:
+                if plan.path.exists():  # appeared meanwhile: never overwrite it
+                    raise FileExistsError(f"{plan.path} appeared while writing")
+                os.replace(target, plan.path)
+            except OSError as exc:
+                target.unlink(missing_ok=True)
+                plan.result.error = _write_error(plan.path, exc)
+                continue
+        plan.result.action = "updated" if plan.exists else "created"
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _read_only(path: Path) -> str:
+    return (
+        f"the folder {path.parent} is read-only: nothing was written there (write the "
+        "sidecars elsewhere with --sidecar-dir DIR)"
+    )
+
+
+def _write_error(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return (
+        f"cannot write {path}: {reason} (a read-only folder? write the sidecars elsewhere "
+        "with --sidecar-dir DIR)"
+    )
+
+
+def _verify(et: _ExifTool, plans: list[_Plan]) -> None:
+    """Read every written sidecar back; a difference from the plan fails that file."""
+    found = et.read([p.path for p in plans])
+    for plan in plans:
+        got = found.get(str(plan.path))
+        if got is None:
+            plan.result.action = "failed"
+            plan.result.error = "written, but exiftool cannot read it back"
+            continue
+        for tag, want in ((SUBJECT, plan.subject), (HIERARCHY, plan.hierarchy)):
+            if got[tag] != want:
+                plan.result.action = "failed"
+                plan.result.error = f"read back {tag} = {got[tag]!r}, not {want!r}"
+                break
+
+
+# -- from the store ------------------------------------------------------------------------
+
+
+def _labels_by_image(store: Any, use: str) -> dict[str, list[str]]:
+    """image_id -> the labels to write: approved ones, or those over the threshold."""
+    if use == "approved":
+        from lamina.tagging.approvals import current_approvals
+
+        table = current_approvals(store)
+        column = "approved_labels"
+    else:
+        from lamina.tagging.tags import current_tags
+
+        table = current_tags(store)
+        column = "over_threshold"
+    ids = table["image_id"].to_pylist()
+    values = table[column].to_pylist()
+    return {i: list(v) for i, v in zip(ids, values, strict=True) if v is not None and i}
+
+
+def write_sidecars(
+    store: Any,
+    *,
+    use: str = "approved",
+    style: str = "adobe",
+    sidecar_dir: str | os.PathLike[str] | None = None,
+    replace: bool = False,
+    dry_run: bool = False,
+    image_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write a sidecar for every present file whose image has labels (`use`: "approved"
+    labels, or "over_threshold" tags), optionally only `image_ids`. Returns counts by
+    action, `files`, `problems` (per-file errors and refused labels) and `results` (one
+    dict per file: added / kept / removed keywords).
+
+    Example:
+        >>> write_sidecars(lamina.open(), style="darktable", dry_run=True)  # doctest: +SKIP
+        {'files': 12, 'would_create': 12, 'failed': 0, 'problems': [], ...}
+    """
+    if use not in USES:
+        raise LaminaError(f"unknown label source {use!r}", hint=f"one of: {', '.join(USES)}")
+    if style not in STYLES:
+        raise LaminaError(f"unknown sidecar style {style!r}", hint=f"one of: {', '.join(STYLES)}")
+    if not store.table_files("files"):
+        raise LaminaError(
+            f"the store {store.root} has no files yet", hint="run `lamina scan SOURCE` first"
+        )
+    labels = _labels_by_image(store, use)
+    if image_ids is not None:
+        wanted = set(image_ids)
+        labels = {i: v for i, v in labels.items() if i in wanted}
+    files = store.sql(
+        "select image_id, source, rel_path from files "
+        "where image_id is not null and status <> 'missing' order by source, rel_path"
+    ).to_pylist()
+    sources = sorted({f["source"] for f in files})
+    items: list[tuple[Path, Path, list[str]]] = []
+    for f in files:
+        if f["image_id"] not in labels:
+            continue
+        original = Path(f["source"]) / f["rel_path"]
+        rel = f["rel_path"]
+        if sidecar_dir is not None and len(sources) > 1:
+            rel = f"{Path(f['source']).name}/{rel}"
+        sidecar = sidecar_path(original, style=style, sidecar_dir=sidecar_dir, rel_path=rel)
+        items.append((original, sidecar, labels[f["image_id"]]))
+    results = write_sidecars_for(items, replace=replace, dry_run=dry_run)
+    return summarise(results)
+
+
+def summarise(results: list[SidecarResult]) -> dict[str, Any]:
+    """Counts by action, the problems (failed files, refused labels) and every result.
+
+    Example:
+        >>> summarise([SidecarResult("/p/a.jpg", "/p/a.xmp", "created", added=["cat"])])["created"]
+        1
+    """
+    actions = (
+        "created", "updated", "unchanged", "would_create", "would_update", "skipped", "failed"
+    )  # fmt: skip
+    out: dict[str, Any] = {"files": len(results), **dict.fromkeys(actions, 0)}
+    problems = []
+    for r in results:
+        if r.error is not None:
+            r.action = "failed"
+        out[r.action] += 1
+        if r.error is not None:
+            problems.append({"original": r.original, "sidecar": r.sidecar, "error": r.error})
+        for label, reason in r.refused:
+            problems.append(
+                {"original": r.original, "sidecar": r.sidecar, "label": label, "error": reason}
+            )
+    out["problems"] = problems
+    out["results"] = [r.as_dict() for r in results]
+    return out
