@@ -348,11 +348,13 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
         return StageResult("tag", False, 0.0, {}, "no labels_file: tags skipped")
     from lamina.tagging import tag_images
 
+    tagger = config.tagger()
     s = tag_images(
         store,
         config.labels_file,
-        model=config.tagger(),
-        templates=tuple(config.templates),
+        model=tagger,
+        # The offline tagger compares label words with class names: prompts do not apply.
+        templates=None if tagger == "offline" else tuple(config.templates),
         threshold=config.threshold_value(),
         topk=config.topk,
         batch_images=config.batch_images,
@@ -406,9 +408,10 @@ def stage_sidecars(store: Store, config: PipelineConfig, progress: bool) -> Stag
         style=config.sidecar_style,
         sidecar_dir=config.sidecar_dir or None,
     )
-    failed = len(s.get("failed") or [])
-    message = f"{s.get('written', 0)} sidecars written, {failed} failed"
-    return StageResult("sidecars", bool(s.get("written")), 0.0, s, message, failed)
+    written = s["created"] + s["updated"]
+    failed = s["failed"]
+    message = f"{written} sidecars written ({s['unchanged']} unchanged), {failed} failed"
+    return StageResult("sidecars", bool(written), 0.0, s, message, failed)
 
 
 def stage_report(store: Store, config: PipelineConfig, progress: bool) -> StageResult:

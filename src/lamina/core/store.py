@@ -40,7 +40,7 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta")
+TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals")
 
 
 def find_store(start: Path | None = None) -> Path | None:

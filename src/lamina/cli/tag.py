@@ -1,0 +1,301 @@
+"""Verbs of tagging: tag (alias score) and approve."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
+from lamina.core.errors import LaminaError
+
+SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
+
+
+def _echo_tag_summary(s: dict[str, Any]) -> None:
+    approx = " (approximate: ImageNet classes mapped to labels)" if s["approximate"] else ""
+    click.echo(f"model {s['model_name']}{approx}")
+    click.echo(
+        f"{s['labels']} labels, {s['images']} images tagged, threshold {s['threshold']:g}, "
+        f"top {s['topk']}" + (" (unchanged since the last run)" if s["skipped"] else "")
+    )
+    ranked = sorted(s["label_counts"].items(), key=lambda kv: (-kv[1]["top1"], kv[0]))
+    width = max(len(label) for label, _ in ranked)
+    click.echo(f"  {'label':<{width}}  top1  over threshold")
+    for label, counts in ranked[:20]:
+        click.echo(f"  {label:<{width}}  {counts['top1']:>4}  {counts['over_threshold']:>5}")
+    if len(ranked) > 20:
+        click.echo(f"  … and {len(ranked) - 20} more labels (--json lists all)")
+    for key, what in (("errors", "could not be read"), ("missing", "have nothing to score yet")):
+        rows = s[key]
+        if rows:
+            click.echo(f"{len(rows)} images {what}:")
+            for row in rows[:SHOWN]:
+                reason = f"  ({row['error']})" if row.get("error") else ""
+                click.echo(f"  {row['path'] or row['image_id']}{reason}")
+            if len(rows) > SHOWN:
+                click.echo(f"  … and {len(rows) - SHOWN} more (--json lists all)")
+    if s.get("hint"):
+        click.echo(f"fix: {s['hint']}")
+    click.echo(f"run {s['run_id']}")
+
+
+@main.command()
+@click.option(
+    "--labels",
+    "labels_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Label file: UTF-8, one label per line, # comments.",
+)
+@click.option(
+    "--model",
+    help="A text-capable embedder spec with stored vectors (open_clip:…, hf: CLIP/SigLIP). "
+    "Default: the offline tagger (EfficientNet-Lite0 ImageNet classes + MiniLM; approximate).",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help="Prompt template with {} for the label (repeat for an ensemble; CLIP only). "
+    'Default: "a photo of {}".',
+)
+@click.option(
+    "--threshold",
+    type=float,
+    help="Score a label needs to count as over the threshold (default: 0.25 CLIP, 0.4 offline).",
+)
+@click.option(
+    "--topk",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Labels kept per image.",
+)
+@click.option(
+    "--batch-images",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images scored (and, offline, classified) at a time.",
+)
+@click.option(
+    "--batch-labels",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Label prompts embedded at a time.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def tag(
+    ctx: click.Context,
+    labels_file: str,
+    model: str | None,
+    templates: tuple[str, ...],
+    threshold: float | None,
+    topk: int,
+    batch_images: int,
+    batch_labels: int,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Score every image against a label list and keep its top labels (`lamina score` is
+    the same command, for users of Photo-Tagger).
+
+    With a text-capable --model, the score is the cosine between the image's stored
+    vector and the label's text vector (run `lamina embed --model SPEC` first: tagging
+    embeds no image). Without one, the offline tagger maps EfficientNet-Lite0's ImageNet
+    classes onto the labels by text similarity: it works with no CLIP weights but is
+    approximate (it knows only what ImageNet's 1000 classes know). Images with nothing
+    to score are listed, never skipped silently.
+
+    \b
+    Example:
+        lamina tag --labels labels.txt
+        lamina tag --labels labels.txt --model open_clip:ViT-B-32/laion2b_s34b_b79k \\
+            --template "a photo of {}" --template "a scan of {}" --threshold 0.27 --json
+    """
+    from lamina.tagging import tag_images
+
+    store = open_store(ctx)
+    summary = tag_images(
+        store,
+        labels_file,
+        model=model,
+        templates=templates or None,
+        threshold=threshold,
+        topk=topk,
+        batch_images=batch_images,
+        batch_labels=batch_labels,
+        workers=workers,
+        progress=not as_json,
+    )
+    if as_json:
+        echo_json(summary)
+    else:
+        _echo_tag_summary(summary)
+    # Broken images are reported rows (like embed's error rows); images left without
+    # anything to score (not embedded yet, a chunk that failed) mean the job is not done.
+    if summary["missing"]:
+        sys.exit(EXIT_ERRORS)
+
+
+main.add_command(tag, name="score")
+
+
+def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
+    """Image ids of IMAGE arguments: image ids, or paths in the manifest (absolute,
+    relative to the working folder or to a source), as `lamina similar` takes them."""
+    from lamina.index.vectors import _manifest_match
+
+    if not store.table_files("images"):
+        raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
+    known = set(store.sql("select distinct image_id from images")["image_id"].to_pylist())
+    ids = []
+    for query in queries:
+        if query in known:
+            ids.append(query)
+            continue
+        found = {image_id for image_id, _ in _manifest_match(store, query) if image_id}
+        if not found:
+            raise LaminaError(
+                f"{query!r} is not an image id or a path in the manifest",
+                hint='list them with `lamina sql "select image_id, rel_path from files"`',
+            )
+        if len(found) > 1:
+            raise LaminaError(
+                f"{query!r} matches files of {len(found)} different images",
+                hint="give the absolute path or the image id",
+            )
+        ids.append(found.pop())
+    return ids
+
+
+def _where_ids(store: Any, where: str) -> list[str]:
+    import duckdb
+
+    tables = store.available_tables()
+    joins = "".join(
+        f" left join {t} using (image_id)"
+        for t in ("tags", "flags", "signals", "duplicates")
+        if t in tables
+    )
+    query = (
+        f"select distinct image_id from files{joins} "
+        f"where status <> 'missing' and image_id is not null and ({where}) order by image_id"
+    )
+    try:
+        return [r[0] for r in store.connect().execute(query).fetchall()]
+    except duckdb.Error as exc:
+        raise LaminaError(
+            f"bad --where condition: {str(exc).splitlines()[0]}",
+            hint="a SQL condition over files, tags, flags, signals and duplicates columns",
+        ) from None
+
+
+def _echo_history(table: Any, as_json: bool) -> None:
+    rows = table.to_pylist()
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no approvals yet")
+    for r in rows:
+        labels = ",".join(r["labels"] or [])
+        note = f"  # {r['note']}" if r["note"] else ""
+        click.echo(
+            f"{r['at'].isoformat(timespec='seconds')}  {r['who']}  {r['image_id']}  "
+            f"{r['action']} {labels}{note}"
+        )
+
+
+@main.command()
+@click.argument("images", nargs=-1)
+@click.option("--labels", "labels", help='Comma-separated labels, e.g. --labels "cat,indoor".')
+@click.option("--add", "action", flag_value="add", help="Add the labels to those approved.")
+@click.option("--remove", "action", flag_value="remove", help="Take the labels away.")
+@click.option("--clear", "action", flag_value="clear", help="Approve no label at all.")
+@click.option("--where", help="Select images by a SQL condition (tags, files, flags… columns).")
+@click.option(
+    "--over-threshold",
+    is_flag=True,
+    help="Approve each selected image's labels over the threshold (all tagged images "
+    "when none is selected).",
+)
+@click.option("--who", help="Who decides (default: the login name).")
+@click.option("--note", help="A note kept with the decision.")
+@click.option("--history", is_flag=True, help="Print the approval history instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handle_errors
+def approve(
+    ctx: click.Context,
+    images: tuple[str, ...],
+    labels: str | None,
+    action: str | None,
+    where: str | None,
+    over_threshold: bool,
+    who: str | None,
+    note: str | None,
+    history: bool,
+    as_json: bool,
+) -> None:
+    """Approve or correct the labels of IMAGE... (image ids or paths in the manifest)
+    or of the images --where selects. Approvals are kept apart from the predicted tags,
+    with who decided, when and on which tags run; nothing is ever overwritten.
+
+    \b
+    Example:
+        lamina approve cats/a.jpg --labels "cat,indoor"
+        lamina approve cats/a.jpg --add --labels "tabby"
+        lamina approve --where "top1 = 'cat' and top1_score > 0.5" --labels cat
+        lamina approve --over-threshold --who ana
+        lamina approve cats/a.jpg --clear
+        lamina approve --history cats/a.jpg
+    """
+    from lamina.tagging import (
+        approval_history,
+        approve_over_threshold,
+        current_approvals,
+    )
+    from lamina.tagging import approve as record
+
+    store = open_store(ctx)
+    ids = resolve_images(store, images) if images else []
+    if where:
+        ids += [i for i in _where_ids(store, where) if i not in ids]
+    if history:
+        if ids:
+            import pyarrow as pa
+
+            tables = [approval_history(store, i) for i in ids]
+            _echo_history(pa.concat_tables(tables).sort_by("at"), as_json)
+        else:
+            _echo_history(approval_history(store), as_json)
+        return
+    if over_threshold:
+        if labels or action:
+            fail("--over-threshold takes no --labels, --add, --remove or --clear")
+        if (images or where) and not ids:
+            fail("the selection holds no image")
+        written = approve_over_threshold(store, image_ids=ids or None, who=who, note=note)
+    else:
+        if not ids:
+            fail("no image selected: give IMAGE arguments or --where")
+        given = [s for s in (labels or "").split(",") if s.strip()]
+        written = record(store, ids, given or None, action=action or "set", who=who, note=note)
+    selected = set(ids)
+    current = current_approvals(store)
+    rows = [r for r in current.to_pylist() if not selected or r["image_id"] in selected]
+    if as_json:
+        echo_json({"events": written, "approvals": rows})
+        return
+    click.echo(f"recorded {written} approval event(s)")
+    for r in rows[:SHOWN]:
+        click.echo(f"  {r['image_id']}  {','.join(r['approved_labels']) or '(none)'}")
+    if len(rows) > SHOWN:
+        click.echo(f"  … and {len(rows) - SHOWN} more")
