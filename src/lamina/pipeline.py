@@ -299,7 +299,14 @@ def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     from lamina.core.runner import run_passes
 
     workers = _workers(config) or default_workers_for("auto")
-    passes = embed_configs((config.embed_model(),), config.batch_images, "auto", workers)
+    passes: list[tuple[str, dict[str, Any] | None]] = list(
+        embed_configs((config.embed_model(),), config.batch_images, "auto", workers)
+    )
+    if "tag" in config.stages and config.labels_file and config.tagger() == "offline":
+        # The offline tagger's ImageNet classes come from the same decode as the vectors
+        # (the config `tag_images` runs, so the tag stage finds them done).
+        threads = passes[0][1]["threads"] if passes[0][1] else 0
+        passes.append(("classify", {"batch_size": config.batch_images, "threads": threads}))
     result = run_passes(
         store,
         passes,
@@ -361,6 +368,7 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
         batch_labels=config.batch_labels,
         workers=_workers(config),
         progress=progress,
+        max_images=config.max_images or None,
     )
     worked = _did_work(s.get("passes", {})) if "passes" in s else True
     missing = len(s.get("missing") or [])
@@ -439,13 +447,22 @@ def _has_images(store: Store) -> bool:
     return bool(store.sql("select count(*) from images").column(0)[0].as_py())
 
 
-def _newest_data(store: Store) -> int:
-    """The mtime (ns) of the newest table or layer file in the store."""
-    newest = 0
-    for folder in ("tables", "layers"):
-        for path in (store.root / folder).rglob("*.parquet"):
-            newest = max(newest, path.stat().st_mtime_ns)
-    return newest
+def _outputs_record(store: Store, stage: str) -> Path:
+    return store.root / "ledger" / "pipeline" / f"{stage}.json"
+
+
+def _data_fingerprint(store: Store) -> str:
+    """A fingerprint of every table and current layer (`files` by its row digest, so a
+    rescan that changes nothing leaves it as it was)."""
+    from lamina.core.runner import input_fingerprint
+
+    return input_fingerprint(store, [t for t in store.available_tables() if t != "runs"])
+
+
+def _output_of(store: Store, config: PipelineConfig, stage: str) -> Path:
+    if stage == "report":
+        return store.root / "report" / "index.html"
+    return _run_dir(store, config) / "tags.csv"
 
 
 def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None:
@@ -453,15 +470,19 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
     if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
-        # An output newer than every table is up to date (a run killed while writing it
-        # left the older one, which is older than the tables it missed).
-        if stage == "report":
-            marker = store.root / "report" / "index.html"
-        else:
-            marker = _run_dir(store, config) / "tags.csv"
-        if marker.exists() and marker.stat().st_mtime_ns > _newest_data(store):
-            return "up to date"
+        # Up to date when made from the very same tables, and still there.
+        record = _outputs_record(store, stage)
+        output = _output_of(store, config, stage)
+        if record.is_file() and output.exists():
+            done = json.loads(record.read_text())
+            if done == {"inputs": _data_fingerprint(store), "output": str(output)}:
+                return "up to date"
     return None
+
+
+def _mark_output(store: Store, config: PipelineConfig, stage: str) -> None:
+    record = {"inputs": _data_fingerprint(store), "output": str(_output_of(store, config, stage))}
+    atomic_write_json(_outputs_record(store, stage), record)
 
 
 def collection_summary(store: Store) -> dict[str, Any]:
@@ -542,6 +563,8 @@ def run_pipeline(
                 raise
             result.seconds = round(time.monotonic() - t0, 2)
             results[name] = result
+            if name in ("export", "report"):
+                _mark_output(store, config, name)
             if result.errors:
                 run.error(kind="stage", stage=name, failed=result.errors)
             state = "" if result.worked or name in ("export", "report") else " (up to date)"

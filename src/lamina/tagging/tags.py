@@ -458,6 +458,7 @@ def tag_images(
     batch_labels: int = 256,
     workers: int | None = None,
     progress: bool = True,
+    max_images: int | None = None,
 ) -> dict[str, Any]:
     """Score every present image against `labels` (a label file's path, or a list) and
     store the tags, as one run: the offline tagger (`model` None or "offline") first runs
@@ -471,7 +472,9 @@ def tag_images(
     or class yet, never silently skipped), `label_counts` (per label: images with it as
     top1 and over the threshold), `hint` (what to run for the missing ones), `layer`,
     `skipped` (the tags were up to date) and `passes` (each pass's counts, as
-    `run_passes` returns them; `classify` also on its own).
+    `run_passes` returns them; `classify` also on its own). `max_images` limits the
+    classify pass (and what counts as missing) to the first N images by id, as
+    `run_passes` does.
 
     Example:
         >>> s = tag_images(lamina.open(), "labels.txt")  # doctest: +SKIP
@@ -507,13 +510,17 @@ def tag_images(
     if tags.offline:  # batch_images is then also the classifier's forward batch
         passes.append(("classify", {"batch_size": batch_images}))
     passes.append((TAGS_PASS, config_dict(cfg)))
-    result = run_passes(store, passes, command="tag", workers=workers, progress=progress)
+    result = run_passes(
+        store, passes, command="tag", workers=workers, progress=progress, max_images=max_images
+    )
     part = store.layer_dir(TAGS_PASS, tags.layer_id) / "part-global.parquet"
     table = pq.read_table(part)
     record = json.loads((store.ledger_dir(TAGS_PASS, tags.layer_id) / "global.json").read_text())
     tagged = table.filter(pc.is_null(table["error"]))
     failed = table.filter(pc.is_valid(table["error"]))
     inputs = image_inputs(store)
+    if max_images:
+        inputs = inputs.slice(0, max_images)
     seen = set(table["image_id"].to_pylist())
     missing_ids = [i for i in inputs["image_id"].to_pylist() if i not in seen]
     paths = image_paths(store, missing_ids + failed["image_id"].to_pylist())
