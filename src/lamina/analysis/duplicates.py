@@ -366,7 +366,9 @@ def representatives(
     ranked = keep[np.lexsort(sort_keys)]
     rep = np.full(len(labels), -1)
     groups = labels[ranked]
-    firsts = np.r_[True, groups[1:] != groups[:-1]]
+    # np.r_[True, ...] would give one element for no groups at all.
+    firsts = np.ones(len(groups), bool)
+    firsts[1:] = groups[1:] != groups[:-1]
     rep[groups[firsts]] = ranked[firsts]
     return rep
 

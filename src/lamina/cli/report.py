@@ -1,0 +1,70 @@
+"""The `report` verb: the static HTML report of the store."""
+
+from __future__ import annotations
+
+import webbrowser
+
+import click
+
+from lamina.cli.app import handle_errors, main, open_store
+
+
+@main.command()
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder to write the report to (default: <store>/report).",
+)
+@click.option(
+    "--no-thumbnails",
+    is_flag=True,
+    help="Do not make missing thumbnails (images without one show their path).",
+)
+@click.option(
+    "--gallery-size",
+    type=int,
+    default=24,
+    show_default=True,
+    help="Images per gallery (flags, outliers, tag examples).",
+)
+@click.option("--title", help="Page title (default: the source folders' names).")
+@click.option("--open", "open_page", is_flag=True, help="Open the page in a web browser.")
+@click.pass_context
+@handle_errors
+def report(
+    ctx: click.Context,
+    out_dir: str | None,
+    no_thumbnails: bool,
+    gallery_size: int,
+    title: str | None,
+    open_page: bool,
+) -> None:
+    """Write the HTML report of the store and print where it is.
+
+    One static page (no server, works offline): counts, file statuses with the files,
+    distributions, signal histograms with the flag thresholds, flag galleries, duplicate
+    groups, the cluster map, outliers, tags, problems and the runs behind every section.
+    Sections whose tables are not made yet say which command makes them.
+
+    \b
+    Example:
+        lamina report --open
+        lamina report -o /tmp/my-report --no-thumbnails
+    """
+    from lamina.report import build_report
+
+    store = open_store(ctx)
+    path = build_report(
+        store,
+        out_dir=out_dir,
+        thumbnails=not no_thumbnails,
+        gallery_size=gallery_size,
+        title=title,
+        progress=True,
+    )
+    url = path.as_uri()
+    click.echo(url)
+    if open_page:
+        webbrowser.open(url)

@@ -1,0 +1,752 @@
+"""What the HTML report shows, as plain Python: one function per section, each reading the
+store through DuckDB and returning dicts and lists (no HTML, so each can be tested alone).
+
+Every section function returns a `Section`. When a table it needs does not exist yet, the
+section is *missing*: `missing` says which command makes it, and the page shows that
+instead of a traceback or an empty box. Aggregates and top-N lists are computed in DuckDB,
+so a collection of 100k images never comes into Python row by row; galleries and file
+lists are capped (`cap`) and say how many more there are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lamina.analysis.flags import FLAG_NAMES, Policy, default_policy
+from lamina.core.errors import LaminaError
+from lamina.core.store import TABLE_NAMES, Store
+
+__all__ = [
+    "ReportContext",
+    "Section",
+    "cluster_map",
+    "collect",
+    "distributions",
+    "duplicate_groups",
+    "flag_galleries",
+    "flags_policy",
+    "layer_runs",
+    "open_context",
+    "outliers",
+    "overview",
+    "problems",
+    "provenance",
+    "signal_rules",
+    "statuses",
+    "tags",
+]
+
+FILE_LIST_CAP = 20  # paths shown per status/reason before "and N more"
+MAX_GROUPS = 24  # duplicate groups shown
+MAX_MEMBERS = 12  # thumbnails per duplicate group
+MAX_CLUSTERS = 60  # medoid tiles on the cluster map section
+MAX_EXEMPLARS = 8  # exemplar tiles per cluster
+
+
+@dataclass
+class Section:
+    """One part of the page: `data` when its tables exist, else `missing` (the fix)."""
+
+    id: str
+    title: str
+    tables: tuple[str, ...] = ()
+    missing: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportContext:
+    """A store, one DuckDB connection over it, and the tables it has."""
+
+    store: Store
+    con: Any
+    tables: set[str]
+
+    def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """The query's rows as dicts (None for SQL nulls)."""
+        return self.con.sql(query, params=params).to_arrow_table().to_pylist()
+
+    def value(self, query: str, params: list[Any] | None = None) -> Any:
+        rows = self.con.sql(query, params=params).fetchall()
+        return rows[0][0] if rows else None
+
+    def column(self, query: str) -> np.ndarray:
+        """The first column of a query as a float array (nulls dropped)."""
+        table = self.con.sql(query).to_arrow_table()
+        values = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=float)
+        return values[np.isfinite(values)]
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.tables for n in names)
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> DuckDB type of a table or layer."""
+        return {r[0]: r[1] for r in self.con.sql(f'describe "{table}"').fetchall()}
+
+
+def open_context(store: Store) -> ReportContext:
+    """A connection with the store's views plus `image_paths` (one shown path per image).
+
+    Example:
+        >>> ctx = open_context(lamina.open())  # doctest: +SKIP
+        >>> ctx.value("select count(*) from image_paths")  # doctest: +SKIP
+        246
+    """
+    con = store.connect()
+    tables = set(store.available_tables())
+    if "files" in tables:
+        # An image held by several files is shown by its first present path.
+        con.execute(
+            "create temp view image_paths as select image_id, "
+            "min(source || '/' || rel_path) as path, count(*) as n_files from files "
+            "where image_id is not null and status <> 'missing' group by image_id"
+        )
+    return ReportContext(store, con, tables)
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# -- 1. overview ---------------------------------------------------------------------------
+
+
+def overview(ctx: ReportContext) -> Section:
+    """Counts of files, images and statuses; sources; total bytes and megapixels; runs."""
+    section = Section("overview", "Overview", ("files", "images", "runs"))
+    if not ctx.has("files"):
+        section.missing = "This store has no files yet: run `lamina scan SOURCE`."
+        return section
+    files = ctx.rows(
+        "select count(*) as files, count(*) filter (where status <> 'missing') as present, "
+        "coalesce(sum(size) filter (where status <> 'missing'), 0)::bigint as bytes, "
+        "count(distinct image_id) filter (where status <> 'missing') as images "
+        "from files"
+    )[0]
+    by_status = ctx.rows("select status, count(*) as n from files group by 1 order by 2 desc")
+    sources = ctx.rows(
+        "select source, count(*) as files, count(distinct image_id) as images, "
+        "coalesce(sum(size), 0)::bigint as bytes from files where status <> 'missing' "
+        "group by 1 order by 1"
+    )
+    images = {"images": 0, "megapixels": 0.0, "ok": 0}
+    if ctx.has("images"):
+        images = ctx.rows(
+            "select count(*) as images, count(*) filter (where status = 'ok') as ok, "
+            "coalesce(sum(width::double * height) / 1e6, 0) as megapixels from images "
+            "where image_id in (select image_id from image_paths)"
+        )[0]
+    runs = []
+    if ctx.has("runs"):
+        runs = ctx.rows(
+            "select run_id, command, started, ended, status, seconds from runs "
+            "order by started desc, ended desc"
+        )
+    section.data = {
+        **files,
+        "images": images["images"],
+        "images_ok": images["ok"],
+        "megapixels": float(images["megapixels"] or 0),
+        "by_status": by_status,
+        "sources": sources,
+        "runs": runs,
+        "empty": files["present"] == 0,
+        "no_images": images["images"] == 0,
+    }
+    return section
+
+
+# -- 2. statuses ---------------------------------------------------------------------------
+
+
+def statuses(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
+    """Files per status and reason, and the first `cap` paths of each non-plain-ok group."""
+    section = Section("statuses", "File statuses and reasons", ("files",))
+    if not ctx.has("files"):
+        section.missing = "No files table: run `lamina scan SOURCE`."
+        return section
+    groups = ctx.rows(
+        "select status, reason, count(*) as n from files group by 1, 2 "
+        "order by status = 'ok' desc, n desc, status, reason"
+    )
+    ranked = ctx.rows(
+        "select status, reason, path, detail from (select status, reason, "
+        "source || '/' || rel_path as path, detail, row_number() over "
+        "(partition by status, reason order by source, rel_path) as k from files "
+        "where not (status = 'ok' and reason is null)) where k <= ? order by path",
+        [cap],
+    )
+    for group in groups:
+        key = (group["status"], group["reason"])
+        group["files"] = [r for r in ranked if (r["status"], r["reason"]) == key]
+        group["more"] = group["n"] - len(group["files"])
+        condition = f"status = {_sql_literal(group['status'])}" + (
+            f" and reason = {_sql_literal(group['reason'])}"
+            if group["reason"]
+            else " and reason is null"
+        )
+        # `select` leaves out missing files, so those are listed with `sql`.
+        group["command"] = (
+            f'lamina select --where "{condition}"'
+            if group["status"] != "missing"
+            else f'lamina sql "select source, rel_path from files where {condition}"'
+        )
+    section.data = {"groups": groups}
+    return section
+
+
+# -- 3. distributions ----------------------------------------------------------------------
+
+
+def distributions(ctx: ReportContext) -> Section:
+    """Formats (counts) and the raw values behind the size/megapixel/dimension plots."""
+    section = Section("distributions", "Formats, sizes and dimensions", ("images",))
+    if not ctx.has("images", "files"):
+        section.missing = "No images table: run `lamina scan SOURCE`."
+        return section
+    where = "where image_id in (select image_id from image_paths)"
+    formats = ctx.rows(
+        f"select coalesce(format, '?') as format, count(*) as n from images {where} "
+        "group by 1 order by 2 desc"
+    )
+    if not formats:
+        section.missing = "No images were found in the sources, so there is nothing to plot."
+        return section
+    section.data = {
+        "formats": formats,
+        "bytes": ctx.column(f"select size from images {where}"),
+        "megapixels": ctx.column(
+            f"select width::double * height / 1e6 from images {where} and width > 0"
+        ),
+        # Enough points for the shape of a scatter; a sample keeps 100k images fast.
+        "dims": ctx.rows(
+            f"select width, height from images {where} and width > 0 using sample 20000 rows"
+        ),
+    }
+    return section
+
+
+# -- 4. signals and the flag policy --------------------------------------------------------
+
+
+def layer_runs(store: Store, pass_name: str) -> dict[str, Any] | None:
+    """The current layer of a pass and the runs that wrote it (from its ledger records).
+
+    Example:
+        >>> layer_runs(lamina.open(), "flags")  # doctest: +SKIP
+        {'pass': 'flags', 'layer': '1-3f9c00aa', 'runs': ['20261203T074912Z-028a0b'], ...}
+    """
+    layer = store.current_layer_dir(pass_name)
+    if layer is None:
+        return None
+    ledger = store.ledger_dir(pass_name, layer.name)
+    run_ids: dict[str, int] = {}
+    finished: list[str] = []
+    for record in sorted(ledger.glob("*.json")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue  # a record being written right now: the next report shows it
+        run_id = str(data.get("run_id", ""))
+        run_ids[run_id] = run_ids.get(run_id, 0) + int(data.get("rows", 0) or 0)
+        if data.get("finished"):
+            finished.append(str(data["finished"]))
+    return {
+        "pass": pass_name,
+        "layer": layer.name,
+        "runs": sorted(r for r in run_ids if r),
+        "rows_by_run": run_ids,
+        "finished": max(finished) if finished else None,
+    }
+
+
+def _run_record(store: Store, run_id: str) -> dict[str, Any]:
+    try:
+        return json.loads((store.run_dir(run_id) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def flags_policy(store: Store) -> tuple[Policy, str]:
+    """The policy the current flags layer was made with, and where it was read from: the
+    config in the run record of the run that wrote the layer, else the default policy."""
+    info = layer_runs(store, "flags")
+    for run_id in reversed(info["runs"] if info else []):
+        passes = _run_record(store, run_id).get("config", {}).get("passes", {})
+        entry = passes.get("flags", {})
+        if entry.get("layer") != info["layer"]:
+            continue
+        text = entry.get("config", {}).get("policy")
+        if text:
+            return Policy.from_json(text), f"run {run_id}"
+        return default_policy(), f"run {run_id} (default policy)"
+    return default_policy(), "default policy (no run record names the flags layer)"
+
+
+def _hits(ctx: ReportContext, column: str, expr: str, threshold: float, grid: np.ndarray) -> Any:
+    """Whether the rule's own SQL expression flags each value of `grid` (None when the
+    expression needs more than this column)."""
+    ctx.con.register("_grid", pa.table({column: grid}))
+    try:
+        rows = ctx.con.sql(
+            f"select coalesce(cast(({expr}) as double), 0) >= {threshold!r} from _grid"
+        ).fetchall()
+    except Exception:  # duckdb raises its own error types; any means "no line to draw"
+        return None
+    finally:
+        ctx.con.unregister("_grid")
+    return np.array([bool(r[0]) for r in rows])
+
+
+def _crossings(ctx: ReportContext, column: str, expr: str, threshold: float) -> list[float]:
+    """Values of a signal where `expr >= threshold` switches on or off, near the values the
+    collection has: the rule's SQL is evaluated over a coarse grid (the observed range plus
+    a log-spaced span out to 1e6 either side), then each switch is refined on a fine one."""
+    lo, hi = ctx.con.sql(
+        f'select min("{column}")::double, max("{column}")::double from signals'
+    ).fetchall()[0]
+    if lo is None or hi is None:
+        return []
+    span = max(hi - lo, abs(hi), abs(lo), 1e-3)
+    far = np.geomspace(1e-6, 1e6, 1201)
+    grid = np.unique(np.concatenate([np.linspace(lo - span, hi + span, 1001), far, -far, [0.0]]))
+    hits = _hits(ctx, column, expr, threshold, grid)
+    if hits is None:
+        return []
+    lines = []
+    for i in np.nonzero(hits[1:] != hits[:-1])[0]:
+        fine = np.linspace(grid[i], grid[i + 1], 1001)
+        fine_hits = _hits(ctx, column, expr, threshold, fine)
+        j = int(np.nonzero(fine_hits[1:] != fine_hits[:-1])[0][0]) if fine_hits is not None else 0
+        value = float((fine[j] + fine[j + 1]) / 2)
+        # Only switches near the data make sense on its histogram.
+        if lo - 2 * span <= value <= hi + 2 * span:
+            lines.append(value)
+    return lines
+
+
+def signal_rules(ctx: ReportContext) -> Section:
+    """For each enabled flag rule: its threshold, and the values to plot it over: the raw
+    signal when the rule reads one signal (the threshold mapped onto it), else the score."""
+    section = Section("signals", "Signals and flag thresholds", ("signals", "flags"))
+    if not ctx.has("signals"):
+        section.missing = "No signals yet: run `lamina sense`."
+        return section
+    policy, source = flags_policy(ctx.store)
+    numeric = ("DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT")
+    signal_columns = {c for c, t in ctx.columns("signals").items() if t.upper() in numeric}
+    rules = []
+    for name in FLAG_NAMES:
+        rule = policy.rules.get(name)
+        if rule is None or not rule.enabled:
+            continue
+        used = sorted(set(re.findall(r"[a-z_][a-z0-9_]*", rule.score)) & signal_columns)
+        entry: dict[str, Any] = {
+            "flag": name,
+            "score": rule.score,
+            "threshold": rule.threshold,
+            "why": rule.why,
+        }
+        if len(used) == 1:
+            entry["column"] = used[0]
+            entry["values"] = ctx.column(f'select "{used[0]}" from signals where error is null')
+            entry["lines"] = _crossings(ctx, used[0], rule.score, rule.threshold)
+        elif ctx.has("flags"):
+            entry["column"] = f"{name}_score"
+            entry["values"] = ctx.column(f'select "{name}_score" from flags')
+            entry["lines"] = [rule.threshold]
+        else:
+            continue
+        rules.append(entry)
+    section.data = {
+        "policy": policy.name,
+        "version": policy.version,
+        "source": source,
+        "rules": rules,
+    }
+    return section
+
+
+# -- 5. flag galleries ---------------------------------------------------------------------
+
+
+def flag_galleries(ctx: ReportContext, cap: int) -> Section:
+    """Per flag: how many images have it and the `cap` with the highest score."""
+    section = Section("flags", "Flags", ("flags",))
+    if not ctx.has("flags"):
+        section.missing = "No flags yet: run `lamina sense` (or `lamina flags`)."
+        return section
+    policy, _ = flags_policy(ctx.store)
+    counts = ctx.rows(
+        "select "
+        + ", ".join(f"count(*) filter (where {f}) as {f}" for f in FLAG_NAMES)
+        + " from flags"
+    )[0]
+    union = " union all ".join(
+        f"select * from (select '{f}' as flag, image_id, {f}_score::double as score "
+        f"from flags where {f} order by {f}_score desc, image_id limit {int(cap)})"
+        for f in FLAG_NAMES
+    )
+    top = ctx.rows(
+        f"select t.flag, t.image_id, t.score, p.path from ({union}) t "
+        "left join image_paths p using (image_id) order by t.flag, t.score desc, t.image_id"
+    )
+    galleries = []
+    for name in sorted(FLAG_NAMES, key=lambda f: -counts[f]):
+        if not counts[name]:
+            continue
+        rule = policy.rules.get(name)
+        galleries.append(
+            {
+                "flag": name,
+                "count": counts[name],
+                "threshold": rule.threshold if rule else None,
+                "why": rule.why if rule else "",
+                "tiles": [t for t in top if t["flag"] == name],
+                "command": f'lamina select --where "{name}"',
+            }
+        )
+    section.data = {
+        "images": ctx.value("select count(*) from flags"),
+        "clean": ctx.value("select count(*) from flags where n_flags = 0"),
+        "galleries": galleries,
+        "none": [f for f in FLAG_NAMES if not counts[f]],
+    }
+    return section
+
+
+# -- 6. duplicates -------------------------------------------------------------------------
+
+
+def _groups(ctx: ReportContext, table: str, measure: str, where: str) -> list[dict[str, Any]]:
+    """The biggest groups of a duplicates table, their members representative first."""
+    top = ctx.rows(
+        f"select group_id, any_value(group_size) as size from {table} where {where} "
+        f"group by 1 order by 2 desc, 1 limit {MAX_GROUPS}"
+    )
+    if not top:
+        return []
+    ids = ", ".join(_sql_literal(g["group_id"]) for g in top)
+    members = ctx.rows(
+        f"select d.group_id, d.image_id, d.is_representative, d.kind, d.{measure} as measure, "
+        f"d.n_files, p.path from {table} d left join image_paths p using (image_id) "
+        f"where d.group_id in ({ids}) "
+        f"qualify row_number() over (partition by d.group_id order by d.is_representative "
+        f"desc, d.{measure} {'desc' if measure == 'similarity' else 'asc'}, d.image_id) "
+        f"<= {MAX_MEMBERS}"
+    )
+    for group in top:
+        group["tiles"] = [m for m in members if m["group_id"] == group["group_id"]]
+        group["tiles"].sort(key=lambda m: not m["is_representative"])
+        group["more"] = group["size"] - len(group["tiles"])
+    return top
+
+
+def duplicate_groups(ctx: ReportContext) -> Section:
+    """Hash duplicate groups and, when present, groups linked by embeddings."""
+    section = Section("duplicates", "Duplicates", ("duplicates", "semantic_duplicates"))
+    if not ctx.has("duplicates"):
+        section.missing = "No duplicate groups yet: run `lamina sense`."
+        return section
+    summary = ctx.rows(
+        "select count(distinct group_id) as groups, count(*) as images, "
+        "coalesce(sum(n_files - case when is_representative then 1 else 0 end), 0)::bigint "
+        "as redundant from duplicates where group_size > 1"
+    )[0]
+    exact = ctx.rows(
+        "select count(*) as images, coalesce(sum(n_files - 1), 0)::bigint as extra "
+        "from image_paths where n_files > 1"
+    )[0]
+    data: dict[str, Any] = {
+        **summary,
+        "exact": exact,
+        "groups_list": _groups(ctx, "duplicates", "distance", "group_size > 1"),
+        "semantic": [],
+        "semantic_model": None,
+        "semantic_missing": None,
+    }
+    if ctx.has("semantic_duplicates"):
+        data["semantic"] = _groups(
+            ctx,
+            "semantic_duplicates",
+            "similarity",
+            "group_id in (select group_id from semantic_duplicates where kind = 'semantic')",
+        )
+        data["semantic_model"] = ctx.value("select any_value(model) from semantic_duplicates")
+    else:
+        data["semantic_missing"] = "run `lamina embed` then `lamina cluster`"
+    section.data = data
+    return section
+
+
+# -- 7. cluster map ------------------------------------------------------------------------
+
+
+def _space_missing(ctx: ReportContext) -> str:
+    if not ctx.has("embed"):
+        return "No embeddings yet: run `lamina embed`, then `lamina cluster`."
+    return "No clusters yet: run `lamina cluster`."
+
+
+def cluster_map(ctx: ReportContext) -> Section:
+    """The 2-D layout (x, y, cluster), cluster sizes, medoids and exemplars."""
+    section = Section(
+        "clusters", "Cluster map", ("embed", "semantic_map", "clusters", "medoids", "exemplars")
+    )
+    if not ctx.has("semantic_map", "clusters"):
+        section.missing = _space_missing(ctx)
+        return section
+    points = ctx.con.sql("select x, y, cluster from semantic_map").to_arrow_table()
+    clusters = ctx.rows(
+        "select cluster, count(*) as size, any_value(model) as model, "
+        "any_value(method) as method from clusters group by 1 order by 2 desc, 1 "
+        f"limit {MAX_CLUSTERS}"
+    )
+    medoids: dict[str, dict[str, Any]] = {}
+    if ctx.has("medoids"):
+        for row in ctx.rows(
+            'select m."group" as cluster, m.image_id, m.similarity, p.path, s.x, s.y '
+            "from medoids m left join image_paths p using (image_id) "
+            "left join semantic_map s using (image_id) where m.scope = 'cluster'"
+        ):
+            medoids[str(row["cluster"])] = row
+    exemplars: dict[str, list[dict[str, Any]]] = {}
+    if ctx.has("exemplars"):
+        shown = ", ".join(str(int(c["cluster"])) for c in clusters) or "null"
+        for row in ctx.rows(
+            "select e.cluster, e.role, e.rank, e.score, e.image_id, p.path from exemplars e "
+            "left join image_paths p using (image_id) where e.role <> 'medoid' "
+            f"and e.cluster in ({shown}) qualify row_number() over (partition by e.cluster "
+            f"order by e.rank, e.role) <= {MAX_EXEMPLARS} order by e.cluster, e.role, e.rank"
+        ):
+            exemplars.setdefault(str(row["cluster"]), []).append(row)
+    for cluster in clusters:
+        cluster["medoid"] = medoids.get(str(cluster["cluster"]))
+        cluster["exemplars"] = exemplars.get(str(cluster["cluster"]), [])
+    section.data = {
+        "x": np.asarray(points["x"].to_numpy(zero_copy_only=False), float),
+        "y": np.asarray(points["y"].to_numpy(zero_copy_only=False), float),
+        "cluster": np.asarray(points["cluster"].to_numpy(zero_copy_only=False), int),
+        "layout": ctx.value("select any_value(layout) from semantic_map"),
+        "model": ctx.value("select any_value(model) from semantic_map"),
+        "n_clusters": ctx.value("select count(distinct cluster) from clusters"),
+        "clusters": clusters,
+        "medoids": list(medoids.values()),
+    }
+    return section
+
+
+# -- 8. outliers ---------------------------------------------------------------------------
+
+
+def outliers(ctx: ReportContext, cap: int) -> Section:
+    """The `cap` most unique images (highest mean distance to their nearest neighbours)."""
+    section = Section("outliers", "Outliers", ("embed", "outliers"))
+    if not ctx.has("outliers"):
+        section.missing = _space_missing(ctx)
+        return section
+    section.data = {
+        "count": ctx.value("select count(*) from outliers"),
+        "model": ctx.value("select any_value(model) from outliers"),
+        "tiles": ctx.rows(
+            "select o.image_id, o.rank, o.knn_distance, o.outlier_z, p.path from outliers o "
+            f"left join image_paths p using (image_id) order by o.rank limit {int(cap)}"
+        ),
+    }
+    return section
+
+
+# -- 9. tags -------------------------------------------------------------------------------
+
+
+def _arrow(table: Any) -> pa.Table:
+    return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table)
+
+
+def tags(ctx: ReportContext, cap: int) -> Section:
+    """Images per label (top-1 and over the threshold), examples, approvals."""
+    section = Section("tags", "Tags", ("tags",))
+    try:
+        from lamina.tagging.tags import current_tags
+
+        table = _arrow(current_tags(ctx.store))
+    except (ImportError, LaminaError):
+        section.missing = "No tags: run `lamina tag --labels labels.txt`."
+        return section
+    ctx.con.register("_tags", table)
+    per_label = max(1, min(cap, 8))
+    labels = ctx.rows(
+        "with top1 as (select top1 as label, count(*) as top1 from _tags group by 1), "
+        "over as (select label, count(*) as over from "
+        "(select unnest(over_threshold) as label from _tags) group by 1) "
+        "select label, coalesce(top1, 0) as top1, coalesce(over, 0) as over "
+        "from top1 full join over using (label) where label is not null "
+        "order by top1 desc, over desc, label"
+    )
+    examples = ctx.rows(
+        "select t.top1 as label, t.image_id, t.top1_score as score, p.path from _tags t "
+        "left join image_paths p using (image_id) where t.top1 is not null "
+        "qualify row_number() over (partition by t.top1 order by t.top1_score desc, "
+        f"t.image_id) <= {per_label}"
+    )
+    for label in labels:
+        label["tiles"] = sorted(
+            (e for e in examples if e["label"] == label["label"]), key=lambda e: -e["score"]
+        )
+    data: dict[str, Any] = {
+        "images": table.num_rows,
+        "model": ctx.value("select any_value(model_name) from _tags"),
+        "labels": labels,
+        "approvals": [],
+    }
+    try:
+        from lamina.tagging.approvals import current_approvals
+
+        ctx.con.register("_approvals", _arrow(current_approvals(ctx.store)))
+        data["approvals"] = ctx.rows(
+            "select label, count(*) as n from (select unnest(approved_labels) as label "
+            "from _approvals) group by 1 order by 2 desc, 1"
+        )
+    except (ImportError, LaminaError):
+        pass  # no approvals yet: the section just leaves that table out
+    section.data = data
+    return section
+
+
+# -- 10. problems --------------------------------------------------------------------------
+
+
+def problems(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
+    """Images a stage could not process (error rows of any layer with an `error` column:
+    signals, hashes, embed, thumbs, tags…), by stage and reason, and runs with failed
+    chunks."""
+    section = Section("problems", "Problems", ())
+    stages = []
+    for layer in sorted(ctx.tables - set(TABLE_NAMES) - {"runs"}):
+        columns = ctx.columns(layer)
+        if "error" not in columns or "image_id" not in columns:
+            continue
+        reason = "e.error || coalesce(': ' || e.detail, '')" if "detail" in columns else "e.error"
+        counts = ctx.rows(
+            f"select split_part(error, ':', 1) as kind, count(*) as n from \"{layer}\" "
+            "where error is not null group by 1 order by 2 desc, 1"
+        )
+        if not counts:
+            continue
+        # The reason's first word (before ':') groups rows; the full text is kept per file.
+        rows = ctx.rows(
+            f"select split_part(e.error, ':', 1) as kind, {reason} as reason, e.image_id, "
+            f'p.path from "{layer}" e left join image_paths p using (image_id) '
+            "where e.error is not null "
+            "qualify row_number() over (partition by split_part(e.error, ':', 1) "
+            f"order by p.path, e.image_id) <= {int(cap)} order by kind, p.path"
+        )
+        for count in counts:
+            count["files"] = [r for r in rows if r["kind"] == count["kind"]]
+            count["more"] = count["n"] - len(count["files"])
+        stages.append({"stage": layer, "total": sum(c["n"] for c in counts), "kinds": counts})
+        section.tables += (layer,)
+    run_errors = []
+    if ctx.has("runs"):
+        run_errors = ctx.rows(
+            "select run_id, command, n_errors from runs where n_errors > 0 order by run_id"
+        )
+    if not stages and not run_errors and not ctx.has("signals"):
+        section.missing = "No stage has run on the pixels yet: run `lamina sense`."
+        return section
+    section.data = {"stages": stages, "run_errors": run_errors}
+    return section
+
+
+# -- 11. provenance ------------------------------------------------------------------------
+
+
+def provenance(ctx: ReportContext, sections: list[Section]) -> Section:
+    """For each section: the runs that wrote its tables (run id, layer, model, when)."""
+    section = Section("provenance", "Where every number came from", ("runs",))
+    if not ctx.has("runs"):
+        section.missing = "No run records yet: run `lamina scan SOURCE`."
+        return section
+    scans = ctx.rows(
+        "select run_id, started from runs where command = 'scan' "
+        "order by started desc, ended desc limit 1"
+    )
+    rows = []
+    cache: dict[str, dict[str, Any] | None] = {}
+    for sec in sections:
+        for table in sec.tables:
+            if table == "runs" or table not in ctx.tables:
+                continue
+            if table in TABLE_NAMES:
+                for scan in scans:
+                    rows.append(
+                        {
+                            "section": sec.title,
+                            "table": table,
+                            "layer": "(table)",
+                            "run_id": scan["run_id"],
+                            "when": scan["started"],
+                            "model": None,
+                            "command": "scan",
+                        }
+                    )
+                continue
+            if table not in cache:
+                cache[table] = layer_runs(ctx.store, table)
+            info = cache[table]
+            if info is None:
+                continue
+            columns = ctx.columns(table)
+            model = None
+            for name in ("model", "model_name"):  # the embedding or tagging model
+                if name in columns:
+                    model = ctx.value(f"select string_agg(distinct {name}, ', ') from \"{table}\"")
+                    break
+            for run_id in info["runs"] or [""]:
+                record = _run_record(ctx.store, run_id) if run_id else {}
+                rows.append(
+                    {
+                        "section": sec.title,
+                        "table": table,
+                        "layer": info["layer"],
+                        "run_id": run_id or "(no ledger record)",
+                        "when": record.get("started") or info["finished"],
+                        "model": model,
+                        "command": record.get("command"),
+                    }
+                )
+    section.data = {"rows": rows, "store": str(ctx.store.root)}
+    return section
+
+
+# -- all of it -----------------------------------------------------------------------------
+
+
+def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
+    """Every section of the report, in page order (provenance last).
+
+    Example:
+        >>> [s.id for s in collect(lamina.open())]  # doctest: +SKIP
+        ['overview', 'statuses', 'distributions', 'signals', 'flags', ...]
+    """
+    ctx = open_context(store)
+    sections = [
+        overview(ctx),
+        statuses(ctx),
+        distributions(ctx),
+        signal_rules(ctx),
+        flag_galleries(ctx, gallery_size),
+        duplicate_groups(ctx),
+        cluster_map(ctx),
+        outliers(ctx, gallery_size),
+        tags(ctx, gallery_size),
+        problems(ctx),
+    ]
+    sections.append(provenance(ctx, sections))
+    return sections

@@ -1,0 +1,48 @@
+"""`lamina report`: prints the page's file:// URL, writes where -o says, exits 2 on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lamina.cli import main
+from tests.report.stores import scanned_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scanned_store(tmp_path_factory.mktemp("report")).root
+
+
+def _invoke(store: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--store", str(store), "report", *args])
+    return result.exit_code, result.output
+
+
+def test_report_prints_the_url_of_the_page(store: Path) -> None:
+    code, out = _invoke(store)
+    index = store / "report" / "index.html"
+    assert code == 0, out
+    assert out.strip() == index.as_uri()
+    html = index.read_text()
+    assert "<code>lamina sense</code>" in html and 'id="count-files">12<' in html
+    assert list((store / "thumbs").rglob("*.webp"))  # thumbnails made by default
+
+
+def test_output_folder_and_no_thumbnails(store: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "page"
+    code, out = _invoke(store, "-o", str(out_dir), "--no-thumbnails", "--title", "Mine")
+    assert code == 0, out
+    assert out.strip() == (out_dir / "index.html").as_uri()
+    assert "<title>Mine</title>" in (out_dir / "index.html").read_text()
+
+
+def test_bad_input_exits_2(store: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out = _invoke(store, "-o", str(tmp_path), "--no-thumbnails")
+    assert code == 2 and "not a lamina report folder" in out
+    code, out = _invoke(tmp_path / "nowhere")
+    assert code == 2 and "no lamina store" in out
+    assert "Example:" in (main.commands["report"].help or "")

@@ -1,0 +1,197 @@
+"""The report's sections as data: numbers equal the store's tables, caps hold, and every
+section says which command makes a table that is missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lamina.core.store import Store
+from lamina.report.data import (
+    Section,
+    cluster_map,
+    collect,
+    duplicate_groups,
+    flag_galleries,
+    flags_policy,
+    layer_runs,
+    open_context,
+    outliers,
+    overview,
+    problems,
+    provenance,
+    signal_rules,
+    statuses,
+    tags,
+)
+from tests.report.stores import TAGS_RUN, lamina
+
+
+def _name(path: str | None) -> str:
+    return Path(path or "").name
+
+
+def test_overview_counts_equal_the_tables(full_store: Store) -> None:
+    ctx = open_context(full_store)
+    data = overview(ctx).data
+    assert data["files"] == ctx.value("select count(*) from files") == 12
+    assert data["images"] == ctx.value("select count(distinct image_id) from files") == 9
+    assert data["bytes"] == ctx.value("select sum(size) from files")
+    by_status = {r["status"]: r["n"] for r in data["by_status"]}
+    assert by_status == {"ok": 9, "junk": 2, "broken": 1}
+    assert {"scan", "sense", "embed", "cluster"} <= {r["command"] for r in data["runs"]}
+    assert len(data["sources"]) == 1 and data["sources"][0]["files"] == 12
+    expected_mp = ctx.value(
+        "select sum(width * height) / 1e6 from images where image_id in "
+        "(select image_id from files)"
+    )
+    assert data["megapixels"] == pytest.approx(expected_mp)
+
+
+def test_statuses_list_the_files_of_each_reason(full_store: Store) -> None:
+    groups = statuses(open_context(full_store)).data["groups"]
+    assert sum(g["n"] for g in groups) == 12
+    by_reason = {(g["status"], g["reason"]): g for g in groups}
+    assert [_name(f["path"]) for f in by_reason[("junk", "zero_byte")]["files"]] == ["empty.jpg"]
+    assert [_name(f["path"]) for f in by_reason[("broken", "truncated")]["files"]] == ["cut.jpg"]
+    assert by_reason[("ok", None)]["files"] == []  # plain ok files are only counted
+    assert by_reason[("junk", "zero_byte")]["command"] == (
+        "lamina select --where \"status = 'junk' and reason = 'zero_byte'\""
+    )
+    capped = statuses(open_context(full_store), cap=0).data["groups"]
+    assert {(g["reason"], g["more"]) for g in capped if g["status"] == "junk"} == {
+        ("zero_byte", 1),
+        ("not_an_image", 1),
+    }
+
+
+def test_signal_rules_map_thresholds_onto_the_signals(full_store: Store) -> None:
+    section = signal_rules(open_context(full_store))
+    rules = {r["flag"]: r for r in section.data["rules"]}
+    assert section.data["policy"] == "default"
+    # dark: 1 - brightness_p95 >= 0.70, so the line is at brightness_p95 = 0.30.
+    assert rules["dark"]["column"] == "brightness_p95"
+    assert rules["dark"]["lines"] == [pytest.approx(0.30, abs=0.002)]
+    assert rules["light"]["lines"] == [pytest.approx(0.68, abs=0.002)]
+    # blurry reads two signals: its score is plotted, with the threshold itself.
+    assert rules["blurry"]["column"] == "blurry_score" and rules["blurry"]["lines"] == [0.4]
+    assert len(rules["dark"]["values"]) == 8  # every decodable image
+
+
+def test_flag_galleries_worst_first_and_capped(full_store: Store) -> None:
+    ctx = open_context(full_store)
+    galleries = {g["flag"]: g for g in flag_galleries(ctx, 24).data["galleries"]}
+    assert [_name(t["path"]) for t in galleries["dark"]["tiles"]] == ["dark.jpg"]
+    assert "food/blurry.jpg" in {
+        t["path"].split("photos/")[1] for t in galleries["blurry"]["tiles"]
+    }
+    near = galleries["near_duplicate"]
+    assert near["count"] == ctx.value("select count(*) from flags where near_duplicate")
+    scores = [t["score"] for t in near["tiles"]]
+    assert scores == sorted(scores, reverse=True)
+    capped = {g["flag"]: g for g in flag_galleries(ctx, 1).data["galleries"]}
+    assert len(capped["near_duplicate"]["tiles"]) == 1 < capped["near_duplicate"]["count"]
+
+
+def test_duplicate_groups_put_the_representative_first(full_store: Store) -> None:
+    ctx = open_context(full_store)
+    data = duplicate_groups(ctx).data
+    groups = data["groups_list"]
+    assert (
+        len(groups)
+        == data["groups"]
+        == ctx.value("select count(distinct group_id) from duplicates where group_size > 1")
+    )
+    for group in groups:
+        flags = [t["is_representative"] for t in group["tiles"]]
+        assert flags[0] and not any(flags[1:])
+        assert len(group["tiles"]) == group["size"]
+    names = [{_name(t["path"]) for t in g["tiles"]} for g in groups]
+    assert {"chelsea.jpg", "flip.jpg"} in [n & {"chelsea.jpg", "flip.jpg"} for n in names]
+    assert data["exact"] == {"images": 1, "extra": 1}  # astronaut and its byte copy
+
+
+def test_cluster_map_outliers_and_tags(full_store: Store) -> None:
+    ctx = open_context(full_store)
+    space = cluster_map(ctx).data
+    assert (
+        len(space["x"]) == len(space["cluster"]) == ctx.value("select count(*) from semantic_map")
+    )
+    assert sum(c["size"] for c in space["clusters"]) == ctx.value("select count(*) from clusters")
+    assert all(c["medoid"] is not None for c in space["clusters"])
+    assert space["model"] == "efficientnet_lite0:imagenet"
+    ranks = [t["rank"] for t in outliers(ctx, 3).data["tiles"]]
+    assert ranks == [1, 2, 3]
+    data = tags(ctx, 24).data
+    assert {r["label"]: (r["top1"], r["over"]) for r in data["labels"]} == {
+        "cat": (3, 3),
+        "cup of coffee": (3, 3),
+        "rocket": (2, 2),
+    }
+    assert data["model"] == "fake:tagger" and len(data["labels"][0]["tiles"]) == 3
+    assert data["approvals"] == [{"label": "cat", "n": 2}, {"label": "rocket", "n": 1}]
+
+
+def test_problems_list_what_a_stage_could_not_read(full_store: Store) -> None:
+    stages = {s["stage"]: s for s in problems(open_context(full_store)).data["stages"]}
+    assert {"signals", "hashes", "embed"} <= set(stages)
+    files = [f for k in stages["signals"]["kinds"] for f in k["files"]]
+    assert [_name(f["path"]) for f in files] == ["cut.jpg"]
+    assert "truncated" in files[0]["reason"]
+
+
+def test_provenance_names_the_runs_of_each_layer(full_store: Store) -> None:
+    ctx = open_context(full_store)
+    sections = collect(full_store)
+    rows = provenance(ctx, sections[:-1]).data["rows"]
+    by_table = {r["table"]: r for r in rows}
+    for table in ("signals", "flags", "duplicates", "clusters", "semantic_map", "embed"):
+        ledger = layer_runs(full_store, table)
+        assert ledger is not None
+        assert by_table[table]["run_id"] == ledger["runs"][0]
+        assert by_table[table]["layer"] == full_store.current_layer_dir(table).name
+    assert by_table["clusters"]["command"] == "cluster"
+    assert by_table["clusters"]["model"] == "efficientnet_lite0:imagenet"
+    assert by_table["tags"]["run_id"] == TAGS_RUN
+    assert by_table["files"]["command"] == "scan"
+
+
+def test_the_policy_comes_from_the_run_that_made_the_flags(
+    full_store: Store, tmp_path: Path
+) -> None:
+    shutil.copytree(full_store.root, tmp_path / "store")
+    store = tmp_path / "store"
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[policy]\nname = 'strict'\nversion = 1\n[dark]\nthreshold = 0.1\n")
+    lamina(store, "flags", "--policy", str(strict))
+    opened = Store.open(store)
+    policy, source = flags_policy(opened)
+    assert policy.name == "strict" and policy.rules["dark"].threshold == 0.1
+    run_id = layer_runs(opened, "flags")["runs"][0]
+    assert source == f"run {run_id}"
+    record = json.loads((opened.run_dir(run_id) / "run.json").read_text())
+    assert record["command"] == "flags"
+    rules = {r["flag"]: r for r in signal_rules(open_context(opened)).data["rules"]}
+    assert rules["dark"]["lines"] == [pytest.approx(0.9, abs=0.002)]
+
+
+def test_missing_tables_name_the_command_that_makes_them(scan_only: Store) -> None:
+    by_id: dict[str, Section] = {s.id: s for s in collect(scan_only)}
+    assert not by_id["overview"].missing and not by_id["statuses"].missing
+    assert "`lamina sense`" in (by_id["signals"].missing or "")
+    assert "`lamina sense`" in (by_id["flags"].missing or "")
+    assert "`lamina sense`" in (by_id["duplicates"].missing or "")
+    assert "`lamina embed`" in (by_id["clusters"].missing or "")
+    assert "`lamina embed`" in (by_id["outliers"].missing or "")
+    assert "`lamina tag --labels labels.txt`" in (by_id["tags"].missing or "")
+    assert "`lamina sense`" in (by_id["problems"].missing or "")
+
+
+def test_an_empty_store_says_to_scan(tmp_path: Path) -> None:
+    sections = collect(Store.open(tmp_path / "store", create=True))
+    for section in sections:
+        assert section.missing, section.id
+    assert "`lamina scan SOURCE`" in (sections[0].missing or "")
