@@ -425,7 +425,9 @@ def stage_sidecars(store: Store, config: PipelineConfig, progress: bool) -> Stag
 def stage_report(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.report import build_report
 
-    path = build_report(store)
+    # The sense stage makes the thumbnails (of the max_images sample, if one is set);
+    # the report then only links them.
+    path = build_report(store, thumbnails="sense" not in config.stages)
     return StageResult("report", True, 0.0, {"path": str(path)}, f"file://{path}")
 
 

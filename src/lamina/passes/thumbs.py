@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from lamina.core.config import config_dict
@@ -262,18 +263,34 @@ def make_thumbnails(
         {'inputs': 312, 'processed': 312, 'error_rows': 3, ..., 'recipe': '256-jpeg-q80'}
     """
     from lamina.core.passes import get_pass
-    from lamina.core.runner import run_passes
+    from lamina.core.runner import done_keys, image_inputs, run_passes
 
     if not store.table_files("images"):
         raise LaminaError(
             f"the store {store.root} has no images yet", hint="run `lamina scan SOURCE` first"
         )
     config = thumbs_config(store, size, fmt, quality)
-    result = run_passes(
-        store, [("thumbs", config)], command="thumbs", workers=workers, progress=progress
-    )
+    instance = get_pass("thumbs", config)
+    inputs = image_inputs(store)["image_id"]
+    done = int(pc.sum(pc.is_in(inputs, done_keys(store, instance))).as_py() or 0)
+    if done == len(inputs):
+        # Nothing to make: no run (a report built again and again adds no run records).
+        result = {
+            "thumbs": {
+                "inputs": done,
+                "already_done": done,
+                "processed": 0,
+                "error_rows": 0,
+                "failed_chunks": 0,
+            },
+            "run_id": None,
+        }
+    else:
+        result = run_passes(
+            store, [("thumbs", config)], command="thumbs", workers=workers, progress=progress
+        )
     recipe = thumb_recipe(size, fmt, quality)
-    layer = get_pass("thumbs", config).layer_id
+    layer = instance.layer_id
     return {
         **result["thumbs"],
         "run_id": result["run_id"],
