@@ -81,6 +81,20 @@ class Decoded:
     error: str | None
     detail: str | None
 
+    @property
+    def failure(self) -> str | None:
+        """Why there are no pixels, as a pass's `error` column says it (`reason: detail`);
+        None when `rgb` is there.
+
+        Example:
+            >>> _failed("truncated", "image file is truncated").failure
+            'truncated: image file is truncated'
+        """
+        if self.error is None and self.rgb is not None:
+            return None
+        reason = self.error or "decode_error"
+        return f"{reason}: {self.detail}" if self.detail else reason
+
 
 def _failed(error: str, detail: str, mode: str | None = None) -> Decoded:
     return Decoded(None, None, None, mode, False, None, error, detail)

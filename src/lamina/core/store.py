@@ -73,9 +73,11 @@ def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return find_store() or (Path.cwd() / STORE_DIRNAME).absolute()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to `path` through a temporary file and a rename, so a crash leaves
-    either the old file or the new one, never half of one.
+    either the old file or the new one, never half of one. `fsync=False` skips the flush
+    to disk, for files that can be made again (thumbnails): after a power cut such a file
+    may be empty, never half-written by another.
 
     Example:
         >>> import tempfile; p = Path(tempfile.mkdtemp()) / "x.json"
@@ -87,8 +89,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -166,10 +166,8 @@ class ClassifyPass(Pass):
         errors: list[str | None] = [None] * n
         todo = []
         for i, decoded in enumerate(images):
-            if decoded.error is not None or decoded.rgb is None:
-                reason = decoded.error or "decode_error"
-                errors[i] = f"{reason}: {decoded.detail}" if decoded.detail else reason
-            else:
+            errors[i] = decoded.failure
+            if errors[i] is None:
                 todo.append(i)
         probs = self._classify([images[i].rgb for i in todo], todo, errors)
         classes_col: list[list[int] | None] = [None] * n

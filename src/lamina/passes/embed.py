@@ -158,10 +158,8 @@ class EmbedPass(Pass):
         errors: list[str | None] = [None] * n
         todo = []
         for i, decoded in enumerate(images):
-            if decoded.error is not None or decoded.rgb is None:
-                reason = decoded.error or "decode_error"
-                errors[i] = f"{reason}: {decoded.detail}" if decoded.detail else reason
-            else:
+            errors[i] = decoded.failure
+            if errors[i] is None:
                 todo.append(i)
         vectors = self._embed([images[i].rgb for i in todo], todo, errors)
         done = [i for i in todo if errors[i] is None]

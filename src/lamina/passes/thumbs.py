@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +33,9 @@ from PIL import Image
 
 from lamina.core.config import config_dict
 from lamina.core.decode import RECIPES, Decoded
-from lamina.core.errors import ConfigError, LaminaError, StoreError
+from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.passes import Pass, Resources, register
+from lamina.core.store import atomic_write_bytes
 
 THUMBS_DIR = "thumbs"  # under the store root
 FORMATS = {"webp": ("WEBP", "webp"), "jpeg": ("JPEG", "jpg")}  # name -> (Pillow format, ext)
@@ -194,10 +193,8 @@ class ThumbsPass(Pass):
         return pa.table(rows, schema=self.schema)
 
     def _one(self, image_id: str, decoded: Decoded) -> dict[str, Any]:
-        if decoded.error is not None or decoded.rgb is None:
-            reason = decoded.error or "decode_error"
-            error = f"{reason}: {decoded.detail}" if decoded.detail else reason
-            return {"image_id": image_id, "error": error}
+        if decoded.failure is not None:
+            return {"image_id": image_id, "error": decoded.failure}
         rel = _rel_path(image_id, self.recipe)
         path = Path(self.config.store_root) / rel
         size = _existing_size(path)
@@ -222,18 +219,8 @@ class ThumbsPass(Pass):
         # No metadata is written: the pixels are already upright, so no EXIF orientation.
         options = {"method": WEBP_METHOD} if pillow_format == "WEBP" else {}
         im.save(buffer, pillow_format, quality=self.config.quality, **options)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(buffer.getvalue())
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            # The store cannot be written: the runner stops the run with this message.
-            raise StoreError(
-                f"cannot write the thumbnail {path}: {exc.strerror or exc}",
-                hint="free some disk space or fix the store's permissions",
-            ) from exc
+        # Not flushed to disk: a thumbnail lost to a power cut is made again.
+        atomic_write_bytes(path, buffer.getvalue(), fsync=False)
         return im.size
 
 
