@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	@test -d demo/collection || $(BIN)/python -m lamina.sample demo/collection
 	$(BIN)/lamina --store demo/store run --config examples/lamina.toml
-	@echo "report: $(CURDIR)/demo/store/report/index.html   exports: demo/exports/"
+	@echo "exports (tags.csv, folder_medoids.csv, config.json): demo/exports/"
 	@echo "try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
 test: setup
