@@ -11,6 +11,7 @@ lists are capped (`cap`) and say how many more there are.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,8 +145,12 @@ def overview(ctx: ReportContext) -> Section:
         )[0]
     runs = []
     if ctx.has("runs"):
+        # A run still open in this very process is the one writing this report (`lamina
+        # run`): "in progress", not "running" (which elsewhere means killed).
         runs = ctx.rows(
-            "select run_id, command, started, ended, status, seconds from runs "
+            "select run_id, command, started, ended, "
+            f"case when status = 'running' and host.pid = {os.getpid()} "
+            "then 'in progress' else status end as status, seconds from runs "
             "order by started desc, ended desc"
         )
     section.data = {
