@@ -147,6 +147,11 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
             ) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"the config file {file} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the config file {file}: {exc.strerror or exc}",
+                hint="check its permissions",
+            ) from None
         base = file.absolute().parent
         for key, value in data.items():
             if key not in known:
@@ -158,21 +163,52 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
             value = _check_type(key, value, getattr(defaults, key))
             if key == "root":
                 value = [os.path.normpath(base / Path(v).expanduser()) for v in value]
-            elif key in PATH_KEYS and value:
+            elif (key in PATH_KEYS and value) or (key == "pretrained" and _is_path(value)):
                 value = os.path.normpath(base / Path(value).expanduser())
             values[key] = value
     for key, value in overrides.items():
         if value is not None and value != () and value != []:
             value = list(value) if isinstance(value, tuple) else value
-            values[key] = _check_type(key, value, getattr(defaults, key))
+            value = _check_type(key, value, getattr(defaults, key))
+            # Paths from the command line are read from the working folder: frozen
+            # absolute, so the recorded config means the same from anywhere.
+            if key == "root":
+                value = [os.path.abspath(os.path.expanduser(v)) for v in value]
+            elif key in PATH_KEYS and value:
+                value = os.path.abspath(os.path.expanduser(value))
+            values[key] = value
     config = dataclasses.replace(defaults, **values)
     unknown = [s for s in config.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}", hint=f"stages: {', '.join(STAGES)}")
-    if config.topk < 1:
-        raise ConfigError(f"topk must be at least 1, not {config.topk}")
+    _check_ranges(config)
     config.embed_model()  # a bad model spec fails here, before any work
     return config
+
+
+def _is_path(value: str) -> bool:
+    """A `pretrained` value that names a checkpoint file rather than a tag."""
+    return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _check_ranges(config: PipelineConfig) -> None:
+    at_least = {"topk": 1, "batch_images": 1, "batch_labels": 1, "max_images": 0,
+                "workers": 0, "clusters": 0}  # fmt: skip
+    for key, low in at_least.items():
+        if getattr(config, key) < low:
+            raise ConfigError(f"{key} must be at least {low}, not {getattr(config, key)}")
+    if config.threshold != "auto" and not -1.0 <= float(config.threshold) <= 1.0:
+        raise ConfigError(
+            f"threshold must lie in [-1, 1] (a cosine or a score), not {config.threshold}",
+            hint='threshold = "auto" takes the tagger\'s own default',
+        )
+    choices = {"sidecar_use": ("approved", "over_threshold"),
+               "sidecar_style": ("adobe", "darktable")}  # fmt: skip
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}, not {getattr(config, key)!r}"
+            )
 
 
 def _toml_value(value: Any) -> str:
@@ -389,7 +425,13 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
     from lamina.exports.tables import export
 
     out = _run_dir(store, config)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the exports folder {out}: {exc.strerror or exc}",
+            hint="set run_dir to a folder you can write (default: <store>/exports)",
+        ) from None
     written = []
     if "images" in store.available_tables():
         export(store, out / "tags.csv")
@@ -458,7 +500,11 @@ def _data_fingerprint(store: Store) -> str:
     rescan that changes nothing leaves it as it was)."""
     from lamina.core.runner import input_fingerprint
 
-    return input_fingerprint(store, [t for t in store.available_tables() if t != "runs"])
+    tables = input_fingerprint(store, [t for t in store.available_tables() if t != "runs"])
+    # `files` counts there by the rows that hold an image; the report and the exports also
+    # show junk, so the digest of every row (the digest file's second line) counts here.
+    digest = store.table_dir("files") / "files.digest"
+    return tables + (digest.read_text().replace("\n", " ").strip() if digest.is_file() else "")
 
 
 def _output_of(store: Store, config: PipelineConfig, stage: str) -> Path:
@@ -480,6 +526,23 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
             if done == {"inputs": _data_fingerprint(store), "output": str(output)}:
                 return "up to date"
     return None
+
+
+def notice_report(store: Store, notices: list[str]) -> Path | None:
+    """Write the report with `notices` at its top (what stopped a run), and forget that
+    the report was up to date, so the next good run replaces it. None when even that
+    fails: the notice itself is what the user must see.
+
+    Example:
+        >>> notice_report(store, ["the source /photos does not exist"])  # doctest: +SKIP
+    """
+    from lamina.report import build_report
+
+    _outputs_record(store, "report").unlink(missing_ok=True)
+    try:
+        return build_report(store, thumbnails=False, notices=notices)
+    except Exception:  # a report of a failure must not hide the failure
+        return None
 
 
 def _mark_output(store: Store, config: PipelineConfig, stage: str) -> None:
@@ -504,8 +567,11 @@ def collection_summary(store: Store) -> dict[str, Any]:
         out["files"] = dict(
             con.execute("select status, count(*) from files group by 1 order by 2 desc").fetchall()
         )
-    if "images" in tables:
-        out["images"] = con.execute("select count(*) from images").fetchone()[0]
+    if "images" in tables and "files" in tables:
+        out["images"] = con.execute(
+            "select count(distinct image_id) from files "
+            "where image_id is not null and status <> 'missing'"
+        ).fetchone()[0]
     flags = flag_summary(store)
     if "flags" in flags:
         out["flagged"] = {k: v for k, v in flags["flags"].items() if v}
@@ -522,6 +588,30 @@ def collection_summary(store: Store) -> dict[str, Any]:
             "select count(*) filter (where top1 is not null) from tags"
         ).fetchone()[0]
     return out
+
+
+def check_before_work(config: PipelineConfig) -> None:
+    """Refuse, before hours of scanning and embedding, what would stop the run at a later
+    stage: a bad label file, an exports folder inside a source.
+
+    Example:
+        >>> check_before_work(PipelineConfig(labels_file="nope.txt"))  # doctest: +SKIP
+        ConfigError: the label file nope.txt does not exist ...
+    """
+    if config.labels_file and "tag" in config.stages:
+        from lamina.tagging.labels import load_labels
+
+        load_labels(config.labels_file)
+    if config.run_dir and "export" in config.stages:
+        out = Path(config.run_dir).expanduser().absolute().resolve()
+        for root in config.root:
+            src = Path(root).expanduser().absolute().resolve()
+            if out == src or src in out.parents:
+                raise ConfigError(
+                    f"run_dir {config.run_dir} lies inside the source {root}; lamina never "
+                    "writes inside a source",
+                    hint="choose a run_dir outside it (default: <store>/exports)",
+                )
 
 
 def run_pipeline(
@@ -543,6 +633,7 @@ def run_pipeline(
         {'run_id': '2026…', 'stages': {...}, 'report': '/…/s/report/index.html'}
     """
     stages = [s for s in STAGES if s in config.stages]
+    check_before_work(config)
     resolved = dataclasses.asdict(config)
     resolved["embed_model"] = config.embed_model()
     resolved["tagger"] = config.tagger() if config.labels_file else None
@@ -562,6 +653,13 @@ def run_pipeline(
                 result = STAGE_FUNCTIONS[name](store, config, progress)
             except LaminaError as exc:
                 run.error(kind="stage", stage=name, message=str(exc))
+                if name != "report":
+                    # What was done so far is kept (a re-run continues); the report says
+                    # which stage stopped and why.
+                    fix = f" (fix: {exc.hint})" if exc.hint else ""
+                    path = notice_report(store, [f"the {name} stage stopped: {exc}{fix}"])
+                    if path is not None:
+                        echo(f"report: file://{path}")
                 raise
             result.seconds = round(time.monotonic() - t0, 2)
             results[name] = result
@@ -581,6 +679,8 @@ def run_pipeline(
                 },
             )
         if "export" in results and results["export"].worked:
+            # The export stage made the folder, so this write can only fail as any store
+            # write does (StoreError, with its fix).
             out = _run_dir(store, config)
             atomic_write_json(out / "config.json", {**resolved, "run_id": run.run_id})
     summary = {

@@ -189,3 +189,72 @@ def test_run_resumes_after_a_kill(tmp_path: Path) -> None:
     assert sorted(embedded) == sorted(set(embedded))  # nothing twice
     assert len(embedded) == 160
     assert (store_path / "report" / "index.html").is_file()
+
+
+def test_a_bad_label_file_stops_the_run_before_any_work(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("cat\ncaf\xe9\n".encode("latin-1"))
+    code, out = invoke(tmp_path / "store", str(src), "--labels", str(labels))
+    assert code == 2
+    assert "not UTF-8" in out and "line 2" in out
+    assert not (tmp_path / "store" / "tables" / "files").exists()  # nothing was scanned
+
+
+def test_the_next_good_run_replaces_a_report_of_a_bad_source(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    code, _ = invoke(store, str(tmp_path / "typo"), "--stages", "scan,report")
+    assert code == 2
+    assert "does not exist" in (store / "report" / "index.html").read_text()
+    src = photo_tree(tmp_path / "src")
+    code, out = invoke(store, str(src), "--stages", "scan,report", "--workers", "1")
+    assert code == 0, out
+    assert "does not exist" not in (store / "report" / "index.html").read_text()
+
+
+def test_an_exports_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    config = tmp_path / "lamina.toml"
+    config.write_text(f'run_dir = "{blocker}"\nstages = ["scan", "export"]\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config), "--workers", "1")
+    assert code == 2
+    assert f"cannot make the exports folder {blocker}" in out
+    assert "Traceback" not in out
+
+
+def test_exports_inside_a_source_are_refused(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    config = tmp_path / "lamina.toml"
+    config.write_text('run_dir = "src/exports"\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config))
+    assert code == 2 and "never writes inside a source" in out
+    assert not (src / "exports").exists()
+
+
+def test_a_collection_of_broken_files_still_gets_exports_and_a_report(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = photo_tree(tmp_path / "good")
+    (src / "cut.jpg").write_bytes((data / "animals" / "chelsea.jpg").read_bytes()[:3000])
+    (src / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    code, out = invoke(
+        tmp_path / "store", str(src), "--stages", "scan,sense,embed,cluster,export,report",
+        "--workers", "1",
+    )  # fmt: skip
+    assert code == 0, out
+    header = (tmp_path / "store" / "exports" / "folder_medoids.csv").read_text()
+    assert header == "folder,medoid_rel_path,cosine_to_centroid\n"
+    page = (tmp_path / "store" / "report" / "index.html").read_text()
+    assert "cut.jpg" in page  # listed among the files that could not be processed
+
+
+def test_print_config_freezes_command_line_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "photos", "--labels", "l.txt", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert f'root = ["{tmp_path / "photos"}"]' in result.output
+    assert f'labels_file = "{tmp_path / "l.txt"}"' in result.output

@@ -123,3 +123,42 @@ def test_tag_without_embeddings_lists_what_to_run(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "lamina embed --model open_clip:ViT-B-32/laion2b_s34b_b79k" in result.output
+
+
+def test_approve_where_names_every_column_once_and_label_keeps_commas(env) -> None:
+    invoke, store, labels, _ = env
+    from lamina.core.runner import run_pass
+
+    invoke("tag", "--labels", str(labels), "--workers", "1")
+    run_pass(store, "signals", workers=1, progress=False)
+    ids = image_ids(store)
+    # tags and signals both have an `error` column (and signals a `detail`, as files
+    # does): each is named with its table's prefix, so no name is ambiguous.
+    assert "tag_error" in invoke("approve", "--help")
+    out = invoke("approve", "--where", "error is null", "--label", "x", code=2)
+    assert "not found" in out and "tag_error" in out and "signal_error" in out
+    where = "tag_error is null and signal_error is null and top1 = 'rocket' and top1_score > 0.5"
+    out = invoke("approve", "--where", where, "--label",
+                 "salt, pepper", "--label", "Still Life", "--labels", "a,b", "--json")  # fmt: skip
+    now = {r["image_id"]: r["approved_labels"] for r in json.loads(out)["approvals"]}
+    assert now == {ids["rocket.jpg"]: ["a", "b", "salt, pepper", "still life"]}
+    out = invoke("approve", "--where", "tag_error is not null", "--label", "broken", "--json")
+    assert [r["image_id"] for r in json.loads(out)["approvals"]] == [ids["cut.jpg"]]
+    out = invoke("approve", "--where", "tags.top1 = 'cat'", "--label", "x, y", "--json")
+    assert json.loads(out)["approvals"][0]["approved_labels"] == ["x, y"]
+    assert "takes no --labels, --label" in invoke(
+        "approve", "--over-threshold", "--label", "x", code=2
+    )
+
+
+def test_tag_on_a_store_without_images_says_to_scan(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("no image here")
+    store = scanned(src, tmp_path / "store")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\n")
+    result = CliRunner().invoke(main, ["--store", str(store.root), "tag", "--labels", str(labels)])
+    assert result.exit_code == 2
+    assert "no images to tag" in result.output and "lamina scan SOURCE" in result.output
+    assert "lamina tag --labels" not in result.output

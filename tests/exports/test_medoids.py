@@ -51,3 +51,33 @@ def test_folder_medoids_csv(tmp_path: Path) -> None:
     assert set(folder_medoids(store, model=MODEL)["model"].to_pylist()) == {MODEL}
     with pytest.raises(LaminaError, match="no medoids of the model"):
         folder_medoids(store, model="other:model")
+
+
+def test_an_empty_medoids_layer_gives_a_header_only_csv(tmp_path: Path) -> None:
+    # Every image broken: the embed layer holds only error rows, so the medoids pass
+    # runs and writes a layer with no rows. That is an answer (no folder has a medoid),
+    # not a missing `lamina cluster`.
+    import pyarrow as pa
+
+    from lamina.core.store import atomic_write_parquet
+    from lamina.core.vectors import EMBED_PASS, embed_schema
+
+    ids = ids_for(3)
+    store = make_store(tmp_path, ids)
+    schema = embed_schema(8)
+    errors = pa.table(
+        {
+            "image_id": ids,
+            "model": [MODEL] * 3,
+            "vector": pa.nulls(3, schema.field("vector").type),
+            "error": ["truncated: image file is truncated"] * 3,
+        },
+        schema=schema,
+    )
+    atomic_write_parquet(store.layer_dir(EMBED_PASS, "1-aaaa") / "part-0.parquet", errors)
+    run_passes(store, [("clusters", {"k": 3}), ("medoids", {"k": 3})], progress=False)
+    out = tmp_path / "folder_medoids.csv"
+    for model in (MODEL, None):
+        assert write_folder_medoids(store, out, model=model) == 0
+        assert out.read_text(encoding="utf-8") == "folder,medoid_rel_path,cosine_to_centroid\n"
+        assert folder_medoids(store, model=model).num_rows == 0

@@ -289,3 +289,42 @@ def test_write_sidecars_from_the_store(
     only = write_sidecars(store, image_ids=[ids["cat.jpg"]], replace=True)
     assert only["files"] == 1 and (photos / "cat.xmp").is_file()
     assert digest(photos) == before
+
+
+def test_mirror_roots_keep_same_named_sources_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sources both named `photos` get their own mirror roots (name plus a hash of
+    the path), so a cat.jpg in each gets its own sidecar under --sidecar-dir."""
+    from lamina.core.store import Store
+    from lamina.passes.scan import scan
+
+    a, b, c = tmp_path / "A" / "photos", tmp_path / "B" / "photos", tmp_path / "scans"
+    write_photo(a / "cat.jpg", 1)
+    write_photo(b / "cat.jpg", 2)
+    write_photo(c / "cat.jpg", 3)
+    store = Store.open(tmp_path / "store", create=True)
+    scan(store, [a, b, c], workers=1, progress=False)
+    rows = store.sql("select source, image_id from files").to_pylist()
+    labels = {r["image_id"]: [f"from {Path(r['source']).parent.name}"] for r in rows}
+    monkeypatch.setattr(sidecars, "_labels_by_image", lambda store_arg, use: labels)
+    out = write_sidecars(store, sidecar_dir=tmp_path / "xmp")
+    assert (out["created"], out["failed"], out["problems"]) == (3, 0, [])
+    roots = sidecars.mirror_roots([str(a), str(b), str(c)])
+    assert roots[str(c)] == "scans"
+    for source in (a, b):
+        digest8 = hashlib.sha256(str(source).encode()).hexdigest()[:8]
+        assert roots[str(source)] == f"photos-{digest8}"
+        sidecar = tmp_path / "xmp" / f"photos-{digest8}" / "cat.xmp"
+        assert xmp_tags(sidecar)["XMP-dc:Subject"] == [f"from {source.parent.name}"]
+    assert sidecars.mirror_roots([str(a)]) == {str(a): ""}
+
+
+def test_a_clash_names_the_originals_that_share_the_sidecar(photos: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "xmp" / "cat.xmp"
+    items = [(photos / "cat.jpg", shared, ["cat"]), (photos / "sub" / "bird.jpg", shared, ["b"])]
+    results = write_sidecars_for(items)
+    assert [r.action for r in results] == ["failed", "failed"]
+    assert str(photos / "sub" / "bird.jpg") in results[0].error
+    assert str(photos / "cat.jpg") in results[1].error
+    assert "darktable" not in results[0].error and not shared.exists()

@@ -164,3 +164,28 @@ def test_formats_and_bad_input(store: Store, tmp_path: Path) -> None:
     empty = Store.open(tmp_path / "empty", create=True)
     with pytest.raises(LaminaError, match="lamina scan"):
         export_table(empty, tags=None, approvals=None)
+
+
+def test_width_and_height_are_upright_for_exif_quarter_turns(tmp_path: Path) -> None:
+    """A photo stored 427 wide and 640 tall with EXIF orientation 6 (rotate 90°) is a
+    640x427 landscape upright: the export says so. Orientation 1 stays as stored."""
+    import numpy as np
+    from PIL import Image
+
+    from lamina.passes.scan import scan
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, orientation in (("turned.jpg", 6), ("plain.jpg", 1)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        pixels = np.zeros((640, 427, 3), np.uint8)
+        pixels[:, :200] = (255, 0, 0) if orientation == 6 else (0, 255, 0)
+        Image.fromarray(pixels).save(src / name, "JPEG", quality=90, exif=exif)
+    store = Store.open(tmp_path / "store", create=True)
+    scan(store, [src], workers=1, progress=False)
+    rows = {
+        r["rel_path"]: (r["width"], r["height"])
+        for r in export_table(store, tags=None, approvals=None).to_pylist()
+    }
+    assert rows == {"turned.jpg": (640, 427), "plain.jpg": (427, 640)}

@@ -310,6 +310,12 @@ def test_rescan_without_changes_keeps_the_files_fingerprint(tree: Path, tmp_path
     before = input_fingerprint(store, ["files"])
     run_scan(store, tree)  # rewrites files.parquet (last_seen_run moves), changes nothing else
     assert input_fingerprint(store, ["files"]) == before
+    # A sidecar written next to a photo (by `lamina sidecars`, Lightroom) is junk with its
+    # own reason, and junk changes nothing a pass reads.
+    (tree / "cats" / "a.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>\n')
+    run_scan(store, tree)
+    assert files_by_path(store)["cats/a.xmp"]["reason"] == "sidecar"
+    assert input_fingerprint(store, ["files"]) == before
     write_photo(tree / "cats" / "new.jpg", 99)
     run_scan(store, tree)
     assert input_fingerprint(store, ["files"]) != before

@@ -98,3 +98,26 @@ def test_templates() -> None:
         check_templates([])
     # Braces in a label stay literal (no str.format).
     assert prompts("set {x}", ["a photo of {}"]) == ["a photo of set {x}"]
+
+
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [("\x00", "\\x00"), ("\x1b", "\\x1b"), ("\x7f", "\\x7f"), ("\x85", "\\x85"),
+     ("\x0b", "\\x0b"), ("\x1c", "\\x1c"), ("\u2028", "\\u2028")],
+)  # fmt: skip
+def test_control_characters_are_refused_with_line_and_character(
+    tmp_path: Path, char: str, shown: str
+) -> None:
+    path = write(tmp_path, f"# labels\ncat\nred{char}[31m wine  # drinks\nrocket\n")
+    with pytest.raises(LaminaError) as info:
+        load_labels(path)
+    message = str(info.value)
+    assert str(path) in message and "line 3" in message and shown in message
+    with pytest.raises(LaminaError, match="control character") as info:
+        normalise_labels(["cat", f"red{char}wine"], where="--labels")
+    assert shown in str(info.value) and "line" not in str(info.value).split("fix:")[0]
+
+
+def test_a_tab_inside_a_label_is_a_space(tmp_path: Path) -> None:
+    assert load_labels(write(tmp_path, "cup\tof coffee\n\tcat\t\n")) == ["cup of coffee", "cat"]
+    assert normalise_labels(["cup\tof\tcoffee"]) == ["cup of coffee"]

@@ -215,3 +215,38 @@ def test_clip_path_needs_stored_vectors(source: Path, tmp_path: Path) -> None:
     with pytest.raises(LaminaError, match="no image vectors of") as info:
         tag_images(store, LABELS, model="open_clip:ViT-B-32/laion2b_s34b_b79k", progress=False)
     assert "lamina embed --model open_clip:ViT-B-32/laion2b_s34b_b79k" in str(info.value)
+
+
+def test_a_store_without_images_says_to_scan_not_to_tag(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("no image here")
+    (src / "empty.jpg").write_bytes(b"")
+    store = scanned(src, tmp_path / "store")
+    with pytest.raises(LaminaError, match="no images to tag") as info:
+        tag_images(store, ["cat"], workers=1, progress=False)
+    message = str(info.value)
+    assert "2 file(s), none of them an image" in message and "lamina scan SOURCE" in message
+    assert "lamina tag --labels" not in message
+    # The pass itself, as `lamina run` calls it, gives the same cause.
+    with pytest.raises(LaminaError, match="no images to tag"):
+        get_pass("tags", {"labels": ["cat"]}).compute(store)
+
+
+def test_all_images_broken_lists_them_and_says_nothing_could_be_decoded(
+    source: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "cut.jpg").write_bytes((source / "cut.jpg").read_bytes())
+    (src / "noise.jpg").write_bytes(bytes(range(256)) * 20)
+    store = scanned(src, tmp_path / "store")
+    summary = tag_images(store, ["cat"], workers=1, progress=False)
+    assert summary["images"] == 0 and summary["missing"] == []
+    assert sorted(e["path"].rsplit("/", 1)[1] for e in summary["errors"]) == [
+        "cut.jpg",
+        "noise.jpg",
+    ]
+    assert all(e["error"] for e in summary["errors"])
+    assert "none of the 2 images could be decoded" in summary["hint"]
+    assert "lamina tag --labels" not in summary["hint"]

@@ -220,6 +220,8 @@ def robust_z(values: np.ndarray) -> np.ndarray:
         >>> robust_z(np.array([1.0, 2.0, 3.0, 100.0])).round(1).tolist()
         [-1.0, -0.3, 0.3, 65.8]
     """
+    if not np.isfinite(values).any():  # nothing could be measured (every image broken)
+        return np.zeros_like(values)
     median = np.nanmedian(values)
     mad = 1.4826 * np.nanmedian(np.abs(values - median))
     if not np.isfinite(mad) or mad == 0:
@@ -306,6 +308,20 @@ class FlagsPass(Pass):
         return base.append_column("outlier_z", pa.array(np.nan_to_num(outlier), pa.float64()))
 
 
+def sensed_flags_sql(tables: list[str]) -> str:
+    """The flags of sensed images only, as a FROM clause: flags covers every image, but a
+    sensing run limited to a sample (`max_images`) leaves the rest with no signals, and
+    counting them would call them clean.
+
+    Example:
+        >>> sensed_flags_sql(["flags", "signals"])
+        '(select * from flags semi join signals using (image_id)) flags'
+    """
+    if "signals" not in tables:
+        return "flags"
+    return "(select * from flags semi join signals using (image_id)) flags"
+
+
 def flag_summary(store: Any) -> dict[str, Any]:
     """Images per flag, and duplicate groups, from the store's current tables.
 
@@ -317,11 +333,12 @@ def flag_summary(store: Any) -> dict[str, Any]:
     tables = store.available_tables()
     out: dict[str, Any] = {}
     if "flags" in tables:
+        sensed = sensed_flags_sql(tables)
         sums = ", ".join(f"count(*) filter (where {f}) as {f}" for f in FLAG_NAMES)
-        row = con.execute(f"select count(*), {sums} from flags").fetchone()
+        row = con.execute(f"select count(*), {sums} from {sensed}").fetchone()
         out["images"] = row[0]
         out["flags"] = dict(zip(FLAG_NAMES, row[1:], strict=True))
-        out["clean"] = con.execute("select count(*) from flags where n_flags = 0").fetchone()[0]
+        out["clean"] = con.execute(f"select count(*) from {sensed} where n_flags = 0").fetchone()[0]
     if "duplicates" in tables:
         groups, members, redundant = con.execute(
             "select count(distinct group_id) filter (where group_size > 1), "

@@ -31,9 +31,10 @@ so a cluster's similarity block is ~1000 x 1000 floats (4 MB) and the search cos
 
 *Outliers* (`outliers`): for each image the mean cosine distance to its k nearest
 neighbours (`space.knn`: exact up to 50k images, ~N^2 x dim flops, 13 s for 20k x 1280-d
-on 2 busy cores; above that a calibrated IVF index, 39 s for 100k x 1280-d at recall@10
-0.998), and its robust z-score (median/MAD) within the collection. k = 10 (the usual 10-20 of kNN outlier scores): an isolated pair or small
-burst of near copies still scores high, where k = 1 would call each of them typical.
+and 136 s for 100k on 2 busy cores; above 50k a calibrated IVF index, 39 s for 100k x
+1280-d at recall@10 0.998), and its robust z-score (median/MAD) within the collection.
+k = 10 (the usual 10-20 of kNN outlier scores): an isolated pair or small burst of near
+copies still scores high, where k = 1 would call each of them typical.
 
 Example:
     >>> run_passes(store, [("outliers", None), ("semantic_duplicates", None)])  # doctest: +SKIP

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+from lamina.core.errors import LaminaError
 
 
 @main.command("run")
@@ -102,14 +103,15 @@ def run_command(
 
 def _report_problem(ctx: click.Context, message: str) -> None:
     """Leave a report that says what went wrong, when a store can be made for it."""
-    from lamina.report import build_report
+    from lamina.pipeline import notice_report
 
     try:
         store = open_store(ctx, create=True)
-        path = build_report(store, notices=[message])
-    except Exception:  # the error itself is what the user must see, not this one
-        return
-    click.echo(f"report: file://{path}", err=True)
+    except LaminaError:
+        return  # the error itself is what the user must see
+    path = notice_report(store, [message])
+    if path is not None:
+        click.echo(f"report: file://{path}", err=True)
 
 
 def _echo_summary(store: Any, summary: dict[str, Any]) -> None:

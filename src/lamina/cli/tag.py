@@ -175,25 +175,99 @@ def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
     return ids
 
 
+# The tables --where reads, joined to `files` by image_id, and the prefix their columns
+# get when another of these tables has a column of the same name (tags.error -> tag_error).
+WHERE_TABLES = {"tags": "tag", "flags": "flag", "signals": "signal", "duplicates": "duplicate"}
+WHERE_HELP = (
+    "Select images by a SQL condition over the columns of files (status, source, rel_path, "
+    "folder, …) and, joined by image_id, of tags (top1, top1_score, top_labels, "
+    "over_threshold, …), flags, signals and duplicates. A column name that two of these "
+    "tables share is prefixed in the helper tables: tags.error is tag_error, signals.error "
+    "signal_error, signals.detail signal_detail (files keeps its names). Qualified names "
+    '(tags.top1) work too; `lamina sql "describe tags"` lists a table\'s columns.'
+)
+
+
+def _declared_columns(table: str) -> list[str]:
+    """The columns the pass writing `table` declares (its schema), or none if unknown."""
+    import importlib
+
+    import pyarrow as pa
+
+    from lamina.core.passes import REGISTRY
+
+    importlib.import_module("lamina.passes")  # registers the built-in passes
+    schema = getattr(REGISTRY.get(table), "schema", None)
+    return list(schema.names) if isinstance(schema, pa.Schema) else []
+
+
+def where_columns(store: Any) -> dict[str, list[tuple[str, str]]]:
+    """For --where: each present table's (column, name in the selection) pairs, files
+    first. A helper table's column whose name files or another helper table has (by the
+    passes' declared schemas, so the names do not depend on which tables exist yet) gets
+    the table's prefix (`WHERE_TABLES`).
+
+    Example:
+        >>> dict(where_columns(lamina.open())["tags"])["error"]  # doctest: +SKIP
+        'tag_error'
+    """
+    con = store.connect()
+    tables = store.available_tables()
+    present = {
+        table: [r[0] for r in con.execute(f'describe "{table}"').fetchall()]
+        for table in ("files", *WHERE_TABLES)
+        if table in tables
+    }
+    known = {t: set(present.get(t, [])) | set(_declared_columns(t)) for t in WHERE_TABLES}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for table, names in present.items():
+        pairs = []
+        for name in names:
+            if name == "image_id":
+                continue
+            alias = name
+            if table != "files":
+                others = set(present.get("files", [])).union(
+                    *(cols for t, cols in known.items() if t != table)
+                )
+                if name in others:
+                    alias = f"{WHERE_TABLES[table]}_{name}"
+            pairs.append((name, alias))
+        out[table] = pairs
+    return out
+
+
 def _where_ids(store: Any, where: str) -> list[str]:
+    """Image ids of present files that `where` selects (see `WHERE_HELP`): `files` joined
+    with each helper table by image_id, every column under one unambiguous name."""
     import duckdb
 
-    tables = store.available_tables()
+    columns = where_columns(store)
+    if "files" not in columns:
+        raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
+    ctes = []
+    for table, pairs in columns.items():
+        listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
+        ctes.append(f'"_where_{table}" as (select image_id{listed} from "{table}")')
     joins = "".join(
-        f" left join {t} using (image_id)"
-        for t in ("tags", "flags", "signals", "duplicates")
-        if t in tables
+        f' left join "_where_{t}" as "{t}" using (image_id)' for t in columns if t != "files"
     )
     query = (
-        f"select distinct image_id from files{joins} "
-        f"where status <> 'missing' and image_id is not null and ({where}) order by image_id"
+        f"with {', '.join(ctes)} "
+        f'select distinct image_id from "_where_files" as files{joins} '
+        f"where files.status <> 'missing' and image_id is not null and ({where}) "
+        "order by image_id"
     )
     try:
         return [r[0] for r in store.connect().execute(query).fetchall()]
     except duckdb.Error as exc:
+        listed = "; ".join(
+            f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
+        )
         raise LaminaError(
             f"bad --where condition: {str(exc).splitlines()[0]}",
-            hint="a SQL condition over files, tags, flags, signals and duplicates columns",
+            hint="a SQL condition over these columns (a name two tables share is prefixed: "
+            f"tags.error is tag_error) — {listed}",
         ) from None
 
 
@@ -215,11 +289,23 @@ def _echo_history(table: Any, as_json: bool) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1)
-@click.option("--labels", "labels", help='Comma-separated labels, e.g. --labels "cat,indoor".')
+@click.option(
+    "--labels",
+    "labels",
+    help='Comma-separated labels, e.g. --labels "cat,indoor" (for a label holding a comma, '
+    "use --label).",
+)
+@click.option(
+    "--label",
+    "label_list",
+    multiple=True,
+    help='One label, taken whole (commas included): --label "salt, pepper". Repeatable; '
+    "adds to --labels.",
+)
 @click.option("--add", "action", flag_value="add", help="Add the labels to those approved.")
 @click.option("--remove", "action", flag_value="remove", help="Take the labels away.")
 @click.option("--clear", "action", flag_value="clear", help="Approve no label at all.")
-@click.option("--where", help="Select images by a SQL condition (tags, files, flags… columns).")
+@click.option("--where", help=WHERE_HELP)
 @click.option(
     "--over-threshold",
     is_flag=True,
@@ -236,6 +322,7 @@ def approve(
     ctx: click.Context,
     images: tuple[str, ...],
     labels: str | None,
+    label_list: tuple[str, ...],
     action: str | None,
     where: str | None,
     over_threshold: bool,
@@ -252,6 +339,8 @@ def approve(
     Example:
         lamina approve cats/a.jpg --labels "cat,indoor"
         lamina approve cats/a.jpg --add --labels "tabby"
+        lamina approve cats/a.jpg --label "salt, pepper" --label "still life"
+        lamina approve --where "tag_error is null and status = 'ok'" --labels photo
         lamina approve --where "top1 = 'cat' and top1_score > 0.5" --labels cat
         lamina approve --over-threshold --who ana
         lamina approve cats/a.jpg --clear
@@ -278,15 +367,15 @@ def approve(
             _echo_history(approval_history(store), as_json)
         return
     if over_threshold:
-        if labels or action:
-            fail("--over-threshold takes no --labels, --add, --remove or --clear")
+        if labels or label_list or action:
+            fail("--over-threshold takes no --labels, --label, --add, --remove or --clear")
         if (images or where) and not ids:
             fail("the selection holds no image")
         written = approve_over_threshold(store, image_ids=ids or None, who=who, note=note)
     else:
         if not ids:
             fail("no image selected: give IMAGE arguments or --where")
-        given = [s for s in (labels or "").split(",") if s.strip()]
+        given = [s for s in (labels or "").split(",") if s.strip()] + list(label_list)
         written = record(store, ids, given or None, action=action or "set", who=who, note=note)
     selected = set(ids)
     current = current_approvals(store)

@@ -93,6 +93,9 @@ _BOXED = (b"ftyp", b"jP  ", b"JXL ")  # ISO BMFF-style containers, checked box b
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
 _MODE_BITS = {"1": 1, "I": 32, "F": 32}  # bits per channel; I;16* is 16, every other mode 8
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # DIB header variants
+# Metadata written beside photos (XMP by Lightroom, darktable, digiKam and `lamina
+# sidecars`; AAE by Apple Photos): recorded as junk with their own reason.
+_SIDECAR_EXTS = frozenset({".xmp", ".aae"})
 _OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"})
 _OS_METADATA_DIRS = frozenset({".spotlight-v100", ".trashes", ".fseventsd"})
 # Every name above, lower-cased: a path that contains none of them is not junk by name.
@@ -286,6 +289,8 @@ def _describe(
     if junk is not None:
         return "junk", junk
     if fmt is None:
+        if ext in _SIDECAR_EXTS:
+            return "junk", "sidecar"
         return ("broken", "unknown_content") if ext in IMAGE_EXTS else ("junk", "not_an_image")
     if fmt == "PDF":
         return "junk", "not_an_image"

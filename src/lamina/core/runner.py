@@ -517,9 +517,10 @@ def input_fingerprint(store: Store, names: Iterable[str], paths: Iterable[Path] 
         digest.update(label.encode())
         content = store.table_dir("files") / "files.digest"
         if label == "[files]" and content.is_file():
-            # The scan's digest of the rows, not the file's mtime: every rescan rewrites
-            # files.parquet, but only a real change should make a pass recompute.
-            digest.update(content.read_bytes())
+            # The scan's digest of the rows that hold an image, not the file's mtime:
+            # every rescan rewrites files.parquet, but only a change to the images' files
+            # should make a pass recompute (see lamina.manifest.commit).
+            digest.update(content.read_bytes().split(b"\n")[0])
             continue
         for path in files:
             st = path.stat()

@@ -13,6 +13,8 @@ The CSV has exactly the header ``folder,medoid_rel_path,cosine_to_centroid``:
 
 Rows are sorted by folder. The folder medoids do not depend on the clustering options, only
 on the model, so any `medoids` layer of the model will do: the newest is used.
+A medoids layer with no rows (every image broken, so nothing was embedded) gives an
+empty table and a CSV holding only the header, not an error.
 """
 
 from __future__ import annotations
@@ -63,21 +65,34 @@ def folder_medoids(store: Any, *, model: str | None = None) -> pa.Table:
 
 
 def _medoids_layer(store: Any, model: str | None) -> pa.Table:
-    """The newest `medoids` layer (of `model`, when given) that has folder rows."""
+    """The newest `medoids` layer (of `model`, when given) that has folder rows.
+
+    A layer with no rows at all (the pass ran, but no image had a vector: every image
+    broken) is an answer too, an empty one: when no layer has rows of `model`, the newest
+    empty layer gives an empty table rather than an error.
+    """
     hint = "run `lamina cluster` (it computes the medoids) after `lamina embed`"
     layers = store.layer_dirs("medoids")
     if not layers:
         raise LaminaError(f"the store {store.root} has no medoids yet", hint=hint)
+    empty: pa.Table | None = None
     for layer in reversed(layers):
         part = layer / "part-global.parquet"
         if not part.exists():
             continue
         table = pq.read_table(part)
+        if table.num_rows == 0:
+            empty = table if empty is None else empty
+            if model is None:
+                return table
+            continue
         models = set(table["model"].to_pylist())
         if model is None or model in models:
             if model is not None:
                 table = table.filter(pc.equal(table["model"], model))
             return table
+    if empty is not None:
+        return empty
     raise LaminaError(
         f"the store {store.root} has no medoids of the model {model!r}",
         hint=f"run `lamina cluster --model {model}`",

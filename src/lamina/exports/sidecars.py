@@ -8,8 +8,15 @@ Where a sidecar goes (`sidecar_path`):
   differ only by extension (``photo.jpg``, ``photo.png``) would share it: both are reported
   as a clash and left alone (use the darktable style for them).
 * `style="darktable"`: ``photo.jpg`` -> ``photo.jpg.xmp`` (darktable, digiKam).
-* `sidecar_dir`: the same names in a mirror tree (``DIR/<rel_path>`` for a store with one
-  source; ``DIR/<source folder name>/<rel_path>`` with several), for read-only collections.
+* `sidecar_dir`: the same names in a mirror tree, for read-only collections
+  (`mirror_roots`): ``DIR/<rel_path>`` for a store with one source;
+  ``DIR/<source folder name>/<rel_path>`` with several. Two sources with the same folder
+  name (``/x/A/photos``, ``/x/B/photos``) would share a mirror root, so each of them gets
+  ``DIR/<name>-<first 8 hex digits of the SHA-256 of the source's path>/<rel_path>``
+  (``photos-1a2b3c4d``): deterministic, the same on every run.
+
+Two originals whose sidecars would be the same file are both reported as a clash, naming
+the other originals, and left alone.
 
 Merging: an existing sidecar keeps all its keywords, ours are appended unless already
 there (exact string match, order kept); `replace=True` makes our labels the whole list.
@@ -46,6 +53,7 @@ reported with the reason and the others go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -291,10 +299,9 @@ def write_sidecars_for(
     """
     results: list[SidecarResult] = []
     todo: list[tuple[SidecarResult, Path, list[str]]] = []
-    count: dict[Path, int] = {}
-    for _, sidecar, _ in items:
-        key = Path(os.path.abspath(sidecar))
-        count[key] = count.get(key, 0) + 1
+    sharing: dict[Path, list[str]] = {}
+    for original, sidecar, _ in items:
+        sharing.setdefault(Path(os.path.abspath(sidecar)), []).append(str(original))
     for original, sidecar, labels in items:
         sidecar = Path(os.path.abspath(sidecar))
         labels, refused = _clean(list(labels))
@@ -302,11 +309,8 @@ def write_sidecars_for(
         results.append(result)
         if sidecar == Path(os.path.abspath(original)):
             result.error = "the sidecar path is the original itself"
-        elif count[sidecar] > 1:
-            result.error = (
-                f"{count[sidecar]} originals map to this sidecar (they differ only by "
-                "extension): use --style darktable"
-            )
+        elif len(sharing[sidecar]) > 1:
+            result.error = _clash(Path(original), sharing[sidecar])
         elif "\n" in str(sidecar) or "\r" in str(sidecar):
             result.error = "the sidecar path holds a line break, which exiftool cannot take"
         elif not _utf8(sidecar):
@@ -408,6 +412,48 @@ def _write(et: _ExifTool, plans: list[_Plan]) -> None:
         plan.result.action = "updated" if plan.exists else "created"
 
 
+def _clash(original: Path, originals: list[str]) -> str:
+    """Why the sidecar of `original` is not written: `originals` (it among them) map to it."""
+    others = [o for o in originals if o != str(original)] or originals[1:]
+    text = (
+        f"{len(originals)} originals map to this sidecar, so none is written: "
+        f"{original} and {', '.join(others)}"
+    )
+    paths = [Path(o) for o in originals]
+    if len({(p.parent, p.stem) for p in paths}) == 1 and len({p.suffix for p in paths}) > 1:
+        text += " (they differ only by extension: use --style darktable)"
+    return text
+
+
+def mirror_roots(sources: list[str]) -> dict[str, str]:
+    """Each source's folder below a `sidecar_dir` (see the module docstring): "" for a
+    single source, else its folder name, with a hash of its path when names repeat.
+
+    Example:
+        >>> mirror_roots(["/x/A/photos"])
+        {'/x/A/photos': ''}
+        >>> mirror_roots(["/x/A/photos", "/y/scans"])
+        {'/x/A/photos': 'photos', '/y/scans': 'scans'}
+        >>> sorted(mirror_roots(["/x/A/photos", "/x/B/photos"]).values())
+        ['photos-026092a8', 'photos-18b03efc']
+    """
+    unique = sorted(set(sources))
+    if len(unique) <= 1:
+        return dict.fromkeys(unique, "")
+    names: dict[str, list[str]] = {}
+    for source in unique:
+        names.setdefault(Path(source).name, []).append(source)
+    roots = {}
+    for name, same in names.items():
+        for source in same:
+            if len(same) == 1 and name:
+                roots[source] = name
+            else:
+                digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()
+                roots[source] = f"{name or 'source'}-{digest[:8]}"
+    return roots
+
+
 def _utf8(path: Path) -> bool:
     try:
         os.fsencode(path).decode("utf-8")
@@ -502,15 +548,15 @@ def write_sidecars(
         "select image_id, source, rel_path from files "
         "where image_id is not null and status <> 'missing' order by source, rel_path"
     ).to_pylist()
-    sources = sorted({f["source"] for f in files})
+    roots = mirror_roots([f["source"] for f in files])
     items: list[tuple[Path, Path, list[str]]] = []
     for f in files:
         if f["image_id"] not in labels:
             continue
         original = Path(f["source"]) / f["rel_path"]
         rel = f["rel_path"]
-        if sidecar_dir is not None and len(sources) > 1:
-            rel = f"{Path(f['source']).name}/{rel}"
+        if sidecar_dir is not None and roots[f["source"]]:
+            rel = f"{roots[f['source']]}/{rel}"
         sidecar = sidecar_path(original, style=style, sidecar_dir=sidecar_dir, rel_path=rel)
         items.append((original, sidecar, labels[f["image_id"]]))
     results = write_sidecars_for(items, replace=replace, dry_run=dry_run)

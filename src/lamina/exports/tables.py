@@ -10,7 +10,9 @@ Columns, in this order (`EXPORT_COLUMNS`):
   image id and are left out. Two files with the same bytes are two rows with the same
   tags. Rows are sorted by source, then relative path.
 * `path` is the absolute path (`source/rel_path`); `width`/`height` come from `images`
-  (upright, as the scan read them from the header; empty when unknown).
+  and are upright: `images` holds the stored (sensor) size read from the header, so for
+  an EXIF orientation of 5, 6, 7 or 8 (a quarter turn) the two are swapped (a 640x427
+  photo stored as 427x640 and tagged "rotate 90" exports as 640x427). Empty when unknown.
 * `top1 … model_name` come from the current tags (`lamina.tagging.tags.current_tags`):
   `top5_labels`/`top5_scores` are the first five of the top-k; `run_id` is the tagging
   run. `approved_labels` comes from `lamina.tagging.approvals.current_approvals`. An image
@@ -92,7 +94,7 @@ LIST_SEP = "|"
 TOP = 5
 
 _EXPORT_SQL = """
-select f.source || '/' || f.rel_path as path, f.rel_path, i.width, i.height,
+select f.source || '/' || f.rel_path as path, f.rel_path, {width} as width, {height} as height,
        t.top1, t.top1_score, t.top_labels[1:{top}] as top5_labels,
        t.top_scores[1:{top}] as top5_scores, a.approved_labels, t.run_id, t.model_name
 from files f
@@ -147,8 +149,27 @@ def export_table(store: Any, *, tags: pa.Table | None, approvals: pa.Table | Non
     con = store.connect()
     con.register("export_tags", tags)
     con.register("export_approvals", approvals)
-    out = con.sql(_EXPORT_SQL.format(top=TOP)).to_arrow_table()
+    width, height = _upright_size(con)
+    out = con.sql(_EXPORT_SQL.format(top=TOP, width=width, height=height)).to_arrow_table()
     return out.select(list(EXPORT_COLUMNS)).cast(EXPORT_SCHEMA)
+
+
+# EXIF orientations that turn the image a quarter turn: its upright size is the stored
+# size with width and height swapped.
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def _upright_size(con: Any) -> tuple[str, str]:
+    """SQL for the upright width and height of `images` (alias `i`): swapped for the
+    quarter-turn orientations; as stored when the table has no orientation column."""
+    columns = {r[0] for r in con.execute("describe images").fetchall()}
+    if "orientation" not in columns:
+        return "i.width", "i.height"
+    turned = f"coalesce(i.orientation, 1) in ({', '.join(map(str, QUARTER_TURNS))})"
+    return (
+        f"case when {turned} then i.height else i.width end",
+        f"case when {turned} then i.width else i.height end",
+    )
 
 
 def format_for(out_path: str | os.PathLike[str], fmt: str | None = None) -> str:

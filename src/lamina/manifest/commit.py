@@ -276,14 +276,16 @@ def _build(
         ).fetchall()
     )
     summary["files"] = sum(summary["status"].values())
-    # A digest of what the files table says, leaving out `last_seen_run` (which every
-    # rescan moves): passes that read `files` are fingerprinted by it, so a rescan that
-    # changes nothing does not make them recompute.
-    (digest,) = con.execute(
-        "select bit_xor(hash(f)) from (select * exclude (last_seen_run) from new_files) f"
+    # Digests of what the files table says, leaving out `last_seen_run` (which every
+    # rescan moves): first over the rows that hold an image (all that passes read, so
+    # junk coming and going makes no pass recompute), then over every row (what the
+    # report and the exports show). See `lamina.core.runner.input_fingerprint`.
+    images_digest, all_digest = con.execute(
+        "select bit_xor(hash(f)) filter (where f.image_id is not null), bit_xor(hash(f)) "
+        "from (select * exclude (last_seen_run) from new_files) f"
     ).fetchone()
-    digest_tmp = stage / "files.digest"
-    digest_tmp.write_text(f"{digest or 0:016x}\n")
+    digest_tmp = stage / FILES_DIGEST
+    digest_tmp.write_text(f"{images_digest or 0:016x}\n{all_digest or 0:016x}\n")
     staged[store.table_dir("files") / FILES_DIGEST] = digest_tmp
     con.close()
     # Tables that gained no rows get no (empty) part, as before.

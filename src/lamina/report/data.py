@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lamina.analysis.flags import FLAG_NAMES, Policy, default_policy
+from lamina.analysis.flags import FLAG_NAMES, Policy, default_policy, sensed_flags_sql
 from lamina.core.errors import LaminaError
 from lamina.core.store import TABLE_NAMES, Store
 
@@ -388,14 +388,15 @@ def flag_galleries(ctx: ReportContext, cap: int) -> Section:
         section.missing = "No flags yet: run `lamina sense` (or `lamina flags`)."
         return section
     policy, _ = flags_policy(ctx.store)
+    sensed = sensed_flags_sql(ctx.store.available_tables())
     counts = ctx.rows(
         "select "
         + ", ".join(f"count(*) filter (where {f}) as {f}" for f in FLAG_NAMES)
-        + " from flags"
+        + f" from {sensed}"
     )[0]
     union = " union all ".join(
         f"select * from (select '{f}' as flag, image_id, {f}_score::double as score "
-        f"from flags where {f} order by {f}_score desc, image_id limit {int(cap)})"
+        f"from {sensed} where {f} order by {f}_score desc, image_id limit {int(cap)})"
         for f in FLAG_NAMES
     )
     top = ctx.rows(
@@ -418,8 +419,8 @@ def flag_galleries(ctx: ReportContext, cap: int) -> Section:
             }
         )
     section.data = {
-        "images": ctx.value("select count(*) from flags"),
-        "clean": ctx.value("select count(*) from flags where n_flags = 0"),
+        "images": ctx.value(f"select count(*) from {sensed}"),
+        "clean": ctx.value(f"select count(*) from {sensed} where n_flags = 0"),
         "galleries": galleries,
         "none": [f for f in FLAG_NAMES if not counts[f]],
     }

@@ -7,6 +7,15 @@ blank (`cat   # the pet`): a `#` inside a word stays (`c#` is a label), so a lab
 hold one. Blank lines are skipped. A file that is missing, empty, only comments or not
 UTF-8 is refused with the file name (and the line of the first bad byte).
 
+Labels are plain text: a label holding a control character (C0 or C1: NUL, ESC, DEL,
+vertical tab, form feed, NEL, …, or the Unicode line and paragraph separators) is
+refused, naming the file, the line and the character (as ``\\x1b``), since it would flow
+raw into tags.csv and XMP sidecars. A tab is the one exception: it is blank space, and
+like any run of blanks inside a label it becomes one space (``cup\\tof coffee`` is
+``cup of coffee``). `normalise_labels` (the label lists of `lamina approve --labels` and
+of the Python API) refuses the same characters. Lines end at ``\\n``, ``\\r\\n`` or
+``\\r`` only.
+
 Prompt templates turn a label into the text a CLIP-like model embeds: `a photo of {}` by
 default; with several, each label's text vectors are averaged (the mean of the unit
 vectors, renormalised: the usual prompt ensemble).
@@ -19,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +38,23 @@ DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}",)
 SLOT = "{}"
 # A comment runs from a `#` at the start of the line or after a blank, to the line's end.
 _COMMENT = re.compile(r"(^|\s)#.*$")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+CONTROL_HINT = "labels are plain text: remove the character (a tab is taken as a space)"
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of `text` (any but tab, plus U+2028 and U+2029),
+    written as an escape (`\\x00`, `\\u2028`), or None when there is none.
+
+    Example:
+        >>> control_character("cat\\x1b[31m"), control_character("cup\\tof coffee")
+        ('\\\\x1b', None)
+    """
+    for ch in text:
+        if (unicodedata.category(ch) == "Cc" and ch != "\t") or ch in "\u2028\u2029":
+            code = ord(ch)
+            return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return None
 
 
 def normalise_label(text: str) -> str:
@@ -52,6 +79,12 @@ def normalise_labels(labels: Iterable[str], *, where: str = "the label list") ->
         raise LaminaError(f"{where} must be a list of labels, not the string {labels!r}")
     seen: dict[str, None] = {}
     for label in labels:
+        bad = control_character(str(label))
+        if bad is not None:
+            raise LaminaError(
+                f"{where}: the label {str(label)!r} holds the control character {bad}",
+                hint=CONTROL_HINT,
+            )
         text = normalise_label(str(label))
         if text:
             seen.setdefault(text, None)
@@ -93,14 +126,23 @@ def load_labels(path: str | Path) -> list[str]:
     if not text.strip():
         raise LaminaError(f"the label file {path} is empty", hint=hint)
     labels = []
-    for line in text.splitlines():
-        label = normalise_label(_COMMENT.sub("", line))
+    lines = _LINE_END.split(text.removesuffix("\n").removesuffix("\r"))
+    for number, line in enumerate(lines, start=1):
+        raw = _COMMENT.sub("", line)
+        bad = control_character(raw)
+        if bad is not None:
+            raise LaminaError(
+                f"the label file {path}: line {number} holds the control character {bad} "
+                f"({raw.strip()!r})",
+                hint=CONTROL_HINT,
+            )
+        label = normalise_label(raw)
         if label:
             labels.append(label)
     if not labels:
         raise LaminaError(
             f"the label file {path} has only comments and blank lines "
-            f"({len(text.splitlines())} lines, no label)",
+            f"({len(lines)} lines, no label)",
             hint="add one label per line; lines starting with # are comments",
         )
     return normalise_labels(labels, where=f"the label file {path}")

@@ -314,9 +314,13 @@ class TagsPass(Pass):
         scored ones, in order, from the classify layer."""
         folder = self.source_layer(store)
         if folder is None or not any(folder.glob("part-*.parquet")):
+            if not present:  # no files table, or no image among its files
+                raise _no_images(store)
             raise LaminaError(
-                f"the store {store.root} has no ImageNet classes yet (the classify layer)",
-                hint=TAG_HINT,
+                f"the store {store.root} has no ImageNet classes yet: the classify pass "
+                "(which the offline tagger reads) has written no row",
+                hint="`lamina tag` runs it first; if it did, every chunk of it failed: "
+                "see the run's errors with `lamina runs`",
             )
         table = pq.read_table(sorted(folder.glob("part-*.parquet")))
         if present is not None:
@@ -376,6 +380,19 @@ class TagsPass(Pass):
         errors = [e or None for _, e in merged]
         # Scores are in good_ids order (sorted), which is the order of the ok rows in ids.
         return ids, errors, scores
+
+
+def _no_images(store: Any) -> LaminaError:
+    """The error for a store with nothing to tag: nothing scanned, or no image found."""
+    if not store.table_files("files"):
+        return LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
+    counts = store.sql("select count(*) as n from files where status <> 'missing'")["n"]
+    return LaminaError(
+        f"the store {store.root} has no images to tag: the scan found {counts[0].as_py()} "
+        "file(s), none of them an image",
+        hint='lamina scan SOURCE (a folder holding images); `lamina sql "select rel_path, '
+        'status, reason from files"` says what the files are',
+    )
 
 
 def _embed_errors(store: Any, model: str, present: set[str] | None) -> dict[str, str]:
@@ -497,8 +514,9 @@ def tag_images(
         "batch_labels": batch_labels,
     }
     tags = get_pass(TAGS_PASS, config)
-    if not store.table_files("files"):
-        raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
+    inputs = image_inputs(store)
+    if not inputs.num_rows:
+        raise _no_images(store)
     cfg = tags.config
     if not tags.offline and cfg.model not in list_models(store):
         raise LaminaError(
@@ -518,7 +536,6 @@ def tag_images(
     record = json.loads((store.ledger_dir(TAGS_PASS, tags.layer_id) / "global.json").read_text())
     tagged = table.filter(pc.is_null(table["error"]))
     failed = table.filter(pc.is_valid(table["error"]))
-    inputs = image_inputs(store)
     if max_images:
         inputs = inputs.slice(0, max_images)
     seen = set(table["image_id"].to_pylist())
@@ -555,6 +572,12 @@ def tag_images(
             "re-run `lamina tag` to classify them (failed chunks are retried)"
             if tags.offline
             else f"lamina embed --model {cfg.model}"
+        )
+    elif failed.num_rows and not tagged.num_rows:
+        summary["hint"] = (
+            f"none of the {failed.num_rows} images could be decoded (each is listed with "
+            "its error): nothing was tagged; check or replace those files and re-run "
+            "`lamina scan SOURCE`"
         )
     return summary
 
