@@ -507,10 +507,14 @@ def _data_fingerprint(store: Store) -> str:
     return tables + (digest.read_text().replace("\n", " ").strip() if digest.is_file() else "")
 
 
-def _output_of(store: Store, config: PipelineConfig, stage: str) -> Path:
+def _outputs_of(store: Store, config: PipelineConfig, stage: str) -> list[str]:
+    """The files an export or report stage wrote (each must still be there to skip it)."""
     if stage == "report":
-        return store.root / "report" / "index.html"
-    return _run_dir(store, config) / "tags.csv"
+        folder = store.root / "report"
+        return sorted(str(p) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    out = _run_dir(store, config)
+    return [str(out / name) for name in ("tags.csv", "tags.parquet", "folder_medoids.csv")
+            if (out / name).is_file()]  # fmt: skip
 
 
 def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None:
@@ -518,12 +522,18 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
     if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
-        # Up to date when made from the very same tables, and still there.
+        # Up to date when made from the very same tables, and every file it wrote is
+        # still there (one deleted by hand is made again).
         record = _outputs_record(store, stage)
-        output = _output_of(store, config, stage)
-        if record.is_file() and output.exists():
+        if record.is_file():
             done = json.loads(record.read_text())
-            if done == {"inputs": _data_fingerprint(store), "output": str(output)}:
+            outputs = done.get("outputs") or []
+            if (
+                outputs
+                and done.get("inputs") == _data_fingerprint(store)
+                and done.get("run_dir") == str(_run_dir(store, config))
+                and all(Path(p).is_file() for p in outputs)
+            ):
                 return "up to date"
     return None
 
@@ -546,7 +556,11 @@ def notice_report(store: Store, notices: list[str]) -> Path | None:
 
 
 def _mark_output(store: Store, config: PipelineConfig, stage: str) -> None:
-    record = {"inputs": _data_fingerprint(store), "output": str(_output_of(store, config, stage))}
+    record = {
+        "inputs": _data_fingerprint(store),
+        "run_dir": str(_run_dir(store, config)),
+        "outputs": _outputs_of(store, config, stage),
+    }
     atomic_write_json(_outputs_record(store, stage), record)
 
 

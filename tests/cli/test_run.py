@@ -125,6 +125,17 @@ def test_a_second_run_recomputes_nothing_and_says_so(finished: tuple[Path, Path,
     assert report.stat().st_mtime_ns == before  # an unchanged store keeps its report
 
 
+def test_an_export_deleted_by_hand_is_made_again(finished: tuple[Path, Path, str]) -> None:
+    root, src, _ = finished
+    medoids = root / "store" / "exports" / "folder_medoids.csv"
+    medoids.unlink()
+    code, out = invoke(root / "store", str(src), "--labels", str(root / "labels.txt"),
+                       "--workers", "1")  # fmt: skip
+    assert code == 0, out
+    assert "export: skipped" not in out and "report: skipped (up to date)" in out
+    assert medoids.read_text().startswith("folder,medoid_rel_path,cosine_to_centroid\n")
+
+
 def test_a_missing_source_is_a_clear_error_and_a_report_says_so(tmp_path: Path) -> None:
     code, out = invoke(tmp_path / "store", str(tmp_path / "nowhere"))
     assert code == 2
