@@ -19,7 +19,7 @@ pillow_heif.register_heif_opener()
 # Which reasons each status may carry (the table in lamina.sample's docstring).
 ALLOWED = {
     "ok": {None, "huge", "extension_mismatch"},
-    "junk": {"zero_byte", "apple_double", "os_metadata", "not_an_image"},
+    "junk": {"zero_byte", "apple_double", "os_metadata", "sidecar", "not_an_image"},
     "broken": {"truncated", "corrupt", "unknown_content"},
 }
 

@@ -15,8 +15,8 @@ Statuses and the reasons that go with them:
 status        reasons
 ============  =========================================================
 ok            None, ``huge``, ``extension_mismatch``
-junk          ``zero_byte``, ``apple_double``, ``os_metadata``, ``not_an_image`` (a text
-              file, a PDF, an iPhone .AAE)
+junk          ``zero_byte``, ``apple_double``, ``os_metadata``, ``sidecar`` (an iPhone
+              .AAE), ``not_an_image`` (a text file, a PDF)
 broken        ``truncated``, ``unknown_content`` (an image name, bytes of no known
               format), ``corrupt`` (intact structure, undecodable pixel data)
 ============  =========================================================
@@ -64,6 +64,7 @@ REASONS = (
     "zero_byte",
     "apple_double",
     "os_metadata",
+    "sidecar",
     "not_an_image",
     "unknown_content",
     "truncated",
@@ -587,7 +588,7 @@ def _write_phone(w: _Writer, photos: dict[str, np.ndarray]) -> None:
         b"</dict></plist>\n",
         "aae_sidecar",
         "junk",
-        "not_an_image",
+        "sidecar",
     )
     w.put(
         f"{_PHONE}/._IMG_0001.JPG",

@@ -87,6 +87,7 @@ def test_open_clip_missing_weights_say_how_to_get_them(tmp_path: Path) -> None:
 
 
 def test_open_clip_checkpoint_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
+    tiny_open_clip(tmp_path / "clip")  # registers the architecture, whatever ran before
     wrong = tiny_timm(tmp_path)
     with pytest.raises(LaminaError, match="could not load"):
         load_embedder(f"open_clip:{TINY_CLIP}/{wrong}")
