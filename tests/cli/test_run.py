@@ -269,3 +269,19 @@ def test_print_config_freezes_command_line_paths_absolute(
     assert result.exit_code == 0, result.output
     assert f'root = ["{tmp_path / "photos"}"]' in result.output
     assert f'labels_file = "{tmp_path / "l.txt"}"' in result.output
+
+
+def test_max_images_senses_a_sample_and_counts_only_it(tmp_path: Path) -> None:
+    from lamina.analysis.flags import flag_summary
+
+    src = photo_tree(tmp_path / "src")
+    code, out = invoke(
+        tmp_path / "store", str(src), "--max-images", "3", "--stages", "scan,sense",
+        "--workers", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    store = Store.open(tmp_path / "store")
+    assert store.sql("select count(*) from signals").column(0)[0].as_py() == 3
+    first = store.sql("select image_id from images order by image_id limit 3").column(0)
+    assert sorted(store.table("signals")["image_id"].to_pylist()) == first.to_pylist()
+    assert flag_summary(store)["images"] == 3  # the unsensed ones are not called clean
