@@ -146,11 +146,12 @@ def overview(ctx: ReportContext) -> Section:
     runs = []
     if ctx.has("runs"):
         # A run still open in this very process is the one writing this report (`lamina
-        # run`): "in progress", not "running" (which elsewhere means killed).
+        # run`): it says so, not "running" (which elsewhere means killed); true for as
+        # long as this page lives.
         runs = ctx.rows(
             "select run_id, command, started, ended, "
             f"case when status = 'running' and host.pid = {os.getpid()} "
-            "then 'in progress' else status end as status, seconds from runs "
+            "then 'wrote this report' else status end as status, seconds from runs "
             "order by started desc, ended desc"
         )
     section.data = {
