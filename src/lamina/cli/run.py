@@ -66,7 +66,8 @@ def run_command(
     from lamina.core.errors import SourceError
     from lamina.core.store import resolve_store_path
     from lamina.passes.scan import check_sources
-    from lamina.pipeline import config_toml, resolve_config, run_pipeline
+    from lamina.pipeline import run_pipeline
+    from lamina.pipeline.config import config_toml, resolve_config
 
     overrides: dict[str, Any] = {
         "root": list(sources) or None,

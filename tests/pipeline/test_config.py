@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lamina.core.errors import ConfigError
-from lamina.pipeline import DEFAULT_STAGES, PipelineConfig, config_toml, resolve_config
+from lamina.pipeline.config import DEFAULT_STAGES, PipelineConfig, config_toml, resolve_config
 
 
 def test_defaults_run_every_stage_but_sidecars_with_the_offline_model() -> None:

@@ -1,0 +1,254 @@
+"""The stages of `lamina run`, in run order: each calls what its single verb calls
+(`lamina scan`, `sense`, `embed`, `cluster`, `tag`, `export`, `sidecars`, `report`) and
+says what it did (`StageResult`). The orchestration (skips, run record) is in
+`lamina.pipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamina.core.errors import ConfigError
+from lamina.core.store import Store
+from lamina.pipeline.config import PipelineConfig
+
+
+@dataclass
+class StageResult:
+    """What one stage did: `worked` is False when everything was already up to date."""
+
+    name: str
+    worked: bool
+    seconds: float
+    summary: dict[str, Any]
+    message: str
+    errors: int = 0
+
+
+def _did_work(result: dict[str, Any]) -> bool:
+    for key, value in result.items():
+        if key == "run_id" or not isinstance(value, dict):
+            continue
+        if value.get("processed") or value.get("skipped") is False:
+            return True
+    return False
+
+
+def _failed(result: dict[str, Any]) -> int:
+    return sum(v.get("failed_chunks", 0) or 0 for v in result.values() if isinstance(v, dict))
+
+
+def _workers(config: PipelineConfig) -> int | None:
+    return config.workers or None
+
+
+def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.passes.scan import scan
+
+    s = scan(store, config.root, workers=_workers(config), progress=progress)
+    worked = bool(s["hashed"] or s["new_images"] or s["events"])
+    status = ", ".join(f"{k} {v}" for k, v in s["status"].items()) or "no files"
+    return StageResult(
+        "scan",
+        worked,
+        0.0,
+        s,
+        f"{s['files']} files ({status}); {s['new_images']} new images",
+        s["failed_chunks"],
+    )
+
+
+def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.analysis.flags import flag_summary, flags_config, load_policy
+    from lamina.core.runner import run_passes
+    from lamina.passes.thumbs import thumbs_config
+
+    policy = load_policy(config.policy or None)
+    result = run_passes(
+        store,
+        [
+            ("signals", None),
+            ("hashes", None),
+            ("thumbs", thumbs_config(store)),  # shares the decode with signals and hashes
+            ("duplicates", {"invariant": config.invariant}),
+            ("flags", flags_config(policy)),
+        ],
+        command="sense",
+        workers=_workers(config),
+        progress=progress,
+        max_images=config.max_images or None,
+    )
+    summary = flag_summary(store)
+    flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
+    top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
+    message = (
+        f"{result['signals']['processed']} images sensed "
+        f"({result['signals']['already_done']} already done, "
+        f"{result['signals']['error_rows']} undecodable); flags: {top or 'none'}"
+    )
+    return StageResult(
+        "sense",
+        _did_work(result),
+        0.0,
+        {**summary, "run_id": result["run_id"]},
+        message,
+        _failed(result),
+    )
+
+
+def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.cli.embed import default_workers_for, embed_configs
+    from lamina.core.runner import run_passes
+
+    workers = _workers(config) or default_workers_for("auto")
+    passes: list[tuple[str, dict[str, Any] | None]] = list(
+        embed_configs((config.embed_model(),), config.batch_images, "auto", workers)
+    )
+    if "tag" in config.stages and config.labels_file and config.tagger() == "offline":
+        # The offline tagger's ImageNet classes come from the same decode as the vectors
+        # (the config `tag_images` runs, so the tag stage finds them done).
+        threads = passes[0][1]["threads"] if passes[0][1] else 0
+        passes.append(("classify", {"batch_size": config.batch_images, "threads": threads}))
+    result = run_passes(
+        store,
+        passes,
+        command="embed",
+        workers=workers,
+        progress=progress,
+        max_images=config.max_images or None,
+    )
+    counts = result["embed"]
+    message = (
+        f"{config.embed_model()}: {counts['processed'] - counts['error_rows']} embedded, "
+        f"{counts['error_rows']} errors, {counts['already_done']} already done"
+    )
+    return StageResult(
+        "embed",
+        _did_work(result),
+        0.0,
+        {**counts, "run_id": result["run_id"]},
+        message,
+        _failed(result),
+    )
+
+
+def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.analysis.cluster_report import cluster_summary
+    from lamina.cli.cluster import semantic_configs
+    from lamina.core.runner import run_passes
+
+    configs = semantic_configs(config.embed_model(), config.clusters, "kmeans")
+    result = run_passes(store, list(configs.items()), command="cluster", progress=False)
+    summary = cluster_summary(
+        store, configs["clusters"], configs["outliers"], configs["semantic_duplicates"], top=5
+    )
+    dups = summary.get("semantic_duplicates") or {}
+    message = (
+        f"{summary['images']} images in {len(summary['clusters'])} clusters; "
+        f"{dups.get('groups', 0)} semantic duplicate groups"
+    )
+    return StageResult(
+        "cluster", _did_work(result), 0.0, {**summary, "run_id": result["run_id"]}, message
+    )
+
+
+def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    if not config.labels_file:
+        return StageResult("tag", False, 0.0, {}, "no labels_file: tags skipped")
+    from lamina.tagging import tag_images
+
+    tagger = config.tagger()
+    s = tag_images(
+        store,
+        config.labels_file,
+        model=tagger,
+        # The offline tagger compares label words with class names: prompts do not apply.
+        templates=None if tagger == "offline" else tuple(config.templates),
+        threshold=config.threshold_value(),
+        topk=config.topk,
+        batch_images=config.batch_images,
+        batch_labels=config.batch_labels,
+        workers=_workers(config),
+        progress=progress,
+        max_images=config.max_images or None,
+    )
+    worked = _did_work(s.get("passes", {})) if "passes" in s else True
+    missing = len(s.get("missing") or [])
+    message = (
+        f"{s.get('images', 0)} images tagged with {s.get('labels', 0)} labels "
+        f"({s.get('model_name', config.tagger())})"
+        + (f"; {missing} without an embedding" if missing else "")
+    )
+    return StageResult("tag", worked, 0.0, s, message)
+
+
+def run_dir_of(store: Store, config: PipelineConfig) -> Path:
+    return Path(config.run_dir).expanduser() if config.run_dir else store.root / "exports"
+
+
+def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.exports.medoids import write_folder_medoids
+    from lamina.exports.tables import export
+
+    out = run_dir_of(store, config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the exports folder {out}: {exc.strerror or exc}",
+            hint="set run_dir to a folder you can write (default: <store>/exports)",
+        ) from None
+    written = []
+    if "images" in store.available_tables():
+        export(store, out / "tags.csv")
+        export(store, out / "tags.parquet")
+        written += ["tags.csv", "tags.parquet"]
+    if "medoids" in store.available_tables():
+        write_folder_medoids(store, out / "folder_medoids.csv", model=config.embed_model())
+        written.append("folder_medoids.csv")
+    return StageResult(
+        "export",
+        True,
+        0.0,
+        {"dir": str(out), "files": written},
+        f"{', '.join(written) or 'nothing to export'} -> {out}",
+    )
+
+
+def stage_sidecars(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.exports.sidecars import write_sidecars
+
+    s = write_sidecars(
+        store,
+        use=config.sidecar_use,
+        style=config.sidecar_style,
+        sidecar_dir=config.sidecar_dir or None,
+    )
+    written = s["created"] + s["updated"]
+    failed = s["failed"]
+    message = f"{written} sidecars written ({s['unchanged']} unchanged), {failed} failed"
+    return StageResult("sidecars", bool(written), 0.0, s, message, failed)
+
+
+def stage_report(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.report import build_report
+
+    # The sense stage makes the thumbnails (of the max_images sample, if one is set);
+    # the report then only links them.
+    path = build_report(store, thumbnails="sense" not in config.stages)
+    return StageResult("report", True, 0.0, {"path": str(path)}, f"file://{path}")
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Store, PipelineConfig, bool], StageResult]] = {
+    "scan": stage_scan,
+    "sense": stage_sense,
+    "embed": stage_embed,
+    "cluster": stage_cluster,
+    "tag": stage_tag,
+    "export": stage_export,
+    "sidecars": stage_sidecars,
+    "report": stage_report,
+}
