@@ -10,23 +10,20 @@ from pathlib import Path
 import pytest
 
 from lamina.core.store import Store
+from lamina.report.context import Section, open_context
 from lamina.report.data import (
-    Section,
     cluster_map,
     collect,
     duplicate_groups,
     flag_galleries,
-    flags_policy,
-    layer_runs,
-    open_context,
     outliers,
     overview,
     problems,
-    provenance,
     signal_rules,
     statuses,
     tags,
 )
+from lamina.report.provenance import flags_policy, layer_runs, provenance
 from tests.report.stores import TAGS_RUN, lamina
 
 

@@ -23,7 +23,8 @@ from urllib.parse import quote
 
 from lamina.core.errors import LaminaError, StoreError
 from lamina.core.store import Store
-from lamina.report.data import Section, collect
+from lamina.report.context import Section
+from lamina.report.data import collect
 
 __all__ = ["REPORT_DIRNAME", "build_report"]
 

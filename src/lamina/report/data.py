@@ -10,34 +10,28 @@ lists are capped (`cap`) and say how many more there are.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from lamina.analysis.flags import FLAG_NAMES, Policy, default_policy, sensed_flags_sql
+from lamina.analysis.flags import FLAG_NAMES, sensed_flags_sql
 from lamina.core.errors import LaminaError
 from lamina.core.store import TABLE_NAMES, Store
+from lamina.report.context import ReportContext, Section, open_context
+from lamina.report.provenance import flags_policy, provenance
 
 __all__ = [
-    "ReportContext",
-    "Section",
     "cluster_map",
     "collect",
     "distributions",
     "duplicate_groups",
     "flag_galleries",
-    "flags_policy",
-    "layer_runs",
-    "open_context",
     "outliers",
     "overview",
     "problems",
-    "provenance",
     "signal_rules",
     "statuses",
     "tags",
@@ -48,67 +42,6 @@ MAX_GROUPS = 24  # duplicate groups shown
 MAX_MEMBERS = 12  # thumbnails per duplicate group
 MAX_CLUSTERS = 60  # medoid tiles on the cluster map section
 MAX_EXEMPLARS = 8  # exemplar tiles per cluster
-
-
-@dataclass
-class Section:
-    """One part of the page: `data` when its tables exist, else `missing` (the fix)."""
-
-    id: str
-    title: str
-    tables: tuple[str, ...] = ()
-    missing: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ReportContext:
-    """A store, one DuckDB connection over it, and the tables it has."""
-
-    store: Store
-    con: Any
-    tables: set[str]
-
-    def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        """The query's rows as dicts (None for SQL nulls)."""
-        return self.con.sql(query, params=params).to_arrow_table().to_pylist()
-
-    def value(self, query: str, params: list[Any] | None = None) -> Any:
-        rows = self.con.sql(query, params=params).fetchall()
-        return rows[0][0] if rows else None
-
-    def column(self, query: str) -> np.ndarray:
-        """The first column of a query as a float array (nulls dropped)."""
-        table = self.con.sql(query).to_arrow_table()
-        values = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=float)
-        return values[np.isfinite(values)]
-
-    def has(self, *names: str) -> bool:
-        return all(n in self.tables for n in names)
-
-    def columns(self, table: str) -> dict[str, str]:
-        """Column name -> DuckDB type of a table or layer."""
-        return {r[0]: r[1] for r in self.con.sql(f'describe "{table}"').fetchall()}
-
-
-def open_context(store: Store) -> ReportContext:
-    """A connection with the store's views plus `image_paths` (one shown path per image).
-
-    Example:
-        >>> ctx = open_context(lamina.open())  # doctest: +SKIP
-        >>> ctx.value("select count(*) from image_paths")  # doctest: +SKIP
-        246
-    """
-    con = store.connect()
-    tables = set(store.available_tables())
-    if "files" in tables:
-        # An image held by several files is shown by its first present path.
-        con.execute(
-            "create temp view image_paths as select image_id, "
-            "min(source || '/' || rel_path) as path, count(*) as n_files from files "
-            "where image_id is not null and status <> 'missing' group by image_id"
-        )
-    return ReportContext(store, con, tables)
 
 
 def _sql_literal(text: str) -> str:
@@ -238,61 +171,7 @@ def distributions(ctx: ReportContext) -> Section:
     return section
 
 
-# -- 4. signals and the flag policy --------------------------------------------------------
-
-
-def layer_runs(store: Store, pass_name: str) -> dict[str, Any] | None:
-    """The current layer of a pass and the runs that wrote it (from its ledger records).
-
-    Example:
-        >>> layer_runs(lamina.open(), "flags")  # doctest: +SKIP
-        {'pass': 'flags', 'layer': '1-3f9c00aa', 'runs': ['20261203T074912Z-028a0b'], ...}
-    """
-    layer = store.current_layer_dir(pass_name)
-    if layer is None:
-        return None
-    ledger = store.ledger_dir(pass_name, layer.name)
-    run_ids: dict[str, int] = {}
-    finished: list[str] = []
-    for record in sorted(ledger.glob("*.json")):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue  # a record being written right now: the next report shows it
-        run_id = str(data.get("run_id", ""))
-        run_ids[run_id] = run_ids.get(run_id, 0) + int(data.get("rows", 0) or 0)
-        if data.get("finished"):
-            finished.append(str(data["finished"]))
-    return {
-        "pass": pass_name,
-        "layer": layer.name,
-        "runs": sorted(r for r in run_ids if r),
-        "rows_by_run": run_ids,
-        "finished": max(finished) if finished else None,
-    }
-
-
-def _run_record(store: Store, run_id: str) -> dict[str, Any]:
-    try:
-        return json.loads((store.run_dir(run_id) / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def flags_policy(store: Store) -> tuple[Policy, str]:
-    """The policy the current flags layer was made with, and where it was read from: the
-    config in the run record of the run that wrote the layer, else the default policy."""
-    info = layer_runs(store, "flags")
-    for run_id in reversed(info["runs"] if info else []):
-        passes = _run_record(store, run_id).get("config", {}).get("passes", {})
-        entry = passes.get("flags", {})
-        if entry.get("layer") != info["layer"]:
-            continue
-        text = entry.get("config", {}).get("policy")
-        if text:
-            return Policy.from_json(text), f"run {run_id}"
-        return default_policy(), f"run {run_id} (default policy)"
-    return default_policy(), "default policy (no run record names the flags layer)"
+# -- 4. signals and the flag policy (read by `provenance.flags_policy`) -------------------------
 
 
 def _hits(ctx: ReportContext, column: str, expr: str, threshold: float, grid: np.ndarray) -> Any:
@@ -668,67 +547,6 @@ def problems(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
         section.missing = "No stage has run on the pixels yet: run `lamina sense`."
         return section
     section.data = {"stages": stages, "run_errors": run_errors}
-    return section
-
-
-# -- 11. provenance ------------------------------------------------------------------------
-
-
-def provenance(ctx: ReportContext, sections: list[Section]) -> Section:
-    """For each section: the runs that wrote its tables (run id, layer, model, when)."""
-    section = Section("provenance", "Where every number came from", ("runs",))
-    if not ctx.has("runs"):
-        section.missing = "No run records yet: run `lamina scan SOURCE`."
-        return section
-    scans = ctx.rows(
-        "select run_id, started from runs where command = 'scan' "
-        "order by started desc, ended desc limit 1"
-    )
-    rows = []
-    cache: dict[str, dict[str, Any] | None] = {}
-    for sec in sections:
-        for table in sec.tables:
-            if table == "runs" or table not in ctx.tables:
-                continue
-            if table in TABLE_NAMES:
-                for scan in scans:
-                    rows.append(
-                        {
-                            "section": sec.title,
-                            "table": table,
-                            "layer": "(table)",
-                            "run_id": scan["run_id"],
-                            "when": scan["started"],
-                            "model": None,
-                            "command": "scan",
-                        }
-                    )
-                continue
-            if table not in cache:
-                cache[table] = layer_runs(ctx.store, table)
-            info = cache[table]
-            if info is None:
-                continue
-            columns = ctx.columns(table)
-            model = None
-            for name in ("model", "model_name"):  # the embedding or tagging model
-                if name in columns:
-                    model = ctx.value(f"select string_agg(distinct {name}, ', ') from \"{table}\"")
-                    break
-            for run_id in info["runs"] or [""]:
-                record = _run_record(ctx.store, run_id) if run_id else {}
-                rows.append(
-                    {
-                        "section": sec.title,
-                        "table": table,
-                        "layer": info["layer"],
-                        "run_id": run_id or "(no ledger record)",
-                        "when": record.get("started") or info["finished"],
-                        "model": model,
-                        "command": record.get("command"),
-                    }
-                )
-    section.data = {"rows": rows, "store": str(ctx.store.root)}
     return section
 
 
