@@ -210,3 +210,32 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     assert loaded.rules["dark"] == policy.rules["dark"]
     with pytest.raises(ConfigError, match="no policy file"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_a_policy_score_is_an_expression_that_reads_no_file() -> None:
+    attacks = {
+        "(select length(content) from read_text('/etc/passwd'))": "read_text",
+        "1); copy (select 1) to '/tmp/lamina-pwned.csv'; select (1": "parenthesis",
+        "getenv('HOME') is null": "getenv",
+        "1 -- a comment hides the rest": "comment",
+    }
+    for score, named in attacks.items():
+        with pytest.raises(ConfigError) as caught:
+            parse_policy(f'[dark]\nscore = "{score}"\nthreshold = 1', base=default_policy())
+        assert named in str(caught.value) and "'dark'" in str(caught.value)
+    assert not Path("/tmp/lamina-pwned.csv").exists()
+
+
+def test_the_flags_pass_checks_a_stored_policy_too(tmp_path: Path) -> None:
+    """A policy that never went through `parse_policy` (a hand-made run config) is checked
+    when the pass runs, and a subquery over the pass's own rows is a valid score."""
+    from dataclasses import replace
+
+    store = fake_store(tmp_path, [signals_row("a"), signals_row("b", brightness_p95=0.1)])
+    policy = default_policy()
+    bad = replace(policy.rules["dark"], score="(select 1 from read_text('/etc/passwd'))")
+    with pytest.raises(ConfigError, match="read_text"):
+        FlagsPass(flags_config(replace(policy, rules={**policy.rules, "dark": bad}))).compute(store)
+    mean = "brightness_p95 < (select avg(brightness_p95) from base)"
+    flags = flags_of(store, f"[dark]\nscore = 'case when {mean} then 1 else 0 end'\n")
+    assert flags["b"]["dark"] and not flags["a"]["dark"]

@@ -153,11 +153,24 @@ def parse_policy(text: str, *, where: str = "policy", base: Policy | None = None
         missing = {"score", "threshold"} - set(values)
         if missing:
             raise ConfigError(f"'{flag}' in {where} lacks {sorted(missing)[0]!r}")
+        _check_score(values["score"], flag, where)
         rules[flag] = FlagRule(**values)
     absent = [f for f in FLAG_NAMES if f not in rules]
     if absent:
         raise ConfigError(f"{where} does not define the flag {absent[0]!r}")
     return Policy(name=str(name), version=version, rules=rules)
+
+
+def _check_score(score: str, flag: str, where: str) -> str:
+    """The score of `flag` when it is one safe SQL expression (`lamina.core.sqlsafe`: over
+    the columns of the rows being scored, `base`; no statements, files or table
+    functions), else a ConfigError naming the flag."""
+    from lamina.core.sqlsafe import check_condition
+
+    try:
+        return check_condition(score, tables=["base"], what=f"score of flag '{flag}' in {where}")
+    except LaminaError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
 
 
 def default_policy() -> Policy:
@@ -248,7 +261,7 @@ class FlagsPass(Pass):
         tables = store.available_tables()
         if "signals" not in tables:
             raise LaminaError("the flags need the signals table", hint="run `lamina sense`")
-        con = store.connect()
+        con = store.connect(sandbox=True)
         duplicates = "duplicates"
         if "duplicates" not in tables:
             con.execute(
@@ -263,7 +276,9 @@ class FlagsPass(Pass):
         columns = ["image_id"]
         for flag in FLAG_NAMES:
             rule = policy.rules[flag]
-            score = f"coalesce(cast(({rule.score}) as float), 0)"
+            # Checked again here: a policy can reach the pass without `parse_policy`.
+            expr = _check_score(rule.score, flag, "the policy")
+            score = f"coalesce(cast((\n{expr}\n) as float), 0)"
             try:
                 con.execute(f"select {score} from base limit 0")
             except Exception as exc:  # duckdb raises its own error types

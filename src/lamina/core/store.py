@@ -319,8 +319,29 @@ class Store:
             names.append("runs")
         return names
 
-    def connect(self) -> Any:
+    def view_files(self) -> dict[str, list[Path]]:
+        """The files behind each view `connect` makes: table and layer parts, run records.
+
+        Example:
+            >>> sorted(store.view_files())  # doctest: +SKIP
+            ['files', 'images', 'runs', 'scan']
+        """
+        views = {}
+        for name in self.available_tables():
+            if name == "runs":
+                views[name] = sorted(self.root.glob("runs/*/run.json"))
+            else:
+                views[name] = self.table_files(name)
+        return views
+
+    def connect(self, *, sandbox: bool = False, allow_files: bool = False) -> Any:
         """A DuckDB connection with one view per table and layer, plus `runs`.
+
+        The plain connection is a trusted API (for Python code the user writes): its SQL
+        can read and write any file the process can. `sandbox=True` gives the connection
+        for user text (`--where`, policies, `lamina sql`; see `lamina.core.sqlsafe`):
+        only the store's own files are readable, nothing is installed or downloaded, and
+        the settings are locked; `allow_files` keeps reading other files possible.
 
         Example:
             >>> con = store.connect()  # doctest: +SKIP
@@ -329,27 +350,33 @@ class Store:
         import duckdb
 
         con = duckdb.connect()
-        for name in self.available_tables():
+        # DuckDB spills big queries into `.tmp/` of the current folder, which may be a source.
+        con.execute(f"SET temp_directory = '{_sq(str(self.tmp_dir / 'duckdb'))}'")
+        views = self.view_files()
+        for name, files in views.items():
+            listing = ", ".join(f"'{_sq(str(f))}'" for f in files)
             if name == "runs":
-                glob = str(self.root / "runs" / "*" / "run.json")
                 con.execute(
-                    f"create view runs as select * from read_json_auto('{_sq(glob)}', "
+                    f"create view runs as select * from read_json_auto([{listing}], "
                     "union_by_name=true, maximum_object_size=67108864)"
                 )
                 continue
-            files = [str(p) for p in self.table_files(name)]
-            listing = ", ".join(f"'{_sq(f)}'" for f in files)
             con.execute(
                 f'create view "{name}" as select * from read_parquet([{listing}], '
                 "union_by_name=true)"
             )
-        if "files" in self.available_tables():
+        if "files" in views:
             # ImageFolder-style class labels: the name of each image's folder.
             con.execute(
                 "create view folder_labels as select image_id, source, rel_path, folder, "
                 "regexp_extract(folder, '[^/]+$') as label from files "
                 "where image_id is not null and status <> 'missing' and folder <> ''"
             )
+        if sandbox:
+            from lamina.core.sqlsafe import lock_down
+
+            readable = [f for files in views.values() for f in files]
+            lock_down(con, readable=readable, allow_files=allow_files)
         return con
 
     def table(self, name: str) -> pa.Table:
@@ -368,6 +395,10 @@ class Store:
 
     def sql(self, query: str) -> pa.Table:
         """Run a DuckDB query over every table of the store and return Arrow.
+
+        A trusted API, like `connect()`: the query may do anything DuckDB can (read and
+        write files). Text from someone else goes through `lamina.core.sqlsafe` first, as
+        `lamina sql` does.
 
         Example:
             >>> lamina.open().sql("select format, count(*) from images group by 1")

@@ -176,11 +176,17 @@ def distributions(ctx: ReportContext) -> Section:
 
 def _hits(ctx: ReportContext, column: str, expr: str, threshold: float, grid: np.ndarray) -> Any:
     """Whether the rule's own SQL expression flags each value of `grid` (None when the
-    expression needs more than this column)."""
+    expression needs more than this column, or is not a safe expression)."""
+    from lamina.core.sqlsafe import UnsafeSQLError, check_condition
+
+    try:
+        expr = check_condition(expr, what="flag score")  # it comes from a stored policy
+    except UnsafeSQLError:
+        return None
     ctx.con.register("_grid", pa.table({column: grid}))
     try:
         rows = ctx.con.sql(
-            f"select coalesce(cast(({expr}) as double), 0) >= {threshold!r} from _grid"
+            f"select coalesce(cast((\n{expr}\n) as double), 0) >= {threshold!r} from _grid"
         ).fetchall()
     except Exception:  # duckdb raises its own error types; any means "no line to draw"
         return None
