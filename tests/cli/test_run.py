@@ -285,3 +285,19 @@ def test_max_images_senses_a_sample_and_counts_only_it(tmp_path: Path) -> None:
     first = store.sql("select image_id from images order by image_id limit 3").column(0)
     assert sorted(store.table("signals")["image_id"].to_pylist()) == first.to_pylist()
     assert flag_summary(store)["images"] == 3  # the unsensed ones are not called clean
+
+
+def test_run_dir_files_are_checked_before_any_work(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    run_dir = tmp_path / "out"
+    run_dir.mkdir()
+    (run_dir / "tags.csv").write_text("someone's spreadsheet\n")
+    config = tmp_path / "lamina.toml"
+    config.write_text(f'run_dir = "{run_dir}"\nstages = ["scan", "export"]\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config))
+    assert code == 2 and "not written by lamina" in out and "run_dir" in out
+    assert (run_dir / "tags.csv").read_text() == "someone's spreadsheet\n"
+    assert not (tmp_path / "store" / "tables" / "files").exists()  # nothing scanned
+    config.write_text(f'run_dir = "{tmp_path / "store" / "tables"}"\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config))
+    assert code == 2 and "inside the store" in out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -16,6 +15,7 @@ from lamina.cli.app import (
     main,
     open_store,
 )
+from lamina.cli.options import force_into_source_option, force_option
 
 # -- scan ------------------------------------------------------------------------------------
 
@@ -114,24 +114,55 @@ def status(ctx: click.Context, as_json: bool, n_runs: int) -> None:
     show_default=True,
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+@click.option(
+    "--allow-files",
+    is_flag=True,
+    help="Let the query read files outside the store too (read_csv, read_parquet, glob…). "
+    "It still writes nothing.",
+)
+@force_option
+@force_into_source_option
 @click.pass_context
 @handle_errors
-def sql(ctx: click.Context, query: str, fmt: str, output: str | None) -> None:
-    """Run a DuckDB SQL QUERY over every table of the store.
+def sql(
+    ctx: click.Context,
+    query: str,
+    fmt: str,
+    output: str | None,
+    allow_files: bool,
+    force: bool,
+    force_into_source: bool,
+) -> None:
+    """Run one read-only DuckDB query over the store's tables.
 
     Tables: files, images, file_events, meta, runs, folder_labels, and one per pass layer
     (scan, …). `lamina sql "show tables"` lists them.
+
+    The query is one SELECT (also WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE),
+    on a connection that can read only the store's own files: no COPY, EXPORT, ATTACH,
+    INSTALL/LOAD, SET or CREATE, no other file, and nothing is downloaded. --allow-files
+    lets it read other files (to join a CSV of your own); it still writes nothing. Write
+    the result with -o (never over a scanned file, never inside a source unless
+    --force-into-source, never over a file lamina did not write unless --force). For all
+    of DuckDB, use Python: `lamina.open(STORE).connect()`.
 
     \b
     Example:
         lamina sql "select format, count(*) n from images group by 1 order by n desc"
         lamina sql "select * from files where status <> 'ok'" --format csv -o problems.csv
+        lamina sql --allow-files "select * from files join 'licenses.csv' using (rel_path)"
     """
     import duckdb
 
+    from lamina.core.outputs import check_output_path, write_output
+    from lamina.core.sqlsafe import check_query
+
     store = open_store(ctx)
+    check_query(query)
+    if output:
+        check_output_path(store, output, force=force, force_into_source=force_into_source)
     try:
-        table = store.sql(query)
+        table = store.connect(sandbox=True, allow_files=allow_files).sql(query).to_arrow_table()
     except duckdb.Error as exc:
         fail(f"{exc}\n  tables: {', '.join(store.available_tables())}")
         return
@@ -145,7 +176,7 @@ def sql(ctx: click.Context, query: str, fmt: str, output: str | None) -> None:
         text = (frame.to_string(index=False, max_colwidth=80) if len(frame.columns) else "") + "\n"
         text += f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})\n"
     if output:
-        Path(output).write_text(text)
+        write_output(store, output, text, force=force, force_into_source=force_into_source)
         click.echo(f"wrote {table.num_rows} rows to {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -243,8 +274,19 @@ def verify(
     type=click.Path(dir_okay=False),
     help="Write every row (matched and unmatched) as CSV.",
 )
+@force_option
+@force_into_source_option
+@click.pass_context
 @handle_errors
-def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
+def reconcile(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    as_json: bool,
+    output: str | None,
+    force: bool,
+    force_into_source: bool,
+) -> None:
     """Compare two manifests: stores, or CSV/Parquet/JSONL lists of paths (+ sha256).
 
     Matches by content hash where both sides have one, else by the longest common path
@@ -254,12 +296,24 @@ def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
     \b
     Example:
         lamina reconcile ~/pictures-store bucket-listing.csv
+        lamina reconcile ~/pictures-store bucket-listing.csv -o rows.csv
     """
+    from lamina.core.outputs import check_output_path, write_output
+    from lamina.core.store import Store, find_store, resolve_store_path
+    from lamina.manifest.listing import store_root_of
     from lamina.manifest.reconcile import reconcile as run_reconcile
 
+    # -o is checked against every store in sight: A, B, and the one --store names.
+    roots = {store_root_of(a), store_root_of(b), find_store()}
+    if (resolve_store_path(ctx.obj["store"]) / "lamina.toml").is_file():
+        roots.add(resolve_store_path(ctx.obj["store"]))
+    stores = [Store.open(root) for root in {r.resolve() for r in roots if r is not None}]
+    if output:
+        check_output_path(stores, output, force=force, force_into_source=force_into_source)
     result = run_reconcile(a, b)
     if output:
-        result.rows.to_pandas().to_csv(output, index=False)
+        text = result.rows.to_pandas().to_csv(index=False)
+        write_output(stores, output, text, force=force, force_into_source=force_into_source)
     if as_json:
         echo_json(result.summary)
         return

@@ -7,6 +7,7 @@ import webbrowser
 import click
 
 from lamina.cli.app import handle_errors, main, open_store
+from lamina.cli.options import force_into_source_option
 
 
 @main.command()
@@ -31,6 +32,7 @@ from lamina.cli.app import handle_errors, main, open_store
 )
 @click.option("--title", help="Page title (default: the source folders' names).")
 @click.option("--open", "open_page", is_flag=True, help="Open the page in a web browser.")
+@force_into_source_option
 @click.pass_context
 @handle_errors
 def report(
@@ -40,6 +42,7 @@ def report(
     gallery_size: int,
     title: str | None,
     open_page: bool,
+    force_into_source: bool,
 ) -> None:
     """Write the HTML report of the store and print where it is.
 
@@ -63,6 +66,7 @@ def report(
         gallery_size=gallery_size,
         title=title,
         progress=True,
+        force_into_source=force_into_source,
     )
     url = path.as_uri()
     click.echo(url)

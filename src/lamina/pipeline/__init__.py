@@ -26,9 +26,10 @@ from typing import Any
 
 from lamina.core.errors import LaminaError
 from lamina.core.ledger import Run
+from lamina.core.outputs import record_output
 from lamina.core.store import Store, atomic_write_json
 from lamina.pipeline.config import STAGES, PipelineConfig, check_before_work
-from lamina.pipeline.stages import STAGE_FUNCTIONS, StageResult, run_dir_of
+from lamina.pipeline.stages import STAGE_FUNCTIONS, StageResult, check_run_dir, run_dir_of
 
 
 def _has_images(store: Store) -> bool:
@@ -170,6 +171,8 @@ def run_pipeline(
     """
     stages = [s for s in STAGES if s in config.stages]
     check_before_work(config)
+    if "export" in config.stages:
+        check_run_dir(store, config)
     resolved = dataclasses.asdict(config)
     resolved["embed_model"] = config.embed_model()
     resolved["tagger"] = config.tagger() if config.labels_file else None
@@ -219,6 +222,7 @@ def run_pipeline(
             # write does (StoreError, with its fix).
             out = run_dir_of(store, config)
             atomic_write_json(out / "config.json", {**resolved, "run_id": run.run_id})
+            record_output(store, out / "config.json")
     summary = {
         "run_id": run.run_id,
         "stages": {

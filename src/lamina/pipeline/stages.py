@@ -189,11 +189,40 @@ def run_dir_of(store: Store, config: PipelineConfig) -> Path:
     return Path(config.run_dir).expanduser() if config.run_dir else store.root / "exports"
 
 
+# What the export stage writes into run_dir, and the fix when one of them is in the way.
+RUN_DIR_FILES = ("tags.csv", "tags.parquet", "folder_medoids.csv", "config.json")
+RUN_DIR_FIX = "move it away, or set run_dir to another folder"
+
+
+def check_run_dir(store: Store, config: PipelineConfig) -> Path:
+    """run_dir and the files the export stage writes there, checked as any output
+    (`lamina.core.outputs`): not inside a source or the store's tables, not over a
+    recorded file or a file lamina did not write.
+
+    Example:
+        >>> config = PipelineConfig(root=["photos"], run_dir="photos/out")
+        >>> check_run_dir(store, config)  # doctest: +SKIP
+        OutputError: the output folder …/photos/out lies inside the source photos; …
+    """
+    from lamina.core.outputs import check_output_path
+
+    out = run_dir_of(store, config)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"cannot make the exports folder {out}: a file of that name is in the way",
+            hint="set run_dir to a folder (default: <store>/exports)",
+        )
+    check_output_path(store, out, folder=True, sources=config.root)
+    for name in RUN_DIR_FILES:
+        check_output_path(store, out / name, sources=config.root, fix=RUN_DIR_FIX)
+    return out
+
+
 def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.exports.medoids import write_folder_medoids
     from lamina.exports.tables import export
 
-    out = run_dir_of(store, config)
+    out = check_run_dir(store, config)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -203,11 +232,13 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
         ) from None
     written = []
     if "images" in store.available_tables():
-        export(store, out / "tags.csv")
-        export(store, out / "tags.parquet")
+        export(store, out / "tags.csv", fix=RUN_DIR_FIX)
+        export(store, out / "tags.parquet", fix=RUN_DIR_FIX)
         written += ["tags.csv", "tags.parquet"]
     if "medoids" in store.available_tables():
-        write_folder_medoids(store, out / "folder_medoids.csv", model=config.embed_model())
+        write_folder_medoids(
+            store, out / "folder_medoids.csv", model=config.embed_model(), fix=RUN_DIR_FIX
+        )
         written.append("folder_medoids.csv")
     return StageResult(
         "export",

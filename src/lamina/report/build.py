@@ -266,6 +266,7 @@ def build_report(
     title: str | None = None,
     progress: bool = False,
     notices: Sequence[str] = (),
+    force_into_source: bool = False,
 ) -> Path:
     """Write the HTML report of `store` and return the path of its index.html.
 
@@ -273,7 +274,9 @@ def build_report(
     first (a resumable pass); without, the thumbnails already made are used and the other
     images show their path in a box. Galleries show at most `gallery_size` images.
     `notices` are shown first, in a box (e.g. "the source /x does not exist" from
-    `lamina run`).
+    `lamina run`). `out_dir` is checked as any output folder
+    (`lamina.core.outputs.check_output_path`): never inside a source unless
+    `force_into_source`, never among the store's tables.
 
     Example:
         >>> build_report(lamina.open())  # doctest: +SKIP
@@ -286,7 +289,11 @@ def build_report(
         store = Store.open(store)
     if gallery_size < 1:
         raise LaminaError(f"gallery_size must be at least 1, not {gallery_size}")
-    target = Path(out_dir).absolute() if out_dir else store.root / REPORT_DIRNAME
+    target = store.root / REPORT_DIRNAME
+    if out_dir:
+        from lamina.core.outputs import check_output_path
+
+        target = check_output_path(store, out_dir, folder=True, force_into_source=force_into_source)
     _check_target(target)
     thumb_note = _make_thumbnails(store, progress) if thumbnails else None
     sections = collect(store, gallery_size=gallery_size)
