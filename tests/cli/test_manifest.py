@@ -3,12 +3,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import lamina
 from lamina.cli import main
+from tests.conftest import write_photo
 
 
 @pytest.fixture
@@ -117,3 +120,15 @@ def test_verify_reports_bitrot_with_exit_1(cli, tree: Path) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: silent rot
     out = cli("verify", code=1)
     assert "bitrot 1" in out and "cats/b.jpg" in out
+
+
+def test_follow_links_is_a_scan_option(cli, tmp_path: Path) -> None:
+    write_photo(tmp_path / "out" / "x.jpg", 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(tmp_path / "out", src / "out")
+    cli("scan", str(src))
+    assert "links not followed" in cli("status")
+    cli("scan", str(src), "--follow-links")
+    rows = {r["rel_path"]: r for r in lamina.open(tmp_path / "store").table("files").to_pylist()}
+    assert rows["out/x.jpg"]["status"] == "ok"

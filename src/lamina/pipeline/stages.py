@@ -48,7 +48,13 @@ def _workers(config: PipelineConfig) -> int | None:
 def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.passes.scan import scan
 
-    s = scan(store, config.root, workers=_workers(config), progress=progress)
+    s = scan(
+        store,
+        config.root,
+        workers=_workers(config),
+        progress=progress,
+        follow_links=config.follow_links,
+    )
     worked = bool(s["hashed"] or s["new_images"] or s["events"])
     status = ", ".join(f"{k} {v}" for k, v in s["status"].items()) or "no files"
     return StageResult(
