@@ -90,10 +90,13 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     summary = flag_summary(store)
     flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
     top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
+    from lamina.manifest.decode_failures import decode_summary
+
+    counts = decode_summary(store)
     message = (
         f"{result['signals']['processed']} images sensed "
-        f"({result['signals']['already_done']} already done, "
-        f"{result['signals']['error_rows']} undecodable); flags: {top or 'none'}"
+        f"({result['signals']['already_done']} already done); {counts['broken']} broken "
+        f"files ({counts['undecodable']} undecodable); flags: {top or 'none'}"
     )
     return StageResult(
         "sense",
