@@ -127,3 +127,14 @@ def test_replaced_bytes_or_a_later_good_decode_clear_it(
     assert files_of(store)["d.png"]["status"] == "ok"
     events = store.sql("select event from decode_failures where event = 'cleared'")
     assert events.num_rows == result["undecodable"]["cleared"]
+
+
+def test_a_pass_that_says_it_all_in_error_is_read_too(collection: Path, tmp_path: Path) -> None:
+    from lamina.passes.thumbs import thumbs_config
+
+    store = scanned(tmp_path, collection)
+    result = sense(store, [("thumbs", thumbs_config(store))])  # error = "reason: message"
+    assert result["undecodable"]["failed"] == 1
+    c = files_of(store)["bad/c.png"]
+    assert (c["status"], c["reason"]) == ("broken", "undecodable")
+    assert c["detail"].startswith("OSError") and "data stream" in c["detail"]

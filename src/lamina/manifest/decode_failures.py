@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from lamina.core.ledger import Run, done_chunks
 from lamina.core.store import UNDECODABLE, Store, atomic_write_json
 
@@ -45,10 +47,8 @@ with rows as (
          coalesce(r.detail, nullif(trim(substr(r.error, length(split_part(r.error, ':', 1)) + 2)),
                                    '')) as message,
          p.pass, p.layer, p.mtime_ns
-  from read_parquet({files}, filename = true, union_by_name = true) r
-  join parts p using (filename)
-  where r.image_id in (select image_id from read_parquet({files}, union_by_name = true)
-                       where split_part(error, ':', 1) in {reasons})
+  from decoded r join parts p using (filename)
+  where r.image_id in (select image_id from decoded where split_part(error, ':', 1) in {reasons})
     and r.image_id in (select image_id from read_parquet({images}) where status = 'ok')
 )
 select image_id, coalesce(code in {reasons}, false) as failed, code, message, pass, layer
@@ -88,6 +88,25 @@ def _committed_parts(store: Store) -> list[tuple[str, str, str, int]]:
                 continue
             parts.append((str(path), name, folder.name, st.st_mtime_ns))
     return parts
+
+
+def _decoded_view(parts: list[tuple[str, str, str, int]]) -> str:
+    """A query of (image_id, error, detail, filename) over every part: one select per layer,
+    as layers differ in columns (thumbs and embed say it all in `error`)."""
+    by_layer: dict[tuple[str, str], list[str]] = {}
+    for path, name, layer, _ in parts:
+        by_layer.setdefault((name, layer), []).append(path)
+    selects = []
+    for paths in by_layer.values():
+        columns = set(pq.read_schema(paths[0]).names)
+        if not {"image_id", "error"} <= columns:
+            continue
+        detail = "detail" if "detail" in columns else "null::varchar"
+        selects.append(
+            f"select image_id, error, {detail} as detail, filename "
+            f"from read_parquet({_list_literal(paths)}, filename = true)"
+        )
+    return " union all ".join(selects)
 
 
 def _fingerprint(parts: list[tuple[str, str, str, int]], table: list[Path]) -> str:
@@ -132,12 +151,10 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
     )
     reasons = "(" + ", ".join(f"'{r}'" for r in DECODE_REASONS) + ")"
     images = store.table_files("images")
-    if parts and images:
-        query = LATEST_SQL.format(
-            files=_list_literal([p[0] for p in parts]),
-            reasons=reasons,
-            images=_list_literal([str(p) for p in images]),
-        )
+    decoded = _decoded_view(parts)
+    if decoded and images:
+        con.execute(f"create temp view decoded as {decoded}")
+        query = LATEST_SQL.format(reasons=reasons, images=_list_literal([str(p) for p in images]))
         con.execute(f"create temp table latest as {query}")
     else:
         con.execute(
