@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,12 @@ def write_corrupt_png(path: Path, seed: int) -> Path:
 
 
 def sense(store: Store, passes: list | None = None) -> dict:
-    return run_passes(
+    """run_passes, with what it recorded about decode failures (the run record's counts)."""
+    result = run_passes(
         store, passes or [("signals", None), ("hashes", None)], workers=1, progress=False
     )
+    record = json.loads((store.run_dir(result["run_id"]) / "run.json").read_text())
+    return {**result, "undecodable": record["counts"]["undecodable"]}
 
 
 @pytest.fixture

@@ -660,7 +660,7 @@ def run_passes(
                 # and images (read from the layers, so a killed run's are caught up here).
                 from lamina.manifest.decode_failures import record_decode_failures
 
-                out["undecodable"] = record_decode_failures(store, run)
+                run.count("undecodable", record_decode_failures(store, run))
         for instance in instances:
             if instance.kind == "global":
                 out[instance.name] = run_global_pass(store, instance, run)
