@@ -3,12 +3,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import lamina
 from lamina.cli import main
+from tests.conftest import write_photo
 
 
 @pytest.fixture
@@ -163,3 +166,15 @@ def test_reconcile_output_is_checked(cli, tree: Path, tmp_path: Path) -> None:
     assert "inside the source" in out and not (tree / "rows.csv").exists()
     cli("reconcile", store, store, "-o", str(tmp_path / "rows.csv"))
     assert (tmp_path / "rows.csv").read_text().startswith("side,")
+
+
+def test_follow_links_is_a_scan_option(cli, tmp_path: Path) -> None:
+    write_photo(tmp_path / "out" / "x.jpg", 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(tmp_path / "out", src / "out")
+    cli("scan", str(src))
+    assert "links not followed" in cli("status")
+    cli("scan", str(src), "--follow-links")
+    rows = {r["rel_path"]: r for r in lamina.open(tmp_path / "store").table("files").to_pylist()}
+    assert rows["out/x.jpg"]["status"] == "ok"

@@ -168,3 +168,14 @@ def test_listing_without_path_column_names_file_and_columns(tmp_path: Path) -> N
         load_listing(bad)
     with pytest.raises(LaminaError, match="not a lamina store"):
         load_listing(str(tmp_path))
+
+
+def test_a_store_listing_holds_each_physical_file_once(tree: Path, tmp_path: Path) -> None:
+    import os
+
+    os.link(tree / "cats" / "a.jpg", tree / "cats" / "a_link.jpg")  # one file, two names
+    os.symlink(tree / "cats" / "b.jpg", tree / "b_link.jpg")
+    store = scanned(tmp_path, tree)
+    paths = load_listing(str(store.root))["path"].to_pylist()
+    assert str(tree / "cats" / "a.jpg") in paths and str(tree / "cats" / "b.jpg") in paths
+    assert not {str(tree / "cats" / "a_link.jpg"), str(tree / "b_link.jpg")} & set(paths)

@@ -24,6 +24,11 @@ from lamina.cli.options import force_into_source_option, force_option
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--chunk-size", type=int, default=None, help="Files per chunk (default: store's).")
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symlinks that lead out of the sources (default: record them as skipped).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
@@ -32,17 +37,22 @@ def scan(
     sources: tuple[str, ...],
     workers: int | None,
     chunk_size: int | None,
+    follow_links: bool,
     as_json: bool,
 ) -> None:
     """Scan SOURCES (folders) into the manifest, read-only.
 
     Hashes every file, reads image headers (no pixel decode), records junk and broken
     files with a reason. Re-running only reads new or changed files; a killed scan
-    resumes where it stopped.
+    resumes where it stopped. One physical file is one row: a folder inside a scanned
+    source rescans that part of it, a folder around scanned sources takes them in, and a
+    second path to a file (a symlink, a hard link) is a `skipped` row naming the first.
 
     \b
     Example:
         lamina scan ~/Pictures /mnt/archive/scans
+        lamina scan ~/Pictures/2024            # rescan just that part of ~/Pictures
+        lamina scan ~/Pictures --follow-links  # also read what symlinks out of it lead to
     """
     from lamina.core.store import resolve_store_path
     from lamina.passes.scan import check_sources
@@ -51,13 +61,22 @@ def scan(
     check_sources(resolve_store_path(ctx.obj["store"]), list(sources))  # before making a store
     store = open_store(ctx, create=True)
     summary = run_scan(
-        store, list(sources), workers=workers, chunk_size=chunk_size, progress=not as_json
+        store,
+        list(sources),
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=not as_json,
+        follow_links=follow_links,
     )
     if as_json:
         echo_json(summary)
     else:
         status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
         events = ", ".join(f"{k} {v}" for k, v in summary["events"].items()) or "no changes"
+        for old, new in summary["merged"].items():
+            click.echo(f"the source {old} lies inside {new}: its files are now part of it")
+        for folder, source in summary["parts"].items():
+            click.echo(f"{folder} is part of the source {source}: rescanned that part")
         click.echo(f"scanned {summary['files']} files ({status})")
         click.echo(
             f"hashed {summary['hashed']}, unchanged {summary['reused']}; "

@@ -35,6 +35,9 @@ from lamina.core.errors import LaminaError
     help="Comma-separated stages to run, in their fixed order "
     "(scan,sense,embed,cluster,tag,export,sidecars,report).",
 )
+@click.option(
+    "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -48,6 +51,7 @@ def run_command(
     max_images: int | None,
     workers: int | None,
     stages: str | None,
+    follow_links: bool | None,
     print_config: bool,
     as_json: bool,
 ) -> None:
@@ -76,6 +80,7 @@ def run_command(
         "max_images": max_images,
         "workers": workers,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        "follow_links": follow_links or None,  # absent: the config file's value
     }
     config = resolve_config(config_path, overrides)
     if print_config:

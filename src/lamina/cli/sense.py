@@ -20,6 +20,29 @@ from lamina.cli.options import force_into_source_option, force_option
 # -- sensing -------------------------------------------------------------------------------
 
 
+def sensed_line(store: Any, done: dict[str, Any]) -> str:
+    """What sensing did and how many files are broken, counted as `lamina status` counts.
+
+    Example:
+        >>> sensed_line(store, {"processed": 246, "already_done": 0})  # doctest: +SKIP
+        'sensed 246 images (0 already done); 5 broken files (2 undecodable, found by decoding)'
+    """
+    from lamina.manifest.decode_failures import decode_summary
+
+    counts = decode_summary(store)
+    line = (
+        f"sensed {done['processed']} images ({done['already_done']} already done); "
+        f"{counts['broken']} broken files ({counts['undecodable']} undecodable, found by "
+        "decoding)"
+    )
+    if counts["not_decoded"]:
+        line += (
+            f"; {counts['not_decoded']} more images not decoded here (a format or size "
+            "lamina does not decode; still ok)"
+        )
+    return line
+
+
 def _echo_flag_summary(summary: dict[str, Any]) -> None:
     flags = summary.get("flags", {})
     if flags:
@@ -88,11 +111,7 @@ def sense(
     if as_json:
         echo_json(summary)
     else:
-        done = result["signals"]
-        click.echo(
-            f"sensed {done['processed']} images ({done['already_done']} already done, "
-            f"{done['error_rows']} could not be decoded)"
-        )
+        click.echo(sensed_line(store, result["signals"]))
         _echo_flag_summary(summary)
         click.echo(f"run {result['run_id']}")
     if any(v.get("failed_chunks") for v in summary["passes"].values() if isinstance(v, dict)):

@@ -655,6 +655,12 @@ def run_passes(
                 progress=progress,
             )
             out.update({k: v.as_dict() for k, v in results.items()})
+            if any(i.decode for i in maps):
+                # Images whose pixels did not decode become `broken / undecodable` in files
+                # and images (read from the layers, so a killed run's are caught up here).
+                from lamina.manifest.decode_failures import record_decode_failures
+
+                run.count("undecodable", record_decode_failures(store, run))
         for instance in instances:
             if instance.kind == "global":
                 out[instance.name] = run_global_pass(store, instance, run)

@@ -40,7 +40,24 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals")
+TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals", "decode_failures")
+# Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
+# `images` views show what the scan called `ok` as `broken / undecodable` while an image's
+# latest event there is `failed`.
+UNDECODABLE = "decode_failures"
+UNDECODABLE_VIEW = """
+with undecodable as (
+  select image_id, detail from (
+    select * from read_parquet([{failures}], union_by_name=true)
+    qualify row_number() over (partition by image_id order by run_id desc, recorded desc) = 1
+  ) where event = 'failed'
+)
+select t.* replace (
+  case when u.image_id is null then t.status else 'broken' end as status,
+  case when u.image_id is null then t.reason else 'undecodable' end as reason{detail})
+from read_parquet([{parts}], union_by_name=true) t
+left join undecodable u on t.image_id = u.image_id and t.status = 'ok'
+"""
 
 
 def find_store(start: Path | None = None) -> Path | None:
@@ -360,6 +377,16 @@ class Store:
                     f"create view runs as select * from read_json_auto([{listing}], "
                     "union_by_name=true, maximum_object_size=67108864)"
                 )
+                continue
+            failures = ", ".join(f"'{_sq(str(f))}'" for f in views.get(UNDECODABLE, []))
+            if name in ("files", "images") and failures:
+                detail = (
+                    ",\n  case when u.image_id is null then t.detail else u.detail end as detail"
+                )
+                query = UNDECODABLE_VIEW.format(
+                    failures=failures, parts=listing, detail=detail if name == "files" else ""
+                )
+                con.execute(f'create view "{name}" as {query}')
                 continue
             con.execute(
                 f'create view "{name}" as select * from read_parquet([{listing}], '

@@ -94,12 +94,19 @@ def render_status(info: dict[str, Any]) -> str:
         lines.append(
             f"exact duplicates: {dup['groups']} groups, {dup['redundant_files']} redundant files"
         )
+        outside = files["by_reason"].get("skipped/link_outside_source")
+        if outside:
+            lines.append(
+                f"{outside} links not followed (they lead out of the sources): "
+                "`lamina scan SOURCE --follow-links` reads what they lead to"
+            )
     images = info.get("images")
     if images:
         lines.append(
             f"images  {images['total']} distinct, {images['megapixels_total']} MP, "
             f"huge (> 90 MP) {images['huge']}"
         )
+        lines += _block("by status", images["by_status"])
         lines += _block("by format", images["by_format"])
     if info["runs"]:
         lines.append("recent runs")

@@ -55,6 +55,7 @@ class PipelineConfig:
     max_images: int = 0  # 0 = every image; else the first N by image id (a stable sample)
     run_dir: str = ""  # exports and config.json; "" = <store>/exports
     workers: int = 0  # 0 = every core
+    follow_links: bool = False  # follow symlinks that lead out of the sources
     invariant: bool = False  # group mirrored / rotated copies too
     policy: str = ""  # flags policy TOML laid over the defaults
     clusters: int = 0  # k for k-means; 0 = round(sqrt(N / 2))

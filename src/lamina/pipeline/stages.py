@@ -48,7 +48,13 @@ def _workers(config: PipelineConfig) -> int | None:
 def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.passes.scan import scan
 
-    s = scan(store, config.root, workers=_workers(config), progress=progress)
+    s = scan(
+        store,
+        config.root,
+        workers=_workers(config),
+        progress=progress,
+        follow_links=config.follow_links,
+    )
     worked = bool(s["hashed"] or s["new_images"] or s["events"])
     status = ", ".join(f"{k} {v}" for k, v in s["status"].items()) or "no files"
     return StageResult(
@@ -84,10 +90,13 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     summary = flag_summary(store)
     flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
     top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
+    from lamina.manifest.decode_failures import decode_summary
+
+    counts = decode_summary(store)
     message = (
         f"{result['signals']['processed']} images sensed "
-        f"({result['signals']['already_done']} already done, "
-        f"{result['signals']['error_rows']} undecodable); flags: {top or 'none'}"
+        f"({result['signals']['already_done']} already done); {counts['broken']} broken "
+        f"files ({counts['undecodable']} undecodable); flags: {top or 'none'}"
     )
     return StageResult(
         "sense",
