@@ -86,3 +86,29 @@ def test_config() -> None:
         get_pass("classify", {"topk": 0})
     info = get_pass("classify").describe()
     assert info["model"]["weights"]["sha256"] and "top-20" in info["output"]
+
+
+def test_a_resumed_run_writes_the_same_bits(source: Path, tmp_path: Path) -> None:
+    """Chunks fall differently in a run that resumes (only the rows not done yet are cut),
+    so the images share batches with others: every forward pass is padded to the batch
+    size, so that classes and vectors do not move in the 7th decimal."""
+    from tests.conftest import write_photo
+
+    for i in range(5):  # 9 images: chunks of 4 fall otherwise once 5 are done
+        write_photo(tmp_path / "src" / f"noise{i}.jpg", i)
+    for name in ("chelsea", "coffee", "rocket", "astronaut"):
+        (tmp_path / "src" / f"{name}.jpg").write_bytes((source / f"{name}.jpg").read_bytes())
+    passes = [("classify", {"batch_size": 2}), ("embed", {"batch_size": 2})]
+
+    def layers(store_path: Path, first: int | None) -> dict[str, list[dict]]:
+        store = scanned(tmp_path / "src", store_path)
+        if first:  # a run that stopped after `first` images, then the rest
+            run_passes(store, passes, workers=1, chunk_size=4, max_images=first, progress=False)
+        result = run_passes(store, passes, workers=1, chunk_size=4, progress=False)
+        assert result["classify"]["already_done"] == (first or 0)
+        return {n: store.table(n).sort_by("image_id").to_pylist() for n in ("classify", "embed")}
+
+    whole = layers(tmp_path / "whole", None)
+    resumed = layers(tmp_path / "resumed", 5)
+    assert len(whole["classify"]) == 9
+    assert resumed == whole

@@ -245,24 +245,40 @@ def runs(ctx: click.Context, limit: int, as_json: bool, run_id: str | None) -> N
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "-j", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--repair-layers",
+    is_flag=True,
+    help="Rewrite layers that hold an image twice (keeping the row of its first part).",
+)
 @click.pass_context
 @handle_errors
 def verify(
-    ctx: click.Context, sample: int | None, seed: int, workers: int | None, as_json: bool
+    ctx: click.Context,
+    sample: int | None,
+    seed: int,
+    workers: int | None,
+    as_json: bool,
+    repair_layers: bool,
 ) -> None:
     """Re-read files and report bit rot, missing and modified files. Changes no table.
 
-    Bit rot = same size and mtime as recorded, different bytes. Exit code 1 if any
-    problem is found.
+    Bit rot = same size and mtime as recorded, different bytes. Also reports layers that
+    hold one image (key) in two rows. Exit code 1 if any problem is found.
 
     \b
     Example:
         lamina verify --sample 1000
+        lamina verify --repair-layers
     """
     from lamina.manifest.verify import verify as run_verify
 
     report = run_verify(
-        open_store(ctx), sample=sample, seed=seed, workers=workers, progress=not as_json
+        open_store(ctx),
+        sample=sample,
+        seed=seed,
+        workers=workers,
+        progress=not as_json,
+        repair_layers=repair_layers,
     )
     if as_json:
         echo_json(report)
@@ -273,13 +289,25 @@ def verify(
             f"unreadable {report['unreadable']}"
         )
         for source in report.get("missing_sources", []):
-            click.secho(f"  source missing (not mounted?): {source}", fg="yellow")
-        for source in report.get("missing_sources", []):
             click.secho(f"  source missing (a disk not mounted?): {source}", fg="yellow")
         for p in report["problems"][:50]:
             click.echo(f"  {p['kind']:<10} {p['source']}/{p['rel_path']}")
+        repaired = {r["layer"]: r for r in report["repaired_layers"]}
+        for layer in report["duplicate_layers"]:
+            name = layer["layer"]
+            done = (
+                f"repaired: {repaired[name]['rows_dropped']} rows dropped"
+                if name in repaired
+                else "repair with `lamina verify --repair-layers`"
+            )
+            click.secho(
+                f"  layer {name} holds {layer['duplicate_keys']} key(s) twice "
+                f"({layer['extra_rows']} extra rows); {done}",
+                fg="yellow",
+            )
         click.echo(f"run {report['run_id']}")
-    if report["checked"] != report["ok"]:
+    unrepaired = len(report["duplicate_layers"]) > len(report["repaired_layers"])
+    if report["checked"] != report["ok"] or unrepaired:
         sys.exit(EXIT_ERRORS)
 
 

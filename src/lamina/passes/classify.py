@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from lamina.backends.embedders import DEFAULT_SPEC, describe_embedder, load_embedder
+from lamina.backends.embedders._common import pad_batch
 from lamina.core.config import config_dict
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError
@@ -138,18 +139,18 @@ class ClassifyPass(Pass):
         if self.embedder is None:
             self.setup()
         e = self.embedder
+        size = self.config.batch_size
         out = []
-        for start in range(0, len(images), self.config.batch_size):
-            x = torch.from_numpy(
-                np.stack(
-                    [e.preprocess.hwc(im) for im in images[start : start + self.config.batch_size]]
-                )
-            )
+        for start in range(0, len(images), size):
+            batch = [e.preprocess.hwc(im) for im in images[start : start + size]]
+            # Always `size` rows (see pad_batch): an image's probabilities must not depend
+            # on the chunk it came in, or a resumed run would differ in the 7th decimal.
+            x = torch.from_numpy(np.stack(pad_batch(batch, size)))
             # (n, H, W, 3) as NCHW: channels-last in memory, as the embedder runs it.
             x = x.permute(0, 3, 1, 2).to(e.device)
             with torch.inference_mode():
                 logits = e.model(x).float()
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+            out.append(torch.softmax(logits, dim=1).cpu().numpy()[: len(batch)])
         if not out:
             return np.zeros((0, N_CLASSES), np.float32)
         return np.concatenate(out)

@@ -1,5 +1,9 @@
 """What the torch backends share: deterministic preprocessing, device choice, batching that
-halves on out-of-memory, weight digests. torch is imported inside functions only."""
+halves on out-of-memory, weight digests. torch is imported inside functions only.
+
+Every forward pass gets exactly `batch_size` rows (`pad_batch`), so that an image's
+vector never depends on which images shared its chunk: a resumed run writes what an
+uninterrupted one writes, to the bit."""
 
 from __future__ import annotations
 
@@ -201,6 +205,25 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
+def pad_batch(batch: Sequence[Any], size: int) -> list[Any]:
+    """`batch` filled up to `size` rows with copies of its last row (the caller drops the
+    outputs of the copies).
+
+    A network's output for one row depends on the size of its batch (kernels choose their
+    blocking, so their order of summation, by shape) but not on the other rows in it:
+    measured on EfficientNet-Lite0 on the CPU, up to 3.5e-7 apart between batch sizes,
+    bit-identical between batches of one size. Cutting work into chunks (and resuming a
+    killed run, which chunks differently) changes the size of a chunk's last batch, so
+    every batch is padded to one size.
+
+    Example:
+        >>> pad_batch([1, 2], 4)
+        [1, 2, 2, 2]
+    """
+    rows = list(batch)
+    return rows + rows[-1:] * (size - len(rows))
+
+
 def l2_normalise(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
@@ -263,13 +286,16 @@ class TorchEmbedder:
         return contextlib.nullcontext()
 
     def _batched(self, items: Sequence[Any], forward: Callable[[Sequence[Any]], np.ndarray]):
-        """`forward` over `items` in batches of `batch_size`, halving it on out-of-memory."""
+        """`forward` over `items` in batches of exactly `batch_size` (the last one padded,
+        see `pad_batch`), halving it on out-of-memory (logged: the vectors computed after
+        that are no longer bit-identical to a run that needed no halving)."""
         out = []
         start = 0
         while start < len(items):
             size = self.batch_size
+            batch = items[start : start + size]
             try:
-                out.append(forward(items[start : start + size]))
+                out.append(forward(pad_batch(batch, size))[: len(batch)])
             except Exception as exc:
                 if size == 1 or not _is_oom(exc):
                     raise
