@@ -51,8 +51,8 @@ def camera_exif(make: str | None, date: str | None) -> Image.Exif:
 
 
 @pytest.fixture(scope="module")
-def kept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Each folder holds copies of one photo; returns the duplicates rows by rel_path."""
+def keep_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Each folder holds copies of one photo: scanned, sensed, grouped."""
     root = tmp_path_factory.mktemp("keep")
     src = root / "photos"
     folders = ("gif", "png16", "resaved", "exif", "dated", "tiff_of_gif", "downscaled")
@@ -96,7 +96,13 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         workers=1,
         progress=False,
     )
-    rows = store.sql(
+    return store
+
+
+@pytest.fixture(scope="module")
+def kept(keep_store: Store) -> dict[str, dict]:
+    """The duplicates rows by rel_path."""
+    rows = keep_store.sql(
         "select f.rel_path, d.* from duplicates d join files f using (image_id)"
     ).to_pylist()
     return {r["rel_path"]: r for r in rows}
@@ -150,6 +156,19 @@ def test_a_lossless_copy_of_a_gif_is_only_as_good_as_the_gif(kept: dict[str, dic
 def test_more_pixels_beat_a_lossless_downscale(kept: dict[str, dict]) -> None:
     assert _rep(kept, "downscaled") == "downscaled/full.jpg"
     assert kept["downscaled/half.png"]["keep_reason"] == "largest: JPEG 1000×872 vs PNG 500×436"
+
+
+def test_status_says_why_the_kept_copies_were_kept(keep_store: Store) -> None:
+    from lamina.manifest.status import render_status, store_status
+
+    info = store_status(keep_store)
+    assert info["duplicates"]["groups"] == 7
+    assert info["duplicates"]["kept_by"] == {
+        "best quality": 4, "camera original": 1, "largest": 1, "richer EXIF": 1
+    }  # fmt: skip
+    text = render_status(info)
+    assert "near duplicates: 7 groups, 8 files could go" in text
+    assert "  kept copy chosen as" in text and "    best quality     4" in text
 
 
 @pytest.mark.parametrize("quality", [10, 30, 50, 75, 90, 95, 100])
