@@ -43,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -135,12 +135,15 @@ def facts_sql(store: Any, extra_columns: str = "", extra_joins: str = "") -> str
         >>> store.sql(facts_sql(store)).column_names[:3]  # doctest: +SKIP
         ['image_id', 'n_files', 'path']
     """
-    columns: list[str] = []
-    if "signals" in store.available_tables():
-        columns = store.sql("select * from signals limit 0").column_names
+    con = store.connect()  # one connection: each makes a view per table
+
+    def columns_of(table: str) -> set[str]:
+        return {r[0] for r in con.execute(f'describe "{table}"').fetchall()}
+
+    columns = columns_of("signals") if "signals" in store.available_tables() else set()
     sharp = "laplacian_var" in columns
     grey = "grey_by_content" in columns
-    have = set(store.sql("select * from images limit 0").column_names)
+    have = columns_of("images")
     images = "images"
     if set(IMAGE_COLUMNS) - have:
         nulls = ", ".join(
@@ -230,9 +233,15 @@ def _column(t: pa.Table, name: str, default: Any) -> list[Any]:
 
 @dataclass
 class _Facts:
-    """Per kept row (positions in `keep`): what the rules read and what the reasons say."""
+    """Per kept row (positions in `keep`): what the rules read and what the reasons say.
+
+    Header facts (JPEG quality, palette size, lossless WebP) start unknown and are read by
+    `read_headers` only for the rows where they can decide something (see `choose`)."""
 
     fmt: list[str]
+    mode: list[str]
+    paths: list[str | None]
+    sha: list[str]
     width: list[int]
     height: list[int]
     pixels: np.ndarray
@@ -240,42 +249,28 @@ class _Facts:
     taken: np.ndarray  # int64 microseconds; max where unknown
     camera: list[str]
     dated: np.ndarray
-    palette: np.ndarray
-    grey: np.ndarray
-    lossless: np.ndarray
+    grey_content: np.ndarray
     bits: np.ndarray
+    bytes: np.ndarray
+    raw: np.ndarray
     quality: np.ndarray
     colours: np.ndarray
-    raw: np.ndarray
-    inherited: list[str]  # the format whose pixels a lossless copy holds ("" if its own)
-    coded: np.ndarray  # bytes of the pixel data: the smallest file of its pixel class
+    webp_lossless: list[bool | None]
+    read: np.ndarray  # header facts read
+    # Derived (`_derive`): each file's verdicts, shared within a pixel class.
+    palette: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    grey: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    lossless: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    shown_colours: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    coded: np.ndarray = field(default_factory=lambda: np.zeros(0))  # bytes of the pixel data
+    inherited: list[str] = field(default_factory=list)  # format whose pixels a copy holds
 
     @classmethod
     def of(cls, t: pa.Table, keep: np.ndarray) -> _Facts:
         sub = t.take(pa.array(keep, pa.int64())) if len(keep) else t.slice(0, 0)
-        fmt = [str(f) for f in _column(sub, "format", "?")]
-        mode = _column(sub, "mode", "")
+        n = sub.num_rows
         make = _column(sub, "camera_make", "")
         model = _column(sub, "camera_model", "")
-        camera = [
-            " ".join(p for p in (str(a).strip(), str(b).strip()) if p)
-            for a, b in zip(make, model, strict=True)
-        ]
-        paths = _column(sub, "path", None)
-        quality, colours, webp = [], [], []
-        for path, f in zip(paths, fmt, strict=True):
-            q, c, w = header_facts(path, f)
-            quality.append(q)
-            colours.append(c)
-            webp.append(w)
-        palette = np.array(
-            [f == "GIF" or m in PALETTE_MODES for f, m in zip(fmt, mode, strict=True)], bool
-        )
-        grey_content = np.array(_column(sub, "grey_by_content", False), bool)
-        grey = np.array([m in GREY_MODES for m in mode], bool) | grey_content
-        lossless = np.array(
-            [f in LOSSLESS_FORMATS or w is True for f, w in zip(fmt, webp, strict=True)], bool
-        )
         taken = (
             sub["taken"]
             .cast(pa.timestamp("us"))
@@ -283,35 +278,64 @@ class _Facts:
             .fill_null(np.iinfo(np.int64).max)
             .to_numpy()
             if "taken" in sub.column_names
-            else np.full(sub.num_rows, np.iinfo(np.int64).max)
+            else np.full(n, np.iinfo(np.int64).max)
         )
+        fmt = [str(f) for f in _column(sub, "format", "?")]
         facts = cls(
             fmt=fmt,
+            mode=[str(m) for m in _column(sub, "mode", "")],
+            paths=_column(sub, "path", None),
+            sha=[str(v) for v in _column(sub, "pixel_sha256", "")],
             width=[int(v) for v in _column(sub, "width", 0)],
             height=[int(v) for v in _column(sub, "height", 0)],
             pixels=np.array(_column(sub, "pixels", 0), np.float64),
             sharpness=np.array(_column(sub, "sharpness", np.nan), np.float64),
             taken=np.asarray(taken, np.int64),
-            camera=camera,
+            camera=[
+                " ".join(p for p in (str(a).strip(), str(b).strip()) if p)
+                for a, b in zip(make, model, strict=True)
+            ],
             dated=np.array(_column(sub, "dated", False), bool),
-            palette=palette,
-            grey=grey,
-            lossless=lossless,
+            grey_content=np.array(_column(sub, "grey_by_content", False), bool),
             bits=np.array(_column(sub, "bit_depth", 8), np.float64),
-            quality=np.array(quality, np.float64),
-            colours=np.array(colours, np.int64),
+            bytes=np.array(_column(sub, "bytes", 0), np.float64),
             raw=np.array([f in RAW_FORMATS for f in fmt], bool),
-            inherited=[""] * len(keep),
-            coded=np.array(_column(sub, "bytes", 0), np.float64),
+            quality=np.zeros(n),
+            colours=np.zeros(n, np.int64),
+            webp_lossless=[None] * n,
+            read=np.zeros(n, bool),
         )
-        facts._share_pixel_verdicts(_column(sub, "pixel_sha256", ""))
+        facts._derive()
         return facts
 
-    def _share_pixel_verdicts(self, sha: list[str]) -> None:
-        """Identical pixels, identical limits: each pixel class takes its worst palette,
-        grey and lossy verdict, and a lossless copy names the format it inherits from."""
+    def read_headers(self, rows: np.ndarray) -> None:
+        """Read the header facts of `rows` (once each), then derive the verdicts again."""
+        rows = rows[~self.read[rows]]
+        for i in rows.tolist():
+            q, c, w = header_facts(self.paths[i], self.fmt[i])
+            self.quality[i], self.colours[i], self.webp_lossless[i] = q, c, w
+        self.read[rows] = True
+        if len(rows):
+            self._derive()
+
+    def _derive(self) -> None:
+        """Each file's palette, grey and lossless verdict, then identical pixels, identical
+        limits: each pixel class takes its worst verdicts, and a lossless copy names the
+        format it inherits from (a TIFF holding a GIF's pixels has that GIF's colours)."""
+        fmt, mode = self.fmt, self.mode
+        self.palette = np.array(
+            [f == "GIF" or m in PALETTE_MODES for f, m in zip(fmt, mode, strict=True)], bool
+        )
+        self.grey = np.array([m in GREY_MODES for m in mode], bool) | self.grey_content
+        self.lossless = np.array(
+            [f in LOSSLESS_FORMATS or w is True
+             for f, w in zip(fmt, self.webp_lossless, strict=True)], bool
+        )  # fmt: skip
+        self.shown_colours = self.colours.copy()
+        self.coded = self.bytes.copy()
+        self.inherited = [""] * len(fmt)
         classes: dict[str, list[int]] = {}
-        for i, s in enumerate(sha):
+        for i, s in enumerate(self.sha):
             if s:
                 classes.setdefault(s, []).append(i)
         for members in classes.values():
@@ -326,7 +350,7 @@ class _Facts:
                     self.inherited[i] = self.fmt[worst]
             # Same pixels, same compression: bytes beyond the smallest copy are metadata.
             self.coded[idx] = self.coded[idx].min()
-            self.colours[idx] = self.colours[idx].max()
+            self.shown_colours[idx] = self.colours[idx].max()
             self.palette[idx] = self.palette[idx].any()
             self.grey[idx] = self.grey[idx].any()
             self.lossless[idx] = self.lossless[idx].all()
@@ -383,7 +407,8 @@ class _Facts:
     def _encoding(self, i: int, *, with_bpp: bool) -> str:
         parts = [self.fmt[i] if self.fmt[i] != "?" else "image"]
         if self.palette[i]:
-            parts.append(f"{self.colours[i]} colours" if self.colours[i] else "palette")
+            colours = self.shown_colours[i]
+            parts.append(f"{colours} colours" if colours else "palette")
         if self.grey[i]:
             parts.append("greyscale")
         if self.bits[i] > 8:
@@ -418,13 +443,9 @@ def choose(
     if not len(keep):
         return rep, []
     facts = _Facts.of(t, keep)
-    keys: list[np.ndarray] = []
-    owner: list[tuple[str, int]] = []  # (rule, index of the key within the rule)
-    for rule in rules:
-        for k, key in enumerate(facts.keys(rule)):
-            keys.append(np.asarray(key, np.float64))
-            owner.append((rule, k))
     group = labels[keep]
+    _read_deciding_headers(facts, group, rules)
+    keys, owner = _keys(facts, rules)
     pos = np.arange(len(keep))
     # lexsort: last key first; keys descending, then the smallest image_id (row order).
     order = np.lexsort([pos, *(-k for k in reversed(keys)), group])
@@ -444,6 +465,41 @@ def choose(
     return rep, _reasons(facts, keys, owner, winner, loser)
 
 
+def _keys(facts: _Facts, rules: tuple[str, ...]) -> tuple[list[np.ndarray], list[tuple[str, int]]]:
+    """The sort keys of `rules` in order, and (rule, index within the rule) of each."""
+    keys: list[np.ndarray] = []
+    owner: list[tuple[str, int]] = []
+    for rule in rules:
+        for k, key in enumerate(facts.keys(rule)):
+            keys.append(np.asarray(key, np.float64))
+            owner.append((rule, k))
+    return keys, owner
+
+
+FIDELITY_QUALITY_KEY = 4  # index of the JPEG quality among the fidelity keys
+
+
+def _read_deciding_headers(facts: _Facts, group: np.ndarray, rules: tuple[str, ...]) -> None:
+    """Read the file headers that can change the order: WebP files in groups (lossless or
+    not), and JPEGs that tie with another JPEG of their group on every key before the
+    quality. Most groups are decided before (a resize, a camera original), so most files
+    are never opened here."""
+    if "fidelity" not in rules:
+        return
+    size = np.bincount(group)[group]
+    webp = np.array([f == "WEBP" for f in facts.fmt], bool)
+    facts.read_headers(np.flatnonzero(webp & (size > 1)))
+    before = rules[: rules.index("fidelity")]
+    prefix = [k for rule in before for k in facts.keys(rule)]
+    prefix += facts.keys("fidelity")[:FIDELITY_QUALITY_KEY]
+    jpeg = np.flatnonzero(np.array([f in JPEG_FORMATS for f in facts.fmt], bool) & ~facts.lossless)
+    if len(jpeg) < 2:
+        return
+    rows = np.column_stack([group[jpeg], *(np.asarray(k, np.float64)[jpeg] for k in prefix)])
+    _, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    facts.read_headers(jpeg[counts[inverse.ravel()] > 1])
+
+
 def _reasons(
     facts: _Facts,
     keys: list[np.ndarray],
@@ -452,18 +508,30 @@ def _reasons(
     loser: np.ndarray,
 ) -> list[str]:
     matrix = np.stack(keys, axis=1) if keys else np.zeros((len(winner), 0))
-    out: list[str] = []
+    decided: list[tuple[str, int] | None] = []
     for w, lo in zip(winner.tolist(), loser.tolist(), strict=True):
+        differ = np.flatnonzero(matrix[w] != matrix[lo]) if lo >= 0 else []
+        decided.append(owner[differ[0]] if len(differ) else None)
+    # A reason decided by the encoding names the JPEG quality and palette size: read the
+    # headers of those rows too (WebP excluded: its lossless flag was read, or is moot).
+    said = {
+        i
+        for d, w, lo in zip(decided, winner.tolist(), loser.tolist(), strict=True)
+        if d is not None and d[0] == "fidelity"
+        for i in (w, lo)
+        if facts.fmt[i] != "WEBP"
+    }
+    facts.read_headers(np.array(sorted(said), dtype=np.int64))
+    out: list[str] = []
+    for d, w, lo in zip(decided, winner.tolist(), loser.tolist(), strict=True):
         if lo < 0:
             out.append("the only image of its group (byte-identical files)")
-            continue
-        differ = np.flatnonzero(matrix[w] != matrix[lo])
-        if not len(differ):
+        elif d is None:
             out.append("equal by every rule: the smallest image id")
-            continue
-        rule, k = owner[differ[0]]
-        kept, other = facts.describe(rule, w, k), facts.describe(rule, lo, k)
-        out.append(f"{LABELS[rule]}: {kept} vs {other}")
+        else:
+            rule, k = d
+            kept, other = facts.describe(rule, w, k), facts.describe(rule, lo, k)
+            out.append(f"{LABELS[rule]}: {kept} vs {other}")
     return out
 
 
