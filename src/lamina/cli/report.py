@@ -16,7 +16,8 @@ from lamina.cli.options import force_into_source_option
     "--output",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Folder to write the report to (default: <store>/report).",
+    help="Folder to write the report to (default: <store>/report); self-contained, so it "
+    "can be zipped or moved. Never inside a source, never over a folder that is not a report.",
 )
 @click.option(
     "--no-thumbnails",
@@ -46,15 +47,19 @@ def report(
 ) -> None:
     """Write the HTML report of the store and print where it is.
 
-    One static page (no server, works offline): counts, file statuses with the files,
-    distributions, signal histograms with the flag thresholds, flag galleries, duplicate
-    groups, the cluster map, outliers, tags, problems and the runs behind every section.
+    One static page (no server, works offline): first what to act on (bytes duplicates
+    could free, broken files, the largest flags), then counts, file statuses with the
+    files, distributions, signal histograms with the flag thresholds, flag galleries,
+    duplicate groups with why each kept copy was kept, the cluster map, outliers, tags,
+    every failing file with each step that failed on it, and the runs behind every
+    section. Thumbnails are copied into the folder and link to the original files.
     Sections whose tables are not made yet say which command makes them.
 
     \b
     Example:
         lamina report --open
         lamina report -o /tmp/my-report --no-thumbnails
+        lamina report -o ~/shared/photo-report   # a folder to zip, move or send
     """
     from lamina.report import build_report
 

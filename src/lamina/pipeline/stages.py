@@ -146,11 +146,17 @@ def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageRe
 
 def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.analysis.cluster_report import cluster_summary
+    from lamina.analysis.flags import flags_config, load_policy
     from lamina.cli.cluster import semantic_configs
     from lamina.core.runner import run_passes
 
     configs = semantic_configs(config.embed_model(), config.clusters, "kmeans")
-    result = run_passes(store, list(configs.items()), command="cluster", progress=False)
+    passes = list(configs.items())
+    if "signals" in store.available_tables():
+        # The flags were made by `sense` before the outliers existed: the outlier flag
+        # reads them, so the flags are recomputed here with the same policy.
+        passes.append(("flags", flags_config(load_policy(config.policy or None))))
+    result = run_passes(store, passes, command="cluster", progress=False)
     summary = cluster_summary(
         store, configs["clusters"], configs["outliers"], configs["semantic_duplicates"], top=5
     )
