@@ -256,6 +256,7 @@ def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
         lamina reconcile ~/pictures-store bucket-listing.csv
     """
     from lamina.manifest.reconcile import reconcile as run_reconcile
+    from lamina.manifest.reconcile import render_summary
 
     result = run_reconcile(a, b)
     if output:
@@ -263,12 +264,7 @@ def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
     if as_json:
         echo_json(result.summary)
         return
-    s = result.summary
-    click.echo(f"matched {s['matched']}")
-    for side in ("a", "b"):
-        click.echo(f"only in {side.upper()}: {s[f'only_in_{side}']}")
-        for cls, n in s.get(f"only_in_{side}_by_class", {}).items():
-            click.echo(f"  {cls:<16} {n}")
+    click.echo(render_summary(result))
 
 
 @main.command()
