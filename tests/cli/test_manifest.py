@@ -117,3 +117,20 @@ def test_verify_reports_bitrot_with_exit_1(cli, tree: Path) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: silent rot
     out = cli("verify", code=1)
     assert "bitrot 1" in out and "cats/b.jpg" in out
+
+
+def test_attach_by_name_warns_when_a_name_matches_several_files(
+    cli, tree: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_photo
+
+    write_photo(tree / "dogs" / "a.jpg", 9)  # a second a.jpg, another photo
+    meta = tmp_path / "meta.csv"
+    meta.write_text("name,license\na.jpg,CC-BY\nb.jpg,CC0\n")
+    cli("scan", str(tree))
+    out = cli("attach", str(meta), "--on", "name")
+    assert "attached 3 rows to 3 images" in out
+    assert (
+        "warning: 1 name matches several files and was attached to each of them, "
+        "e.g. a.jpg (2 files: cats/a.jpg, dogs/a.jpg); use --on path" in out
+    )

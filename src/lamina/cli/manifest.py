@@ -306,6 +306,20 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
             f"e.g. {examples}",
             fg="yellow",
         )
+    if report.get("several_rows"):
+        examples = "; ".join(
+            f"{s['key']} ({s['files']} files: {', '.join(s['examples'])}"
+            f"{', …' if s['files'] > len(s['examples']) else ''})"
+            for s in report["several"][:3]
+        )
+        n = report["several_rows"]
+        click.secho(
+            f"warning: {n} name{' matches' if n == 1 else 's match'} several files and "
+            f"{'was' if n == 1 else 'were'} attached to each of them, e.g. {examples}; "
+            "use --on path to single files out",
+            fg="yellow",
+            err=True,
+        )
     if report.get("ambiguous_rows"):
         examples = ", ".join(map(str, report["ambiguous"][:5]))
         click.secho(
