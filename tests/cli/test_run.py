@@ -132,7 +132,7 @@ def test_an_export_deleted_by_hand_is_made_again(finished: tuple[Path, Path, str
     code, out = invoke(root / "store", str(src), "--labels", str(root / "labels.txt"),
                        "--workers", "1")  # fmt: skip
     assert code == 0, out
-    assert "export: skipped" not in out and "report: skipped (up to date)" in out
+    assert "export: skipped" not in out and "report: skipped: up to date" in out
     assert medoids.read_text().startswith("folder,medoid_rel_path,cosine_to_centroid\n")
 
 
@@ -150,7 +150,8 @@ def test_a_source_without_images_gives_a_report_that_says_so(tmp_path: Path) -> 
     (src / "notes.txt").write_text("nothing to see\n")
     code, out = invoke(tmp_path / "store", str(src), "--workers", "1")
     assert code == 0, out
-    assert "skipped (no images to work on)" in out
+    assert "skipped: no images to work on" in out
+    assert "tag: skipped: no labels_file" in out
     page = (tmp_path / "store" / "report" / "index.html").read_text().lower()
     assert "no images" in page
 
