@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,43 @@ def test_max_images_senses_a_sample_and_counts_only_it(tmp_path: Path) -> None:
     first = store.sql("select image_id from images order by image_id limit 3").column(0)
     assert sorted(store.table("signals")["image_id"].to_pylist()) == first.to_pylist()
     assert flag_summary(store)["images"] == 3  # the unsensed ones are not called clean
+
+
+def test_photo_tagger_flags_set_their_config_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --root DIR --labels FILE --threshold T --topk K`, as Photo-Tagger took them."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--root", "a", "--root", "b", "--labels", "l.txt", "--threshold", "0.3",
+            "--topk", "3", "--model-name", "ViT-B-32", "--pretrained", "openai",
+            "--batch-images", "8", "--batch-labels", "64", "--max-images", "10",
+            "--run-dir", "out", "--print-config"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = tomllib.loads(result.output)
+    assert config["root"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert config["labels_file"] == str(tmp_path / "l.txt")
+    assert config["run_dir"] == str(tmp_path / "out")
+    assert (config["threshold"], config["topk"], config["max_images"]) == (0.3, 3, 10)
+    assert (config["model_name"], config["pretrained"]) == ("ViT-B-32", "openai")
+    assert (config["batch_images"], config["batch_labels"]) == (8, 64)
+    bad = CliRunner().invoke(main, ["run", "--root", "a", "--threshold", "high"])
+    assert bad.exit_code == 2 and "'high' is not a number (or 'auto')" in bad.output
+
+
+def test_a_yaml_config_drives_the_run_and_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    config = tmp_path / "config.yaml"
+    config.write_text("root: src\nstages: [scan]\ntopk: 2\n")
+    code, out = invoke(tmp_path / "store", "--config", str(config), "--workers", "1")
+    assert code == 0, out
+    assert "[1/1] scan" in out and f"-> {tmp_path / 'store'}" in out
+    assert Store.open(tmp_path / "store").sql("select count(*) from files").column(0)[0].as_py()
+    assert (
+        str(src)
+        in Store.open(tmp_path / "store").sql("select source from files").column(0).to_pylist()
+    )
+    config.write_text("root: src\ntop_k: 2\n")
+    code, out = invoke(tmp_path / "store", "--config", str(config))
+    assert code == 2
+    assert f"unknown key 'top_k' in {config}" in out and "did you mean 'topk'?" in out
