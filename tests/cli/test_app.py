@@ -105,3 +105,21 @@ def test_a_verb_in_no_section_is_listed_under_other_commands() -> None:
     group.add_command(click.Command("zzz", help="New."))
     result = CliRunner().invoke(group, ["--help"])
     assert result.output.index("run  Run.") < result.output.index("Other commands:\n  zzz  New.")
+
+
+def test_a_verb_argument_called_store_is_its_own() -> None:
+    """`reconcile`-like verbs take store paths as arguments; --store stays the global one."""
+    group = LaminaGroup("g", commands=[])
+    seen: list[tuple[str, str]] = []
+
+    @click.command()
+    @click.argument("store")
+    @click.pass_context
+    def look(ctx: click.Context, store: str) -> None:
+        """Example: g look A --store B"""
+        seen.append((store, ctx.obj["store"]))
+
+    group.add_command(look)
+    result = CliRunner().invoke(group, ["look", "A", "--store", "B"], obj={})
+    assert result.exit_code == 0, result.output
+    assert seen == [("A", "B")]

@@ -70,16 +70,20 @@ QUIET_HELP = "Only warnings and errors on stderr."
 
 class _GlobalOption(click.Option):
     """A global option given after the verb (`lamina scan ~/Pictures --store S`): it sets
-    what the same option before the verb sets (`ctx.obj`), and wins over it."""
+    `ctx.obj[key]`, as the same option before the verb does, and wins over it. Its own
+    name is `global_<key>`, so a verb's argument called `store` is another parameter."""
+
+    def __init__(self, decls: list[str], key: str, **attrs: Any) -> None:
+        super().__init__([*decls, f"global_{key}"], expose_value=False, **attrs)
+        self.key = key
 
 
 def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    if param.name is None or ctx.get_parameter_source(param.name) not in (
-        ParameterSource.COMMANDLINE,
-    ):
+    assert isinstance(param, _GlobalOption) and param.name is not None
+    if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
         return  # not given after the verb: what was given before it stands
     obj = ctx.ensure_object(dict)
-    obj[param.name] = value
+    obj[param.key] = value
     _configure(obj)
 
 
@@ -101,24 +105,20 @@ def global_options() -> list[click.Option]:
     return [
         _GlobalOption(
             ["--store"],
+            "store",
             type=click.Path(file_okay=False),
             help=STORE_HELP,
-            expose_value=False,
             callback=_late_global,
         ),
         _GlobalOption(
-            ["-q", "--quiet"],
-            is_flag=True,
-            help=QUIET_HELP,
-            expose_value=False,
-            callback=_late_global,
+            ["-q", "--quiet"], "quiet", is_flag=True, help=QUIET_HELP, callback=_late_global
         ),
         _GlobalOption(
             ["--version"],
+            "version",
             is_flag=True,
             is_eager=True,
             hidden=True,
-            expose_value=False,
             callback=_late_version,
         ),
     ]
@@ -168,7 +168,7 @@ class LaminaGroup(click.Group):
         if not names:
             return
         limit = formatter.width - 6 - max(map(len, names))
-        first = {}  # a verb registered under two names is described once
+        first: dict[int, str] = {}  # a verb registered under two names is described once
         for name in names:
             first.setdefault(id(self.commands[name]), name)
         for title, section in self.sections():
