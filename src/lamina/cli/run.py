@@ -103,7 +103,7 @@ def run_command(
     Example:
         lamina --store ~/pictures-store run ~/Pictures
         lamina run ~/Pictures --labels labels.txt --max-images 1000
-        lamina run --print-config > lamina.toml && lamina run --config lamina.toml
+        lamina run ~/Pictures --print-config > lamina.toml && lamina run --config lamina.toml
         lamina run --root ~/Pictures --labels labels.txt --threshold 0.3 --topk 3
         lamina run --config config.yaml
     """
