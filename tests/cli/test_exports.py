@@ -96,6 +96,7 @@ def test_sidecars_verb(setup, tmp_path: Path) -> None:
     out = lamina("sidecars", "--dry-run", "--style", "darktable")
     assert f"would create {src / 'cats' / 'a.jpg.xmp'}: '+animal' '+cat'" in out
     assert "2 would create" in out and not list(src.rglob("*.xmp"))
+    assert f"no sidecar for 1 file: no approved labels (e.g. {src / 'cut.jpg'}); approve" in out
     summary = json.loads(lamina("sidecars", "--json"))
     assert (summary["created"], summary["failed"]) == (2, 0)
     assert (src / "cats" / "a.xmp").is_file() and (src / "dogs" / "b.xmp").is_file()

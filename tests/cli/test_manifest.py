@@ -178,3 +178,20 @@ def test_follow_links_is_a_scan_option(cli, tmp_path: Path) -> None:
     cli("scan", str(src), "--follow-links")
     rows = {r["rel_path"]: r for r in lamina.open(tmp_path / "store").table("files").to_pylist()}
     assert rows["out/x.jpg"]["status"] == "ok"
+
+
+def test_attach_by_name_warns_when_a_name_matches_several_files(
+    cli, tree: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_photo
+
+    write_photo(tree / "dogs" / "a.jpg", 9)  # a second a.jpg, another photo
+    meta = tmp_path / "meta.csv"
+    meta.write_text("name,license\na.jpg,CC-BY\nb.jpg,CC0\n")
+    cli("scan", str(tree))
+    out = cli("attach", str(meta), "--on", "name")
+    assert "attached 3 rows to 3 images" in out
+    assert (
+        "warning: 1 name matches several files and was attached to each of them, "
+        "e.g. a.jpg (2 files: cats/a.jpg, dogs/a.jpg); use --on path" in out
+    )

@@ -210,6 +210,12 @@ def sidecars(
             if summary[k]
         )  # fmt: skip
         click.echo(f"{summary['files']} sidecars: {counts or 'nothing to do'}")
+        for reason, why in summary["skipped_reasons"].items():
+            hint = f"; {why['hint']}" if why.get("hint") else ""
+            click.echo(
+                f"no sidecar for {why['files']} file{'s' if why['files'] != 1 else ''}: {reason} "
+                f"(e.g. {', '.join(why['examples'])}){hint}"
+            )
     if summary["failed"]:
         sys.exit(EXIT_ERRORS)
 

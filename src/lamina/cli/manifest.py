@@ -349,6 +349,7 @@ def reconcile(
     from lamina.core.store import Store, find_store, resolve_store_path
     from lamina.manifest.listing import store_root_of
     from lamina.manifest.reconcile import reconcile as run_reconcile
+    from lamina.manifest.reconcile import render_summary
 
     # -o is checked against every store in sight: A, B, and the one --store names.
     roots = {store_root_of(a), store_root_of(b), find_store()}
@@ -364,12 +365,7 @@ def reconcile(
     if as_json:
         echo_json(result.summary)
         return
-    s = result.summary
-    click.echo(f"matched {s['matched']}")
-    for side in ("a", "b"):
-        click.echo(f"only in {side.upper()}: {s[f'only_in_{side}']}")
-        for cls, n in s.get(f"only_in_{side}_by_class", {}).items():
-            click.echo(f"  {cls:<16} {n}")
+    click.echo(render_summary(result))
 
 
 @main.command()
@@ -410,6 +406,20 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
             f"{report['unmatched_rows']} rows matched no file (kept with no image_id), "
             f"e.g. {examples}",
             fg="yellow",
+        )
+    if report.get("several_rows"):
+        examples = "; ".join(
+            f"{s['key']} ({s['files']} files: {', '.join(s['examples'])}"
+            f"{', …' if s['files'] > len(s['examples']) else ''})"
+            for s in report["several"][:3]
+        )
+        n = report["several_rows"]
+        click.secho(
+            f"warning: {n} name{' matches' if n == 1 else 's match'} several files and "
+            f"{'was' if n == 1 else 'were'} attached to each of them, e.g. {examples}; "
+            "use --on path to single files out",
+            fg="yellow",
+            err=True,
         )
     if report.get("ambiguous_rows"):
         examples = ", ".join(map(str, report["ambiguous"][:5]))

@@ -66,6 +66,8 @@ def _outputs_of(store: Store, config: PipelineConfig, stage: str) -> list[str]:
 
 def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None:
     """Why a stage cannot or need not run now, else None."""
+    if stage == "tag" and not config.labels_file:
+        return "no labels_file"
     if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
@@ -183,8 +185,8 @@ def run_pipeline(
             head = f"[{i}/{len(stages)}] {name}"
             reason = _skip_reason(store, config, name)
             if reason:
-                echo(f"{head}: skipped ({reason})")
-                results[name] = StageResult(name, False, 0.0, {}, reason)
+                echo(f"{head}: skipped: {reason}")
+                results[name] = StageResult(name, False, 0.0, {}, f"skipped: {reason}")
                 continue
             echo(f"{head} ...")
             t0 = time.monotonic()

@@ -171,8 +171,7 @@ def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> Stage
 
 
 def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    if not config.labels_file:
-        return StageResult("tag", False, 0.0, {}, "no labels_file: tags skipped")
+    # Without a labels_file the run skips this stage (`lamina.pipeline._skip_reason`).
     from lamina.tagging import tag_images
 
     tagger = config.tagger()
