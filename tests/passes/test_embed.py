@@ -183,14 +183,14 @@ def test_one_bad_image_never_fails_its_batch(monkeypatch: pytest.MonkeyPatch) ->
     p.setup()
     good = [photos()["coffee"], photos()["rocket"]]
     poison = np.zeros((7, 7, 3), np.uint8)
-    real = p.embedder.embed_images
+    real = p.embedder.embed_images_and_head  # the default model's one forward pass
 
-    def picky(images: list[np.ndarray]) -> np.ndarray:
+    def picky(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if any(im.shape[0] == 7 for im in images):
             raise ValueError("this model cannot take a 7 px image")
         return real(images)
 
-    monkeypatch.setattr(p.embedder, "embed_images", picky)
+    monkeypatch.setattr(p.embedder, "embed_images_and_head", picky)
     batch = pa.table({"image_id": ["a", "b", "c", "d"], "abs_path": ["w", "x", "y", "z"]})
     images = [
         _decoded(good[0]),
@@ -205,7 +205,7 @@ def test_one_bad_image_never_fails_its_batch(monkeypatch: pytest.MonkeyPatch) ->
     assert rows[1]["error"].startswith("embed_error: ValueError: this model cannot take")
     assert rows[2]["error"] == "decode_error: detail"
     np.testing.assert_allclose(
-        np.asarray(rows[3]["vector"], np.float32), real([good[1]])[0], atol=2e-3
+        np.asarray(rows[3]["vector"], np.float32), real([good[1]])[0][0], atol=2e-3
     )
     # When nothing embeds even alone, the fault is not in the images: the chunk is retried.
     with pytest.raises(ValueError, match="7 px"):
