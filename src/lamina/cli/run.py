@@ -26,7 +26,13 @@ from lamina.core.errors import LaminaError
     type=click.Path(dir_okay=False),
     help="Label file (one per line): tag every image against it.",
 )
-@click.option("--model", "-m", default=None, help="Embedder spec (default: `default`, offline).")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Embedder spec (default `auto`: a CLIP when cached or downloadable, else `default`).",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download model weights.")
 @click.option("--max-images", type=int, default=None, help="Only the first N images by id.")
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option(
@@ -45,6 +51,7 @@ def run_command(
     config_path: str | None,
     labels_file: str | None,
     model: str | None,
+    offline: bool | None,
     max_images: int | None,
     workers: int | None,
     stages: str | None,
@@ -73,6 +80,7 @@ def run_command(
         "root": list(sources) or None,
         "labels_file": labels_file,
         "model": model,
+        "offline": offline,
         "max_images": max_images,
         "workers": workers,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
