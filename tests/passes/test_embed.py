@@ -4,6 +4,7 @@ several models and the other pixel passes, resume, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -268,9 +269,49 @@ def test_cli(source: Path, tmp_path: Path, clip_spec: str) -> None:
             "failed_chunks": 0,
         }
     ]
+    # With the default model, the offline tagger's classes came from the same forward pass.
+    classify = json.loads(out.output)["classify"]
+    assert (classify["processed"], classify["error_rows"]) == (6, 1)
+    assert classify["layer"] == f"classify/{get_pass('classify').layer_id}"
     out = runner.invoke(main, [*base, "-m", "default", "-m", clip_spec], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert f"{DEFAULT} (1280-d): embedded 0 images, 0 errors, 6 already done" in out.output
     assert f"{clip_spec} (16-d): embedded 5 images, 1 errors, 0 already done" in out.output
+    assert "classify: 6 already done -> classify/" in out.output
     bad = runner.invoke(main, [*base, "--model", "resnet50"])
     assert bad.exit_code == 2 and "bad model spec" in bad.output and "timm:<name>" in bad.output
+
+
+def test_cli_says_which_model_it_picked_and_classifies_in_the_same_pass(
+    source: Path, tmp_path: Path
+) -> None:
+    store = scanned(source, tmp_path / "store")
+    out = CliRunner().invoke(
+        main, ["--store", str(store.root), "embed", "--workers", "1"], catch_exceptions=False
+    )
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    # The suite is offline (HF_HUB_OFFLINE=1): no CLIP in the cache, so the offline model.
+    assert lines[0].startswith(f"model: {DEFAULT} (EfficientNet-Lite0, offline, images only: ")
+    assert "open_clip:ViT-B-32/laion2b_s34b_b79k is not in the HF cache" in lines[0]
+    assert f"{DEFAULT} (1280-d): embedded 5 images, 1 errors, 0 already done" in out.output
+    assert "classify: 5 classified, 1 errors, from the embed forward pass -> classify/" in (
+        out.output
+    )
+
+
+def test_cli_offline_never_downloads(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    store = scanned(source, tmp_path / "store")
+    out = CliRunner().invoke(
+        main, ["--store", str(store.root), "embed", "--offline", "-m", "timm:test_vit.r160_in1k"]
+    )
+    assert out.exit_code == 2
+    assert "not in this machine's HF cache, and lamina is offline" in out.output
+    assert "never downloads them" in out.output
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # for the libraries and workers too

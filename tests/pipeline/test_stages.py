@@ -77,3 +77,34 @@ def test_a_store_embedded_before_gets_its_classes_and_says_how(
         "lamina kept classes with vectors)"
     )
     assert sum(forwards) == 4 and result.worked
+
+
+def test_the_default_model_is_picked_with_a_line_and_offline_is_honoured(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import huggingface_hub.constants
+
+    from lamina.backends.embedders.fetch import choose_default
+    from lamina.pipeline.config import resolve_config
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # only the config says offline now
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # must never be asked
+    choose_default.cache_clear()
+    file = tmp_path / "lamina.toml"
+    file.write_text("offline = true\nworkers = 1\n")
+    config = resolve_config(file, {"root": [str(source)]})
+    assert (config.model, config.offline) == ("auto", True)
+    store = scanned(source, tmp_path / "store")
+    with caplog.at_level(logging.INFO, logger="lamina"):
+        result = stage_embed(store, config, progress=False)
+    choose_default.cache_clear()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model: ")]
+    assert said == [
+        "model: efficientnet_lite0:imagenet (EfficientNet-Lite0, offline, images only: offline "
+        "(--offline, `offline = true` or HF_HUB_OFFLINE=1) and open_clip:ViT-B-32/"
+        "laion2b_s34b_b79k is not in the HF cache)"
+    ]
+    assert result.message.startswith("efficientnet_lite0:imagenet: 4 embedded")

@@ -186,7 +186,7 @@ def embed(
     Example:
         lamina scan ~/Pictures && lamina embed
         lamina embed --model default --model open_clip:ViT-B-32/laion2b_s34b_b79k
-        lamina embed --offline --model timm:vit_small_patch14_dinov2.lvd142m
+        lamina embed --offline
         lamina embed --model timm:vit_small_patch14_dinov2.lvd142m@/models/dinov2_s.safetensors
     """
     from lamina.backends.embedders import DEFAULT_SPEC

@@ -72,11 +72,12 @@ def search(
     ctx: click.Context, text: str, k: int, model: str | None, offline: bool, as_json: bool
 ) -> None:
     """The K images that best match TEXT, with a model that embeds text and images in one
-    space (open_clip:…, or hf: CLIP / SigLIP models).
+    space (open_clip:…, or hf: CLIP / SigLIP models). `lamina embed` without --model picks
+    one when it is cached or can be downloaded.
 
     \b
     Example:
-        lamina search "a red car" -k 20
+        lamina search "a red car" -k 20 --offline
         lamina search "a dog on a beach" --model open_clip:ViT-B-32/laion2b_s34b_b79k --json
     """
     from lamina.index import open_index, search_text

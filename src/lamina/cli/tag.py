@@ -17,10 +17,6 @@ SHOWN = 10  # missing / failed images listed in the text summary (all of them wi
 def _echo_tag_summary(s: dict[str, Any]) -> None:
     approx = " (approximate: ImageNet classes mapped to labels)" if s["approximate"] else ""
     click.echo(f"model {s['model_name']}{approx}")
-    if (s.get("classify") or {}).get("processed"):
-        from lamina.cli.embed import classify_message
-
-        click.echo(classify_message(s["classify"], None))
     click.echo(
         f"{s['labels']} labels, {s['images']} images tagged, threshold {s['threshold']:g}, "
         f"top {s['topk']}" + (" (unchanged since the last run)" if s["skipped"] else "")
@@ -43,6 +39,10 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
                 click.echo(f"  … and {len(rows) - SHOWN} more (--json lists all)")
     if s.get("hint"):
         click.echo(f"fix: {s['hint']}")
+    if (s.get("classify") or {}).get("processed"):
+        from lamina.cli.embed import classify_message
+
+        click.echo(classify_message(s["classify"], None))  # the pass tagging waited for
     click.echo(f"run {s['run_id']}")
 
 
