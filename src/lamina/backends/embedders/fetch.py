@@ -16,7 +16,7 @@ transformers fetch them: into the Hugging Face hub cache (`~/.cache/huggingface/
 
 `choose_default` picks the model `lamina embed` and `lamina run` use when none is named.
 
-Heavy imports stay inside functions: `huggingface_hub` (~0.3 s) is imported only when a
+Heavy imports stay inside functions: `huggingface_hub` (~0.2 s) is imported only when a
 cache is looked at.
 """
 
@@ -43,7 +43,7 @@ log = logging.getLogger("lamina")
 HUB = "https://huggingface.co"
 OFFLINE_HOW = "--offline, `offline = true` or HF_HUB_OFFLINE=1"
 # The text-capable model `auto` prefers: open_clip's ViT-B-32 trained on LAION-2B, the most
-# used open CLIP (ImageNet zero-shot 66%), 512-d, 151 M parameters. The file names are the
+# used open CLIP (ImageNet zero-shot top-1 66.6%), 512-d, 151 M parameters. The file names are the
 # ones open_clip reads for its tag (`open_clip.get_pretrained_cfg`; a test checks).
 CLIP_DEFAULT = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 CLIP_DEFAULT_REPO = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
@@ -72,8 +72,8 @@ def offline_mode(offline: bool | None = None) -> bool:
 
 @contextlib.contextmanager
 def offline_env(offline: bool) -> Iterator[None]:
-    """`HF_HUB_OFFLINE=1` while the block runs, when `offline`: nothing in it downloads,
-    neither lamina nor a library it calls, nor a worker process it starts.
+    """`HF_HUB_OFFLINE=1` while the block runs, when `offline`: lamina downloads nothing in
+    it, and neither do the worker processes it starts (they inherit the variable).
 
     Example:
         >>> with offline_env(True):
@@ -299,16 +299,27 @@ def fetch_file(
 
 
 # Top-level files of a transformers repo that loading needs: configs, tokenizer and
-# image-processor files, and the weights in one format (safetensors when there are any).
+# image-processor files, and the weights in one format, as transformers picks them
+# (`model.safetensors` or its shards, else `pytorch_model.bin` or its shards; not the
+# fp16 / onnx / flax / tf variants).
 _CONFIG_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
+_SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
+_PYTORCH_BIN = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
 
 
 def _repo_files(siblings: list[Any]) -> list[Any]:
+    """The siblings (hub file entries) a transformers model loads from.
+
+    Example:
+        >>> from types import SimpleNamespace as F
+        >>> names = ["config.json", "model.safetensors", "pytorch_model.bin", "onnx/m.onnx"]
+        >>> [f.rfilename for f in _repo_files([F(rfilename=n) for n in names])]
+        ['config.json', 'model.safetensors']
+    """
     top = [s for s in siblings if "/" not in s.rfilename]
     configs = [s for s in top if s.rfilename.endswith(_CONFIG_SUFFIXES)]
-    safetensors = [s for s in top if s.rfilename.endswith(".safetensors")]
-    weights = safetensors or [
-        s for s in top if s.rfilename.endswith(".bin") and s.rfilename.startswith("pytorch_model")
+    weights = [s for s in top if _SAFETENSORS.fullmatch(s.rfilename)] or [
+        s for s in top if _PYTORCH_BIN.fullmatch(s.rfilename)
     ]
     return configs + weights
 
