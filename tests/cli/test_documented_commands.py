@@ -47,7 +47,7 @@ NEEDS_WHAT_THE_SAMPLE_LACKS: dict[str, tuple[str, str]] = {
     ),
     f'lamina search "a handwritten label" --model {CLIP}': (NO_CLIP, NOT_EMBEDDED),
     f'lamina search "a dog on a beach" --model {CLIP} --json': (NO_CLIP, NOT_EMBEDDED),
-    'lamina search "a red car" -k 20': (
+    'lamina search "a red car" -k 20 --offline': (
         "the newest embedded model is the offline EfficientNet-Lite0, which embeds no text",
         f"model '{MODEL}' embeds images only, so it cannot search by text",
     ),

@@ -40,6 +40,11 @@ def test_tag_prints_a_summary(env) -> None:
     counts = {line.split()[0]: line.split()[-2:] for line in lines if line.startswith("  cat ")}
     assert counts == {"cat": ["1", "1"]}
     assert "1 images could not be read:" in out and "cut.jpg" in out
+    # The classify pass it ran first (this store was never embedded), and how.
+    assert lines[-2] == (
+        "classify: 4 classified, 1 errors, by EfficientNet-Lite0 (the offline tagger's "
+        "ImageNet classes)"
+    )
     assert lines[-1].startswith("run ")
 
 

@@ -57,6 +57,20 @@ def test_shares_the_decode_with_embed(source: Path, tmp_path: Path) -> None:
     assert result["classify"]["chunks"] == result["embed"]["chunks"] == 1
 
 
+def test_classes_from_the_embed_forward_pass_equal_their_own(source: Path, tmp_path: Path) -> None:
+    shared = scanned(source, tmp_path / "shared")
+    run_passes(shared, [("embed", None), ("classify", None)], workers=1, progress=False)
+    alone = scanned(source, tmp_path / "alone")
+    run_pass(alone, "classify", workers=1, progress=False)
+    a = shared.table("classify").sort_by("image_id").to_pylist()
+    b = alone.table("classify").sort_by("image_id").to_pylist()
+    assert [r["classes"] for r in a] == [r["classes"] for r in b]
+    assert [r["error"] for r in a] == [r["error"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        if x["probs"] is not None:
+            np.testing.assert_allclose(x["probs"], y["probs"], atol=1e-5)
+
+
 def test_same_model_and_preprocessing_as_the_default_embedder(source: Path, tmp_path) -> None:
     """The classifier's pooled features of a decoded photo, normalised, are its stored
     embedding: same weights, same preprocessing, same pixels."""

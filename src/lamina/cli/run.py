@@ -47,11 +47,17 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--threshold", callback=_threshold, help="Tag score threshold (default: the tagger's own)."
 )
 @click.option("--topk", type=int, default=None, help="Labels kept per image (default 5).")
-@click.option("--model", "-m", default=None, help="Embedder spec (default: `default`, offline).")
 @click.option("--model-name", default=None, help="open_clip architecture (with --pretrained).")
 @click.option("--pretrained", default=None, help="Its pretrained tag or checkpoint file.")
 @click.option("--batch-images", type=int, default=None, help="Images per model batch.")
 @click.option("--batch-labels", type=int, default=None, help="Labels per text batch.")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Embedder spec (default `auto`: a CLIP when cached or downloadable, else `default`).",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download model weights.")
 @click.option("--max-images", type=int, default=None, help="Only the first N images by id.")
 @click.option(
     "--run-dir",
@@ -86,6 +92,7 @@ def run_command(
     pretrained: str | None,
     batch_images: int | None,
     batch_labels: int | None,
+    offline: bool | None,
     max_images: int | None,
     run_dir: str | None,
     workers: int | None,
@@ -127,6 +134,7 @@ def run_command(
         "pretrained": pretrained,
         "batch_images": batch_images,
         "batch_labels": batch_labels,
+        "offline": offline,
         "max_images": max_images,
         "run_dir": run_dir,
         "workers": workers,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
+from lamina.cli.embed import OFFLINE_HELP, go_offline
 from lamina.core.errors import LaminaError
 
 SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
@@ -55,6 +56,10 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
                 click.echo(f"  … and {len(rows) - SHOWN} more (--json lists all)")
     if s.get("hint"):
         click.echo(f"fix: {s['hint']}")
+    if (s.get("classify") or {}).get("processed"):
+        from lamina.cli.embed import classify_message
+
+        click.echo(classify_message(s["classify"], None))  # the pass tagging waited for
     click.echo(f"run {s['run_id']}")
 
 
@@ -105,6 +110,7 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
     help="Label prompts embedded at a time.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: cores).")
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
@@ -118,6 +124,7 @@ def tag(
     batch_images: int,
     batch_labels: int,
     workers: int | None,
+    offline: bool,
     as_json: bool,
 ) -> None:
     """Score every image against a label list and keep its top labels (`lamina score` is
@@ -138,6 +145,7 @@ def tag(
     """
     from lamina.tagging import tag_images
 
+    go_offline(offline)
     store = open_store(ctx)
     summary = tag_images(
         store,

@@ -37,13 +37,13 @@ class PipelineConfig:
     """Everything `lamina run` can be told; `lamina run --print-config` shows it resolved.
 
     Example:
-        >>> PipelineConfig(root=["photos"]).embed_model()
+        >>> PipelineConfig(root=["photos"], model="default").embed_model()
         'efficientnet_lite0:imagenet'
     """
 
     root: list[str] = field(default_factory=list)  # source folders
     labels_file: str = ""  # one label per line; tags are made only when given
-    model: str = "default"  # embedder spec (see `lamina embed --help`)
+    model: str = "auto"  # embedder spec; auto: a CLIP if cached or downloadable, else default
     model_name: str = ""  # open_clip architecture (Photo-Tagger); overrides `model`
     pretrained: str = ""  # its pretrained tag or checkpoint path
     tag_model: str = ""  # "" = the embedder when it has a text tower, else "offline"
@@ -56,6 +56,7 @@ class PipelineConfig:
     run_dir: str = ""  # exports and config.json; "" = <store>/exports
     workers: int = 0  # 0 = every core
     follow_links: bool = False  # follow symlinks that lead out of the sources
+    offline: bool = False  # never download model weights (HF_HUB_OFFLINE=1 does too)
     invariant: bool = False  # group mirrored / rotated copies too
     policy: str = ""  # flags policy TOML laid over the defaults
     clusters: int = 0  # k for k-means; 0 = round(sqrt(N / 2))
@@ -66,8 +67,8 @@ class PipelineConfig:
 
     def embed_model(self) -> str:
         """The canonical embedder spec: `open_clip:<model_name>/<pretrained>` when the
-        Photo-Tagger keys are set, else `model`."""
-        from lamina.backends.embedders import parse_spec
+        Photo-Tagger keys are set, else `model` (`auto` resolved, once per process)."""
+        from lamina.backends.embedders.fetch import resolve_model
 
         spec = self.model
         if self.model_name:
@@ -80,7 +81,7 @@ class PipelineConfig:
                         hint="set pretrained in the config, or give a full spec as `model`",
                     )
                 spec = f"open_clip:{self.model_name}/{self.pretrained}"
-        return parse_spec(spec).canonical
+        return resolve_model(spec, self.offline)
 
     def tagger(self) -> str:
         """The model that scores labels: `tag_model`, else the embedder when it can embed

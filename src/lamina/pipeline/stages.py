@@ -6,6 +6,7 @@ says what it did (`StageResult`). The orchestration (skips, run record) is in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from lamina.core.errors import ConfigError
 from lamina.core.store import Store
 from lamina.pipeline.config import PipelineConfig
+
+log = logging.getLogger("lamina")
 
 
 @dataclass
@@ -109,31 +112,43 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
 
 
 def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.cli.embed import default_workers_for, embed_configs
+    from lamina.backends.embedders import DEFAULT_SPEC
+    from lamina.backends.embedders.fetch import choose_default, offline_env, offline_mode
+    from lamina.cli.embed import classify_message, default_workers_for, embed_configs, with_classes
     from lamina.core.runner import run_passes
 
+    model = config.embed_model()
+    if not config.model_name and config.model.strip() in ("", "auto"):
+        log.info(choose_default(offline_mode(config.offline)).line())
     workers = _workers(config) or default_workers_for("auto")
-    passes: list[tuple[str, dict[str, Any] | None]] = list(
-        embed_configs((config.embed_model(),), config.batch_images, "auto", workers)
+    # With the default model the offline tagger's ImageNet classes come from the same
+    # forward pass, so they are kept now whether labels are given or not.
+    passes = with_classes(
+        embed_configs((model,), config.batch_images, "auto", workers, config.offline)
     )
-    if "tag" in config.stages and config.labels_file and config.tagger() == "offline":
-        # The offline tagger's ImageNet classes come from the same decode as the vectors
-        # (the config `tag_images` runs, so the tag stage finds them done).
-        threads = passes[0][1]["threads"] if passes[0][1] else 0
+    offline_tags = "tag" in config.stages and config.labels_file and config.tagger() == "offline"
+    if offline_tags and model != DEFAULT_SPEC:
+        # Another embed model: the classes need EfficientNet-Lite0 as a second model, on
+        # the same decode.
+        threads = passes[0][1]["threads"]
         passes.append(("classify", {"batch_size": config.batch_images, "threads": threads}))
-    result = run_passes(
-        store,
-        passes,
-        command="embed",
-        workers=workers,
-        progress=progress,
-        max_images=config.max_images or None,
-    )
+    with offline_env(config.offline):
+        result = run_passes(
+            store,
+            passes,
+            command="embed",
+            workers=workers,
+            progress=progress,
+            max_images=config.max_images or None,
+        )
     counts = result["embed"]
     message = (
-        f"{config.embed_model()}: {counts['processed'] - counts['error_rows']} embedded, "
+        f"{model}: {counts['processed'] - counts['error_rows']} embedded, "
         f"{counts['error_rows']} errors, {counts['already_done']} already done"
     )
+    if "classify" in result:
+        shared = counts if model == DEFAULT_SPEC else None
+        message += f"; {classify_message(result['classify'], shared)}"
     return StageResult(
         "embed",
         _did_work(result),
@@ -172,10 +187,29 @@ def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> Stage
 
 def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     # Without a labels_file the run skips this stage (`lamina.pipeline._skip_reason`).
-    from lamina.tagging import tag_images
+    from lamina.backends.embedders.fetch import offline_env
 
     tagger = config.tagger()
-    s = tag_images(
+    with offline_env(config.offline):
+        s = _tag(store, config, tagger, progress)
+    worked = _did_work(s.get("passes", {})) if "passes" in s else True
+    missing = len(s.get("missing") or [])
+    message = (
+        f"{s.get('images', 0)} images tagged with {s.get('labels', 0)} labels "
+        f"({s.get('model_name', config.tagger())})"
+        + (f"; {missing} without an embedding" if missing else "")
+    )
+    if (s.get("classify") or {}).get("processed"):
+        from lamina.cli.embed import classify_message
+
+        message += f"; {classify_message(s['classify'], None)}"
+    return StageResult("tag", worked, 0.0, s, message)
+
+
+def _tag(store: Store, config: PipelineConfig, tagger: str, progress: bool) -> dict[str, Any]:
+    from lamina.tagging import tag_images
+
+    return tag_images(
         store,
         config.labels_file,
         model=tagger,
@@ -189,14 +223,6 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
         progress=progress,
         max_images=config.max_images or None,
     )
-    worked = _did_work(s.get("passes", {})) if "passes" in s else True
-    missing = len(s.get("missing") or [])
-    message = (
-        f"{s.get('images', 0)} images tagged with {s.get('labels', 0)} labels "
-        f"({s.get('model_name', config.tagger())})"
-        + (f"; {missing} without an embedding" if missing else "")
-    )
-    return StageResult("tag", worked, 0.0, s, message)
 
 
 def run_dir_of(store: Store, config: PipelineConfig) -> Path:

@@ -201,7 +201,12 @@ class OnnxEmbedder:
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,  # a local file: nothing to download
 ) -> OnnxEmbedder:
     """An ONNX image embedder.
 
