@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont
 
-GEN_VERSION = 4
+GEN_VERSION = 5
 SEED = 20261122  # the benchmark's and the calibration set's
 HELDOUT_SEED = 20261205
 JPEG_Q = 92
@@ -236,19 +236,21 @@ def _scene(rng: np.random.Generator, sources: tuple[str, ...]) -> tuple[str, np.
     h, w = a.shape[:2]
     cw, ch = round(w * rng.uniform(0.45, 0.8)), round(h * rng.uniform(0.45, 0.8))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    f = a[y : y + ch, x : x + cw].astype(np.float32) / 255.0
-    f = f ** rng.uniform(0.85, 1.18)
-    if not _is_grey(a):
-        f = f * rng.uniform(0.93, 1.07, 3)
-    out = np.clip(f * 255.0, 0, 255).round().astype(np.uint8)
-    k = rng.uniform(0.8, 1.25)
-    nw, nh = max(96, round(cw * k)), max(96, round(ch * k))
-    return name, _resize(out, nw, nh)
+    gains = np.ones(3) if _is_grey(a) else rng.uniform(0.93, 1.07, 3)
+    levels = (np.arange(256) / 255.0) ** rng.uniform(0.85, 1.18)
+    lut = np.clip(levels[:, None] * gains[None, :] * 255.0, 0, 255).round().astype(np.uint8)
+    crop = a[y : y + ch, x : x + cw]
+    out = np.stack([lut[crop[..., c], c] for c in range(3)], axis=-1)
+    # At least 160 px on the short side: its hard-negative crops stay over 64 px (not tiny).
+    k = max(rng.uniform(0.8, 1.25), 160 / min(cw, ch))
+    return name, _resize(out, round(cw * k), round(ch * k))
 
 
 def _luma_quantiles(a: np.ndarray) -> list[float]:
-    luma = np.asarray(Image.fromarray(np.ascontiguousarray(a)).convert("L"), np.float32) / 255
-    return [round(float(q), 3) for q in np.quantile(luma, [0.05, 0.95])]
+    """Luma p05 and p95 (0..1) from the 256-bin histogram."""
+    hist = np.array(Image.fromarray(np.ascontiguousarray(a)).convert("L").histogram(), float)
+    cdf = np.cumsum(hist) / hist.sum()
+    return [round(float(np.searchsorted(cdf, q)) / 255, 3) for q in (0.05, 0.95)]
 
 
 def _entry(rel: str, data: bytes, pixels: np.ndarray | None, **info: Any) -> dict[str, Any]:
@@ -270,7 +272,7 @@ def _group_files(args: tuple[int, int, tuple[str, ...], bool]) -> list[dict[str,
         name, a = _scene(rng, sources)
     label = f"{name}" if whole else f"{name}_s{g:05d}"
     grey = ("grayscale",) if _is_grey(a) else ()
-    origin = origin_of(name) if whole or not grey else origin_of(name)
+    origin = origin_of(name)
     h, w = a.shape[:2]
     base = f"dups/{g // 100:03d}/{label}"
     as_png = g % 2 == 1  # half the originals are PNGs: their png_jpeg edit is a JPEG
@@ -353,7 +355,7 @@ def _defect_files(args: tuple[str, int, int, tuple[str, ...], bool]) -> list[dic
         ratio = rng.uniform(5, 20)
         long = int(rng.integers(600, 1600))
         big = _resize(a, long, max(1, round(a.shape[0] * long / a.shape[1])))
-        short = max(40, round(long / ratio))
+        short = max(64, round(long / ratio))  # 64 px and up: odd, but not tiny
         y = int(rng.integers(0, max(1, big.shape[0] - short)))
         px = big[y : y + short] if big.shape[0] >= short else _resize(big, long, short)
         if k % 2:
@@ -361,7 +363,9 @@ def _defect_files(args: tuple[str, int, int, tuple[str, ...], bool]) -> list[dic
     elif defect == "tiny":
         side = int(rng.integers(12, 31))
         h, w = a.shape[:2]
-        tw, th = (side, max(6, round(side * h / w))) if w >= h else (max(6, round(side * w / h)), side)
+        tw, th = (
+            (side, max(6, round(side * h / w))) if w >= h else (max(6, round(side * w / h)), side)
+        )
         px = _resize(a, tw, th)
         fmt = "png" if k % 3 == 0 else "jpg"
     elif defect == "low_information":
@@ -427,7 +431,9 @@ def _huge_jpeg(a: np.ndarray, seed: int) -> bytes:
     return jpeg(big, 90)
 
 
-def bomb_png(size: tuple[int, int] = BOMB_SIZE, rgb: tuple[int, int, int] = (118, 140, 161)) -> bytes:
+def bomb_png(
+    size: tuple[int, int] = BOMB_SIZE, rgb: tuple[int, int, int] = (118, 140, 161)
+) -> bytes:
     """A PNG decompression bomb: size[0] x size[1] RGB pixels of one colour in ~1 MB,
     written row by row (never held whole)."""
     w, h = size
@@ -444,16 +450,18 @@ def bomb_png(size: tuple[int, int] = BOMB_SIZE, rgb: tuple[int, int, int] = (118
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def plan(n_files: int, sources: tuple[str, ...]) -> tuple[int, int]:
+def plan(
+    n_files: int, sources: tuple[str, ...], defect_share: float = DEFECT_SHARE
+) -> tuple[int, int]:
     """(groups, files per defect type) for a corpus of about n_files."""
-    per_defect = max(10, round(n_files * DEFECT_SHARE))
+    per_defect = max(10, round(n_files * defect_share))
     rest = n_files - per_defect * len(MADE_DEFECTS) - 8 - 2
     return max(len(sources), rest // GROUP_FILES), per_defect
 
 
 def build(
     dest: Path, n_files: int = DEFAULT_FILES, seed: int = SEED, sources: str = "all",
-    workers: int | None = None,
+    workers: int | None = None, defect_share: float = DEFECT_SHARE,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the corpus under dest (must not exist) and return its ground truth."""
     from lamina.sample import package_photos
@@ -465,7 +473,7 @@ def build(
         raise SystemExit(f"package photos missing: {missing}")
     _PHOTOS.clear()
     _PHOTOS.update(photos)
-    n_groups, per_defect = plan(n_files, names)
+    n_groups, per_defect = plan(n_files, names, defect_share)
     documents = sources != "heldout"
     tasks: list[tuple[Callable[..., list], tuple]] = [
         (_group_files, (g, seed, names, g < len(names))) for g in range(n_groups)
@@ -510,6 +518,7 @@ def build(
         "n_files": n_files,
         "seed": seed,
         "sources": sources,
+        "defect_share": defect_share,
         "photos": list(names),
         "files": dict(sorted(files.items())),
         "groups": {k: sorted(v) for k, v in sorted(groups.items())},
@@ -552,7 +561,11 @@ def _mark_borderline(files: dict[str, dict[str, Any]]) -> None:
 
 
 def ensure(
-    dest: Path, n_files: int = DEFAULT_FILES, seed: int = SEED, sources: str = "all"
+    dest: Path,
+    n_files: int = DEFAULT_FILES,
+    seed: int = SEED,
+    sources: str = "all",
+    defect_share: float = DEFECT_SHARE,
 ) -> dict[str, Any]:
     """Reuse dest if its truth file says it was built by this generator with these settings,
     else build it."""
@@ -560,14 +573,15 @@ def ensure(
     if truth_path.exists() and dest.is_dir():
         truth = json.loads(truth_path.read_text())
         same = (truth.get("version"), truth.get("n_files"), truth.get("seed"),
-                truth.get("sources")) == (GEN_VERSION, n_files, seed, sources)  # fmt: skip
+                truth.get("sources"), truth.get("defect_share", DEFECT_SHARE)) == (
+                GEN_VERSION, n_files, seed, sources, defect_share)  # fmt: skip
         if same:
             n = sum(1 for p in dest.rglob("*") if p.is_file())
             if n == len(truth["files"]):
                 return truth
     shutil.rmtree(dest, ignore_errors=True)
     truth_path.unlink(missing_ok=True)
-    truth = build(dest, n_files, seed, sources)
+    truth = build(dest, n_files, seed, sources, defect_share=defect_share)
     truth_path.write_text(json.dumps(truth, indent=1))
     return truth
 

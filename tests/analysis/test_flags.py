@@ -13,6 +13,8 @@ from lamina.analysis.flags import (
     flags_config,
     load_policy,
     parse_policy,
+    policy_signals,
+    signals_skip,
 )
 from lamina.core.errors import ConfigError
 from lamina.core.ledger import Run
@@ -210,3 +212,26 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     assert loaded.rules["dark"] == policy.rules["dark"]
     with pytest.raises(ConfigError, match="no policy file"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_sense_skips_only_the_signals_no_enabled_rule_reads() -> None:
+    assert signals_skip(default_policy()) == ("hist_lab", "hist_rgb")
+    assert signals_skip(default_policy(), all_signals=True) == ()
+    assert {"text_score", "noise_sigma", "fft_high_ratio"} <= policy_signals(default_policy())
+    quiet = parse_policy(
+        "[text_heavy]\nenabled = false\n[outlier]\nenabled = false", base=default_policy()
+    )
+    skip = signals_skip(quiet)
+    assert "text_score" in skip and "fft_high_ratio" in skip
+    assert "laplacian_var" not in skip  # ranks duplicate representatives
+    assert "noise_sigma" not in skip  # the noisy rule still reads it
+
+
+def test_a_policy_reading_a_skipped_signal_is_refused(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", text_score=None) for i in range(5)]
+    store = fake_store(tmp_path, rows)
+    with pytest.raises(ConfigError, match="text_score") as err:
+        flags_of(store)
+    assert "--signals all" in (err.value.hint or "")
+    flags = flags_of(store, "[text_heavy]\nenabled = false")  # not read: fine
+    assert not any(f["text_heavy"] for f in flags.values())

@@ -14,6 +14,10 @@ All come from the shared "working" decode (`lamina.core.decode`: EXIF-oriented R
 
 Luma is ITU-R 601 (0.299 R + 0.587 G + 0.114 B) as Pillow's `convert("L")` computes it, in 8
 bits; its statistics come from its 256-bin histogram (percentiles are multiples of 1/255).
+Signals the flags policy does not read can be left out (`SignalsConfig.skip`, null in the
+table): the default skips the two histograms (`DEFAULT_SKIP`), which no default flag reads;
+`lamina sense` skips every `OPTIONAL` signal its policy does not read, and computes them all
+with `--signals all`. The flags pass refuses a policy that reads a signal its layer skipped.
 A signal is null when the image is too small to measure it: a side under 2 px (noise_sigma),
 3 px (laplacian_var), 8 px at the half scale (blur_effect, edge_density) or 16 px
 (fft_high_ratio, text_score). Per-pixel work runs in Pillow's C code or on int16 arrays: 3-5 ms
@@ -71,6 +75,20 @@ _COLUMN_SPEC = (
     "grey_by_content:b chroma_mean:f hist_rgb:h hist_lab:h text_score:f"
 )
 COLUMNS = tuple(_COLUMN_SPEC.split())
+SIGNAL_NAMES = tuple(c.split(":")[0] for c in COLUMNS)
+# Signals that cost work of their own and may be skipped; each group is computed at once.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "colour": ("saturation_mean", "colorfulness", "chroma_mean", "grey_by_content"),
+    "hist_rgb": ("hist_rgb",),
+    "hist_lab": ("hist_lab",),
+    "laplacian_var": ("laplacian_var",),
+    "noise_sigma": ("noise_sigma",),
+    "fft_high_ratio": ("fft_high_ratio",),
+    "text_score": ("text_score",),
+    "blur": ("blur_effect", "edge_density"),
+}
+OPTIONAL = tuple(sorted(c for cols in GROUPS.values() for c in cols))
+DEFAULT_SKIP = ("hist_lab", "hist_rgb")  # no flag of the default policy reads them
 
 
 def signals_schema(hist_bins: int) -> pa.Schema:
@@ -93,6 +111,8 @@ class SignalsConfig:
     # The long side (px) that scale-dependent signals are measured at: images larger than
     # this are box-resized to it first. At most the decode recipe's long side (512).
     work_side: int = 512
+    # Signals (of OPTIONAL) not computed: null in the table. () computes every one.
+    skip: tuple[str, ...] = DEFAULT_SKIP
 
 
 @register
@@ -100,7 +120,7 @@ class SignalsPass(Pass):
     """Raw pixel signals of each image: exposure, colour, sharpness, noise, text-likeness."""
 
     name = "signals"
-    version = "1"
+    version = "2"
     Config = SignalsConfig
     decode = "working"
     reads = ("images",)
@@ -119,6 +139,11 @@ class SignalsPass(Pass):
             raise ConfigError(
                 f"signals: work_side must be 64..{RECIPES[self.decode]} "
                 f"(the {self.decode!r} decode's long side), not {side}"
+            )
+        unknown = sorted(set(self.config.skip) - set(OPTIONAL))
+        if unknown:
+            raise ConfigError(
+                f"signals: cannot skip {unknown[0]!r}", hint=f"optional: {', '.join(OPTIONAL)}"
             )
         self.schema = signals_schema(bins)
 
@@ -145,8 +170,14 @@ class SignalsPass(Pass):
         return pa.Table.from_pydict(columns, schema=self.schema)
 
     def _measure(self, decoded: Decoded) -> dict[str, Any]:
+        assert decoded.rgb is not None
+        grey = decoded.grey() if max(decoded.rgb.shape[:2]) <= self.config.work_side else None
         row = compute_signals(
-            decoded.rgb, hist_bins=self.config.hist_bins, work_side=self.config.work_side
+            decoded.rgb,
+            hist_bins=self.config.hist_bins,
+            work_side=self.config.work_side,
+            skip=self.config.skip,
+            grey=grey,
         )
         w, h = decoded.width or 0, decoded.height or 0
         row.update(
@@ -179,33 +210,52 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(w * k)), max(1, round(h * k))
 
 
-def compute_signals(rgb: np.ndarray, *, hist_bins: int = 16, work_side: int = 512) -> dict:
-    """The pixel signals of one HxWx3 uint8 RGB image (see the module docstring for scales).
+def compute_signals(
+    rgb: np.ndarray,
+    *,
+    hist_bins: int = 16,
+    work_side: int = 512,
+    skip: tuple[str, ...] | frozenset[str] = (),
+    grey: np.ndarray | None = None,
+) -> dict:
+    """The pixel signals of one HxWx3 uint8 RGB image (see the module docstring for scales);
+    the `skip`ped ones (of OPTIONAL) are None. `grey`: the luma of `rgb` when already made
+    (only when `rgb` needs no resize to `work_side`).
 
     Example:
         >>> s = compute_signals(np.full((64, 64, 3), 128, np.uint8))
         >>> round(s["brightness_mean"], 3), s["grey_by_content"], s["laplacian_var"]
         (0.502, True, 0.0)
     """
+    want = {g for g, cols in GROUPS.items() if not set(cols) <= set(skip)}
     im = Image.fromarray(rgb)
     if max(im.size) > work_side:
-        im = im.resize(_fit(im.size, work_side), Image.Resampling.BOX)
-    luma = im.convert("L")  # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B, in C
-    out = _exposure(np.array(luma.histogram(), dtype=np.float64))
-    sample = im
-    if max(im.size) > SAMPLE_SIDE:
-        sample = im.resize(_fit(im.size, SAMPLE_SIDE), Image.Resampling.NEAREST)
-    out.update(_colour(sample, hist_bins))
+        im, grey = im.resize(_fit(im.size, work_side), Image.Resampling.BOX), None
+    # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B, in C
+    luma = im.convert("L") if grey is None else Image.fromarray(grey)
+    out: dict[str, Any] = dict.fromkeys(OPTIONAL)
+    out.update(_exposure(np.array(luma.histogram(), dtype=np.float64)))
+    if want & {"colour", "hist_rgb", "hist_lab"}:
+        sample = im
+        if max(im.size) > SAMPLE_SIDE:
+            sample = im.resize(_fit(im.size, SAMPLE_SIDE), Image.Resampling.NEAREST)
+        out.update(_colour(sample, hist_bins, want))
     y = np.asarray(luma).astype(np.int16)
-    out["laplacian_var"] = _laplacian_var(y)
-    out["noise_sigma"] = _noise_sigma(y)
+    if "laplacian_var" in want:
+        out["laplacian_var"] = _laplacian_var(y)
+    if "noise_sigma" in want:
+        out["noise_sigma"] = _noise_sigma(y)
     left, top, right, bottom = _central_box(luma.size, CENTRE_SIDE)
-    centre = y[top:bottom, left:right]
-    out["fft_high_ratio"] = _fft_high_ratio(centre)
-    out["text_score"] = text_score(luma.crop((left, top, right, bottom)))
-    half = luma.reduce(2) if max(luma.size) > HALF_SIDE else luma  # box-average 2x2 blocks
-    g = np.asarray(half).astype(np.int16)
-    out["blur_effect"], out["edge_density"] = _blur_and_edges(g)
+    if "fft_high_ratio" in want:
+        out["fft_high_ratio"] = _fft_high_ratio(y[top:bottom, left:right])
+    if "text_score" in want:
+        out["text_score"] = text_score(luma.crop((left, top, right, bottom)))
+    if "blur" in want:
+        half = luma.reduce(2) if max(luma.size) > HALF_SIDE else luma  # box-average 2x2
+        g = np.asarray(half).astype(np.int16)
+        out["blur_effect"], out["edge_density"] = _blur_and_edges(g)
+    for name in skip:  # a group computed for another of its columns
+        out[name] = None
     return out
 
 
@@ -239,14 +289,22 @@ def _exposure(hist: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _colour(sample: Image.Image, hist_bins: int) -> dict[str, Any]:
-    """Colour statistics of the sampled pixels: hist_rgb, hist_lab, chroma, grey_by_content,
-    saturation, colorfulness."""
-    counts = np.array(sample.histogram(), dtype=np.float64).reshape(3, 256)
-    edges = (np.arange(hist_bins) * 256 + hist_bins - 1) // hist_bins  # first level of a bin
-    hist_rgb = np.add.reduceat(counts, edges, axis=1)
-    hist_rgb /= counts.sum(axis=1, keepdims=True)
+def _colour(sample: Image.Image, hist_bins: int, want: set[str]) -> dict[str, Any]:
+    """Colour statistics of the sampled pixels, by group (`GROUPS`): hist_rgb, hist_lab,
+    colour (chroma, grey_by_content, saturation, colorfulness)."""
+    out: dict[str, Any] = {}
     pixels = np.asarray(sample).reshape(-1, 3)
+    if "hist_rgb" in want:
+        counts = np.array(sample.histogram(), dtype=np.float64).reshape(3, 256)
+        edges = (np.arange(hist_bins) * 256 + hist_bins - 1) // hist_bins  # a bin's first level
+        hist_rgb = np.add.reduceat(counts, edges, axis=1)
+        hist_rgb /= counts.sum(axis=1, keepdims=True)
+        out["hist_rgb"] = hist_rgb.ravel().tolist()
+    if "hist_lab" in want:
+        lab = pixels[:: max(1, len(pixels) // LAB_PIXELS)]
+        out["hist_lab"] = _lab_histogram(lab, hist_bins)
+    if "colour" not in want:
+        return out
     r, g, b = pixels.T.astype(np.float32)
     top = np.maximum(np.maximum(r, g), b)
     spread = top - np.minimum(np.minimum(r, g), b)  # max - min channel: the HSV chroma
@@ -257,8 +315,7 @@ def _colour(sample: Image.Image, hist_bins: int) -> dict[str, Any]:
         float(rg.mean()), float(yb.mean())
     )
     return {
-        "hist_rgb": hist_rgb.ravel().tolist(),
-        "hist_lab": _lab_histogram(pixels[:: max(1, len(pixels) // LAB_PIXELS)], hist_bins),
+        **out,
         "chroma_mean": float(spread.mean()) / 255.0,
         "grey_by_content": bool(np.mean(spread <= GREY_TOLERANCE) >= GREY_SHARE),
         "saturation_mean": float(np.mean(spread / np.maximum(top, 1.0))),
