@@ -193,7 +193,7 @@ def test_huge_png_is_shrunk_while_it_streams(
     assert d.error is None and d.rgb is not None
     assert (d.width, d.height) == (5000, 3600) and d.rgb.shape == (369, 512, 3)
     assert d.rgb[10, 10].tolist() == [255, 0, 0] and d.rgb[-10, 10].tolist() == [0, 0, 255]
-    assert (d.pixel_sha256 or "") != "" and not d.alpha
+    assert (d.pixel_sha256 or "") != "" and d.alpha is False
     with pytest.raises(ValueError):
         d.rgb[0, 0, 0] = 1  # shared by every pass of a chunk: read-only
 

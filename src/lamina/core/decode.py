@@ -246,7 +246,7 @@ def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
         orientation = header.get("orientation") if "orientation" in header.get_fields() else 1
         # fail_on="error": a truncated or corrupt file is an error, never padded pixels.
         im = pyvips.Image.thumbnail(path, max_side, size="down", fail_on="error")
-        alpha = im.hasalpha()
+        alpha = bool(im.hasalpha())
         im = im.colourspace("srgb")  # grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB
         if im.hasalpha():
             im = im.flatten(background=255)
