@@ -58,11 +58,16 @@ TUNED = {
 JUDGED = {"odd_aspect": "odd_aspect", "tiny": "tiny", "huge": "huge", "junk": "broken"}
 
 
-def sense_store(corpus: Path, store: Path) -> list[dict[str, Any]]:
-    """Scan and sense `corpus` into a fresh `store`; every file's flags and scores."""
+def sense_store(corpus: Path, store: Path, reuse: bool) -> list[dict[str, Any]]:
+    """Scan and sense `corpus` into `store` (fresh unless `reuse`: then `sense` resumes and
+    recomputes only what changed, e.g. the flags of an edited policy); every file's flags
+    and scores."""
     exe = sense.lamina_exe()
-    shutil.rmtree(store, ignore_errors=True)
-    for args in (["scan", str(corpus)], ["sense", "--signals", "all"]):
+    steps = [["sense", "--signals", "all"]]
+    if not (reuse and store.exists()):
+        shutil.rmtree(store, ignore_errors=True)
+        steps.insert(0, ["scan", str(corpus)])
+    for args in steps:
         proc = subprocess.run(
             [exe, "--store", str(store), *args, "--json"], capture_output=True, text=True
         )
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1500, help="files per corpus")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the sensed stores (after a policy edit)"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     from lamina.analysis.flags import default_policy
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: building / sensing {corpus.relative_to(ROOT)}", flush=True)
         data = sense_corpus.ensure(corpus, args.files, seed, sources, DEFECT_SHARE)
         truth = sense.Truth(data)
-        rows = sense_store(corpus, SENSE / "stores" / f"calibrate-{sources}")
+        rows = sense_store(corpus, SENSE / "stores" / f"calibrate-{sources}", args.reuse)
         results[label] = (truth, evaluate(truth, rows))
     cal_truth, cal = results["calibration"]
     held_truth, held = results["held-out"]

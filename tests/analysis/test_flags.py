@@ -28,6 +28,7 @@ NORMAL = {
     "brightness_p95": 0.9,
     "dark_fraction": 0.05,
     "light_fraction": 0.05,
+    "clipped_fraction": 0.01,
     "contrast_rms": 0.2,
     "saturation_mean": 0.3,
     "colorfulness": 40.0,
@@ -204,7 +205,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 3" in default_policy_text()
+    assert "version = 4" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)
@@ -235,3 +236,26 @@ def test_a_policy_reading_a_skipped_signal_is_refused(tmp_path: Path) -> None:
     assert "--signals all" in (err.value.hint or "")
     flags = flags_of(store, "[text_heavy]\nenabled = false")  # not read: fine
     assert not any(f["text_heavy"] for f in flags.values())
+
+
+def test_light_catches_clipped_highlights_over_mid_grey_shadows(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", megapixels=0.24 + i * 0.01) for i in range(10)]
+    rows += [
+        # x3 over-exposure: half the pixels clipped, the median white, shadows mid-grey.
+        signals_row("blown", brightness_p05=0.3, brightness_p50=0.97, clipped_fraction=0.55),
+        signals_row("washed", brightness_p05=0.8, brightness_p50=0.9, clipped_fraction=0.0),
+        # A page: a white median and many light pixels, but paper sits below the clip level.
+        signals_row(
+            "page",
+            brightness_p05=0.45,
+            brightness_p50=0.95,
+            light_fraction=0.85,
+            clipped_fraction=0.02,
+        ),  # fmt: skip
+        # A bright sky clipped over a third of the frame, the rest a normal scene.
+        signals_row("sky", brightness_p05=0.1, brightness_p50=0.6, clipped_fraction=0.4),
+    ]
+    flags = flags_of(fake_store(tmp_path, rows))
+    assert flags["blown"]["light"] and flags["washed"]["light"]
+    assert not flags["page"]["light"] and not flags["sky"]["light"]
+    assert flags["blown"]["light_score"] == pytest.approx(min(0.55 / 0.35, 0.97 / 0.88), 1e-5)

@@ -4,8 +4,8 @@ spectrum, text-likeness), one row per image, no thresholds: flags and reports ju
 All come from the shared "working" decode (`lamina.core.decode`: EXIF-oriented RGB, long side
 <= 512, never upscaled), measured at fixed scales so a value does not depend on file size:
 
-* *working* (long side `work_side`, 512): the luma histogram (brightness_*, dark/light
-  fractions, contrast_rms, entropy), `laplacian_var`, `noise_sigma`;
+* *working* (long side `work_side`, 512): the luma histogram (brightness_*, dark/light/
+  clipped fractions, contrast_rms, entropy), `laplacian_var`, `noise_sigma`;
 * *centre* (its central 192 x 192 window): `fft_high_ratio`, `text_score`;
 * *half* (the working luma box-reduced 2x, long side 256): `blur_effect`, `edge_density`;
 * *sample* (a nearest-neighbour subsample, long side <= 128, <= 16k pixels): hist_rgb,
@@ -70,7 +70,7 @@ TEXT_CONTRAST = 12  # text_score: ink differs from the local background by this 
 _COLUMN_SPEC = (
     "image_id:s error:s detail:s width:i height:i megapixels:f aspect_ratio:f alpha:b "
     "brightness_mean:f brightness_p05:f brightness_p50:f brightness_p95:f dark_fraction:f "
-    "light_fraction:f contrast_rms:f saturation_mean:f colorfulness:f entropy:f "
+    "light_fraction:f clipped_fraction:f contrast_rms:f saturation_mean:f colorfulness:f entropy:f "
     "laplacian_var:f blur_effect:f edge_density:f noise_sigma:f fft_high_ratio:f "
     "grey_by_content:b chroma_mean:f hist_rgb:h hist_lab:h text_score:f"
 )
@@ -284,6 +284,9 @@ def _exposure(hist: np.ndarray) -> dict[str, Any]:
         "brightness_p95": float(p95),
         "dark_fraction": float(p[:26].sum()),  # luma < 0.1: levels 0..25 (25/255 = 0.098)
         "light_fraction": float(p[230:].sum()),  # luma > 0.9: levels 230..255 (230/255 = 0.902)
+        # Clipped highlights: levels 250..255 (0.98 and up). Over-exposure piles pixels up here;
+        # white paper and snow mostly sit below (230-249), a blown-out sky does not.
+        "clipped_fraction": float(p[250:].sum()),
         "contrast_rms": math.sqrt(max(0.0, float(p @ (_LEVELS - mean) ** 2))) / 255.0,
         "entropy": max(0.0, float(-(nz * np.log2(nz)).sum())),
     }
