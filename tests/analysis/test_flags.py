@@ -251,7 +251,7 @@ def test_light_catches_clipped_highlights_over_mid_grey_shadows(tmp_path: Path) 
             brightness_p50=0.95,
             light_fraction=0.85,
             clipped_fraction=0.02,
-        ),  # fmt: skip
+        ),
         # A bright sky clipped over a third of the frame, the rest a normal scene.
         signals_row("sky", brightness_p05=0.1, brightness_p50=0.6, clipped_fraction=0.4),
     ]
