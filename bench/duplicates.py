@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Date: {date.today().isoformat()}; {len(psutil.Process().cpu_affinity())} cores, "
         f"Python {platform.python_version()}; load average before: {load:.2f} (the machine "
         "is shared with other agents' work: absolute times are rough)",
-        f"- Command: `.venv/bin/python bench/duplicates.py "
-        f"{' '.join(f'--n {n}' for n in sizes)}`",
+        f"- Command: `.venv/bin/python bench/duplicates.py {' '.join(f'--n {n}' for n in sizes)}`",
         "- Input: N images, 20 % in clusters of 2-10 near copies (0-6 bits flipped), 1 % "
         "pixel-identical pairs; each case in a fresh interpreter; seconds around the call; "
         "peak RSS = `ru_maxrss` of that interpreter (imports and the input table included).",
