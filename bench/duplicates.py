@@ -104,8 +104,12 @@ def run_case(n: int, what: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="images (default 1,000,000)")
+    parser.add_argument(
+        "--cases", default="mih,plain,invariant", help="of mih, plain, invariant (default all)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    cases = args.cases.split(",")
     sizes = args.n or [1_000_000]
     load = psutil.getloadavg()[0]
     lines = [
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             ("plain", "`DuplicatesPass` (default)"),
             ("invariant", "`DuplicatesPass(invariant=True)`"),
         ):
+            if what not in cases:
+                continue
             t0 = time.perf_counter()
             r = run_case(n, what)
             print(f"{n} {what}: {r} ({time.perf_counter() - t0:.0f} s with set-up)", flush=True)

@@ -252,10 +252,26 @@ def test_light_catches_clipped_highlights_over_mid_grey_shadows(tmp_path: Path) 
             light_fraction=0.85,
             clipped_fraction=0.02,
         ),
-        # A bright sky clipped over a third of the frame, the rest a normal scene.
-        signals_row("sky", brightness_p05=0.1, brightness_p50=0.6, clipped_fraction=0.4),
+        # A bright window clipped over a fifth of the frame, the rest a normal scene.
+        signals_row("window", brightness_p05=0.1, brightness_p50=0.6, clipped_fraction=0.2),
+        # Over-exposed over a black background (a fundus photo): the median stays dark.
+        signals_row("fundus", brightness_p05=0.0, brightness_p50=0.3, clipped_fraction=0.5),
     ]
     flags = flags_of(fake_store(tmp_path, rows))
-    assert flags["blown"]["light"] and flags["washed"]["light"]
-    assert not flags["page"]["light"] and not flags["sky"]["light"]
-    assert flags["blown"]["light_score"] == pytest.approx(min(0.55 / 0.35, 0.97 / 0.88), 1e-5)
+    assert flags["blown"]["light"] and flags["washed"]["light"] and flags["fundus"]["light"]
+    assert not flags["page"]["light"] and not flags["window"]["light"]
+    assert flags["blown"]["light_score"] == pytest.approx(0.55 / 0.38, 1e-5)
+
+
+def test_low_information_is_judged_against_the_exposure_headroom(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", megapixels=0.24 + i * 0.01) for i in range(10)]
+    rows += [
+        signals_row("blank", contrast_rms=0.004, brightness_mean=0.5, edge_density=0.0),
+        # A photo at x0.1: its absolute contrast is tiny, but so is its room below black.
+        signals_row(
+            "dim", contrast_rms=0.008, brightness_mean=0.03, brightness_p95=0.08, edge_density=0.0
+        ),
+    ]
+    flags = flags_of(fake_store(tmp_path, rows))
+    assert flags["blank"]["low_information"]
+    assert not flags["dim"]["low_information"] and flags["dim"]["dark"]
