@@ -113,6 +113,7 @@ class Measured:
     stdout: str
     stderr: str
     worker_mb: float = 0.0  # peak PSS of the largest descendant (a worker)
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and its reaped descendants
 
 
 def _pss(proc: psutil.Process) -> int:
@@ -158,6 +159,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float =
         stdout,
         stderr,
         worker / MB,
+        usage.ru_utime + usage.ru_stime,
     )
 
 
@@ -334,6 +336,7 @@ class Job:
             parts[-1].stdout,
             parts[-1].stderr,
             max(p.worker_mb for p in parts),
+            sum(p.cpu_s for p in parts),
         )
         self.parts.append(parts)
         self.runs.append(combined)
@@ -372,6 +375,10 @@ class ToolRun:
         return max(r.worker_mb for r in self.runs)
 
     @property
+    def cpu_s(self) -> float:
+        return statistics.median(r.cpu_s for r in self.runs)
+
+    @property
     def main_mb(self) -> float:
         return max(r.main_mb for r in self.runs)
 
@@ -399,15 +406,6 @@ def decodable_listing(truth: Truth) -> tuple[Path, set[str]]:
 
 def make_jobs(truth: Truth, only: str, cleanvision: bool = False) -> list[Job]:
     jobs: list[Job] = []
-    if only in ("lamina", "all"):
-        exe = lamina_exe()
-        for label, args in (("lamina", []), ("lamina --invariant", ["--invariant"])):
-            store = SENSE / "stores" / label.replace(" ", "_")
-            steps = [
-                [exe, "--store", str(store), "scan", str(CORPUS), "--json"],
-                [exe, "--store", str(store), "sense", *args, "--json"],
-            ]
-            jobs.append(Job(label, steps, reset=store))
     if only in ("peers", "all"):
         if cleanvision:  # not a speed peer: its quality flags only
             cv = [str(venv_python("cleanvision")), str(PEERS / "cleanvision_run.py"), str(CORPUS)]
@@ -419,6 +417,15 @@ def make_jobs(truth: Truth, only: str, cleanvision: bool = False) -> list[Job]:
         work_dir = SENSE / "fastdup-work"
         fd = [str(venv_python("fastdup")), str(PEERS / "fastdup_run.py"), str(CORPUS)]
         jobs.append(Job("fastdup", [[*fd, str(work_dir)]], reset=work_dir))
+    if only in ("lamina", "all"):
+        exe = lamina_exe()
+        for label, args in (("lamina", []), ("lamina --invariant", ["--invariant"])):
+            store = SENSE / "stores" / label.replace(" ", "_")
+            steps = [
+                [exe, "--store", str(store), "scan", str(CORPUS), "--json"],
+                [exe, "--store", str(store), "sense", *args, "--json"],
+            ]
+            jobs.append(Job(label, steps, reset=store))
     return jobs
 
 
@@ -1004,9 +1011,10 @@ def render(
         "(times added, peaks max'd). MB = 10^6 bytes. Fastest peer: "
         + (f"**{_label(fastest)}** ({fastest_rate:.1f} files/s)." if fastest else "none ran."),
         "",
-        "| tool | files | wall s | files/s | vs fastest peer | peak PSS tree MB "
-        "| main MB | largest worker MB | high-water RSS MB |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| tool | files | wall s | files/s | vs fastest peer | CPU s | files per CPU s "
+        "| vs fastest peer (CPU) | peak PSS tree MB | main MB | largest worker MB "
+        "| high-water RSS MB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in perf_rows:
         label = r.name.split(" similarity")[0] if r.tool == "fastdup" else r.name
@@ -1018,6 +1026,8 @@ def render(
         lines.append(
             f"| {label} | {r.files} | {r.seconds:.2f} | {r.files_per_s:.1f} "
             f"| {_f(r.files_per_s / fastest_rate) + 'x' if r.ok else '—'} "
+            f"| {r.cpu_s:.1f} | {r.files / max(r.cpu_s, 1e-9):.1f} "
+            f"| {_f(fastest.cpu_s / r.cpu_s) + 'x' if r.ok and fastest else '—'} "
             f"| {r.tree_mb:.0f} | {r.main_mb:.0f} | {r.worker_mb:.0f} | {r.hwm_mb:.0f} |"
         )
     for r in lam:
