@@ -1166,7 +1166,17 @@ def _broken_text(r: ToolRun, broken: list[str]) -> str:
             f"{names[b]} {files[b]['status']}/{files[b]['reason']}" if b in files else "absent"
             for b in broken
         ]
-        return "scan marks them " + ", ".join(parts) + " (no stop; every other file processed)."
+        errors = r.extra.get("error_rows", [])
+        sensed = ", ".join(
+            f"`{Path(e['rel_path']).name}` {e['error']}"
+            + (" (broken)" if e["rel_path"] in names else "")
+            for e in errors
+        )
+        return (
+            "scan marks them " + ", ".join(parts) + "; the signals table has "
+            f"{len(errors)} error rows: {sensed or 'none'} (no stop, no crash; every other "
+            "file processed)."
+        )
     if r.tool == "cleanvision":
         crash = r.extra.get("crash")
         if crash:
