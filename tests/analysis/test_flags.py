@@ -205,7 +205,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 4" in default_policy_text()
+    assert "version = 5" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)
