@@ -1,23 +1,37 @@
 """The `sense` benchmark corpus: real package-shipped photos, their edits, and ground truth.
 
-Deterministic (fixed seeds, no timestamps): built from `lamina.sample.package_photos()`.
+Deterministic for a given (size, seed, sources): built from `lamina.sample.package_photos()`.
+`build(dest, n_files, seed, sources)` writes about `n_files` files:
 
-* **Duplicate groups**: for each of 17 originals, the original plus 10 edits: ``copy`` (a
-  byte copy), ``reencode`` (JPEG q=30), ``resize`` (50 %), ``crop`` (5 % off each side),
+* **Duplicate groups** (~86 % of the files): an original plus 11 edits: ``copy`` (a byte
+  copy), ``reencode`` (JPEG q=30), ``resize`` (50 %), ``crop`` (5 % off each side),
   ``bright_up`` (x1.3), ``bright_down`` (x0.7), ``contrast`` (x1.5 about mid-grey),
   ``png_jpeg`` (a PNG of a JPEG original, or a JPEG of a PNG original), ``flip``
-  (horizontal mirror) and ``rot90``. Every pair within a group is a positive pair.
-* **Hard negatives**: four pairs of crops per original (left/right, top/bottom and the two
+  (horizontal mirror), ``rot90`` and ``exif_rot`` (the pixels stored turned by 90 degrees
+  with the EXIF orientation that shows them upright, as a camera writes them). Every pair
+  within a group is a positive pair. The first originals are the source photos themselves;
+  the rest are *scenes*: a random 45-80 % crop of a source photo, gamma 0.85-1.18, a small
+  per-channel gain, rescaled x0.8-1.25 (a 10 % zoom already moves a 64-bit hash as far as
+  another photo, so scenes of one photo are distinct pictures).
+* **Hard negatives**: per group, one pair of crops (left/right, top/bottom or one of the two
   diagonals of corners) whose overlap is < 30 % of the smaller crop. Negative pairs.
-* **Defects** with per-file labels: dark (x0.15), light (washed out), blurry (Gaussian
-  sigma 4 at full size), low_information (near-uniform colour plus a little noise),
-  grayscale (equal channels), odd_aspect (20:1 strips, 1600 x 80), tiny (< 32 px), noisy (Gaussian
-  sigma 25), text_heavy (skimage ``page`` / ``text`` and rendered documents), broken
-  (truncated JPEG / PNG, zero-byte, garbage named .jpg) and one 100 MP JPEG (``huge``).
-* Files made from a grayscale original are labelled ``grayscale`` too (their channels are
+* **Defects** with per-file labels, ~0.8 % of the files per type (at least 10), made from
+  scenes with random strengths: dark (x0.06-0.2), light (half washed out towards white, half
+  over-exposed x2.2-3.5 so the highlights clip while the shadows stay mid-grey), blurry
+  (Gaussian sigma 3-6), low_information (near-uniform colour plus a little noise), grayscale
+  (equal channels), odd_aspect (5:1 to 20:1 strips), tiny (< 32 px), noisy (Gaussian sigma
+  18-35), text_heavy (rendered pages; with the calibration sources also skimage ``page`` /
+  ``text``), broken (truncated JPEG / PNG, zero-byte, garbage named .jpg, and a JPEG and a
+  PNG whose headers parse but whose pixel data is corrupt), one 100 MP JPEG and one 200 MP
+  PNG decompression bomb (a ~1 MB file of one colour) (``huge``).
+* Files made from a grayscale source are labelled ``grayscale`` too (their channels are
   equal by construction); ``odd_size`` = ``tiny`` or ``huge``.
 * Borderline brightness: a file not made dark whose luma p95 < 0.35 (not made light, luma
   p05 > 0.65) is listed in its ``unscored`` field and left out of the dark (light) scores.
+
+`SOURCES` splits the photos: ``calibration`` and ``heldout`` share no photo (and are built
+with different seeds), so thresholds chosen on one can be judged on the other
+(`bench/calibrate.py`); ``all`` (the benchmark's) uses every one.
 
 Pairs of files that come from the same photo but are neither a group pair nor a listed
 hard negative (a dark copy of a photo and the photo, two overlapping crops) are *ignored*
@@ -26,25 +40,32 @@ Every other pair is a negative.
 
 Usage::
 
-    .venv/bin/python bench/sense_corpus.py DEST   # writes DEST/ and DEST.truth.json
+    .venv/bin/python bench/sense_corpus.py DEST [--files N] [--seed S] [--sources all]
+    # writes DEST/ and DEST.truth.json
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import multiprocessing
 import shutil
+import struct
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont
 
-GEN_VERSION = 3
-SEED = 20261122
+GEN_VERSION = 6
+SEED = 20261122  # the benchmark's and the calibration set's
+HELDOUT_SEED = 20261206  # 20261205 was looked at while the light rule was revised
 JPEG_Q = 92
+DEFAULT_FILES = 3000
 
 # Originals: every real photo that ships offline and whose defect labels are not in doubt.
 # Left out: hubble_deep_field and cell (naturally dark), clock (motion-blurred by design),
@@ -57,28 +78,40 @@ ORIGINALS = (
     "motorcycle_left", "motorcycle_right", "brick", "grass", "gravel", "immunohistochemistry",
     "retina", "coins", "china", "flower",
 )  # fmt: skip
+# Two disjoint halves (the stereo pair stays on one side): choose thresholds on one, report
+# on the other. The held-out side has the scikit-learn and matplotlib photos.
+SOURCES = {
+    "all": ORIGINALS,
+    "calibration": (
+        "astronaut", "camera", "chelsea", "coffee", "moon", "rocket", "motorcycle_left",
+        "motorcycle_right", "brick", "grass", "immunohistochemistry", "coins",
+    ),
+    "heldout": ("grace_hopper", "china", "flower", "retina", "gravel"),
+}  # fmt: skip
 SCENE = {"motorcycle_left": "motorcycle", "motorcycle_right": "motorcycle"}
-# Colour photos the defect files are made from (10 per defect type, rotating).
-COLOUR = (
-    "astronaut", "grace_hopper", "chelsea", "coffee", "rocket", "motorcycle_left",
-    "immunohistochemistry", "retina", "china", "flower",
-)  # fmt: skip
-PER_DEFECT = 10
 DUP_KINDS = (
     "copy", "reencode", "resize", "crop", "bright_up", "bright_down", "contrast", "png_jpeg",
-    "flip", "rot90",
+    "flip", "rot90", "exif_rot",
+)  # fmt: skip
+MADE_DEFECTS = (
+    "dark", "light", "blurry", "low_information", "grayscale", "odd_aspect", "tiny", "noisy",
+    "text_heavy",
 )  # fmt: skip
 DEFECTS = (
     "dark", "light", "blurry", "low_information", "grayscale", "odd_aspect", "tiny", "huge",
     "odd_size", "noisy", "text_heavy", "broken",
 )  # fmt: skip
 HUGE_SIZE = (12000, 8400)  # 100.8 MP
+BOMB_SIZE = (14142, 14142)  # 200 MP
+DEFECT_SHARE = 0.008  # files per defect type, as a share of the corpus
+GROUP_FILES = 1 + len(DUP_KINDS) + 2  # the original, its edits, one hard-negative pair
 WORDS = (
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be",
     "by", "this", "are", "from", "or", "at", "an", "which", "image", "data", "set", "pixel",
     "camera", "sample", "report", "table", "figure", "result", "method", "value", "mean",
     "model", "frozen", "query", "manifest", "store", "duplicate", "signal", "folder", "file",
 )  # fmt: skip
+_UNDO_ORIENTATION = {6: 1, 8: -1}  # EXIF orientation -> np.rot90 turns of the stored pixels
 
 
 def origin_of(name: str) -> str:
@@ -93,12 +126,12 @@ def _encode(a: np.ndarray | Image.Image, fmt: str, **params: Any) -> bytes:
     return buf.getvalue()
 
 
-def jpeg(a: np.ndarray | Image.Image, quality: int = JPEG_Q) -> bytes:
-    return _encode(a, "JPEG", quality=quality)
+def jpeg(a: np.ndarray | Image.Image, quality: int = JPEG_Q, **params: Any) -> bytes:
+    return _encode(a, "JPEG", quality=quality, **params)
 
 
 def png(a: np.ndarray | Image.Image) -> bytes:
-    return _encode(a, "PNG")
+    return _encode(a, "PNG", compress_level=1)
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -124,19 +157,15 @@ def _luma(a: np.ndarray) -> np.ndarray:
     return np.repeat(g[:, :, None], 3, axis=2)
 
 
-def _washed_out(a: np.ndarray, k: int) -> np.ndarray:
-    """Over-exposed: every pixel pushed towards white (the darkest end up above ~70 % grey)."""
-    f = 255.0 - (255.0 - a.astype(np.float32)) * (0.15 + 0.015 * k)
-    return f.round().astype(np.uint8)
-
-
-def _noisy(a: np.ndarray, k: int) -> np.ndarray:
-    noise = np.random.default_rng([SEED, 9, k]).normal(0, 25, a.shape)
-    return np.clip(a.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
-
-
 def _is_grey(a: np.ndarray) -> bool:
     return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    exif[ExifTags.Base.Orientation] = orientation
+    return exif.tobytes()
 
 
 def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -163,7 +192,6 @@ def hard_negative_boxes(w: int, h: int) -> list[tuple[str, tuple, str, tuple]]:
 
 def _text_document(rng: np.random.Generator, index: int) -> np.ndarray:
     """A rendered page of text: coloured ink on off-white paper, varied layout."""
-    words = WORDS
     w, h = [(800, 1000), (1000, 700), (640, 900), (900, 1200)][index % 4]
     paper = tuple(int(v) for v in rng.integers(232, 250, 3))
     ink = tuple(int(v) for v in rng.integers(10, 90, 3))
@@ -180,7 +208,7 @@ def _text_document(rng: np.random.Generator, index: int) -> np.ndarray:
         while y < h - margin - size:
             line = []
             while True:
-                line.append(str(rng.choice(words)))
+                line.append(str(rng.choice(WORDS)))
                 if draw.textlength(" ".join(line), font=font) > col_w:
                     line.pop()
                     break
@@ -196,221 +224,322 @@ def _text_document(rng: np.random.Generator, index: int) -> np.ndarray:
     return np.asarray(img)
 
 
-class _Corpus:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.files: dict[str, dict[str, Any]] = {}
+# -- building ---------------------------------------------------------------------------------
 
-    def put(
-        self,
-        rel: str,
-        data: bytes,
-        *,
-        origin: str | None,
-        kind: str,
-        group: str | None = None,
-        defects: tuple[str, ...] = (),
-    ) -> None:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        self.files[rel] = {
-            "origin": origin,
-            "kind": kind,
-            "group": group,
-            "defects": sorted(set(defects)),
-        }
+_PHOTOS: dict[str, np.ndarray] = {}  # loaded before the worker processes fork
 
 
-def build(dest: Path) -> dict[str, Any]:
+def _scene(rng: np.random.Generator, sources: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    """A new picture from a random source photo: crop, tone, small gain, rescale."""
+    name = str(rng.choice(sources))
+    a = _PHOTOS[name]
+    h, w = a.shape[:2]
+    cw, ch = round(w * rng.uniform(0.45, 0.8)), round(h * rng.uniform(0.45, 0.8))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    gains = np.ones(3) if _is_grey(a) else rng.uniform(0.93, 1.07, 3)
+    levels = (np.arange(256) / 255.0) ** rng.uniform(0.85, 1.18)
+    lut = np.clip(levels[:, None] * gains[None, :] * 255.0, 0, 255).round().astype(np.uint8)
+    crop = a[y : y + ch, x : x + cw]
+    out = np.stack([lut[crop[..., c], c] for c in range(3)], axis=-1)
+    # At least 160 px on the short side: its hard-negative crops stay over 64 px (not tiny).
+    k = max(rng.uniform(0.8, 1.25), 160 / min(cw, ch))
+    return name, _resize(out, round(cw * k), round(ch * k))
+
+
+def _luma_quantiles(a: np.ndarray) -> list[float]:
+    """Luma p05 and p95 (0..1) from the 256-bin histogram."""
+    hist = np.array(Image.fromarray(np.ascontiguousarray(a)).convert("L").histogram(), float)
+    cdf = np.cumsum(hist) / hist.sum()
+    return [round(float(np.searchsorted(cdf, q)) / 255, 3) for q in (0.05, 0.95)]
+
+
+def _entry(rel: str, data: bytes, pixels: np.ndarray | None, **info: Any) -> dict[str, Any]:
+    info["defects"] = sorted(set(info.get("defects", ())))
+    info.setdefault("group", None)
+    if pixels is not None:
+        info["luma_p05_p95"] = _luma_quantiles(pixels)
+    return {"rel": rel, "data": data, **info}
+
+
+def _group_files(args: tuple[int, int, tuple[str, ...], bool]) -> list[dict[str, Any]]:
+    """The original, its edits and one hard-negative pair of group number `g`."""
+    g, seed, sources, whole = args
+    rng = np.random.default_rng([seed, 1, g])
+    if whole:  # the source photo itself
+        name = sources[g]
+        a = np.ascontiguousarray(_PHOTOS[name])
+    else:
+        name, a = _scene(rng, sources)
+    label = f"{name}" if whole else f"{name}_s{g:05d}"
+    grey = ("grayscale",) if _is_grey(a) else ()
+    origin = origin_of(name)
+    h, w = a.shape[:2]
+    base = f"dups/{g // 100:03d}/{label}"
+    as_png = g % 2 == 1  # half the originals are PNGs: their png_jpeg edit is a JPEG
+    orig_bytes = png(a) if as_png else jpeg(a)
+    pixels = _decode(orig_bytes)  # edits start from what the original file holds
+    ext = "png" if as_png else "jpg"
+    dx, dy = round(w * 0.05), round(h * 0.05)
+    orientation = 6 if g % 2 == 0 else 8
+    stored = np.ascontiguousarray(np.rot90(pixels, _UNDO_ORIENTATION[orientation]))
+    edits: dict[str, tuple[str, bytes, np.ndarray]] = {
+        "original": (ext, orig_bytes, pixels),
+        "copy": (ext, orig_bytes, pixels),
+        "reencode": ("jpg", jpeg(pixels, 30), pixels),
+        "resize": ("jpg", jpeg(_resize(pixels, round(w / 2), round(h / 2))), pixels),
+        "crop": ("jpg", jpeg(pixels[dy : h - dy, dx : w - dx]), pixels),
+        "bright_up": ("jpg", jpeg(b := _scale(pixels, 1.3)), b),
+        "bright_down": ("jpg", jpeg(d := _scale(pixels, 0.7)), d),
+        "contrast": ("jpg", jpeg(c := _contrast(pixels, 1.5)), c),
+        "png_jpeg": ("jpg", jpeg(pixels), pixels) if as_png else ("png", png(pixels), pixels),
+        "flip": ("jpg", jpeg(pixels[:, ::-1]), pixels),
+        "rot90": ("jpg", jpeg(np.rot90(pixels)), pixels),
+        "exif_rot": ("jpg", jpeg(stored, exif=_exif(orientation)), pixels),
+    }
+    out = []
+    for kind, (e, data, px) in edits.items():
+        rel = f"{base}/{label}_{kind}.{e}"
+        out.append(_entry(rel, data, px, origin=origin, kind=kind, group=label, defects=grey))
+    la, box_a, lb, box_b = hard_negative_boxes(w, h)[g % 4]
+    ov = overlap(box_a, box_b)
+    assert ov < 0.30, (label, la, lb, ov)
+    for side, (x0, y0, x1, y1) in ((la, box_a), (lb, box_b)):
+        crop = pixels[y0:y1, x0:x1]
+        rel = f"hardneg/{g // 100:03d}/{label}_{side}.jpg"
+        out.append(
+            _entry(
+                rel, jpeg(crop), crop, origin=origin, kind="hardneg_crop", defects=grey,
+                pair=f"{label}:{g % 4}",
+            )
+        )  # fmt: skip
+    return out
+
+
+def _washed_out(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Washed out: every pixel pushed towards white (the darkest end up above ~70 % grey)."""
+    f = 255.0 - (255.0 - a.astype(np.float32)) * rng.uniform(0.12, 0.30)
+    return f.round().astype(np.uint8)
+
+
+def _over_exposed(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Over-exposed: x2.2-3.5, so the highlights clip to white while the shadows stay grey."""
+    return _scale(a, rng.uniform(2.2, 3.5))
+
+
+def _noisy(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.normal(0, rng.uniform(18, 35), a.shape)
+    return np.clip(a.astype(np.float32) + noise, 0, 255).round().astype(np.uint8)
+
+
+def _defect_files(args: tuple[str, int, int, tuple[str, ...], bool]) -> list[dict[str, Any]]:
+    """File number k of a defect type."""
+    defect, k, seed, sources, documents = args
+    rng = np.random.default_rng([seed, 2, MADE_DEFECTS.index(defect), k])
+    rel = f"defects/{defect}/{k // 100:03d}/{defect}_{k:05d}"
+    colour = tuple(n for n in sources if not _is_grey(_PHOTOS[n])) or sources
+    name, a = _scene(rng, colour if defect == "grayscale" else sources)
+    origin = f"{origin_of(name)}"
+    grey = ("grayscale",) if _is_grey(a) else ()
+    fmt = "jpg"
+    if defect == "dark":
+        px = _scale(a, rng.uniform(0.06, 0.2))
+    elif defect == "light":
+        px = _washed_out(a, rng) if k % 2 == 0 else _over_exposed(a, rng)
+    elif defect == "blurry":
+        px = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(rng.uniform(3, 6))))
+    elif defect == "grayscale":
+        px, grey = _luma(a), ("grayscale",)
+    elif defect == "noisy":
+        px = _noisy(a, rng)
+    elif defect == "odd_aspect":
+        ratio = rng.uniform(5, 20)
+        long = int(rng.integers(600, 1600))
+        big = _resize(a, long, max(1, round(a.shape[0] * long / a.shape[1])))
+        short = max(64, round(long / ratio))  # 64 px and up: odd, but not tiny
+        y = int(rng.integers(0, max(1, big.shape[0] - short)))
+        px = big[y : y + short] if big.shape[0] >= short else _resize(big, long, short)
+        if k % 2:
+            px = np.ascontiguousarray(np.rot90(px))
+    elif defect == "tiny":
+        side = int(rng.integers(12, 31))
+        h, w = a.shape[:2]
+        tw, th = (
+            (side, max(6, round(side * h / w))) if w >= h else (max(6, round(side * w / h)), side)
+        )
+        px = _resize(a, tw, th)
+        fmt = "png" if k % 3 == 0 else "jpg"
+    elif defect == "low_information":
+        base = rng.integers(40, 220, 3).astype(np.float32)
+        h, w = [(300, 400), (480, 640), (512, 512), (600, 450)][k % 4]
+        frame = base + rng.normal(0, rng.uniform(0.5, 2.5), (h, w, 3))
+        frame = frame + np.linspace(-1, 1, w)[None, :, None] * rng.uniform(0, 6)
+        px, origin, grey = np.clip(frame, 0, 255).round().astype(np.uint8), "blank", ()
+    elif defect == "text_heavy":
+        if documents and k < 2:  # the two skimage documents (greyscale)
+            doc = ("page", "text")[k]
+            px = np.ascontiguousarray(_PHOTOS[doc])
+            return [_entry(f"{rel}_{doc}.png", png(px), px, origin=doc, kind=defect,
+                           defects=("text_heavy", "grayscale"))]  # fmt: skip
+        px, origin, grey = _text_document(rng, k), f"document{k}", ()
+    else:
+        raise ValueError(defect)
+    data = png(px) if fmt == "png" else jpeg(px)
+    grey = ("grayscale",) if _is_grey(px) else ()  # noise on a grey scene colours it
+    defects = (defect, *grey, *(("odd_size",) if defect == "tiny" else ()))
+    return [_entry(f"{rel}.{fmt}", data, px, origin=origin, kind=defect, defects=defects)]
+
+
+def _broken(photos: dict[str, np.ndarray], sources: tuple[str, ...], seed: int) -> list:
+    a, b = photos[sources[0]], photos[sources[1 % len(sources)]]
+    ja, pb = jpeg(a), png(b)
+    garbage = np.random.default_rng([seed, 5]).integers(0, 256, 6000, dtype=np.uint8).tobytes()
+
+    def corrupt(data: bytes, start: int, length: int = 4000) -> bytes:
+        """The header parses; the compressed pixel stream does not decode."""
+        noise = np.random.default_rng([seed, 6, start]).integers(0, 256, length, np.uint8)
+        return data[:start] + noise.tobytes() + data[start + length :]
+
+    files = {
+        "truncated.jpg": ja[: len(ja) * 6 // 10],
+        "truncated_early.jpg": ja[: len(ja) // 3],
+        "truncated.png": pb[: len(pb) // 2],
+        "empty.jpg": b"",
+        "garbage.jpg": b"\x13\x37" + garbage,
+        "garbage_header.jpg": b"\xff\xd8\xff\xe0" + garbage[:4000],
+        "corrupt.jpg": corrupt(ja, ja.index(b"\xff\xda") + 40),
+        "corrupt.png": corrupt(pb, pb.index(b"IDAT") + 2000),
+    }
+    return [
+        _entry(f"defects/broken/{n}", d, None, origin=None, kind="broken", defects=("broken",))
+        for n, d in files.items()
+    ]
+
+
+def _huge_jpeg(a: np.ndarray, seed: int) -> bytes:
+    w, h = HUGE_SIZE
+    ah, aw = a.shape[:2]
+    # Crop the photo to the target aspect, then upscale in horizontal bands with noise.
+    cw = min(aw, round(ah * w / h))
+    ch = min(ah, round(cw * h / w))
+    x0, y0 = (aw - cw) // 2, (ah - ch) // 2
+    src = Image.fromarray(np.ascontiguousarray(a[y0 : y0 + ch, x0 : x0 + cw]))
+    big = np.asarray(src.resize((w, h), Image.Resampling.BILINEAR)).copy()
+    r = np.random.default_rng([seed, 6])
+    for y in range(0, h, 600):
+        band = big[y : y + 600].astype(np.int16)
+        band += r.integers(-6, 7, band.shape, dtype=np.int16)
+        big[y : y + 600] = np.clip(band, 0, 255).astype(np.uint8)
+    return jpeg(big, 90)
+
+
+def bomb_png(
+    size: tuple[int, int] = BOMB_SIZE, rgb: tuple[int, int, int] = (118, 140, 161)
+) -> bytes:
+    """A PNG decompression bomb: size[0] x size[1] RGB pixels of one colour in ~1 MB,
+    written row by row (never held whole)."""
+    w, h = size
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * w  # filter type 0
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row) for _ in range(h)]
+    idat = b"".join(parts) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def plan(
+    n_files: int, sources: tuple[str, ...], defect_share: float = DEFECT_SHARE
+) -> tuple[int, int]:
+    """(groups, files per defect type) for a corpus of about n_files."""
+    per_defect = max(10, round(n_files * defect_share))
+    rest = n_files - per_defect * len(MADE_DEFECTS) - 8 - 2
+    return max(len(sources), rest // GROUP_FILES), per_defect
+
+
+def build(
+    dest: Path, n_files: int = DEFAULT_FILES, seed: int = SEED, sources: str = "all",
+    workers: int | None = None, defect_share: float = DEFECT_SHARE,
+) -> dict[str, Any]:  # fmt: skip
     """Write the corpus under dest (must not exist) and return its ground truth."""
     from lamina.sample import package_photos
 
+    names = SOURCES[sources]
     photos = package_photos()
-    missing = [n for n in ORIGINALS if n not in photos]
+    missing = [n for n in (*names, "page", "text") if n not in photos]
     if missing:
         raise SystemExit(f"package photos missing: {missing}")
-    c = _Corpus(dest)
-    rng = np.random.default_rng(SEED)
+    _PHOTOS.clear()
+    _PHOTOS.update(photos)
+    n_groups, per_defect = plan(n_files, names, defect_share)
+    documents = sources != "heldout"
+    tasks: list[tuple[Callable[..., list], tuple]] = [
+        (_group_files, (g, seed, names, g < len(names))) for g in range(n_groups)
+    ]
+    tasks += [
+        (_defect_files, (d, k, seed, names, documents))
+        for d in MADE_DEFECTS
+        for k in range(per_defect)
+    ]
+    files: dict[str, dict[str, Any]] = {}
 
+    def put(entry: dict[str, Any]) -> None:
+        path = dest / entry.pop("rel")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(entry.pop("data"))
+        files[str(path.relative_to(dest))] = entry
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers or 2) as pool:
+        for entries in pool.imap(_run, tasks, chunksize=8):
+            for e in entries:
+                put(e)
+    for e in _broken(photos, names, seed):
+        put(e)
+    big = names[-1]
+    put(_entry("huge/huge_100mp.jpg", _huge_jpeg(photos[big], seed), None, origin=origin_of(big),
+               kind="huge", defects=("huge", "odd_size")))  # fmt: skip
+    put(_entry("huge/bomb_200mp.png", bomb_png(), None, origin="bomb", kind="huge",
+               defects=("huge", "odd_size", "low_information")))  # fmt: skip
     groups: dict[str, list[str]] = {}
-    hard_negatives: list[dict[str, Any]] = []
-    for i, name in enumerate(ORIGINALS):
-        a = np.ascontiguousarray(photos[name])
-        origin = origin_of(name)
-        grey = ("grayscale",) if _is_grey(a) else ()
-        h, w = a.shape[:2]
-        base = f"dups/{name}"
-        as_png = i % 2 == 1  # half the originals are PNGs: their png_jpeg edit is a JPEG
-        orig_bytes = png(a) if as_png else jpeg(a)
-        pixels = _decode(orig_bytes)  # edits start from what the original file holds
-        ext = "png" if as_png else "jpg"
-        dx, dy = round(w * 0.05), round(h * 0.05)
-        edits: dict[str, tuple[str, bytes]] = {
-            "original": (ext, orig_bytes),
-            "copy": (ext, orig_bytes),
-            "reencode": ("jpg", jpeg(pixels, 30)),
-            "resize": ("jpg", jpeg(_resize(pixels, round(w / 2), round(h / 2)))),
-            "crop": ("jpg", jpeg(pixels[dy : h - dy, dx : w - dx])),
-            "bright_up": ("jpg", jpeg(_scale(pixels, 1.3))),
-            "bright_down": ("jpg", jpeg(_scale(pixels, 0.7))),
-            "contrast": ("jpg", jpeg(_contrast(pixels, 1.5))),
-            "png_jpeg": ("jpg", jpeg(pixels)) if as_png else ("png", png(pixels)),
-            "flip": ("jpg", jpeg(pixels[:, ::-1])),
-            "rot90": ("jpg", jpeg(np.rot90(pixels))),
-        }
-        members = []
-        for kind, (e, data) in edits.items():
-            rel = f"{base}/{name}_{kind}.{e}"
-            c.put(rel, data, origin=origin, kind=kind, group=name, defects=grey)
-            members.append(rel)
-        groups[name] = members
-        for la, box_a, lb, box_b in hard_negative_boxes(w, h):
-            ov = overlap(box_a, box_b)
-            assert ov < 0.30, (name, la, lb, ov)
-            pair = []
-            for label, (x0, y0, x1, y1) in ((la, box_a), (lb, box_b)):
-                rel = f"hardneg/{name}/{name}_{label}.jpg"
-                c.put(
-                    rel,
-                    jpeg(pixels[y0:y1, x0:x1]),
-                    origin=origin,
-                    kind="hardneg_crop",
-                    defects=grey,
-                )
-                pair.append(rel)
-            hard_negatives.append({"a": pair[0], "b": pair[1], "overlap": round(ov, 3)})
-
-    def colour(k: int, shift: int) -> tuple[str, np.ndarray]:
-        name = COLOUR[(k + shift) % len(COLOUR)]
-        return name, np.ascontiguousarray(photos[name])
-
-    makers: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        "dark": lambda a, k: _scale(a, 0.15),
-        "light": _washed_out,
-        "blurry": lambda a, k: np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(4))),
-        "grayscale": lambda a, k: _luma(a),
-        "noisy": _noisy,
-    }
-    for t, (defect, fn) in enumerate(makers.items()):
-        for k in range(PER_DEFECT):
-            name, a = colour(k, t)
-            c.put(
-                f"defects/{defect}/{name}_{defect}.jpg",
-                jpeg(fn(a, k)),
-                origin=origin_of(name),
-                kind=defect,
-                defects=(defect,),
-            )
-    # Odd aspect: 20:1 strips, every other one vertical.
-    for k in range(PER_DEFECT):
-        name, a = colour(k, 5)
-        h, w = a.shape[:2]
-        big = _resize(a, 1600, round(h * 1600 / w))
-        y = big.shape[0] // 2 - 40
-        strip = big[y : y + 80]  # 1600 x 80: 20:1, and not tiny on either side
-        if k % 2:
-            strip = np.rot90(strip)
-        c.put(
-            f"defects/odd_aspect/{name}_strip.jpg",
-            jpeg(strip),
-            origin=origin_of(name),
-            kind="odd_aspect",
-            defects=("odd_aspect",),
-        )
-    # Tiny: under 32 px on the longer side.
-    for k in range(PER_DEFECT):
-        name, a = colour(k, 6)
-        h, w = a.shape[:2]
-        side = 16 + 14 * k // (PER_DEFECT - 1)  # longer side 16..30 px
-        tw, th = (
-            (side, max(8, round(side * h / w))) if w >= h else (max(8, round(side * w / h)), side)
-        )
-        fmt = "png" if k % 3 == 0 else "jpg"
-        small = _resize(a, tw, th)
-        c.put(
-            f"defects/tiny/{name}_tiny.{fmt}",
-            png(small) if fmt == "png" else jpeg(small),
-            origin=origin_of(name),
-            kind="tiny",
-            defects=("tiny", "odd_size"),
-        )
-    # Low information: near-uniform colour frames with a little noise (all one "origin",
-    # so pairs among them are ignored: two blank frames are neither clearly duplicates nor
-    # clearly distinct).
-    for k in range(PER_DEFECT):
-        r = np.random.default_rng([SEED, 7, k])
-        base = r.integers(70, 190, 3).astype(np.float32)
-        h, w = [(300, 400), (480, 640), (512, 512), (600, 450)][k % 4]
-        frame = base + r.normal(0, 1.5, (h, w, 3)) + np.linspace(-4, 4, w)[None, :, None]
-        c.put(
-            f"defects/low_information/blank_{k:02d}.jpg",
-            jpeg(np.clip(frame, 0, 255).round().astype(np.uint8)),
-            origin="blank",
-            kind="low_information",
-            defects=("low_information",),
-        )
-    # Text-heavy: two skimage documents (greyscale) and eight rendered pages (colour ink).
-    for name in ("page", "text"):
-        a = np.ascontiguousarray(photos[name])
-        c.put(
-            f"defects/text_heavy/{name}.png",
-            png(a),
-            origin=origin_of(name),
-            kind="text_heavy",
-            defects=("text_heavy", "grayscale"),
-        )
-    for k in range(PER_DEFECT - 2):
-        doc = _text_document(np.random.default_rng([SEED, 8, k]), k)
-        c.put(
-            f"defects/text_heavy/document_{k:02d}.jpg",
-            jpeg(doc),
-            origin=f"document{k}",
-            kind="text_heavy",
-            defects=("text_heavy",),
-        )
-    # Broken files.
-    chelsea, coffee, rocket = photos["chelsea"], photos["coffee"], photos["rocket"]
-    jc, jr, pc = jpeg(chelsea), jpeg(rocket), png(coffee)
-    garbage = np.random.default_rng([SEED, 5]).integers(0, 256, 6000, dtype=np.uint8).tobytes()
-    broken = {
-        "truncated_chelsea.jpg": (jc[: len(jc) * 6 // 10], "chelsea"),
-        "truncated_rocket.jpg": (jr[: len(jr) // 3], "rocket"),
-        "truncated_coffee.png": (pc[: len(pc) // 2], "coffee"),
-        "empty.jpg": (b"", None),
-        "garbage.jpg": (b"\x13\x37" + garbage, None),
-        "garbage_header.jpg": (b"\xff\xd8\xff\xe0" + garbage[:4000], None),
-    }
-    for fname, (data, origin) in broken.items():
-        c.put(f"defects/broken/{fname}", data, origin=origin, kind="broken", defects=("broken",))
-    # One 100 MP JPEG: an upscaled photo plus light noise (so it does not compress away).
-    c.put(
-        "huge/china_100mp.jpg",
-        _huge_jpeg(photos["china"]),
-        origin="china",
-        kind="huge",
-        defects=("huge", "odd_size"),
-    )
-    del rng
-    _mark_borderline(c)
-
+    pairs: dict[str, list[str]] = {}
+    for rel, f in files.items():
+        if f["group"]:
+            groups.setdefault(f["group"], []).append(rel)
+        if "pair" in f:
+            pairs.setdefault(f.pop("pair"), []).append(rel)
+    hard_negatives = [{"a": a, "b": b} for a, b in pairs.values()]
+    _mark_borderline(files)
     positives = sum(len(m) * (len(m) - 1) // 2 for m in groups.values())
     return {
         "version": GEN_VERSION,
-        "files": dict(sorted(c.files.items())),
-        "groups": groups,
+        "n_files": n_files,
+        "seed": seed,
+        "sources": sources,
+        "defect_share": defect_share,
+        "photos": list(names),
+        "files": dict(sorted(files.items())),
+        "groups": {k: sorted(v) for k, v in sorted(groups.items())},
         "hard_negatives": hard_negatives,
         "counts": {
-            "files": len(c.files),
+            "files": len(files),
             "groups": len(groups),
             "positive_pairs": positives,
             "hard_negative_pairs": len(hard_negatives),
-            "defects": {d: sum(d in f["defects"] for f in c.files.values()) for d in DEFECTS},
+            "defects": {d: sum(d in f["defects"] for f in files.values()) for d in DEFECTS},
             "unscored": {
-                d: sum(d in f["unscored"] for f in c.files.values()) for d in ("dark", "light")
+                d: sum(d in f["unscored"] for f in files.values()) for d in ("dark", "light")
             },
         },
     }
+
+
+def _run(task: tuple[Callable[..., list], tuple]) -> list[dict[str, Any]]:
+    fn, args = task
+    return fn(args)
 
 
 # Brightness is the one defect that can be measured without a judgement call: a file not
@@ -420,65 +549,52 @@ BORDERLINE_DARK_P95 = 0.35  # luma p95 below this: dim enough that "dark" is arg
 BORDERLINE_LIGHT_P05 = 0.65  # luma p05 above this: washed out enough that "light" is arguable
 
 
-def _mark_borderline(c: _Corpus) -> None:
-    import warnings
-
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the 100 MP JPEG
-    for rel, f in c.files.items():
+def _mark_borderline(files: dict[str, dict[str, Any]]) -> None:
+    for f in files.values():
         f["unscored"] = []
-        if "broken" in f["defects"]:
+        q = f.get("luma_p05_p95")
+        if q is None:
             continue
-        with Image.open(c.root / rel) as im:
-            im.draft("L", (1024, 1024))
-            luma = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        p05, p95 = np.quantile(luma, [0.05, 0.95])
-        f["luma_p05_p95"] = [round(float(p05), 3), round(float(p95), 3)]
-        if "dark" not in f["defects"] and p95 < BORDERLINE_DARK_P95:
+        if "dark" not in f["defects"] and q[1] < BORDERLINE_DARK_P95:
             f["unscored"].append("dark")
-        if "light" not in f["defects"] and p05 > BORDERLINE_LIGHT_P05:
+        if "light" not in f["defects"] and q[0] > BORDERLINE_LIGHT_P05:
             f["unscored"].append("light")
 
 
-def _huge_jpeg(a: np.ndarray) -> bytes:
-    w, h = HUGE_SIZE
-    ah, aw = a.shape[:2]
-    # Crop the photo to the target aspect, then upscale in horizontal bands with noise.
-    cw = min(aw, round(ah * w / h))
-    ch = min(ah, round(cw * h / w))
-    x0, y0 = (aw - cw) // 2, (ah - ch) // 2
-    src = Image.fromarray(np.ascontiguousarray(a[y0 : y0 + ch, x0 : x0 + cw]))
-    big = np.asarray(src.resize((w, h), Image.Resampling.BILINEAR)).copy()
-    r = np.random.default_rng([SEED, 6])
-    for y in range(0, h, 600):
-        band = big[y : y + 600].astype(np.int16)
-        band += r.integers(-6, 7, band.shape, dtype=np.int16)
-        big[y : y + 600] = np.clip(band, 0, 255).astype(np.uint8)
-    return jpeg(big, 90)
-
-
-def ensure(dest: Path) -> dict[str, Any]:
-    """Reuse dest if its truth file says it was built by this generator version, else build."""
+def ensure(
+    dest: Path,
+    n_files: int = DEFAULT_FILES,
+    seed: int = SEED,
+    sources: str = "all",
+    defect_share: float = DEFECT_SHARE,
+) -> dict[str, Any]:
+    """Reuse dest if its truth file says it was built by this generator with these settings,
+    else build it."""
     truth_path = dest.with_name(dest.name + ".truth.json")
     if truth_path.exists() and dest.is_dir():
         truth = json.loads(truth_path.read_text())
-        if truth.get("version") == GEN_VERSION and all(
-            (dest / rel).is_file() for rel in truth["files"]
-        ):
+        same = (truth.get("version"), truth.get("n_files"), truth.get("seed"),
+                truth.get("sources"), truth.get("defect_share", DEFECT_SHARE)) == (
+                GEN_VERSION, n_files, seed, sources, defect_share)  # fmt: skip
+        if same:
             n = sum(1 for p in dest.rglob("*") if p.is_file())
             if n == len(truth["files"]):
                 return truth
     shutil.rmtree(dest, ignore_errors=True)
     truth_path.unlink(missing_ok=True)
-    truth = build(dest)
+    truth = build(dest, n_files, seed, sources, defect_share=defect_share)
     truth_path.write_text(json.dumps(truth, indent=1))
     return truth
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__)
-        return 2
-    truth = ensure(Path(argv[0]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--files", type=int, default=DEFAULT_FILES)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--sources", choices=sorted(SOURCES), default="all")
+    args = parser.parse_args(argv)
+    truth = ensure(args.dest, args.files, args.seed, args.sources)
     print(json.dumps(truth["counts"], indent=1))
     return 0
 

@@ -16,6 +16,8 @@ from lamina.analysis.flags import (
     flags_config,
     load_policy,
     parse_policy,
+    policy_signals,
+    signals_skip,
 )
 from lamina.core.errors import ConfigError
 from lamina.core.ledger import Run
@@ -29,6 +31,7 @@ NORMAL = {
     "brightness_p95": 0.9,
     "dark_fraction": 0.05,
     "light_fraction": 0.05,
+    "clipped_fraction": 0.01,
     "contrast_rms": 0.2,
     "saturation_mean": 0.3,
     "colorfulness": 40.0,
@@ -266,7 +269,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 4" in default_policy_text()
+    assert "version = 5" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)
@@ -303,3 +306,65 @@ def test_the_flags_pass_checks_a_stored_policy_too(tmp_path: Path) -> None:
     mean = "brightness_p95 < (select avg(brightness_p95) from base)"
     flags = flags_of(store, f"[dark]\nscore = 'case when {mean} then 1 else 0 end'\n")
     assert flags["b"]["dark"] and not flags["a"]["dark"]
+
+
+def test_sense_skips_only_the_signals_no_enabled_rule_reads() -> None:
+    assert signals_skip(default_policy()) == ("hist_lab", "hist_rgb")
+    assert signals_skip(default_policy(), all_signals=True) == ()
+    assert {"text_score", "noise_sigma", "fft_high_ratio"} <= policy_signals(default_policy())
+    quiet = parse_policy(
+        "[text_heavy]\nenabled = false\n[outlier]\nenabled = false", base=default_policy()
+    )
+    skip = signals_skip(quiet)
+    assert "text_score" in skip and "fft_high_ratio" in skip
+    assert "laplacian_var" not in skip  # ranks duplicate representatives
+    assert "noise_sigma" not in skip  # the noisy rule still reads it
+
+
+def test_a_policy_reading_a_skipped_signal_is_refused(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", text_score=None) for i in range(5)]
+    store = fake_store(tmp_path, rows)
+    with pytest.raises(ConfigError, match="text_score") as err:
+        flags_of(store)
+    assert "--signals all" in (err.value.hint or "")
+    flags = flags_of(store, "[text_heavy]\nenabled = false")  # not read: fine
+    assert not any(f["text_heavy"] for f in flags.values())
+
+
+def test_light_catches_clipped_highlights_over_mid_grey_shadows(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", megapixels=0.24 + i * 0.01) for i in range(10)]
+    rows += [
+        # x3 over-exposure: half the pixels clipped, the median white, shadows mid-grey.
+        signals_row("blown", brightness_p05=0.3, brightness_p50=0.97, clipped_fraction=0.55),
+        signals_row("washed", brightness_p05=0.8, brightness_p50=0.9, clipped_fraction=0.0),
+        # A page: a white median and many light pixels, but paper sits below the clip level.
+        signals_row(
+            "page",
+            brightness_p05=0.45,
+            brightness_p50=0.95,
+            light_fraction=0.85,
+            clipped_fraction=0.02,
+        ),
+        # A bright window clipped over a fifth of the frame, the rest a normal scene.
+        signals_row("window", brightness_p05=0.1, brightness_p50=0.6, clipped_fraction=0.2),
+        # Over-exposed over a black background (a fundus photo): the median stays dark.
+        signals_row("fundus", brightness_p05=0.0, brightness_p50=0.3, clipped_fraction=0.5),
+    ]
+    flags = flags_of(fake_store(tmp_path, rows))
+    assert flags["blown"]["light"] and flags["washed"]["light"] and flags["fundus"]["light"]
+    assert not flags["page"]["light"] and not flags["window"]["light"]
+    assert flags["blown"]["light_score"] == pytest.approx(0.55 / 0.38, 1e-5)
+
+
+def test_low_information_is_judged_against_the_exposure_headroom(tmp_path: Path) -> None:
+    rows = [signals_row(f"n{i}", megapixels=0.24 + i * 0.01) for i in range(10)]
+    rows += [
+        signals_row("blank", contrast_rms=0.004, brightness_mean=0.5, edge_density=0.0),
+        # A photo at x0.1: its absolute contrast is tiny, but so is its room below black.
+        signals_row(
+            "dim", contrast_rms=0.008, brightness_mean=0.03, brightness_p95=0.08, edge_density=0.0
+        ),
+    ]
+    flags = flags_of(fake_store(tmp_path, rows))
+    assert flags["blank"]["low_information"]
+    assert not flags["dim"]["low_information"] and flags["dim"]["dark"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image, JpegImagePlugin
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from lamina.core.decode import decode_batch, decode_image
 
@@ -159,6 +159,51 @@ def test_too_large_is_refused_from_the_header(tmp_path: Path) -> None:
     assert "20000x15000" in (d.detail or "") and "250 MP" in (d.detail or "")
     assert grown_mb < 50  # decoding it would take 300 MB
     assert Image.MAX_IMAGE_PIXELS is not None  # the bomb guard is restored
+
+
+def write_two_colour_png(path: Path, width: int, height: int, *, truncate: bool = False) -> None:
+    """An RGB PNG, red top half and blue bottom half, written row by row (never whole)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    red, blue = b"\x00" + b"\xff\x00\x00" * width, b"\x00" + b"\x00\x00\xff" * width
+    z = zlib.compressobj(6)
+    idat = b"".join(z.compress(red if y < height // 2 else blue) for y in range(height))
+    idat += z.flush()
+    if truncate:  # the stream stops at a third: a partial image must not pass as whole
+        idat = idat[: len(idat) // 3]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    tail = b"" if truncate else chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + tail)
+
+
+def test_huge_png_is_shrunk_while_it_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "plate.png"
+    write_two_colour_png(path, 5000, 3600)  # 18 MP: 54 MB of RGB if decoded whole
+
+    def whole(self: PngImagePlugin.PngImageFile) -> object:
+        raise AssertionError("Pillow loaded the whole image")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", whole)
+    d = decode_image(str(path))
+    assert d.error is None and d.rgb is not None
+    assert (d.width, d.height) == (5000, 3600) and d.rgb.shape == (369, 512, 3)
+    assert d.rgb[10, 10].tolist() == [255, 0, 0] and d.rgb[-10, 10].tolist() == [0, 0, 255]
+    assert (d.pixel_sha256 or "") != "" and d.alpha is False
+    with pytest.raises(ValueError):
+        d.rgb[0, 0, 0] = 1  # shared by every pass of a chunk: read-only
+
+
+def test_truncated_huge_png_is_an_error_not_padding(tmp_path: Path) -> None:
+    path = tmp_path / "cut.png"
+    write_two_colour_png(path, 5000, 3600, truncate=True)
+    d = decode_image(str(path))
+    assert d.rgb is None and d.error in ("truncated", "decode_error"), d
+    assert d.detail
 
 
 def replace_app1(jpeg: bytes, exif_payload: bytes) -> bytes:

@@ -317,3 +317,39 @@ def test_a_chunk_of_a_run_that_lost_the_lock_commits_nothing(tmp_path: Path) -> 
     with store.write_lock("new"), Run(store, "test", {}) as run:  # holds it: commits
         result = run_map_pass(store, p, inputs(3), run, workers=1, progress=False)
     assert result.processed == 3
+
+
+class Seen(Pass):
+    """A toy pixel pass: returns the 'pixels' it was handed for each row."""
+
+    name = "seen_test"
+    version = "1"
+    decode = "working"
+    schema = pa.schema([("image_id", pa.string()), ("px", pa.string())])
+
+    def process_decoded(self, batch: pa.Table, images: list) -> pa.Table:
+        return pa.table({"image_id": batch["image_id"], "px": images})
+
+
+def test_pixel_passes_get_a_chunk_one_decoded_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lamina.core import decode, runner
+
+    decoded: list[int] = []
+
+    def fake_decode(batch: pa.Table, recipe: str) -> list[str]:
+        decoded.append(batch.num_rows)
+        return [f"px{x}" for x in batch["x"].to_pylist()]
+
+    monkeypatch.setattr(decode, "decode_batch", fake_decode)
+    monkeypatch.setattr(runner, "DECODE_SLICE", 3)
+    parts = [
+        runner.PassPart("seen_test", {}, "1-a", "c", None),
+        runner.PassPart("seen_test", {}, "1-a", "c", (1, 4, 5, 9)),  # done for the others
+    ]
+    outs, seconds = runner._decoded_outputs(inputs(10), parts, [Seen(), Seen()], "working")
+    assert decoded == [3, 3, 3, 1]  # each image decoded once, at most 3 held at a time
+    assert outs[0]["px"].to_pylist() == [f"px{i}" for i in range(10)]
+    assert outs[1].to_pylist() == [{"image_id": f"id{i:04d}", "px": f"px{i}"} for i in (1, 4, 5, 9)]
+    assert all(s >= 0 for s in seconds)

@@ -29,6 +29,14 @@ IMAGEHASH = {
     "astronaut": ("c2924c5532bddfc8", "cd8dd91d897293a7", "7f7f7fc744f8d050", "7f775fc744f80040"),
     "coffee": ("bb8320376c0f3637", "f3e96933160b1b36", "3f3fbfbb818081c3", "3f7f3fbb818080c1"),
 }
+# The same on the photos box-reduced by `Image.reduce(k)` to a short side under 256 px
+# (astronaut k=3: 171 x 171, coffee k=2: 300 x 200), which the hashes do not reduce again.
+IMAGEHASH_SMALL = {
+    "astronaut": (3, ("c2924c5532bddfc8", "cd8d991d893297a7", "7f7f7fc744f8d050",
+                      "7f775fc744f80040")),
+    "coffee": (2, ("bb8320376c0f3637", "f3e96933160b1b36", "3f3fbfbb818081c1",
+                   "3f7f3fbb818080c1")),
+}  # fmt: skip
 
 
 def photo(name: str) -> Image.Image:
@@ -46,11 +54,20 @@ def save(img: Image.Image, path: Path, **kw: object) -> Path:
     return path
 
 
+@pytest.mark.parametrize("name", sorted(IMAGEHASH_SMALL))
+def test_bits_match_imagehash_under_256_px(name: str) -> None:
+    k, expected = IMAGEHASH_SMALL[name]
+    out = compute_hashes([grey_stack(np.asarray(photo(name).reduce(k)))])
+    got = tuple(to_hex(out[h][0]) for h in ("phash", "dhash", "ahash", "whash"))
+    assert got == expected
+
+
 @pytest.mark.parametrize("name", sorted(IMAGEHASH))
-def test_bits_match_imagehash(name: str) -> None:
+def test_bits_are_within_4_of_imagehash_on_512_px_photos(name: str) -> None:
+    # Working images with a short side of 256 px or more are box-reduced before the resizes.
     out = compute_hashes([grey_stack(np.asarray(photo(name)))])
-    got = tuple(to_hex(out[k][0]) for k in ("phash", "dhash", "ahash", "whash"))
-    assert got == IMAGEHASH[name]
+    for column, expected in zip(("phash", "dhash", "ahash", "whash"), IMAGEHASH[name], strict=True):
+        assert hamming(out[column][0], from_hex(expected)) <= 4, column
 
 
 def test_identical_pixels_give_identical_hashes(tmp_path: Path) -> None:
@@ -61,7 +78,7 @@ def test_identical_pixels_give_identical_hashes(tmp_path: Path) -> None:
     columns = ("phash", "dhash", "ahash", "whash", "phash_dihedral", "dhash_dihedral")
     for column in (*columns, "pixel_sha256"):
         assert len({str(r[column]) for r in rows}) == 1, column
-    assert to_hex(rows[0]["phash"]) == IMAGEHASH["astronaut"][0]
+    assert hamming(rows[0]["phash"], from_hex(IMAGEHASH["astronaut"][0])) <= 4
     assert rows[0]["phash_dihedral"][0] == rows[0]["phash"]
     assert rows[0]["dhash_dihedral"][0] == rows[0]["dhash"]
 

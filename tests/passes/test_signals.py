@@ -15,7 +15,7 @@ from lamina.core.passes import get_pass
 from lamina.core.runner import image_inputs, run_pass
 from lamina.core.store import Store
 from lamina.passes.scan import scan
-from lamina.passes.signals import _lab_histogram, compute_signals, lab_bins
+from lamina.passes.signals import SignalsPass, _lab_histogram, compute_signals, lab_bins
 
 data = pytest.importorskip("skimage.data")
 
@@ -165,3 +165,22 @@ def test_end_to_end_through_the_runner(tree: Path, tmp_path: Path) -> None:
         assert (row["width"], row["height"]) == ((64, 48) if ok else (None, None))
     again = run_pass(store, "signals", workers=1, progress=False)
     assert again["processed"] == 0 and again["already_done"] == 4
+
+
+def test_skipped_signals_are_null_and_the_rest_unchanged() -> None:
+    photo = data.chelsea()
+    full = compute_signals(photo)
+    skip = ("hist_lab", "hist_rgb", "text_score", "noise_sigma")
+    part = compute_signals(photo, skip=skip)
+    for name, value in full.items():
+        if name in skip:
+            assert value is not None and part[name] is None, name
+        else:
+            assert part[name] == value, name
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    assert compute_signals(photo, grey=grey) == full  # the shared luma changes nothing
+
+
+def test_unknown_skip_is_refused() -> None:
+    with pytest.raises(ConfigError, match="brightness_mean"):
+        SignalsPass({"skip": ["brightness_mean"]})

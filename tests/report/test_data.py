@@ -69,12 +69,12 @@ def test_signal_rules_map_thresholds_onto_the_signals(full_store: Store) -> None
     section = signal_rules(open_context(full_store))
     rules = {r["flag"]: r for r in section.data["rules"]}
     assert section.data["policy"] == "default"
-    # dark: 1 - brightness_p95 >= 0.70, so the line is at brightness_p95 = 0.30.
+    # dark: 1 - brightness_p95 >= 0.74, so the line is at brightness_p95 = 0.26.
     assert rules["dark"]["column"] == "brightness_p95"
-    assert rules["dark"]["lines"] == [pytest.approx(0.30, abs=0.002)]
-    assert rules["light"]["lines"] == [pytest.approx(0.68, abs=0.002)]
-    # blurry reads two signals: its score is plotted, with the threshold itself.
-    assert rules["blurry"]["column"] == "blurry_score" and rules["blurry"]["lines"] == [0.4]
+    assert rules["dark"]["lines"] == [pytest.approx(0.26, abs=0.002)]
+    # light and blurry read two signals: the score is plotted, with the threshold itself.
+    assert rules["light"]["column"] == "light_score" and rules["light"]["lines"] == [0.99]
+    assert rules["blurry"]["column"] == "blurry_score" and rules["blurry"]["lines"] == [0.41]
     assert len(rules["dark"]["values"]) == 8  # every decodable image
 
 

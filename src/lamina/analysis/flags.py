@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -191,6 +192,45 @@ def load_policy(path: str | Path | None) -> Policy:
     return parse_policy(file.read_text(), where=str(file), base=default_policy())
 
 
+def policy_signals(policy: Policy) -> set[str]:
+    """The signals columns the enabled rules of `policy` read (the outlier score reads
+    OUTLIER_FEATURES).
+
+    Example:
+        >>> sorted(policy_signals(default_policy()))[:3]
+        ['blur_effect', 'brightness_mean', 'brightness_p05']
+    """
+    from lamina.passes.signals import SIGNAL_NAMES
+
+    names: set[str] = set()
+    for rule in policy.rules.values():
+        if not rule.enabled:
+            continue
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rule.score))
+        names |= words & (set(SIGNAL_NAMES) - {"image_id", "error", "detail"})
+        if "outlier_z" in words:
+            names |= set(OUTLIER_FEATURES)
+    return names
+
+
+def signals_skip(policy: Policy, *, all_signals: bool = False) -> tuple[str, ...]:
+    """The optional signals `lamina sense` leaves out for `policy`: the groups of which no
+    enabled rule reads a column (laplacian_var always stays: it ranks duplicate
+    representatives); none with all_signals.
+
+    Example:
+        >>> signals_skip(default_policy())
+        ('hist_lab', 'hist_rgb')
+    """
+    from lamina.passes.signals import GROUPS
+
+    if all_signals:
+        return ()
+    keep = policy_signals(policy) | {"laplacian_var"}
+    # By group: a group computed for one of its columns costs nothing more for the others.
+    return tuple(sorted(c for cols in GROUPS.values() if not keep & set(cols) for c in cols))
+
+
 def flags_config(policy: Policy) -> dict[str, str]:
     """The flags pass config for `policy`."""
     return {"policy": policy.to_json()}
@@ -319,6 +359,7 @@ class FlagsPass(Pass):
         base = self._with_collection_stats(base)
         con.register("base", base)
         policy = self.policy
+        self._check_signals(con, policy)
         columns = ["image_id"]
         for flag in FLAG_NAMES:
             rule = policy.rules[flag]
@@ -342,6 +383,25 @@ class FlagsPass(Pass):
         return scored.append_column(
             "flags", pa.array([names[row].tolist() for row in hits], pa.list_(pa.string()))
         )
+
+    @staticmethod
+    def _check_signals(con: Any, policy: Policy) -> None:
+        """Refuse a policy that reads a signal the signals layer left out (`skip`): null on
+        every decoded image of 64 px and more, where every signal can be measured."""
+        from lamina.passes.signals import OPTIONAL
+
+        columns = set(con.execute("select * from base limit 0").fetchnumpy())
+        for name in sorted(policy_signals(policy) & columns & set(OPTIONAL)):
+            measured, present = con.execute(
+                f"select count(*), count({name}) from base where error is null "
+                "and least(width, height) >= 64"
+            ).fetchone()
+            if measured and not present:
+                raise ConfigError(
+                    f"the policy reads the signal {name!r}, which this store's signals leave "
+                    "out (computed only when a policy reads it)",
+                    hint="run `lamina sense --signals all` (or with this --policy) first",
+                )
 
     @staticmethod
     def _with_collection_stats(base: pa.Table) -> pa.Table:

@@ -68,12 +68,25 @@ def _echo_flag_summary(summary: dict[str, Any]) -> None:
 @click.option(
     "--invariant", is_flag=True, help="Also group mirrored and 90/180/270-rotated copies."
 )
+@click.option(
+    "--signals",
+    "which_signals",
+    type=click.Choice(["policy", "all"]),
+    default="policy",
+    show_default=True,
+    help="Compute only the signals the flags policy reads, or all (histograms too).",
+)
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
 def sense(
-    ctx: click.Context, policy: str | None, invariant: bool, workers: int | None, as_json: bool
+    ctx: click.Context,
+    policy: str | None,
+    invariant: bool,
+    which_signals: str,
+    workers: int | None,
+    as_json: bool,
 ) -> None:
     """Signals, perceptual hashes, duplicate groups and flags for every scanned image.
 
@@ -85,18 +98,21 @@ def sense(
     Example:
         lamina scan ~/Pictures && lamina sense
         lamina sense --invariant --policy strict.toml
+        lamina sense --signals all      # also the colour histograms no flag reads
     """
-    from lamina.analysis.flags import flag_summary, flags_config, load_policy
+    from lamina.analysis.flags import flag_summary, flags_config, load_policy, signals_skip
     from lamina.core.runner import run_passes
 
     store = open_store(ctx)
     if not store.table_files("images"):
         fail(f"the store {store.root} has no images yet: run `lamina scan SOURCE` first")
-    config = flags_config(load_policy(policy))
+    chosen = load_policy(policy)
+    config = flags_config(chosen)
+    skip = signals_skip(chosen, all_signals=which_signals == "all")
     result = run_passes(
         store,
         [
-            ("signals", None),
+            ("signals", {"skip": list(skip)}),
             ("hashes", None),
             ("duplicates", {"invariant": invariant}),
             ("flags", config),

@@ -6,8 +6,11 @@ bounded in memory and time:
 
 * JPEG / MPO decode through `Image.draft`, so libjpeg scales the DCT by 1/2, 1/4 or 1/8 and a
   100 MP JPEG costs about 1.6 MP of pixels. A final resize brings the long side to the recipe's.
-* Every other format is loaded whole, so one with more than `max_pixels` pixels is refused
-  (`too_large`) from its header, before a byte of pixels is allocated.
+* Every other format is loaded whole up to `STREAM_PIXELS` (16.8 MP, ~50 MB of RGB). A larger
+  one (a plate scan, a PNG decompression bomb) is shrunk while it streams from the file by
+  libvips (`pyvips.Image.thumbnail`, shrink-on-load where the format has it), so it is never
+  whole in memory: a 200 MP PNG costs ~60 MB, not ~1.2 GB. One with more than `max_pixels`
+  pixels is refused (`too_large`) from its header, before a byte of pixels is decoded.
 * A bad file is a `Decoded` with `error` set (a reason code) and `detail` (Pillow's message):
   decoding never raises for a bad image, and truncated files are never silently padded
   (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off).
@@ -20,6 +23,9 @@ full-resolution image, so a PNG, a TIFF and a BMP of the same pixels agree. For 
 DCT-scaled image at the scale chosen for `max_side`, so two JPEGs with the same compressed
 image data and different metadata (EXIF, orientation included) agree, for the same `max_side`.
 (TIFF and HEIF decoders rotate while loading: for those files the hashed pixels are upright.)
+A streamed image is never whole in memory, so its hash is of the shrunk, upright pixels with
+``f"shrunk {W}x{H}>{w}x{h}:"`` in front: equal for two files of the same pixels decoded this
+way, and never equal to the hash of an image decoded whole.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import hashlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -58,6 +64,8 @@ _RAW_FORMATS = frozenset({"DNG", "CR2", "NEF", "ARW"})
 _RAW_EXTS = frozenset({".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2"})
 _WHITE = (255, 255, 255)
 _HASH_STRIP_PIXELS = 1 << 22
+# Images not drafted that have more pixels than this are decoded streaming (libvips).
+STREAM_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -80,6 +88,24 @@ class Decoded:
     pixel_sha256: str | None
     error: str | None
     detail: str | None
+    _grey: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def grey(self) -> np.ndarray:
+        """`rgb` as 8-bit luma (Pillow's "L": 0.299 R + 0.587 G + 0.114 B), HxW uint8,
+        computed once and shared by every pass of the chunk (read-only).
+
+        Example:
+            >>> d = Decoded(np.full((2, 2, 3), 255, np.uint8), 2, 2, "RGB", False, None, None, None)
+            >>> d.grey().tolist()
+            [[255, 255], [255, 255]]
+        """
+        if self._grey is None:
+            if self.rgb is None:
+                raise ValueError(f"no pixels to convert ({self.failure})")
+            grey = np.asarray(Image.fromarray(self.rgb).convert("L"))
+            grey.flags.writeable = False
+            self._grey = grey
+        return self._grey
 
     @property
     def failure(self) -> str | None:
@@ -171,6 +197,8 @@ def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Dec
             f"limit of {max_pixels / 1e6:,.0f} MP",
             mode,
         )
+    if fmt not in _DRAFTABLE and full_w * full_h > STREAM_PIXELS:
+        return _decode_streamed(path, max_side, mode)
     im.load()
     # Read after loading: PNG may keep EXIF after the pixels, and Pillow's TIFF plugin (and
     # pillow-heif) apply the orientation while loading, then drop the tag (their size is
@@ -203,6 +231,42 @@ def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Dec
         error=None,
         detail=None,
     )
+
+
+def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
+    """Shrink a big image while it streams from the file (libvips), upright, as RGB."""
+    try:
+        import pyvips
+    except (ImportError, OSError) as exc:  # pyvips-binary ships libvips: a broken install
+        return _failed("too_large", f"needs pyvips to decode images this large ({exc})", mode)
+    pyvips.cache_set_max(0)  # no operation cache: every image is read once
+    try:
+        header = pyvips.Image.new_from_file(path)
+        full_w, full_h = header.width, header.height
+        orientation = header.get("orientation") if "orientation" in header.get_fields() else 1
+        # fail_on="error": a truncated or corrupt file is an error, never padded pixels.
+        im = pyvips.Image.thumbnail(path, max_side, size="down", fail_on="error")
+        alpha = bool(im.hasalpha())
+        im = im.colourspace("srgb")  # grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB
+        if im.hasalpha():
+            im = im.flatten(background=255)
+        if im.bands > 3:
+            im = im.extract_band(0, n=3)
+        if im.format != "uchar":
+            im = im.cast("uchar")
+        pixels = np.ndarray(
+            buffer=im.write_to_memory(), dtype=np.uint8, shape=(im.height, im.width, 3)
+        )
+    except pyvips.Error as exc:
+        message = " ".join(str(exc).split())[:300]
+        truncated = "truncat" in message.lower() or "read error" in message.lower()
+        return _failed("truncated" if truncated else "decode_error", message, mode)
+    if isinstance(orientation, int) and orientation in (5, 6, 7, 8):
+        full_w, full_h = full_h, full_w
+    digest = hashlib.sha256(f"shrunk {full_w}x{full_h}>{im.width}x{im.height}:".encode())
+    digest.update(pixels)
+    pixels.flags.writeable = False
+    return Decoded(pixels, full_w, full_h, mode, alpha, digest.hexdigest(), None, None)
 
 
 def _pixel_sha256(rgb: Image.Image, pixels: np.ndarray | None = None) -> str:

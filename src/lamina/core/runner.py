@@ -55,6 +55,9 @@ DECODE_CHUNK_MAX = 256
 # forward passes (always full batches, see lamina.backends.embedders._common.pad_batch)
 # need padding only in a run's last chunk.
 DECODE_BATCH = 32
+# Images decoded and held at a time within a chunk (see _decoded_outputs): one model batch,
+# so a slice is never padded but in a run's last chunk.
+DECODE_SLICE = DECODE_BATCH
 
 
 @dataclass(frozen=True)
@@ -145,32 +148,61 @@ def _from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
+def _decoded_outputs(
+    batch: pa.Table, parts: list[PassPart], instances: list[Pass], recipe: str
+) -> tuple[list[pa.Table], list[float]]:
+    """Each pass's output for its rows, decoding DECODE_SLICE images at a time: every pass
+    sees an image while it is decoded, so a worker holds one slice of pixels, not a chunk's
+    (256 working images are ~270 MB), and each image is still decoded once."""
+    from lamina.core.decode import decode_batch
+
+    outs: list[list[pa.Table]] = [[] for _ in parts]
+    seconds = [0.0] * len(parts)
+    for start in range(0, batch.num_rows, DECODE_SLICE):
+        stop = min(batch.num_rows, start + DECODE_SLICE)
+        t0 = time.monotonic()
+        decoded = decode_batch(batch.slice(start, stop - start), recipe)
+        share = (time.monotonic() - t0) / len(parts)  # the decode, shared by the passes
+        for k, (part, instance) in enumerate(zip(parts, instances, strict=True)):
+            t0 = time.monotonic()
+            if part.rows is None:
+                rows = list(range(start, stop))
+            else:
+                rows = [r for r in part.rows if start <= r < stop]
+            if rows:
+                sub = batch.take(_indices(rows))
+                outs[k].append(instance.process_decoded(sub, [decoded[r - start] for r in rows]))
+            seconds[k] += share + time.monotonic() - t0
+        del decoded
+    tables = [
+        pa.concat_tables(o) if o else instance.schema.empty_table()
+        for o, instance in zip(outs, instances, strict=True)
+    ]
+    return tables, seconds
+
+
 def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
-    """Run one chunk in this process: decode once if the passes need pixels, then for each
-    pass process its rows, check them, write the part, then the ledger record.
+    """Run one chunk in this process: decode once if the passes need pixels (a slice of
+    images at a time), then for each pass process its rows, check them, write the part,
+    then the ledger record.
 
     The two writes are fenced (`fenced_commit`): when the run that asked for the chunk no
     longer holds the store's lock (it was killed and another started), nothing is written.
     """
     batch = _from_ipc(task.batch)
     instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
-    decoded = None
     recipe = instances[0].decode
+    decoded_outs: list[pa.Table] | None = None
+    decode_seconds = [0.0] * len(task.parts)
     if recipe is not None:
-        from lamina.core.decode import decode_batch
-
-        decoded = decode_batch(batch, recipe)
+        decoded_outs, decode_seconds = _decoded_outputs(batch, list(task.parts), instances, recipe)
     root = Path(task.store_root)
     results = []
-    for part, instance in zip(task.parts, instances, strict=True):
-        t0 = time.monotonic()
+    for k, (part, instance) in enumerate(zip(task.parts, instances, strict=True)):
+        t0 = time.monotonic() - decode_seconds[k]
         rows = list(part.rows) if part.rows is not None else None
         sub = batch if rows is None else batch.take(_indices(rows))
-        if decoded is not None:
-            images = decoded if rows is None else [decoded[i] for i in rows]
-            out = instance.process_decoded(sub, images)
-        else:
-            out = instance.process(sub)
+        out = decoded_outs[k] if decoded_outs is not None else instance.process(sub)
         if out.num_rows != sub.num_rows:
             raise RuntimeError(
                 f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"

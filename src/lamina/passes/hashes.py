@@ -1,17 +1,27 @@
 """Hashes: perceptual hashes of every image (pHash, dHash, aHash, wHash) and the exact
 hash of its decoded pixels, for finding duplicates (`lamina.analysis.duplicates`).
 
-Each 64-bit hash follows the `imagehash` package's definition (checked bit for bit against
-imagehash 4.3 on the working image), computed with numpy on small grey arrays:
+Each 64-bit hash follows the `imagehash` package's definition, computed with numpy on small
+grey arrays made from one *reduced* grey image: the working image's luma (PIL "L", shared
+with the signals pass), box-reduced by the integer factor k = short side // 128 when that is
+2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does), then resized with
+Lanczos as imagehash does:
 
-- pHash: grey (PIL "L"), Lanczos resize to 32x32, 2-D DCT-II, the 8x8 lowest frequencies,
-  bit = coefficient > their median.
-- dHash: grey resized to 9 wide x 8 high, bit = pixel brighter than its left neighbour.
-- aHash: grey resized to 8x8, bit = pixel > mean.
-- wHash: grey resized to the largest power of two <= the short side (at least 8), the
+- pHash: Lanczos resize to 32x32, 2-D DCT-II, the 8x8 lowest frequencies, bit = coefficient
+  > their median.
+- dHash: resized to 9 wide x 8 high, bit = pixel brighter than its left neighbour.
+- aHash: resized to 8x8, bit = pixel > mean.
+- wHash: resized to the largest power of two <= the reduced short side (8..128), the
   max-level Haar LL removed, the Haar LL at 8x8, bit = coefficient > median. With Haar
   that LL is the 8x8 block sums minus a constant, which is what we threshold (integer sums:
   exact, so degenerate flat images give 0 bits where pywt's rounding gives noise).
+
+An image whose working short side is under 256 px is not reduced: its hashes are bit for
+bit imagehash 4.3's on the working image. Larger ones (most photos: the working image has a
+512 px long side) cost a fifth of the five full Lanczos resizes; on the 29 package photos
+(`lamina.sample.package_photos()`, thumbnailed to 512 px) the reduction moves pHash, dHash
+and aHash by 0-4 bits from imagehash's and wHash (taken at scale <= 128, not <= 512) by
+0-2, far inside the duplicate thresholds (10 / 12).
 
 Bits are read row by row, the first bit the most significant, so `to_hex` gives the same
 16 hex digits as `str(imagehash.phash(img))`. A hash is stored as int64: the signed
@@ -19,11 +29,14 @@ reinterpretation of its uint64 bit pattern (Parquet and DuckDB have no uint64 th
 reader handles); `to_hex` and `as_uint64` undo it, and Hamming distances are the same.
 
 `phash_dihedral` / `dhash_dihedral` hold the hash of each of the 8 symmetries of the image,
-in `DIHEDRAL` order; index 0 is the hash itself. They are computed by transforming the
-small grey arrays, not the image, so `phash_dihedral[k]` of an image equals the pHash of
-`transform(image, k)` for the transforms that keep the axes; for those that swap them,
-Pillow's two resize passes round in the other order (pHash <= 2, dHash <= 5 bits apart on
-the skimage photos).
+in `DIHEDRAL` order; index 0 is the hash itself. They cost array operations, not resizes:
+the 32x32 array is flipped and transposed before one batched DCT (a flip of the input only
+changes the sign of the odd DCT coefficients, so the median test could even reuse one DCT;
+the matmul of all eight is ~10 us an image), and dHash's 9x8 and 8x9 arrays give its eight.
+So `phash_dihedral[k]` of an image equals the pHash of `transform(image, k)` for the
+transforms that keep the axes; for those that swap them, Pillow's two resize passes (and
+the box reduction's partial last row or column) round in the other order (pHash <= 2,
+dHash <= 5 bits apart on the skimage photos).
 
 Example:
     >>> run_pass(store, "hashes")                                     # doctest: +SKIP
@@ -168,18 +181,24 @@ def _median_bits(values: np.ndarray) -> np.ndarray:
     return values > med[..., None, None]
 
 
-def grey_stack(rgb: np.ndarray) -> dict[str, np.ndarray]:
-    """The small grey arrays the hashes are computed from (PIL "L", then Lanczos resizes:
-    32x32 for pHash, 9x8 and 8x9 for dHash, 8x8 for aHash, a power of two for wHash).
+REDUCED_SIDE = 128  # the box reduction keeps the short side at least this long
+
+
+def grey_stack(rgb: np.ndarray, grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The small grey arrays the hashes are computed from (PIL "L", box-reduced by
+    short side // 128, then Lanczos resizes: 32x32 for pHash, 9x8 and 8x9 for dHash, 8x8 for
+    aHash, a power of two for wHash). `grey`: the luma of `rgb`, when already computed.
 
     Example:
         >>> g = grey_stack(np.zeros((300, 400, 3), np.uint8))
         >>> g["p"].shape, g["d"].shape, g["w"].shape
-        ((32, 32), (8, 9), (256, 256))
+        ((32, 32), (8, 9), (128, 128))
     """
-    grey = Image.fromarray(rgb).convert("L")
+    img = Image.fromarray(rgb).convert("L") if grey is None else Image.fromarray(grey)
+    k = min(img.size) // REDUCED_SIDE
+    grey = img.reduce(k) if k >= 2 else img
     w, h = grey.size
-    scale = max(2 ** int(np.log2(min(w, h))), 8)
+    scale = max(2 ** int(np.log2(min(w, h, REDUCED_SIDE))), 8)
     return {
         "p": _resized(grey, 32, 32),
         "d": _resized(grey, 9, 8),  # 9 wide, 8 high
@@ -246,7 +265,7 @@ class HashesPass(Pass):
     rotations) and the SHA-256 of the decoded pixels of every image."""
 
     name = "hashes"
-    version = "1"
+    version = "2"
     Config = NoConfig
     reads = ("images",)
     decode = "working"
@@ -265,7 +284,7 @@ class HashesPass(Pass):
                 error, detail = "decode_failed", "no pixels"
             if error is None:
                 try:
-                    greys.append(grey_stack(decoded.rgb))
+                    greys.append(grey_stack(decoded.rgb, decoded.grey()))
                     ok.append(i)
                 except Exception as exc:  # a permanent per-image problem: a row, not a retry
                     error, detail = "hash_failed", f"{type(exc).__name__}: {exc}"

@@ -4,8 +4,8 @@ spectrum, text-likeness), one row per image, no thresholds: flags and reports ju
 All come from the shared "working" decode (`lamina.core.decode`: EXIF-oriented RGB, long side
 <= 512, never upscaled), measured at fixed scales so a value does not depend on file size:
 
-* *working* (long side `work_side`, 512): the luma histogram (brightness_*, dark/light
-  fractions, contrast_rms, entropy), `laplacian_var`, `noise_sigma`;
+* *working* (long side `work_side`, 512): the luma histogram (brightness_*, dark/light/
+  clipped fractions, contrast_rms, entropy), `laplacian_var`, `noise_sigma`;
 * *centre* (its central 192 x 192 window): `fft_high_ratio`, `text_score`;
 * *half* (the working luma box-reduced 2x, long side 256): `blur_effect`, `edge_density`;
 * *sample* (a nearest-neighbour subsample, long side <= 128, <= 16k pixels): hist_rgb,
@@ -14,6 +14,10 @@ All come from the shared "working" decode (`lamina.core.decode`: EXIF-oriented R
 
 Luma is ITU-R 601 (0.299 R + 0.587 G + 0.114 B) as Pillow's `convert("L")` computes it, in 8
 bits; its statistics come from its 256-bin histogram (percentiles are multiples of 1/255).
+Signals the flags policy does not read can be left out (`SignalsConfig.skip`, null in the
+table): the default skips the two histograms (`DEFAULT_SKIP`), which no default flag reads;
+`lamina sense` skips every `OPTIONAL` signal its policy does not read, and computes them all
+with `--signals all`. The flags pass refuses a policy that reads a signal its layer skipped.
 A signal is null when the image is too small to measure it: a side under 2 px (noise_sigma),
 3 px (laplacian_var), 8 px at the half scale (blur_effect, edge_density) or 16 px
 (fft_high_ratio, text_score). Per-pixel work runs in Pillow's C code or on int16 arrays: 3-5 ms
@@ -66,11 +70,25 @@ TEXT_CONTRAST = 12  # text_score: ink differs from the local background by this 
 _COLUMN_SPEC = (
     "image_id:s error:s detail:s width:i height:i megapixels:f aspect_ratio:f alpha:b "
     "brightness_mean:f brightness_p05:f brightness_p50:f brightness_p95:f dark_fraction:f "
-    "light_fraction:f contrast_rms:f saturation_mean:f colorfulness:f entropy:f "
+    "light_fraction:f clipped_fraction:f contrast_rms:f saturation_mean:f colorfulness:f entropy:f "
     "laplacian_var:f blur_effect:f edge_density:f noise_sigma:f fft_high_ratio:f "
     "grey_by_content:b chroma_mean:f hist_rgb:h hist_lab:h text_score:f"
 )
 COLUMNS = tuple(_COLUMN_SPEC.split())
+SIGNAL_NAMES = tuple(c.split(":")[0] for c in COLUMNS)
+# Signals that cost work of their own and may be skipped; each group is computed at once.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "colour": ("saturation_mean", "colorfulness", "chroma_mean", "grey_by_content"),
+    "hist_rgb": ("hist_rgb",),
+    "hist_lab": ("hist_lab",),
+    "laplacian_var": ("laplacian_var",),
+    "noise_sigma": ("noise_sigma",),
+    "fft_high_ratio": ("fft_high_ratio",),
+    "text_score": ("text_score",),
+    "blur": ("blur_effect", "edge_density"),
+}
+OPTIONAL = tuple(sorted(c for cols in GROUPS.values() for c in cols))
+DEFAULT_SKIP = ("hist_lab", "hist_rgb")  # no flag of the default policy reads them
 
 
 def signals_schema(hist_bins: int) -> pa.Schema:
@@ -93,6 +111,8 @@ class SignalsConfig:
     # The long side (px) that scale-dependent signals are measured at: images larger than
     # this are box-resized to it first. At most the decode recipe's long side (512).
     work_side: int = 512
+    # Signals (of OPTIONAL) not computed: null in the table. () computes every one.
+    skip: tuple[str, ...] = DEFAULT_SKIP
 
 
 @register
@@ -100,14 +120,15 @@ class SignalsPass(Pass):
     """Raw pixel signals of each image: exposure, colour, sharpness, noise, text-likeness."""
 
     name = "signals"
-    version = "1"
+    version = "2"
     Config = SignalsConfig
     decode = "working"
     reads = ("images",)
     schema = signals_schema(SignalsConfig.hist_bins)
-    # Decoding dominates: a JPEG costs ~1/8 of its pixels, other formats up to the decode
-    # limit of 250 MP (~1 GB at 4 bytes a pixel) for the rare huge PNG or TIFF.
-    resources = Resources(cpu=1.0, memory_mb=1024)
+    # Decoding dominates: a JPEG costs ~1/8 of its pixels, other formats are loaded whole up
+    # to 16.8 MP (~70 MB with the conversions) and streamed above; a worker holds 32 decoded
+    # images at a time (~35 MB). Measured: ~160-230 MB PSS a worker on the sense benchmark.
+    resources = Resources(cpu=1.0, memory_mb=512)
     requires = (("scipy.ndimage", "scipy>=1.10"),)
 
     def __init__(self, config: Any = None) -> None:
@@ -119,6 +140,11 @@ class SignalsPass(Pass):
             raise ConfigError(
                 f"signals: work_side must be 64..{RECIPES[self.decode]} "
                 f"(the {self.decode!r} decode's long side), not {side}"
+            )
+        unknown = sorted(set(self.config.skip) - set(OPTIONAL))
+        if unknown:
+            raise ConfigError(
+                f"signals: cannot skip {unknown[0]!r}", hint=f"optional: {', '.join(OPTIONAL)}"
             )
         self.schema = signals_schema(bins)
 
@@ -145,8 +171,14 @@ class SignalsPass(Pass):
         return pa.Table.from_pydict(columns, schema=self.schema)
 
     def _measure(self, decoded: Decoded) -> dict[str, Any]:
+        assert decoded.rgb is not None
+        grey = decoded.grey() if max(decoded.rgb.shape[:2]) <= self.config.work_side else None
         row = compute_signals(
-            decoded.rgb, hist_bins=self.config.hist_bins, work_side=self.config.work_side
+            decoded.rgb,
+            hist_bins=self.config.hist_bins,
+            work_side=self.config.work_side,
+            skip=self.config.skip,
+            grey=grey,
         )
         w, h = decoded.width or 0, decoded.height or 0
         row.update(
@@ -179,33 +211,52 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(w * k)), max(1, round(h * k))
 
 
-def compute_signals(rgb: np.ndarray, *, hist_bins: int = 16, work_side: int = 512) -> dict:
-    """The pixel signals of one HxWx3 uint8 RGB image (see the module docstring for scales).
+def compute_signals(
+    rgb: np.ndarray,
+    *,
+    hist_bins: int = 16,
+    work_side: int = 512,
+    skip: tuple[str, ...] | frozenset[str] = (),
+    grey: np.ndarray | None = None,
+) -> dict:
+    """The pixel signals of one HxWx3 uint8 RGB image (see the module docstring for scales);
+    the `skip`ped ones (of OPTIONAL) are None. `grey`: the luma of `rgb` when already made
+    (only when `rgb` needs no resize to `work_side`).
 
     Example:
         >>> s = compute_signals(np.full((64, 64, 3), 128, np.uint8))
         >>> round(s["brightness_mean"], 3), s["grey_by_content"], s["laplacian_var"]
         (0.502, True, 0.0)
     """
+    want = {g for g, cols in GROUPS.items() if not set(cols) <= set(skip)}
     im = Image.fromarray(rgb)
     if max(im.size) > work_side:
-        im = im.resize(_fit(im.size, work_side), Image.Resampling.BOX)
-    luma = im.convert("L")  # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B, in C
-    out = _exposure(np.array(luma.histogram(), dtype=np.float64))
-    sample = im
-    if max(im.size) > SAMPLE_SIDE:
-        sample = im.resize(_fit(im.size, SAMPLE_SIDE), Image.Resampling.NEAREST)
-    out.update(_colour(sample, hist_bins))
+        im, grey = im.resize(_fit(im.size, work_side), Image.Resampling.BOX), None
+    # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B, in C
+    luma = im.convert("L") if grey is None else Image.fromarray(grey)
+    out: dict[str, Any] = dict.fromkeys(OPTIONAL)
+    out.update(_exposure(np.array(luma.histogram(), dtype=np.float64)))
+    if want & {"colour", "hist_rgb", "hist_lab"}:
+        sample = im
+        if max(im.size) > SAMPLE_SIDE:
+            sample = im.resize(_fit(im.size, SAMPLE_SIDE), Image.Resampling.NEAREST)
+        out.update(_colour(sample, hist_bins, want))
     y = np.asarray(luma).astype(np.int16)
-    out["laplacian_var"] = _laplacian_var(y)
-    out["noise_sigma"] = _noise_sigma(y)
+    if "laplacian_var" in want:
+        out["laplacian_var"] = _laplacian_var(y)
+    if "noise_sigma" in want:
+        out["noise_sigma"] = _noise_sigma(y)
     left, top, right, bottom = _central_box(luma.size, CENTRE_SIDE)
-    centre = y[top:bottom, left:right]
-    out["fft_high_ratio"] = _fft_high_ratio(centre)
-    out["text_score"] = text_score(luma.crop((left, top, right, bottom)))
-    half = luma.reduce(2) if max(luma.size) > HALF_SIDE else luma  # box-average 2x2 blocks
-    g = np.asarray(half).astype(np.int16)
-    out["blur_effect"], out["edge_density"] = _blur_and_edges(g)
+    if "fft_high_ratio" in want:
+        out["fft_high_ratio"] = _fft_high_ratio(y[top:bottom, left:right])
+    if "text_score" in want:
+        out["text_score"] = text_score(luma.crop((left, top, right, bottom)))
+    if "blur" in want:
+        half = luma.reduce(2) if max(luma.size) > HALF_SIDE else luma  # box-average 2x2
+        g = np.asarray(half).astype(np.int16)
+        out["blur_effect"], out["edge_density"] = _blur_and_edges(g)
+    for name in skip:  # a group computed for another of its columns
+        out[name] = None
     return out
 
 
@@ -234,19 +285,30 @@ def _exposure(hist: np.ndarray) -> dict[str, Any]:
         "brightness_p95": float(p95),
         "dark_fraction": float(p[:26].sum()),  # luma < 0.1: levels 0..25 (25/255 = 0.098)
         "light_fraction": float(p[230:].sum()),  # luma > 0.9: levels 230..255 (230/255 = 0.902)
+        # Clipped highlights: levels 250..255 (0.98 and up). Over-exposure piles pixels up here;
+        # white paper and snow mostly sit below (230-249), a blown-out sky does not.
+        "clipped_fraction": float(p[250:].sum()),
         "contrast_rms": math.sqrt(max(0.0, float(p @ (_LEVELS - mean) ** 2))) / 255.0,
         "entropy": max(0.0, float(-(nz * np.log2(nz)).sum())),
     }
 
 
-def _colour(sample: Image.Image, hist_bins: int) -> dict[str, Any]:
-    """Colour statistics of the sampled pixels: hist_rgb, hist_lab, chroma, grey_by_content,
-    saturation, colorfulness."""
-    counts = np.array(sample.histogram(), dtype=np.float64).reshape(3, 256)
-    edges = (np.arange(hist_bins) * 256 + hist_bins - 1) // hist_bins  # first level of a bin
-    hist_rgb = np.add.reduceat(counts, edges, axis=1)
-    hist_rgb /= counts.sum(axis=1, keepdims=True)
+def _colour(sample: Image.Image, hist_bins: int, want: set[str]) -> dict[str, Any]:
+    """Colour statistics of the sampled pixels, by group (`GROUPS`): hist_rgb, hist_lab,
+    colour (chroma, grey_by_content, saturation, colorfulness)."""
+    out: dict[str, Any] = {}
     pixels = np.asarray(sample).reshape(-1, 3)
+    if "hist_rgb" in want:
+        counts = np.array(sample.histogram(), dtype=np.float64).reshape(3, 256)
+        edges = (np.arange(hist_bins) * 256 + hist_bins - 1) // hist_bins  # a bin's first level
+        hist_rgb = np.add.reduceat(counts, edges, axis=1)
+        hist_rgb /= counts.sum(axis=1, keepdims=True)
+        out["hist_rgb"] = hist_rgb.ravel().tolist()
+    if "hist_lab" in want:
+        lab = pixels[:: max(1, len(pixels) // LAB_PIXELS)]
+        out["hist_lab"] = _lab_histogram(lab, hist_bins)
+    if "colour" not in want:
+        return out
     r, g, b = pixels.T.astype(np.float32)
     top = np.maximum(np.maximum(r, g), b)
     spread = top - np.minimum(np.minimum(r, g), b)  # max - min channel: the HSV chroma
@@ -257,8 +319,7 @@ def _colour(sample: Image.Image, hist_bins: int) -> dict[str, Any]:
         float(rg.mean()), float(yb.mean())
     )
     return {
-        "hist_rgb": hist_rgb.ravel().tolist(),
-        "hist_lab": _lab_histogram(pixels[:: max(1, len(pixels) // LAB_PIXELS)], hist_bins),
+        **out,
         "chroma_mean": float(spread.mean()) / 255.0,
         "grey_by_content": bool(np.mean(spread <= GREY_TOLERANCE) >= GREY_SHARE),
         "saturation_mean": float(np.mean(spread / np.maximum(top, 1.0))),
@@ -436,7 +497,8 @@ def _sobel_of_box11_x11(g: np.ndarray, axis: int) -> np.ndarray:
     if axis == 1:
         return _sobel_of_box11_x11(g.T, 0).T
     n = g.shape[0]
-    p = np.pad(g, ((6, 6), (0, 0)), mode="symmetric")  # numpy's "symmetric" = scipy's "reflect"
+    # numpy's "symmetric" pad (= scipy's "reflect") by 6 rows, without np.pad's overhead
+    p = np.concatenate((g[5::-1], g, g[: n - 7 : -1]), axis=0)
     d = p[12 : n + 10] + p[13 : n + 11]
     d -= p[1 : n - 1]
     d -= p[2:n]
