@@ -7,7 +7,7 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-import lamina.passes  # noqa: F401 - registers the built-in passes
+import lamina.catalog  # noqa: F401 - registers the built-in passes
 from lamina.core.errors import ConfigError
 from lamina.core.passes import REGISTRY, get_pass
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lamina.core import decode_failures
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
-from lamina.manifest import decode_failures
 from lamina.manifest.status import store_status
 from lamina.passes.scan import scan
 from tests.conftest import write_photo

@@ -27,7 +27,7 @@ def sensed_line(store: Any, done: dict[str, Any]) -> str:
         >>> sensed_line(store, {"processed": 246, "already_done": 0})  # doctest: +SKIP
         'sensed 246 images (0 already done); 5 broken files (2 undecodable, found by decoding)'
     """
-    from lamina.manifest.decode_failures import decode_summary
+    from lamina.core.decode_failures import decode_summary
 
     counts = decode_summary(store)
     line = (

@@ -1,6 +1,6 @@
-"""The built-in passes. Importing this package registers each of them, explicitly."""
+"""The built-in passes of the manifest, sensing and embedding, one module each.
 
-from lamina import analysis, tagging  # noqa: F401
-from lamina.passes import classify, embed, hashes, scan, signals, thumbs
-
-__all__ = ["classify", "embed", "hashes", "scan", "signals", "thumbs"]
+Importing a pass module registers its pass; `lamina.catalog` imports every module that
+defines a built-in pass (these, and the global passes of `lamina.analysis` and
+`lamina.tagging.tags`).
+"""

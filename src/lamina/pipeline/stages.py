@@ -93,7 +93,7 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     summary = flag_summary(store)
     flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
     top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
-    from lamina.manifest.decode_failures import decode_summary
+    from lamina.core.decode_failures import decode_summary
 
     counts = decode_summary(store)
     message = (

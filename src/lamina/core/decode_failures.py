@@ -64,9 +64,10 @@ qualify row_number() over (partition by image_id order by run_id desc, recorded 
 
 def _decode_layers(store: Store) -> list[tuple[str, Path]]:
     """(pass, layer folder) of every layer of a pass that decodes pixels."""
-    from lamina.core.passes import REGISTRY, get_pass
+    # The registered passes: every entry point (`lamina.catalog`) registers the built-in
+    # ones, and a run registers the passes it runs.
+    from lamina.core.passes import REGISTRY
 
-    get_pass("scan")  # imports lamina.passes: the registry holds every built-in pass
     base = store.root / "layers"
     found = []
     for name, cls in sorted(REGISTRY.items()):
