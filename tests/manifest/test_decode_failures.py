@@ -50,7 +50,7 @@ def collection(tmp_path: Path) -> Path:
 
 
 def test_an_undecodable_image_is_broken_in_every_count(collection: Path, tmp_path: Path) -> None:
-    from lamina.cli.sense import sensed_line
+    from lamina.jobs.sense import sensed_line
     from lamina.report.context import open_context
     from lamina.report.data import overview
 
