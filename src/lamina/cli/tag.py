@@ -177,7 +177,7 @@ main.add_command(tag, name="score")
 def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
     """Image ids of IMAGE arguments: image ids, or paths in the manifest (absolute,
     relative to the working folder or to a source), as `lamina similar` takes them."""
-    from lamina.index.vectors import _manifest_match
+    from lamina.index.vectors import manifest_match
 
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
@@ -187,7 +187,7 @@ def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
         if query in known:
             ids.append(query)
             continue
-        found = {image_id for image_id, _ in _manifest_match(store, query) if image_id}
+        found = {image_id for image_id, _ in manifest_match(store, query) if image_id}
         if not found:
             raise LaminaError(
                 f"{query!r} is not an image id or a path in the manifest",
