@@ -156,7 +156,7 @@ def test_the_import_graph_has_no_cycle() -> None:
     edges = {m: imports_of(m)[0] for m in MODULES}
     cycles = set(_cycles(edges))
     assert cycles - PENDING_CYCLES == set(), [sorted(c) for c in cycles - PENDING_CYCLES]
-    assert PENDING_CYCLES <= cycles, "a pending cycle is gone: remove it from PENDING_CYCLES"
+    assert cycles >= PENDING_CYCLES, "a pending cycle is gone: remove it from PENDING_CYCLES"
 
 
 def test_imports_only_flow_down_the_layers() -> None:
