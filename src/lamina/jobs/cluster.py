@@ -84,4 +84,4 @@ def cluster(store: Store, config: ClusterConfig = ClusterConfig()) -> ClusterRes
         top=config.top,
     )
     passes_done = {n: v for n, v in result.items() if n != "run_id"}
-    return ClusterResult(result["run_id"], passes_done, summary)
+    return ClusterResult(str(result["run_id"]), passes_done, summary)

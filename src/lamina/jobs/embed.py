@@ -162,7 +162,9 @@ def default_workers_for(device: str) -> int | None:
     return 2
 
 
-def embed_passes(config: EmbedConfig, workers: int | None) -> list[tuple[str, dict[str, Any]]]:
+def embed_passes(
+    config: EmbedConfig, workers: int | None
+) -> list[tuple[str, dict[str, Any] | None]]:
     """The passes embedding runs: one embed pass per model, classify with the default
     model (or when `config.classify`, as a second model on the same decode)."""
     passes = with_classes(
@@ -171,7 +173,7 @@ def embed_passes(config: EmbedConfig, workers: int | None) -> list[tuple[str, di
     if config.classify and not any(name == "classify" for name, _ in passes):
         threads = passes[0][1]["threads"]
         passes.append(("classify", {"batch_size": config.batch_size, "threads": threads}))
-    return passes
+    return list(passes)
 
 
 def _run_record(store: Store, run_id: str) -> dict[str, Any]:
@@ -206,7 +208,8 @@ def embed(store: Store, config: EmbedConfig = EmbedConfig()) -> EmbedResult:
             progress=config.progress,
             max_images=config.max_images,
         )
-    record = _run_record(store, result["run_id"])
+    run_id = str(result["run_id"])
+    record = _run_record(store, run_id)
     models = []
     classes = None
     for key, info in record.get("passes", {}).items():
@@ -229,7 +232,7 @@ def embed(store: Store, config: EmbedConfig = EmbedConfig()) -> EmbedResult:
     default = next((k for k, v in record.get("passes", {}).items()
                     if v["config"].get("model") == DEFAULT_SPEC), None)  # fmt: skip
     return EmbedResult(
-        run_id=result["run_id"],
+        run_id=run_id,
         models=models,
         classify=classes,
         passes={k: v for k, v in result.items() if k != "run_id"},

@@ -102,7 +102,7 @@ def sense(store: Store, config: SenseConfig = SenseConfig()) -> SenseResult:
         max_images=config.max_images,
     )
     passes = {k: v for k, v in result.items() if k != "run_id"}
-    return SenseResult(result["run_id"], passes, flag_summary(store), decode_summary(store))
+    return SenseResult(str(result["run_id"]), passes, flag_summary(store), decode_summary(store))
 
 
 def sensed_line(store: Store, done: dict[str, Any]) -> str:
@@ -160,4 +160,4 @@ def flags(store: Store, config: FlagsConfig = FlagsConfig()) -> FlagsResult:
         command="flags",
         progress=False,
     )
-    return FlagsResult(result["run_id"], flag_summary(store))
+    return FlagsResult(str(result["run_id"]), flag_summary(store))

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +20,7 @@ from lamina.core.passes import get_pass
 from lamina.core.store import Store
 from lamina.core.vectors import list_models
 from lamina.tagging.labels import load_labels, normalise_labels
-from lamina.tagging.tags import DEFAULT_TOPK, TAGS_PASS, no_images_error
+from lamina.tagging.tags import DEFAULT_TOPK, TAGS_PASS, TagsPass, no_images_error
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def tag_images(
         "batch_images": batch_images,
         "batch_labels": batch_labels,
     }
-    tags = get_pass(TAGS_PASS, config)
+    tags = cast(TagsPass, get_pass(TAGS_PASS, config))
     inputs = image_inputs(store)
     if not inputs.num_rows:
         raise no_images_error(store)

@@ -108,7 +108,7 @@ def make_thumbnails(
     done = int(pc.sum(pc.is_in(inputs, done_keys(store, instance))).as_py() or 0)
     if done == len(inputs):
         # Nothing to make: no run (a report built again and again adds no run records).
-        result = {
+        result: dict[str, Any] = {
             "thumbs": {
                 "inputs": done,
                 "already_done": done,
