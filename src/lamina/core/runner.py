@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 import traceback
@@ -41,7 +40,14 @@ from lamina.core.layers import certify, is_certified, readable_parts, repair_lay
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
-from lamina.core.store import Store, atomic_write_json, atomic_write_parquet, fenced_commit
+from lamina.core.store import (
+    Store,
+    atomic_write_json,
+    atomic_write_parquet,
+    fenced_commit,
+    layer_path,
+    ledger_path,
+)
 from lamina.executors.local import LocalExecutor, exit_if_orphaned
 
 log = logging.getLogger("lamina")
@@ -208,7 +214,7 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
                 f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
             )
         out = out.select(instance.schema.names).cast(instance.schema)
-        layer_dir = root / "layers" / part.pass_name / part.layer_id
+        layer_dir = layer_path(root, part.pass_name, part.layer_id)
         error_rows = 0
         if "error" in out.column_names:
             error_rows = out.num_rows - out["error"].null_count
@@ -217,12 +223,13 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
         with fenced_commit(root, task.lock_token):
             atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
             write_chunk_record(
-                root / "ledger" / part.pass_name / part.layer_id,
+                ledger_path(root, part.pass_name, part.layer_id),
                 part.chunk_id,
                 {
                     "chunk_id": part.chunk_id,
                     "pass": part.pass_name,
                     "layer": part.layer_id,
+                    "config": part.config,
                     "run_id": task.run_id,
                     "rows": out.num_rows,
                     "error_rows": error_rows,
@@ -461,15 +468,19 @@ def run_map_passes(
             run,
             progress,
         )
-    if store.lock_token is not None:
-        # Under the lock, with no duplicate at the start (_heal) and only this run's
-        # commits since (disjoint from what was done and from each other), every layer
-        # holds each key once: say so, so that readers need not check.
-        for instance in instances:
-            layer_dir = store.layer_dir(instance.name, instance.layer_id)
-            parts = readable_parts(layer_dir)
-            if parts:
-                certify(layer_dir, parts)
+    for instance in instances:
+        layer_dir = store.layer_dir(instance.name, instance.layer_id)
+        parts = readable_parts(layer_dir)
+        if not parts:
+            continue
+        if store.lock_token is not None:
+            # Under the lock, with no duplicate at the start (_heal) and only this run's
+            # commits since (disjoint from what was done and from each other), every
+            # layer holds each key once: say so, so that readers need not check.
+            certify(layer_dir, parts)
+        # The layer this run asked for is now the pass's current one (the last config
+        # given, when a pass runs under several), whatever the files' times say.
+        store.set_current(instance.name, instance.layer_id, run.run_id)
     return {result_key[layer]: result for layer, result in by_layer.items()}
 
 
@@ -609,21 +620,22 @@ def input_fingerprint(store: Store, names: Iterable[str], paths: Iterable[Path] 
 def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = False) -> dict:
     """Run a global pass unless its inputs and config are unchanged since it last ran.
 
-    Its layer holds one part (`part-global.parquet`), replaced atomically; the ledger
-    record `global.json` names the input fingerprint it was computed from.
+    Its layer holds one part (`Store.global_part`), replaced atomically; the ledger record
+    (`Store.global_record`) names the input fingerprint it was computed from. Either way
+    its layer becomes the pass's current one (`Store.set_current`).
     """
     if instance.kind != "global":
         raise TypeError(f"{instance.name} is not a global pass")
     fingerprint = input_fingerprint(store, instance.reads, instance.input_paths(store))
-    record_path = store.ledger_dir(instance.name, instance.layer_id) / "global.json"
-    part = store.layer_dir(instance.name, instance.layer_id) / "part-global.parquet"
+    record_path = store.global_record(instance.name, instance.layer_id)
+    part = store.global_part(instance.name, instance.layer_id)
     if not force and record_path.exists() and part.exists():
         record = json.loads(record_path.read_text())
         if record.get("inputs") == fingerprint:
-            if store.current_layer_dir(instance.name) != part.parent:
+            if store.current_pointer(instance.name) != instance.layer_id:
                 # Back to a config computed before (a policy tried, then the default
                 # again): make its layer the current one, which is what `sql` shows.
-                os.utime(part)
+                store.set_current(instance.name, instance.layer_id, run.run_id)
             return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
     t0 = time.monotonic()
     out = instance.compute(store)
@@ -635,6 +647,7 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
         {
             "pass": instance.name,
             "layer": instance.layer_id,
+            "config": instance.config_dict(),
             "inputs": fingerprint,
             "rows": out.num_rows,
             "run_id": run.run_id,
@@ -642,6 +655,7 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
             "finished": utc_now(),
         },
     )
+    store.set_current(instance.name, instance.layer_id, run.run_id)
     return {"skipped": False, "rows": out.num_rows, "layer": instance.layer_id, "seconds": seconds}
 
 
