@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.core.store import LEDGER_DIR, add_macros
 
 STORE_OUTPUT_DIRS = ("exports", "report")
-RECORD = Path("ledger") / "outputs.json"
+RECORD = Path(LEDGER_DIR) / "outputs.json"
 FORCE_HINT = "choose a new file name, or pass --force to replace it"
 
 
@@ -66,7 +67,7 @@ def _files(store: Any, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     parts = store.table_files("files")
     if not parts:
         return []
-    con = duckdb.connect()
+    con = add_macros(duckdb.connect())
     try:
         listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
         con.execute(f"create view files as select * from read_parquet([{listing}])")
@@ -85,7 +86,7 @@ def _recorded(store: Any, given: Path, real: Path) -> str | None:
 
     rows = _files(
         store,
-        "select source || '/' || rel_path from files where source || '/' || rel_path in (?, ?)",
+        "select file_path(source, rel_path) from files where file_path(source, rel_path) in (?, ?)",
         [str(given), str(real)],
     )
     if rows:
@@ -99,11 +100,11 @@ def _recorded(store: Any, given: Path, real: Path) -> str | None:
     try:
         candidates = _files(
             store,
-            "select source || '/' || rel_path from files where size = ? and status <> 'missing'",
+            "select file_path(source, rel_path) from files where size = ? and status <> 'missing'",
             [st.st_size],
         )
     except duckdb.Error:  # a files table without sizes (written by hand): every row
-        candidates = _files(store, "select source || '/' || rel_path from files")
+        candidates = _files(store, "select file_path(source, rel_path) from files")
     for (candidate,) in candidates:
         with contextlib.suppress(OSError):
             other = os.stat(candidate)

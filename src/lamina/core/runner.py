@@ -662,7 +662,7 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
 # -- running passes over a store -------------------------------------------------------------
 
 IMAGE_INPUTS_SQL = """
-select i.*, f.source, f.rel_path, f.source || '/' || f.rel_path as abs_path
+select i.*, f.source, f.rel_path, file_path(f.source, f.rel_path) as abs_path
 from images i
 join (
     select image_id, source, rel_path from files

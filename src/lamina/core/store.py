@@ -155,6 +155,26 @@ class LayerInfo:
         return self.layer_id.split("-", 1)[-1]
 
 
+# SQL macros of every connection `Store.connect` makes (and `add_macros` adds to others):
+# `file_path(source, rel_path)` is a manifest file's absolute path, spelled once here.
+SQL_MACROS = (
+    "create or replace temp macro file_path(source, rel_path) as source || '/' || rel_path",
+)
+
+
+def add_macros(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Define lamina's SQL macros (`SQL_MACROS`) on a DuckDB connection; returns it.
+
+    Example:
+        >>> import duckdb
+        >>> add_macros(duckdb.connect()).sql("select file_path('/p', 'a/b.jpg')").fetchone()
+        ('/p/a/b.jpg',)
+    """
+    for macro in SQL_MACROS:
+        con.execute(macro)
+    return con
+
+
 class LockLostError(StoreError):
     """A chunk was about to be committed for a command that no longer holds the lock."""
 
@@ -801,7 +821,8 @@ class Store:
     def connect(
         self, *, sandbox: bool = False, allow_files: bool = False
     ) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per table and layer, plus `runs`.
+        """A DuckDB connection with one view per table and layer, plus `runs`, and the
+        macro `file_path(source, rel_path)` (a file's absolute path).
 
         The plain connection is a trusted API (for Python code the user writes): its SQL
         can read and write any file the process can. `sandbox=True` gives the connection
@@ -815,7 +836,7 @@ class Store:
         """
         import duckdb
 
-        con = duckdb.connect()
+        con = add_macros(duckdb.connect())
         # DuckDB spills big queries into `.tmp/` of the current folder, which may be a source.
         con.execute(f"SET temp_directory = '{_sq(str(self.tmp_dir / 'duckdb'))}'")
         views = self.view_files()

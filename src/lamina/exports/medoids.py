@@ -76,7 +76,7 @@ def _medoids_layer(store: Any, model: str | None) -> pa.Table:
         raise LaminaError(f"the store {store.root} has no medoids yet", hint=hint)
     empty: pa.Table | None = None
     for layer in reversed(layers):
-        part = layer / "part-global.parquet"
+        part = store.global_part("medoids", layer.name)
         if not part.exists():
             continue
         table = pq.read_table(part)

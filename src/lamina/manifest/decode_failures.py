@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run, done_chunks
-from lamina.core.store import UNDECODABLE, Store, atomic_write_json
+from lamina.core.store import LEDGER_DIR, UNDECODABLE, Store, atomic_write_json
 
 # The decoder's reasons (lamina.core.decode.Decoded.error) that say the bytes do not decode.
 DECODE_REASONS = ("decode_error", "truncated")
@@ -67,12 +67,10 @@ def _decode_layers(store: Store) -> list[tuple[str, Path]]:
     from lamina.core.passes import REGISTRY, get_pass
 
     get_pass("scan")  # imports lamina.passes: the registry holds every built-in pass
-    base = store.root / "layers"
     found = []
     for name, cls in sorted(REGISTRY.items()):
-        if cls.decode is None or not (base / name).is_dir():
-            continue
-        found += [(name, d) for d in sorted((base / name).iterdir()) if d.is_dir()]
+        if cls.decode is not None:
+            found += [(name, d) for d in sorted(store.layer_dirs(name))]
     return found
 
 
@@ -131,7 +129,7 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
 
     parts = _committed_parts(store)
     table = store.table_files(UNDECODABLE)
-    record = store.root / "ledger" / UNDECODABLE / "synced.json"
+    record = store.root / LEDGER_DIR / UNDECODABLE / "synced.json"
     fingerprint = _fingerprint(parts, table)
     if record.is_file():
         synced = json.loads(record.read_text())

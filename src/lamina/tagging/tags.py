@@ -412,7 +412,7 @@ def _embed_errors(store: Any, model: str, present: set[str] | None) -> dict[str,
 
 def _tags_layer(store: Any) -> tuple[Path, dict[str, Any]]:
     folder = store.current_layer_dir(TAGS_PASS)
-    record_path = store.ledger_dir(TAGS_PASS, folder.name) / "global.json" if folder else None
+    record_path = store.global_record(TAGS_PASS, folder.name) if folder else None
     if folder is None or record_path is None or not record_path.exists():
         raise LaminaError(f"the store {store.root} has no tags yet", hint=TAG_HINT)
     return folder, json.loads(record_path.read_text())
@@ -431,7 +431,7 @@ def current_tags(store: Any) -> pa.Table:
         'run_id'
     """
     folder, record = _tags_layer(store)
-    table = pq.read_table(folder / "part-global.parquet")
+    table = pq.read_table(store.global_part(TAGS_PASS, folder.name))
     table = table.filter(pc.is_null(table["error"])).drop_columns(["error"])
     run_id = pa.array([record.get("run_id")] * table.num_rows, pa.string())
     return table.append_column("run_id", run_id)
@@ -530,9 +530,8 @@ def tag_images(
     result = run_passes(
         store, passes, command="tag", workers=workers, progress=progress, max_images=max_images
     )
-    part = store.layer_dir(TAGS_PASS, tags.layer_id) / "part-global.parquet"
-    table = pq.read_table(part)
-    record = json.loads((store.ledger_dir(TAGS_PASS, tags.layer_id) / "global.json").read_text())
+    table = pq.read_table(store.global_part(TAGS_PASS, tags.layer_id))
+    record = json.loads(store.global_record(TAGS_PASS, tags.layer_id).read_text())
     tagged = table.filter(pc.is_null(table["error"]))
     failed = table.filter(pc.is_valid(table["error"]))
     if max_images:
