@@ -197,5 +197,7 @@ def test_a_store_from_a_newer_lamina_is_refused_naming_both_versions(tmp_path: P
 
 def test_file_path_macro_joins_source_and_rel_path(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s", create=True)
-    got = store.connect(sandbox=True).sql("select file_path('/photos', 'cats/a.jpg')").fetchone()
+    got = (
+        store.connect(sandbox=True).execute("select file_path('/photos', 'cats/a.jpg')").fetchone()
+    )
     assert got == ("/photos/cats/a.jpg",)

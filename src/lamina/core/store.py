@@ -167,7 +167,7 @@ def add_macros(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
     Example:
         >>> import duckdb
-        >>> add_macros(duckdb.connect()).sql("select file_path('/p', 'a/b.jpg')").fetchone()
+        >>> add_macros(duckdb.connect()).execute("select file_path('/p', 'a/b.jpg')").fetchone()
         ('/p/a/b.jpg',)
     """
     for macro in SQL_MACROS:
