@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,17 +38,18 @@ import pyarrow.parquet as pq
 from lamina.core.errors import StoreError
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
-from lamina.core.passes import Pass, get_pass
+from lamina.core.passes import Pass, PassOutput, get_pass, split_output
 from lamina.core.progress import Progress
 from lamina.core.store import (
     Store,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,
     fenced_commit,
     layer_path,
     ledger_path,
 )
-from lamina.executors.local import LocalExecutor, exit_if_orphaned
+from lamina.executors.local import LocalExecutor, default_workers, exit_if_orphaned
 
 log = logging.getLogger("lamina")
 
@@ -156,13 +157,14 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 def _decoded_outputs(
     batch: pa.Table, parts: list[PassPart], instances: list[Pass], recipe: str
-) -> tuple[list[pa.Table], list[float]]:
+) -> tuple[list[PassOutput], list[float]]:
     """Each pass's output for its rows, decoding DECODE_SLICE images at a time: every pass
     sees an image while it is decoded, so a worker holds one slice of pixels, not a chunk's
     (256 working images are ~270 MB), and each image is still decoded once."""
     from lamina.core.decode import decode_batch
 
     outs: list[list[pa.Table]] = [[] for _ in parts]
+    files: list[dict[str, bytes]] = [{} for _ in parts]
     seconds = [0.0] * len(parts)
     for start in range(0, batch.num_rows, DECODE_SLICE):
         stop = min(batch.num_rows, start + DECODE_SLICE)
@@ -177,20 +179,55 @@ def _decoded_outputs(
                 rows = [r for r in part.rows if start <= r < stop]
             if rows:
                 sub = batch.take(_indices(rows))
-                outs[k].append(instance.process_decoded(sub, [decoded[r - start] for r in rows]))
+                out = instance.process_decoded(sub, [decoded[r - start] for r in rows])
+                table, written = split_output(out)
+                outs[k].append(table)
+                files[k].update(written)
             seconds[k] += share + time.monotonic() - t0
         del decoded
-    tables = [
-        pa.concat_tables(o) if o else instance.schema.empty_table()
-        for o, instance in zip(outs, instances, strict=True)
+    results = [
+        PassOutput(pa.concat_tables(o) if o else instance.schema.empty_table(), f)
+        for o, f, instance in zip(outs, files, instances, strict=True)
     ]
-    return tables, seconds
+    return results, seconds
+
+
+def check_files(instance: Pass, files: dict[str, bytes]) -> None:
+    """Refuse a file a pass returned outside the folders it declared (`Pass.outputs`), or
+    a path that could leave them (absolute, `..`).
+
+    Example:
+        >>> check_files(get_pass("thumbs"), {"layers/x.parquet": b""})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: pass thumbs returned the file 'layers/x.parquet' outside its declared ...
+    """
+    folders = [PurePosixPath(o.folder) for o in instance.outputs]
+    for rel in files:
+        path = PurePosixPath(rel)
+        inside = any(path.parts[: len(f.parts)] == f.parts for f in folders)
+        if path.is_absolute() or ".." in path.parts or not inside or path in folders:
+            declared = ", ".join(o.folder for o in instance.outputs) or "none"
+            raise RuntimeError(
+                f"pass {instance.name} returned the file {rel!r} outside its declared "
+                f"outputs ({declared})"
+            )
+
+
+def write_files(root: Path, instance: Pass, files: dict[str, bytes]) -> None:
+    """Write a pass's files under the store `root`, each atomically (a temporary file
+    renamed into place), flushed to disk unless its folder says it need not be."""
+    check_files(instance, files)
+    for rel, data in sorted(files.items()):
+        path = PurePosixPath(rel)
+        spec = next(o for o in instance.outputs if path.is_relative_to(o.folder))
+        atomic_write_bytes(root / rel, data, fsync=spec.fsync)
 
 
 def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     """Run one chunk in this process: decode once if the passes need pixels (a slice of
-    images at a time), then for each pass process its rows, check them, write the part,
-    then the ledger record.
+    images at a time), then for each pass process its rows, check them, write its files
+    (`Pass.outputs`), the part, then the ledger record.
 
     The two writes are fenced (`fenced_commit`): when the run that asked for the chunk no
     longer holds the store's lock (it was killed and another started), nothing is written.
@@ -198,7 +235,7 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     batch = _from_ipc(task.batch)
     instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
     recipe = instances[0].decode
-    decoded_outs: list[pa.Table] | None = None
+    decoded_outs: list[PassOutput] | None = None
     decode_seconds = [0.0] * len(task.parts)
     if recipe is not None:
         decoded_outs, decode_seconds = _decoded_outputs(batch, list(task.parts), instances, recipe)
@@ -208,7 +245,10 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
         t0 = time.monotonic() - decode_seconds[k]
         rows = list(part.rows) if part.rows is not None else None
         sub = batch if rows is None else batch.take(_indices(rows))
-        out = decoded_outs[k] if decoded_outs is not None else instance.process(sub)
+        out, files = split_output(
+            decoded_outs[k] if decoded_outs is not None else instance.process(sub)
+        )
+        check_files(instance, files)
         if out.num_rows != sub.num_rows:
             raise RuntimeError(
                 f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
@@ -221,6 +261,8 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
         seconds = time.monotonic() - t0
         exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
         with fenced_commit(root, task.lock_token):
+            # The pass's files first: a committed row may name its file.
+            write_files(root, instance, files)
             atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
             write_chunk_record(
                 ledger_path(root, part.pass_name, part.layer_id),
@@ -423,7 +465,7 @@ def run_map_passes(
     result_key = dict(zip(layers, result_keys(instances), strict=True))
     by_layer = {layer: MapResult(inputs=inputs.num_rows) for layer in layers}
     chunk_size = chunk_size or store.chunk_size
-    executor = executor or LocalExecutor(workers)
+    executor = executor or LocalExecutor(workers or plan_workers(instances))
     for group in _groups(instances):
         needs_all = []
         for instance in group:
@@ -482,6 +524,41 @@ def run_map_passes(
         # given, when a pass runs under several), whatever the files' times say.
         store.set_current(instance.name, instance.layer_id, run.run_id)
     return {result_key[layer]: result for layer, result in by_layer.items()}
+
+
+def available_memory_mb() -> int:
+    """Memory this machine has free now, in MB (what a new worker can count on)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available // 2**20)
+
+
+# Of the free memory, the share the workers may plan to use (the main process, the OS's
+# file cache and the decoded pixels in flight need the rest).
+MEMORY_SHARE = 0.8
+
+
+def plan_workers(
+    instances: list[Pass], cores: int | None = None, memory_mb: int | None = None
+) -> int:
+    """How many workers a run of `instances` gets when none is asked for, from the
+    passes' `resources`: every core (over the most `cpu` a pass asks for), but no more
+    than the free memory holds, a worker holding every pass of the run (its models stay
+    loaded between chunks). At least one.
+
+    Example:
+        >>> plan_workers([get_pass("signals")], cores=8, memory_mb=64_000)
+        8
+        >>> plan_workers([get_pass("embed"), get_pass("classify")], cores=8, memory_mb=8_000)
+        2
+    """
+    cores = default_workers() if cores is None else cores
+    memory_mb = available_memory_mb() if memory_mb is None else memory_mb
+    cpu = max((i.resources.cpu for i in instances), default=1.0)
+    per_worker = sum(i.resources.memory_mb for i in instances) or 1
+    by_cpu = int(cores / max(cpu, 1e-9))
+    by_memory = int(memory_mb * MEMORY_SHARE // per_worker)
+    return max(1, min(by_cpu, by_memory))
 
 
 def _heal(store: Store, instance: Pass, run: Run) -> None:
@@ -638,8 +715,9 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
                 store.set_current(instance.name, instance.layer_id, run.run_id)
             return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
     t0 = time.monotonic()
-    out = instance.compute(store)
+    out, files = split_output(instance.compute(store))
     out = out.select(instance.schema.names).cast(instance.schema)
+    write_files(store.root, instance, files)
     atomic_write_parquet(part, out)
     seconds = round(time.monotonic() - t0, 3)
     atomic_write_json(
