@@ -35,9 +35,11 @@ test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -n 2
 
+# mypy checks the typed core (src/lamina/core, src/lamina/passes: see [tool.mypy]).
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m mypy
 
 bench: setup
 	$(BIN)/python bench/scan.py

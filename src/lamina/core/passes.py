@@ -115,7 +115,8 @@ class Pass:
     kind: ClassVar[Literal["map", "global"]] = "map"
     Config: ClassVar[type] = NoConfig
     reads: ClassVar[tuple[str, ...]] = ("images",)
-    schema: ClassVar[pa.Schema]
+    # The output columns; an instance may refine them (a model's vector dimension).
+    schema: pa.Schema
     key: ClassVar[str] = "image_id"
     # Config fields that say how to run, not what to compute: left out of the layer hash.
     run_only: ClassVar[tuple[str, ...]] = ()
@@ -123,7 +124,7 @@ class Pass:
     outputs: ClassVar[tuple[FileOutputs, ...]] = ()
     resources: ClassVar[Resources] = Resources()
     # (importable module, pip requirement) pairs checked when the pass is created.
-    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    requires: tuple[tuple[str, str], ...] = ()  # an instance may refine it (its model's)
     # Map passes that work on pixels set this to a decode recipe ("working": EXIF-oriented
     # RGB, long side <= 512, see lamina.core.decode) and implement `process_decoded`. The
     # runner then decodes each image once for all such passes run together.

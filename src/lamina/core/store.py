@@ -571,8 +571,8 @@ class Store:
             return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
         from lamina.core.layers import readable_parts
 
-        folder = self.current_layer_dir(name)
-        return readable_parts(folder) if folder is not None else []
+        layer = self.current_layer_dir(name)
+        return readable_parts(layer) if layer is not None else []
 
     def layer_dirs(self, pass_name: str) -> list[Path]:
         """Every version/config of a pass's layer that has a part: by the time their parts

@@ -153,7 +153,7 @@ class ClassifyPass(Pass):
             errors[i] = decoded.failure
             if errors[i] is None:
                 todo.append(i)
-        probs = self._classify([images[i].rgb for i in todo], todo, errors)
+        probs = self._classify([images[i].pixels() for i in todo], todo, errors)
         classes_col: list[list[int] | None] = [None] * n
         probs_col: list[list[float] | None] = [None] * n
         k = self.config.topk

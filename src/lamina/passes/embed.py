@@ -163,7 +163,7 @@ class EmbedPass(Pass):
             errors[i] = decoded.failure
             if errors[i] is None:
                 todo.append(i)
-        vectors = self._embed([images[i].rgb for i in todo], todo, errors)
+        vectors = self._embed([images[i].pixels() for i in todo], todo, errors)
         done = [i for i in todo if errors[i] is None]
         position = dict(zip(done, range(len(done)), strict=True))
         dim = self.embedder.dim

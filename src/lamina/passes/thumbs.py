@@ -129,7 +129,9 @@ def _rel_path(image_id: str, recipe: str) -> str:
     return f"{THUMBS_DIR}/{recipe}/{image_id[:2]}/{image_id}.{ext}"
 
 
-def thumb_path(store: Any, image_id: str, recipe: str | None = None) -> Path:
+def thumb_path(
+    store: Store | str | os.PathLike[str], image_id: str, recipe: str | None = None
+) -> Path:
     """Where the thumbnail of `image_id` is (or will be) for `recipe` (default: 512-webp-q80).
 
     Example:
@@ -140,7 +142,10 @@ def thumb_path(store: Any, image_id: str, recipe: str | None = None) -> Path:
 
 
 def thumbs_config(
-    store: Any, size: int = DEFAULT_SIZE, fmt: str = DEFAULT_FORMAT, quality: int = 80
+    store: Store | str | os.PathLike[str],
+    size: int = DEFAULT_SIZE,
+    fmt: str = DEFAULT_FORMAT,
+    quality: int = 80,
 ) -> dict[str, Any]:
     """The `thumbs` pass config for `store`, to run with other pixel passes in one decode.
 
@@ -220,8 +225,7 @@ class ThumbsPass(Pass):
 
     def _encode(self, decoded: Decoded) -> tuple[tuple[int, int], bytes]:
         """The thumbnail's size and its encoded bytes."""
-        assert decoded.rgb is not None  # a decode without a failure has pixels
-        im = Image.fromarray(decoded.rgb)
+        im = Image.fromarray(decoded.pixels())
         if max(im.size) > self.config.size:
             # LANCZOS: the working decode already did the large reduction (BOX), so this
             # last small step can afford the sharper filter.
@@ -244,7 +248,7 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
 
 
 def make_thumbnails(
-    store: Any,
+    store: Store,
     *,
     size: int = DEFAULT_SIZE,
     fmt: str = DEFAULT_FORMAT,
@@ -272,7 +276,7 @@ def make_thumbnails(
     done = int(pc.sum(pc.is_in(inputs, done_keys(store, instance))).as_py() or 0)
     if done == len(inputs):
         # Nothing to make: no run (a report built again and again adds no run records).
-        result = {
+        result: dict[str, Any] = {
             "thumbs": {
                 "inputs": done,
                 "already_done": done,
@@ -298,7 +302,7 @@ def make_thumbnails(
     }
 
 
-def missing_thumbnails(store: Any, layer: str) -> int:
+def missing_thumbnails(store: Store, layer: str) -> int:
     """How many rows of a thumbs layer name a file that is not there (deleted by hand):
     the layer counts them as done, so only deleting the layer makes them again.
 
