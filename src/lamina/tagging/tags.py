@@ -426,7 +426,7 @@ def _tags_layer(store: Any) -> tuple[Path, dict[str, Any]]:
 
 
 def current_tags(store: Any) -> pa.Table:
-    """The tags of the layer computed most recently (the current `tags` table), one row
+    """The tags of the current `tags` layer (the one the latest tagging run asked for), one row
     per tagged image (images whose tagging failed are left out: the `tags` layer itself
     has them with their `error`), with the run id that computed it.
 
