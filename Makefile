@@ -31,13 +31,17 @@ demo: setup
 	@echo "exports (tags.csv, folder_medoids.csv, config.json): demo/exports/"
 	@echo "try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
+# CI runs this (.ci/run): ruff, mypy over the typed core, then the suite.
 test: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -n 2
 
+# mypy checks the typed core (src/lamina/core, jobs and passes: see [tool.mypy]).
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m mypy
 
 bench: setup
 	$(BIN)/python bench/scan.py

@@ -35,11 +35,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("lamina.executors",),
 )
 
-# Cycles inside lamina.core that the store's layer API work (branch `layers`) removes:
-# store <-> layers <-> ledger. Listed so that this test holds everything else now; the
-# test fails when one of them is gone, so the entry cannot outlive it.
-PENDING_CYCLES = {frozenset({"lamina.core.store", "lamina.core.layers", "lamina.core.ledger"})}
-
 
 def _modules() -> dict[str, Path]:
     out = {}
@@ -155,8 +150,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 def test_the_import_graph_has_no_cycle() -> None:
     edges = {m: imports_of(m)[0] for m in MODULES}
     cycles = set(_cycles(edges))
-    assert cycles - PENDING_CYCLES == set(), [sorted(c) for c in cycles - PENDING_CYCLES]
-    assert cycles >= PENDING_CYCLES, "a pending cycle is gone: remove it from PENDING_CYCLES"
+    assert cycles == set(), [sorted(c) for c in cycles]
 
 
 def test_imports_only_flow_down_the_layers() -> None:

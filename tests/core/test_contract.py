@@ -9,7 +9,7 @@ import pytest
 
 import lamina.catalog  # noqa: F401 - registers the built-in passes
 from lamina.core.errors import ConfigError
-from lamina.core.passes import REGISTRY, get_pass
+from lamina.core.passes import REGISTRY, get_pass, split_output
 
 BUILT_IN = sorted(REGISTRY)
 
@@ -43,6 +43,6 @@ def test_map_pass_keeps_one_row_per_input_on_empty_input(name: str) -> None:
             "rel_path": pa.array([], pa.string()),
         }
     )
-    out = instance.process(empty)
-    assert out.num_rows == 0
+    out, files = split_output(instance.process(empty))
+    assert out.num_rows == 0 and files == {}
     assert out.schema.names == instance.schema.names

@@ -350,6 +350,7 @@ def test_pixel_passes_get_a_chunk_one_decoded_slice_at_a_time(
     ]
     outs, seconds = runner._decoded_outputs(inputs(10), parts, [Seen(), Seen()], "working")
     assert decoded == [3, 3, 3, 1]  # each image decoded once, at most 3 held at a time
-    assert outs[0]["px"].to_pylist() == [f"px{i}" for i in range(10)]
-    assert outs[1].to_pylist() == [{"image_id": f"id{i:04d}", "px": f"px{i}"} for i in (1, 4, 5, 9)]
+    assert outs[0].table["px"].to_pylist() == [f"px{i}" for i in range(10)]
+    expected = [{"image_id": f"id{i:04d}", "px": f"px{i}"} for i in (1, 4, 5, 9)]
+    assert outs[1].table.to_pylist() == expected and outs[1].files == {}
     assert all(s >= 0 for s in seconds)

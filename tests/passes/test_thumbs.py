@@ -159,3 +159,26 @@ def test_without_a_store_root_it_refuses_rows(source: Path) -> None:
     batch = pa.table({"image_id": ["ab"], "abs_path": [str(source / "big.jpg")]})
     with pytest.raises(ConfigError, match="store_root"):
         get_pass("thumbs").process_decoded(batch, decode_batch(batch, "working"))
+
+
+def test_the_pass_returns_its_files_and_the_runner_writes_them(
+    source: Path, tmp_path: Path
+) -> None:
+    """No store write in the pass: it returns each new thumbnail's bytes with the rows
+    (under its declared `thumbs/` folder), and reuses a file already there."""
+    root = tmp_path / "store"
+    batch = pa.table({"image_id": ["ab12", "cd34"], "abs_path": [str(source / "big.jpg")] * 2})
+    p = get_pass("thumbs", thumbs_config(root))
+    out = p.process_decoded(batch, decode_batch(batch, "working"))
+    rel, other = "thumbs/512-webp-q80/ab/ab12.webp", "thumbs/512-webp-q80/cd/cd34.webp"
+    assert thumb_path(root, "ab12") == root / rel
+    assert sorted(out.files) == [rel, other]
+    assert not root.exists()  # nothing written by the pass
+    assert out.table["bytes"].to_pylist() == [len(out.files[rel])] * 2
+    assert [o.folder for o in p.outputs] == ["thumbs"] and not p.outputs[0].fsync
+    # A thumbnail already there (from an earlier run) is reused, not returned again.
+    (root / rel).parent.mkdir(parents=True)
+    (root / rel).write_bytes(out.files[rel])
+    again = p.process_decoded(batch, decode_batch(batch, "working"))
+    assert sorted(again.files) == [other]
+    assert again.table.equals(out.table)

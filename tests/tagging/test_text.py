@@ -61,3 +61,19 @@ def test_a_damaged_cache_file_is_recomputed(tmp_path: Path) -> None:
     cache_path(store, "m", ["cat"], ()).write_bytes(b"not numpy")
     np.testing.assert_allclose(text_vectors(store, "m", ["cat"], (), embed), first)
     assert len(embed.calls) == 2
+
+
+def test_given_files_the_cache_is_returned_not_written(tmp_path: Path) -> None:
+    """The tags pass's way: new cache files go into `files` for the runner to write."""
+    store = SimpleNamespace(root=tmp_path)
+    files: dict[str, bytes] = {}
+    vectors = text_vectors(store, "m1", ["cat"], (), Counting(), files=files)
+    path = cache_path(store, "m1", ["cat"], ())
+    assert not path.exists()
+    assert list(files) == [path.relative_to(tmp_path).as_posix()]
+    assert files[path.relative_to(tmp_path).as_posix()].startswith(b"\x93NUMPY")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(files[path.relative_to(tmp_path).as_posix()])
+    embed = Counting()
+    np.testing.assert_array_equal(text_vectors(store, "m1", ["cat"], (), embed), vectors)
+    assert embed.calls == []

@@ -81,7 +81,7 @@ def compare_models(
 
 
 PATHS_SQL = """
-select image_id, source || '/' || rel_path as path from files
+select image_id, file_path(source, rel_path) as path from files
 where image_id is not null and status <> 'missing'
 qualify row_number() over (partition by image_id order by source, rel_path) = 1
 """

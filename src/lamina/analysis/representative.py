@@ -104,7 +104,7 @@ def check_representative(rules: tuple[str, ...]) -> None:
 FACTS_SQL = """
 with present as (
     select image_id, count(*)::int as n_files, min(mtime) as first_mtime,
-           min(source || '/' || rel_path) as path from files
+           min(file_path(source, rel_path)) as path from files
     where image_id is not null and status <> 'missing' group by 1
 )
 select p.image_id, p.n_files, p.path,

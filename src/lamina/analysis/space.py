@@ -65,7 +65,7 @@ def global_part(store: Any, pass_name: str, config: dict[str, Any]) -> Path:
     from lamina.core.passes import get_pass
 
     layer = get_pass(pass_name, config).layer_id
-    return store.layer_dir(pass_name, layer) / "part-global.parquet"
+    return store.global_part(pass_name, layer)
 
 
 def read_global(store: Any, pass_name: str, config: dict[str, Any]) -> pa.Table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from lamina.core.errors import ConfigError
@@ -29,17 +30,23 @@ def config_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_hash(config: Any) -> str:
-    """A short, stable hash of a config's values (8 hex chars), independent of key order.
+def config_hash(config: Any, exclude: Iterable[str] = ()) -> str:
+    """A short, stable hash of a config's values (8 hex chars), independent of key order,
+    over every field but those in `exclude` (fields that say how to run, not what).
 
     Example:
         >>> @dataclasses.dataclass(frozen=True)
         ... class Cfg:
         ...     size: int = 512
+        ...     threads: int = 0
         >>> config_hash(Cfg()) == config_hash(Cfg(size=512))
         True
+        >>> config_hash(Cfg(threads=4), exclude=("threads",)) == config_hash(Cfg(), ("threads",))
+        True
     """
-    text = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    skip = set(exclude)
+    values = {k: v for k, v in config_dict(config).items() if k not in skip}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

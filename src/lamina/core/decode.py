@@ -90,6 +90,19 @@ class Decoded:
     detail: str | None
     _grey: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def pixels(self) -> np.ndarray:
+        """`rgb`, or a ValueError naming why there are none (for code past a `failure`
+        check).
+
+        Example:
+            >>> d = Decoded(np.zeros((1, 1, 3), np.uint8), 1, 1, "RGB", False, None, None, None)
+            >>> d.pixels().shape
+            (1, 1, 3)
+        """
+        if self.rgb is None:
+            raise ValueError(f"no pixels ({self.failure})")
+        return self.rgb
+
     def grey(self) -> np.ndarray:
         """`rgb` as 8-bit luma (Pillow's "L": 0.299 R + 0.587 G + 0.114 B), HxW uint8,
         computed once and shared by every pass of the chunk (read-only).
@@ -264,7 +277,7 @@ def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
     if isinstance(orientation, int) and orientation in (5, 6, 7, 8):
         full_w, full_h = full_h, full_w
     digest = hashlib.sha256(f"shrunk {full_w}x{full_h}>{im.width}x{im.height}:".encode())
-    digest.update(pixels)
+    digest.update(pixels.data)
     pixels.flags.writeable = False
     return Decoded(pixels, full_w, full_h, mode, alpha, digest.hexdigest(), None, None)
 
@@ -275,7 +288,7 @@ def _pixel_sha256(rgb: Image.Image, pixels: np.ndarray | None = None) -> str:
     w, h = rgb.size
     digest = hashlib.sha256(f"{w}x{h}:".encode())
     if pixels is not None:
-        digest.update(pixels)
+        digest.update(pixels.data)
         return digest.hexdigest()
     # Big images are hashed in strips of rows, so the hash never doubles their memory.
     rows = max(1, _HASH_STRIP_PIXELS // w)

@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run, done_chunks
-from lamina.core.store import UNDECODABLE, Store, atomic_write_json
+from lamina.core.store import LEDGER_DIR, UNDECODABLE, Store, atomic_write_json
 
 # The decoder's reasons (lamina.core.decode.Decoded.error) that say the bytes do not decode.
 DECODE_REASONS = ("decode_error", "truncated")
@@ -68,12 +68,10 @@ def _decode_layers(store: Store) -> list[tuple[str, Path]]:
     # ones, and a run registers the passes it runs.
     from lamina.core.passes import REGISTRY
 
-    base = store.root / "layers"
     found = []
     for name, cls in sorted(REGISTRY.items()):
-        if cls.decode is None or not (base / name).is_dir():
-            continue
-        found += [(name, d) for d in sorted((base / name).iterdir()) if d.is_dir()]
+        if cls.decode is not None:
+            found += [(name, d) for d in sorted(store.layer_dirs(name))]
     return found
 
 
@@ -110,12 +108,19 @@ def _decoded_view(parts: list[tuple[str, str, str, int]]) -> str:
     return " union all ".join(selects)
 
 
+def _one(cursor: Any) -> tuple[Any, ...]:
+    """The one row an aggregate query returns (DuckDB's `fetchone` is typed optional)."""
+    row = cursor.fetchone()
+    assert row is not None, "an aggregate query returns one row"
+    return tuple(row)
+
+
 def _fingerprint(parts: list[tuple[str, str, str, int]], table: list[Path]) -> str:
     digest = hashlib.sha256()
     for path, _, _, mtime in parts:
         digest.update(f"{path} {mtime}\n".encode())
-    for path in table:
-        digest.update(f"[table] {path.name}\n".encode())
+    for table_part in table:
+        digest.update(f"[table] {table_part.name}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -132,7 +137,7 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
 
     parts = _committed_parts(store)
     table = store.table_files(UNDECODABLE)
-    record = store.root / "ledger" / UNDECODABLE / "synced.json"
+    record = store.root / LEDGER_DIR / UNDECODABLE / "synced.json"
     fingerprint = _fingerprint(parts, table)
     if record.is_file():
         synced = json.loads(record.read_text())
@@ -190,11 +195,13 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
             "(format parquet, compression zstd)"
         )
         os.replace(tmp, dest)
-    (undecodable,) = con.execute("select count(*) from latest where failed").fetchone()
-    (kept,) = con.execute(
-        "select count(*) from current c where c.event = 'failed' "
-        "and c.image_id not in (select image_id from latest)"
-    ).fetchone()
+    (undecodable,) = _one(con.execute("select count(*) from latest where failed"))
+    (kept,) = _one(
+        con.execute(
+            "select count(*) from current c where c.event = 'failed' "
+            "and c.image_id not in (select image_id from latest)"
+        )
+    )
     con.close()
     total = int(undecodable) + int(kept)
     atomic_write_json(
@@ -222,17 +229,21 @@ def decode_summary(store: Store) -> dict[str, Any]:
     if "files" not in tables:
         return {"broken": 0, "undecodable": 0, "not_decoded": 0}
     con = store.connect()
-    broken, undecodable = con.execute(
-        "select count(*) filter (where status = 'broken'), "
-        "count(*) filter (where reason = 'undecodable') from files where status <> 'missing'"
-    ).fetchone()
+    broken, undecodable = _one(
+        con.execute(
+            "select count(*) filter (where status = 'broken'), "
+            "count(*) filter (where reason = 'undecodable') from files where status <> 'missing'"
+        )
+    )
     not_decoded = 0
     if "signals" in tables and "images" in tables:
-        (not_decoded,) = con.execute(
-            "select count(*) from signals s join images i using (image_id) "
-            "where s.error is not null and i.status = 'ok' and s.image_id in "
-            "(select image_id from files where status <> 'missing')"
-        ).fetchone()
+        (not_decoded,) = _one(
+            con.execute(
+                "select count(*) from signals s join images i using (image_id) "
+                "where s.error is not null and i.status = 'ok' and s.image_id in "
+                "(select image_id from files where status <> 'missing')"
+            )
+        )
     return {"broken": broken, "undecodable": undecodable, "not_decoded": not_decoded}
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from types import ModuleType
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import pyarrow as pa
 from PIL import Image
@@ -187,7 +187,7 @@ def _sniff_tiff(head: bytes) -> str:
     """TIFF, or the TIFF-based RAW that IFD0 gives away (Canon/Nikon/Sony/Adobe)."""
     if head[8:11] == b"CR\x02":
         return "CR2"
-    order = "little" if head[:2] == b"II" else "big"
+    order: Literal["little", "big"] = "little" if head[:2] == b"II" else "big"
     if head[2:4] in (b"+\0", b"\0+"):  # BigTIFF: no camera writes it
         return "TIFF"
     ifd = int.from_bytes(head[4:8], order)
@@ -583,7 +583,8 @@ def _iso_datetime(value: Any) -> str | None:
     if match is None:
         return None
     try:
-        return datetime(*(int(g) for g in match.groups())).isoformat()
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        return datetime(year, month, day, hour, minute, second).isoformat()
     except ValueError:  # 0000:00:00 00:00:00 and friends
         return None
 

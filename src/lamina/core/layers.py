@@ -18,8 +18,8 @@ by hand). Readers must still never see the key twice, so:
   `lamina verify` after checking. Readers deduplicate only a layer whose parts no longer
   match its certificate (a run in progress or killed, or an older store).
 
-Layers without chunk records (global passes' `part-global.parquet`, or parts written by
-hand) are read as they are: every part, no deduplication.
+Layers without chunk records (a global pass's one part, `lamina.core.store.GLOBAL_PART`,
+or parts written by hand) are read as they are: every part, no deduplication.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.layout import LAYERS_DIR, LEDGER_DIR, atomic_write_json, atomic_write_parquet
 from lamina.core.ledger import done_chunks, utc_now, write_chunk_record
-from lamina.core.store import atomic_write_json, atomic_write_parquet
 
 CERTIFICATE = "keys.checked"  # JSON, but not `*.json`: the ledger's readers glob those
 
@@ -47,7 +47,7 @@ def ledger_dir_of(layer_dir: Path) -> Path:
         >>> ledger_dir_of(Path("/s/layers/embed/1-ab")).as_posix()
         '/s/ledger/embed/1-ab'
     """
-    return layer_dir.parents[2] / "ledger" / layer_dir.parent.name / layer_dir.name
+    return layer_dir.parents[2] / LEDGER_DIR / layer_dir.parent.name / layer_dir.name
 
 
 def is_chunked(layer_dir: Path) -> bool:
@@ -182,7 +182,7 @@ def check_layer(layer_dir: Path, *, certify_clean: bool = False) -> LayerCheck:
 
 def map_layer_dirs(root: Path) -> list[Path]:
     """Every map pass's layer folder in the store at `root` (those with chunk records)."""
-    base = root / "layers"
+    base = root / LAYERS_DIR
     if not base.is_dir():
         return []
     return sorted(d for d in base.glob("*/*") if d.is_dir() and is_chunked(d))
@@ -191,7 +191,8 @@ def map_layer_dirs(root: Path) -> list[Path]:
 def repair_layer(layer_dir: Path) -> dict[str, int]:
     """Make the reading rule permanent: drop every row whose key an earlier part (by name)
     already holds. A part left empty is removed with its record; one left smaller is
-    rewritten with its old mtime (so the layer stays where it was in `layer_dirs`' order)
+    rewritten with its old mtime (so that, in a store without a current pointer, the
+    layer stays where it was in `layer_dirs`' order)
     and its record's `rows` updated. Safe only under the store's write lock; each step
     leaves a readable layer, so a crash midway loses nothing (run it again).
 

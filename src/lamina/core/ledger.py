@@ -22,9 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lamina.core.store import Store, atomic_write_json
+from lamina.core.layout import atomic_write_json
+
+if TYPE_CHECKING:
+    from lamina.core.store import Store
 
 # Packages whose versions can change a result; recorded with every run.
 RECORDED_PACKAGES = (

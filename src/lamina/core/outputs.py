@@ -31,9 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.core.store import LEDGER_DIR, Store, add_macros
+
+# What an output check takes for "the store": one, several (a command that writes for
+# two), or None (no store involved).
+StoreOrStores = Store | Sequence[Store | None] | None
 
 STORE_OUTPUT_DIRS = ("exports", "report")
-RECORD = Path("ledger") / "outputs.json"
+RECORD = Path(LEDGER_DIR) / "outputs.json"
 FORCE_HINT = "choose a new file name, or pass --force to replace it"
 
 
@@ -41,7 +46,7 @@ class OutputError(LaminaError):
     """An output path lamina refuses to write (the message says which rule)."""
 
 
-def _stores(store: Any) -> list[Any]:
+def _stores(store: StoreOrStores) -> list[Store]:
     if store is None:
         return []
     if isinstance(store, Sequence):
@@ -59,14 +64,14 @@ def _both(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return given, given.resolve()
 
 
-def _files(store: Any, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+def _files(store: Store, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     """Rows of `sql` over the store's `files` table (none when it has no table yet)."""
     import duckdb
 
     parts = store.table_files("files")
     if not parts:
         return []
-    con = duckdb.connect()
+    con = add_macros(duckdb.connect())
     try:
         listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
         con.execute(f"create view files as select * from read_parquet([{listing}])")
@@ -75,17 +80,17 @@ def _files(store: Any, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         con.close()
 
 
-def _sources(store: Any) -> list[str]:
+def _sources(store: Store) -> list[str]:
     return [r[0] for r in _files(store, "select distinct source from files")]
 
 
-def _recorded(store: Any, given: Path, real: Path) -> str | None:
+def _recorded(store: Store, given: Path, real: Path) -> str | None:
     """The recorded file `given` is (by path, or by identity when it exists), or None."""
     import duckdb
 
     rows = _files(
         store,
-        "select source || '/' || rel_path from files where source || '/' || rel_path in (?, ?)",
+        "select file_path(source, rel_path) from files where file_path(source, rel_path) in (?, ?)",
         [str(given), str(real)],
     )
     if rows:
@@ -99,11 +104,11 @@ def _recorded(store: Any, given: Path, real: Path) -> str | None:
     try:
         candidates = _files(
             store,
-            "select source || '/' || rel_path from files where size = ? and status <> 'missing'",
+            "select file_path(source, rel_path) from files where size = ? and status <> 'missing'",
             [st.st_size],
         )
     except duckdb.Error:  # a files table without sizes (written by hand): every row
-        candidates = _files(store, "select source || '/' || rel_path from files")
+        candidates = _files(store, "select file_path(source, rel_path) from files")
     for (candidate,) in candidates:
         with contextlib.suppress(OSError):
             other = os.stat(candidate)
@@ -112,7 +117,7 @@ def _recorded(store: Any, given: Path, real: Path) -> str | None:
     return None
 
 
-def _noted(store: Any) -> dict[str, Any]:
+def _noted(store: Store) -> dict[str, Any]:
     try:
         return json.loads((store.root / RECORD).read_text())
     except (OSError, ValueError):
@@ -135,7 +140,7 @@ def _ours(stores: list[Any], real: Path) -> bool:
 
 
 def check_output_path(
-    store: Any,
+    store: StoreOrStores,
     path: str | os.PathLike[str],
     *,
     force: bool = False,
@@ -196,7 +201,7 @@ def check_output_path(
     return real
 
 
-def record_output(store: Any, path: str | os.PathLike[str]) -> None:
+def record_output(store: StoreOrStores, path: str | os.PathLike[str]) -> None:
     """Note that lamina wrote `path` (its size and time), so the next run may replace
     it without --force. Best effort: a store that cannot be written keeps no note.
 
@@ -217,7 +222,7 @@ def record_output(store: Any, path: str | os.PathLike[str]) -> None:
 
 
 def write_output(
-    store: Any,
+    store: StoreOrStores,
     path: str | os.PathLike[str],
     data: str | bytes,
     *,

@@ -22,13 +22,12 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -39,10 +38,18 @@ import pyarrow.parquet as pq
 from lamina.core.errors import StoreError
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
-from lamina.core.passes import Pass, get_pass
+from lamina.core.passes import Pass, PassOutput, get_pass, split_output
 from lamina.core.progress import Progress
-from lamina.core.store import Store, atomic_write_json, atomic_write_parquet, fenced_commit
-from lamina.executors.local import LocalExecutor, exit_if_orphaned
+from lamina.core.store import (
+    Store,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    fenced_commit,
+    layer_path,
+    ledger_path,
+)
+from lamina.executors.local import LocalExecutor, default_workers, exit_if_orphaned
 
 log = logging.getLogger("lamina")
 
@@ -150,13 +157,14 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 def _decoded_outputs(
     batch: pa.Table, parts: list[PassPart], instances: list[Pass], recipe: str
-) -> tuple[list[pa.Table], list[float]]:
+) -> tuple[list[PassOutput], list[float]]:
     """Each pass's output for its rows, decoding DECODE_SLICE images at a time: every pass
     sees an image while it is decoded, so a worker holds one slice of pixels, not a chunk's
     (256 working images are ~270 MB), and each image is still decoded once."""
     from lamina.core.decode import decode_batch
 
     outs: list[list[pa.Table]] = [[] for _ in parts]
+    files: list[dict[str, bytes]] = [{} for _ in parts]
     seconds = [0.0] * len(parts)
     for start in range(0, batch.num_rows, DECODE_SLICE):
         stop = min(batch.num_rows, start + DECODE_SLICE)
@@ -171,20 +179,55 @@ def _decoded_outputs(
                 rows = [r for r in part.rows if start <= r < stop]
             if rows:
                 sub = batch.take(_indices(rows))
-                outs[k].append(instance.process_decoded(sub, [decoded[r - start] for r in rows]))
+                out = instance.process_decoded(sub, [decoded[r - start] for r in rows])
+                table, written = split_output(out)
+                outs[k].append(table)
+                files[k].update(written)
             seconds[k] += share + time.monotonic() - t0
         del decoded
-    tables = [
-        pa.concat_tables(o) if o else instance.schema.empty_table()
-        for o, instance in zip(outs, instances, strict=True)
+    results = [
+        PassOutput(pa.concat_tables(o) if o else instance.schema.empty_table(), f)
+        for o, f, instance in zip(outs, files, instances, strict=True)
     ]
-    return tables, seconds
+    return results, seconds
+
+
+def check_files(instance: Pass, files: dict[str, bytes]) -> None:
+    """Refuse a file a pass returned outside the folders it declared (`Pass.outputs`), or
+    a path that could leave them (absolute, `..`).
+
+    Example:
+        >>> check_files(get_pass("thumbs"), {"layers/x.parquet": b""})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: pass thumbs returned the file 'layers/x.parquet' outside its declared ...
+    """
+    folders = [PurePosixPath(o.folder) for o in instance.outputs]
+    for rel in files:
+        path = PurePosixPath(rel)
+        inside = any(path.parts[: len(f.parts)] == f.parts for f in folders)
+        if path.is_absolute() or ".." in path.parts or not inside or path in folders:
+            declared = ", ".join(o.folder for o in instance.outputs) or "none"
+            raise RuntimeError(
+                f"pass {instance.name} returned the file {rel!r} outside its declared "
+                f"outputs ({declared})"
+            )
+
+
+def write_files(root: Path, instance: Pass, files: dict[str, bytes]) -> None:
+    """Write a pass's files under the store `root`, each atomically (a temporary file
+    renamed into place), flushed to disk unless its folder says it need not be."""
+    check_files(instance, files)
+    for rel, data in sorted(files.items()):
+        path = PurePosixPath(rel)
+        spec = next(o for o in instance.outputs if path.is_relative_to(o.folder))
+        atomic_write_bytes(root / rel, data, fsync=spec.fsync)
 
 
 def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     """Run one chunk in this process: decode once if the passes need pixels (a slice of
-    images at a time), then for each pass process its rows, check them, write the part,
-    then the ledger record.
+    images at a time), then for each pass process its rows, check them, write its files
+    (`Pass.outputs`), the part, then the ledger record.
 
     The two writes are fenced (`fenced_commit`): when the run that asked for the chunk no
     longer holds the store's lock (it was killed and another started), nothing is written.
@@ -192,7 +235,7 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     batch = _from_ipc(task.batch)
     instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
     recipe = instances[0].decode
-    decoded_outs: list[pa.Table] | None = None
+    decoded_outs: list[PassOutput] | None = None
     decode_seconds = [0.0] * len(task.parts)
     if recipe is not None:
         decoded_outs, decode_seconds = _decoded_outputs(batch, list(task.parts), instances, recipe)
@@ -202,27 +245,33 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
         t0 = time.monotonic() - decode_seconds[k]
         rows = list(part.rows) if part.rows is not None else None
         sub = batch if rows is None else batch.take(_indices(rows))
-        out = decoded_outs[k] if decoded_outs is not None else instance.process(sub)
+        out, files = split_output(
+            decoded_outs[k] if decoded_outs is not None else instance.process(sub)
+        )
+        check_files(instance, files)
         if out.num_rows != sub.num_rows:
             raise RuntimeError(
                 f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
             )
         out = out.select(instance.schema.names).cast(instance.schema)
-        layer_dir = root / "layers" / part.pass_name / part.layer_id
+        layer_dir = layer_path(root, part.pass_name, part.layer_id)
         error_rows = 0
         if "error" in out.column_names:
             error_rows = out.num_rows - out["error"].null_count
         seconds = time.monotonic() - t0
         exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
         with fenced_commit(root, task.lock_token):
+            # The pass's files first: a committed row may name its file.
+            write_files(root, instance, files)
             atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
             write_chunk_record(
-                root / "ledger" / part.pass_name / part.layer_id,
+                ledger_path(root, part.pass_name, part.layer_id),
                 part.chunk_id,
                 {
                     "chunk_id": part.chunk_id,
                     "pass": part.pass_name,
                     "layer": part.layer_id,
+                    "config": part.config,
                     "run_id": task.run_id,
                     "rows": out.num_rows,
                     "error_rows": error_rows,
@@ -416,7 +465,7 @@ def run_map_passes(
     result_key = dict(zip(layers, result_keys(instances), strict=True))
     by_layer = {layer: MapResult(inputs=inputs.num_rows) for layer in layers}
     chunk_size = chunk_size or store.chunk_size
-    executor = executor or LocalExecutor(workers)
+    executor = executor or LocalExecutor(workers or plan_workers(instances))
     for group in _groups(instances):
         needs_all = []
         for instance in group:
@@ -461,16 +510,55 @@ def run_map_passes(
             run,
             progress,
         )
-    if store.lock_token is not None:
-        # Under the lock, with no duplicate at the start (_heal) and only this run's
-        # commits since (disjoint from what was done and from each other), every layer
-        # holds each key once: say so, so that readers need not check.
-        for instance in instances:
-            layer_dir = store.layer_dir(instance.name, instance.layer_id)
-            parts = readable_parts(layer_dir)
-            if parts:
-                certify(layer_dir, parts)
+    for instance in instances:
+        layer_dir = store.layer_dir(instance.name, instance.layer_id)
+        parts = readable_parts(layer_dir)
+        if not parts:
+            continue
+        if store.lock_token is not None:
+            # Under the lock, with no duplicate at the start (_heal) and only this run's
+            # commits since (disjoint from what was done and from each other), every
+            # layer holds each key once: say so, so that readers need not check.
+            certify(layer_dir, parts)
+        # The layer this run asked for is now the pass's current one (the last config
+        # given, when a pass runs under several), whatever the files' times say.
+        store.set_current(instance.name, instance.layer_id, run.run_id)
     return {result_key[layer]: result for layer, result in by_layer.items()}
+
+
+def available_memory_mb() -> int:
+    """Memory this machine has free now, in MB (what a new worker can count on)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available // 2**20)
+
+
+# Of the free memory, the share the workers may plan to use (the main process, the OS's
+# file cache and the decoded pixels in flight need the rest).
+MEMORY_SHARE = 0.8
+
+
+def plan_workers(
+    instances: list[Pass], cores: int | None = None, memory_mb: int | None = None
+) -> int:
+    """How many workers a run of `instances` gets when none is asked for, from the
+    passes' `resources`: every core (over the most `cpu` a pass asks for), but no more
+    than the free memory holds, a worker holding every pass of the run (its models stay
+    loaded between chunks). At least one.
+
+    Example:
+        >>> plan_workers([get_pass("signals")], cores=8, memory_mb=64_000)
+        8
+        >>> plan_workers([get_pass("embed"), get_pass("classify")], cores=8, memory_mb=8_000)
+        2
+    """
+    cores = default_workers() if cores is None else cores
+    memory_mb = available_memory_mb() if memory_mb is None else memory_mb
+    cpu = max((i.resources.cpu for i in instances), default=1.0)
+    per_worker = sum(i.resources.memory_mb for i in instances) or 1
+    by_cpu = int(cores / max(cpu, 1e-9))
+    by_memory = int(memory_mb * MEMORY_SHARE // per_worker)
+    return max(1, min(by_cpu, by_memory))
 
 
 def _heal(store: Store, instance: Pass, run: Run) -> None:
@@ -609,25 +697,27 @@ def input_fingerprint(store: Store, names: Iterable[str], paths: Iterable[Path] 
 def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = False) -> dict:
     """Run a global pass unless its inputs and config are unchanged since it last ran.
 
-    Its layer holds one part (`part-global.parquet`), replaced atomically; the ledger
-    record `global.json` names the input fingerprint it was computed from.
+    Its layer holds one part (`Store.global_part`), replaced atomically; the ledger record
+    (`Store.global_record`) names the input fingerprint it was computed from. Either way
+    its layer becomes the pass's current one (`Store.set_current`).
     """
     if instance.kind != "global":
         raise TypeError(f"{instance.name} is not a global pass")
     fingerprint = input_fingerprint(store, instance.reads, instance.input_paths(store))
-    record_path = store.ledger_dir(instance.name, instance.layer_id) / "global.json"
-    part = store.layer_dir(instance.name, instance.layer_id) / "part-global.parquet"
+    record_path = store.global_record(instance.name, instance.layer_id)
+    part = store.global_part(instance.name, instance.layer_id)
     if not force and record_path.exists() and part.exists():
         record = json.loads(record_path.read_text())
         if record.get("inputs") == fingerprint:
-            if store.current_layer_dir(instance.name) != part.parent:
+            if store.current_pointer(instance.name) != instance.layer_id:
                 # Back to a config computed before (a policy tried, then the default
                 # again): make its layer the current one, which is what `sql` shows.
-                os.utime(part)
+                store.set_current(instance.name, instance.layer_id, run.run_id)
             return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
     t0 = time.monotonic()
-    out = instance.compute(store)
+    out, files = split_output(instance.compute(store))
     out = out.select(instance.schema.names).cast(instance.schema)
+    write_files(store.root, instance, files)
     atomic_write_parquet(part, out)
     seconds = round(time.monotonic() - t0, 3)
     atomic_write_json(
@@ -635,6 +725,7 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
         {
             "pass": instance.name,
             "layer": instance.layer_id,
+            "config": instance.config_dict(),
             "inputs": fingerprint,
             "rows": out.num_rows,
             "run_id": run.run_id,
@@ -642,13 +733,14 @@ def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = Fal
             "finished": utc_now(),
         },
     )
+    store.set_current(instance.name, instance.layer_id, run.run_id)
     return {"skipped": False, "rows": out.num_rows, "layer": instance.layer_id, "seconds": seconds}
 
 
 # -- running passes over a store -------------------------------------------------------------
 
 IMAGE_INPUTS_SQL = """
-select i.*, f.source, f.rel_path, f.source || '/' || f.rel_path as abs_path
+select i.*, f.source, f.rel_path, file_path(f.source, f.rel_path) as abs_path
 from images i
 join (
     select image_id, source, rel_path from files

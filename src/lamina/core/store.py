@@ -4,8 +4,9 @@ Layout (see docs/ARCHITECTURE.md)::
 
     <store>/lamina.toml                 schema version, chunk size (fixed at init)
     <store>/tables/<table>/*.parquet    files, images, file_events, meta
-    <store>/layers/<pass>/<ver>-<cfg>/part-<chunk>.parquet
-    <store>/ledger/<pass>/<ver>-<cfg>/chunk-<chunk>.json
+    <store>/layers/<pass>/<ver>-<cfg>/part-<chunk>.parquet   (a global pass: part-global)
+    <store>/ledger/<pass>/<ver>-<cfg>/chunk-<chunk>.json     (a global pass: global.json)
+    <store>/current/<pass>.json         which layer of the pass is current (see below)
     <store>/runs/<run_id>/run.json
     <store>/tmp/                        staging for atomic writes and commits
 
@@ -19,12 +20,21 @@ One command writes at a time: it holds the write lock (`<store>/lock`, an flock 
 drops when the holder dies) and writes a fresh random token into the file. Chunk commits
 are fenced by that token (`fenced_commit`): a worker of a killed command that is still
 running cannot commit after a new command took the lock.
+
+Every name of that layout is spelled in `lamina.core.layout` and nowhere else
+(`layer_path`, `ledger_path`, `GLOBAL_PART`, `GLOBAL_RECORD`, `current_path`, re-exported
+here): other modules ask for paths.
+
+The *current* layer of a pass (what `sql` and `table` call `<pass>`) is named by a pointer
+record, `current/<pass>.json`, written atomically by the runner when a run finishes the
+layer (`Store.set_current`), so copying a store or touching its files never changes the
+answer. A pass without a pointer (a store written before pointers, format 1) falls back
+to the old rule: its layer whose part was written last.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -33,17 +43,65 @@ import shutil
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lamina.core.errors import StoreError
+from lamina.core.layout import (  # re-exported: the store's own names, asked of it
+    CURRENT_DIR,
+    GLOBAL_PART,
+    GLOBAL_RECORD,
+    LAYERS_DIR,
+    LEDGER_DIR,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    current_path,
+    layer_path,
+    ledger_path,
+    not_writable,
+    write_error,
+)
+
+__all__ = [
+    "GLOBAL_PART",
+    "GLOBAL_RECORD",
+    "LAYERS_DIR",
+    "LEDGER_DIR",
+    "SCHEMA_VERSION",
+    "TABLE_NAMES",
+    "UNDECODABLE",
+    "LayerInfo",
+    "LockLostError",
+    "Store",
+    "add_macros",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "fenced_commit",
+    "find_store",
+    "layer_path",
+    "ledger_path",
+    "lock_token",
+    "not_writable",
+    "resolve_store_path",
+    "write_error",
+]
+
+if TYPE_CHECKING:
+    import duckdb
 
 STORE_DIRNAME = ".lamina"
-SCHEMA_VERSION = 1
+# The store's format, `schema_version` in lamina.toml. 1: the current layer was the one
+# written last (by file time); 2: named by `current/<pass>.json`. A lamina opens every
+# format up to its own (a format-1 store falls back to file times where it has no
+# pointer) and refuses a newer one.
+SCHEMA_VERSION = 2
 DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
@@ -71,44 +129,57 @@ FENCE_FILE = "fence"  # the commit fence: flock, shared by commits, exclusive at
 FENCE_WAIT_S = 60.0  # how long a new lock holder waits for an old commit in flight
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a pass, as `Store.layers` lists it.
+
+    `config` and `written` come from the run record and ledger that wrote it (None when
+    they are gone, as in a store assembled by hand); `current` says whether it is the
+    layer `sql` and `table` call `<pass>`.
+    """
+
+    pass_name: str
+    layer_id: str
+    rows: int
+    run_id: str | None
+    written: str | None
+    current: bool
+    path: Path
+    config: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> str:
+        """The pass version part of the layer id ("1" of "1-ab12cd34")."""
+        return self.layer_id.split("-", 1)[0]
+
+    @property
+    def config_hash(self) -> str:
+        """The config hash part of the layer id ("ab12cd34" of "1-ab12cd34")."""
+        return self.layer_id.split("-", 1)[-1]
+
+
+# SQL macros of every connection `Store.connect` makes (and `add_macros` adds to others):
+# `file_path(source, rel_path)` is a manifest file's absolute path, spelled once here.
+SQL_MACROS = (
+    "create or replace temp macro file_path(source, rel_path) as source || '/' || rel_path",
+)
+
+
+def add_macros(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Define lamina's SQL macros (`SQL_MACROS`) on a DuckDB connection; returns it.
+
+    Example:
+        >>> import duckdb
+        >>> add_macros(duckdb.connect()).execute("select file_path('/p', 'a/b.jpg')").fetchone()
+        ('/p/a/b.jpg',)
+    """
+    for macro in SQL_MACROS:
+        con.execute(macro)
+    return con
+
+
 class LockLostError(StoreError):
     """A chunk was about to be committed for a command that no longer holds the lock."""
-
-
-def not_writable(root: Path, exc: OSError) -> StoreError:
-    """The error every command gives when the store at `root` cannot be written.
-
-    Example:
-        >>> print(not_writable(Path("/s"), OSError(errno.EROFS, "Read-only file system")))
-        the store /s is not writable: Read-only file system
-          fix: fix its permissions or choose another store with --store
-    """
-    return StoreError(
-        f"the store {root} is not writable: {exc.strerror or exc}",
-        hint="fix its permissions or choose another store with --store",
-    )
-
-
-def write_error(path: Path, exc: OSError) -> StoreError:
-    """The StoreError for a failed write of `path`, with the fix that fits the cause: a
-    store that cannot be written gets the same message from every command.
-
-    Example:
-        >>> write_error(Path("/x/y"), OSError(errno.ENOSPC, "No space left on device")).hint
-        'free some disk space or choose another store with --store'
-    """
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        root = next((p for p in path.parents if (p / "lamina.toml").is_file()), None)
-        if root is not None:
-            return not_writable(root, exc)
-        return StoreError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint=f"make {path.parent} writable",
-        )
-    return StoreError(
-        f"cannot write {path}: {exc.strerror or exc}",
-        hint="free some disk space or choose another store with --store",
-    )
 
 
 def find_store(start: Path | None = None) -> Path | None:
@@ -139,50 +210,6 @@ def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if os.environ.get(ENV_STORE):
         return Path(os.environ[ENV_STORE]).expanduser().absolute()
     return find_store() or (Path.cwd() / STORE_DIRNAME).absolute()
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write `data` to `path` through a temporary file and a rename, so a crash leaves
-    either the old file or the new one, never half of one. `fsync=False` skips the flush
-    to disk, for files that can be made again (thumbnails): after a power cut such a file
-    may be empty, never half-written by another.
-
-    Example:
-        >>> import tempfile; p = Path(tempfile.mkdtemp()) / "x.json"
-        >>> atomic_write_bytes(p, b"{}"); p.read_bytes()
-        b'{}'
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from exc
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """`atomic_write_bytes` for a JSON document (sorted keys, UTF-8, indented)."""
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
-
-
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    """Write an Arrow table as Parquet at `path` atomically (zstd-compressed)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from exc
 
 
 def lock_token(root: Path) -> str | None:
@@ -254,9 +281,9 @@ class Store:
         self.chunk_size = int(settings.get("chunk_size", DEFAULT_CHUNK_SIZE))
         if self.schema_version > SCHEMA_VERSION:
             raise StoreError(
-                f"the store {root} has schema version {self.schema_version}, newer than "
-                f"this lamina understands ({SCHEMA_VERSION})",
-                hint="upgrade lamina",
+                f"the store {root} has format (schema_version) {self.schema_version}, "
+                f"written by a newer lamina; this lamina reads formats up to {SCHEMA_VERSION}",
+                hint="upgrade lamina (pip install -U lamina) to open it",
             )
 
     # -- opening -------------------------------------------------------------------------
@@ -287,7 +314,7 @@ class Store:
     def _init(root: Path, chunk_size: int) -> None:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            for sub in ("tables", "layers", "ledger", "runs", "tmp", "cache"):
+            for sub in ("tables", LAYERS_DIR, LEDGER_DIR, CURRENT_DIR, "runs", "tmp", "cache"):
                 (root / sub).mkdir(exist_ok=True)
         except OSError as exc:
             raise StoreError(
@@ -306,10 +333,25 @@ class Store:
         return self.root / "tables" / name
 
     def layer_dir(self, pass_name: str, layer_id: str) -> Path:
-        return self.root / "layers" / pass_name / layer_id
+        """The folder of a layer's parts (it may not exist yet)."""
+        return layer_path(self.root, pass_name, layer_id)
 
     def ledger_dir(self, pass_name: str, layer_id: str) -> Path:
-        return self.root / "ledger" / pass_name / layer_id
+        """The folder of a layer's ledger records (it may not exist yet)."""
+        return ledger_path(self.root, pass_name, layer_id)
+
+    def global_part(self, pass_name: str, layer_id: str) -> Path:
+        """The one part file of a global pass's layer (it may not exist yet).
+
+        Example:
+            >>> store.global_part("tags", "1-ab12cd34").name  # doctest: +SKIP
+            'part-global.parquet'
+        """
+        return self.layer_dir(pass_name, layer_id) / GLOBAL_PART
+
+    def global_record(self, pass_name: str, layer_id: str) -> Path:
+        """The ledger record of a global pass's layer (`inputs`, `rows`, `run_id`, ...)."""
+        return self.ledger_dir(pass_name, layer_id) / GLOBAL_RECORD
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
@@ -452,28 +494,234 @@ class Store:
             return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
         from lamina.core.layers import readable_parts
 
-        folder = self.current_layer_dir(name)
-        return readable_parts(folder) if folder is not None else []
+        layer = self.current_layer_dir(name)
+        return readable_parts(layer) if layer is not None else []
 
     def layer_dirs(self, pass_name: str) -> list[Path]:
-        """Every version/config of a pass's layer, newest last."""
-        base = self.root / "layers" / pass_name
+        """Every version/config of a pass's layer that has a part: by the time their parts
+        were written, except that the current layer (see `current_layer_dir`) comes last.
+
+        Example:
+            >>> [d.name for d in store.layer_dirs("embed")]  # doctest: +SKIP
+            ['1-1a2b3c4d', '1-9f8e7d6c']
+        """
+        base = self.root / LAYERS_DIR / pass_name
         if not base.is_dir():
             return []
         dirs = [d for d in base.iterdir() if d.is_dir() and any(d.glob("part-*.parquet"))]
-        return sorted(dirs, key=lambda d: max(p.stat().st_mtime_ns for p in d.glob("*.parquet")))
+        dirs.sort(key=lambda d: (max(p.stat().st_mtime_ns for p in d.glob("*.parquet")), d.name))
+        pointed = self.current_pointer(pass_name)
+        if pointed is not None:
+            current = self.layer_dir(pass_name, pointed)
+            if current in dirs:
+                dirs.remove(current)
+                dirs.append(current)
+        return dirs
+
+    def current_pointer(self, pass_name: str) -> str | None:
+        """The layer id `current/<pass>.json` names, or None when there is no pointer (a
+        pass never run since pointers, or a damaged record)."""
+        try:
+            record = json.loads(current_path(self.root, pass_name).read_text())
+        except (OSError, ValueError):
+            return None
+        layer = record.get("layer") if isinstance(record, dict) else None
+        return layer if isinstance(layer, str) and layer else None
 
     def current_layer_dir(self, pass_name: str) -> Path | None:
-        """The layer of `pass_name` written most recently (what `sql` calls `<pass_name>`)."""
+        """The current layer of `pass_name` (what `sql` calls `<pass_name>`): the one its
+        pointer names; without a pointer (an older store), the one written last.
+
+        Example:
+            >>> store.current_layer_dir("tags").name  # doctest: +SKIP
+            '1-ab12cd34'
+        """
         dirs = self.layer_dirs(pass_name)
         return dirs[-1] if dirs else None
+
+    def set_current(self, pass_name: str, layer_id: str, run_id: str | None = None) -> None:
+        """Make `layer_id` the current layer of `pass_name` (one atomic write). The runner
+        calls it when a run finishes a layer, under the store's write lock.
+
+        Example:
+            >>> store.set_current("tags", "1-ab12cd34", run.run_id)  # doctest: +SKIP
+        """
+        from lamina.core.ledger import utc_now
+
+        record = {"pass": pass_name, "layer": layer_id, "run_id": run_id, "set": utc_now()}
+        atomic_write_json(current_path(self.root, pass_name), record)
+
+    def layer_names(self) -> list[str]:
+        """The passes that have at least one layer with a part, sorted.
+
+        Example:
+            >>> store.layer_names()  # doctest: +SKIP
+            ['classify', 'embed', 'scan', 'signals']
+        """
+        base = self.root / LAYERS_DIR
+        if not base.is_dir():
+            return []
+        return sorted(d.name for d in base.iterdir() if d.is_dir() and self.layer_dirs(d.name))
+
+    def layers(self, name: str | None = None) -> list[LayerInfo]:
+        """Every layer (of pass `name`, or of every pass) with what wrote it: rows, run id,
+        the time of its last commit, the config from its run record, and whether it is the
+        current one. Oldest first per pass, the current one last.
+
+        Example:
+            >>> [(i.layer_id, i.current) for i in store.layers("embed")]  # doctest: +SKIP
+            [('1-1a2b3c4d', False), ('1-9f8e7d6c', True)]
+        """
+        names = self.layer_names() if name is None else [self._known_pass(name)]
+        infos = []
+        for pass_name in names:
+            dirs = self.layer_dirs(pass_name)
+            for folder in dirs:
+                infos.append(self._layer_info(pass_name, folder, current=folder == dirs[-1]))
+        return infos
+
+    def layer(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        config: Mapping[str, Any] | str | None = None,
+    ) -> LayerInfo:
+        """One layer of pass `name`: the current one, or the one of `version` (default:
+        the pass's version now) and `config` (a config dict, as the pass takes it, or a
+        config hash). An unknown pass, version or config is an error listing what exists.
+
+        Example:
+            >>> store.layer("embed", config={"model": "efficientnet_lite0"}).rows  # doctest: +SKIP
+            312
+        """
+        self._known_pass(name)
+        dirs = self.layer_dirs(name)
+        if version is None and config is None:
+            return self._layer_info(name, dirs[-1], current=True)
+        have = [d.name for d in dirs]
+        if config is None:
+            matches = [d for d in dirs if d.name.split("-", 1)[0] == str(version)]
+            if not matches:
+                versions = sorted({n.split("-", 1)[0] for n in have})
+                raise StoreError(
+                    f"the store {self.root} has no layer of {name!r} at version {version!r} "
+                    f"(versions: {', '.join(versions)})",
+                    hint=f"layers of {name}: {', '.join(have)}",
+                )
+            return self._layer_info(name, matches[-1], current=matches[-1] == dirs[-1])
+        if isinstance(config, str):
+            digest, ver = config, version
+        else:
+            from lamina.core.passes import get_pass
+
+            instance = get_pass(name, dict(config))
+            digest, ver = instance.config_hash, version or instance.version
+        wanted = [n for n in have if n.split("-", 1)[-1] == digest]
+        if ver is not None:
+            wanted = [n for n in wanted if n.split("-", 1)[0] == str(ver)]
+        if not wanted:
+            label = f"{ver}-{digest}" if ver is not None else f"config hash {digest}"
+            raise StoreError(
+                f"the store {self.root} has no layer {label} of {name!r} "
+                f"(layers: {', '.join(have)})",
+                hint=f"run the {name} pass with that config, or pick one of its layers",
+            )
+        folder = self.layer_dir(name, wanted[-1])
+        return self._layer_info(name, folder, current=folder == dirs[-1])
+
+    def read_layer(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        config: Mapping[str, Any] | str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """A layer's rows (each key once), chosen as `layer` chooses it.
+
+        Example:
+            >>> store.read_layer("embed", config={"model": "efficientnet_lite0"})  # doctest: +SKIP
+        """
+        from lamina.core.layers import read_layer
+
+        info = self.layer(name, version=version, config=config)
+        table = read_layer(info.path, columns)
+        if table is None:  # parts removed since `layer` looked
+            raise StoreError(f"the layer {name}/{info.layer_id} has no part left")
+        return table
+
+    def _known_pass(self, name: str) -> str:
+        """`name`, when the store has a layer of that pass; else an error naming those
+        it has."""
+        if not isinstance(name, str) or not self.layer_dirs(name):
+            have = ", ".join(self.layer_names()) or "none yet"
+            raise StoreError(
+                f"the store {self.root} has no layer of the pass {name!r} (passes with "
+                f"layers: {have})",
+                hint="run the pass first (`lamina run`, or its own command)",
+            )
+        return name
+
+    def _layer_info(self, pass_name: str, folder: Path, *, current: bool) -> LayerInfo:
+        from lamina.core.layers import readable_parts
+
+        parts = readable_parts(folder)
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        record = self._last_record(pass_name, folder.name)
+        run_id = record.get("run_id")
+        config = record.get("config")
+        if not isinstance(config, dict):  # a record written before configs were in it
+            config = self._run_config(run_id, pass_name, folder.name)
+        return LayerInfo(
+            pass_name=pass_name,
+            layer_id=folder.name,
+            rows=rows,
+            run_id=run_id,
+            written=record.get("finished"),
+            current=current,
+            path=folder,
+            config=config,
+        )
+
+    def _last_record(self, pass_name: str, layer_id: str) -> dict[str, Any]:
+        """The layer's newest ledger record (by its `finished` time), or {}."""
+        ledger = self.ledger_dir(pass_name, layer_id)
+        best: dict[str, Any] = {}
+        for path in sorted(ledger.glob("*.json")) if ledger.is_dir() else ():
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and str(record.get("finished") or "") >= str(
+                best.get("finished") or ""
+            ):
+                best = record
+        return best
+
+    def _run_config(
+        self, run_id: str | None, pass_name: str, layer_id: str
+    ) -> dict[str, Any] | None:
+        """The config a run record gives for this layer (`run_passes` records each pass's
+        config and layer), or None."""
+        if not run_id:
+            return None
+        try:
+            record = json.loads((self.run_dir(run_id) / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        passes = (record.get("config") or {}).get("passes") or {}
+        for key, entry in passes.items() if isinstance(passes, dict) else ():
+            named = key == pass_name or key.startswith(f"{pass_name}/")
+            if named and isinstance(entry, dict) and entry.get("layer") == layer_id:
+                config = entry.get("config")
+                return config if isinstance(config, dict) else None
+        return None
 
     def available_tables(self) -> list[str]:
         """Names of every table and layer that has data."""
         names = [n for n in TABLE_NAMES if self.table_files(n)]
-        layers = self.root / "layers"
-        if layers.is_dir():
-            names += sorted(d.name for d in layers.iterdir() if self.layer_dirs(d.name))
+        names += self.layer_names()
         if any(self.root.glob("runs/*/run.json")):
             names.append("runs")
         return names
@@ -485,7 +733,7 @@ class Store:
             >>> sorted(store.view_files())  # doctest: +SKIP
             ['files', 'images', 'runs', 'scan']
         """
-        views = {}
+        views: dict[str, list[Path]] = {}
         for name in self.available_tables():
             if name == "runs":
                 views[name] = sorted(self.root.glob("runs/*/run.json"))
@@ -493,8 +741,11 @@ class Store:
                 views[name] = self.table_files(name)
         return views
 
-    def connect(self, *, sandbox: bool = False, allow_files: bool = False) -> Any:
-        """A DuckDB connection with one view per table and layer, plus `runs`.
+    def connect(
+        self, *, sandbox: bool = False, allow_files: bool = False
+    ) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per table and layer, plus `runs`, and the
+        macro `file_path(source, rel_path)` (a file's absolute path).
 
         The plain connection is a trusted API (for Python code the user writes): its SQL
         can read and write any file the process can. `sandbox=True` gives the connection
@@ -508,7 +759,7 @@ class Store:
         """
         import duckdb
 
-        con = duckdb.connect()
+        con = add_macros(duckdb.connect())
         # DuckDB spills big queries into `.tmp/` of the current folder, which may be a source.
         con.execute(f"SET temp_directory = '{_sq(str(self.tmp_dir / 'duckdb'))}'")
         views = self.view_files()

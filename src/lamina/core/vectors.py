@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,9 @@ import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
 from lamina.core.layers import readable_parts
+
+if TYPE_CHECKING:
+    from lamina.core.store import Store
 
 EMBED_PASS = "embed"
 
@@ -72,28 +75,30 @@ def _layer_models(folder: Path) -> set[str]:
     return models
 
 
-def embedding_layers(store: Any) -> dict[str, Path]:
-    """Model name → the layer folder holding its vectors (the newest when a model was
-    embedded under several configs)."""
+def embedding_layers(store: Store) -> dict[str, Path]:
+    """Model name → the layer folder holding its vectors (the current layer, else the
+    newest, when a model was embedded under several configs); in `Store.layer_dirs`'
+    order, the current embed layer last."""
     found: dict[str, Path] = {}
-    for folder in store.layer_dirs(EMBED_PASS):  # oldest first, so newer ones win
+    for folder in store.layer_dirs(EMBED_PASS):  # the current one last, so it wins
         for model in _layer_models(folder):
+            found.pop(model, None)  # re-inserted: the dict keeps the layers' order
             found[model] = folder
     return found
 
 
-def list_models(store: Any) -> list[str]:
-    """The models that have vectors in the store, newest layer last.
+def list_models(store: Store) -> list[str]:
+    """The models that have vectors in the store, the current embed layer's last (the
+    model embedded by the latest `lamina embed`).
 
     Example:
         >>> list_models(store)  # doctest: +SKIP
         ['efficientnet_lite0:imagenet']
     """
-    layers = embedding_layers(store)
-    return sorted(layers, key=lambda m: layers[m].stat().st_mtime)
+    return list(embedding_layers(store))
 
 
-def load_embeddings(store: Any, model: str | None = None) -> Embeddings:
+def load_embeddings(store: Store, model: str | None = None) -> Embeddings:
     """Every stored vector of `model` (default: the model embedded most recently),
     skipping error rows.
 

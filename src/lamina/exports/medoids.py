@@ -12,7 +12,7 @@ The CSV has exactly the header ``folder,medoid_rel_path,cosine_to_centroid``:
 * `cosine_to_centroid`: its cosine similarity to the folder's mean direction, 4 decimals.
 
 Rows are sorted by folder. The folder medoids do not depend on the clustering options, only
-on the model, so any `medoids` layer of the model will do: the newest is used.
+on the model, so any `medoids` layer of the model will do: the current one, else the newest.
 A medoids layer with no rows (every image broken, so nothing was embedded) gives an
 empty table and a CSV holding only the header, not an error.
 """
@@ -64,7 +64,8 @@ def folder_medoids(store: Any, *, model: str | None = None) -> pa.Table:
 
 
 def _medoids_layer(store: Any, model: str | None) -> pa.Table:
-    """The newest `medoids` layer (of `model`, when given) that has folder rows.
+    """The current `medoids` layer, else the newest (of `model`, when given) that has
+    folder rows.
 
     A layer with no rows at all (the pass ran, but no image had a vector: every image
     broken) is an answer too, an empty one: when no layer has rows of `model`, the newest
@@ -76,7 +77,7 @@ def _medoids_layer(store: Any, model: str | None) -> pa.Table:
         raise LaminaError(f"the store {store.root} has no medoids yet", hint=hint)
     empty: pa.Table | None = None
     for layer in reversed(layers):
-        part = layer / "part-global.parquet"
+        part = store.global_part("medoids", layer.name)
         if not part.exists():
             continue
         table = pq.read_table(part)

@@ -94,7 +94,7 @@ LIST_SEP = "|"
 TOP = 5
 
 _EXPORT_SQL = """
-select f.source || '/' || f.rel_path as path, f.rel_path, {width} as width, {height} as height,
+select file_path(f.source, f.rel_path) as path, f.rel_path, {width} as width, {height} as height,
        t.top1, t.top1_score, t.top_labels[1:{top}] as top5_labels,
        t.top_scores[1:{top}] as top5_scores, a.approved_labels, t.run_id, t.model_name
 from files f

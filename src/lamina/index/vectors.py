@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
-from lamina.core.store import Store, atomic_write_json, atomic_write_parquet
+from lamina.core.store import Store, add_macros, atomic_write_json, atomic_write_parquet
 from lamina.core.vectors import embedding_layers, list_models, load_embeddings
 
 INDEX_VERSION = 1
@@ -490,9 +490,9 @@ def image_paths(store: Store, image_ids: list[str]) -> dict[str, str]:
     import duckdb
 
     rows = (
-        duckdb.connect()
+        add_macros(duckdb.connect())
         .execute(
-            f"select image_id, source || '/' || rel_path from {files} "
+            f"select image_id, file_path(source, rel_path) from {files} "
             "where image_id in (select unnest(?::varchar[])) and status <> 'missing' "
             "qualify row_number() over (partition by image_id "
             "order by (status <> 'ok'), source, rel_path) = 1",
@@ -517,10 +517,10 @@ def manifest_match(store: Store, query: str) -> list[tuple[str | None, str]]:
         absolutes.add(p.resolve().as_posix())
     rel = query[2:] if query.startswith("./") else query
     rows = (
-        duckdb.connect()
+        add_macros(duckdb.connect())
         .execute(
-            f"select distinct image_id, source || '/' || rel_path as path from {files} "
-            "where status <> 'missing' and (source || '/' || rel_path in "
+            f"select distinct image_id, file_path(source, rel_path) as path from {files} "
+            "where status <> 'missing' and (file_path(source, rel_path) in "
             "(select unnest(?::varchar[])) or rel_path = ?) order by path",
             [sorted(absolutes), rel],
         )

@@ -158,9 +158,9 @@ def tag_images(
     result = run_passes(
         store, passes, command="tag", workers=workers, progress=progress, max_images=max_images
     )
-    part = store.layer_dir(TAGS_PASS, tags.layer_id) / "part-global.parquet"
+    part = store.global_part(TAGS_PASS, tags.layer_id)
     table = pq.read_table(part)
-    record = json.loads((store.ledger_dir(TAGS_PASS, tags.layer_id) / "global.json").read_text())
+    record = json.loads(store.global_record(TAGS_PASS, tags.layer_id).read_text())
     tagged = table.filter(pc.is_null(table["error"]))
     failed = table.filter(pc.is_valid(table["error"]))
     if max_images:

@@ -21,8 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,6 @@ import pyarrow as pa
 
 from lamina.backends.embedders import DEFAULT_SPEC, describe_embedder, load_embedder
 from lamina.backends.embedders.efficientnet import vectors_and_logits
-from lamina.core.config import config_dict
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError
 from lamina.core.passes import Pass, Resources, register
@@ -70,6 +67,7 @@ class ClassifyPass(Pass):
     name = "classify"
     version = "1"
     Config = ClassifyConfig
+    run_only = RUN_ONLY
     decode = "working"
     reads = ("images",)
     schema = SCHEMA
@@ -87,13 +85,6 @@ class ClassifyPass(Pass):
         if self.config.batch_size < 1 or self.config.threads < 0:
             raise ConfigError("classify: batch_size must be >= 1 and threads >= 0")
         self.embedder: Any = None
-
-    @property
-    def config_hash(self) -> str:
-        """A hash of the fields that change the output (everything but RUN_ONLY)."""
-        values = {k: v for k, v in config_dict(self.config).items() if k not in RUN_ONLY}
-        text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def _device(self) -> str | None:
         return None if self.config.device == "auto" else self.config.device
@@ -162,7 +153,7 @@ class ClassifyPass(Pass):
             errors[i] = decoded.failure
             if errors[i] is None:
                 todo.append(i)
-        probs = self._classify([images[i].rgb for i in todo], todo, errors)
+        probs = self._classify([images[i].pixels() for i in todo], todo, errors)
         classes_col: list[list[int] | None] = [None] * n
         probs_col: list[list[float] | None] = [None] * n
         k = self.config.topk

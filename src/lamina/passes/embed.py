@@ -16,9 +16,7 @@ compute, so they do not name the layer (a re-run with another batch size resumes
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import multiprocessing
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,7 +31,6 @@ from lamina.backends.embedders import (
     parse_spec,
 )
 from lamina.backends.embedders.efficientnet import vectors_and_logits
-from lamina.core.config import config_dict
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.passes import Pass, Resources, register
@@ -81,6 +78,7 @@ class EmbedPass(Pass):
     name = EMBED_PASS
     version = "1"
     Config = EmbedConfig
+    run_only = RUN_ONLY
     decode = "working"
     reads = ("images",)
     # The default model's; an instance's `schema` has its model's dimension once loaded.
@@ -104,14 +102,6 @@ class EmbedPass(Pass):
                     hint=f"pip install '{requirement}'",
                 )
         self.embedder: Any = None
-
-    @property
-    def config_hash(self) -> str:
-        """A hash of the fields that change the vectors (the same formula as
-        `lamina.core.config.config_hash`, over everything but RUN_ONLY)."""
-        values = {k: v for k, v in config_dict(self.config).items() if k not in RUN_ONLY}
-        text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def _load(self, threads: int | None) -> Any:
         device = None if self.config.device == "auto" else self.config.device
@@ -173,7 +163,7 @@ class EmbedPass(Pass):
             errors[i] = decoded.failure
             if errors[i] is None:
                 todo.append(i)
-        vectors = self._embed([images[i].rgb for i in todo], todo, errors)
+        vectors = self._embed([images[i].pixels() for i in todo], todo, errors)
         done = [i for i in todo if errors[i] is None]
         position = dict(zip(done, range(len(done)), strict=True))
         dim = self.embedder.dim

@@ -196,15 +196,15 @@ def grey_stack(rgb: np.ndarray, grey: np.ndarray | None = None) -> dict[str, np.
     """
     img = Image.fromarray(rgb).convert("L") if grey is None else Image.fromarray(grey)
     k = min(img.size) // REDUCED_SIDE
-    grey = img.reduce(k) if k >= 2 else img
-    w, h = grey.size
+    small = img.reduce(k) if k >= 2 else img
+    w, h = small.size
     scale = max(2 ** int(np.log2(min(w, h, REDUCED_SIDE))), 8)
     return {
-        "p": _resized(grey, 32, 32),
-        "d": _resized(grey, 9, 8),  # 9 wide, 8 high
-        "d_t": _resized(grey, 8, 9),  # for the transforms that swap the axes
-        "a": _resized(grey, 8, 8),
-        "w": np.asarray(grey.resize((scale, scale), LANCZOS), dtype=np.int64),
+        "p": _resized(small, 32, 32),
+        "d": _resized(small, 9, 8),  # 9 wide, 8 high
+        "d_t": _resized(small, 8, 9),  # for the transforms that swap the axes
+        "a": _resized(small, 8, 8),
+        "w": np.asarray(small.resize((scale, scale), LANCZOS), dtype=np.int64),
     }
 
 
@@ -253,7 +253,7 @@ def compute_hashes(greys: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     }
 
 
-def _whash_one(w: np.ndarray) -> np.int64:
+def _whash_one(w: np.ndarray) -> np.ndarray:
     s = w.shape[0] // 8  # the scale differs by image, so one at a time
     blocks = w.reshape(8, s, 8, s).sum(axis=(1, 3))
     return pack_bits(_median_bits(blocks.astype(np.float64)))

@@ -341,6 +341,7 @@ def arrow_column(values: list[Any], type_: pa.DataType) -> pa.Array:
         return pa.Array.from_buffers(
             type_, n, [validity, pa.py_buffer(np.packbits(bits, bitorder="little"))], nulls
         )
+    dtype: type[np.int64] | type[np.float64]
     if pa.types.is_integer(type_):
         wide, dtype = pa.int64(), np.int64
     elif pa.types.is_floating(type_):
@@ -348,8 +349,8 @@ def arrow_column(values: list[Any], type_: pa.DataType) -> pa.Array:
     else:
         raise TypeError(f"arrow_column: unsupported type {type_}")
     filler = 0 if dtype is np.int64 else 0.0
-    data = np.fromiter((filler if v is None else v for v in values), dtype=dtype, count=n)
-    array = pa.Array.from_buffers(wide, n, [validity, pa.py_buffer(data)], nulls)
+    numbers = np.fromiter((filler if v is None else v for v in values), dtype=dtype, count=n)
+    array = pa.Array.from_buffers(wide, n, [validity, pa.py_buffer(numbers)], nulls)
     # A checked cast: an out-of-range integer raises, as pa.array(values, type_) does.
     return array if wide == type_ else array.cast(type_)
 
@@ -380,7 +381,7 @@ def _listing_batch(scope: Scope, entries: list[WalkEntry]) -> pa.RecordBatch:
         exts.append(os.path.splitext(name)[1].lower())
     sizes = [e.size for e in entries]
     mtimes = [e.mtime_ns for e in entries]
-    columns = {
+    columns: dict[str, list[Any]] = {
         "file_key": [
             file_key(source, rel, size, mtime)
             for rel, size, mtime in zip(rels, sizes, mtimes, strict=True)

@@ -8,33 +8,36 @@ thumbnail's long side is `size` (<= 512), or the image's own when it is smaller.
 Each file has a name fixed by the image and the *recipe* (size, format, quality):
 ``<store>/thumbs/<recipe>/<image_id[:2]>/<image_id>.<ext>``, e.g.
 ``thumbs/512-webp-q80/3f/3f9c….webp``; the same bytes always get the same name, so the HTML
-report and the web UI can link thumbnails without asking the store. A file is written to a
-temporary name and renamed into place (no fsync: it is a cache, and a file that does not
-open is made again); an existing one that opens is reused, never rewritten.
+report and the web UI can link thumbnails without asking the store. The pass declares the
+`thumbs/` folder as its output and returns each new file's bytes with its rows; the runner
+writes them, each to a temporary name renamed into place (no fsync: it is a cache, and a
+file that does not open is made again), in the chunk's commit. An existing one that opens
+is reused, never rewritten.
 
 The layer (`layers/thumbs/1-<hash>/`) has one row per image: `thumb` (the path relative to
 the store root), the thumbnail's `width`/`height`, its `bytes`, and `error` (why an image
-has no thumbnail: its decode failed). The config's `store_root` says where to write (workers
-only see the config) and is left out of the layer hash, so a moved store keeps its layer.
+has no thumbnail: its decode failed). The config's `store_root` says where earlier files are
+(workers only see the config) and is left out of the layer hash, so a moved store keeps its
+layer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from PIL import Image
 
-from lamina.core.config import config_dict
 from lamina.core.decode import RECIPES, Decoded
 from lamina.core.errors import ConfigError
-from lamina.core.passes import Pass, Resources, register
-from lamina.core.store import atomic_write_bytes
+from lamina.core.passes import FileOutputs, Pass, PassOutput, Resources, register
+
+if TYPE_CHECKING:
+    from lamina.core.store import Store
 
 THUMBS_DIR = "thumbs"  # under the store root
 FORMATS = {"webp": ("WEBP", "webp"), "jpeg": ("JPEG", "jpg")}  # name -> (Pillow format, ext)
@@ -108,9 +111,16 @@ def _check(size: int, fmt: str, quality: int) -> None:
         raise ConfigError(f"thumbs: quality must be 1..100, not {quality!r}")
 
 
-def thumbs_root(store: Any) -> Path:
-    """A Store's root, or a path given for one."""
-    return Path(getattr(store, "root", store)).absolute()
+def thumbs_root(store: Store | str | os.PathLike[str]) -> Path:
+    """A Store's root, or a path given for one (a `Path` too: its own `.root` is "/").
+
+    Example:
+        >>> thumbs_root(Path("/data/store")).as_posix()
+        '/data/store'
+    """
+    if isinstance(store, (str, os.PathLike)):
+        return Path(store).absolute()
+    return Path(store.root).absolute()
 
 
 def _rel_path(image_id: str, recipe: str) -> str:
@@ -118,7 +128,9 @@ def _rel_path(image_id: str, recipe: str) -> str:
     return f"{THUMBS_DIR}/{recipe}/{image_id[:2]}/{image_id}.{ext}"
 
 
-def thumb_path(store: Any, image_id: str, recipe: str | None = None) -> Path:
+def thumb_path(
+    store: Store | str | os.PathLike[str], image_id: str, recipe: str | None = None
+) -> Path:
     """Where the thumbnail of `image_id` is (or will be) for `recipe` (default: 512-webp-q80).
 
     Example:
@@ -129,7 +141,10 @@ def thumb_path(store: Any, image_id: str, recipe: str | None = None) -> Path:
 
 
 def thumbs_config(
-    store: Any, size: int = DEFAULT_SIZE, fmt: str = DEFAULT_FORMAT, quality: int = 80
+    store: Store | str | os.PathLike[str],
+    size: int = DEFAULT_SIZE,
+    fmt: str = DEFAULT_FORMAT,
+    quality: int = 80,
 ) -> dict[str, Any]:
     """The `thumbs` pass config for `store`, to run with other pixel passes in one decode.
 
@@ -152,9 +167,12 @@ class ThumbsPass(Pass):
     name = "thumbs"
     version = "1"
     Config = ThumbsConfig
+    run_only = RUN_ONLY
     decode = "working"
     reads = ("images",)
     schema = THUMBS_SCHEMA
+    # Written by the runner, not flushed: a thumbnail lost to a power cut is made again.
+    outputs = (FileOutputs(THUMBS_DIR, fsync=False),)
     resources = Resources(cpu=1.0, memory_mb=512)
 
     def __init__(self, config: Any = None) -> None:
@@ -162,16 +180,9 @@ class ThumbsPass(Pass):
         c = self.config
         self.recipe = thumb_recipe(c.size, c.format, c.quality)
 
-    @property
-    def config_hash(self) -> str:
-        """A hash of the fields that change the thumbnails (all but RUN_ONLY), by the formula
-        of `lamina.core.config.config_hash`."""
-        values = {k: v for k, v in config_dict(self.config).items() if k not in RUN_ONLY}
-        text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-    def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
-        """One row per image: its thumbnail written (or found) under the store, or why not.
+    def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> PassOutput:
+        """One row per image: its thumbnail (found under the store, or made and returned
+        for the runner to write), or why not.
 
         Example:
             >>> from lamina.core.decode import decode_batch
@@ -185,30 +196,35 @@ class ThumbsPass(Pass):
                 hint="build the config with lamina.passes.thumbs.thumbs_config(store)",
             )
         rows: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        files: dict[str, bytes] = {}
         for image_id, decoded in zip(batch["image_id"].to_pylist(), images, strict=True):
-            row = self._one(image_id, decoded)
+            row = self._one(image_id, decoded, files)
             for name in self.schema.names:
                 rows[name].append(row.get(name))
-        return pa.table(rows, schema=self.schema)
+        return PassOutput(pa.table(rows, schema=self.schema), files)
 
-    def _one(self, image_id: str, decoded: Decoded) -> dict[str, Any]:
+    def _one(self, image_id: str, decoded: Decoded, files: dict[str, bytes]) -> dict[str, Any]:
         if decoded.failure is not None:
             return {"image_id": image_id, "error": decoded.failure}
         rel = _rel_path(image_id, self.recipe)
         path = Path(self.config.store_root) / rel
         size = _existing_size(path)
         if size is None:
-            size = self._write(path, decoded)
+            size, files[rel] = self._encode(decoded)
+            n_bytes = len(files[rel])
+        else:
+            n_bytes = path.stat().st_size
         return {
             "image_id": image_id,
             "thumb": rel,
             "width": size[0],
             "height": size[1],
-            "bytes": path.stat().st_size,
+            "bytes": n_bytes,
         }
 
-    def _write(self, path: Path, decoded: Decoded) -> tuple[int, int]:
-        im = Image.fromarray(decoded.rgb)
+    def _encode(self, decoded: Decoded) -> tuple[tuple[int, int], bytes]:
+        """The thumbnail's size and its encoded bytes."""
+        im = Image.fromarray(decoded.pixels())
         if max(im.size) > self.config.size:
             # LANCZOS: the working decode already did the large reduction (BOX), so this
             # last small step can afford the sharper filter.
@@ -218,9 +234,7 @@ class ThumbsPass(Pass):
         # No metadata is written: the pixels are already upright, so no EXIF orientation.
         options = {"method": WEBP_METHOD} if pillow_format == "WEBP" else {}
         im.save(buffer, pillow_format, quality=self.config.quality, **options)
-        # Not flushed to disk: a thumbnail lost to a power cut is made again.
-        atomic_write_bytes(path, buffer.getvalue(), fsync=False)
-        return im.size
+        return im.size, buffer.getvalue()
 
 
 def _existing_size(path: Path) -> tuple[int, int] | None:
@@ -232,7 +246,7 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def missing_thumbnails(store: Any, layer: str) -> int:
+def missing_thumbnails(store: Store, layer: str) -> int:
     """How many rows of a thumbs layer name a file that is not there (deleted by hand):
     the layer counts them as done, so only deleting the layer makes them again.
 

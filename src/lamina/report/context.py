@@ -68,7 +68,7 @@ def open_context(store: Store) -> ReportContext:
         # An image held by several files is shown by its first present path.
         con.execute(
             "create temp view image_paths as select image_id, "
-            "min(source || '/' || rel_path) as path, count(*) as n_files from files "
+            "min(file_path(source, rel_path)) as path, count(*) as n_files from files "
             "where image_id is not null and status <> 'missing' group by image_id"
         )
     return ReportContext(store, con, tables)

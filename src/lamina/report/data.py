@@ -119,7 +119,7 @@ def statuses(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
     )
     ranked = ctx.rows(
         "select status, reason, path, detail from (select status, reason, "
-        "source || '/' || rel_path as path, detail, row_number() over "
+        "file_path(source, rel_path) as path, detail, row_number() over "
         "(partition by status, reason order by source, rel_path) as k from files "
         "where not (status = 'ok' and reason is null)) where k <= ? order by path",
         [cap],
@@ -350,7 +350,7 @@ def _groups(ctx: ReportContext, table: str, measure: str, where: str) -> list[di
 # The files a dedupe would delete: every file of a non-representative image, and all but
 # the first file of a representative (its byte copies), with their bytes.
 REDUNDANT_FILES_SQL = """
-select f.source || '/' || f.rel_path as path, f.size from (
+select file_path(f.source, f.rel_path) as path, f.size from (
     select image_id, source, rel_path, size, row_number() over (
         partition by image_id order by source, rel_path) as k
     from files where image_id is not null and status <> 'missing') f
@@ -586,13 +586,13 @@ def problems(ctx: ReportContext, cap: int = PROBLEM_CAP) -> Section:
     if ctx.has("files"):
         scan = ", ".join(_sql_literal(s) for s in SCAN_PROBLEMS)
         per_file.append(
-            "select source || '/' || rel_path as path, image_id, 'scan' as layer, "
+            "select file_path(source, rel_path) as path, image_id, 'scan' as layer, "
             "status || coalesce(': ' || reason, '') || coalesce(' (' || detail || ')', '') "
             f"as reason from files where status in ({scan})"
         )
         if parts:
             per_file.append(
-                "select f.source || '/' || f.rel_path as path, e.image_id, e.layer, e.reason "
+                "select file_path(f.source, f.rel_path) as path, e.image_id, e.layer, e.reason "
                 f"from ({' union all '.join(parts)}) e join files f using (image_id) "
                 "where f.status <> 'missing'"
             )

@@ -112,18 +112,21 @@ def embed_text(texts: list[str]) -> np.ndarray:
     )
 
 
-def label_class_similarity(store: Any, labels: list[str], *, batch: int = 256) -> np.ndarray:
+def label_class_similarity(
+    store: Any, labels: list[str], *, batch: int = 256, files: dict[str, bytes] | None = None
+) -> np.ndarray:
     """(len(labels), 1000) cosine similarity between each label and each ImageNet class
-    name, from text vectors cached in the store (see `lamina.tagging.text`).
+    name, from text vectors cached in the store (see `lamina.tagging.text`; `files`: as
+    there, new cache files are added to it rather than written).
 
     Example:
         >>> label_class_similarity(store, ["cat"]).shape  # doctest: +SKIP
         (1, 1000)
     """
     model_id = text_model_id()
-    label_vectors = text_vectors(store, model_id, labels, (), embed_text, batch=batch)
+    label_vectors = text_vectors(store, model_id, labels, (), embed_text, batch=batch, files=files)
     class_vectors = text_vectors(
-        store, model_id, list(imagenet_class_names()), (), embed_text, batch=batch
+        store, model_id, list(imagenet_class_names()), (), embed_text, batch=batch, files=files
     )
     return label_vectors @ class_vectors.T
 

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from collections.abc import Sequence
@@ -42,10 +41,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lamina.core.config import config_dict
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.layers import read_layer
-from lamina.core.passes import Pass, get_pass, register
+from lamina.core.passes import FileOutputs, Pass, PassOutput, get_pass, register
 from lamina.core.vectors import embedding_layers, load_embeddings
 from lamina.tagging import offline as offline_tagger
 from lamina.tagging.labels import (
@@ -59,7 +57,7 @@ from lamina.tagging.offline import (
     offline_scores,
     text_model_id,
 )
-from lamina.tagging.text import text_vectors
+from lamina.tagging.text import CACHE_DIR, text_vectors
 
 TAGS_PASS = "tags"
 CLIP_THRESHOLD = 0.25
@@ -183,8 +181,11 @@ class TagsPass(Pass):
     version = "1"
     kind = "global"
     Config = TagsConfig
+    run_only = RUN_ONLY
     reads = ("files",)
     schema = SCHEMA
+    # The label text vectors cache (lamina.tagging.text), written by the runner.
+    outputs = (FileOutputs("/".join(CACHE_DIR)),)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -234,13 +235,6 @@ class TagsPass(Pass):
     def offline(self) -> bool:
         return self.config.model == OFFLINE_MODEL
 
-    @property
-    def config_hash(self) -> str:
-        """A hash of the fields that change the tags (everything but RUN_ONLY)."""
-        values = {k: v for k, v in config_dict(self.config).items() if k not in RUN_ONLY}
-        text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-
     def describe(self) -> dict[str, Any]:
         """How the scores are made, for the run record.
 
@@ -277,13 +271,16 @@ class TagsPass(Pass):
         if not self.config.labels:
             raise ConfigError("the tags pass needs labels", hint=TAG_HINT)
 
-    def compute(self, store: Any) -> pa.Table:
+    def compute(self, store: Any) -> PassOutput:
+        """Every present image's tags; label text vectors not cached yet are returned as
+        files for the runner to write (`outputs`)."""
         self._check_labels()
         present = _present_ids(store)
+        files: dict[str, bytes] = {}
         if self.offline:
-            ids, errors, scores = self._offline_inputs(store, present)
+            ids, errors, scores = self._offline_inputs(store, present, files)
         else:
-            ids, errors, scores = self._clip_inputs(store, present)
+            ids, errors, scores = self._clip_inputs(store, present, files)
         cfg = self.config
         ok = [i for i, e in enumerate(errors) if e is None]
         k = min(cfg.topk, len(cfg.labels))
@@ -294,7 +291,7 @@ class TagsPass(Pass):
         col_over: list[Any] = [None] * n
         for j, i in enumerate(ok):
             col_labels[i], col_scores[i], col_over[i] = top_labels[j], top_scores[j], over[j]
-        return pa.table(
+        table = pa.table(
             {
                 "image_id": pa.array(ids, pa.string()),
                 "model_name": pa.array([cfg.model] * n, pa.string()),
@@ -307,9 +304,10 @@ class TagsPass(Pass):
             },
             schema=self.schema,
         )
+        return PassOutput(table, files)
 
     def _offline_inputs(
-        self, store: Any, present: set[str] | None
+        self, store: Any, present: set[str] | None, files: dict[str, bytes]
     ) -> tuple[list[str], list[str | None], np.ndarray]:
         """Image ids (sorted), their error (None when scored) and the scores of the
         scored ones, in order, from the classify layer."""
@@ -334,7 +332,9 @@ class TagsPass(Pass):
         labels = list(self.config.labels)
         if not good.num_rows:
             return ids, errors, np.zeros((0, len(labels)), np.float32)
-        similarity = label_class_similarity(store, labels, batch=self.config.batch_labels)
+        similarity = label_class_similarity(
+            store, labels, batch=self.config.batch_labels, files=files
+        )
         k = len(good["classes"][0])
         classes = good["classes"].combine_chunks().flatten().to_numpy().reshape(-1, k)
         probs = good["probs"].combine_chunks().flatten().to_numpy().reshape(-1, k)
@@ -346,7 +346,7 @@ class TagsPass(Pass):
         return ids, errors, np.concatenate(blocks).astype(np.float32)
 
     def _clip_inputs(
-        self, store: Any, present: set[str] | None
+        self, store: Any, present: set[str] | None, files: dict[str, bytes]
     ) -> tuple[list[str], list[str | None], np.ndarray]:
         """Image ids (sorted), their error (None when scored) and the cosine scores of
         the scored ones, in order, from the model's embed layer and the label texts."""
@@ -362,7 +362,13 @@ class TagsPass(Pass):
             return load_text_embedder(cfg.model).embed_texts(texts)
 
         text = text_vectors(
-            store, cfg.model, list(cfg.labels), cfg.templates, embed, batch=cfg.batch_labels
+            store,
+            cfg.model,
+            list(cfg.labels),
+            cfg.templates,
+            embed,
+            batch=cfg.batch_labels,
+            files=files,
         )
         if len(good_ids) and text.shape[1] != vectors.shape[1]:
             raise LaminaError(
@@ -412,14 +418,14 @@ def _embed_errors(store: Any, model: str, present: set[str] | None) -> dict[str,
 
 def _tags_layer(store: Any) -> tuple[Path, dict[str, Any]]:
     folder = store.current_layer_dir(TAGS_PASS)
-    record_path = store.ledger_dir(TAGS_PASS, folder.name) / "global.json" if folder else None
+    record_path = store.global_record(TAGS_PASS, folder.name) if folder else None
     if folder is None or record_path is None or not record_path.exists():
         raise LaminaError(f"the store {store.root} has no tags yet", hint=TAG_HINT)
     return folder, json.loads(record_path.read_text())
 
 
 def current_tags(store: Any) -> pa.Table:
-    """The tags of the layer computed most recently (the current `tags` table), one row
+    """The tags of the current `tags` layer (the one the latest tagging run asked for), one row
     per tagged image (images whose tagging failed are left out: the `tags` layer itself
     has them with their `error`), with the run id that computed it.
 
@@ -431,7 +437,7 @@ def current_tags(store: Any) -> pa.Table:
         'run_id'
     """
     folder, record = _tags_layer(store)
-    table = pq.read_table(folder / "part-global.parquet")
+    table = pq.read_table(store.global_part(TAGS_PASS, folder.name))
     table = table.filter(pc.is_null(table["error"])).drop_columns(["error"])
     run_id = pa.array([record.get("run_id")] * table.num_rows, pa.string())
     return table.append_column("run_id", run_id)

@@ -81,11 +81,13 @@ def text_vectors(
     embed: Callable[[list[str]], np.ndarray],
     *,
     batch: int = 256,
+    files: dict[str, bytes] | None = None,
 ) -> np.ndarray:
     """(len(texts), dim) unit vectors of `texts` put through each template (the bare
     texts when `templates` is empty) and averaged, from the cache when it has them; else
     `embed` (strings -> vectors) is called on `batch` strings at a time and the result
-    cached.
+    cached: written now, or, given `files` (a pass's files, see
+    `lamina.core.passes.PassOutput`), added there for the runner to write.
 
     Example:
         >>> v = text_vectors(store, e.id, ["cat"], ("{}",), e.embed_texts)  # doctest: +SKIP
@@ -110,5 +112,8 @@ def text_vectors(
     out = _unit(mean)
     buffer = io.BytesIO()
     np.save(buffer, out, allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    if files is not None:
+        files[path.relative_to(Path(store.root)).as_posix()] = buffer.getvalue()
+    else:
+        atomic_write_bytes(path, buffer.getvalue())
     return out
