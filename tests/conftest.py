@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# The suite runs offline: lamina downloads missing hub weights by default, and no test may
+# (set before huggingface_hub is imported, which reads it once). The tests of the download
+# path clear it and serve a fake hub (tests/backends/embedders/fake_hub.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from lamina.core.store import Store
@@ -22,12 +23,14 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Store, dict
 
 def test_every_file_gets_its_true_status(scanned: tuple[dict, Store, dict]) -> None:
     truth, store, summary = scanned
-    files = {r["rel_path"]: r for r in store.table("files").to_pylist()}
+    # What the scan itself wrote (the views add what decoding finds: see the last test).
+    table = pq.read_table(store.table_dir("files") / "files.parquet")
+    files = {r["rel_path"]: r for r in table.to_pylist()}
     assert set(files) == set(truth)
     for path, expected in truth.items():
         got = (files[path]["status"], files[path]["reason"])
         if expected["found_by"] == "decode":
-            # Damage inside pixel data: the header is intact, so the manifest says ok.
+            # Damage inside pixel data: the header is intact, so the scan says ok.
             assert got == ("ok", None), path
         else:
             assert got == (expected["status"], expected["reason"]), path
@@ -129,3 +132,31 @@ def test_sense_groups_copies_with_their_original(sensed: tuple[dict, dict[str, d
     ]
     groups = [rows[p]["group_id"] for p in originals if rows[p]["group_id"] is not None]
     assert len(groups) == len(set(groups))
+
+
+def test_undecodable_files_are_broken_and_every_count_agrees(
+    scanned: tuple[dict, Store, dict], sensed: tuple[dict, dict[str, dict]]
+) -> None:
+    from lamina.cli.sense import sensed_line
+    from lamina.manifest.status import store_status
+    from lamina.report.context import open_context
+    from lamina.report.data import overview
+
+    truth, store, _ = scanned
+    files = {r["rel_path"]: r for r in store.table("files").to_pylist()}
+    decoded = [p for p, t in truth.items() if t["found_by"] == "decode"]
+    assert sorted(decoded) == ["messy/corrupt.jpg", "messy/corrupt.png"]
+    for path in decoded:  # now that a pass decoded them, the manifest says so
+        got = (files[path]["status"], files[path]["reason"])
+        assert got == (truth[path]["status"], truth[path]["reason"]) == ("broken", "undecodable")
+        assert files[path]["detail"]  # the decoder's message
+    broken = sum(1 for t in truth.values() if t["status"] == "broken")
+    assert broken == 5  # truncated x2, unknown content, undecodable x2
+    assert store_status(store)["files"]["by_status"]["broken"] == broken
+    assert store_status(store)["images"]["by_status"]["broken"] == broken
+    rows = overview(open_context(store)).data["by_status"]
+    assert {r["status"]: r["n"] for r in rows}["broken"] == broken
+    recipe = store.sql("select status from files where status <> 'ok'")["status"].to_pylist()
+    assert recipe.count("broken") == broken
+    line = sensed_line(store, {"processed": 0, "already_done": 246})
+    assert f"{broken} broken files (2 undecodable" in line

@@ -20,7 +20,7 @@ pillow_heif.register_heif_opener()
 ALLOWED = {
     "ok": {None, "huge", "extension_mismatch"},
     "junk": {"zero_byte", "apple_double", "os_metadata", "sidecar", "not_an_image"},
-    "broken": {"truncated", "corrupt", "unknown_content"},
+    "broken": {"truncated", "undecodable", "unknown_content"},
 }
 
 

@@ -18,7 +18,7 @@ ok            None, ``huge``, ``extension_mismatch``
 junk          ``zero_byte``, ``apple_double``, ``os_metadata``, ``sidecar`` (an iPhone
               .AAE), ``not_an_image`` (a text file, a PDF)
 broken        ``truncated``, ``unknown_content`` (an image name, bytes of no known
-              format), ``corrupt`` (intact structure, undecodable pixel data)
+              format), ``undecodable`` (intact structure, pixel data that does not decode)
 ============  =========================================================
 
 ``original`` is the path of the photo a file derives from (for a byte copy: the file it
@@ -68,7 +68,7 @@ REASONS = (
     "not_an_image",
     "unknown_content",
     "truncated",
-    "corrupt",
+    "undecodable",
 )
 
 JPEG_QUALITY = 92
@@ -343,7 +343,7 @@ class _Writer:
         path.write_bytes(data)
         # A header-only scan cannot see damage inside the pixel data: such files look fine
         # to `lamina scan` and are found by the first pass that decodes them.
-        found_by = "decode" if reason == "corrupt" else "scan"
+        found_by = "decode" if reason == "undecodable" else "scan"
         self.truth[rel] = {
             "status": status,
             "reason": reason,
@@ -446,7 +446,7 @@ def _write_junk(w: _Writer, photos: dict[str, np.ndarray]) -> None:
         _corrupt(coffee_png, coffee_png.index(b"IDAT") + 2000, seed=2),
         "corrupt",
         "broken",
-        "corrupt",
+        "undecodable",
         photo_path(coffee),
     )
     rocket_jpeg = _jpeg(photos[rocket])
@@ -455,7 +455,7 @@ def _write_junk(w: _Writer, photos: dict[str, np.ndarray]) -> None:
         _corrupt(rocket_jpeg, rocket_jpeg.index(b"\xff\xda") + 40, seed=3),
         "corrupt",
         "broken",
-        "corrupt",
+        "undecodable",
         photo_path(rocket),
     )
     w.put("messy/empty.jpg", b"", "zero_byte", "junk", "zero_byte")

@@ -58,6 +58,7 @@ def make_store(
                 "width": [640] * len(ids),
                 "height": [480] * len(ids),
                 "datetime_original": pa.nulls(len(ids), pa.string()),
+                "format": ["JPEG"] * len(ids),
             }
         ),
     )

@@ -144,7 +144,8 @@ def test_map_is_2d_with_the_clusters_and_says_its_layout(blob_store) -> None:
     assert (nearest == labels).mean() > 0.9
 
 
-def test_auto_layout_hands_large_maps_to_umap_after_pca(monkeypatch) -> None:
+def test_auto_layout_hands_large_maps_to_umap_after_pca(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # no "compiled" mark in ~/.cache
     calls: dict = {}
 
     class FakeUMAP:  # records how it is called; the real one is checked below (slow)

@@ -260,12 +260,3 @@ def test_runner_end_to_end(tmp_path: Path) -> None:
     rows = table()  # `duplicates` reads the newest layer
     assert rows["d/mirrored.png"]["kind"] == "flip" and rows["d/camera.png"]["is_representative"]
     assert len(store.layer_dirs("duplicates")) == 2
-
-
-def test_representatives_of_no_rows_is_no_error() -> None:
-    # A collection where no image has a copy leaves no group to represent (this crashed).
-    from lamina.analysis.duplicates import representatives
-
-    t = pa.table({"pixels": [4, 9], "sharpness": [1.0, 1.0], "taken": [None, None]})
-    rep = representatives(t, np.array([0, 1]), np.array([], dtype=np.int64), ("resolution",))
-    assert rep.tolist() == [-1, -1]

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -71,6 +74,7 @@ def fake_store(
                 "rel_path": f"{image_id}-{k}.jpg",
                 "folder": "",
                 "source": "/src",
+                "mtime": dt.datetime(2020, 1, 1),
             }
             for k in range((n_files or {}).get(image_id, 1))
         ]
@@ -160,6 +164,66 @@ def test_duplicates_flags(tmp_path: Path) -> None:
     assert flags["c"]["exact_duplicate"] and flags["c"]["exact_duplicate_score"] == 2
 
 
+def outliers_layer(store: Store, rows: list[tuple[str, int | None, float]]) -> None:
+    """An outliers layer as `lamina cluster` writes it: (image_id, rank, outlier_z)."""
+    table = pa.table(
+        {
+            "image_id": [r[0] for r in rows],
+            "rank": pa.array([r[1] for r in rows], pa.int32()),
+            "outlier_z": pa.array([r[2] for r in rows], pa.float32()),
+        }
+    )
+    atomic_write_parquet(store.layer_dir("outliers", "t") / "part-global.parquet", table)
+
+
+def test_the_outlier_flag_follows_the_embedding_outliers(tmp_path: Path) -> None:
+    # "odd" is far off in signal space; in embedding space "far" is, held by two copies.
+    rows = [
+        signals_row(f"n{i}", brightness_mean=0.5 + 0.01 * i, contrast_rms=0.2 + 0.005 * i)
+        for i in range(20)
+    ]
+    rows += [signals_row(i) for i in ("far", "far_copy")]
+    rows.append(signals_row("odd", brightness_mean=0.99, contrast_rms=2.0))
+    store = fake_store(tmp_path, rows)
+    before = flags_of(store)
+    assert before["odd"]["outlier"] and not before["far"]["outlier"]  # signal space
+    ranked = [(f"n{i}", i + 3, 0.1) for i in range(20)] + [("odd", 2, 0.5), ("far", 1, 12.0)]
+    outliers_layer(store, [*ranked, ("far_copy", None, 12.0)])
+    after = flags_of(store)
+    assert [i for i, r in after.items() if r["outlier"]] == ["far"]
+    assert after["far"]["outlier_score"] == pytest.approx(12.0)
+    assert after["far_copy"]["outlier_score"] == 0  # ranked once, as its group's image
+    assert after["odd"]["outlier_score"] == pytest.approx(0.5)
+
+
+def test_cluster_recomputes_the_flags_with_their_policy(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lamina.cli import main
+    from tests.analysis.embedded_store import blobs, write_embeddings
+
+    # Blob members loose enough (cosine ~0.6) that none is a semantic duplicate.
+    vectors, _ = blobs(10, 2, dim=64, spread=0.1, seed=1)
+    far = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))[0][7]
+    vectors = np.vstack([vectors, far])
+    ids = [f"n{i}" for i in range(20)] + ["far"]
+    store = fake_store(tmp_path, [signals_row(i) for i in ids])
+    write_embeddings(store, ids, vectors)
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[policy]\nname = 'strict'\n[dark]\nthreshold = 0.05\n")
+    runner = CliRunner()
+    args = ["--store", str(store.root)]
+    assert runner.invoke(main, [*args, "flags", "--policy", str(strict)]).exit_code == 0
+    assert store.sql("select count(*) n from flags where outlier")["n"][0].as_py() == 0
+    result = runner.invoke(main, [*args, "cluster", "--k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert not json.loads(result.output)["passes"]["flags"]["skipped"]
+    flagged = store.sql("select image_id, dark from flags where outlier").to_pylist()
+    assert flagged == [{"image_id": "far", "dark": True}]  # the strict policy, kept
+    top = store.sql("select image_id from outliers where rank = 1")["image_id"][0].as_py()
+    assert top == "far"
+
+
 def test_changing_the_policy_changes_flags_without_pixels(tmp_path: Path) -> None:
     rows = [signals_row(f"n{i}") for i in range(5)] + [signals_row("dim", brightness_p95=0.4)]
     store = fake_store(tmp_path, rows)
@@ -210,7 +274,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 3" in default_policy_text()
+    assert "version = 4" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)
@@ -218,3 +282,32 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     assert loaded.rules["dark"] == policy.rules["dark"]
     with pytest.raises(ConfigError, match="no policy file"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_a_policy_score_is_an_expression_that_reads_no_file() -> None:
+    attacks = {
+        "(select length(content) from read_text('/etc/passwd'))": "read_text",
+        "1); copy (select 1) to '/tmp/lamina-pwned.csv'; select (1": "parenthesis",
+        "getenv('HOME') is null": "getenv",
+        "1 -- a comment hides the rest": "comment",
+    }
+    for score, named in attacks.items():
+        with pytest.raises(ConfigError) as caught:
+            parse_policy(f'[dark]\nscore = "{score}"\nthreshold = 1', base=default_policy())
+        assert named in str(caught.value) and "'dark'" in str(caught.value)
+    assert not Path("/tmp/lamina-pwned.csv").exists()
+
+
+def test_the_flags_pass_checks_a_stored_policy_too(tmp_path: Path) -> None:
+    """A policy that never went through `parse_policy` (a hand-made run config) is checked
+    when the pass runs, and a subquery over the pass's own rows is a valid score."""
+    from dataclasses import replace
+
+    store = fake_store(tmp_path, [signals_row("a"), signals_row("b", brightness_p95=0.1)])
+    policy = default_policy()
+    bad = replace(policy.rules["dark"], score="(select 1 from read_text('/etc/passwd'))")
+    with pytest.raises(ConfigError, match="read_text"):
+        FlagsPass(flags_config(replace(policy, rules={**policy.rules, "dark": bad}))).compute(store)
+    mean = "brightness_p95 < (select avg(brightness_p95) from base)"
+    flags = flags_of(store, f"[dark]\nscore = 'case when {mean} then 1 else 0 end'\n")
+    assert flags["b"]["dark"] and not flags["a"]["dark"]

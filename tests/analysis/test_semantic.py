@@ -44,6 +44,39 @@ def test_planted_far_point_is_the_top_outlier(tmp_path: Path) -> None:
     assert sorted(r["rank"] for r in out.values()) == list(range(1, len(ids) + 1))
 
 
+def test_copies_are_ranked_once_and_take_their_originals_score(tmp_path: Path) -> None:
+    vectors, _ = blobs(20, 3, dim=16, spread=0.1)
+    far = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))[0][5]
+    # Five copies of one far-off photo: together they looked like a tight little cluster
+    # of five, and each was a "most unique" image of its own.
+    copies = far + np.random.default_rng(4).normal(scale=0.002, size=(5, 16))
+    vectors = np.vstack([vectors, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    five = ids[-5:]
+    out = {r["image_id"]: r for r in OutliersPass().compute(store).to_pylist()}
+    assert sorted(out[i]["rank"] for i in five) == [1, 2, 3, 4, 5]  # no groups yet: the bug
+    _duplicates(
+        store, [(five[0], five[0], "representative")] + [(i, five[0], "near") for i in five[1:]]
+    )
+    out = {r["image_id"]: r for r in OutliersPass().compute(store).to_pylist()}
+    assert out[five[0]]["rank"] == 1 and out[five[0]]["outlier_z"] > 10
+    assert [out[i]["rank"] for i in five[1:]] == [None] * 4
+    assert {out[i]["represented_by"] for i in five} == {five[0]}
+    assert {out[i]["outlier_z"] for i in five} == {out[five[0]]["outlier_z"]}
+    assert out[five[1]]["nearest"] == five[0] and out[five[1]]["nearest_similarity"] > 0.99
+    ranks = sorted(r["rank"] for r in out.values() if r["rank"] is not None)
+    assert ranks == list(range(1, len(ids) - 4 + 1))
+    # Semantic groups of this model take precedence over the hash groups.
+    semantic = SemanticDuplicatesPass().compute(store)
+    atomic_write_parquet(
+        store.layer_dir("semantic_duplicates", "2-t") / "part-global.parquet", semantic
+    )
+    out = {r["image_id"]: r for r in OutliersPass().compute(store).to_pylist()}
+    assert sum(out[i]["rank"] is not None for i in five) == 1
+
+
 def _spread_store(tmp_path: Path, n: int = 40) -> tuple[Store, list[str], np.ndarray]:
     """Blob members far enough apart (cosine ~0.2) that none is a semantic duplicate."""
     vectors, _ = blobs(n // 2, 2, dim=64, spread=0.25, seed=1)
@@ -65,6 +98,7 @@ def _duplicates(store: Store, rows: list[tuple[str, str, str]]) -> None:
             "kind": [r[2] for r in rows],
             "distance": [0 if r[2] == "representative" else 3 for r in rows],
             "n_files": [1] * len(rows),
+            "keep_reason": ["oldest: test"] * len(rows),
         },
         schema=DUPLICATES_SCHEMA,
     )
@@ -88,6 +122,9 @@ def test_near_identical_vectors_group_and_merge_with_a_hash_group(tmp_path: Path
     assert rows["img0009"]["kind"] == "semantic"
     assert rows["img0003"]["similarity"] == pytest.approx(1.0, abs=1e-3)
     assert rows["img0009"]["model"] == MODEL
+    assert rows["img0009"]["keep_reason"] == (
+        "oldest: JPEG 2020-01-01 00:00:03 vs JPEG 2020-01-01 00:00:09"
+    )
 
 
 def test_semantic_pair_alone_and_without_hash_merge(tmp_path: Path) -> None:

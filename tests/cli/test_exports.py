@@ -96,6 +96,7 @@ def test_sidecars_verb(setup, tmp_path: Path) -> None:
     out = lamina("sidecars", "--dry-run", "--style", "darktable")
     assert f"would create {src / 'cats' / 'a.jpg.xmp'}: '+animal' '+cat'" in out
     assert "2 would create" in out and not list(src.rglob("*.xmp"))
+    assert f"no sidecar for 1 file: no approved labels (e.g. {src / 'cut.jpg'}); approve" in out
     summary = json.loads(lamina("sidecars", "--json"))
     assert (summary["created"], summary["failed"]) == (2, 0)
     assert (src / "cats" / "a.xmp").is_file() and (src / "dogs" / "b.xmp").is_file()
@@ -114,3 +115,25 @@ def test_medoids_verb_needs_clusters(setup, tmp_path: Path) -> None:
     _, _, lamina = setup
     out = lamina("medoids", "-o", str(tmp_path / "m.csv"), code=2)
     assert "lamina cluster" in out and not (tmp_path / "m.csv").exists()
+
+
+def test_export_and_medoids_outputs_stay_out_of_sources(setup, tmp_path: Path) -> None:
+    src, store, lamina = setup
+    before = _hashes(src)
+    out = lamina("export", "-o", str(src / "cats" / "a.jpg"), "--format", "csv", code=2)
+    assert "recorded" in out
+    out = lamina("export", "-o", str(src / "tags.csv"), code=2)
+    assert "inside the source" in out and "--force-into-source" in out
+    out = lamina("medoids", "-o", str(src / "folder_medoids.csv"), code=2)
+    assert "inside the source" in out
+    out = lamina("export", "-o", str(store.root / "tables" / "files" / "files.parquet"), code=2)
+    assert "inside the store" in out
+    assert _hashes(src) == before
+    theirs = tmp_path / "tags.csv"
+    theirs.write_text("someone's spreadsheet\n")
+    assert "--force" in lamina("export", "-o", str(theirs), code=2)
+    lamina("export", "-o", str(theirs), "--force")
+    lamina("export", "-o", str(theirs))  # lamina's own file now: replaced without --force
+    assert theirs.read_text().startswith(HEADER)
+    lamina("export", "-o", str(src / "tags.csv"), "--force-into-source")
+    assert (src / "tags.csv").read_text().startswith(HEADER)

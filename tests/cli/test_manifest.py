@@ -3,12 +3,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import lamina
 from lamina.cli import main
+from tests.conftest import write_photo
 
 
 @pytest.fixture
@@ -117,3 +120,78 @@ def test_verify_reports_bitrot_with_exit_1(cli, tree: Path) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: silent rot
     out = cli("verify", code=1)
     assert "bitrot 1" in out and "cats/b.jpg" in out
+
+
+def test_sql_is_read_only_and_reads_only_the_store(cli, tree: Path, tmp_path: Path) -> None:
+    from tests.passes.test_scan import snapshot
+
+    cli("scan", str(tree))
+    before = snapshot(tree)
+    original = tree / "cats" / "a.jpg"
+    out = cli("sql", f"copy (select 'pwned' as x) to '{original}' (header false)", code=2)
+    assert "COPY" in out and "fix:" in out
+    out = cli("sql", "select * from read_text('/etc/passwd')", code=2)
+    assert "root:" not in out and "disabled" in out
+    for statement in ("install httpfs", "load httpfs", "attach ':memory:' as x",
+                      "set enable_external_access = true", "export database '/tmp/x'",
+                      "select 1; select 2"):  # fmt: skip
+        assert "fix:" in cli("sql", statement, code=2)
+    # The owner may read other files with --allow-files, and still write none.
+    meta = tmp_path / "meta.csv"
+    meta.write_text("name,license\na.jpg,CC-BY\n")
+    out = cli("sql", "--allow-files", f"select license from read_csv('{meta}')", "--format", "csv")
+    assert out.splitlines() == ["license", "CC-BY"]
+    copy = tmp_path / "copy.csv"
+    cli("sql", "--allow-files", f"copy (select 1) to '{copy}'", code=2)
+    assert not copy.exists()
+    # Nothing is downloaded: an https file needs httpfs, which is not installed on demand.
+    out = cli("sql", "--allow-files", "select * from 'https://example.com/x.parquet'", code=2)
+    assert "httpfs" in out
+    # -o never replaces an original.
+    out = cli("sql", "select 1 as one", "-o", str(tree / "dogs" / "c.png"), code=2)
+    assert "recorded" in out
+    cli("sql", "select 1 as one", "-o", str(tmp_path / "one.txt"))
+    assert "(1 row)" in (tmp_path / "one.txt").read_text()
+    assert snapshot(tree) == before
+
+
+def test_reconcile_output_is_checked(cli, tree: Path, tmp_path: Path) -> None:
+    cli("scan", str(tree))
+    store = str(tmp_path / "store")
+    original = tree / "cats" / "b.jpg"
+    before = original.read_bytes()
+    out = cli("reconcile", store, store, "-o", str(original), code=2)
+    assert "recorded" in out and original.read_bytes() == before
+    out = cli("reconcile", store, store, "-o", str(tree / "rows.csv"), code=2)
+    assert "inside the source" in out and not (tree / "rows.csv").exists()
+    cli("reconcile", store, store, "-o", str(tmp_path / "rows.csv"))
+    assert (tmp_path / "rows.csv").read_text().startswith("side,")
+
+
+def test_follow_links_is_a_scan_option(cli, tmp_path: Path) -> None:
+    write_photo(tmp_path / "out" / "x.jpg", 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(tmp_path / "out", src / "out")
+    cli("scan", str(src))
+    assert "links not followed" in cli("status")
+    cli("scan", str(src), "--follow-links")
+    rows = {r["rel_path"]: r for r in lamina.open(tmp_path / "store").table("files").to_pylist()}
+    assert rows["out/x.jpg"]["status"] == "ok"
+
+
+def test_attach_by_name_warns_when_a_name_matches_several_files(
+    cli, tree: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_photo
+
+    write_photo(tree / "dogs" / "a.jpg", 9)  # a second a.jpg, another photo
+    meta = tmp_path / "meta.csv"
+    meta.write_text("name,license\na.jpg,CC-BY\nb.jpg,CC0\n")
+    cli("scan", str(tree))
+    out = cli("attach", str(meta), "--on", "name")
+    assert "attached 3 rows to 3 images" in out
+    assert (
+        "warning: 1 name matches several files and was attached to each of them, "
+        "e.g. a.jpg (2 files: cats/a.jpg, dogs/a.jpg); use --on path" in out
+    )

@@ -43,6 +43,22 @@ def test_bad_input_exits_2(store: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     code, out = _invoke(store, "-o", str(tmp_path), "--no-thumbnails")
     assert code == 2 and "not a lamina report folder" in out
+    source = store.parent / "photos"  # scanned_store's source
+    code, out = _invoke(store, "-o", str(source / "report"), "--no-thumbnails")
+    assert code == 2 and "lies inside the source" in out and not (source / "report").exists()
     code, out = _invoke(tmp_path / "nowhere")
     assert code == 2 and "no lamina store" in out
     assert "Example:" in (main.commands["report"].help or "")
+
+
+def test_report_folder_stays_out_of_sources_and_the_store(store: Path) -> None:
+    source = Path(
+        CliRunner().invoke(main, ["--store", str(store), "sql", "--format", "csv",
+                                  "select distinct source from files"]).output.split()[1]
+    )  # fmt: skip
+    before = sorted(source.rglob("*"))
+    code, out = _invoke(store, "-o", str(source / "report"), "--no-thumbnails")
+    assert code == 2 and "inside the source" in out and "--force-into-source" in out
+    code, out = _invoke(store, "-o", str(store / "tables"), "--no-thumbnails")
+    assert code == 2 and "inside the store" in out
+    assert sorted(source.rglob("*")) == before

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,7 @@ def test_an_export_deleted_by_hand_is_made_again(finished: tuple[Path, Path, str
     code, out = invoke(root / "store", str(src), "--labels", str(root / "labels.txt"),
                        "--workers", "1")  # fmt: skip
     assert code == 0, out
-    assert "export: skipped" not in out and "report: skipped (up to date)" in out
+    assert "export: skipped" not in out and "report: skipped: up to date" in out
     assert medoids.read_text().startswith("folder,medoid_rel_path,cosine_to_centroid\n")
 
 
@@ -150,7 +151,8 @@ def test_a_source_without_images_gives_a_report_that_says_so(tmp_path: Path) -> 
     (src / "notes.txt").write_text("nothing to see\n")
     code, out = invoke(tmp_path / "store", str(src), "--workers", "1")
     assert code == 0, out
-    assert "skipped (no images to work on)" in out
+    assert "skipped: no images to work on" in out
+    assert "tag: skipped: no labels_file" in out
     page = (tmp_path / "store" / "report" / "index.html").read_text().lower()
     assert "no images" in page
 
@@ -307,3 +309,59 @@ def test_max_images_senses_a_sample_and_counts_only_it(tmp_path: Path) -> None:
     first = store.sql("select image_id from images order by image_id limit 3").column(0)
     assert sorted(store.table("signals")["image_id"].to_pylist()) == first.to_pylist()
     assert flag_summary(store)["images"] == 3  # the unsensed ones are not called clean
+
+
+def test_run_dir_files_are_checked_before_any_work(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    run_dir = tmp_path / "out"
+    run_dir.mkdir()
+    (run_dir / "tags.csv").write_text("someone's spreadsheet\n")
+    config = tmp_path / "lamina.toml"
+    config.write_text(f'run_dir = "{run_dir}"\nstages = ["scan", "export"]\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config))
+    assert code == 2 and "not written by lamina" in out and "run_dir" in out
+    assert (run_dir / "tags.csv").read_text() == "someone's spreadsheet\n"
+    assert not (tmp_path / "store" / "tables" / "files").exists()  # nothing scanned
+    config.write_text(f'run_dir = "{tmp_path / "store" / "tables"}"\n')
+    code, out = invoke(tmp_path / "store", str(src), "--config", str(config))
+    assert code == 2 and "inside the store" in out
+
+
+def test_photo_tagger_flags_set_their_config_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --root DIR --labels FILE --threshold T --topk K`, as Photo-Tagger took them."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--root", "a", "--root", "b", "--labels", "l.txt", "--threshold", "0.3",
+            "--topk", "3", "--model-name", "ViT-B-32", "--pretrained", "openai",
+            "--batch-images", "8", "--batch-labels", "64", "--max-images", "10",
+            "--run-dir", "out", "--print-config"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = tomllib.loads(result.output)
+    assert config["root"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert config["labels_file"] == str(tmp_path / "l.txt")
+    assert config["run_dir"] == str(tmp_path / "out")
+    assert (config["threshold"], config["topk"], config["max_images"]) == (0.3, 3, 10)
+    assert (config["model_name"], config["pretrained"]) == ("ViT-B-32", "openai")
+    assert (config["batch_images"], config["batch_labels"]) == (8, 64)
+    bad = CliRunner().invoke(main, ["run", "--root", "a", "--threshold", "high"])
+    assert bad.exit_code == 2 and "'high' is not a number (or 'auto')" in bad.output
+
+
+def test_a_yaml_config_drives_the_run_and_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    src = photo_tree(tmp_path / "src")
+    config = tmp_path / "config.yaml"
+    config.write_text("root: src\nstages: [scan]\ntopk: 2\n")
+    code, out = invoke(tmp_path / "store", "--config", str(config), "--workers", "1")
+    assert code == 0, out
+    assert "[1/1] scan" in out and f"-> {tmp_path / 'store'}" in out
+    assert Store.open(tmp_path / "store").sql("select count(*) from files").column(0)[0].as_py()
+    assert (
+        str(src)
+        in Store.open(tmp_path / "store").sql("select source from files").column(0).to_pylist()
+    )
+    config.write_text("root: src\ntop_k: 2\n")
+    code, out = invoke(tmp_path / "store", "--config", str(config))
+    assert code == 2
+    assert f"unknown key 'top_k' in {config}" in out and "did you mean 'topk'?" in out

@@ -82,3 +82,72 @@ def test_sense_flags_select(photos: Path, tmp_path: Path) -> None:
     lamina("flags")  # back to the default policy
     lamina("select", "--where", "dark", "-o", str(listing))
     assert [Path(p).name for p in listing.read_text().split()] == ["chelsea_dark.jpg"]
+
+
+# -- --where is an expression, -o is checked (issue 11, defects 2 and 3) ----------------------
+
+
+@pytest.fixture
+def scanned_tree(tree: Path, tmp_path: Path):
+    runner = CliRunner()
+    store = tmp_path / "store"
+
+    def lamina(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["--store", str(store), *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    lamina("scan", str(tree))
+    return tree, store, lamina
+
+
+def test_select_where_cannot_read_a_file(scanned_tree) -> None:
+    _, _, lamina = scanned_tree
+    # Breaking out of the condition's parentheses, the way the attack did.
+    out = lamina("select", "--where",
+                 "false) union all select 'x', content from read_text('/etc/passwd') --",
+                 code=2)  # fmt: skip
+    assert "root:" not in out and "parenthesis" in out
+    # Staying inside them: a table function in a subquery is named and refused.
+    out = lamina("select", "--where", "exists (select * from read_text('/etc/passwd'))", code=2)
+    assert "root:" not in out and "read_text" in out and "fix:" in out
+
+
+def test_select_where_cannot_overwrite_an_original_or_the_store(scanned_tree) -> None:
+    tree, store, lamina = scanned_tree
+    original = tree / "cats" / "a.jpg"
+    table = store / "tables" / "files" / "files.parquet"
+    before = original.read_bytes(), table.read_bytes()
+    for target, fmt in ((original, "csv, header false"), (table, "parquet")):
+        attack = f"true); copy (select 'pwned' as x) to '{target}' ({fmt}); select 1 where (true"
+        out = lamina("select", "--where", attack, code=2)
+        assert "statements" in out or "parenthesis" in out
+    assert (original.read_bytes(), table.read_bytes()) == before
+    lamina("status")
+    assert "0 new images" in lamina("scan", str(tree))
+
+
+def test_select_output_never_replaces_an_original(scanned_tree, tmp_path: Path) -> None:
+    tree, _, lamina = scanned_tree
+    original = tree / "cats" / "a.jpg"
+    before = original.read_bytes()
+    out = lamina("select", "--where", "true", "-o", str(original), code=2)
+    assert "recorded" in out and original.read_bytes() == before
+    out = lamina("select", "--where", "true", "-o", str(original), "--force",
+                 "--force-into-source", code=2)  # fmt: skip
+    assert "recorded" in out and original.read_bytes() == before
+    # A new file inside a source: refused unless the user insists.
+    inside = tree / "cats" / "list.txt"
+    out = lamina("select", "--where", "true", "-o", str(inside), code=2)
+    assert "inside the source" in out and not inside.exists()
+    lamina("select", "--where", "status = 'ok'", "-o", str(inside), "--force-into-source")
+    assert len(inside.read_text().splitlines()) == 4
+    # Someone else's file needs --force; lamina's own output is replaced on a re-run.
+    mine = tmp_path / "mine.txt"
+    mine.write_text("keep me\n")
+    out = lamina("select", "--where", "true", "-o", str(mine), code=2)
+    assert "not written by lamina" in out and "--force" in out
+    assert mine.read_text() == "keep me\n"
+    lamina("select", "--where", "status = 'ok'", "-o", str(mine), "--force")
+    lamina("select", "--where", "status = 'junk'", "-o", str(mine))
+    assert len(mine.read_text().splitlines()) == 4

@@ -40,6 +40,11 @@ def test_tag_prints_a_summary(env) -> None:
     counts = {line.split()[0]: line.split()[-2:] for line in lines if line.startswith("  cat ")}
     assert counts == {"cat": ["1", "1"]}
     assert "1 images could not be read:" in out and "cut.jpg" in out
+    # The classify pass it ran first (this store was never embedded), and how.
+    assert lines[-2] == (
+        "classify: 4 classified, 1 errors, by EfficientNet-Lite0 (the offline tagger's "
+        "ImageNet classes)"
+    )
     assert lines[-1].startswith("run ")
 
 
@@ -162,3 +167,43 @@ def test_tag_on_a_store_without_images_says_to_scan(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no images to tag" in result.output and "lamina scan SOURCE" in result.output
     assert "lamina tag --labels" not in result.output
+
+
+def test_approve_where_cannot_write_a_file(env, tmp_path: Path) -> None:
+    invoke, store, labels, _ = env
+    invoke("tag", "--labels", str(labels), "--workers", "1")
+    written = tmp_path / "pwned.csv"
+    attack = f"true); copy (select 1 as x) to '{written}'; select 1 where (true"
+    out = invoke("approve", "--where", attack, "--labels", "x", code=2)
+    assert "fix:" in out and not written.exists()
+    out = invoke("approve", "--where", "image_id in (select content from read_text('/etc/passwd'))",
+                 "--labels", "x", code=2)  # fmt: skip
+    assert "read_text" in out
+    # A subquery over the store's own tables is a condition too.
+    out = invoke("approve", "--where", "image_id in (select image_id from tags where "
+                 "top1 = 'rocket' and top1_score > 0.5)", "--labels", "rocket",
+                 "--json")  # fmt: skip
+    assert [r["image_id"] for r in json.loads(out)["approvals"]] == [image_ids(store)["rocket.jpg"]]
+
+
+def test_approve_refuses_control_characters_in_labels(env) -> None:
+    invoke, store, *_ = env
+    before = current_approvals(store).num_rows
+    out = invoke("approve", "chelsea.jpg", "--label", "cat\x1b[2J\x1b[31m", code=2)
+    assert "\\x1b" in out and "\x1b" not in out and "control character" in out
+    out = invoke("approve", "chelsea.jpg", "--labels", "cat,dog\x00", code=2)
+    assert "\\x00" in out
+    assert current_approvals(store).num_rows == before
+
+
+def test_tag_truncates_long_labels_in_its_text_output(env, tmp_path: Path) -> None:
+    invoke, *_ = env
+    long = "x" * 2_000_000
+    labels = tmp_path / "long.txt"
+    labels.write_text(f"cat\n{long}\n")
+    out = invoke("tag", "--labels", str(labels), "--workers", "1")
+    assert len(out) < 10_000 and "xxx…" in out
+    data = json.loads(invoke("tag", "--labels", str(labels), "--workers", "1", "--json"))
+    assert long in data["label_counts"]
+    invoke("approve", "coffee.jpg", "--label", long)
+    assert len(invoke("approve", "coffee.jpg", "--history")) < 10_000

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -201,8 +206,114 @@ def test_run_pass_over_the_images_of_a_store(tree: Path, tmp_path: Path) -> None
 def test_decode_chunk_size_spreads_work_over_workers():
     from lamina.core.runner import DECODE_CHUNK_MAX, DECODE_CHUNK_MIN, decode_chunk_size
 
-    # 300 images on 2 workers: 8 chunks, so both workers stay busy to the end.
-    assert decode_chunk_size(300, 1024, 2) == 38
+    # 300 images on 2 workers: 10 chunks, so both workers stay busy to the end; each a
+    # multiple of the model passes' batch (32), so that only the last batch is padded.
+    assert decode_chunk_size(300, 1024, 2) == 32
+    assert decode_chunk_size(1000, 1024, 2) == 96
     assert decode_chunk_size(100_000, 1024, 2) == DECODE_CHUNK_MAX
     assert decode_chunk_size(10, 1024, 8) == DECODE_CHUNK_MIN
     assert decode_chunk_size(10, 4, 8) == 4  # the store's chunk size is a ceiling
+
+
+# -- kill -9 of the runner: its workers must not outlive it ----------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Pids of the spawned pool workers whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _raw_layer(store: Store, name: str) -> pa.Table:
+    """Every committed part of a layer as written, with no deduplication by a reader."""
+    layer_dir = next((store.root / "layers" / name).iterdir())
+    done = done_chunks(store.root / "ledger" / name / layer_dir.name)
+    return pa.concat_tables(pq.read_table(layer_dir / f"part-{c}.parquet") for c in sorted(done))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_the_runner_leaves_no_worker_to_duplicate_rows(tmp_path: Path) -> None:
+    from tests.core.slow_pass import SlowPass
+    from tests.core.slow_pass import inputs as slow_inputs
+
+    store_path = tmp_path / "s"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "LAMINA_TEST_SECONDS_PER_ROW": "0.5",  # 2 s a chunk: busy well after the kill
+    }
+    cmd = [sys.executable, "-m", "tests.core.slow_pass", str(store_path), "24", "4", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    workers: list[int] = []
+    try:
+        ledger = store_path / "ledger" / SlowPass.name
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(ledger.glob("*/chunk-*.json")):  # the pool is up and committing
+                workers = _workers_of(proc.pid)
+                os.kill(proc.pid, signal.SIGKILL)  # the parent alone, as the OOM killer does
+                break
+            time.sleep(0.01)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        assert len(workers) == 2
+        # A new run starts at once and cuts the rest into other chunks (a different chunk
+        # size, as when the inputs changed), while the old workers would still be busy.
+        store = Store.open(store_path)
+        with store.write_lock("slow"), Run(store, "slow", {}) as run:
+            run_map_pass(
+                store, SlowPass(), slow_inputs(24), run, workers=1, chunk_size=5, progress=False
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.05)
+        raw = _raw_layer(store, SlowPass.name)
+        ids = raw["image_id"].to_pylist()
+        assert sorted(ids) == [f"id{i:04d}" for i in range(24)]  # no key twice, none lost
+        assert [pid for pid in workers if _alive(pid)] == []
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_chunk_of_a_run_that_lost_the_lock_commits_nothing(tmp_path: Path) -> None:
+    from lamina.core.runner import ChunkTask, PassPart, _to_ipc, execute_chunk
+    from lamina.core.store import LockLostError
+
+    store = Store.open(tmp_path / "s", create=True)
+    p = Double()
+    with store.write_lock("old"):
+        old = store.lock_token
+    task = ChunkTask(
+        (PassPart(p.name, {"factor": 2}, p.layer_id, "c1", None),),
+        str(store.root),
+        "old-run",
+        _to_ipc(inputs(3)),
+        old,
+    )
+    with store.write_lock("new"), pytest.raises(LockLostError):
+        execute_chunk(task)
+    assert not store.layer_dir(p.name, p.layer_id).exists()
+    assert not done_chunks(store.ledger_dir(p.name, p.layer_id))
+    with store.write_lock("new"), Run(store, "test", {}) as run:  # holds it: commits
+        result = run_map_pass(store, p, inputs(3), run, workers=1, progress=False)
+    assert result.processed == 3

@@ -1,13 +1,25 @@
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from lamina.core.errors import StoreError
-from lamina.core.store import Store, atomic_write_parquet, find_store, resolve_store_path
+from lamina.core.store import (
+    LockLostError,
+    Store,
+    atomic_write_parquet,
+    fenced_commit,
+    find_store,
+    lock_token,
+    resolve_store_path,
+    write_error,
+)
 
 
 def test_create_and_reopen(tmp_path: Path) -> None:
@@ -89,3 +101,184 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
             pass
     with store.write_lock("verify"):  # released after the first block
         assert "lamina verify" in (store.root / "lock").read_text()
+
+
+# -- the lock's token fences commits ----------------------------------------------------------
+
+
+def test_the_lock_holder_writes_a_fresh_token(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    assert store.lock_token is None
+    with store.write_lock("scan"):
+        first = store.lock_token
+        assert first and lock_token(store.root) == first
+    with store.write_lock("scan"):
+        assert store.lock_token not in (None, first)
+    assert store.lock_token is None
+
+
+def test_a_commit_for_a_run_that_lost_the_lock_writes_nothing(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    part = tmp_path / "s" / "part.parquet"
+    with store.write_lock("old"):
+        old = store.lock_token
+        with fenced_commit(store.root, old):
+            atomic_write_parquet(part, pa.table({"x": [1]}))
+    # The old holder is gone (killed); a new command holds the lock now.
+    with Store.open(store.root).write_lock("new"):
+        with pytest.raises(LockLostError, match="no longer locked"), fenced_commit(store.root, old):
+            part.unlink()  # never reached
+        assert part.exists()
+        with fenced_commit(store.root, None):  # no token: a caller that holds no lock
+            pass
+
+
+def test_a_new_holder_waits_for_a_commit_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from lamina.core import store as store_module
+
+    store = Store.open(tmp_path / "s", create=True)
+    monkeypatch.setattr(store_module, "FENCE_WAIT_S", 0.2)
+    fd = os.open(store.root / "fence", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a worker of a killed run, committing
+        with pytest.raises(StoreError, match="still committing"):  # noqa: SIM117
+            with store.write_lock("new"):
+                pass
+    finally:
+        os.close(fd)
+    with store.write_lock("new"):  # once it is done, the lock is taken
+        assert store.lock_token
+
+
+# -- a store that cannot be written -----------------------------------------------------------
+
+
+def test_a_failed_write_inside_a_store_names_the_store(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", create=True)
+    denied = OSError(errno.EROFS, "Read-only file system")
+    error = write_error(store.root / "runs" / "r1" / "run.json", denied)
+    assert str(error) == (
+        f"the store {store.root} is not writable: Read-only file system\n"
+        "  fix: fix its permissions or choose another store with --store"
+    )
+    elsewhere = write_error(tmp_path / "out" / "x.csv", denied)
+    assert "cannot write" in str(elsewhere) and "make" in str(elsewhere)
+    full = write_error(store.root / "x", OSError(errno.ENOSPC, "No space left on device"))
+    assert "free some disk space" in str(full)
+
+
+def test_an_unwritable_lock_file_is_the_same_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    store = Store.open(tmp_path / "s", create=True)
+    real_open = builtins.open
+
+    def read_only(path: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if str(path) == str(store.root / "lock"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    with pytest.raises(StoreError, match="is not writable: Read-only file system"):  # noqa: SIM117
+        with store.write_lock("verify"):
+            pass
+
+
+def _read_only_runner() -> list[str] | None:
+    """A command prefix that runs its command in a private mount namespace (where a read-only
+    bind mount denies writes even to root), or None where that is not allowed."""
+    prefix = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    try:
+        done = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if done.returncode == 0 else None
+
+
+# Every command that writes to the store, as `lamina` arguments ({id}: an image id).
+WRITING_COMMANDS = [
+    ["verify"],
+    ["verify", "--repair-layers"],
+    ["approve", "{id}", "--labels", "cat"],
+    ["attach", "{meta}", "--on", "name"],
+    ["scan", "{src}"],
+    ["sense", "--workers", "1"],
+    ["flags"],
+    ["thumbs", "--workers", "1"],
+    ["embed", "--workers", "1"],
+    ["tag", "--labels", "{labels}", "--workers", "1"],
+    ["cluster", "--model", "fake:blobs"],
+    ["similar", "{id}", "--model", "fake:blobs"],
+    ["run", "{src}", "--workers", "1"],
+]
+
+DRIVER = """
+import json, sys
+from click.testing import CliRunner
+from lamina.cli import main
+out = []
+for args in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(main, args)
+    out.append({"args": args, "code": result.exit_code, "output": result.output,
+                "exception": repr(result.exception) if result.exit_code not in (0, 2) else None})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_writing_command_refuses_a_read_only_store(tree: Path, tmp_path: Path) -> None:
+    """Root ignores permissions, so the store is made read-only the way a disk mounted
+    read-only is: a read-only bind mount, in a mount namespace of the command's own."""
+    import json
+
+    import numpy as np
+
+    from lamina.core.runner import run_passes
+    from lamina.passes.scan import scan
+    from tests.analysis.embedded_store import write_embeddings
+
+    prefix = _read_only_runner()
+    if prefix is None:
+        pytest.skip("no private mount namespace here (unshare -m) to mount the store read-only")
+    store = Store.open(tmp_path / "store", create=True)
+    scan(store, [tree], workers=1, progress=False)
+    run_passes(store, [("signals", None), ("hashes", None)], workers=1, progress=False)
+    ids = sorted(store.table("images")["image_id"].to_pylist())
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 8))
+    write_embeddings(store, ids, vectors)  # for cluster and similar, without a model
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    (tmp_path / "meta.csv").write_text("name,caption\na.jpg,hello\n")
+    names = {"id": ids[0], "src": tree, "meta": tmp_path / "meta.csv"}
+    names["labels"] = tmp_path / "labels.txt"
+    commands = [
+        ["--store", str(store.root), *[a.format(**names) for a in args]]
+        for args in WRITING_COMMANDS
+    ]
+    before = sorted((p, p.stat().st_mtime_ns) for p in store.root.rglob("*") if p.is_file())
+    root = Path(__file__).resolve().parents[2]
+    mount = f"mount --bind '{store.root}' '{store.root}' && "
+    mount += f'mount -o remount,ro,bind \'{store.root}\' && exec "$0" "$@"'
+    done = subprocess.run(
+        [*prefix, "sh", "-c", mount, sys.executable, "-c", DRIVER, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.splitlines()[-1])
+    message = f"error: the store {store.root} is not writable: Read-only file system"
+    for result in results:
+        assert (result["code"], result["exception"]) == (2, None), result
+        # Only an informational line (which model `auto` picked) may come before it.
+        errors = [ln for ln in result["output"].splitlines() if ln.startswith("error:")]
+        assert errors == [message], result
+    after = sorted((p, p.stat().st_mtime_ns) for p in store.root.rglob("*") if p.is_file())
+    assert after == before

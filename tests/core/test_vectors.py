@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from lamina.core.errors import LaminaError
+from lamina.core.ledger import write_chunk_record
 from lamina.core.store import Store, atomic_write_parquet
 from lamina.core.vectors import (
     EMBED_PASS,
@@ -17,7 +18,9 @@ from lamina.core.vectors import (
 )
 
 
-def _write_layer(store: Store, layer: str, model: str, ids: list[str], vecs: np.ndarray) -> None:
+def _write_layer(
+    store: Store, layer: str, model: str, ids: list[str], vecs: np.ndarray, part: str = "0"
+) -> None:
     vector = vectors_to_arrow(vecs)
     # One error row: an image that could not be decoded has a null vector.
     ids = [*ids, "broken"]
@@ -31,7 +34,8 @@ def _write_layer(store: Store, layer: str, model: str, ids: list[str], vecs: np.
         },
         schema=embed_schema(vecs.shape[1]),
     )
-    atomic_write_parquet(store.layer_dir(EMBED_PASS, layer) / "part-0.parquet", table)
+    atomic_write_parquet(store.layer_dir(EMBED_PASS, layer) / f"part-{part}.parquet", table)
+    write_chunk_record(store.ledger_dir(EMBED_PASS, layer), part, {"rows": table.num_rows})
 
 
 def test_round_trip_two_models(tmp_path):
@@ -50,3 +54,19 @@ def test_round_trip_two_models(tmp_path):
     assert load_embeddings(store, "m:b").dim == 2
     with pytest.raises(LaminaError, match="m:a"):
         load_embeddings(store, "m:zzz")
+
+
+def test_an_image_in_two_parts_is_read_once_from_the_first(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    _write_layer(store, "1-aaaa", "m:a", ["id1", "id2"], np.array([[1.0, 0], [0, 1.0]]), "a")
+    # A later part (a stale commit) holds id2 again with another vector, and id3.
+    _write_layer(store, "1-aaaa", "m:a", ["id2", "id3"], np.array([[1.0, 1], [1, 0.0]]), "b")
+    # A part that was never committed (no record) is not read at all.
+    orphan = store.layer_dir(EMBED_PASS, "1-aaaa") / "part-c.parquet"
+    orphan.write_bytes((store.layer_dir(EMBED_PASS, "1-aaaa") / "part-b.parquet").read_bytes())
+    emb = load_embeddings(store, "m:a")
+    assert list(emb.ids) == ["id1", "id2", "id3"]
+    np.testing.assert_allclose(emb.vectors, [[1, 0], [0, 1], [1, 0]], atol=1e-3)
+    # The rule is the store's views': the first part (by name) holds the image.
+    view = store.sql("select image_id, error from embed where image_id = 'broken'")
+    assert view.num_rows == 1

@@ -274,6 +274,14 @@ def test_write_sidecars_from_the_store(
     before = digest(photos)
     dry = write_sidecars(store, style="darktable", dry_run=True)
     assert (dry["files"], dry["would_create"]) == (2, 2) and not list(photos.rglob("*.xmp"))
+    (reason,) = dry["skipped_reasons"]
+    assert reason == "no approved labels"
+    assert dry["skipped_reasons"][reason]["files"] == 2
+    assert dry["skipped_reasons"][reason]["examples"] == [
+        str(photos / "dog.jpg"),
+        str(photos / "sub" / "fish.png"),
+    ]
+    assert "lamina approve" in dry["skipped_reasons"][reason]["hint"]
     out = write_sidecars(store, use="over_threshold", sidecar_dir=tmp_path / "xmp")
     assert seen == ["approved", "over_threshold"]
     assert (out["created"], out["failed"]) == (2, 0)
@@ -286,8 +294,15 @@ def test_write_sidecars_from_the_store(
         }
     ]
     assert xmp_tags(tmp_path / "xmp" / "sub" / "bird.xmp")["XMP-dc:Subject"] == ["bird"]
+    assert list(out["skipped_reasons"]) == ["no tag over the threshold"]
     only = write_sidecars(store, image_ids=[ids["cat.jpg"]], replace=True)
     assert only["files"] == 1 and (photos / "cat.xmp").is_file()
+    assert only["skipped_reasons"] == {}  # files not asked for are not "skipped"
+    labels[ids["dog.jpg"]] = ["\n"]  # every label refused: nothing to write
+    refused = write_sidecars(store, image_ids=[ids["dog.jpg"]])
+    assert refused["skipped_reasons"] == {
+        "every label refused": {"files": 1, "examples": [str(photos / "dog.jpg")]}
+    }
     assert digest(photos) == before
 
 
@@ -328,3 +343,33 @@ def test_a_clash_names_the_originals_that_share_the_sidecar(photos: Path, tmp_pa
     assert str(photos / "sub" / "bird.jpg") in results[0].error
     assert str(photos / "cat.jpg") in results[1].error
     assert "darktable" not in results[0].error and not shared.exists()
+
+
+def test_a_name_too_long_for_its_sidecar_fails_that_file_only(photos: Path) -> None:
+    """A 255-byte file name is the most a file system allows: its darktable sidecar
+    (name + `.xmp`) cannot exist. That one file fails with the reason; the others get
+    their sidecars, in the same batch."""
+    long = write_photo(photos / ("a" * 251 + ".jpg"), 7)
+    assert len(long.name.encode()) == 255
+    before = digest(photos)
+    results = write_sidecars_for(
+        [
+            (photos / "cat.jpg", sidecar_path(photos / "cat.jpg", style="darktable"), ["cat"]),
+            (long, sidecar_path(long, style="darktable"), ["long"]),
+            (photos / "dog.jpg", sidecar_path(photos / "dog.jpg", style="darktable"), ["dog"]),
+        ]
+    )
+    assert [r.action for r in results] == ["created", "failed", "created"]
+    assert "259 bytes" in results[1].error and "255" in results[1].error
+    assert "--style adobe" in results[1].error
+    assert xmp_tags(photos / "dog.jpg.xmp")["XMP-dc:Subject"] == ["dog"]
+    assert digest(photos) == before
+
+
+def test_a_long_name_whose_sidecar_fits_gets_it(photos: Path) -> None:
+    """The adobe sidecar of a 255-byte `<stem>.jpg` is a 255-byte `<stem>.xmp`: allowed,
+    so it is written (the temporary name used while writing must not be longer)."""
+    long = write_photo(photos / ("b" * 251 + ".jpg"), 8)
+    (result,) = write_sidecars_for([(long, sidecar_path(long), ["long"])])
+    assert (result.action, result.error) == ("created", None)
+    assert xmp_tags(photos / ("b" * 251 + ".xmp"))["XMP-dc:Subject"] == ["long"]

@@ -69,6 +69,10 @@ def test_csv_by_name_with_an_unmatched_row(store: Store, tmp_path: Path) -> None
         "key": "filename",
         "columns": ["filename", "label", "score", "meta_meta_source"],
     }
+    assert report["several_rows"] == 1  # x.jpg is in plates/p1 and plates/p2
+    assert report["several"] == [
+        {"key": "x.jpg", "files": 2, "examples": ["plates/p1/x.jpg", "plates/p2/x.jpg"]}
+    ]
     ids = {rel: row["image_id"] for rel, row in files_of(store).items()}
     rows = _meta(store, "rel_path nulls last")
     assert [(r["image_id"], r["rel_path"], r["label"], r["score"]) for r in rows] == [

@@ -10,7 +10,7 @@ import pytest
 
 from lamina.core.errors import LaminaError
 from lamina.manifest.listing import load_listing, pair_by_suffix, path_parts
-from lamina.manifest.reconcile import junk_class, reconcile
+from lamina.manifest.reconcile import junk_class, reconcile, render_summary
 from tests.manifest import files_of, scanned
 
 
@@ -168,3 +168,40 @@ def test_listing_without_path_column_names_file_and_columns(tmp_path: Path) -> N
         load_listing(bad)
     with pytest.raises(LaminaError, match="not a lamina store"):
         load_listing(str(tmp_path))
+
+
+def test_a_store_listing_holds_each_physical_file_once(tree: Path, tmp_path: Path) -> None:
+    import os
+
+    os.link(tree / "cats" / "a.jpg", tree / "cats" / "a_link.jpg")  # one file, two names
+    os.symlink(tree / "cats" / "b.jpg", tree / "b_link.jpg")
+    store = scanned(tmp_path, tree)
+    paths = load_listing(str(store.root))["path"].to_pylist()
+    assert str(tree / "cats" / "a.jpg") in paths and str(tree / "cats" / "b.jpg") in paths
+    assert not {str(tree / "cats" / "a_link.jpg"), str(tree / "b_link.jpg")} & set(paths)
+
+
+def test_the_summary_reads_as_text(tree: Path, tmp_path: Path) -> None:
+    scanned(tmp_path, tree)
+    listing = _csv(
+        tmp_path / "drive.csv",
+        ["Path"],
+        [[f"E:\\photos\\{p}"] for p in ("cats\\a.jpg", "__MACOSX\\x\\._1.jpg", "new.jpg")],
+    )
+    text = render_summary(reconcile(str(tmp_path / "store"), listing), examples=1)
+    src = str(tree)
+    assert text.splitlines() == [
+        f"A: {tmp_path / 'store'} (9 rows); B: {listing} (3 rows)",
+        "matched 1: 0 by content hash, 1 by path",
+        "only in A: 8",
+        f"  image         3  e.g. {src}/cats/b.jpg, …",
+        f"  os_metadata   1  e.g. {src}/.DS_Store",
+        f"  apple_double  1  e.g. {src}/__MACOSX/cats/._a.jpg",
+        f"  broken        1  e.g. {src}/broken/cut.jpg",
+        f"  zero_byte     1  e.g. {src}/broken/empty.jpg",
+        f"  other         1  e.g. {src}/broken/notes.txt",
+        "only in B: 2",
+        "  apple_double  1  e.g. E:\\photos\\__MACOSX\\x\\._1.jpg",
+        "  image         1  e.g. E:\\photos\\new.jpg",
+    ]
+    assert "{" not in text  # no Python dict

@@ -34,6 +34,8 @@ def test_clean_collection_is_all_ok_and_changes_no_table(tree: Path, tmp_path: P
         "unreadable": 0,
         "missing_sources": [],
         "problems": [],
+        "duplicate_layers": [],
+        "repaired_layers": [],
     }
     assert _tables_snapshot(store) == before
     assert pq.read_table(store.run_dir(report["run_id"]) / "verify.parquet").num_rows == 0
@@ -163,3 +165,48 @@ def test_store_without_files_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no files table") as info:
         verify(store, progress=False)
     assert "lamina scan" in str(info.value)
+
+
+def test_layers_holding_a_key_twice_are_reported_then_repaired(tree: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lamina.cli import main
+    from lamina.core.passes import REGISTRY, register
+    from lamina.passes.scan import scan
+    from tests.core.test_layers import committed, raw_ids, stale_commit
+    from tests.core.test_runner import Double, inputs
+
+    register(Double)
+    try:
+        store, p = committed(tmp_path)  # a store with a layer of 10 keys
+        scan(store, [tree], workers=1, progress=False)
+        stale_commit(store, p, inputs(7).slice(3))  # 4 of them committed twice
+        layer = f"{p.name}/{p.layer_id}"
+        report = verify(store, workers=1, progress=False)
+        assert report["duplicate_layers"] == [
+            {"layer": layer, "duplicate_keys": 4, "extra_rows": 4}
+        ]
+        assert report["repaired_layers"] == [] and len(raw_ids(store, p)) == 14
+        cli = CliRunner().invoke(main, ["--store", str(store.root), "verify"])
+        assert cli.exit_code == 1
+        assert f"layer {layer} holds 4 key(s) twice (4 extra rows)" in cli.output
+        assert "lamina verify --repair-layers" in cli.output
+        cli = CliRunner().invoke(main, ["--store", str(store.root), "verify", "--repair-layers"])
+        assert cli.exit_code == 0, cli.output
+        assert "repaired: 4 rows dropped" in cli.output
+        assert raw_ids(store, p) == [f"id{i:04d}" for i in range(10)]
+        assert verify(store, workers=1, progress=False)["duplicate_layers"] == []
+    finally:
+        REGISTRY.pop(Double.name, None)
+
+
+def test_verify_of_a_read_only_store_says_so(tree: Path, tmp_path: Path, monkeypatch) -> None:
+    store = scanned(tmp_path, tree)
+
+    def denied(self: Store) -> None:
+        raise self.not_writable(OSError(30, "Read-only file system"))
+
+    monkeypatch.setattr(Store, "check_writable", denied)
+    with pytest.raises(StoreError, match="is not writable: Read-only file system"):
+        verify(store, workers=1, progress=False)
+    assert not any(store.root.glob("runs/*/verify.parquet"))

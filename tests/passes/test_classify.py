@@ -57,6 +57,20 @@ def test_shares_the_decode_with_embed(source: Path, tmp_path: Path) -> None:
     assert result["classify"]["chunks"] == result["embed"]["chunks"] == 1
 
 
+def test_classes_from_the_embed_forward_pass_equal_their_own(source: Path, tmp_path: Path) -> None:
+    shared = scanned(source, tmp_path / "shared")
+    run_passes(shared, [("embed", None), ("classify", None)], workers=1, progress=False)
+    alone = scanned(source, tmp_path / "alone")
+    run_pass(alone, "classify", workers=1, progress=False)
+    a = shared.table("classify").sort_by("image_id").to_pylist()
+    b = alone.table("classify").sort_by("image_id").to_pylist()
+    assert [r["classes"] for r in a] == [r["classes"] for r in b]
+    assert [r["error"] for r in a] == [r["error"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        if x["probs"] is not None:
+            np.testing.assert_allclose(x["probs"], y["probs"], atol=1e-5)
+
+
 def test_same_model_and_preprocessing_as_the_default_embedder(source: Path, tmp_path) -> None:
     """The classifier's pooled features of a decoded photo, normalised, are its stored
     embedding: same weights, same preprocessing, same pixels."""
@@ -86,3 +100,29 @@ def test_config() -> None:
         get_pass("classify", {"topk": 0})
     info = get_pass("classify").describe()
     assert info["model"]["weights"]["sha256"] and "top-20" in info["output"]
+
+
+def test_a_resumed_run_writes_the_same_bits(source: Path, tmp_path: Path) -> None:
+    """Chunks fall differently in a run that resumes (only the rows not done yet are cut),
+    so the images share batches with others: every forward pass is padded to the batch
+    size, so that classes and vectors do not move in the 7th decimal."""
+    from tests.conftest import write_photo
+
+    for i in range(5):  # 9 images: chunks of 4 fall otherwise once 5 are done
+        write_photo(tmp_path / "src" / f"noise{i}.jpg", i)
+    for name in ("chelsea", "coffee", "rocket", "astronaut"):
+        (tmp_path / "src" / f"{name}.jpg").write_bytes((source / f"{name}.jpg").read_bytes())
+    passes = [("classify", {"batch_size": 2}), ("embed", {"batch_size": 2})]
+
+    def layers(store_path: Path, first: int | None) -> dict[str, list[dict]]:
+        store = scanned(tmp_path / "src", store_path)
+        if first:  # a run that stopped after `first` images, then the rest
+            run_passes(store, passes, workers=1, chunk_size=4, max_images=first, progress=False)
+        result = run_passes(store, passes, workers=1, chunk_size=4, progress=False)
+        assert result["classify"]["already_done"] == (first or 0)
+        return {n: store.table(n).sort_by("image_id").to_pylist() for n in ("classify", "embed")}
+
+    whole = layers(tmp_path / "whole", None)
+    resumed = layers(tmp_path / "resumed", 5)
+    assert len(whole["classify"]) == 9
+    assert resumed == whole

@@ -4,6 +4,7 @@ several models and the other pixel passes, resume, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -183,14 +184,14 @@ def test_one_bad_image_never_fails_its_batch(monkeypatch: pytest.MonkeyPatch) ->
     p.setup()
     good = [photos()["coffee"], photos()["rocket"]]
     poison = np.zeros((7, 7, 3), np.uint8)
-    real = p.embedder.embed_images
+    real = p.embedder.embed_images_and_head  # the default model's one forward pass
 
-    def picky(images: list[np.ndarray]) -> np.ndarray:
+    def picky(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if any(im.shape[0] == 7 for im in images):
             raise ValueError("this model cannot take a 7 px image")
         return real(images)
 
-    monkeypatch.setattr(p.embedder, "embed_images", picky)
+    monkeypatch.setattr(p.embedder, "embed_images_and_head", picky)
     batch = pa.table({"image_id": ["a", "b", "c", "d"], "abs_path": ["w", "x", "y", "z"]})
     images = [
         _decoded(good[0]),
@@ -205,7 +206,7 @@ def test_one_bad_image_never_fails_its_batch(monkeypatch: pytest.MonkeyPatch) ->
     assert rows[1]["error"].startswith("embed_error: ValueError: this model cannot take")
     assert rows[2]["error"] == "decode_error: detail"
     np.testing.assert_allclose(
-        np.asarray(rows[3]["vector"], np.float32), real([good[1]])[0], atol=2e-3
+        np.asarray(rows[3]["vector"], np.float32), real([good[1]])[0][0], atol=2e-3
     )
     # When nothing embeds even alone, the fault is not in the images: the chunk is retried.
     with pytest.raises(ValueError, match="7 px"):
@@ -268,9 +269,49 @@ def test_cli(source: Path, tmp_path: Path, clip_spec: str) -> None:
             "failed_chunks": 0,
         }
     ]
+    # With the default model, the offline tagger's classes came from the same forward pass.
+    classify = json.loads(out.output)["classify"]
+    assert (classify["processed"], classify["error_rows"]) == (6, 1)
+    assert classify["layer"] == f"classify/{get_pass('classify').layer_id}"
     out = runner.invoke(main, [*base, "-m", "default", "-m", clip_spec], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert f"{DEFAULT} (1280-d): embedded 0 images, 0 errors, 6 already done" in out.output
     assert f"{clip_spec} (16-d): embedded 5 images, 1 errors, 0 already done" in out.output
+    assert "classify: 6 already done -> classify/" in out.output
     bad = runner.invoke(main, [*base, "--model", "resnet50"])
     assert bad.exit_code == 2 and "bad model spec" in bad.output and "timm:<name>" in bad.output
+
+
+def test_cli_says_which_model_it_picked_and_classifies_in_the_same_pass(
+    source: Path, tmp_path: Path
+) -> None:
+    store = scanned(source, tmp_path / "store")
+    out = CliRunner().invoke(
+        main, ["--store", str(store.root), "embed", "--workers", "1"], catch_exceptions=False
+    )
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    # The suite is offline (HF_HUB_OFFLINE=1): no CLIP in the cache, so the offline model.
+    assert lines[0].startswith(f"model: {DEFAULT} (EfficientNet-Lite0, offline, images only: ")
+    assert "open_clip:ViT-B-32/laion2b_s34b_b79k is not in the HF cache" in lines[0]
+    assert f"{DEFAULT} (1280-d): embedded 5 images, 1 errors, 0 already done" in out.output
+    assert "classify: 5 classified, 1 errors, from the embed forward pass -> classify/" in (
+        out.output
+    )
+
+
+def test_cli_offline_never_downloads(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    store = scanned(source, tmp_path / "store")
+    out = CliRunner().invoke(
+        main, ["--store", str(store.root), "embed", "--offline", "-m", "timm:test_vit.r160_in1k"]
+    )
+    assert out.exit_code == 2
+    assert "not in this machine's HF cache, and lamina is offline" in out.output
+    assert "never downloads them" in out.output
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # for the libraries and workers too

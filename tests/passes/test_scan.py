@@ -142,7 +142,47 @@ def test_links_loops_and_unreadable_folders(
         "unreadable",
         "permission_denied",
     )
-    assert files["link.jpg"]["image_id"] == files["a/x.jpg"]["image_id"]
+    # A link to a file inside the source is the same physical file: recorded once, where
+    # it lies; the link is a row of its own that says so.
+    assert (files["link.jpg"]["status"], files["link.jpg"]["reason"]) == (
+        "skipped",
+        "link_to_scanned",
+    )
+    assert files["link.jpg"]["image_id"] is None and "a/x.jpg" in files["link.jpg"]["detail"]
+
+
+def test_links_leaving_the_source_are_skipped_unless_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    write_photo(outside / "secret.jpg", 5)
+    write_photo(outside / "deep" / "more.jpg", 6)
+    src = tmp_path / "src"
+    write_photo(src / "a.jpg", 1)
+    os.symlink(outside, src / "etc_link")  # a folder link that leaves the source
+    os.symlink(outside / "secret.jpg", src / "secret.jpg")  # a file link that does
+    os.symlink(src / "a.jpg", src / "inside.jpg")  # a link that stays inside
+    store = Store.open(tmp_path / "store", create=True)
+    summary = run_scan(store, src)
+    files = files_by_path(store)
+    assert set(files) == {"a.jpg", "etc_link", "secret.jpg", "inside.jpg"}
+    for link in ("etc_link", "secret.jpg"):
+        assert (files[link]["status"], files[link]["reason"]) == ("skipped", "link_outside_source")
+        assert str(outside) in files[link]["detail"] and "--follow-links" in files[link]["detail"]
+        assert files[link]["image_id"] is None and files[link]["sha256"] is None
+    assert summary["hashed"] == 1 and summary["status"] == {"ok": 1, "skipped": 3}
+    assert store.sql("select count(*) n from images").to_pylist() == [{"n": 1}]
+
+    followed = scan(store, [src], follow_links=True, workers=1, progress=False)
+    files = files_by_path(store)
+    assert files["etc_link/deep/more.jpg"]["status"] == "ok"
+    # Two ways to one outside file (the folder link and the file link): one row holds it.
+    secret = [files["etc_link/secret.jpg"], files["secret.jpg"]]
+    assert sorted(r["status"] for r in secret) == ["ok", "skipped"]
+    assert files["inside.jpg"]["reason"] == "link_to_scanned"  # inside: never followed
+    # The folder link is no row now that it is followed (a skipped row that goes is
+    # dropped, not kept as missing: it never held an image).
+    assert "etc_link" not in files
+    assert followed["status"] == {"ok": 3, "skipped": 2}
+    assert store.sql("select count(*) n from images").to_pylist() == [{"n": 3}]
 
 
 def test_huge_plate_is_header_only(tmp_path: Path) -> None:
@@ -319,3 +359,118 @@ def test_rescan_without_changes_keeps_the_files_fingerprint(tree: Path, tmp_path
     write_photo(tree / "cats" / "new.jpg", 99)
     run_scan(store, tree)
     assert input_fingerprint(store, ["files"]) != before
+
+
+# -- one physical file, one row ----------------------------------------------------------------
+
+
+def nested_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "pictures"
+    write_photo(root / "a.jpg", 1)
+    write_photo(root / "2024" / "b.jpg", 2)
+    write_photo(root / "2024" / "trip" / "c.jpg", 3)
+    return root
+
+
+@pytest.mark.parametrize("outer_first", [True, False])
+def test_nested_sources_are_one_source(tmp_path: Path, outer_first: bool) -> None:
+    from lamina.manifest.status import store_status
+
+    root = nested_tree(tmp_path)
+    inner = root / "2024"
+    store = Store.open(tmp_path / "store", create=True)
+    first = run_scan(store, root if outer_first else inner)
+    second = run_scan(store, inner if outer_first else root)
+    rows = store.sql("select source, rel_path, status from files order by rel_path").to_pylist()
+    assert rows == [
+        {"source": str(root), "rel_path": p, "status": "ok"}
+        for p in ("2024/b.jpg", "2024/trip/c.jpg", "a.jpg")
+    ]
+    info = store_status(store)
+    assert info["files"]["total"] == 3 and info["files"]["by_source"] == {str(root): 3}
+    assert info["exact_duplicates"] == {"groups": 0, "redundant_files": 0}
+    events = store.sql("select run_id, rel_path, event, old_source, moved_from from file_events")
+    kinds = {(r["rel_path"], r["event"]) for r in events.to_pylist()}
+    assert not {e for _, e in kinds} & {"missing", "restored"}  # never missing then added
+    b = files_by_path(store)["2024/b.jpg"]
+    assert b["first_seen_run"] == first["run_id"]  # the row kept its history
+    if outer_first:
+        assert second["hashed"] == 0 and second["events"] == {}  # a rescan of part of it
+    else:
+        merged = [r for r in events.to_pylist() if r["event"] == "merged"]
+        assert {(r["rel_path"], r["old_source"], r["moved_from"]) for r in merged} == {
+            ("2024/b.jpg", str(inner), "b.jpg"),
+            ("2024/trip/c.jpg", str(inner), "trip/c.jpg"),
+        }
+        assert second["hashed"] == 1  # only a.jpg is new: the merged rows keep their hashes
+    # Rescanning the inner folder is a rescan of that part of the one source: nothing
+    # outside it is marked missing, a deletion inside it is.
+    (inner / "trip" / "c.jpg").unlink()
+    third = run_scan(store, inner)
+    assert third["events"] == {"missing": 1}
+    assert files_by_path(store)["a.jpg"]["status"] == "ok"
+
+
+def test_a_link_into_a_scanned_tree_records_nothing_twice(tmp_path: Path) -> None:
+    from lamina.manifest.status import store_status
+
+    archive = tmp_path / "archive"
+    write_photo(archive / "x.jpg", 1)
+    write_photo(archive / "old" / "y.jpg", 2)
+    phone = tmp_path / "phone"
+    write_photo(phone / "z.jpg", 3)
+    os.symlink(archive, phone / "archive")
+    store = Store.open(tmp_path / "store", create=True)
+    run_scan(store, archive)
+    scan(store, [phone], follow_links=True, workers=1, progress=False)
+    link = store.sql(
+        "select status, reason, detail from files where rel_path = 'archive'"
+    ).to_pylist()[0]
+    assert (link["status"], link["reason"]) == ("skipped", "link_to_scanned")
+    assert str(archive) in link["detail"]
+    info = store_status(store)
+    assert info["files"]["by_status"] == {"ok": 3, "skipped": 1}
+    assert info["exact_duplicates"]["groups"] == 0
+    # The same through a symlinked source path: it resolves to the scanned tree.
+    os.symlink(archive, tmp_path / "alias")
+    again = run_scan(store, tmp_path / "alias")
+    assert again["hashed"] == 0 and again["events"] == {}
+    assert sorted(store_status(store)["files"]["by_source"]) == sorted([str(archive), str(phone)])
+
+
+def test_hard_links_are_one_physical_file(tmp_path: Path) -> None:
+    from lamina.manifest.status import store_status
+
+    src = tmp_path / "src"
+    write_photo(src / "a.jpg", 1)
+    (src / "backup").mkdir()
+    os.link(src / "a.jpg", src / "backup" / "a.jpg")  # one inode, two names
+    (src / "backup" / "copy.jpg").write_bytes((src / "a.jpg").read_bytes())  # a real copy
+    store = Store.open(tmp_path / "store", create=True)
+    summary = run_scan(store, src)
+    files = files_by_path(store)
+    assert files["a.jpg"]["status"] == "ok"
+    assert (files["backup/a.jpg"]["status"], files["backup/a.jpg"]["reason"]) == (
+        "skipped",
+        "same_file",
+    )
+    assert "a.jpg" in files["backup/a.jpg"]["detail"]
+    assert summary["hashed"] == 2  # the second name of the same file is not read again
+    # The byte copy is a real duplicate (deleting it frees space); the hard link is not.
+    assert store_status(store)["exact_duplicates"] == {"groups": 1, "redundant_files": 1}
+    # Stable on a rescan; a hard link from another source is the same file too.
+    run_scan(store, src)
+    assert files_by_path(store)["a.jpg"]["status"] == "ok"
+    other = tmp_path / "other"
+    other.mkdir()
+    os.link(src / "a.jpg", other / "same.jpg")
+    run_scan(store, other)
+    row = files_by_path(store)["same.jpg"]
+    assert (row["status"], row["reason"]) == ("skipped", "same_file")
+    # When the name that held it goes, another name takes it over at the next scan.
+    (src / "a.jpg").unlink()
+    run_scan(store, src)
+    files = files_by_path(store)
+    assert files["a.jpg"]["status"] == "missing"
+    assert files["backup/a.jpg"]["status"] == "ok"
+    assert store_status(store)["exact_duplicates"] == {"groups": 1, "redundant_files": 1}

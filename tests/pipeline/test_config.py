@@ -93,3 +93,47 @@ def test_print_config_round_trips(tmp_path: Path) -> None:
     assert resolve_config(file, {}) == config
     # Every key carries its explanation.
     assert "# 0 = every image" in text
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_yaml_example_says_what_the_toml_one_says() -> None:
+    """Photo-Tagger's config.yaml form: the same keys, the same resolved config."""
+    assert resolve_config(EXAMPLES / "config.yaml", {}) == resolve_config(
+        EXAMPLES / "lamina.toml", {}
+    )
+
+
+def test_yaml_values_paths_and_empty_keys(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    file = tmp_path / "conf" / "config.yml"
+    file.write_text(
+        "root:\n  - ../photos\n  - /data/scans\nlabels_file: labels.txt\ntopk: 3\n"
+        "threshold: 0.3\ninvariant: true\nrun_dir:\ntemplates: ['a photo of {}', 'a {}']\n"
+    )
+    config = resolve_config(file, {"topk": 7})
+    assert config.root == [str((tmp_path / "photos").absolute()), "/data/scans"]
+    assert Path(config.labels_file) == tmp_path / "conf" / "labels.txt"
+    assert (config.topk, config.threshold_value(), config.invariant) == (7, 0.3, True)
+    assert config.run_dir == ""  # left empty: the default
+    assert config.templates == ["a photo of {}", "a {}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("treshold: 0.2\n", "unknown key 'treshold'"),
+        ("- root\n- topk\n", "must be a mapping of keys to values, not list"),
+        ("topk: [1\n", "is not valid YAML"),
+        ("topk: five\n", "config key 'topk' must be int, not 'five'"),
+        ("threshold: high\n", "threshold must be a number or 'auto'"),
+    ],
+)
+def test_bad_yaml_is_refused_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        resolve_config(file, {})
+    if "treshold" in text:
+        assert err.value.hint == "did you mean 'threshold'?"

@@ -3,10 +3,12 @@ escaped names, atomic replacement, and pages for empty and half-processed stores
 
 from __future__ import annotations
 
+import html as html_module
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -17,6 +19,7 @@ from lamina.report.build import MARKER
 from tests.report.stores import lamina
 
 SECTIONS = (
+    "act",
     "overview",
     "statuses",
     "distributions",
@@ -67,11 +70,21 @@ def _page(index: Path) -> tuple[str, Page]:
 
 
 def _check_links(index: Path, page: Page) -> list[str]:
-    """Every non-anchor link resolves to a file; returns the links."""
-    links = [link for _, link in page.links if not link.startswith("#")]
-    for link in links:
+    """Every non-anchor link resolves to a file inside the report folder, except the links
+    of thumbnails to their original files (file:// URLs that resolve to them); returns the
+    links inside the folder."""
+    links = []
+    for tag, link in page.links:
+        if link.startswith("#"):
+            continue
+        if link.startswith("file://"):
+            assert tag == "a", link  # only a click opens an original, nothing loads it
+            assert Path(unquote(urlparse(link).path)).is_file(), link
+            continue
         assert not re.match(r"^[a-z]+:|^//", link), f"an outside URL: {link}"
+        assert not link.startswith("../") and not link.startswith("/"), link
         assert (index.parent / unquote(link)).is_file(), link
+        links.append(link)
     return links
 
 
@@ -97,12 +110,86 @@ def test_every_section_is_there_and_counts_match(full_store: Store, full_report:
 def test_every_link_resolves_to_a_file(full_report: Path) -> None:
     _, page = _page(full_report)
     links = _check_links(full_report, page)
-    thumbs = [link for link in links if link.startswith("../thumbs/")]
+    thumbs = [link for link in links if link.startswith("thumbs/")]
     plots = [link for link in links if link.startswith("plots/")]
     assert len(set(thumbs)) >= 8  # every decodable image appears somewhere
+    copied = {
+        p.relative_to(full_report.parent).as_posix() for p in full_report.parent.rglob("*.webp")
+    }
+    assert copied == set(thumbs)  # the thumbnails shown, and only those, are in the folder
     assert {"plots/cluster_map.png", "plots/formats.png", "plots/signal_dark.png"} <= set(plots)
     # An undecodable image has no thumbnail: a box with its path, never a broken <img>.
     assert re.search(r'<div class="ph">[^<]*cut\.jpg</div>', full_report.read_text())
+
+
+def _tiles(html: str) -> list[str]:
+    return html.split('<div class="tile')[1:]
+
+
+def test_every_tile_says_resolution_size_and_format_and_links_the_original(
+    full_store: Store, full_report: Path
+) -> None:
+    html = full_report.read_text()
+    source = full_store.sql("select any_value(source) s from files")["s"][0].as_py()
+    tiles = _tiles(html)
+    assert len(tiles) > 20
+    for tile in tiles:
+        if "<img" in tile:  # a thumbnail: a decodable image with a header
+            assert re.search(r"\d+×\d+ · [\d.]+ (B|KB|MB) · [A-Z]+", tile), tile
+        href = re.search(r'<a href="(file://[^"]+)"', tile)
+        assert href, tile
+        original = Path(unquote(urlparse(href.group(1)).path))
+        assert original.is_file() and str(original).startswith(source)
+        path = html_module.unescape(re.search(r'<div class="path">([^<]*)</div>', tile)[1])
+        assert "…" not in path and original.as_posix().endswith(path)
+    # A name with characters that need escaping in a URL and in HTML.
+    assert 'href="file://' in html and "rocket%20%26%20%3Cb%3E.png" in html
+
+
+def test_the_top_says_what_to_act_on(full_store: Store, full_report: Path) -> None:
+    html = full_report.read_text()
+    assert html.index('id="act"') < html.index('id="overview"')
+    rows = full_store.sql(
+        "select d.is_representative as rep, n.n, n.size from duplicates d join (select "
+        "image_id, count(*) as n, any_value(size) as size from files where status <> 'missing' "
+        "group by 1) n using (image_id)"
+    ).to_pylist()
+    freed = sum(r["size"] * (r["n"] - 1 if r["rep"] else r["n"]) for r in rows)
+    assert freed > 0
+    from lamina.report.build import _size
+
+    top = page_html_between(html, 'id="act"', 'id="overview"')
+    assert f'<li id="act-duplicates"><b>{_size(freed)}</b> could be freed' in top
+    assert 'href="#duplicates"' in top and 'href="#problems"' in top
+    assert '<li id="act-problems"><b>1</b> files are broken' in top  # cut.jpg
+    assert 'href="#flag-dark"' in top
+    # Run ids are in the provenance section at the end, not at the top.
+    assert html.index('id="run-table"') > html.index('id="provenance"')
+
+
+def page_html_between(html: str, start: str, end: str) -> str:
+    return html[html.index(start) : html.index(end)]
+
+
+def test_a_moved_report_folder_shows_every_image(full_store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    build_report(full_store, out_dir=out, thumbnails=False)
+    moved = tmp_path / "elsewhere" / "shared-report"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    index = moved / "index.html"
+    links = _check_links(index, Page(index.read_text()))
+    assert sum(link.startswith("thumbs/") for link in links) >= 8
+
+
+def test_a_report_inside_a_source_is_refused(full_store: Store) -> None:
+    source = Path(full_store.sql("select any_value(source) s from files")["s"][0].as_py())
+    before = sorted(p.name for p in source.rglob("*"))
+    for target in (source / "report", source, source / "pets" / "r"):
+        with pytest.raises(LaminaError, match="lies inside the source") as caught:
+            build_report(full_store, out_dir=target, thumbnails=False)
+        assert "choose a path outside it" in (caught.value.hint or "")
+    assert sorted(p.name for p in source.rglob("*")) == before
 
 
 def test_paths_and_labels_are_escaped(full_report: Path) -> None:
@@ -139,7 +226,7 @@ def test_missing_layers_say_which_command_makes_them(scan_only: Store) -> None:
         assert f"<code>{command}</code>" in html
     assert page.ids["count-files"] == "12"
     # No thumbnails were made: every image is a placeholder box, and no <img> is broken.
-    assert "../thumbs/" not in html and "No thumbnails have been made" in html
+    assert "thumbs/" not in html and "No thumbnails have been made" in html
     _check_links(index, page)
 
 

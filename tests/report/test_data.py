@@ -120,8 +120,16 @@ def test_cluster_map_outliers_and_tags(full_store: Store) -> None:
     assert sum(c["size"] for c in space["clusters"]) == ctx.value("select count(*) from clusters")
     assert all(c["medoid"] is not None for c in space["clusters"])
     assert space["model"] == "efficientnet_lite0:imagenet"
-    ranks = [t["rank"] for t in outliers(ctx, 3).data["tiles"]]
-    assert ranks == [1, 2, 3]
+    out = outliers(ctx, 3).data
+    assert [t["rank"] for t in out["tiles"]] == [1, 2, 3]
+    assert out["count"] + out["copies"] == ctx.value("select count(*) from outliers")
+    assert out["flagged"] == ctx.value("select count(*) from flags where outlier")
+    # One image per duplicate group: no two tiles of the full gallery share a group.
+    tiles = outliers(ctx, 100).data["tiles"]
+    groups = ctx.rows("select image_id, group_id from semantic_duplicates where group_size > 1")
+    group_of = {r["image_id"]: r["group_id"] for r in groups}
+    shown = [group_of[t["image_id"]] for t in tiles if t["image_id"] in group_of]
+    assert len(shown) == len(set(shown)) and len(tiles) == out["count"]
     data = tags(ctx, 24).data
     assert {r["label"]: (r["top1"], r["over"]) for r in data["labels"]} == {
         "cat": (3, 3),
@@ -132,12 +140,33 @@ def test_cluster_map_outliers_and_tags(full_store: Store) -> None:
     assert data["approvals"] == [{"label": "cat", "n": 2}, {"label": "rocket", "n": 1}]
 
 
-def test_problems_list_what_a_stage_could_not_read(full_store: Store) -> None:
-    stages = {s["stage"]: s for s in problems(open_context(full_store)).data["stages"]}
-    assert {"signals", "hashes", "embed"} <= set(stages)
-    files = [f for k in stages["signals"]["kinds"] for f in k["files"]]
-    assert [_name(f["path"]) for f in files] == ["cut.jpg"]
-    assert "truncated" in files[0]["reason"]
+def test_problems_list_each_failing_file_once_with_every_layer(full_store: Store) -> None:
+    data = problems(open_context(full_store)).data
+    assert [_name(f["path"]) for f in data["files"]] == ["cut.jpg"]  # once, not per layer
+    assert data["total"] == 1 and data["more"] == 0
+    failures = data["files"][0]["failures"]
+    layers = [f["layer"] for f in failures]
+    assert layers[0] == "scan" and {"signals", "hashes", "embed"} <= set(layers)
+    assert len(layers) == len(set(layers))
+    assert failures[0]["reason"].startswith("broken: truncated")
+    assert all("truncated" in f["reason"] for f in failures)
+    counts = {c["layer"]: c["files"] for c in data["layers"]}
+    assert counts["scan"] == 1 and counts["signals"] == 1
+    assert problems(open_context(full_store), cap=0).data["more"] == 1
+
+
+def test_problems_of_a_file_held_twice_list_both_paths(full_store: Store, tmp_path: Path) -> None:
+    # Two byte-identical broken files: one image, two files, each listed once.
+    shutil.copytree(full_store.root, tmp_path / "store")
+    store = Store.open(tmp_path / "store")
+    source = Path(store.sql("select any_value(source) s from files")["s"][0].as_py())
+    copy = tmp_path / "photos"
+    shutil.copytree(source, copy)
+    (copy / "cut_again.jpg").write_bytes((copy / "cut.jpg").read_bytes())
+    lamina(store.root, "scan", str(copy))
+    files = problems(open_context(store)).data["files"]
+    names = [_name(f["path"]) for f in files]
+    assert "cut_again.jpg" in names and len(names) == len(set(f["path"] for f in files))
 
 
 def test_provenance_names_the_runs_of_each_layer(full_store: Store) -> None:

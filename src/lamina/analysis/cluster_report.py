@@ -128,7 +128,8 @@ def cluster_summary(
         for c in sorted(sizes, key=lambda c: (-sizes[c], c))
     ]
     if outliers is not None:
-        o = read_global(store, "outliers", outliers).sort_by("rank").slice(0, top)
+        o = read_global(store, "outliers", outliers)
+        o = o.filter(pc.is_valid(o["rank"])).sort_by("rank").slice(0, top)  # copies: no rank
         out["outliers"] = [
             {**row, "path": paths.get(row["image_id"])}
             for row in o.select(["image_id", "knn_distance", "outlier_z"]).to_pylist()

@@ -314,9 +314,9 @@ class ExemplarsPass(ClusteredPass):
     def compute(self, store: Any) -> pa.Table:
         t = self.cluster_table(store)
         outliers = read_global(store, "outliers", self._outliers())
-        knn = dict(
-            zip(*(outliers[c].to_pylist() for c in ("image_id", "knn_distance")), strict=True)
-        )
+        # Only ranked images: a copy shares its original's score, and is no exemplar of it.
+        columns = (outliers[c].to_pylist() for c in ("image_id", "knn_distance", "rank"))
+        knn = {i: d for i, d, rank in zip(*columns, strict=True) if rank is not None}
         ids = np.asarray(t["image_id"].to_pylist(), dtype=object)
         cluster = t["cluster"].to_numpy()
         dist = t["distance"].to_numpy(zero_copy_only=False)

@@ -13,9 +13,10 @@ Edges between images, merged with union-find into groups:
 Byte-identical files share an `image_id` already: `n_files` counts them, and an image alone
 in its group is still listed when `n_files > 1`, so every redundant file can be found here.
 
-The representative is the first by `representative` (default: largest width*height, then
-sharpest by `signals.laplacian_var` when that table exists, then oldest by EXIF
-`datetime_original` else earliest file mtime), then the smallest image_id. `distance` is a
+The representative is the first by the `representative` rules (`lamina.analysis.representative`:
+by default camera original, then most pixels, then the best encoding (no palette, lossless,
+bit depth, JPEG quality), sharpest, richer EXIF, oldest), then the smallest image_id;
+`keep_reason` says which rule put it ahead of each member. `distance` is a
 member's pHash distance to it (under the best transform when invariant); `kind` says how it
 relates to it: representative, pixel, near, flip (k = 4..7) or rotation (k = 1..3).
 `group_id` is the smallest image_id of the group.
@@ -69,11 +70,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lamina.analysis.representative import (
+    DEFAULT_ORDER,
+    check_representative,
+    choose,
+    facts_sql,
+)
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.passes import Pass, register
 from lamina.passes.hashes import hamming, popcount
 
-REPRESENTATIVE_KEYS = ("resolution", "sharpness", "oldest")
 MAX_BLOCK_BITS = 22  # dense bucket tables of 2^22 entries: 4 M x 17 bytes
 BATCH = 1 << 21  # probes (and about as many candidates) handled at a time
 
@@ -82,31 +88,19 @@ BATCH = 1 << 21  # probes (and about as many candidates) handled at a time
 class DuplicatesConfig:
     """phash_threshold / dhash_threshold: largest Hamming distances (of 64 bits) of a near
     pair, both must hold; invariant: also match flips and 90-degree rotations; representative:
-    the order of the rules that pick a group's representative (from REPRESENTATIVE_KEYS)."""
+    the order of the rules that pick a group's representative (see
+    `lamina.analysis.representative.REPRESENTATIVE_KEYS`)."""
 
     phash_threshold: int = 10
     dhash_threshold: int = 12
     invariant: bool = False
-    representative: tuple[str, ...] = REPRESENTATIVE_KEYS
+    representative: tuple[str, ...] = DEFAULT_ORDER
 
     def __post_init__(self) -> None:
         for name in ("phash_threshold", "dhash_threshold"):
             if not 0 <= getattr(self, name) <= 32:
                 raise ConfigError(f"{name} must be within 0..32", hint="the default is 10/12")
         check_representative(self.representative)
-
-
-def check_representative(rules: tuple[str, ...]) -> None:
-    """Refuse a representative order with an unknown or repeated rule.
-
-    Example:
-        >>> check_representative(("resolution", "sharpness"))
-    """
-    if set(rules) - set(REPRESENTATIVE_KEYS) or len(set(rules)) != len(rules):
-        raise ConfigError(
-            f"bad representative rules {list(rules)}",
-            hint=f"an order of some of: {', '.join(REPRESENTATIVE_KEYS)}",
-        )
 
 
 DUPLICATES_SCHEMA = pa.schema(
@@ -119,6 +113,7 @@ DUPLICATES_SCHEMA = pa.schema(
         ("kind", pa.string()),
         ("distance", pa.int32()),
         ("n_files", pa.int32()),
+        ("keep_reason", pa.string()),
     ]
 )
 
@@ -271,32 +266,9 @@ def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 # -- the pass ----------------------------------------------------------------------------------
 
-# What the representative rule needs per present image (shared with semantic duplicates):
-# the files holding it, its pixels, when it was taken and how sharp it is.
-FACTS_SQL = """
-with present as (
-    select image_id, count(*)::int as n_files, min(mtime) as first_mtime from files
-    where image_id is not null and status <> 'missing' group by 1
-)
-select p.image_id, p.n_files, coalesce(i.width, 0)::bigint * coalesce(i.height, 0) as pixels,
-       coalesce(try_cast(i.datetime_original as timestamp), p.first_mtime) as taken,
-       {{sharpness}} as sharpness{extra_columns}
-from present p
-left join images i using (image_id)
-{extra_joins}{{signals_join}}
-order by p.image_id
-"""
-FACTS_SQL_PLAIN = FACTS_SQL.format(extra_columns="", extra_joins="")
-INPUT_SQL = FACTS_SQL.format(
-    extra_columns=", h.phash, h.dhash, h.phash_dihedral, h.dhash_dihedral, h.pixel_sha256",
-    extra_joins="left join hashes h using (image_id)\n",
-)
-
-
-def _columns(store: Any, table: str) -> list[str]:
-    if table not in store.available_tables():
-        return []
-    return store.sql(f'select * from "{table}" limit 0').column_names
+# The hashes the grouping reads, beside the facts the representative rules read.
+HASH_COLUMNS = ", h.phash, h.dhash, h.phash_dihedral, h.dhash_dihedral, h.pixel_sha256"
+HASH_JOIN = "left join hashes h using (image_id)\n"
 
 
 def _dihedral(table: pa.Table, name: str, valid: np.ndarray) -> np.ndarray:
@@ -340,46 +312,13 @@ class _Images:
         )
 
 
-def representatives(
-    t: pa.Table, labels: np.ndarray, keep: np.ndarray, rules: tuple[str, ...]
-) -> np.ndarray:
-    """rep[label] = the row that represents its group, for the labels of the rows in `keep`:
-    the first by `rules` (of REPRESENTATIVE_KEYS), then the first row. `t` has `pixels`,
-    `sharpness` and `taken` columns (see INPUT_SQL). Shared with the semantic duplicates.
-
-    Example:
-        >>> t = pa.table({"pixels": [4, 9], "sharpness": [1.0, 1.0], "taken": [None, None]})
-        >>> representatives(t, np.array([0, 0]), np.array([0, 1]), ("resolution",))[0]
-        np.int64(1)
-    """
-    sort_keys: list[np.ndarray] = [keep]  # last tie-break: smallest image_id (row order)
-    for rule in reversed(rules):
-        if rule == "resolution":
-            sort_keys.append(-t["pixels"].fill_null(0).to_numpy()[keep])
-        elif rule == "sharpness":
-            sharp = t["sharpness"].to_numpy(zero_copy_only=False).astype(float)[keep]
-            sort_keys.append(-np.nan_to_num(sharp, nan=-np.inf))
-        else:  # oldest; an image with no date goes last
-            taken = t["taken"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max)
-            sort_keys.append(taken.to_numpy()[keep])
-    sort_keys.append(labels[keep])
-    ranked = keep[np.lexsort(sort_keys)]
-    rep = np.full(len(labels), -1)
-    groups = labels[ranked]
-    # np.r_[True, ...] would give one element for no groups at all.
-    firsts = np.ones(len(groups), bool)
-    firsts[1:] = groups[1:] != groups[:-1]
-    rep[groups[firsts]] = ranked[firsts]
-    return rep
-
-
 @register
 class DuplicatesPass(Pass):
     """Groups of pixel-identical, near-duplicate (and, if invariant, flipped or rotated)
     images, each with its representative, from the hashes layer."""
 
     name = "duplicates"
-    version = "1"
+    version = "2"
     kind = "global"
     Config = DuplicatesConfig
     reads = ("files", "images", "hashes", "signals")
@@ -390,17 +329,10 @@ class DuplicatesPass(Pass):
             return self.schema.empty_table()
         if not store.table_files("hashes"):
             raise LaminaError("duplicates need the hashes table", hint="run `lamina sense`")
-        sharp = "laplacian_var" in _columns(store, "signals")
-        table = store.sql(
-            INPUT_SQL.format(
-                sharpness="s.laplacian_var::double" if sharp else "null::double",
-                signals_join="left join signals s using (image_id)" if sharp else "",
-            )
-        )
-        return self._groups(table)
+        return self._groups(store.sql(facts_sql(store, HASH_COLUMNS, HASH_JOIN)))
 
     def _groups(self, t: pa.Table) -> pa.Table:
-        """The output rows from the per-image input rows (`INPUT_SQL`'s columns)."""
+        """The output rows from the per-image input rows (`facts_sql` with HASH_COLUMNS)."""
         cfg = self.config
         im = _Images.from_table(t)
         if im.n == 0:
@@ -433,11 +365,8 @@ class DuplicatesPass(Pass):
         labels = components(im.n, np.concatenate(edges_i), np.concatenate(edges_j))
         size = np.bincount(labels, minlength=im.n)[labels]
         keep = np.flatnonzero((size > 1) | (im.n_files > 1))
-        rep = self._representatives(t, labels, keep)
-        return self._rows(im, labels, size, keep, rep)
-
-    def _representatives(self, t: pa.Table, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        return representatives(t, labels, keep, self.config.representative)
+        rep, reasons = choose(t, labels, keep, self.config.representative)
+        return self._rows(im, labels, size, keep, rep, reasons)
 
     def _rows(
         self,
@@ -446,8 +375,10 @@ class DuplicatesPass(Pass):
         size: np.ndarray,
         keep: np.ndarray,
         rep: np.ndarray,
+        reasons: list[str],
     ) -> pa.Table:
-        """One row per kept image: its group, representative, kind and distance."""
+        """One row per kept image: its group, representative, kind, distance and why the
+        representative was kept over it."""
         cfg = self.config
         r = rep[labels[keep]]
         is_rep = r == keep
@@ -476,6 +407,7 @@ class DuplicatesPass(Pass):
                 "kind": pa.array(kind.tolist(), pa.string()),
                 "distance": pa.array(distance, pa.int32()),
                 "n_files": pa.array(im.n_files[keep], pa.int32()),
+                "keep_reason": pa.array(reasons, pa.string()),
             },
             schema=self.schema,
         )

@@ -153,11 +153,24 @@ def parse_policy(text: str, *, where: str = "policy", base: Policy | None = None
         missing = {"score", "threshold"} - set(values)
         if missing:
             raise ConfigError(f"'{flag}' in {where} lacks {sorted(missing)[0]!r}")
+        _check_score(values["score"], flag, where)
         rules[flag] = FlagRule(**values)
     absent = [f for f in FLAG_NAMES if f not in rules]
     if absent:
         raise ConfigError(f"{where} does not define the flag {absent[0]!r}")
     return Policy(name=str(name), version=version, rules=rules)
+
+
+def _check_score(score: str, flag: str, where: str) -> str:
+    """The score of `flag` when it is one safe SQL expression (`lamina.core.sqlsafe`: over
+    the columns of the rows being scored, `base`; no statements, files or table
+    functions), else a ConfigError naming the flag."""
+    from lamina.core.sqlsafe import check_condition
+
+    try:
+        return check_condition(score, tables=["base"], what=f"score of flag '{flag}' in {where}")
+    except LaminaError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
 
 
 def default_policy() -> Policy:
@@ -192,6 +205,40 @@ def flags_config(policy: Policy) -> dict[str, str]:
     return {"policy": policy.to_json()}
 
 
+def current_policy(store: Any) -> tuple[Policy, str]:
+    """The policy the current flags layer was made with, and where it was read from: the
+    config in the record of the run that wrote the layer, else the default policy. Passes
+    that change a table the flags read (`lamina cluster` writes `outliers`) recompute the
+    flags with it, so a policy given to `lamina flags` stays in force.
+
+    Example:
+        >>> current_policy(lamina.open())  # doctest: +SKIP
+        (Policy(name='default', ...), 'run 20261203T074912Z-028a0b')
+    """
+    layer = store.current_layer_dir("flags")
+    if layer is None:
+        return default_policy(), "default policy (no flags yet)"
+    run_ids = []
+    for record in sorted(store.ledger_dir("flags", layer.name).glob("*.json")):
+        try:
+            run_ids.append(str(json.loads(record.read_text()).get("run_id", "")))
+        except (OSError, ValueError):
+            continue  # a record being written right now
+    for run_id in reversed(sorted(r for r in run_ids if r)):
+        try:
+            record = json.loads((store.run_dir(run_id) / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        entry = record.get("config", {}).get("passes", {}).get("flags", {})
+        if entry.get("layer") != layer.name:
+            continue
+        text = entry.get("config", {}).get("policy")
+        if text:
+            return Policy.from_json(text), f"run {run_id}"
+        return default_policy(), f"run {run_id} (default policy)"
+    return default_policy(), "default policy (no run record names the flags layer)"
+
+
 @dataclass(frozen=True)
 class FlagsConfig:
     policy: str = ""  # canonical JSON of a Policy; empty = the default policy
@@ -214,10 +261,14 @@ select i.image_id, i.status as image_status, coalesce(i.huge, false) as huge,
        coalesce(s.width, i.width) as width, coalesce(s.height, i.height) as height,
        coalesce(s.megapixels, i.megapixels) as megapixels,
        n.n_files, d.kind as dup_kind, d.distance as dup_distance,
-       d.is_representative
+       d.is_representative,
+       -- embedding outliers rank one image per duplicate group: its copies score 0
+       case when o.image_id is null then null when o.rank is null then 0.0
+            else o.outlier_z end::double as embedding_outlier_z
 from images i join n using (image_id)
 left join signals s using (image_id)
 left join {duplicates} d using (image_id)
+left join {outliers} o using (image_id)
 order by i.image_id
 """
 
@@ -246,7 +297,9 @@ class FlagsPass(Pass):
     version = "1"
     kind = "global"
     Config = FlagsConfig
-    reads = ("files", "images", "signals", "duplicates")
+    # `outliers` is written by `lamina cluster`, after `sense` made the flags: the cluster
+    # step recomputes them (`current_policy`), so the outlier flag follows the embeddings.
+    reads = ("files", "images", "signals", "duplicates", "outliers")
     schema = FLAGS_SCHEMA
 
     @property
@@ -257,7 +310,7 @@ class FlagsPass(Pass):
         tables = store.available_tables()
         if "signals" not in tables:
             raise LaminaError("the flags need the signals table", hint="run `lamina sense`")
-        con = store.connect()
+        con = store.connect(sandbox=True)
         duplicates = "duplicates"
         if "duplicates" not in tables:
             con.execute(
@@ -265,14 +318,22 @@ class FlagsPass(Pass):
                 "distance integer, is_representative boolean)"
             )
             duplicates = "no_dups"
-        base = con.sql(BASE_SQL.format(duplicates=duplicates)).to_arrow_table()
+        outliers = "outliers"
+        if "outliers" not in tables:
+            con.execute(
+                "create temp table no_outliers (image_id varchar, outlier_z float, rank integer)"
+            )
+            outliers = "no_outliers"
+        base = con.sql(BASE_SQL.format(duplicates=duplicates, outliers=outliers)).to_arrow_table()
         base = self._with_collection_stats(base)
         con.register("base", base)
         policy = self.policy
         columns = ["image_id"]
         for flag in FLAG_NAMES:
             rule = policy.rules[flag]
-            score = f"coalesce(cast(({rule.score}) as float), 0)"
+            # Checked again here: a policy can reach the pass without `parse_policy`.
+            expr = _check_score(rule.score, flag, "the policy")
+            score = f"coalesce(cast((\n{expr}\n) as float), 0)"
             try:
                 con.execute(f"select {score} from base limit 0")
             except Exception as exc:  # duckdb raises its own error types

@@ -12,7 +12,8 @@ the vectors, then inside each cluster join every pair whose cosine similarity ex
 `duplicates` table when it exists, so an image has one group id whatever linked it. `kind`
 says how a member relates to the group's representative: a hash kind (pixel, near, flip,
 rotation) when a hash match links them, else `semantic`. The representative is chosen by
-the same rules as the duplicates pass (`duplicates.representatives`).
+the same rules as the duplicates pass (`lamina.analysis.representative`), with the reason
+in `keep_reason`.
 
 Default eps 0.10 (cosine > 0.90), measured with EfficientNet-Lite0 (1280-d) through the
 embed pass's own preprocessing (working decode, short side 256, centre crop 224) on 18
@@ -29,12 +30,17 @@ limit; a pair that close rarely straddles a boundary). Default cluster count: ce
 so a cluster's similarity block is ~1000 x 1000 floats (4 MB) and the search costs ~N x
 1000 x dim flops (20k x 1280-d: 1.3 s, plus 1.6 s of k-means).
 
-*Outliers* (`outliers`): for each image the mean cosine distance to its k nearest
-neighbours (`space.knn`: exact up to 50k images, ~N^2 x dim flops, 13 s for 20k x 1280-d
-and 136 s for 100k on 2 busy cores; above 50k a calibrated IVF index, 39 s for 100k x
-1280-d at recall@10 0.998), and its robust z-score (median/MAD) within the collection.
-k = 10 (the usual 10-20 of kNN outlier scores): an isolated pair or small burst of near
-copies still scores high, where k = 1 would call each of them typical.
+*Outliers* (`outliers`): one image per duplicate group is ranked: the group's
+representative (from `semantic_duplicates` of the same model when it exists, which holds
+the hash groups too, else from `duplicates`), or its first embedded member. For each of
+those, the mean cosine distance to its k nearest others (`space.knn`: exact up to 50k
+images, ~N^2 x dim flops, 13 s for 20k x 1280-d and 136 s for 100k on 2 busy cores; above
+50k a calibrated IVF index, 39 s for 100k x 1280-d at recall@10 0.998), and its robust
+z-score (median/MAD). Copies take the score of the image that represents them
+(`represented_by`), with no `rank`: five copies of one photo are one outlier, and copies
+never stand in each other's neighbourhoods, where they made a unique photo look typical.
+k = 10 (the usual 10-20 of kNN outlier scores): an isolated small burst of similar shots
+still scores high, where k = 1 would call each of them typical.
 
 Example:
     >>> run_passes(store, [("outliers", None), ("semantic_duplicates", None)])  # doctest: +SKIP
@@ -51,14 +57,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lamina.analysis.duplicates import (
-    FACTS_SQL_PLAIN,
-    REPRESENTATIVE_KEYS,
-    check_representative,
-    components,
-    representatives,
-)
+from lamina.analysis.duplicates import components
 from lamina.analysis.flags import robust_z
+from lamina.analysis.representative import DEFAULT_ORDER, check_representative, choose, facts_sql
 from lamina.analysis.space import EmbeddingPass, kmeans_labels, knn, present_embeddings
 from lamina.core.errors import ConfigError
 from lamina.core.passes import register
@@ -89,8 +90,49 @@ OUTLIERS_SCHEMA = pa.schema(
         ("rank", pa.int32()),
         ("nearest", pa.string()),
         ("nearest_similarity", pa.float32()),
+        ("represented_by", pa.string()),
     ]
 )
+
+# The groups an outlier ranking collapses: the semantic groups of the same model (which
+# merge the hash groups), else the hash groups.
+GROUP_TABLES = ("semantic_duplicates", "duplicates")
+
+
+def outlier_heads(store: Any, emb: Any) -> np.ndarray:
+    """head[i] = the row of `emb` that stands for row i in the outlier ranking: its duplicate
+    group's representative when embedded, else the group's first embedded member, else i.
+
+    Example:
+        >>> outlier_heads(store, present_embeddings(store, ""))  # doctest: +SKIP
+        array([0, 1, 1, 3])
+    """
+    n = len(emb)
+    head = np.arange(n)
+    tables = store.available_tables()
+    for table in GROUP_TABLES:
+        if table not in tables:
+            continue
+        query = f"select image_id, representative from {table}"
+        if table == "semantic_duplicates":  # another model's groups are not this space's
+            query += " where model = ?"
+        params = [emb.model] if table == "semantic_duplicates" else []
+        rows = store.connect().sql(query, params=params).to_arrow_table()
+        if not rows.num_rows:
+            continue
+        row = {image_id: r for r, image_id in enumerate(emb.ids)}
+        rep = np.array([row.get(i, -1) for i in rows["representative"].to_pylist()])
+        member = np.array([row.get(i, -1) for i in rows["image_id"].to_pylist()])
+        ok = member >= 0
+        member, rep = member[ok], rep[ok]
+        # Groups whose representative has no vector: their smallest embedded member leads.
+        keys = np.array(rows["representative"].to_pylist(), dtype=object)[ok]
+        lead: dict[str, int] = {}
+        for key, m, r in zip(keys, member, rep, strict=True):
+            lead[key] = r if r >= 0 else min(lead.get(key, m), m)
+        head[member] = [lead[k] for k in keys]
+        break
+    return head
 
 
 @register
@@ -99,8 +141,9 @@ class OutliersPass(EmbeddingPass):
     embedding space, its robust z-score in the collection and its rank (1 = most unique)."""
 
     name = "outliers"
-    version = "1"
+    version = "2"
     Config = OutliersConfig
+    reads = ("files", *GROUP_TABLES)
     schema = OUTLIERS_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
@@ -108,20 +151,35 @@ class OutliersPass(EmbeddingPass):
         n = len(emb)
         if n < 2:
             return self.schema.empty_table()
-        sims, idx = knn(emb.vectors, min(self.config.neighbors, n - 1))
-        distance = 1.0 - sims.mean(axis=1)
-        z = robust_z(distance.astype(np.float64))
-        rank = np.empty(n, np.int32)
-        rank[np.lexsort((emb.ids, -distance))] = np.arange(1, n + 1)
+        head = outlier_heads(store, emb)
+        heads = np.flatnonzero(head == np.arange(n))
+        if len(heads) < 2:  # every image is a copy of one picture: nothing stands out
+            return self.schema.empty_table()
+        sims, idx = knn(emb.vectors[heads], min(self.config.neighbors, len(heads) - 1))
+        at = np.full(n, -1)
+        at[heads] = np.arange(len(heads))
+        distance = (1.0 - sims.mean(axis=1))[at[head]]
+        z = robust_z((1.0 - sims.mean(axis=1)).astype(np.float64))[at[head]]
+        rank = np.full(n, None, dtype=object)
+        order = np.lexsort((emb.ids[heads], -distance[heads]))
+        rank[heads[order]] = np.arange(1, len(heads) + 1)
+        # A head's nearest other head; a copy's nearest is the image that represents it.
+        nearest = np.where(head == np.arange(n), heads[idx[at[head], 0]], head)
+        similarity = np.where(
+            head == np.arange(n),
+            sims[at[head], 0],
+            np.einsum("ij,ij->i", emb.vectors, emb.vectors[head]),
+        )
         return pa.table(
             {
                 "image_id": pa.array(emb.ids.tolist(), pa.string()),
                 "model": pa.array([emb.model] * n, pa.string()),
                 "knn_distance": pa.array(distance, pa.float32()),
                 "outlier_z": pa.array(z, pa.float32()),
-                "rank": pa.array(rank),
-                "nearest": pa.array(emb.ids[idx[:, 0]].tolist(), pa.string()),
-                "nearest_similarity": pa.array(sims[:, 0], pa.float32()),
+                "rank": pa.array(rank.tolist(), pa.int32()),
+                "nearest": pa.array(emb.ids[nearest].tolist(), pa.string()),
+                "nearest_similarity": pa.array(similarity, pa.float32()),
+                "represented_by": pa.array(emb.ids[head].tolist(), pa.string()),
             },
             schema=self.schema,
         )
@@ -142,7 +200,7 @@ class SemanticDuplicatesConfig:
     clusters: int = 0
     seed: int = 0
     merge_hashes: bool = True
-    representative: tuple[str, ...] = REPRESENTATIVE_KEYS
+    representative: tuple[str, ...] = DEFAULT_ORDER
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps < 1.0:
@@ -163,6 +221,7 @@ SEMANTIC_DUPLICATES_SCHEMA = pa.schema(
         ("similarity", pa.float32()),
         ("n_files", pa.int32()),
         ("model", pa.string()),
+        ("keep_reason", pa.string()),
     ]
 )
 
@@ -200,7 +259,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
     hash-based duplicate groups, each with its representative."""
 
     name = "semantic_duplicates"
-    version = "1"
+    version = "2"
     Config = SemanticDuplicatesConfig
     reads = ("files", "images", "signals", "duplicates")
     schema = SEMANTIC_DUPLICATES_SCHEMA
@@ -211,16 +270,11 @@ class SemanticDuplicatesPass(EmbeddingPass):
         if not store.table_files("files") or not len(emb):
             return self.schema.empty_table()
         tables = store.available_tables()
-        sharp = (
-            "signals" in tables
-            and "laplacian_var" in store.sql("select * from signals limit 0").column_names
-        )
-        facts = store.sql(
-            FACTS_SQL_PLAIN.format(
-                sharpness="s.laplacian_var::double" if sharp else "null::double",
-                signals_join="left join signals s using (image_id)" if sharp else "",
-            )
-        )
+        # pixel_sha256 tells the representative rules which copies share their pixels.
+        hashes = ("", "") if "hashes" not in tables else (
+            ", h.pixel_sha256", "left join hashes h using (image_id)\n"
+        )  # fmt: skip
+        facts = store.sql(facts_sql(store, *hashes))
         ids = np.asarray(facts["image_id"].to_pylist(), dtype=object)
         row = {image_id: r for r, image_id in enumerate(ids)}
         vec_rows = np.array([row[i] for i in emb.ids], dtype=np.int64)
@@ -250,7 +304,8 @@ class SemanticDuplicatesPass(EmbeddingPass):
         keep = np.flatnonzero((size > 1) | (n_files > 1))
         if not len(keep):
             return self.schema.empty_table()
-        rep = representatives(facts, labels, keep, cfg.representative)[labels[keep]]
+        rep_of, reasons = choose(facts, labels, keep, cfg.representative)
+        rep = rep_of[labels[keep]]
         is_rep = rep == keep
         # A hash kind when a hash match links the member and its representative (symmetric,
         # so the representative's own kind serves when the member led its hash group).
@@ -278,6 +333,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
                 "similarity": pa.array(similarity, pa.float32(), from_pandas=True),
                 "n_files": pa.array(n_files[keep], pa.int32()),
                 "model": pa.array([emb.model] * len(keep), pa.string()),
+                "keep_reason": pa.array(reasons, pa.string()),
             },
             schema=self.schema,
         )

@@ -10,6 +10,13 @@ practice: the same neighbourhoods, several times faster). The `layout` column re
 was used. Coordinates are in the method's own units; only their relative positions mean
 anything.
 
+UMAP is numba code, compiled on first use: ~25-40 s of CPU on this kind of machine, longer
+than the layout itself below ~10,000 images. The compiled code is kept on disk
+(`numba_cache_dir`: `NUMBA_CACHE_DIR`, else `~/.cache/lamina/numba`), so only the first
+layout on a machine pays for it, and a log line says when that is happening. umap-learn
+asks numba to cache only a few of its functions; `import_umap` turns the cache on for the
+rest (numba keys each entry by the source file's hash, so an upgrade recompiles).
+
 Example:
     >>> run_passes(store, [("clusters", None), ("semantic_map", None)])  # doctest: +SKIP
     >>> store.sql("select x, y, cluster from semantic_map")  # doctest: +SKIP
@@ -17,8 +24,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
+import logging
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +45,77 @@ from lamina.core.passes import register
 LAYOUTS = ("auto", "umap", "pca")
 UMAP_MIN = 100
 PCA_BEFORE_UMAP = 50
+
+log = logging.getLogger("lamina")
+
+
+def numba_cache_dir() -> Path:
+    """Where numba keeps compiled code for lamina: `NUMBA_CACHE_DIR` when set, else
+    `lamina/numba` under `XDG_CACHE_HOME` (default `~/.cache`): per user, shared by stores.
+
+    Example:
+        >>> numba_cache_dir().name  # doctest: +SKIP
+        'numba'
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lamina" / "numba"
+
+
+def _compiled_marker() -> Path:
+    """A file written after a layout finished, for these versions of umap-learn and numba:
+    while it is missing, the next layout compiles."""
+    versions = "-".join(
+        importlib.metadata.version(p) for p in ("umap-learn", "pynndescent", "numba")
+    )
+    return (
+        numba_cache_dir() / f"lamina-umap-{versions}-py{sys.version_info[0]}{sys.version_info[1]}"
+    )
+
+
+def _cache_numba_functions(packages: tuple[str, ...]) -> int:
+    """Turn numba's disk cache on for every jitted function of `packages` that has it off;
+    how many. (`Dispatcher.enable_caching` is what `@njit(cache=True)` calls.)"""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    turned = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache):
+                # No locator can write (a read-only home): it stays uncached, as before.
+                with contextlib.suppress(RuntimeError):
+                    value.enable_caching()
+                    turned += 1
+    return turned
+
+
+def import_umap() -> Any:
+    """umap, with its compiled numba code cached on disk (see the module docstring); says
+    in a log line when it will compile, which happens once per machine.
+
+    Example:
+        >>> umap = import_umap()  # doctest: +SKIP
+    """
+    cache = numba_cache_dir()
+    if not _compiled_marker().exists():
+        log.info(
+            "semantic_map: compiling UMAP's numba code, once on this machine (~30 s; kept in %s)",
+            cache,
+        )
+    # Before numba is imported, which reads it once; worker processes inherit it.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
+    import numba
+
+    if not numba.config.CACHE_DIR:  # numba was imported before, by something else
+        numba.config.CACHE_DIR = str(cache)
+    import umap
+
+    _cache_numba_functions(("umap", "pynndescent"))
+    return umap
 
 
 @dataclass(frozen=True)
@@ -65,8 +149,7 @@ def layout_2d(vectors: np.ndarray, cfg: MapConfig) -> tuple[np.ndarray, str]:
         has_umap = importlib.util.find_spec("umap") is not None
         method = "umap" if has_umap and n >= UMAP_MIN else "pca"
     if method == "umap" and n > 2:
-        import umap
-
+        umap = import_umap()
         reduced = vectors
         if dim > PCA_BEFORE_UMAP and n > PCA_BEFORE_UMAP:
             reduced = PCA(PCA_BEFORE_UMAP, random_state=cfg.seed).fit_transform(vectors)
@@ -77,7 +160,10 @@ def layout_2d(vectors: np.ndarray, cfg: MapConfig) -> tuple[np.ndarray, str]:
             random_state=cfg.seed,
             n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so silences its warning
         )
-        return reducer.fit_transform(reduced).astype(np.float32), "umap"
+        xy = reducer.fit_transform(reduced).astype(np.float32)
+        with contextlib.suppress(OSError):  # an unwritable cache: it compiles next time too
+            _compiled_marker().touch()
+        return xy, "umap"
     xy = np.zeros((n, 2), np.float32)
     if n >= 2:
         parts = min(2, n, dim)

@@ -11,12 +11,13 @@ from lamina.cli.app import echo_json, fail, handle_errors, main, open_store
 
 
 def semantic_configs(model: str, k: int, method: str) -> dict[str, dict[str, Any]]:
-    """The config of each pass `lamina cluster` runs, by pass name, in run order."""
+    """The config of each pass `lamina cluster` runs, by pass name, in run order (the
+    outliers rank one image per semantic duplicate group, so those groups come first)."""
     clusters = {"model": model, "k": k, "method": method}
     return {
         "clusters": clusters,
-        "outliers": {"model": model},
         "semantic_duplicates": {"model": model},
+        "outliers": {"model": model},
         "medoids": clusters,
         "exemplars": clusters,
         "semantic_map": clusters,
@@ -78,7 +79,8 @@ def cluster(
     lay out a 2-D map. One run; re-running with unchanged embeddings does nothing.
 
     Writes the tables clusters, medoids, exemplars, outliers, semantic_duplicates and
-    semantic_map (query them with `lamina sql` or `store.table(...)`). With --compare it
+    semantic_map (query them with `lamina sql` or `store.table(...)`), then recomputes the
+    flags (same policy) so the outlier flag matches the outliers table. With --compare it
     only reports how far two models' clusterings agree (ARI / NMI) and how stable each is
     across seeds: stop changing the model or k once these stop moving.
 
@@ -89,6 +91,7 @@ def cluster(
         lamina cluster --compare efficientnet_lite0:imagenet open_clip:ViT-B-32/openai
     """
     from lamina.analysis.cluster_report import cluster_summary, compare_models
+    from lamina.analysis.flags import current_policy, flags_config
     from lamina.core.runner import run_passes
     from lamina.core.vectors import list_models
 
@@ -110,7 +113,12 @@ def cluster(
             )
         return
     configs = semantic_configs(model, k, method)
-    result = run_passes(store, list(configs.items()), command="cluster", progress=False)
+    passes = list(configs.items())
+    if "signals" in store.available_tables():
+        # The outlier flag reads the outliers written here: recompute the flags with the
+        # policy they were made with (seconds; nothing else changes).
+        passes.append(("flags", flags_config(current_policy(store)[0])))
+    result = run_passes(store, passes, command="cluster", progress=False)
     summary = cluster_summary(
         store,
         configs["clusters"],

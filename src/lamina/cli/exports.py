@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+from lamina.cli.options import force_into_source_option, force_option
 
 
 @main.command()
@@ -84,15 +85,25 @@ def thumbs(
     help="Format (default: from the file's suffix).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@force_option
+@force_into_source_option
 @click.pass_context
 @handle_errors
-def export(ctx: click.Context, out_path: str, fmt: str | None, as_json: bool) -> None:
+def export(
+    ctx: click.Context,
+    out_path: str,
+    fmt: str | None,
+    as_json: bool,
+    force: bool,
+    force_into_source: bool,
+) -> None:
     """Export every present file with its size, tags and approved labels.
 
     One row per file, columns path,rel_path,width,height,top1,top1_score,top5_labels,
     top5_scores,approved_labels,run_id,model_name. In CSV, lists are joined with `|` and
     scores have 4 decimals; Parquet keeps real list types. Files without tags have empty
-    tag cells.
+    tag cells. -o never writes over a scanned file, inside a source (unless
+    --force-into-source) or over a file lamina did not write (unless --force).
 
     \b
     Example:
@@ -103,7 +114,7 @@ def export(ctx: click.Context, out_path: str, fmt: str | None, as_json: bool) ->
     from lamina.exports.tables import export as export_tags
 
     store = open_store(ctx)
-    result = export_tags(store, out_path, fmt=fmt)
+    result = export_tags(store, out_path, fmt=fmt, force=force, force_into_source=force_into_source)
     if as_json:
         echo_json(result)
         return
@@ -199,6 +210,12 @@ def sidecars(
             if summary[k]
         )  # fmt: skip
         click.echo(f"{summary['files']} sidecars: {counts or 'nothing to do'}")
+        for reason, why in summary["skipped_reasons"].items():
+            hint = f"; {why['hint']}" if why.get("hint") else ""
+            click.echo(
+                f"no sidecar for {why['files']} file{'s' if why['files'] != 1 else ''}: {reason} "
+                f"(e.g. {', '.join(why['examples'])}){hint}"
+            )
     if summary["failed"]:
         sys.exit(EXIT_ERRORS)
 
@@ -214,11 +231,20 @@ def sidecars(
     help="CSV file to write.",
 )
 @click.option("--model", default=None, help="Embedding model (default: the newest medoids).")
+@force_option
+@force_into_source_option
 @click.pass_context
 @handle_errors
-def medoids(ctx: click.Context, out_path: str, model: str | None) -> None:
+def medoids(
+    ctx: click.Context,
+    out_path: str,
+    model: str | None,
+    force: bool,
+    force_into_source: bool,
+) -> None:
     """Write folder_medoids.csv: each folder's most typical image (folder,medoid_rel_path,
-    cosine_to_centroid), from the medoids `lamina cluster` computed.
+    cosine_to_centroid), from the medoids `lamina cluster` computed. -o is checked as
+    `lamina export -o` is.
 
     \b
     Example:
@@ -227,5 +253,7 @@ def medoids(ctx: click.Context, out_path: str, model: str | None) -> None:
     from lamina.exports.medoids import write_folder_medoids
 
     store = open_store(ctx)
-    n = write_folder_medoids(store, out_path, model=model)
+    n = write_folder_medoids(
+        store, out_path, model=model, force=force, force_into_source=force_into_source
+    )
     click.echo(f"{n} folders -> {out_path}")

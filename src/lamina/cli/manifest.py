@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -16,6 +15,7 @@ from lamina.cli.app import (
     main,
     open_store,
 )
+from lamina.cli.options import force_into_source_option, force_option
 
 # -- scan ------------------------------------------------------------------------------------
 
@@ -24,6 +24,11 @@ from lamina.cli.app import (
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--chunk-size", type=int, default=None, help="Files per chunk (default: store's).")
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symlinks that lead out of the sources (default: record them as skipped).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
@@ -32,17 +37,22 @@ def scan(
     sources: tuple[str, ...],
     workers: int | None,
     chunk_size: int | None,
+    follow_links: bool,
     as_json: bool,
 ) -> None:
     """Scan SOURCES (folders) into the manifest, read-only.
 
     Hashes every file, reads image headers (no pixel decode), records junk and broken
     files with a reason. Re-running only reads new or changed files; a killed scan
-    resumes where it stopped.
+    resumes where it stopped. One physical file is one row: a folder inside a scanned
+    source rescans that part of it, a folder around scanned sources takes them in, and a
+    second path to a file (a symlink, a hard link) is a `skipped` row naming the first.
 
     \b
     Example:
         lamina scan ~/Pictures /mnt/archive/scans
+        lamina scan ~/Pictures/2024            # rescan just that part of ~/Pictures
+        lamina scan ~/Pictures --follow-links  # also read what symlinks out of it lead to
     """
     from lamina.core.store import resolve_store_path
     from lamina.passes.scan import check_sources
@@ -51,13 +61,22 @@ def scan(
     check_sources(resolve_store_path(ctx.obj["store"]), list(sources))  # before making a store
     store = open_store(ctx, create=True)
     summary = run_scan(
-        store, list(sources), workers=workers, chunk_size=chunk_size, progress=not as_json
+        store,
+        list(sources),
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=not as_json,
+        follow_links=follow_links,
     )
     if as_json:
         echo_json(summary)
     else:
         status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
         events = ", ".join(f"{k} {v}" for k, v in summary["events"].items()) or "no changes"
+        for old, new in summary["merged"].items():
+            click.echo(f"the source {old} lies inside {new}: its files are now part of it")
+        for folder, source in summary["parts"].items():
+            click.echo(f"{folder} is part of the source {source}: rescanned that part")
         click.echo(f"scanned {summary['files']} files ({status})")
         click.echo(
             f"hashed {summary['hashed']}, unchanged {summary['reused']}; "
@@ -114,24 +133,55 @@ def status(ctx: click.Context, as_json: bool, n_runs: int) -> None:
     show_default=True,
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+@click.option(
+    "--allow-files",
+    is_flag=True,
+    help="Let the query read files outside the store too (read_csv, read_parquet, glob…). "
+    "It still writes nothing.",
+)
+@force_option
+@force_into_source_option
 @click.pass_context
 @handle_errors
-def sql(ctx: click.Context, query: str, fmt: str, output: str | None) -> None:
-    """Run a DuckDB SQL QUERY over every table of the store.
+def sql(
+    ctx: click.Context,
+    query: str,
+    fmt: str,
+    output: str | None,
+    allow_files: bool,
+    force: bool,
+    force_into_source: bool,
+) -> None:
+    """Run one read-only DuckDB query over the store's tables.
 
     Tables: files, images, file_events, meta, runs, folder_labels, and one per pass layer
     (scan, …). `lamina sql "show tables"` lists them.
+
+    The query is one SELECT (also WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE),
+    on a connection that can read only the store's own files: no COPY, EXPORT, ATTACH,
+    INSTALL/LOAD, SET or CREATE, no other file, and nothing is downloaded. --allow-files
+    lets it read other files (to join a CSV of your own); it still writes nothing. Write
+    the result with -o (never over a scanned file, never inside a source unless
+    --force-into-source, never over a file lamina did not write unless --force). For all
+    of DuckDB, use Python: `lamina.open(STORE).connect()`.
 
     \b
     Example:
         lamina sql "select format, count(*) n from images group by 1 order by n desc"
         lamina sql "select * from files where status <> 'ok'" --format csv -o problems.csv
+        lamina sql --allow-files "select * from files join 'licenses.csv' using (rel_path)"
     """
     import duckdb
 
+    from lamina.core.outputs import check_output_path, write_output
+    from lamina.core.sqlsafe import check_query
+
     store = open_store(ctx)
+    check_query(query)
+    if output:
+        check_output_path(store, output, force=force, force_into_source=force_into_source)
     try:
-        table = store.sql(query)
+        table = store.connect(sandbox=True, allow_files=allow_files).sql(query).to_arrow_table()
     except duckdb.Error as exc:
         fail(f"{exc}\n  tables: {', '.join(store.available_tables())}")
         return
@@ -145,7 +195,7 @@ def sql(ctx: click.Context, query: str, fmt: str, output: str | None) -> None:
         text = (frame.to_string(index=False, max_colwidth=80) if len(frame.columns) else "") + "\n"
         text += f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})\n"
     if output:
-        Path(output).write_text(text)
+        write_output(store, output, text, force=force, force_into_source=force_into_source)
         click.echo(f"wrote {table.num_rows} rows to {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -195,24 +245,40 @@ def runs(ctx: click.Context, limit: int, as_json: bool, run_id: str | None) -> N
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "-j", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--repair-layers",
+    is_flag=True,
+    help="Rewrite layers that hold an image twice (keeping the row of its first part).",
+)
 @click.pass_context
 @handle_errors
 def verify(
-    ctx: click.Context, sample: int | None, seed: int, workers: int | None, as_json: bool
+    ctx: click.Context,
+    sample: int | None,
+    seed: int,
+    workers: int | None,
+    as_json: bool,
+    repair_layers: bool,
 ) -> None:
     """Re-read files and report bit rot, missing and modified files. Changes no table.
 
-    Bit rot = same size and mtime as recorded, different bytes. Exit code 1 if any
-    problem is found.
+    Bit rot = same size and mtime as recorded, different bytes. Also reports layers that
+    hold one image (key) in two rows. Exit code 1 if any problem is found.
 
     \b
     Example:
         lamina verify --sample 1000
+        lamina verify --repair-layers
     """
     from lamina.manifest.verify import verify as run_verify
 
     report = run_verify(
-        open_store(ctx), sample=sample, seed=seed, workers=workers, progress=not as_json
+        open_store(ctx),
+        sample=sample,
+        seed=seed,
+        workers=workers,
+        progress=not as_json,
+        repair_layers=repair_layers,
     )
     if as_json:
         echo_json(report)
@@ -223,13 +289,25 @@ def verify(
             f"unreadable {report['unreadable']}"
         )
         for source in report.get("missing_sources", []):
-            click.secho(f"  source missing (not mounted?): {source}", fg="yellow")
-        for source in report.get("missing_sources", []):
             click.secho(f"  source missing (a disk not mounted?): {source}", fg="yellow")
         for p in report["problems"][:50]:
             click.echo(f"  {p['kind']:<10} {p['source']}/{p['rel_path']}")
+        repaired = {r["layer"]: r for r in report["repaired_layers"]}
+        for layer in report["duplicate_layers"]:
+            name = layer["layer"]
+            done = (
+                f"repaired: {repaired[name]['rows_dropped']} rows dropped"
+                if name in repaired
+                else "repair with `lamina verify --repair-layers`"
+            )
+            click.secho(
+                f"  layer {name} holds {layer['duplicate_keys']} key(s) twice "
+                f"({layer['extra_rows']} extra rows); {done}",
+                fg="yellow",
+            )
         click.echo(f"run {report['run_id']}")
-    if report["checked"] != report["ok"]:
+    unrepaired = len(report["duplicate_layers"]) > len(report["repaired_layers"])
+    if report["checked"] != report["ok"] or unrepaired:
         sys.exit(EXIT_ERRORS)
 
 
@@ -243,8 +321,19 @@ def verify(
     type=click.Path(dir_okay=False),
     help="Write every row (matched and unmatched) as CSV.",
 )
+@force_option
+@force_into_source_option
+@click.pass_context
 @handle_errors
-def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
+def reconcile(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    as_json: bool,
+    output: str | None,
+    force: bool,
+    force_into_source: bool,
+) -> None:
     """Compare two manifests: stores, or CSV/Parquet/JSONL lists of paths (+ sha256).
 
     Matches by content hash where both sides have one, else by the longest common path
@@ -254,21 +343,29 @@ def reconcile(a: str, b: str, as_json: bool, output: str | None) -> None:
     \b
     Example:
         lamina reconcile ~/pictures-store bucket-listing.csv
+        lamina reconcile ~/pictures-store bucket-listing.csv -o rows.csv
     """
+    from lamina.core.outputs import check_output_path, write_output
+    from lamina.core.store import Store, find_store, resolve_store_path
+    from lamina.manifest.listing import store_root_of
     from lamina.manifest.reconcile import reconcile as run_reconcile
+    from lamina.manifest.reconcile import render_summary
 
+    # -o is checked against every store in sight: A, B, and the one --store names.
+    roots = {store_root_of(a), store_root_of(b), find_store()}
+    if (resolve_store_path(ctx.obj["store"]) / "lamina.toml").is_file():
+        roots.add(resolve_store_path(ctx.obj["store"]))
+    stores = [Store.open(root) for root in {r.resolve() for r in roots if r is not None}]
+    if output:
+        check_output_path(stores, output, force=force, force_into_source=force_into_source)
     result = run_reconcile(a, b)
     if output:
-        result.rows.to_pandas().to_csv(output, index=False)
+        text = result.rows.to_pandas().to_csv(index=False)
+        write_output(stores, output, text, force=force, force_into_source=force_into_source)
     if as_json:
         echo_json(result.summary)
         return
-    s = result.summary
-    click.echo(f"matched {s['matched']}")
-    for side in ("a", "b"):
-        click.echo(f"only in {side.upper()}: {s[f'only_in_{side}']}")
-        for cls, n in s.get(f"only_in_{side}_by_class", {}).items():
-            click.echo(f"  {cls:<16} {n}")
+    click.echo(render_summary(result))
 
 
 @main.command()
@@ -309,6 +406,20 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
             f"{report['unmatched_rows']} rows matched no file (kept with no image_id), "
             f"e.g. {examples}",
             fg="yellow",
+        )
+    if report.get("several_rows"):
+        examples = "; ".join(
+            f"{s['key']} ({s['files']} files: {', '.join(s['examples'])}"
+            f"{', …' if s['files'] > len(s['examples']) else ''})"
+            for s in report["several"][:3]
+        )
+        n = report["several_rows"]
+        click.secho(
+            f"warning: {n} name{' matches' if n == 1 else 's match'} several files and "
+            f"{'was' if n == 1 else 'were'} attached to each of them, e.g. {examples}; "
+            "use --on path to single files out",
+            fg="yellow",
+            err=True,
         )
     if report.get("ambiguous_rows"):
         examples = ", ".join(map(str, report["ambiguous"][:5]))

@@ -7,6 +7,7 @@ import webbrowser
 import click
 
 from lamina.cli.app import handle_errors, main, open_store
+from lamina.cli.options import force_into_source_option
 
 
 @main.command()
@@ -15,7 +16,8 @@ from lamina.cli.app import handle_errors, main, open_store
     "--output",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Folder to write the report to (default: <store>/report).",
+    help="Folder to write the report to (default: <store>/report); self-contained, so it "
+    "can be zipped or moved. Never inside a source, never over a folder that is not a report.",
 )
 @click.option(
     "--no-thumbnails",
@@ -31,6 +33,7 @@ from lamina.cli.app import handle_errors, main, open_store
 )
 @click.option("--title", help="Page title (default: the source folders' names).")
 @click.option("--open", "open_page", is_flag=True, help="Open the page in a web browser.")
+@force_into_source_option
 @click.pass_context
 @handle_errors
 def report(
@@ -40,18 +43,23 @@ def report(
     gallery_size: int,
     title: str | None,
     open_page: bool,
+    force_into_source: bool,
 ) -> None:
     """Write the HTML report of the store and print where it is.
 
-    One static page (no server, works offline): counts, file statuses with the files,
-    distributions, signal histograms with the flag thresholds, flag galleries, duplicate
-    groups, the cluster map, outliers, tags, problems and the runs behind every section.
+    One static page (no server, works offline): first what to act on (bytes duplicates
+    could free, broken files, the largest flags), then counts, file statuses with the
+    files, distributions, signal histograms with the flag thresholds, flag galleries,
+    duplicate groups with why each kept copy was kept, the cluster map, outliers, tags,
+    every failing file with each step that failed on it, and the runs behind every
+    section. Thumbnails are copied into the folder and link to the original files.
     Sections whose tables are not made yet say which command makes them.
 
     \b
     Example:
         lamina report --open
         lamina report -o /tmp/my-report --no-thumbnails
+        lamina report -o ~/shared/photo-report   # a folder to zip, move or send
     """
     from lamina.report import build_report
 
@@ -63,6 +71,7 @@ def report(
         gallery_size=gallery_size,
         title=title,
         progress=True,
+        force_into_source=force_into_source,
     )
     url = path.as_uri()
     click.echo(url)

@@ -12,13 +12,30 @@ from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_sto
 from lamina.core.errors import LaminaError
 
 
+def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (or 'auto')") from None
+
+
 @main.command("run")
 @click.argument("sources", nargs=-1, type=click.Path())
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(),
+    help="A source folder, as SOURCES (Photo-Tagger's flag; may repeat).",
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    help="Pipeline TOML (keys: see --print-config); the command line wins over it.",
+    help="Pipeline config, TOML or YAML (.yaml/.yml), keys as --print-config shows; the "
+    "command line wins over it.",
 )
 @click.option(
     "--labels",
@@ -26,14 +43,37 @@ from lamina.core.errors import LaminaError
     type=click.Path(dir_okay=False),
     help="Label file (one per line): tag every image against it.",
 )
-@click.option("--model", "-m", default=None, help="Embedder spec (default: `default`, offline).")
+@click.option(
+    "--threshold", callback=_threshold, help="Tag score threshold (default: the tagger's own)."
+)
+@click.option("--topk", type=int, default=None, help="Labels kept per image (default 5).")
+@click.option("--model-name", default=None, help="open_clip architecture (with --pretrained).")
+@click.option("--pretrained", default=None, help="Its pretrained tag or checkpoint file.")
+@click.option("--batch-images", type=int, default=None, help="Images per model batch.")
+@click.option("--batch-labels", type=int, default=None, help="Labels per text batch.")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Embedder spec (default `auto`: a CLIP when cached or downloadable, else `default`).",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download model weights.")
 @click.option("--max-images", type=int, default=None, help="Only the first N images by id.")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the exports and config.json (default: <store>/exports).",
+)
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option(
     "--stages",
     default=None,
     help="Comma-separated stages to run, in their fixed order "
     "(scan,sense,embed,cluster,tag,export,sidecars,report).",
+)
+@click.option(
+    "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -42,12 +82,22 @@ from lamina.core.errors import LaminaError
 def run_command(
     ctx: click.Context,
     sources: tuple[str, ...],
+    roots: tuple[str, ...],
     config_path: str | None,
     labels_file: str | None,
+    threshold: float | str | None,
+    topk: int | None,
     model: str | None,
+    model_name: str | None,
+    pretrained: str | None,
+    batch_images: int | None,
+    batch_labels: int | None,
+    offline: bool | None,
     max_images: int | None,
+    run_dir: str | None,
     workers: int | None,
     stages: str | None,
+    follow_links: bool | None,
     print_config: bool,
     as_json: bool,
 ) -> None:
@@ -57,11 +107,16 @@ def run_command(
     Resumable as a whole: after a kill, run it again and it continues; on an unchanged
     collection it recomputes nothing and says so.
 
+    Photo-Tagger's flags and config.yaml work too: --root, --labels, --threshold, --topk,
+    --model-name, --pretrained, --batch-images, --batch-labels, --max-images, --run-dir.
+
     \b
     Example:
         lamina --store ~/pictures-store run ~/Pictures
         lamina run ~/Pictures --labels labels.txt --max-images 1000
-        lamina run --print-config > lamina.toml && lamina run --config lamina.toml
+        lamina run ~/Pictures --print-config > lamina.toml && lamina run --config lamina.toml
+        lamina run --root ~/Pictures --labels labels.txt --threshold 0.3 --topk 3
+        lamina run --config config.yaml
     """
     from lamina.core.errors import SourceError
     from lamina.core.store import resolve_store_path
@@ -70,12 +125,21 @@ def run_command(
     from lamina.pipeline.config import config_toml, resolve_config
 
     overrides: dict[str, Any] = {
-        "root": list(sources) or None,
+        "root": [*sources, *roots] or None,
         "labels_file": labels_file,
+        "threshold": threshold,
+        "topk": topk,
         "model": model,
+        "model_name": model_name,
+        "pretrained": pretrained,
+        "batch_images": batch_images,
+        "batch_labels": batch_labels,
+        "offline": offline,
         "max_images": max_images,
+        "run_dir": run_dir,
         "workers": workers,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        "follow_links": follow_links or None,  # absent: the config file's value
     }
     config = resolve_config(config_path, overrides)
     if print_config:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,8 +15,32 @@ from lamina.cli.app import (
     main,
     open_store,
 )
+from lamina.cli.options import force_into_source_option, force_option
 
 # -- sensing -------------------------------------------------------------------------------
+
+
+def sensed_line(store: Any, done: dict[str, Any]) -> str:
+    """What sensing did and how many files are broken, counted as `lamina status` counts.
+
+    Example:
+        >>> sensed_line(store, {"processed": 246, "already_done": 0})  # doctest: +SKIP
+        'sensed 246 images (0 already done); 5 broken files (2 undecodable, found by decoding)'
+    """
+    from lamina.manifest.decode_failures import decode_summary
+
+    counts = decode_summary(store)
+    line = (
+        f"sensed {done['processed']} images ({done['already_done']} already done); "
+        f"{counts['broken']} broken files ({counts['undecodable']} undecodable, found by "
+        "decoding)"
+    )
+    if counts["not_decoded"]:
+        line += (
+            f"; {counts['not_decoded']} more images not decoded here (a format or size "
+            "lamina does not decode; still ok)"
+        )
+    return line
 
 
 def _echo_flag_summary(summary: dict[str, Any]) -> None:
@@ -88,11 +111,7 @@ def sense(
     if as_json:
         echo_json(summary)
     else:
-        done = result["signals"]
-        click.echo(
-            f"sensed {done['processed']} images ({done['already_done']} already done, "
-            f"{done['error_rows']} could not be decoded)"
-        )
+        click.echo(sensed_line(store, result["signals"]))
         _echo_flag_summary(summary)
         click.echo(f"run {result['run_id']}")
     if any(v.get("failed_chunks") for v in summary["passes"].values() if isinstance(v, dict)):
@@ -141,7 +160,8 @@ def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: b
     "--where",
     "where",
     required=True,
-    help="SQL condition over files, flags, signals and duplicates columns.",
+    help="SQL condition over files, flags, signals and duplicates columns (one expression: "
+    "no statements, table functions or file access).",
 )
 @click.option(
     "-o",
@@ -151,16 +171,29 @@ def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: b
 )
 @click.option("--one-per-image", is_flag=True, help="One path per image, not every copy.")
 @click.option("--ids", is_flag=True, help="Write image ids instead of paths.")
+@force_option
+@force_into_source_option
 @click.pass_context
 @handle_errors
 def select(
-    ctx: click.Context, where: str, output: str | None, one_per_image: bool, ids: bool
+    ctx: click.Context,
+    where: str,
+    output: str | None,
+    one_per_image: bool,
+    ids: bool,
+    force: bool,
+    force_into_source: bool,
 ) -> None:
     """Write the paths (or image ids) of files matching a SQL condition.
 
     Columns: every column of files (rel_path, folder, status, reason, format, size…),
     flags (dark, blurry, near_duplicate… and <flag>_score), signals (brightness_mean,
-    laplacian_var…) and duplicates (group_id, is_representative, kind…).
+    laplacian_var…) and duplicates (group_id, is_representative, kind…). The condition is
+    one SQL expression, run on a connection that reads only the store; a subquery may
+    read the store's tables (`image_id in (select image_id from tags where …)`).
+
+    -o never writes over a scanned file, inside a source (unless --force-into-source) or
+    over a file lamina did not write (unless --force).
 
     \b
     Example:
@@ -169,8 +202,14 @@ def select(
     """
     import duckdb
 
+    from lamina.core.outputs import check_output_path, write_output
+    from lamina.core.sqlsafe import check_condition
+
     store = open_store(ctx)
     tables = store.available_tables()
+    condition = check_condition(where, tables=[*tables, "folder_labels"], what="--where condition")
+    if output:
+        check_output_path(store, output, force=force, force_into_source=force_into_source)
     joins = "".join(
         f" left join {t} using (image_id)"
         for t in ("flags", "signals", "duplicates")
@@ -178,10 +217,10 @@ def select(
     )
     query = (
         f"select image_id, source || '/' || rel_path as path from files{joins} "
-        f"where status <> 'missing' and ({where}) order by source, rel_path"
+        f"where status <> 'missing' and (\n{condition}\n) order by source, rel_path"
     )
     try:
-        rows = store.connect().execute(query).fetchall()
+        rows = store.connect(sandbox=True).execute(query).fetchall()
     except duckdb.Error as exc:
         fail(f"bad --where condition: {str(exc).splitlines()[0]}")
         return
@@ -195,7 +234,7 @@ def select(
         lines.append(image_id if ids else path)
     text = "".join(f"{line}\n" for line in lines)
     if output:
-        Path(output).write_text(text)
+        write_output(store, output, text, force=force, force_into_source=force_into_source)
         click.echo(f"wrote {len(lines)} {'ids' if ids else 'paths'} to {output}", err=True)
     else:
         click.echo(text, nl=False)

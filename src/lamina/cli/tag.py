@@ -8,9 +8,25 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
+from lamina.cli.embed import OFFLINE_HELP, go_offline
 from lamina.core.errors import LaminaError
 
 SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
+LABEL_WIDTH = 60  # characters of a label in text output (--json keeps every label whole)
+
+
+def _short(text: str, limit: int = LABEL_WIDTH) -> str:
+    """`text` cut to `limit` characters with an ellipsis, for text output only.
+
+    Example:
+        >>> _short("x" * 100, 5)
+        'xxxx…'
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _labels_text(labels: list[str] | None) -> str:
+    return ",".join(_short(label) for label in labels or [])
 
 
 def _echo_tag_summary(s: dict[str, Any]) -> None:
@@ -21,10 +37,12 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
         f"top {s['topk']}" + (" (unchanged since the last run)" if s["skipped"] else "")
     )
     ranked = sorted(s["label_counts"].items(), key=lambda kv: (-kv[1]["top1"], kv[0]))
-    width = max(len(label) for label, _ in ranked)
+    width = max(len(_short(label)) for label, _ in ranked[:20])
     click.echo(f"  {'label':<{width}}  top1  over threshold")
     for label, counts in ranked[:20]:
-        click.echo(f"  {label:<{width}}  {counts['top1']:>4}  {counts['over_threshold']:>5}")
+        click.echo(
+            f"  {_short(label):<{width}}  {counts['top1']:>4}  {counts['over_threshold']:>5}"
+        )
     if len(ranked) > 20:
         click.echo(f"  … and {len(ranked) - 20} more labels (--json lists all)")
     for key, what in (("errors", "could not be read"), ("missing", "have nothing to score yet")):
@@ -38,6 +56,10 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
                 click.echo(f"  … and {len(rows) - SHOWN} more (--json lists all)")
     if s.get("hint"):
         click.echo(f"fix: {s['hint']}")
+    if (s.get("classify") or {}).get("processed"):
+        from lamina.cli.embed import classify_message
+
+        click.echo(classify_message(s["classify"], None))  # the pass tagging waited for
     click.echo(f"run {s['run_id']}")
 
 
@@ -88,6 +110,7 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
     help="Label prompts embedded at a time.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: cores).")
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
@@ -101,6 +124,7 @@ def tag(
     batch_images: int,
     batch_labels: int,
     workers: int | None,
+    offline: bool,
     as_json: bool,
 ) -> None:
     """Score every image against a label list and keep its top labels (`lamina score` is
@@ -121,6 +145,7 @@ def tag(
     """
     from lamina.tagging import tag_images
 
+    go_offline(offline)
     store = open_store(ctx)
     summary = tag_images(
         store,
@@ -184,7 +209,9 @@ WHERE_HELP = (
     "over_threshold, …), flags, signals and duplicates. A column name that two of these "
     "tables share is prefixed in the helper tables: tags.error is tag_error, signals.error "
     "signal_error, signals.detail signal_detail (files keeps its names). Qualified names "
-    '(tags.top1) work too; `lamina sql "describe tags"` lists a table\'s columns.'
+    '(tags.top1) work too; `lamina sql "describe tags"` lists a table\'s columns. One '
+    "expression: no statements, table functions or file access; a subquery may read the "
+    "store's tables."
 )
 
 
@@ -242,9 +269,13 @@ def _where_ids(store: Any, where: str) -> list[str]:
     with each helper table by image_id, every column under one unambiguous name."""
     import duckdb
 
+    from lamina.core.sqlsafe import check_condition
+
     columns = where_columns(store)
     if "files" not in columns:
         raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
+    tables = [*store.available_tables(), "folder_labels"]
+    where = check_condition(where, tables=tables, what="--where condition")
     ctes = []
     for table, pairs in columns.items():
         listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
@@ -255,11 +286,11 @@ def _where_ids(store: Any, where: str) -> list[str]:
     query = (
         f"with {', '.join(ctes)} "
         f'select distinct image_id from "_where_files" as files{joins} '
-        f"where files.status <> 'missing' and image_id is not null and ({where}) "
+        f"where files.status <> 'missing' and image_id is not null and (\n{where}\n) "
         "order by image_id"
     )
     try:
-        return [r[0] for r in store.connect().execute(query).fetchall()]
+        return [r[0] for r in store.connect(sandbox=True).execute(query).fetchall()]
     except duckdb.Error as exc:
         listed = "; ".join(
             f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
@@ -279,8 +310,8 @@ def _echo_history(table: Any, as_json: bool) -> None:
     if not rows:
         click.echo("no approvals yet")
     for r in rows:
-        labels = ",".join(r["labels"] or [])
-        note = f"  # {r['note']}" if r["note"] else ""
+        labels = _labels_text(r["labels"])
+        note = f"  # {_short(r['note'])}" if r["note"] else ""
         click.echo(
             f"{r['at'].isoformat(timespec='seconds')}  {r['who']}  {r['image_id']}  "
             f"{r['action']} {labels}{note}"
@@ -385,6 +416,6 @@ def approve(
         return
     click.echo(f"recorded {written} approval event(s)")
     for r in rows[:SHOWN]:
-        click.echo(f"  {r['image_id']}  {','.join(r['approved_labels']) or '(none)'}")
+        click.echo(f"  {r['image_id']}  {_labels_text(r['approved_labels']) or '(none)'}")
     if len(rows) > SHOWN:
         click.echo(f"  … and {len(rows) - SHOWN} more")

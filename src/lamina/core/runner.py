@@ -37,19 +37,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lamina.core.errors import StoreError
+from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
-from lamina.core.store import Store, atomic_write_json, atomic_write_parquet
-from lamina.executors.local import LocalExecutor
+from lamina.core.store import Store, atomic_write_json, atomic_write_parquet, fenced_commit
+from lamina.executors.local import LocalExecutor, exit_if_orphaned
 
 log = logging.getLogger("lamina")
 
 # A chunk that raises is retried this many more times before the run gives up on it.
 RETRIES = 2
 # Rows per chunk for pixel passes: see decode_chunk_size.
-DECODE_CHUNK_MIN = 16
+DECODE_CHUNK_MIN = 32
 DECODE_CHUNK_MAX = 256
+# The model passes' default batch size: pixel chunks are a multiple of it, so that their
+# forward passes (always full batches, see lamina.backends.embedders._common.pad_batch)
+# need padding only in a run's last chunk.
+DECODE_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class ChunkTask:
     store_root: str
     run_id: str
     batch: bytes  # Arrow IPC stream of the input rows
+    lock_token: str | None = None  # the store lock's token when the run started (fencing)
 
     @property
     def chunk_id(self) -> str:
@@ -141,7 +147,11 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     """Run one chunk in this process: decode once if the passes need pixels, then for each
-    pass process its rows, check them, write the part, then the ledger record."""
+    pass process its rows, check them, write the part, then the ledger record.
+
+    The two writes are fenced (`fenced_commit`): when the run that asked for the chunk no
+    longer holds the store's lock (it was killed and another started), nothing is written.
+    """
     batch = _from_ipc(task.batch)
     instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
     decoded = None
@@ -167,25 +177,27 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
             )
         out = out.select(instance.schema.names).cast(instance.schema)
         layer_dir = root / "layers" / part.pass_name / part.layer_id
-        atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
         error_rows = 0
         if "error" in out.column_names:
             error_rows = out.num_rows - out["error"].null_count
         seconds = time.monotonic() - t0
-        write_chunk_record(
-            root / "ledger" / part.pass_name / part.layer_id,
-            part.chunk_id,
-            {
-                "chunk_id": part.chunk_id,
-                "pass": part.pass_name,
-                "layer": part.layer_id,
-                "run_id": task.run_id,
-                "rows": out.num_rows,
-                "error_rows": error_rows,
-                "seconds": round(seconds, 4),
-                "finished": utc_now(),
-            },
-        )
+        exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
+        with fenced_commit(root, task.lock_token):
+            atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
+            write_chunk_record(
+                root / "ledger" / part.pass_name / part.layer_id,
+                part.chunk_id,
+                {
+                    "chunk_id": part.chunk_id,
+                    "pass": part.pass_name,
+                    "layer": part.layer_id,
+                    "run_id": task.run_id,
+                    "rows": out.num_rows,
+                    "error_rows": error_rows,
+                    "seconds": round(seconds, 4),
+                    "finished": utc_now(),
+                },
+            )
         results.append(
             ChunkResult(
                 part.pass_name, part.layer_id, part.chunk_id, out.num_rows, error_rows, seconds
@@ -292,14 +304,16 @@ def decode_chunk_size(n_rows: int, chunk_size: int, workers: int) -> int:
     """Rows per chunk for passes that decode pixels: small enough that every worker gets
     several chunks (a decode costs ~10-50 ms, a chunk of files for scan far less), at most
     `DECODE_CHUNK_MAX` so a kill loses little, at least `DECODE_CHUNK_MIN` so the per-chunk
-    commit stays cheap.
+    commit stays cheap, and a multiple of `DECODE_BATCH` so that model passes pad no batch
+    but a run's last (the store's `chunk_size` is the ceiling, whatever it is).
 
     Example:
         >>> decode_chunk_size(1000, 1024, 2)
-        125
+        96
     """
     even = math.ceil(n_rows / (4 * max(1, workers)))
-    return max(1, min(chunk_size, DECODE_CHUNK_MAX, max(DECODE_CHUNK_MIN, even)))
+    size = min(DECODE_CHUNK_MAX, max(DECODE_CHUNK_MIN, even))
+    return max(1, min(chunk_size, size - size % DECODE_BATCH))
 
 
 def _chunks(
@@ -333,7 +347,7 @@ def _chunks(
                     rows,
                 )
             )
-        yield ChunkTask(tuple(parts), str(store.root), run.run_id, _to_ipc(batch))
+        yield ChunkTask(tuple(parts), str(store.root), run.run_id, _to_ipc(batch), store.lock_token)
 
 
 def run_map_passes(
@@ -377,6 +391,7 @@ def run_map_passes(
             if instance.kind != "map":
                 raise TypeError(f"{instance.name} is not a map pass")
             sweep_uncommitted(store, instance)
+            _heal(store, instance, run)
             done = done_keys(store, instance)
             keys = inputs[instance.key]
             if not len(done):
@@ -414,7 +429,36 @@ def run_map_passes(
             run,
             progress,
         )
+    if store.lock_token is not None:
+        # Under the lock, with no duplicate at the start (_heal) and only this run's
+        # commits since (disjoint from what was done and from each other), every layer
+        # holds each key once: say so, so that readers need not check.
+        for instance in instances:
+            layer_dir = store.layer_dir(instance.name, instance.layer_id)
+            parts = readable_parts(layer_dir)
+            if parts:
+                certify(layer_dir, parts)
     return {result_key[layer]: result for layer, result in by_layer.items()}
+
+
+def _heal(store: Store, instance: Pass, run: Run) -> None:
+    """Drop rows whose key an earlier part already holds, when a layer is not certified
+    free of them (written before commits were fenced, or a run was killed): the next run
+    of a pass repairs its layer (see `lamina.core.layers.repair_layer`)."""
+    layer_dir = store.layer_dir(instance.name, instance.layer_id)
+    parts = readable_parts(layer_dir)
+    if not parts or is_certified(layer_dir, parts):
+        return
+    repaired = repair_layer(layer_dir)
+    if repaired["rows_dropped"]:
+        log.warning(
+            "%s/%s held %d key(s) twice: dropped %d later row(s)",
+            instance.name,
+            instance.layer_id,
+            repaired["duplicate_keys"],
+            repaired["rows_dropped"],
+        )
+        run.count(f"repaired {instance.name}/{instance.layer_id}", repaired)
 
 
 def _run_group(
@@ -655,6 +699,12 @@ def run_passes(
                 progress=progress,
             )
             out.update({k: v.as_dict() for k, v in results.items()})
+            if any(i.decode for i in maps):
+                # Images whose pixels did not decode become `broken / undecodable` in files
+                # and images (read from the layers, so a killed run's are caught up here).
+                from lamina.manifest.decode_failures import record_decode_failures
+
+                run.count("undecodable", record_decode_failures(store, run))
         for instance in instances:
             if instance.kind == "global":
                 out[instance.name] = run_global_pass(store, instance, run)

@@ -14,15 +14,23 @@ Every write is a temporary file renamed into place; a change that spans several 
 staged, a COMMIT.json redo record is written, then they are renamed into place. A commit
 cut short by a crash is rolled forward the next time the store is opened, so readers see
 either all of it or none of it.
+
+One command writes at a time: it holds the write lock (`<store>/lock`, an flock the OS
+drops when the holder dies) and writes a fresh random token into the file. Chunk commits
+are fenced by that token (`fenced_commit`): a worker of a killed command that is still
+running cannot commit after a new command took the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import secrets
 import shutil
+import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -40,7 +48,67 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals")
+TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals", "decode_failures")
+# Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
+# `images` views show what the scan called `ok` as `broken / undecodable` while an image's
+# latest event there is `failed`.
+UNDECODABLE = "decode_failures"
+UNDECODABLE_VIEW = """
+with undecodable as (
+  select image_id, detail from (
+    select * from read_parquet([{failures}], union_by_name=true)
+    qualify row_number() over (partition by image_id order by run_id desc, recorded desc) = 1
+  ) where event = 'failed'
+)
+select t.* replace (
+  case when u.image_id is null then t.status else 'broken' end as status,
+  case when u.image_id is null then t.reason else 'undecodable' end as reason{detail})
+from read_parquet([{parts}], union_by_name=true) t
+left join undecodable u on t.image_id = u.image_id and t.status = 'ok'
+"""
+LOCK_FILE = "lock"  # the write lock: flock, plus the holder's name and token
+FENCE_FILE = "fence"  # the commit fence: flock, shared by commits, exclusive at a handover
+FENCE_WAIT_S = 60.0  # how long a new lock holder waits for an old commit in flight
+
+
+class LockLostError(StoreError):
+    """A chunk was about to be committed for a command that no longer holds the lock."""
+
+
+def not_writable(root: Path, exc: OSError) -> StoreError:
+    """The error every command gives when the store at `root` cannot be written.
+
+    Example:
+        >>> print(not_writable(Path("/s"), OSError(errno.EROFS, "Read-only file system")))
+        the store /s is not writable: Read-only file system
+          fix: fix its permissions or choose another store with --store
+    """
+    return StoreError(
+        f"the store {root} is not writable: {exc.strerror or exc}",
+        hint="fix its permissions or choose another store with --store",
+    )
+
+
+def write_error(path: Path, exc: OSError) -> StoreError:
+    """The StoreError for a failed write of `path`, with the fix that fits the cause: a
+    store that cannot be written gets the same message from every command.
+
+    Example:
+        >>> write_error(Path("/x/y"), OSError(errno.ENOSPC, "No space left on device")).hint
+        'free some disk space or choose another store with --store'
+    """
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        root = next((p for p in path.parents if (p / "lamina.toml").is_file()), None)
+        if root is not None:
+            return not_writable(root, exc)
+        return StoreError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint=f"make {path.parent} writable",
+        )
+    return StoreError(
+        f"cannot write {path}: {exc.strerror or exc}",
+        hint="free some disk space or choose another store with --store",
+    )
 
 
 def find_store(start: Path | None = None) -> Path | None:
@@ -84,9 +152,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         >>> atomic_write_bytes(p, b"{}"); p.read_bytes()
         b'{}'
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             if fsync:
@@ -94,11 +162,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint="free some disk space or choose another store with --store",
-        ) from exc
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -108,17 +174,66 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     """Write an Arrow table as Parquet at `path` atomically (zstd-compressed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint="free some disk space or choose another store with --store",
-        ) from exc
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
+
+
+def lock_token(root: Path) -> str | None:
+    """The token of the command holding (or that last held) the store's write lock.
+
+    Example:
+        >>> lock_token(Path("/nonexistent")) is None
+        True
+    """
+    try:
+        text = (root / LOCK_FILE).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("token "):
+            return line.removeprefix("token ").strip()
+    return None
+
+
+@contextlib.contextmanager
+def fenced_commit(root: Path, token: str | None) -> Iterator[None]:
+    """Commit (write a part and its ledger record) only while the command that asked for
+    it still holds the store's write lock, known by its `token`; else `LockLostError`.
+
+    The commit holds the fence shared, and a new lock holder takes it exclusively while it
+    writes its token. So a commit either ends before the new holder reads what is done, or
+    sees the new token and writes nothing. No token (a caller that holds no lock, as in
+    tests) commits unfenced.
+
+    Example:
+        >>> with fenced_commit(store.root, store.lock_token):  # doctest: +SKIP
+        ...     atomic_write_parquet(part, table)
+    """
+    if token is None:
+        yield
+        return
+    try:
+        fd = os.open(root / FENCE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise write_error(root / FENCE_FILE, exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if lock_token(root) != token:
+            raise LockLostError(
+                f"the store {root} is no longer locked by the command that started this "
+                "work (it was killed, or its lock was taken): nothing was written",
+                hint="run the command again; it continues from what was committed",
+            )
+        yield
+    finally:
+        os.close(fd)  # releases the fence
 
 
 class Store:
@@ -133,6 +248,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.lock_token: str | None = None  # set while this object holds the write lock
         settings = tomllib.loads((root / "lamina.toml").read_text())
         self.schema_version = int(settings.get("schema_version", SCHEMA_VERSION))
         self.chunk_size = int(settings.get("chunk_size", DEFAULT_CHUNK_SIZE))
@@ -203,17 +319,22 @@ class Store:
         return self.root / "tmp"
 
     def check_writable(self) -> None:
-        """Fail early, naming the store, when it cannot be written."""
+        """Fail early, naming the store, when it cannot be written.
+
+        Example:
+            >>> store.check_writable()  # doctest: +SKIP
+        """
         probe = self.tmp_dir / f".write-test-{uuid.uuid4().hex[:8]}"
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise StoreError(
-                f"the store {self.root} is not writable: {exc.strerror or exc}",
-                hint="fix its permissions or choose another store with --store",
-            ) from exc
+            raise self.not_writable(exc) from exc
+
+    def not_writable(self, exc: OSError) -> StoreError:
+        """The error every command gives when the store cannot be written."""
+        return not_writable(self.root, exc)
 
     # -- locking -------------------------------------------------------------------------
 
@@ -222,26 +343,63 @@ class Store:
         """Hold the store's write lock; a second writer is refused, not queued.
 
         The OS drops the lock when the holder dies, so a killed run never leaves it stuck.
+        While held, `self.lock_token` is a fresh random token, also written into the lock
+        file, which `fenced_commit` checks before every chunk commit.
         """
-        path = self.root / "lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+        path = self.root / LOCK_FILE
+        try:
+            fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+        except OSError as exc:
+            raise self.not_writable(exc) from exc
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 fh.seek(0)
-                holder = fh.read().strip() or "another lamina command"
+                lines = fh.read().strip().splitlines()
+                holder = lines[0] if lines else "another lamina command"
                 raise StoreError(
                     f"the store {self.root} is busy: {holder} is writing to it",
                     hint="wait for it to finish (a killed command releases it at once)",
                 ) from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"`lamina {command}` (pid {os.getpid()})")
-            fh.flush()
+            token = secrets.token_hex(8)
+            # A worker of a killed holder may be committing right now: wait for it, then
+            # publish the new token, after which such a worker's commits are refused.
+            with self._fence_exclusive():
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"`lamina {command}` (pid {os.getpid()})\ntoken {token}\n")
+                fh.flush()
+            self.lock_token = token
             yield
         finally:
+            self.lock_token = None
             fh.close()
+
+    @contextlib.contextmanager
+    def _fence_exclusive(self) -> Iterator[None]:
+        path = self.root / FENCE_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self.not_writable(exc) from exc
+        try:
+            deadline = time.monotonic() + FENCE_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"a process of an earlier lamina command is still committing "
+                            f"to {self.root} (it holds {path})",
+                            hint=f"end it (`fuser -v {path}` names it), then run again",
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
 
     # -- multi-file commits ----------------------------------------------------------------
 
@@ -287,14 +445,15 @@ class Store:
     # -- reading -------------------------------------------------------------------------
 
     def table_files(self, name: str) -> list[Path]:
-        """The Parquet files holding table or layer `name` (empty when it has none)."""
+        """The Parquet files holding table or layer `name` (empty when it has none); for a
+        map pass's layer, its committed parts (see `lamina.core.layers`)."""
         if name in TABLE_NAMES:
             folder = self.table_dir(name)
-        else:
-            folder = self.current_layer_dir(name)
-            if folder is None:
-                return []
-        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+            return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+        from lamina.core.layers import readable_parts
+
+        folder = self.current_layer_dir(name)
+        return readable_parts(folder) if folder is not None else []
 
     def layer_dirs(self, pass_name: str) -> list[Path]:
         """Every version/config of a pass's layer, newest last."""
@@ -319,8 +478,29 @@ class Store:
             names.append("runs")
         return names
 
-    def connect(self) -> Any:
+    def view_files(self) -> dict[str, list[Path]]:
+        """The files behind each view `connect` makes: table and layer parts, run records.
+
+        Example:
+            >>> sorted(store.view_files())  # doctest: +SKIP
+            ['files', 'images', 'runs', 'scan']
+        """
+        views = {}
+        for name in self.available_tables():
+            if name == "runs":
+                views[name] = sorted(self.root.glob("runs/*/run.json"))
+            else:
+                views[name] = self.table_files(name)
+        return views
+
+    def connect(self, *, sandbox: bool = False, allow_files: bool = False) -> Any:
         """A DuckDB connection with one view per table and layer, plus `runs`.
+
+        The plain connection is a trusted API (for Python code the user writes): its SQL
+        can read and write any file the process can. `sandbox=True` gives the connection
+        for user text (`--where`, policies, `lamina sql`; see `lamina.core.sqlsafe`):
+        only the store's own files are readable, nothing is installed or downloaded, and
+        the settings are locked; `allow_files` keeps reading other files possible.
 
         Example:
             >>> con = store.connect()  # doctest: +SKIP
@@ -329,28 +509,59 @@ class Store:
         import duckdb
 
         con = duckdb.connect()
-        for name in self.available_tables():
+        # DuckDB spills big queries into `.tmp/` of the current folder, which may be a source.
+        con.execute(f"SET temp_directory = '{_sq(str(self.tmp_dir / 'duckdb'))}'")
+        views = self.view_files()
+        for name, files in views.items():
+            listing = ", ".join(f"'{_sq(str(f))}'" for f in files)
             if name == "runs":
-                glob = str(self.root / "runs" / "*" / "run.json")
                 con.execute(
-                    f"create view runs as select * from read_json_auto('{_sq(glob)}', "
+                    f"create view runs as select * from read_json_auto([{listing}], "
                     "union_by_name=true, maximum_object_size=67108864)"
                 )
                 continue
-            files = [str(p) for p in self.table_files(name)]
-            listing = ", ".join(f"'{_sq(f)}'" for f in files)
-            con.execute(
-                f'create view "{name}" as select * from read_parquet([{listing}], '
-                "union_by_name=true)"
-            )
-        if "files" in self.available_tables():
+            failures = ", ".join(f"'{_sq(str(f))}'" for f in views.get(UNDECODABLE, []))
+            if name in ("files", "images") and failures:
+                detail = (
+                    ",\n  case when u.image_id is null then t.detail else u.detail end as detail"
+                )
+                query = UNDECODABLE_VIEW.format(
+                    failures=failures, parts=listing, detail=detail if name == "files" else ""
+                )
+                con.execute(f'create view "{name}" as {query}')
+                continue
+            con.execute(f'create view "{name}" as {self._select_table(name)}')
+        if "files" in views:
             # ImageFolder-style class labels: the name of each image's folder.
             con.execute(
                 "create view folder_labels as select image_id, source, rel_path, folder, "
                 "regexp_extract(folder, '[^/]+$') as label from files "
                 "where image_id is not null and status <> 'missing' and folder <> ''"
             )
+        if sandbox:
+            from lamina.core.sqlsafe import lock_down
+
+            readable = [f for files in views.values() for f in files]
+            lock_down(con, readable=readable, allow_files=allow_files)
         return con
+
+    def _select_table(self, name: str) -> str:
+        """The SELECT of table or layer `name`'s view: every row of its files, each key
+        once in a map pass's layer (see `lamina.core.layers`)."""
+        from lamina.core.layers import key_column, needs_dedup
+
+        files = self.table_files(name)
+        listing = ", ".join(f"'{_sq(str(f))}'" for f in files)
+        if name in TABLE_NAMES or not needs_dedup(files[0].parent, files):
+            return f"select * from read_parquet([{listing}], union_by_name=true)"
+        # Not known to be free of duplicate keys: the first part by name holds each key.
+        key = key_column(files).replace('"', '""')
+        return (
+            "select * exclude (lamina_part) from read_parquet("
+            f"[{listing}], union_by_name=true, filename='lamina_part') "
+            f'qualify "{key}" is null '
+            f'or row_number() over (partition by "{key}" order by lamina_part) = 1'
+        )
 
     def table(self, name: str) -> pa.Table:
         """Table or layer `name` as an Arrow table (`.to_pandas()` for pandas).
@@ -368,6 +579,10 @@ class Store:
 
     def sql(self, query: str) -> pa.Table:
         """Run a DuckDB query over every table of the store and return Arrow.
+
+        A trusted API, like `connect()`: the query may do anything DuckDB can (read and
+        write files). Text from someone else goes through `lamina.core.sqlsafe` first, as
+        `lamina sql` does.
 
         Example:
             >>> lamina.open().sql("select format, count(*) from images group by 1")

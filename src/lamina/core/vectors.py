@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
+from lamina.core.layers import readable_parts
 
 EMBED_PASS = "embed"
 
@@ -61,7 +62,7 @@ class Embeddings:
 
 
 def _layer_models(folder: Path) -> set[str]:
-    files = sorted(folder.glob("*.parquet"))
+    files = readable_parts(folder)
     if not files:
         return set()
     models: set[str] = set()
@@ -116,30 +117,40 @@ def load_embeddings(store: Any, model: str | None = None) -> Embeddings:
         )
     # Part by part into one preallocated float16 array, so a million 512-d vectors peak
     # near 3.5 GB rather than 9: Arrow's filter / sort / combine each copy the column.
-    files = sorted(layers[model].glob("*.parquet"))
+    files = readable_parts(layers[model])
     capacity = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     dim = pq.read_schema(files[0]).field("vector").type.list_size
     half = np.empty((capacity, dim), np.float16)
-    id_parts: list[np.ndarray] = []
+    id_parts: list[np.ndarray] = []  # the ids of every row of the model, error rows too
+    valid_parts: list[np.ndarray] = []
     n = 0
     for f in files:
         part = pq.read_table(f, columns=["image_id", "model", "vector"])
-        part = part.filter(pc.and_(pc.equal(part["model"], model), pc.is_valid(part["vector"])))
-        rows = part.num_rows
-        if rows:
-            flat = part["vector"].combine_chunks().values.to_numpy(zero_copy_only=False)
-            half[n : n + rows] = flat.reshape(rows, dim)
-            id_parts.append(np.asarray(part["image_id"].to_pylist(), dtype=object))
-            n += rows
-        del part
-    half = half[:n]
-    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=object)
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
+        part = part.filter(pc.equal(part["model"], model))
+        valid = pc.is_valid(part["vector"])
+        good = part.filter(valid)
+        if good.num_rows:
+            flat = good["vector"].combine_chunks().values.to_numpy(zero_copy_only=False)
+            half[n : n + good.num_rows] = flat.reshape(good.num_rows, dim)
+            n += good.num_rows
+        id_parts.append(np.asarray(part["image_id"].to_pylist(), dtype=object))
+        valid_parts.append(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool))
+        del part, good
+    all_ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=object)
+    all_valid = np.concatenate(valid_parts) if valid_parts else np.zeros(0, dtype=bool)
+    order = np.argsort(all_ids, kind="stable")
+    ids = all_ids[order]
+    # An image held by two parts counts once: the stable sort keeps part (name) order
+    # within an id, so its first part's row wins, as in every reader (lamina.core.layers).
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    keep &= all_valid[order]  # then error rows go
+    slots = (np.cumsum(all_valid) - 1)[order[keep]]  # where each kept vector lies in half
+    ids = ids[keep]
     # Sort, widen to float32 and normalise a block at a time: no second full-size copy.
-    vectors = np.empty(half.shape, np.float32)
-    for start in range(0, len(order), 65_536):
-        block = half[order[start : start + 65_536]].astype(np.float32)
+    vectors = np.empty((len(slots), dim), np.float32)
+    for start in range(0, len(slots), 65_536):
+        block = half[slots[start : start + 65_536]].astype(np.float32)
         norms = np.sqrt(np.einsum("ij,ij->i", block, block))
         vectors[start : start + len(block)] = block / np.maximum(norms, 1e-12)[:, None]
     del half

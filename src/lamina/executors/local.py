@@ -13,13 +13,23 @@ With `threads`, the workers are threads of this process instead: nothing to star
 work that releases the GIL (reading and hashing files) still runs on every core, but
 Python code runs one thread at a time. The scan uses it for work too small to repay the
 start of a pool; `fn` must then be thread-safe.
+
+Workers die with their parent. A `kill -9` of lamina (or the OOM killer) gives the pool
+no chance to stop them, and a worker left behind would go on writing into the store while
+a new run redoes its work. On Linux each worker asks the kernel for SIGKILL when its
+parent dies (`PR_SET_PDEATHSIG`); everywhere, a worker checks that its parent is still
+the one that started it before each task (`exit_if_orphaned`), and the runner checks
+again right before it commits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -50,15 +60,66 @@ def _ready() -> bool:
     return True
 
 
-def _warm(warm_up: Callable[[], object] | None) -> None:
-    """Pool initializer: run the caller's warm-up (imports) in each new worker.
+# The pid of the process that started this worker; None outside a pool worker.
+_PARENT_PID: int | None = None
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when `parent_pid` does.
+
+    The kernel sends PDEATHSIG when the *thread* that started the worker exits, so a
+    pool must be started by a thread that outlives it (the runner's calling thread).
+    A parent that died before the request was made is caught by the pid check after it.
+    """
+    global _PARENT_PID
+    _PARENT_PID = parent_pid
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    exit_if_orphaned()
+
+
+def orphaned() -> bool:
+    """True in a pool worker whose parent has died (it was re-parented).
+
+    Example:
+        >>> orphaned()  # not a pool worker
+        False
+    """
+    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
+
+
+def exit_if_orphaned() -> None:
+    """End this worker at once when its parent has died: nobody waits for its results,
+    and a new run may already be redoing its work. Does nothing outside a pool worker.
+
+    Example:
+        >>> exit_if_orphaned()  # the calling process is not an orphaned worker
+    """
+    if orphaned():
+        os._exit(1)  # no cleanup: an atexit teardown could block or write
+
+
+def _warm(warm_up: Callable[[], object] | None, parent_pid: int | None = None) -> None:
+    """Pool initializer: tie the worker's life to its parent's, then run the caller's
+    warm-up (imports).
 
     A warm-up only saves time; if it fails, the first real task will fail the same way
     and be reported there, so its error must not break the pool.
     """
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     if warm_up is not None:
         with contextlib.suppress(Exception):
             warm_up()
+
+
+def _guarded(fn: Callable[[T], R], task: T) -> R:
+    """Run one task in a pool worker, unless the parent that asked for it is gone."""
+    exit_if_orphaned()
+    return fn(task)
 
 
 class LocalExecutor:
@@ -112,7 +173,7 @@ class LocalExecutor:
             max_workers=self.workers,
             mp_context=context,
             initializer=_warm,
-            initargs=(self._warm_up,),
+            initargs=(self._warm_up, os.getpid()),
         )
 
     def _pool_ready(self) -> bool:
@@ -193,7 +254,7 @@ class LocalExecutor:
                     exhausted = True
                     break
                 try:
-                    pending[self._pool.submit(fn, task)] = task
+                    pending[self._pool.submit(_guarded, fn, task)] = task
                 except BrokenProcessPool as exc:  # the pool broke before this task went in
                     broken = True
                     yield task, exc

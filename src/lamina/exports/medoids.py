@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -100,16 +99,28 @@ def _medoids_layer(store: Any, model: str | None) -> pa.Table:
 
 
 def write_folder_medoids(
-    store: Any, out_path: str | os.PathLike[str], *, model: str | None = None
+    store: Any,
+    out_path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    force: bool = False,
+    force_into_source: bool = False,
+    fix: str | None = None,
 ) -> int:
     """Write folder_medoids.csv (see the module docstring) and return its row count.
+    `out_path` is checked first (`lamina.core.outputs.check_output_path`, with `force`,
+    `force_into_source` and `fix`, the hint for an existing file).
 
     Example:
         >>> write_folder_medoids(lamina.open(), "folder_medoids.csv")  # doctest: +SKIP
         42
     """
+    from lamina.core.outputs import FORCE_HINT, check_output_path, record_output
+
+    out = check_output_path(
+        store, out_path, force=force, force_into_source=force_into_source, fix=fix or FORCE_HINT
+    )
     rows = folder_medoids(store, model=model).to_pylist()
-    out = Path(out_path)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -130,4 +141,5 @@ def write_folder_medoids(
         raise LaminaError(
             f"cannot write {out}: {exc.strerror or exc}", hint="choose another -o path"
         ) from exc
+    record_output(store, out)
     return len(rows)

@@ -47,12 +47,14 @@ file (each file has its own values), each ending with an exit-status marker, so 
 file gets its own status and error text. Reads (the existing keywords before, and the
 verification after) are one `exiftool -j` per batch. After writing, every sidecar is read
 back and compared with what was intended; a difference is a per-file failure. A file that
-fails (a read-only folder, a path whose folder is a file, a sidecar that is not XMP) is
-reported with the reason and the others go on.
+fails (a read-only folder, a path whose folder is a file, a sidecar that is not XMP, a
+sidecar name longer than the 255 bytes a file system allows) is reported with the reason
+and the others go on.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -66,10 +68,25 @@ from typing import Any
 from lamina.core.errors import LaminaError
 
 BATCH = 256
+# The longest file name (in bytes) ext4, XFS, Btrfs, APFS and NTFS allow.
+NAME_MAX = 255
 SUBJECT = "XMP-dc:Subject"
 HIERARCHY = "XMP-lr:HierarchicalSubject"
 STYLES = ("adobe", "darktable")
 USES = ("approved", "over_threshold")
+# Why a file of an image with no labels to write gets no sidecar, and what to do about it.
+NO_LABELS = {
+    "approved": (
+        "no approved labels",
+        "approve labels with `lamina approve`, or write the tags over the threshold with "
+        "--use over-threshold",
+    ),
+    "over_threshold": (
+        "no tag over the threshold",
+        "run `lamina tag --labels FILE` (or lower its --threshold)",
+    ),
+}
+EXAMPLES = 3  # example files shown per skip reason
 INSTALL_HINT = (
     "install exiftool: `apt-get install libimage-exiftool-perl` (Debian/Ubuntu) or "
     "`brew install exiftool` (macOS)"
@@ -315,6 +332,8 @@ def write_sidecars_for(
             result.error = "the sidecar path holds a line break, which exiftool cannot take"
         elif not _utf8(sidecar):
             result.error = "the sidecar path is not valid UTF-8, which exiftool's JSON cannot name"
+        elif (problem := _path_problem(Path(original), sidecar)) is not None:
+            result.error = problem
         elif sidecar.parent.is_dir() and not os.access(sidecar.parent, os.W_OK):
             result.error = _read_only(sidecar)
         else:
@@ -384,7 +403,8 @@ def _write(et: _ExifTool, plans: list[_Plan]) -> None:
     for plan in plans:
         target = plan.path
         if not plan.exists:
-            target = plan.path.with_name(f".{plan.path.name}.{uuid.uuid4().hex[:8]}.xmp")
+            # A short name: the sidecar's own name may already be as long as allowed.
+            target = plan.path.with_name(f".lamina-{uuid.uuid4().hex[:12]}.xmp")
             try:
                 plan.path.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(EMPTY_XMP, encoding="utf-8")
@@ -469,8 +489,36 @@ def _read_only(path: Path) -> str:
     )
 
 
+def _path_problem(original: Path, sidecar: Path) -> str | None:
+    """Why the file system cannot hold a file at `sidecar` (its name or path is too
+    long) or cannot even look there, else None. Checked per file, so one such name fails
+    only its own sidecar."""
+    size = len(os.fsencode(sidecar.name))
+    if size > NAME_MAX:
+        fix = (
+            "use --style adobe (photo.xmp)"
+            if sidecar.name == original.name + ".xmp"
+            else "rename the original"
+        )
+        return (
+            f"the sidecar's name would be {size} bytes, more than the {NAME_MAX} a file "
+            f"system allows: {fix}"
+        )
+    try:
+        os.lstat(sidecar)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not there yet (or its folder is a file: reported when writing)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return f"the sidecar path is too long for the file system: {exc.strerror}"
+        return f"cannot look at the sidecar path: {exc.strerror or exc}"
+    return None
+
+
 def _write_error(path: Path, exc: OSError) -> str:
     reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"cannot write {path}: {reason} (shorten the original's name or folder)"
     return (
         f"cannot write {path}: {reason} (a read-only folder? write the sidecars elsewhere "
         "with --sidecar-dir DIR)"
@@ -525,8 +573,10 @@ def write_sidecars(
 ) -> dict[str, Any]:
     """Write a sidecar for every present file whose image has labels (`use`: "approved"
     labels, or "over_threshold" tags), optionally only `image_ids`. Returns counts by
-    action, `files`, `problems` (per-file errors and refused labels) and `results` (one
-    dict per file: added / kept / removed keywords).
+    action, `files`, `problems` (per-file errors and refused labels), `skipped_reasons`
+    (why other files got no sidecar: {reason: {files, examples, hint}}, files of images
+    with no labels included) and `results` (one dict per file: added / kept / removed
+    keywords).
 
     Example:
         >>> write_sidecars(lamina.open(), style="darktable", dry_run=True)  # doctest: +SKIP
@@ -541,8 +591,8 @@ def write_sidecars(
             f"the store {store.root} has no files yet", hint="run `lamina scan SOURCE` first"
         )
     labels = _labels_by_image(store, use)
+    wanted = set(image_ids or ())
     if image_ids is not None:
-        wanted = set(image_ids)
         labels = {i: v for i, v in labels.items() if i in wanted}
     files = store.sql(
         "select image_id, source, rel_path from files "
@@ -550,17 +600,27 @@ def write_sidecars(
     ).to_pylist()
     roots = mirror_roots([f["source"] for f in files])
     items: list[tuple[Path, Path, list[str]]] = []
+    unlabelled: list[str] = []
     for f in files:
-        if f["image_id"] not in labels:
-            continue
         original = Path(f["source"]) / f["rel_path"]
+        if f["image_id"] not in labels:
+            if image_ids is None or f["image_id"] in wanted:
+                unlabelled.append(str(original))
+            continue
         rel = f["rel_path"]
         if sidecar_dir is not None and roots[f["source"]]:
             rel = f"{roots[f['source']]}/{rel}"
         sidecar = sidecar_path(original, style=style, sidecar_dir=sidecar_dir, rel_path=rel)
         items.append((original, sidecar, labels[f["image_id"]]))
     results = write_sidecars_for(items, replace=replace, dry_run=dry_run)
-    return summarise(results)
+    summary = summarise(results)
+    if unlabelled:
+        reason, hint = NO_LABELS[use]
+        summary["skipped_reasons"] = {
+            reason: {"files": len(unlabelled), "examples": unlabelled[:EXAMPLES], "hint": hint},
+            **summary["skipped_reasons"],
+        }
+    return summary
 
 
 def summarise(results: list[SidecarResult]) -> dict[str, Any]:
@@ -586,5 +646,20 @@ def summarise(results: list[SidecarResult]) -> dict[str, Any]:
                 {"original": r.original, "sidecar": r.sidecar, "label": label, "error": reason}
             )
     out["problems"] = problems
+    out["skipped_reasons"] = _skipped_reasons(results)
     out["results"] = [r.as_dict() for r in results]
+    return out
+
+
+def _skipped_reasons(results: list[SidecarResult]) -> dict[str, dict[str, Any]]:
+    """Why files got no sidecar although nothing failed: {reason: {files, examples}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r.action != "skipped":
+            continue
+        reason = "every label refused" if r.refused else "no labels to write"
+        entry = out.setdefault(reason, {"files": 0, "examples": []})
+        entry["files"] += 1
+        if len(entry["examples"]) < EXAMPLES:
+            entry["examples"].append(r.original)
     return out

@@ -297,19 +297,28 @@ def export(
     fmt: str | None = None,
     tags: pa.Table | None = None,
     approvals: pa.Table | None = None,
+    force: bool = False,
+    force_into_source: bool = False,
+    fix: str | None = None,
 ) -> dict[str, Any]:
     """Export every present file with its tags and approved labels to `out_path` (format
     from `fmt` or the suffix: .csv, .parquet, .json, .jsonl). `tags` / `approvals`: tables
     to use instead of the store's (when neither is given, the current tags and approvals
     are read; a missing table means empty cells). Returns `path`, `format`, `rows`,
     `tagged` and `approved` (rows with tags / with at least one approved label), and
-    `warnings`.
+    `warnings`. `out_path` is checked first (`lamina.core.outputs.check_output_path`,
+    with `force`, `force_into_source` and `fix`, the hint for an existing file).
 
     Example:
         >>> export(lamina.open(), "tags.csv")  # doctest: +SKIP
         {'path': 'tags.csv', 'format': 'csv', 'rows': 312, 'tagged': 309, ...}
     """
+    from lamina.core.outputs import FORCE_HINT, check_output_path, record_output
+
     fmt = format_for(out_path, fmt)
+    out = check_output_path(
+        store, out_path, force=force, force_into_source=force_into_source, fix=fix or FORCE_HINT
+    )
     warnings: list[str] = []
     if tags is None and approvals is None:
         tags, approvals, warnings = _current(store)
@@ -327,7 +336,8 @@ def export(
                 f"{len(piped)} label(s) hold a '|', the CSV list separator "
                 f"(e.g. {sorted(piped)[0]!r}): use .parquet or .json to keep them apart"
             )
-    write_table(table, out_path, fmt)
+    write_table(table, out, fmt)
+    record_output(store, out)
     return {
         "path": str(out_path),
         "format": fmt,

@@ -390,7 +390,10 @@ def build_index(
             'count(*) from embed group by 1"`',
         )
     stage = store.tmp_dir / f"index-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stage.mkdir(parents=True)
+    try:
+        stage.mkdir(parents=True)
+    except OSError as exc:  # a read-only store: the same message as every command's
+        raise store.not_writable(exc) from exc
     try:
         kind = "exact" if len(emb) <= exact_max else "ivf"
         params = (_write_exact if kind == "exact" else _write_ivf)(stage, emb.vectors)

@@ -6,7 +6,8 @@ one key (`on`):
 
 * ``path``   the file's rel_path, its absolute path, or the longest common path suffix
              (``E:\\scans\\p1\\a.jpg`` finds ``/data/scans/p1/a.jpg``);
-* ``name``   the file name: every image of that name;
+* ``name``   the file name: every image of that name (rows whose name several files
+             share are reported, with examples);
 * ``hash``   sha256 (64 hex) or image_id (32 hex), either accepted: one row per image;
 * ``folder`` the folder: every image in it. Without `key`, the folder of the metadata file
              itself, for per-item manifests that lie next to their images.
@@ -319,6 +320,14 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
         part = store.table_dir("meta") / f"part-{run.run_id}.parquet"
         atomic_write_parquet(part, out)
         replaced = _replace_older_parts(store, part, set(meta[_FROM].to_pylist()))
+        # By name, a row goes to every file of that name: say so, since IMG_0001.JPG in
+        # two folders is seldom one photo.
+        rels = files["rel_path"].to_pylist()
+        several = [
+            {"key": keys[r], "files": len(hits), "examples": [rels[i] for i in hits[:3]]}
+            for r, hits in enumerate(matches)
+            if on == "name" and len(hits) > 1
+        ]
         matched_rows = len(row_idx) - len(unmatched) - len(unclear)
         matched_images = pc.count_distinct(out["image_id"]).as_py()
         report: dict[str, Any] = {
@@ -330,6 +339,8 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
             "unmatched_rows": len(unmatched),
             "ambiguous": unclear[:MAX_REPORTED],
             "ambiguous_rows": len(unclear),
+            "several": several[:MAX_REPORTED],
+            "several_rows": len(several),
             "key": key_name,
             "columns": names,
             "part": str(part),
@@ -341,6 +352,7 @@ def attach(store: Store, spec: str, *, on: str = "path", key: str | None = None)
             "matched_images",
             "unmatched_rows",
             "ambiguous_rows",
+            "several_rows",
             "replaced",
         ):
             run.count(name, report[name])

@@ -8,7 +8,7 @@ says. See docs/ARCHITECTURE.md, "Scan".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -16,12 +16,15 @@ from lamina.core.errors import StoreError
 from lamina.core.ledger import Run
 from lamina.core.store import Store
 
+if TYPE_CHECKING:
+    from lamina.manifest.sources import SourcePlan
+
 FILES_COLUMNS = """
     source VARCHAR, rel_path VARCHAR, folder VARCHAR, name VARCHAR, ext VARCHAR,
     size BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, sha256 VARCHAR,
     image_id VARCHAR, status VARCHAR, reason VARCHAR, format VARCHAR, ext_mismatch BOOLEAN,
     detail VARCHAR, first_seen_run VARCHAR, last_seen_run VARCHAR, content_run VARCHAR,
-    missing_since_run VARCHAR
+    missing_since_run VARCHAR, dev BIGINT, ino BIGINT
 """
 
 # The images table: facts that depend on the bytes alone (so any file of an image gives them).
@@ -73,21 +76,28 @@ CURRENT_SQL = """
 create temp view cur as
 select l.source, l.rel_path, l.folder, l.name, l.ext, l.size,
        case when l.mtime_ns is not null then make_timestamp(l.mtime_ns // 1000) end as mtime,
-       l.mtime_ns, p.sha256,
-       case when p.status in ('ok', 'broken', 'unsupported') then substr(p.sha256, 1, 32)
+       l.mtime_ns, case when l.walk_status is null then p.sha256 end as sha256,
+       case when l.walk_status is null and p.status in ('ok', 'broken', 'unsupported')
+            then substr(p.sha256, 1, 32)
        end as image_id,
        coalesce(l.walk_status, p.status, 'unreadable') as status,
        case when l.walk_status is not null then l.walk_reason
             when p.status is null then 'scan_failed' else p.reason end as reason,
-       p.format, coalesce(p.ext_mismatch, false) as ext_mismatch,
-       coalesce(l.walk_detail, p.detail,
-                case when l.walk_status is null and p.status is null
-                     then 'this file''s chunk failed; see the run''s errors and scan again'
-                end) as detail
+       case when l.walk_status is null then p.format end as format,
+       coalesce(l.walk_status is null and p.ext_mismatch, false) as ext_mismatch,
+       case when l.walk_status is not null then l.walk_detail
+            when p.status is null
+            then 'this file''s chunk failed; see the run''s errors and scan again'
+            else p.detail
+       end as detail,
+       l.dev, l.ino
 from listing l left join probes p using (file_key)
 """
 
-# {run} and {sources} are SQL literals (see _sql_literal): COPY and views take no parameters.
+# {run} is a SQL literal (see sql_literal) and {in_scope} a condition on `p` (see
+# scope_sql): COPY and views take no parameters. A path of this scan that is gone is
+# `missing` (a `skipped` one is dropped: it never held an image); rows outside the scan
+# stay as they were, but for those that reach a file this scan's paths hold (`demoted`).
 NEW_FILES_SQL = """
 select c.*, coalesce(p.first_seen_run, {run}) as first_seen_run, {run} as last_seen_run,
        case when p.rel_path is null or p.sha256 is distinct from c.sha256
@@ -98,10 +108,16 @@ union all by name
 select p.* replace ('missing' as status, null::varchar as reason,
                     coalesce(p.missing_since_run, {run}) as missing_since_run)
 from prev p
-where p.source in (select unnest({sources}::varchar[]))
+where {in_scope} and p.status <> 'skipped'
   and not exists (select 1 from cur c where c.source = p.source and c.rel_path = p.rel_path)
 union all by name
-select p.* from prev p where p.source not in (select unnest({sources}::varchar[]))
+select p.* replace (
+         case when d.rel_path is null then p.status else 'skipped' end as status,
+         case when d.rel_path is null then p.reason else 'same_file' end as reason,
+         case when d.rel_path is null then p.image_id end as image_id,
+         case when d.rel_path is null then p.detail else d.detail end as detail)
+from prev p left join demoted d using (source, rel_path)
+where not {in_scope}
 """
 
 EVENTS_SQL = """
@@ -124,18 +140,97 @@ with pairs as (
 select {run} as run_id, e.source, e.rel_path,
        case when e.event = 'added' and g.rel_path is not null then 'moved' else e.event end
          as event,
-       g.rel_path as moved_from, e.old_sha256, e.new_sha256, e.old_image_id, e.new_image_id
+       g.rel_path as moved_from, null::varchar as old_source, e.old_sha256, e.new_sha256,
+       e.old_image_id, e.new_image_id
 from events e
 left join (select distinct on (old_sha256, source) * from gone) g
   on e.event = 'added' and g.old_sha256 = e.new_sha256 and g.source = e.source
 where e.event is not null
+union all by name
+-- Rows of a recorded source that became part of this scan's source: where they were.
+select {run} as run_id, p.source, p.rel_path, 'merged' as event,
+       p._old_rel_path as moved_from, p._old_source as old_source, p.sha256 as old_sha256,
+       n.sha256 as new_sha256, p.image_id as old_image_id, n.image_id as new_image_id
+from prev_all p join new_files n using (source, rel_path)
+where p._old_source is not null
+"""
+
+# The previous files, with the rows of merged sources re-keyed into the source that holds
+# them now (`_old_source` / `_old_rel_path` say where they were). Two rows for one path
+# (a store from before sources were merged, scanned both ways) keep the one of that
+# source itself.
+PREV_MERGED_SQL = """
+create temp view prev_all as
+select * from (
+  select f.* replace (
+           coalesce(m.new_source, f.source) as source,
+           case when coalesce(m.prefix, '') = '' then f.rel_path
+                else m.prefix || '/' || f.rel_path end as rel_path,
+           case when coalesce(m.prefix, '') = '' then f.folder
+                when f.folder = '' then m.prefix else m.prefix || '/' || f.folder end as folder),
+         m.old_source as _old_source,
+         case when m.old_source is not null then f.rel_path end as _old_rel_path
+  from ({raw}) f left join (values {values}) m(old_source, new_source, prefix)
+    on f.source = m.old_source
+)
+qualify row_number() over (
+  partition by source, rel_path order by _old_source is not null, status = 'missing', _old_source
+) = 1
 """
 
 
-def _sql_literal(value: str | list[str]) -> str:
+def create_prev_views(con: Any, files_part: Path, merged: dict[str, tuple[str, str]]) -> None:
+    """Views `prev_all` and `prev` (the previous `files` in FILES_COLUMNS' shape, whatever
+    the file holds, as an insert by name into a table of that shape would) on `con`, with
+    the rows of `merged` sources re-keyed (see `lamina.manifest.sources`).
+
+    Example:
+        >>> create_prev_views(con, store.table_dir("files") / "files.parquet", {})  # doctest: +SKIP
+    """
+    con.execute(f"create temp table prev_shape ({FILES_COLUMNS})")
+    raw = "select * from prev_shape"
+    if files_part.exists():
+        raw += f" union all by name select * from read_parquet({sql_literal(str(files_part))})"
+    if merged:
+        values = ", ".join(
+            f"({sql_literal(old)}, {sql_literal(new)}, {sql_literal(prefix)})"
+            for old, (new, prefix) in merged.items()
+        )
+        con.execute(PREV_MERGED_SQL.format(raw=raw, values=values))
+    else:
+        con.execute(
+            "create temp view prev_all as select *, null::varchar as _old_source, "
+            f"null::varchar as _old_rel_path from ({raw})"
+        )
+    con.execute(
+        "create temp view prev as select * exclude (_old_source, _old_rel_path) from prev_all"
+    )
+
+
+def scope_sql(alias: str, scopes: Any) -> str:
+    """A SQL condition: the row `alias` lies in one of `scopes` (`Scope`: a source, and a
+    prefix inside it or "" for all of it).
+
+    Example:
+        >>> scope_sql("p", [Scope("/photos", Path("/photos/2024"), "2024")])  # doctest: +SKIP
+        "((p.source = '/photos' and (p.rel_path = '2024' or starts_with(p.rel_path, '2024/'))))"
+    """
+    parts = []
+    for scope in scopes:
+        cond = f"{alias}.source = {sql_literal(scope.source)}"
+        if scope.prefix:
+            cond += (
+                f" and ({alias}.rel_path = {sql_literal(scope.prefix)} "
+                f"or starts_with({alias}.rel_path, {sql_literal(scope.prefix + '/')}))"
+            )
+        parts.append(f"({cond})")
+    return "(" + " or ".join(parts) + ")" if parts else "false"
+
+
+def sql_literal(value: str | list[str]) -> str:
     """A string, or a list of strings, as a SQL literal (quotes doubled)."""
     if isinstance(value, list):
-        return "[" + ", ".join(_sql_literal(v) for v in value) + "]"
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -143,21 +238,24 @@ def commit_scan(
     store: Store,
     run: Run,
     listing: pa.Table,
-    sources: list[str],
+    plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
+    demoted: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """Turn the walk's `listing`, the probes in the scan `layer` and the previous `files`
-    into the new files, images and file_events, committed atomically; the scan summary.
+    """Turn the walk's `listing` (of the folders `plan` names), the probes in the scan
+    `layer` and the previous `files` into the new files, images and file_events, committed
+    atomically; the scan summary. `demoted`: (source, rel_path, detail) of recorded rows
+    outside the scan that reach a file a listed path holds (`find_same_files`).
 
     Example:
-        >>> commit_scan(store, run, listing, ["/photos"], layer, empty)  # doctest: +SKIP
+        >>> commit_scan(store, run, listing, plan, layer, empty)  # doctest: +SKIP
         {'new_images': 290, 'events': {'added': 301}, 'status': {...}, 'files': 301}
     """
     import duckdb
 
     try:
-        return _build(store, run, listing, sources, layer, empty_probes)
+        return _build(store, run, listing, plan, layer, empty_probes, list(demoted))
     except duckdb.IOException as exc:
         # Nothing was renamed into place yet: the store is as it was before the commit.
         raise StoreError(
@@ -171,9 +269,10 @@ def _build(
     store: Store,
     run: Run,
     listing: pa.Table,
-    sources: list[str],
+    plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
+    demoted: list[tuple[str, str, str]],
 ) -> dict[str, Any]:
     import duckdb
 
@@ -183,12 +282,12 @@ def _build(
     con.execute(
         f"set memory_limit = '{commit_memory(listing.num_rows)}'; "
         "set preserve_insertion_order = false; "
-        f"set temp_directory = {_sql_literal(str(stage / 'spill'))}"
+        f"set temp_directory = {sql_literal(str(stage / 'spill'))}"
     )
     con.register("listing", listing)
     parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
     if parts:
-        scan_parts = f"read_parquet({_sql_literal(parts)}, filename = true)"
+        scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
         # One probe per file_key. Keys are unique across committed parts by construction
         # (done is decided by keys), so the costly de-duplication (it holds every probe in
         # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
@@ -204,18 +303,21 @@ def _build(
     else:
         con.register("probes", empty_probes)
     files_part = store.table_dir("files") / "files.parquet"
-    # `prev` has FILES_COLUMNS' names and types whatever the file holds (as an insert by
-    # name into a table of that shape would).
-    con.execute(f"create temp table prev_shape ({FILES_COLUMNS})")
-    if files_part.exists():
-        con.execute(
-            "create temp view prev as select * from prev_shape union all by name "
-            f"select * from read_parquet({_sql_literal(str(files_part))})"
+    create_prev_views(con, files_part, plan.merged)
+    rows = ", ".join(
+        f"({sql_literal(s)}, {sql_literal(r)}, {sql_literal(d)})" for s, r, d in demoted
+    )
+    con.execute(
+        "create temp view demoted as "
+        + (
+            f"select * from (values {rows}) d(source, rel_path, detail)"
+            if demoted
+            else "select null::varchar as source, null::varchar as rel_path, "
+            "null::varchar as detail where false"
         )
-    else:
-        con.execute("create temp view prev as select * from prev_shape")
+    )
     con.execute(CURRENT_SQL)
-    run_id, source_list = _sql_literal(run.run_id), _sql_literal(sources)
+    run_id = sql_literal(run.run_id)
 
     staged: dict[Path, Path] = {}
 
@@ -223,26 +325,26 @@ def _build(
         """Write the query's rows, sorted, to a file staged for `dest`; how many rows."""
         tmp = stage / f"{name}-{dest.name}"
         con.execute(
-            f"copy (select * from ({query}) order by {order}) to {_sql_literal(str(tmp))} "
+            f"copy (select * from ({query}) order by {order}) to {sql_literal(str(tmp))} "
             "(format parquet, compression zstd)"
         )
         staged[dest] = tmp
         (rows,) = con.execute(
-            f"select count(*) from read_parquet({_sql_literal(str(tmp))})"
+            f"select count(*) from read_parquet({sql_literal(str(tmp))})"
         ).fetchone()
         return int(rows)
 
-    new_files = NEW_FILES_SQL.format(run=run_id, sources=source_list)
+    new_files = NEW_FILES_SQL.format(run=run_id, in_scope=scope_sql("p", plan.scopes))
     copy(new_files, files_part, "source, rel_path", "new_files")
     # The events and the summary read the new files back from their staged Parquet file.
     con.execute(
         "create temp view new_files as select * from "
-        f"read_parquet({_sql_literal(str(staged[files_part]))})"
+        f"read_parquet({sql_literal(str(staged[files_part]))})"
     )
 
     image_parts = sorted(str(p) for p in store.table_dir("images").glob("*.parquet"))
     known = (
-        f"select image_id from read_parquet({_sql_literal(image_parts)})"
+        f"select image_id from read_parquet({sql_literal(image_parts)})"
         if image_parts
         else "select ''::varchar where false"  # NOT IN over a NULL would drop every row
     )
@@ -252,7 +354,7 @@ def _build(
                case when p.reason = 'extension_mismatch' then null else p.reason end as reason,
                {run_id} as first_seen_run
         from probes p join listing l using (file_key)
-        where p.status in ('ok', 'broken', 'unsupported')
+        where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
           and substr(p.sha256, 1, 32) not in ({known})
         qualify row_number() over (partition by substr(p.sha256, 1, 32)
                                    order by p.ext_mismatch, l.source, l.rel_path) = 1
@@ -266,23 +368,24 @@ def _build(
     summary["events"] = dict(
         con.execute(
             "select event, count(*) from read_parquet("
-            f"{_sql_literal(str(staged[events_dest]))}) group by 1 order by 1"
+            f"{sql_literal(str(staged[events_dest]))}) group by 1 order by 1"
         ).fetchall()
     )
     summary["status"] = dict(
         con.execute(
-            "select status, count(*) from new_files where source in "
-            f"(select unnest({source_list}::varchar[])) group by 1 order by 1"
+            f"select status, count(*) from new_files p where {scope_sql('p', plan.scopes)} "
+            "group by 1 order by 1"
         ).fetchall()
     )
     summary["files"] = sum(summary["status"].values())
     # Digests of what the files table says, leaving out `last_seen_run` (which every
-    # rescan moves): first over the rows that hold an image (all that passes read, so
+    # rescan moves) and where a file lies on its disk (`dev` changes when a disk is
+    # mounted again): first over the rows that hold an image (all that passes read, so
     # junk coming and going makes no pass recompute), then over every row (what the
     # report and the exports show). See `lamina.core.runner.input_fingerprint`.
     images_digest, all_digest = con.execute(
         "select bit_xor(hash(f)) filter (where f.image_id is not null), bit_xor(hash(f)) "
-        "from (select * exclude (last_seen_run) from new_files) f"
+        "from (select * exclude (last_seen_run, dev, ino) from new_files) f"
     ).fetchone()
     digest_tmp = stage / FILES_DIGEST
     digest_tmp.write_text(f"{images_digest or 0:016x}\n{all_digest or 0:016x}\n")

@@ -545,7 +545,7 @@ def store_root_of(spec: str | Path) -> Path | None:
 def load_listing(spec: str) -> pa.Table:
     """A listing of files as a table with columns path, sha256, size, status, reason.
 
-    `spec` is a lamina store (its `files` table, minus missing files; path is
+    `spec` is a lamina store (its `files` table, minus missing and skipped paths; path is
     source/rel_path) or a CSV/TSV/Parquet/JSON/JSON Lines/text file with a path column
     (path, key, file, filename or name, any case) and optionally sha256 (or a hash/checksum
     column of 64-hex values) and size.
@@ -625,7 +625,7 @@ def _store_listing(store: Store) -> pa.Table:
     table = store.sql(
         "select case when ends_with(source, '/') then source || rel_path "
         "            else source || '/' || rel_path end as path, "
-        "sha256, size, status, reason from files where status <> 'missing' "
+        "sha256, size, status, reason from files where status not in ('missing', 'skipped') "
         "order by source, rel_path"
     )
     return table.cast(LISTING_SCHEMA)

@@ -161,3 +161,38 @@ def reconcile(a: str, b: str) -> ReconcileResult:
         "seconds": round(time.monotonic() - t0, 3),
     }
     return ReconcileResult(rows, summary)
+
+
+def render_summary(result: ReconcileResult, *, examples: int = 3) -> str:
+    """The summary as text for a person: what matched and how, and what is only on one
+    side by class, with a few example paths of each class.
+
+    Example:
+        >>> print(render_summary(reconcile("store", "bucket.csv")))  # doctest: +SKIP
+        A: store (265 rows); B: bucket.csv (250 rows)
+        matched 240: 238 by content hash, 2 by path (1 of them with other content)
+        only in A: 25
+          apple_double  20  e.g. /p/__MACOSX/._a.jpg, /p/__MACOSX/._b.jpg, …
+          image          5  e.g. /p/new/1.jpg, /p/new/2.jpg, …
+    """
+    s = result.summary
+    m = s["matched"]
+    lines = [f"A: {s['a']} ({s['rows_a']} rows); B: {s['b']} ({s['rows_b']} rows)"]
+    how = [f"{m['hash']} by content hash", f"{m['path_suffix']} by path"]
+    if s["content_differs"]:
+        how[-1] += f" ({s['content_differs']} of them with other content)"
+    lines.append(f"matched {m['total']}: {', '.join(how)}")
+    for side in ("a", "b"):
+        lines.append(f"only in {side.upper()}: {s[f'only_in_{side}']}")
+        classes = s[f"only_in_{side}_by_class"]
+        if not classes:
+            continue
+        rows = result.only_in(side)
+        paths = rows[f"path_{side}"].to_pylist()
+        kinds = rows["junk_class"].to_pylist()
+        width, digits = max(map(len, classes)), len(str(max(classes.values())))
+        for cls, n in classes.items():
+            some = [p for p, k in zip(paths, kinds, strict=True) if k == cls][:examples]
+            more = ", …" if n > len(some) else ""
+            lines.append(f"  {cls:<{width}}  {n:>{digits}}  e.g. {', '.join(some)}{more}")
+    return "\n".join(lines)

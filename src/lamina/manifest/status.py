@@ -59,6 +59,8 @@ def store_status(store: Store, *, n_runs: int = 5) -> dict[str, Any]:
                 1,
             ),
         }
+    if "duplicates" in info["tables"]:
+        info["duplicates"] = _duplicates(con)
     info["runs"] = [
         {
             k: r.get(k)
@@ -78,6 +80,25 @@ def store_status(store: Store, *, n_runs: int = 5) -> dict[str, Any]:
     return info
 
 
+def _duplicates(con: Any) -> dict[str, Any]:
+    """Near/pixel duplicate groups, the files they could free, and why the kept copies were
+    kept (the rule named first in each group's `keep_reason`)."""
+    columns = {r[0] for r in con.execute("describe duplicates").fetchall()}
+    groups, redundant = con.execute(
+        "select count(distinct group_id) filter (where group_size > 1), "
+        "coalesce(sum(n_files - case when is_representative then 1 else 0 end), 0) "
+        "from duplicates"
+    ).fetchone()
+    kept_by: dict[str, int] = {}
+    if "keep_reason" in columns:
+        kept_by = _pairs(
+            con,
+            "select split_part(keep_reason, ':', 1), count(*) from duplicates "
+            "where is_representative and group_size > 1 group by 1 order by 2 desc, 1",
+        )
+    return {"groups": groups, "redundant_files": int(redundant), "kept_by": kept_by}
+
+
 def render_status(info: dict[str, Any]) -> str:
     """The status as text for a terminal."""
     lines = [f"store {info['store']}"]
@@ -94,13 +115,26 @@ def render_status(info: dict[str, Any]) -> str:
         lines.append(
             f"exact duplicates: {dup['groups']} groups, {dup['redundant_files']} redundant files"
         )
+        outside = files["by_reason"].get("skipped/link_outside_source")
+        if outside:
+            lines.append(
+                f"{outside} links not followed (they lead out of the sources): "
+                "`lamina scan SOURCE --follow-links` reads what they lead to"
+            )
     images = info.get("images")
     if images:
         lines.append(
             f"images  {images['total']} distinct, {images['megapixels_total']} MP, "
             f"huge (> 90 MP) {images['huge']}"
         )
+        lines += _block("by status", images["by_status"])
         lines += _block("by format", images["by_format"])
+    dups = info.get("duplicates")
+    if dups:
+        lines.append(
+            f"near duplicates: {dups['groups']} groups, {dups['redundant_files']} files could go"
+        )
+        lines += _block("kept copy chosen as", dups["kept_by"])
     if info["runs"]:
         lines.append("recent runs")
         for r in info["runs"]:

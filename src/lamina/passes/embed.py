@@ -32,6 +32,7 @@ from lamina.backends.embedders import (
     load_embedder,
     parse_spec,
 )
+from lamina.backends.embedders.efficientnet import vectors_and_logits
 from lamina.core.config import config_dict
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError, LaminaError
@@ -41,7 +42,7 @@ from lamina.core.vectors import EMBED_PASS, embed_schema, vectors_to_arrow
 DEFAULT_DIM = 1280  # EfficientNet-Lite0's pooled features
 
 # Config fields that change how the work runs, not the vectors: left out of the layer hash.
-RUN_ONLY = ("batch_size", "device", "threads")
+RUN_ONLY = ("batch_size", "device", "threads", "offline")
 
 # Backend family -> (importable module, pip requirement) it needs, checked on creation.
 REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -67,6 +68,9 @@ class EmbedConfig:
     # Torch CPU threads per worker. 0: all cores when running in-process, 1 in each process
     # of a pool (the pool has a process per core; more threads would fight over them).
     threads: int = 0
+    # Never download weights (else hub weights missing from the cache are fetched once, in
+    # the main process by `describe`, before any worker starts). HF_HUB_OFFLINE=1 does too.
+    offline: bool = False
 
 
 @register
@@ -112,13 +116,18 @@ class EmbedPass(Pass):
     def _load(self, threads: int | None) -> Any:
         device = None if self.config.device == "auto" else self.config.device
         return load_embedder(
-            self.config.model, device=device, batch_size=self.config.batch_size, threads=threads
+            self.config.model,
+            device=device,
+            batch_size=self.config.batch_size,
+            threads=threads,
+            offline=self.config.offline,
         )
 
     def describe(self) -> dict[str, Any]:
         """What the backend reports (preprocessing, weights and their sha256, device,
-        dtype), read in the main process before any work so that missing weights fail
-        first. The default model is described without loading it; others are loaded once.
+        dtype), read in the main process before any work, so that weights missing from the
+        cache are downloaded here, once, or (offline) fail first. The default model is
+        described without loading it; others are loaded once.
 
         Example:
             >>> EmbedPass().describe()["model"]["weights"]["sha256"][:8]  # doctest: +SKIP
@@ -126,7 +135,10 @@ class EmbedPass(Pass):
         """
         device = None if self.config.device == "auto" else self.config.device
         info = describe_embedder(
-            self.config.model, device=device, batch_size=self.config.batch_size
+            self.config.model,
+            device=device,
+            batch_size=self.config.batch_size,
+            offline=self.config.offline,
         )
         self.schema = embed_schema(info["dim"])
         # Threads are the workers' (see EmbedConfig.threads), not this process's.
@@ -179,6 +191,13 @@ class EmbedPass(Pass):
             schema=self.schema,
         )
 
+    def _vectors(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if self.config.model == DEFAULT_SPEC:
+            # The classify pass needs this model's logits of the same pixels: one forward
+            # pass gives both (see `vectors_and_logits`).
+            return vectors_and_logits(self.embedder, arrays)[0]
+        return self.embedder.embed_images(arrays)
+
     def _embed(
         self, arrays: list[np.ndarray], rows: list[int], errors: list[str | None]
     ) -> np.ndarray:
@@ -191,12 +210,12 @@ class EmbedPass(Pass):
         if not arrays:
             return np.zeros((0, self.embedder.dim), np.float32)
         try:
-            vectors = self.embedder.embed_images(arrays)
+            vectors = self._vectors(arrays)
         except Exception:
             kept, failures = [], []
             for array, row in zip(arrays, rows, strict=True):
                 try:
-                    kept.append(self.embedder.embed_images([array])[0])
+                    kept.append(self._vectors([array])[0])
                 except Exception as exc:
                     failures.append(exc)
                     errors[row] = f"embed_error: {type(exc).__name__}: {exc}"

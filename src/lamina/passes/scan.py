@@ -19,8 +19,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,15 +29,23 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.images import PROBE_SCHEMA, probe_file
-from lamina.core.ledger import Run
+from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.passes import Pass, register
-from lamina.core.runner import done_keys, run_map_pass
-from lamina.core.store import Store
+from lamina.core.runner import chunk_id_for, done_keys, run_map_pass
+from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
 from lamina.manifest.commit import commit_scan
+from lamina.manifest.sources import (
+    Scope,
+    SourcePlan,
+    find_same_files,
+    plan_sources,
+    recorded_sources,
+)
 
 # Statuses of files that hold (or claim to hold) an image: these get an image_id.
 IMAGE_STATUSES = ("ok", "broken", "unsupported")
@@ -83,6 +92,9 @@ LISTING_SCHEMA = pa.schema(
         ("walk_status", pa.string()),
         ("walk_reason", pa.string()),
         ("walk_detail", pa.string()),
+        ("dev", pa.int64()),
+        ("ino", pa.int64()),
+        ("via_link", pa.bool_()),
     ]
 )
 
@@ -115,6 +127,9 @@ class WalkEntry(NamedTuple):  # a tuple, not a frozen dataclass: 3x cheaper to m
     status: str | None = None  # set only when the walk itself found a problem
     reason: str | None = None
     detail: str | None = None
+    dev: int | None = None  # st_dev and st_ino: which physical file this path reaches
+    ino: int | None = None
+    via_link: bool = False  # reached through a followed symlink (`follow_links`)
 
 
 def _oserror_reason(exc: OSError) -> str:
@@ -127,19 +142,44 @@ def _oserror_reason(exc: OSError) -> str:
     return "io_error"
 
 
-def walk_source(root: Path) -> Iterator[WalkEntry]:
-    """Every path under `root` (following symlinks, never looping), in no set order.
+def _int64(value: int) -> int:
+    """An unsigned 64-bit st_ino / st_dev as the int64 with the same bits (an identity to
+    compare, never a number to compute with)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _holder(path: str, trees: tuple[str, ...]) -> str | None:
+    """The first of `trees` (real paths) that holds the real path `path`, else None."""
+    for tree in trees:
+        if path == tree or path.startswith(tree if tree.endswith(os.sep) else tree + os.sep):
+            return tree
+    return None
+
+
+def walk_source(
+    root: Path, *, follow_links: bool = False, scanned: tuple[str, ...] = ()
+) -> Iterator[WalkEntry]:
+    """Every path under `root`, in no set order, without following symlinks by default.
+
+    A symlink is a row of its own, `skipped`: `link_to_scanned` when its target lies in
+    `root` or in one of `scanned` (the real paths of the trees the store records), where
+    that target is recorded at its own path; `link_outside_source` when the target leaves
+    them. `follow_links=True` follows the latter (never looping, never twice to one
+    folder); their rows have `via_link`. Loops, dangling links, unreadable folders and
+    special files are rows too.
 
     Example:
         >>> sorted(e.rel_path for e in walk_source(Path("photos")))  # doctest: +SKIP
         ['cats/a.jpg', 'cats/b.jpg']
     """
+    trees = (os.path.realpath(root), *scanned)
     top = root.stat()
-    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-        (str(root), "", frozenset({(top.st_dev, top.st_ino)}))
+    followed: dict[tuple[int, int], str] = {}  # outside folders followed so far -> rel path
+    stack: list[tuple[str, str, frozenset[tuple[int, int]], bool]] = [
+        (str(root), "", frozenset({(top.st_dev, top.st_ino)}), False)
     ]
     while stack:
-        dirpath, rel, ancestors = stack.pop()
+        dirpath, rel, ancestors, via = stack.pop()
         try:
             with os.scandir(dirpath) as it:
                 entries = list(it)
@@ -165,24 +205,29 @@ def walk_source(root: Path) -> Iterator[WalkEntry]:
                 )
                 continue
             try:
-                if entry.is_dir(follow_symlinks=True):
-                    st = entry.stat(follow_symlinks=True)
-                    ident = (st.st_dev, st.st_ino)
-                    if ident in ancestors:
-                        yield WalkEntry(
-                            child,
-                            status="unreadable",
-                            reason="symlink_loop",
-                            detail=f"links back to an enclosing folder: {os.readlink(entry.path)}",
-                        )
+                if entry.is_symlink():
+                    link = _link(entry, child, ancestors, trees, follow_links, followed)
+                    if isinstance(link, WalkEntry):
+                        yield link
+                    else:
+                        stack.append((entry.path, child, ancestors | {link}, True))
+                elif entry.is_dir(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if via and _holder(os.path.realpath(entry.path), trees) is not None:
+                        # A followed tree that holds a recorded source: recorded there.
+                        yield _skipped(child, "link_to_scanned", os.path.realpath(entry.path))
                         continue
-                    stack.append((entry.path, child, ancestors | {ident}))
-                elif entry.is_file(follow_symlinks=True):
-                    st = entry.stat(follow_symlinks=True)
-                    yield WalkEntry(child, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                elif entry.is_symlink():
-                    os.stat(entry.path)  # raises: says whether it is a loop or dangling
-                    yield WalkEntry(child, status="unreadable", reason="not_a_regular_file")
+                    stack.append((entry.path, child, ancestors | {(st.st_dev, st.st_ino)}, via))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    yield WalkEntry(
+                        child,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        dev=_int64(st.st_dev),
+                        ino=_int64(st.st_ino),
+                        via_link=via,
+                    )
                 else:
                     yield WalkEntry(
                         child,
@@ -194,6 +239,55 @@ def walk_source(root: Path) -> Iterator[WalkEntry]:
                 yield WalkEntry(
                     child, status="unreadable", reason=_oserror_reason(exc), detail=exc.strerror
                 )
+
+
+def _skipped(child: str, reason: str, target: str, note: str = "recorded there") -> WalkEntry:
+    if reason == "link_outside_source":
+        note = "outside the source; `lamina scan --follow-links` follows it"
+    return WalkEntry(child, status="skipped", reason=reason, detail=f"links to {target}, {note}")
+
+
+def _link(
+    entry: os.DirEntry[str],
+    child: str,
+    ancestors: frozenset[tuple[int, int]],
+    trees: tuple[str, ...],
+    follow_links: bool,
+    followed: dict[tuple[int, int], str],
+) -> WalkEntry | tuple[int, int]:
+    """What the walk does with a symlink: a row, or the identity of a folder to follow."""
+    st = os.stat(entry.path)  # raises for a loop (ELOOP) and a dangling link (ENOENT)
+    ident = (st.st_dev, st.st_ino)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if is_dir and ident in ancestors:
+        return WalkEntry(
+            child,
+            status="unreadable",
+            reason="symlink_loop",
+            detail=f"links back to an enclosing folder: {os.readlink(entry.path)}",
+        )
+    target = os.path.realpath(entry.path)
+    if _holder(target, trees) is not None:
+        return _skipped(child, "link_to_scanned", target)
+    if not follow_links:
+        return _skipped(child, "link_outside_source", target)
+    if is_dir:
+        if ident in followed:
+            return _skipped(child, "link_to_scanned", target, f"followed at {followed[ident]}")
+        followed[ident] = child
+        return ident
+    if stat.S_ISREG(st.st_mode):
+        return WalkEntry(
+            child,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            dev=_int64(st.st_dev),
+            ino=_int64(st.st_ino),
+            via_link=True,
+        )
+    return WalkEntry(
+        child, status="unreadable", reason="not_a_regular_file", detail="a device, socket or pipe"
+    )
 
 
 # -- Arrow without pandas ------------------------------------------------------------------
@@ -272,8 +366,12 @@ _WALK_BATCH = 8192
 _WALK_REPORT = 256
 
 
-def _listing_batch(source: str, entries: list[WalkEntry]) -> pa.RecordBatch:
-    rels = [e.rel_path for e in entries]
+def _listing_batch(scope: Scope, entries: list[WalkEntry]) -> pa.RecordBatch:
+    source, prefix = scope.source, scope.prefix
+    if prefix:  # a folder inside its source: paths are the source's
+        rels = [prefix if e.rel_path == "." else f"{prefix}/{e.rel_path}" for e in entries]
+    else:
+        rels = [e.rel_path for e in entries]
     folders, names, exts = [], [], []
     for rel in rels:
         folder, _, name = rel.rpartition("/")
@@ -297,6 +395,9 @@ def _listing_batch(source: str, entries: list[WalkEntry]) -> pa.RecordBatch:
         "walk_status": [e.status for e in entries],
         "walk_reason": [e.reason for e in entries],
         "walk_detail": [e.detail for e in entries],
+        "dev": [e.dev for e in entries],
+        "ino": [e.ino for e in entries],
+        "via_link": [e.via_link for e in entries],
     }
     return pa.RecordBatch.from_arrays(
         [arrow_column(columns[f.name], f.type) for f in LISTING_SCHEMA], schema=LISTING_SCHEMA
@@ -304,19 +405,25 @@ def _listing_batch(source: str, entries: list[WalkEntry]) -> pa.RecordBatch:
 
 
 def list_sources(
-    sources: list[Path], *, on_progress: Callable[[int, int], None] | None = None
+    sources: Sequence[Scope | Path],
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    follow_links: bool = False,
+    scanned: tuple[str, ...] = (),
 ) -> pa.Table:
-    """Walk every source into one listing table, sorted by source and path.
+    """Walk every source (a folder, or a `Scope`: a folder inside a source) into one
+    listing table, sorted by source and path. `follow_links` and `scanned` are
+    `walk_source`'s.
 
     `on_progress(files, bytes)` is called every few hundred entries with the regular files
     and bytes found so far (the scan uses it to start its workers once there is work enough).
     """
     batches: list[pa.RecordBatch] = []
     files = size = 0
-    for root in sources:
-        source = str(root)
+    for item in sources:
+        scope = item if isinstance(item, Scope) else Scope(str(item), Path(item))
         pending: list[WalkEntry] = []
-        for e in walk_source(root):
+        for e in walk_source(scope.root, follow_links=follow_links, scanned=scanned):
             pending.append(e)
             if e.size is not None:
                 files += 1
@@ -324,10 +431,10 @@ def list_sources(
             if on_progress is not None and len(pending) % _WALK_REPORT == 0:
                 on_progress(files, size)
             if len(pending) >= _WALK_BATCH:
-                batches.append(_listing_batch(source, pending))
+                batches.append(_listing_batch(scope, pending))
                 pending = []
         if pending:
-            batches.append(_listing_batch(source, pending))
+            batches.append(_listing_batch(scope, pending))
         if on_progress is not None:
             on_progress(files, size)
     table = pa.Table.from_batches(batches, schema=LISTING_SCHEMA)
@@ -404,6 +511,74 @@ def _import_duckdb() -> None:
     import duckdb  # noqa: F401
 
 
+def _mark_same_files(listing: pa.Table, listed: dict[int, str]) -> pa.Table:
+    """The listing with rows `listed` (row -> detail) made `skipped / same_file`."""
+    columns = {
+        name: listing[name].to_pylist() for name in ("walk_status", "walk_reason", "walk_detail")
+    }
+    for row, detail in listed.items():
+        columns["walk_status"][row] = "skipped"
+        columns["walk_reason"][row] = "same_file"
+        columns["walk_detail"][row] = detail
+    for name, values in columns.items():
+        i = listing.schema.get_field_index(name)
+        listing = listing.set_column(i, listing.schema.field(i), arrow_column(values, pa.string()))
+    return listing
+
+
+def _reuse_merged_probes(
+    store: Store, instance: ScanPass, listing: pa.Table, plan: SourcePlan, run: Run
+) -> int:
+    """Give the probes of files whose source merged into another their new `file_key`
+    (source and path changed, the bytes did not), as one more committed part of the scan
+    layer, so that a merge hashes nothing again. Returns how many rows it re-keyed."""
+    inside: dict[str, list[tuple[str, str]]] = {}
+    for old, (new, prefix) in plan.merged.items():
+        inside.setdefault(new, []).append((prefix, old))
+    aliases: dict[str, str] = {}  # file_key under the old source -> under the new one
+    columns = ["file_key", "source", "rel_path", "size", "mtime_ns", "walk_status"]
+    for row in listing.select(columns).to_pylist():
+        if row["walk_status"] is not None or row["source"] not in inside:
+            continue
+        for prefix, old in inside[row["source"]]:
+            rel = row["rel_path"]
+            if prefix:
+                if not rel.startswith(prefix + "/"):
+                    continue
+                rel = rel[len(prefix) + 1 :]
+            aliases[file_key(old, rel, row["size"], row["mtime_ns"])] = row["file_key"]
+            break
+    done = set(done_keys(store, instance).to_pylist())
+    wanted = {o: n for o, n in aliases.items() if o in done and n not in done}
+    if not wanted:
+        return 0
+    layer = store.layer_dir(instance.name, instance.layer_id)
+    ledger = store.ledger_dir(instance.name, instance.layer_id)
+    parts = [layer / f"part-{chunk}.parquet" for chunk in sorted(done_chunks(ledger))]
+    probes = pa.concat_tables([pq.ParquetFile(p).read() for p in parts if p.exists()])
+    old_keys = arrow_column(list(wanted), pa.string())
+    probes = probes.filter(pc.is_in(probes["file_key"], value_set=old_keys))
+    new_keys = arrow_column([wanted[k] for k in probes["file_key"].to_pylist()], pa.string())
+    probes = probes.set_column(0, probes.schema.field(0), new_keys)
+    chunk = chunk_id_for(new_keys)
+    atomic_write_parquet(layer / f"part-{chunk}.parquet", probes.cast(instance.schema))
+    write_chunk_record(
+        ledger,
+        chunk,
+        {
+            "chunk_id": chunk,
+            "pass": instance.name,
+            "layer": instance.layer_id,
+            "run_id": run.run_id,
+            "rows": probes.num_rows,
+            "error_rows": 0,
+            "reused_from": "merged sources",
+            "finished": utc_now(),
+        },
+    )
+    return probes.num_rows
+
+
 def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> list[Path]:
     """Resolve sources to absolute folders; refuse missing ones and a store inside one."""
     roots = []
@@ -442,10 +617,14 @@ def scan(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    follow_links: bool = False,
 ) -> dict[str, Any]:
     """Scan `sources` into the store's manifest and return a summary.
 
-    Re-running is cheap: files whose size and mtime are unchanged are not read again.
+    Re-running is cheap: files whose size and mtime are unchanged are not read again. A
+    folder inside a recorded source rescans that part of it; a folder around recorded
+    sources takes them in (`lamina.manifest.sources`). Symlinks whose target leaves the
+    sources are rows `skipped / link_outside_source` unless `follow_links`.
 
     Example:
         >>> summary = scan(Store.open("/tmp/s", create=True), ["photos"])  # doctest: +SKIP
@@ -461,8 +640,11 @@ def scan(
         "layer": instance.layer_id,
         "workers": workers,
         "chunk_size": chunk_size,
+        "follow_links": follow_links,
     }
     with store.write_lock("scan"), Run(store, "scan", config) as run:
+        files_part = store.table_dir("files") / "files.parquet"
+        plan = plan_sources(recorded_sources(files_part), roots)
         # The commit's DuckDB takes ~0.1 s to import: do it meanwhile, mostly while this
         # process waits on the workers (joined below, so no import outlives the scan).
         preload = threading.Thread(target=_import_duckdb, name="lamina-import-duckdb")
@@ -482,7 +664,17 @@ def scan(
                 executor.start(_warm_up)  # an explicit worker count is obeyed
             # A first scan starts the workers during the walk, so that their start-up
             # overlaps it; a rescan only once it knows how much is new.
-            listing = list_sources(roots, on_progress=None if rescan else maybe_start)
+            listing = list_sources(
+                plan.scopes,
+                on_progress=None if rescan else maybe_start,
+                follow_links=follow_links,
+                scanned=plan.trees,
+            )
+            same = find_same_files(listing, files_part, plan, temp_dir=store.tmp_dir)
+            if same.listed:
+                listing = _mark_same_files(listing, same.listed)
+            if plan.merged:  # their files keep their probes: a merge reads nothing again
+                _reuse_merged_probes(store, instance, listing, plan, run)
             to_probe = listing
             if listing["walk_status"].null_count < listing.num_rows:
                 to_probe = listing.filter(pc.is_null(listing["walk_status"]))
@@ -519,9 +711,11 @@ def scan(
             preload.join()
         del to_probe
         summary = commit_scan(
-            store, run, listing, [str(r) for r in roots], layer, empty_table(ScanPass.schema)
+            store, run, listing, plan, layer, empty_table(ScanPass.schema), same.recorded
         )
         summary.update(
+            merged={old: new for old, (new, _) in plan.merged.items()},
+            parts={str(s.root): s.source for s in plan.scopes if s.prefix},
             run_id=run.run_id,
             hashed=result.processed,
             reused=result.already_done,

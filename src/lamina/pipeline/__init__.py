@@ -26,9 +26,10 @@ from typing import Any
 
 from lamina.core.errors import LaminaError
 from lamina.core.ledger import Run
+from lamina.core.outputs import record_output
 from lamina.core.store import Store, atomic_write_json
 from lamina.pipeline.config import STAGES, PipelineConfig, check_before_work
-from lamina.pipeline.stages import STAGE_FUNCTIONS, StageResult, run_dir_of
+from lamina.pipeline.stages import STAGE_FUNCTIONS, StageResult, check_run_dir, run_dir_of
 
 
 def _has_images(store: Store) -> bool:
@@ -65,6 +66,8 @@ def _outputs_of(store: Store, config: PipelineConfig, stage: str) -> list[str]:
 
 def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None:
     """Why a stage cannot or need not run now, else None."""
+    if stage == "tag" and not config.labels_file:
+        return "no labels_file"
     if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
@@ -170,6 +173,8 @@ def run_pipeline(
     """
     stages = [s for s in STAGES if s in config.stages]
     check_before_work(config)
+    if "export" in config.stages:
+        check_run_dir(store, config)
     resolved = dataclasses.asdict(config)
     resolved["embed_model"] = config.embed_model()
     resolved["tagger"] = config.tagger() if config.labels_file else None
@@ -180,8 +185,8 @@ def run_pipeline(
             head = f"[{i}/{len(stages)}] {name}"
             reason = _skip_reason(store, config, name)
             if reason:
-                echo(f"{head}: skipped ({reason})")
-                results[name] = StageResult(name, False, 0.0, {}, reason)
+                echo(f"{head}: skipped: {reason}")
+                results[name] = StageResult(name, False, 0.0, {}, f"skipped: {reason}")
                 continue
             echo(f"{head} ...")
             t0 = time.monotonic()
@@ -221,6 +226,7 @@ def run_pipeline(
             # The export stage made the folder, so this write can only fail as any store
             # write does (StoreError, with its fix).
             atomic_write_json(out / "config.json", {**resolved, "run_id": run.run_id})
+            record_output(store, out / "config.json")
     summary = {
         "run_id": run.run_id,
         "stages": {

@@ -1,5 +1,5 @@
-"""The config of `lamina run`: one flat TOML, laid over built-in defaults and under the
-command line (`resolve_config`), printed back by `lamina run --print-config`
+"""The config of `lamina run`: one flat TOML (or YAML) file, laid over built-in defaults
+and under the command line (`resolve_config`), printed back by `lamina run --print-config`
 (`config_toml`), and checked before any stage runs (`check_before_work`).
 
 The keys `root, labels_file, model_name, pretrained, batch_images, batch_labels, threshold,
@@ -37,13 +37,13 @@ class PipelineConfig:
     """Everything `lamina run` can be told; `lamina run --print-config` shows it resolved.
 
     Example:
-        >>> PipelineConfig(root=["photos"]).embed_model()
+        >>> PipelineConfig(root=["photos"], model="default").embed_model()
         'efficientnet_lite0:imagenet'
     """
 
     root: list[str] = field(default_factory=list)  # source folders
     labels_file: str = ""  # one label per line; tags are made only when given
-    model: str = "default"  # embedder spec (see `lamina embed --help`)
+    model: str = "auto"  # embedder spec; auto: a CLIP if cached or downloadable, else default
     model_name: str = ""  # open_clip architecture (Photo-Tagger); overrides `model`
     pretrained: str = ""  # its pretrained tag or checkpoint path
     tag_model: str = ""  # "" = the embedder when it has a text tower, else "offline"
@@ -55,6 +55,8 @@ class PipelineConfig:
     max_images: int = 0  # 0 = every image; else the first N by image id (a stable sample)
     run_dir: str = ""  # exports and config.json; "" = <store>/exports
     workers: int = 0  # 0 = every core
+    follow_links: bool = False  # follow symlinks that lead out of the sources
+    offline: bool = False  # never download model weights (HF_HUB_OFFLINE=1 does too)
     invariant: bool = False  # group mirrored / rotated copies too
     policy: str = ""  # flags policy TOML laid over the defaults
     clusters: int = 0  # k for k-means; 0 = round(sqrt(N / 2))
@@ -65,8 +67,8 @@ class PipelineConfig:
 
     def embed_model(self) -> str:
         """The canonical embedder spec: `open_clip:<model_name>/<pretrained>` when the
-        Photo-Tagger keys are set, else `model`."""
-        from lamina.backends.embedders import parse_spec
+        Photo-Tagger keys are set, else `model` (`auto` resolved, once per process)."""
+        from lamina.backends.embedders.fetch import resolve_model
 
         spec = self.model
         if self.model_name:
@@ -79,7 +81,7 @@ class PipelineConfig:
                         hint="set pretrained in the config, or give a full spec as `model`",
                     )
                 spec = f"open_clip:{self.model_name}/{self.pretrained}"
-        return parse_spec(spec).canonical
+        return resolve_model(spec, self.offline)
 
     def tagger(self) -> str:
         """The model that scores labels: `tag_model`, else the embedder when it can embed
@@ -117,7 +119,7 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
 
 
 def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> PipelineConfig:
-    """Defaults, then the TOML file at `path`, then `overrides` (the command line).
+    """Defaults, then the TOML (or YAML) file at `path`, then `overrides` (the command line).
     Unknown keys are refused by name; relative paths in the file are read from its folder.
 
     Example:
@@ -129,20 +131,7 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
     known = [f.name for f in dataclasses.fields(PipelineConfig)]
     if path is not None:
         file = Path(path).expanduser()
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(
-                f"the config file {file} does not exist",
-                hint="`lamina run --print-config > lamina.toml` writes one to edit",
-            ) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"the config file {file} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the config file {file}: {exc.strerror or exc}",
-                hint="check its permissions",
-            ) from None
+        data = read_config_file(file)
         base = file.absolute().parent
         for key, value in data.items():
             if key not in known:
@@ -175,6 +164,53 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
     _check_ranges(config)
     config.embed_model()  # a bad model spec fails here, before any work
     return config
+
+
+def read_config_file(file: Path) -> dict[str, Any]:
+    """The keys of a config file: TOML, or YAML when it is named `.yaml` / `.yml` (the
+    `config.yaml` of Photo-Tagger; same keys). A YAML key left empty (`run_dir:`) keeps its
+    default.
+
+    Example:
+        >>> read_config_file(Path("config.yaml"))  # doctest: +SKIP
+        {'root': '/photos', 'labels_file': 'labels.txt', 'topk': 5}
+    """
+    yaml_file = file.suffix.lower() in (".yaml", ".yml")
+    kind = "YAML" if yaml_file else "TOML"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the config file {file} does not exist",
+            hint="`lamina run --print-config > lamina.toml` writes one to edit",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config file {file} is not valid {kind}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the config file {file}: {exc.strerror or exc}",
+            hint="check its permissions",
+        ) from None
+    if not yaml_file:
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"the config file {file} is not valid TOML: {exc}") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the config file {file} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(
+            f"the config file {file} must be a mapping of keys to values, not "
+            f"{type(data).__name__}",
+            hint="one `key: value` per line, e.g. `topk: 5`",
+        )
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _is_path(value: str) -> bool:

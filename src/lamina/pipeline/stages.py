@@ -6,6 +6,7 @@ says what it did (`StageResult`). The orchestration (skips, run record) is in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from lamina.core.errors import ConfigError
 from lamina.core.store import Store
 from lamina.pipeline.config import PipelineConfig
+
+log = logging.getLogger("lamina")
 
 
 @dataclass
@@ -48,7 +51,13 @@ def _workers(config: PipelineConfig) -> int | None:
 def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.passes.scan import scan
 
-    s = scan(store, config.root, workers=_workers(config), progress=progress)
+    s = scan(
+        store,
+        config.root,
+        workers=_workers(config),
+        progress=progress,
+        follow_links=config.follow_links,
+    )
     worked = bool(s["hashed"] or s["new_images"] or s["events"])
     status = ", ".join(f"{k} {v}" for k, v in s["status"].items()) or "no files"
     return StageResult(
@@ -84,10 +93,13 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     summary = flag_summary(store)
     flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
     top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
+    from lamina.manifest.decode_failures import decode_summary
+
+    counts = decode_summary(store)
     message = (
         f"{result['signals']['processed']} images sensed "
-        f"({result['signals']['already_done']} already done, "
-        f"{result['signals']['error_rows']} undecodable); flags: {top or 'none'}"
+        f"({result['signals']['already_done']} already done); {counts['broken']} broken "
+        f"files ({counts['undecodable']} undecodable); flags: {top or 'none'}"
     )
     return StageResult(
         "sense",
@@ -100,31 +112,43 @@ def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageRe
 
 
 def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.cli.embed import default_workers_for, embed_configs
+    from lamina.backends.embedders import DEFAULT_SPEC
+    from lamina.backends.embedders.fetch import choose_default, offline_env, offline_mode
+    from lamina.cli.embed import classify_message, default_workers_for, embed_configs, with_classes
     from lamina.core.runner import run_passes
 
+    model = config.embed_model()
+    if not config.model_name and config.model.strip() in ("", "auto"):
+        log.info(choose_default(offline_mode(config.offline)).line())
     workers = _workers(config) or default_workers_for("auto")
-    passes: list[tuple[str, dict[str, Any] | None]] = list(
-        embed_configs((config.embed_model(),), config.batch_images, "auto", workers)
+    # With the default model the offline tagger's ImageNet classes come from the same
+    # forward pass, so they are kept now whether labels are given or not.
+    passes = with_classes(
+        embed_configs((model,), config.batch_images, "auto", workers, config.offline)
     )
-    if "tag" in config.stages and config.labels_file and config.tagger() == "offline":
-        # The offline tagger's ImageNet classes come from the same decode as the vectors
-        # (the config `tag_images` runs, so the tag stage finds them done).
-        threads = passes[0][1]["threads"] if passes[0][1] else 0
+    offline_tags = "tag" in config.stages and config.labels_file and config.tagger() == "offline"
+    if offline_tags and model != DEFAULT_SPEC:
+        # Another embed model: the classes need EfficientNet-Lite0 as a second model, on
+        # the same decode.
+        threads = passes[0][1]["threads"]
         passes.append(("classify", {"batch_size": config.batch_images, "threads": threads}))
-    result = run_passes(
-        store,
-        passes,
-        command="embed",
-        workers=workers,
-        progress=progress,
-        max_images=config.max_images or None,
-    )
+    with offline_env(config.offline):
+        result = run_passes(
+            store,
+            passes,
+            command="embed",
+            workers=workers,
+            progress=progress,
+            max_images=config.max_images or None,
+        )
     counts = result["embed"]
     message = (
-        f"{config.embed_model()}: {counts['processed'] - counts['error_rows']} embedded, "
+        f"{model}: {counts['processed'] - counts['error_rows']} embedded, "
         f"{counts['error_rows']} errors, {counts['already_done']} already done"
     )
+    if "classify" in result:
+        shared = counts if model == DEFAULT_SPEC else None
+        message += f"; {classify_message(result['classify'], shared)}"
     return StageResult(
         "embed",
         _did_work(result),
@@ -137,11 +161,17 @@ def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageRe
 
 def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.analysis.cluster_report import cluster_summary
+    from lamina.analysis.flags import flags_config, load_policy
     from lamina.cli.cluster import semantic_configs
     from lamina.core.runner import run_passes
 
     configs = semantic_configs(config.embed_model(), config.clusters, "kmeans")
-    result = run_passes(store, list(configs.items()), command="cluster", progress=False)
+    passes = list(configs.items())
+    if "signals" in store.available_tables():
+        # The flags were made by `sense` before the outliers existed: the outlier flag
+        # reads them, so the flags are recomputed here with the same policy.
+        passes.append(("flags", flags_config(load_policy(config.policy or None))))
+    result = run_passes(store, passes, command="cluster", progress=False)
     summary = cluster_summary(
         store, configs["clusters"], configs["outliers"], configs["semantic_duplicates"], top=5
     )
@@ -156,12 +186,30 @@ def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> Stage
 
 
 def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    if not config.labels_file:
-        return StageResult("tag", False, 0.0, {}, "no labels_file: tags skipped")
-    from lamina.tagging import tag_images
+    # Without a labels_file the run skips this stage (`lamina.pipeline._skip_reason`).
+    from lamina.backends.embedders.fetch import offline_env
 
     tagger = config.tagger()
-    s = tag_images(
+    with offline_env(config.offline):
+        s = _tag(store, config, tagger, progress)
+    worked = _did_work(s.get("passes", {})) if "passes" in s else True
+    missing = len(s.get("missing") or [])
+    message = (
+        f"{s.get('images', 0)} images tagged with {s.get('labels', 0)} labels "
+        f"({s.get('model_name', config.tagger())})"
+        + (f"; {missing} without an embedding" if missing else "")
+    )
+    if (s.get("classify") or {}).get("processed"):
+        from lamina.cli.embed import classify_message
+
+        message += f"; {classify_message(s['classify'], None)}"
+    return StageResult("tag", worked, 0.0, s, message)
+
+
+def _tag(store: Store, config: PipelineConfig, tagger: str, progress: bool) -> dict[str, Any]:
+    from lamina.tagging import tag_images
+
+    return tag_images(
         store,
         config.labels_file,
         model=tagger,
@@ -175,25 +223,46 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
         progress=progress,
         max_images=config.max_images or None,
     )
-    worked = _did_work(s.get("passes", {})) if "passes" in s else True
-    missing = len(s.get("missing") or [])
-    message = (
-        f"{s.get('images', 0)} images tagged with {s.get('labels', 0)} labels "
-        f"({s.get('model_name', config.tagger())})"
-        + (f"; {missing} without an embedding" if missing else "")
-    )
-    return StageResult("tag", worked, 0.0, s, message)
 
 
 def run_dir_of(store: Store, config: PipelineConfig) -> Path:
     return Path(config.run_dir).expanduser() if config.run_dir else store.root / "exports"
 
 
+# What the export stage writes into run_dir, and the fix when one of them is in the way.
+RUN_DIR_FILES = ("tags.csv", "tags.parquet", "folder_medoids.csv", "config.json")
+RUN_DIR_FIX = "move it away, or set run_dir to another folder"
+
+
+def check_run_dir(store: Store, config: PipelineConfig) -> Path:
+    """run_dir and the files the export stage writes there, checked as any output
+    (`lamina.core.outputs`): not inside a source or the store's tables, not over a
+    recorded file or a file lamina did not write.
+
+    Example:
+        >>> config = PipelineConfig(root=["photos"], run_dir="photos/out")
+        >>> check_run_dir(store, config)  # doctest: +SKIP
+        OutputError: the output folder …/photos/out lies inside the source photos; …
+    """
+    from lamina.core.outputs import check_output_path
+
+    out = run_dir_of(store, config)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"cannot make the exports folder {out}: a file of that name is in the way",
+            hint="set run_dir to a folder (default: <store>/exports)",
+        )
+    check_output_path(store, out, folder=True, sources=config.root)
+    for name in RUN_DIR_FILES:
+        check_output_path(store, out / name, sources=config.root, fix=RUN_DIR_FIX)
+    return out
+
+
 def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.exports.medoids import write_folder_medoids
     from lamina.exports.tables import export
 
-    out = run_dir_of(store, config)
+    out = check_run_dir(store, config)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -203,11 +272,13 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
         ) from None
     written = []
     if "images" in store.available_tables():
-        export(store, out / "tags.csv")
-        export(store, out / "tags.parquet")
+        export(store, out / "tags.csv", fix=RUN_DIR_FIX)
+        export(store, out / "tags.parquet", fix=RUN_DIR_FIX)
         written += ["tags.csv", "tags.parquet"]
     if "medoids" in store.available_tables():
-        write_folder_medoids(store, out / "folder_medoids.csv", model=config.embed_model())
+        write_folder_medoids(
+            store, out / "folder_medoids.csv", model=config.embed_model(), fix=RUN_DIR_FIX
+        )
         written.append("folder_medoids.csv")
     return StageResult(
         "export",

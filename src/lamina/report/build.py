@@ -1,10 +1,13 @@
 """Render the report: the sections of `lamina.report.data`, plots and thumbnails, as one
-static HTML page (`<store>/report/index.html`, plots in `plots/`) that opens from disk.
+static HTML page (`<store>/report/index.html`, plots in `plots/`, the thumbnails it shows
+copied into `thumbs/`) that opens from disk.
 
-Nothing on the page points outside the page's folder tree except the store's thumbnail
-cache, linked by relative paths (`../thumbs/512-webp-q80/3f/3f9c….webp`): no server, no
-CDN, no script. The page and its plots are written into a staging folder beside the
-target, then swapped in with renames, so a reader never sees half a report.
+The folder is self-contained: every image and plot is linked by a relative path inside it,
+so it can be zipped, moved or copied to another machine. The only other links are to the
+original files (`file://` URLs, for a reader on the same machine). No server, no CDN, no
+script. The page and its files are written into a staging folder beside the target, then
+swapped in with renames, so a reader never sees half a report. A target inside a source,
+or a folder that holds anything but an earlier report, is refused.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from urllib.parse import quote
 
 from lamina.core.errors import LaminaError, StoreError
 from lamina.core.store import Store
-from lamina.report.context import Section
-from lamina.report.data import collect
+from lamina.report.context import Section, open_context
+from lamina.report.data import collect, image_facts, image_ids
 
 __all__ = ["REPORT_DIRNAME", "build_report"]
 
@@ -55,7 +58,8 @@ def _make_thumbnails(store: Store, progress: bool) -> str | None:
 
 
 class _Thumbs:
-    """Relative URLs from the report folder to the thumbnails that exist."""
+    """The thumbnails the page shows, copied into the report folder on first use
+    (`thumbs/<id[:2]>/<id>.webp`); their URLs are relative to index.html."""
 
     def __init__(self, store: Store, report_dir: Path) -> None:
         self.report_dir = report_dir
@@ -72,7 +76,13 @@ class _Thumbs:
             return None
         if image_id not in self.seen:
             path = self.file(image_id)
-            self.seen[image_id] = _url(path, self.report_dir) if path else None
+            url = None
+            if path is not None:
+                dest = self.report_dir / "thumbs" / image_id[:2] / f"{image_id}{path.suffix}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+                url = _url(dest, self.report_dir)
+            self.seen[image_id] = url
         return self.seen[image_id]
 
     def made(self) -> bool:
@@ -218,9 +228,15 @@ def _plots(
     space = sections["clusters"]
     if not space.missing:
         s = space.data
+        # Every cluster's number at its medoid; pictures for the largest MAP_PICTURES.
         marks = [
-            (float(m["x"]), float(m["y"]), str(m["cluster"]), thumb_file(m["image_id"]))
-            for m in s["medoids"][:MAP_PICTURES]
+            (
+                float(m["x"]),
+                float(m["y"]),
+                str(m["cluster"]),
+                thumb_file(m["image_id"]) if k < MAP_PICTURES else None,
+            )
+            for k, m in enumerate(s["medoids"])
             if m.get("x") is not None
         ]
         title = f"{s['model']}: {s['layout']} layout, {s['n_clusters']} clusters"
@@ -241,7 +257,8 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 
 def _check_target(target: Path) -> None:
-    """Refuse to replace a folder that holds anything but an earlier report."""
+    """Refuse to replace a folder that holds anything but an earlier report (sources and
+    recorded files are refused before, by `check_output_path`)."""
     if target.exists() and (
         not target.is_dir() or (any(target.iterdir()) and not (target / MARKER).is_file())
     ):
@@ -249,6 +266,13 @@ def _check_target(target: Path) -> None:
             f"{target} exists and is not a lamina report folder, so it is not replaced",
             hint="choose a new or empty folder with -o",
         )
+
+
+def _original(path: str | None) -> str | None:
+    """A file:// URL of an original file (percent-encoded), or None for a relative path."""
+    if not path or not Path(path).is_absolute():
+        return None
+    return Path(path).as_uri()
 
 
 def _title(store: Store, sections: dict[str, Section]) -> str:
@@ -266,6 +290,7 @@ def build_report(
     title: str | None = None,
     progress: bool = False,
     notices: Sequence[str] = (),
+    force_into_source: bool = False,
 ) -> Path:
     """Write the HTML report of `store` and return the path of its index.html.
 
@@ -273,7 +298,9 @@ def build_report(
     first (a resumable pass); without, the thumbnails already made are used and the other
     images show their path in a box. Galleries show at most `gallery_size` images.
     `notices` are shown first, in a box (e.g. "the source /x does not exist" from
-    `lamina run`).
+    `lamina run`). `out_dir` is checked as any output folder
+    (`lamina.core.outputs.check_output_path`): never inside a source unless
+    `force_into_source`, never among the store's tables.
 
     Example:
         >>> build_report(lamina.open())  # doctest: +SKIP
@@ -286,16 +313,21 @@ def build_report(
         store = Store.open(store)
     if gallery_size < 1:
         raise LaminaError(f"gallery_size must be at least 1, not {gallery_size}")
-    target = Path(out_dir).absolute() if out_dir else store.root / REPORT_DIRNAME
+    target = store.root / REPORT_DIRNAME
+    if out_dir:
+        from lamina.core.outputs import check_output_path
+
+        target = check_output_path(store, out_dir, folder=True, force_into_source=force_into_source)
     _check_target(target)
     thumb_note = _make_thumbnails(store, progress) if thumbnails else None
     sections = collect(store, gallery_size=gallery_size)
     by_id = {s.id: s for s in sections}
+    facts = image_facts(open_context(store), image_ids(sections))
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         staging.mkdir(parents=True)
-        # Plot URLs are relative to the folder they are drawn in, which becomes `target`.
-        thumbs = _Thumbs(store, target)
+        # URLs are relative to the folder they are written in, which becomes `target`.
+        thumbs = _Thumbs(store, staging)
         _plots(by_id, staging / "plots", staging, thumbs.file)
         (staging / MARKER).write_text("written by `lamina report`; replaced on each run\n")
         env = jinja2.Environment(
@@ -313,8 +345,9 @@ def build_report(
             title=title or _title(store, by_id),
             sections=sections,
             s=by_id,
-            # Thumbnail URLs: staging and target share a parent, so either base works.
             thumb=thumbs,
+            facts=facts,
+            original=_original,
             thumb_note=thumb_note,
             notices=list(notices),
             # Say why there are no pictures only when none were ever made.

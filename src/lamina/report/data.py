@@ -24,11 +24,14 @@ from lamina.report.context import ReportContext, Section, open_context
 from lamina.report.provenance import flags_policy, provenance
 
 __all__ = [
+    "act_on",
     "cluster_map",
     "collect",
     "distributions",
     "duplicate_groups",
     "flag_galleries",
+    "image_facts",
+    "image_ids",
     "outliers",
     "overview",
     "problems",
@@ -176,11 +179,17 @@ def distributions(ctx: ReportContext) -> Section:
 
 def _hits(ctx: ReportContext, column: str, expr: str, threshold: float, grid: np.ndarray) -> Any:
     """Whether the rule's own SQL expression flags each value of `grid` (None when the
-    expression needs more than this column)."""
+    expression needs more than this column, or is not a safe expression)."""
+    from lamina.core.sqlsafe import UnsafeSQLError, check_condition
+
+    try:
+        expr = check_condition(expr, what="flag score")  # it comes from a stored policy
+    except UnsafeSQLError:
+        return None
     ctx.con.register("_grid", pa.table({column: grid}))
     try:
         rows = ctx.con.sql(
-            f"select coalesce(cast(({expr}) as double), 0) >= {threshold!r} from _grid"
+            f"select coalesce(cast((\n{expr}\n) as double), 0) >= {threshold!r} from _grid"
         ).fetchall()
     except Exception:  # duckdb raises its own error types; any means "no line to draw"
         return None
@@ -319,9 +328,11 @@ def _groups(ctx: ReportContext, table: str, measure: str, where: str) -> list[di
     if not top:
         return []
     ids = ", ".join(_sql_literal(g["group_id"]) for g in top)
+    reason = "d.keep_reason" if "keep_reason" in ctx.columns(table) else "null"
     members = ctx.rows(
         f"select d.group_id, d.image_id, d.is_representative, d.kind, d.{measure} as measure, "
-        f"d.n_files, p.path from {table} d left join image_paths p using (image_id) "
+        f"d.n_files, {reason} as keep_reason, p.path "
+        f"from {table} d left join image_paths p using (image_id) "
         f"where d.group_id in ({ids}) "
         f"qualify row_number() over (partition by d.group_id order by d.is_representative "
         f"desc, d.{measure} {'desc' if measure == 'similarity' else 'asc'}, d.image_id) "
@@ -331,7 +342,22 @@ def _groups(ctx: ReportContext, table: str, measure: str, where: str) -> list[di
         group["tiles"] = [m for m in members if m["group_id"] == group["group_id"]]
         group["tiles"].sort(key=lambda m: not m["is_representative"])
         group["more"] = group["size"] - len(group["tiles"])
+        reps = [m for m in group["tiles"] if m["is_representative"]]
+        group["keep_reason"] = reps[0]["keep_reason"] if reps else None
     return top
+
+
+# The files a dedupe would delete: every file of a non-representative image, and all but
+# the first file of a representative (its byte copies), with their bytes.
+REDUNDANT_FILES_SQL = """
+select f.source || '/' || f.rel_path as path, f.size from (
+    select image_id, source, rel_path, size, row_number() over (
+        partition by image_id order by source, rel_path) as k
+    from files where image_id is not null and status <> 'missing') f
+join duplicates d using (image_id)
+where not d.is_representative or f.k > 1
+"""
+REDUNDANT_BYTES_SQL = f"select coalesce(sum(size), 0)::bigint from ({REDUNDANT_FILES_SQL})"
 
 
 def duplicate_groups(ctx: ReportContext) -> Section:
@@ -349,6 +375,7 @@ def duplicate_groups(ctx: ReportContext) -> Section:
         "select count(*) as images, coalesce(sum(n_files - 1), 0)::bigint as extra "
         "from image_paths where n_files > 1"
     )[0]
+    summary["bytes"] = ctx.value(REDUNDANT_BYTES_SQL)
     data: dict[str, Any] = {
         **summary,
         "exact": exact,
@@ -396,10 +423,14 @@ def cluster_map(ctx: ReportContext) -> Section:
     )
     medoids: dict[str, dict[str, Any]] = {}
     if ctx.has("medoids"):
+        # Largest cluster first, as the gallery: the map's pictures go to those first.
         for row in ctx.rows(
             'select m."group" as cluster, m.image_id, m.similarity, p.path, s.x, s.y '
             "from medoids m left join image_paths p using (image_id) "
-            "left join semantic_map s using (image_id) where m.scope = 'cluster'"
+            "left join semantic_map s using (image_id) "
+            "left join (select cluster::varchar as cl, count(*) as n from clusters group by 1) c "
+            'on c.cl = m."group" '
+            "where m.scope = 'cluster' order by c.n desc nulls last, m.\"group\""
         ):
             medoids[str(row["cluster"])] = row
     exemplars: dict[str, list[dict[str, Any]]] = {}
@@ -433,16 +464,29 @@ def cluster_map(ctx: ReportContext) -> Section:
 
 def outliers(ctx: ReportContext, cap: int) -> Section:
     """The `cap` most unique images (highest mean distance to their nearest neighbours)."""
-    section = Section("outliers", "Outliers", ("embed", "outliers"))
+    section = Section("outliers", "Outliers", ("embed", "outliers", "flags"))
     if not ctx.has("outliers"):
         section.missing = _space_missing(ctx)
         return section
+    flagged = "false"
+    if ctx.has("flags"):
+        flagged = "coalesce((select f.outlier from flags f where f.image_id = o.image_id), false)"
+    policy, _ = flags_policy(ctx.store)
+    rule = policy.rules.get("outlier")
+    sensed = sensed_flags_sql(ctx.store.available_tables())
     section.data = {
-        "count": ctx.value("select count(*) from outliers"),
+        # Copies have no rank: each duplicate group is ranked once, by its representative.
+        "count": ctx.value("select count(*) from outliers where rank is not null"),
+        "copies": ctx.value("select count(*) from outliers where rank is null"),
         "model": ctx.value("select any_value(model) from outliers"),
+        "flagged": ctx.value(f"select count(*) from {sensed} where outlier")
+        if ctx.has("flags")
+        else None,
+        "threshold": rule.threshold if rule and rule.enabled else None,
         "tiles": ctx.rows(
-            "select o.image_id, o.rank, o.knn_distance, o.outlier_z, p.path from outliers o "
-            f"left join image_paths p using (image_id) order by o.rank limit {int(cap)}"
+            "select o.image_id, o.rank, o.knn_distance, o.outlier_z, p.path, "
+            f"{flagged} as flagged from outliers o left join image_paths p using (image_id) "
+            f"where o.rank is not null order by o.rank limit {int(cap)}"
         ),
     }
     return section
@@ -507,47 +551,175 @@ def tags(ctx: ReportContext, cap: int) -> Section:
 
 # -- 10. problems --------------------------------------------------------------------------
 
+PROBLEM_CAP = 100  # failing files listed before "and N more"
+# Files the scan found unusable (junk is expected and only counted in the statuses).
+SCAN_PROBLEMS = ("broken", "unsupported", "unreadable")
 
-def problems(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
-    """Images a stage could not process (error rows of any layer with an `error` column:
-    signals, hashes, embed, thumbs, tags…), by stage and reason, and runs with failed
-    chunks."""
-    section = Section("problems", "Problems", ())
-    stages = []
+
+def _error_layers(ctx: ReportContext) -> list[tuple[str, str]]:
+    """(layer, SQL of its failure text) for every layer with error rows per image."""
+    layers = []
     for layer in sorted(ctx.tables - set(TABLE_NAMES) - {"runs"}):
         columns = ctx.columns(layer)
         if "error" not in columns or "image_id" not in columns:
             continue
-        reason = "e.error || coalesce(': ' || e.detail, '')" if "detail" in columns else "e.error"
-        counts = ctx.rows(
-            f"select split_part(error, ':', 1) as kind, count(*) as n from \"{layer}\" "
-            "where error is not null group by 1 order by 2 desc, 1"
-        )
-        if not counts:
+        reason = "error || coalesce(': ' || detail, '')" if "detail" in columns else "error"
+        layers.append((layer, reason))
+    return layers
+
+
+def problems(ctx: ReportContext, cap: int = PROBLEM_CAP) -> Section:
+    """Every file something could not process, once, with each layer that failed on it and
+    why: the scan (broken, unsupported, unreadable files) and every layer with an `error`
+    column (signals, hashes, embed, thumbs, tags...); and runs with failed chunks."""
+    section = Section("problems", "Problems", ())
+    parts = []
+    for layer, reason in _error_layers(ctx):
+        if not ctx.value(f'select count(*) from "{layer}" where error is not null'):
             continue
-        # The reason's first word (before ':') groups rows; the full text is kept per file.
-        rows = ctx.rows(
-            f"select split_part(e.error, ':', 1) as kind, {reason} as reason, e.image_id, "
-            f'p.path from "{layer}" e left join image_paths p using (image_id) '
-            "where e.error is not null "
-            "qualify row_number() over (partition by split_part(e.error, ':', 1) "
-            f"order by p.path, e.image_id) <= {int(cap)} order by kind, p.path"
+        parts.append(
+            f"select distinct image_id, '{layer}' as layer, {reason} as reason "
+            f'from "{layer}" where error is not null'
         )
-        for count in counts:
-            count["files"] = [r for r in rows if r["kind"] == count["kind"]]
-            count["more"] = count["n"] - len(count["files"])
-        stages.append({"stage": layer, "total": sum(c["n"] for c in counts), "kinds": counts})
         section.tables += (layer,)
+    per_file = []
+    if ctx.has("files"):
+        scan = ", ".join(_sql_literal(s) for s in SCAN_PROBLEMS)
+        per_file.append(
+            "select source || '/' || rel_path as path, image_id, 'scan' as layer, "
+            "status || coalesce(': ' || reason, '') || coalesce(' (' || detail || ')', '') "
+            f"as reason from files where status in ({scan})"
+        )
+        if parts:
+            per_file.append(
+                "select f.source || '/' || f.rel_path as path, e.image_id, e.layer, e.reason "
+                f"from ({' union all '.join(parts)}) e join files f using (image_id) "
+                "where f.status <> 'missing'"
+            )
     run_errors = []
     if ctx.has("runs"):
         run_errors = ctx.rows(
             "select run_id, command, n_errors from runs where n_errors > 0 order by run_id"
         )
-    if not stages and not run_errors and not ctx.has("signals"):
+    if not parts and not run_errors and not ctx.has("signals"):
         section.missing = "No stage has run on the pixels yet: run `lamina sense`."
         return section
-    section.data = {"stages": stages, "run_errors": run_errors}
+    files: list[dict[str, Any]] = []
+    counts: list[dict[str, Any]] = []
+    total = 0
+    if per_file:
+        ctx.con.execute(f"create or replace temp view _problems as {' union all '.join(per_file)}")
+        total = ctx.value("select count(distinct path) from _problems")
+        counts = ctx.rows(
+            "select layer, count(distinct path) as files from _problems group by 1 "
+            "order by layer <> 'scan', 2 desc, 1"
+        )
+        files = ctx.rows(
+            "select path, any_value(image_id) as image_id, list({'layer': layer, "
+            "'reason': reason} order by layer <> 'scan', layer) as failures "
+            f"from _problems group by path order by path limit {int(cap)}"
+        )
+    section.data = {
+        "total": total,
+        "layers": counts,
+        "files": files,
+        "more": total - len(files),
+        "run_errors": run_errors,
+    }
     return section
+
+
+# -- what to act on (the top of the page) --------------------------------------------------------
+
+
+def act_on(ctx: ReportContext, sections: list[Section]) -> Section:
+    """What a reader can do something about, from the other sections: bytes the duplicates
+    could free, files something failed on, the flags that hold the most images."""
+    section = Section("act", "What to act on", ())
+    by_id = {s.id: s for s in sections}
+    if by_id["overview"].missing:
+        section.missing = "Nothing to act on yet: run `lamina scan SOURCE`."
+        return section
+    items: list[dict[str, Any]] = []
+    dups = by_id["duplicates"]
+    if not dups.missing and dups.data.get("redundant"):
+        items.append(
+            {
+                "kind": "duplicates",
+                "count": dups.data["redundant"],
+                "bytes": dups.data.get("bytes") or 0,
+                "href": "#duplicates",
+                "command": f'lamina sql "{" ".join(REDUNDANT_FILES_SQL.split())}"',
+            }
+        )
+    probs = by_id["problems"]
+    if not probs.missing and probs.data.get("total"):
+        items.append({"kind": "problems", "count": probs.data["total"], "href": "#problems"})
+    flags = by_id["flags"]
+    if not flags.missing:
+        # Duplicates and broken files have their own lines; the rest, most images first.
+        skip = {"exact_duplicate", "near_duplicate", "junk"}
+        worst = [g for g in flags.data["galleries"] if g["flag"] not in skip][:3]
+        for gallery in worst:
+            items.append(
+                {
+                    "kind": "flag",
+                    "flag": gallery["flag"],
+                    "count": gallery["count"],
+                    "href": f"#flag-{gallery['flag']}",
+                    "command": gallery["command"],
+                }
+            )
+    outl = by_id["outliers"]
+    if not outl.missing and outl.data.get("flagged"):
+        items.append({"kind": "outliers", "count": outl.data["flagged"], "href": "#outliers"})
+    section.data = {"items": items}
+    return section
+
+
+# -- thumbnail captions ----------------------------------------------------------------------------
+
+
+def image_ids(sections: list[Section]) -> set[str]:
+    """Every image id the sections show (any `image_id` in their data)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            image_id = value.get("image_id")
+            if isinstance(image_id, str):
+                found.add(image_id)
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    for section in sections:
+        walk(section.data)
+    return found
+
+
+def image_facts(ctx: ReportContext, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """What a thumbnail's caption says about each image: width, height, format, file size,
+    and the path of its first present file.
+
+    Example:
+        >>> image_facts(open_context(store), {"3f9c…"})  # doctest: +SKIP
+        {'3f9c…': {'width': 4000, 'height': 3000, 'format': 'JPEG', 'size': 2100000, ...}}
+    """
+    if not ids or not ctx.has("files", "images"):
+        return {}
+    ctx.con.register("_shown", pa.table({"image_id": sorted(ids)}))
+    try:
+        rows = ctx.rows(
+            "select s.image_id, i.width, i.height, i.format, i.size, p.path, p.n_files "
+            "from _shown s left join images i using (image_id) "
+            "left join image_paths p using (image_id)"
+        )
+    finally:
+        ctx.con.unregister("_shown")
+    return {r["image_id"]: r for r in rows}
 
 
 # -- all of it -----------------------------------------------------------------------------
@@ -558,7 +730,7 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
 
     Example:
         >>> [s.id for s in collect(lamina.open())]  # doctest: +SKIP
-        ['overview', 'statuses', 'distributions', 'signals', 'flags', ...]
+        ['act', 'overview', 'statuses', 'distributions', 'signals', 'flags', ...]
     """
     ctx = open_context(store)
     sections = [
@@ -573,5 +745,6 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
         tags(ctx, gallery_size),
         problems(ctx),
     ]
+    sections.insert(0, act_on(ctx, sections))
     sections.append(provenance(ctx, sections))
     return sections

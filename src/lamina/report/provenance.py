@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lamina.analysis.flags import Policy, default_policy
+from lamina.analysis.flags import Policy, current_policy
 from lamina.core.store import TABLE_NAMES, Store
 from lamina.report.context import ReportContext, Section
 
@@ -51,19 +51,9 @@ def _run_record(store: Store, run_id: str) -> dict[str, Any]:
 
 
 def flags_policy(store: Store) -> tuple[Policy, str]:
-    """The policy the current flags layer was made with, and where it was read from: the
-    config in the run record of the run that wrote the layer, else the default policy."""
-    info = layer_runs(store, "flags")
-    for run_id in reversed(info["runs"] if info else []):
-        passes = _run_record(store, run_id).get("config", {}).get("passes", {})
-        entry = passes.get("flags", {})
-        if entry.get("layer") != info["layer"]:
-            continue
-        text = entry.get("config", {}).get("policy")
-        if text:
-            return Policy.from_json(text), f"run {run_id}"
-        return default_policy(), f"run {run_id} (default policy)"
-    return default_policy(), "default policy (no run record names the flags layer)"
+    """The policy the current flags layer was made with, and where it was read from (see
+    `lamina.analysis.flags.current_policy`)."""
+    return current_policy(store)
 
 
 def provenance(ctx: ReportContext, sections: list[Section]) -> Section:

@@ -11,8 +11,10 @@ approved labels are the replay of its events in order (`at`, then part, then row
 - `remove`: these are taken away;
 - `clear`: none are approved (the image keeps a row with an empty list).
 
-Labels are normalised like a label file's (stripped, lowercased). Predictions (the
-`tags` layer) are never changed by an approval, and re-tagging never changes approvals.
+Labels are normalised like a label file's (stripped, lowercased) and, like a label
+file's, refused when they hold a control character (so are `who` and `note`: all three
+are echoed to terminals). Predictions (the `tags` layer) are never changed by an
+approval, and re-tagging never changes approvals.
 
 Example:
     >>> approve(store, ["5d41402abc4b2a76b9719d911017c592"], ["cat"])  # doctest: +SKIP
@@ -34,7 +36,7 @@ import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
 from lamina.core.store import atomic_write_parquet
-from lamina.tagging.labels import normalise_label
+from lamina.tagging.labels import CONTROL_HINT, control_character, normalise_label
 from lamina.tagging.tags import current_tags, current_tags_run_id
 
 TABLE = "approvals"
@@ -74,9 +76,19 @@ def _known_ids(store: Any) -> set[str]:
     return set(store.sql("select distinct image_id from images")["image_id"].to_pylist())
 
 
+def _plain(text: str | None, what: str) -> None:
+    """Refuse a control character (an escape sequence, a NUL, a line break) in `text`, as
+    label files do: it would reach terminals, CSV and XMP raw."""
+    bad = None if text is None else control_character(str(text))
+    if bad is not None:
+        shown = str(text) if len(str(text)) <= 80 else str(text)[:80] + "…"
+        raise LaminaError(f"{what} {shown!r} holds the control character {bad}", hint=CONTROL_HINT)
+
+
 def _clean(labels: Iterable[str] | None) -> list[str]:
     out: dict[str, None] = {}
     for label in labels or ():
+        _plain(label, "the label")
         text = normalise_label(str(label))
         if text:
             out.setdefault(text, None)
@@ -117,6 +129,8 @@ def approve(
             f"unknown approval action {action!r}", hint=f"one of {', '.join(ACTIONS)}"
         )
     clean = _clean(labels)
+    _plain(who, "the name of who approves")
+    _plain(note, "the note")
     if action == "clear" and clean:
         raise LaminaError("`clear` takes no labels", hint="use `remove` to take some away")
     if action != "clear" and not clean:
@@ -171,6 +185,8 @@ def approve_over_threshold(
         >>> approve_over_threshold(store, who="ana")  # doctest: +SKIP
         118
     """
+    _plain(who, "the name of who approves")
+    _plain(note, "the note")
     tags = current_tags(store)
     if image_ids is not None:
         wanted = list(dict.fromkeys(image_ids))

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from lamina.core.config import config_dict
 from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.layers import read_layer
 from lamina.core.passes import Pass, get_pass, register
 from lamina.core.vectors import embedding_layers, list_models, load_embeddings
 from lamina.tagging import offline as offline_tagger
@@ -322,7 +323,7 @@ class TagsPass(Pass):
                 hint="`lamina tag` runs it first; if it did, every chunk of it failed: "
                 "see the run's errors with `lamina runs`",
             )
-        table = pq.read_table(sorted(folder.glob("part-*.parquet")))
+        table = read_layer(folder)  # committed parts, each image once
         if present is not None:
             keep = pc.is_in(table["image_id"], value_set=pa.array(sorted(present), pa.string()))
             table = table.filter(keep)
@@ -400,9 +401,7 @@ def _embed_errors(store: Any, model: str, present: set[str] | None) -> dict[str,
     folder = embedding_layers(store).get(model)
     if folder is None:
         return {}
-    table = pq.read_table(
-        sorted(folder.glob("part-*.parquet")), columns=["image_id", "model", "error"]
-    )
+    table = read_layer(folder, columns=["image_id", "model", "error"])
     table = table.filter(pc.and_(pc.equal(table["model"], model), pc.is_valid(table["error"])))
     return {
         i: e

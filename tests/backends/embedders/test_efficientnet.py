@@ -137,3 +137,41 @@ def test_described_without_loading_as_when_loaded(lite0: Embedder) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["cpu", "False"]
+
+
+def test_vectors_and_logits_come_from_one_forward_pass(
+    lite0: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from lamina.backends.embedders.efficientnet import vectors_and_logits
+
+    images = list(photos().values())
+    calls: list[int] = []
+    real = lite0.embed_images_and_head
+
+    def counted(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(arrays))
+        return real(arrays)
+
+    monkeypatch.setattr(lite0, "embed_images_and_head", counted)
+    vectors, logits = vectors_and_logits(lite0, images)
+    assert vectors.shape == (4, 1280) and logits.shape == (4, 1000)
+    np.testing.assert_allclose(vectors, lite0.embed_images(images), atol=1e-5)
+    # The logits are the whole network's, classifier included.
+    x = torch.from_numpy(np.stack([lite0.preprocess.hwc(im) for im in images]))
+    with torch.inference_mode():
+        full = lite0.model(x.permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
+    # The same arrays again (the other pass of a chunk): no second forward pass.
+    again = vectors_and_logits(lite0, images[1:3])
+    np.testing.assert_array_equal(again[1], logits[1:3])
+    assert calls == [4]
+    # Equal pixels in another array are another image: computed, never mixed up.
+    copy = images[0].copy()
+    _, mixed = vectors_and_logits(lite0, [copy, images[0]])
+    assert calls == [4, 1]
+    np.testing.assert_allclose(mixed[0], logits[0], rtol=1e-4, atol=1e-4)
+    # Only the latest forward pass is kept (one chunk's worth): the rest are run again.
+    vectors_and_logits(lite0, images[:2])
+    assert calls == [4, 1, 2]

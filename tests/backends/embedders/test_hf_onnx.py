@@ -51,9 +51,14 @@ def test_hf_missing_model_says_how_to_get_it(
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LaminaError, match="not in this machine's HF cache") as info:
         load_embedder("hf:openai/clip-vit-base-patch32")
-    assert "huggingface-cli download openai/clip-vit-base-patch32" in str(info.value)
+    assert "never downloads it" in str(info.value)
+    assert "hf download openai/clip-vit-base-patch32" in str(info.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(LaminaError, match="never downloads"):  # offline by argument
+        load_embedder("hf:openai/clip-vit-base-patch32", offline=True)
     with pytest.raises(LaminaError, match="no model folder"):
         load_embedder(f"hf:{tmp_path}/none")
 

@@ -112,6 +112,7 @@ def test_timm_from_a_checkpoint_file(tmp_path: Path) -> None:
 def test_timm_from_the_hf_cache(tmp_path: Path, empty_caches: Path) -> None:
     with pytest.raises(LaminaError, match="not in this machine's HF cache") as info:
         load_embedder("timm:test_vit.r160_in1k")
+    assert "never downloads" in str(info.value)
     assert "timm.create_model('test_vit.r160_in1k', pretrained=True)" in str(info.value)
     # Lay the file out as huggingface_hub caches it.
     commit = "0" * 40

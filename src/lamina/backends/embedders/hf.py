@@ -4,7 +4,10 @@ CLIP and SigLIP (any config with `get_image_features`) give their projected imag
 embeddings and embed text; other vision models (ViT, DINOv2, ConvNeXt, ...) give their
 pooled output (else the mean of the last hidden states). The folder, or the repo's snapshot
 in the user's HF cache, must hold the config, the weights and `preprocessor_config.json`
-(whose size, crop, mean and std drive lamina's own `Preprocess`); nothing is downloaded.
+(whose size, crop, mean and std drive lamina's own `Preprocess`). A repo not in the cache
+is downloaded the first time (configs, tokenizer files and the PyTorch weights, their sizes
+said first: `lamina.backends.embedders.fetch`); offline, that is an error saying how to
+get it.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from lamina.backends.embedders._common import (
     versions,
     weights_record,
 )
+from lamina.backends.embedders.fetch import OFFLINE_HOW, fetch_snapshot
 from lamina.core.errors import LaminaError
 
 PIP = "pip install transformers"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def _local_folder(target: str) -> Path:
-    """The folder holding the model: `target` itself, or its snapshot in the HF cache."""
+def _local_folder(target: str, offline: bool | None) -> Path:
+    """The folder holding the model: `target` itself, or its snapshot in the HF cache
+    (downloaded first unless offline)."""
     if Path(target).is_dir():
         return Path(target)
     if target.startswith("/"):
@@ -36,17 +41,14 @@ def _local_folder(target: str) -> Path:
             f"no model folder at {target}",
             hint="give a folder saved with save_pretrained, or a hub repo id",
         )
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(target, local_files_only=True))
-    except Exception as exc:  # LocalEntryNotFoundError, a bad repo id, ...
-        raise LaminaError(
-            f"the model {target} is not in this machine's HF cache, and lamina never downloads",
-            hint=f"on a machine with internet run `huggingface-cli download {target}` and "
-            f"copy ~/.cache/huggingface here, or pass a local folder: --model hf:/path/to/"
-            "folder",
-        ) from exc
+    missing = LaminaError(
+        f"the model {target} is not in this machine's HF cache, and lamina is offline "
+        f"({OFFLINE_HOW}), so it never downloads it",
+        hint=f"drop --offline to download it into the HF cache; or on a machine with "
+        f"internet run `hf download {target}` and copy ~/.cache/huggingface here, or pass "
+        "a local folder: --model hf:/path/to/folder",
+    )
+    return fetch_snapshot(f"hf {target}", target, offline=offline, missing=missing)
 
 
 def _preprocess(processor: Any, image_size: int) -> Preprocess:
@@ -90,9 +92,15 @@ def _preprocess(processor: Any, image_size: int) -> Preprocess:
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,
 ) -> TorchEmbedder:
-    """A transformers vision or CLIP-like model from a local folder or the HF cache.
+    """A transformers vision or CLIP-like model from a local folder or the HF cache
+    (downloaded into it first unless `offline`).
 
     Example:
         >>> load(parse_spec("hf:openai/clip-vit-base-patch32"), device=None, batch_size=32,
@@ -107,7 +115,7 @@ def load(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per load on every worker's stderr is noise
-    folder = _local_folder(spec.name)
+    folder = _local_folder(spec.name, offline)
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         model = AutoModel.from_pretrained(folder, local_files_only=True)

@@ -159,8 +159,8 @@ class OnnxEmbedder:
         while start < len(x):
             size = self.batch_size
             chunk = x[start : start + size]
-            if self.fixed_batch and len(chunk) < self.fixed_batch:  # pad a fixed batch
-                pad = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), np.float32)
+            if len(chunk) < size:  # always `size` rows: see _common.pad_batch
+                pad = np.repeat(chunk[-1:], size - len(chunk), axis=0)
                 chunk = np.concatenate([chunk, pad])
             try:
                 out.append(self._run(chunk)[: min(size, len(x) - start)])
@@ -201,7 +201,12 @@ class OnnxEmbedder:
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,  # a local file: nothing to download
 ) -> OnnxEmbedder:
     """An ONNX image embedder.
 

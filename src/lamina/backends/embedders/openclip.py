@@ -1,10 +1,13 @@
 """open_clip models: `open_clip:<arch>/<pretrained>`, image and text towers.
 
-`<pretrained>` is a tag (`laion2b_s34b_b79k`) whose weights must already be in the user's
-cache (the HF hub cache, or ~/.cache/clip for OpenAI URLs), or a local checkpoint path.
-Nothing is downloaded. The architecture must be one open_clip knows: a built-in config,
-or one registered with `open_clip.add_model_config` in the same process (so only with one
-worker: spawned worker processes do not inherit the registration).
+`<pretrained>` is a tag (`laion2b_s34b_b79k`) or a local checkpoint path. A tag's weights
+come from the user's cache (the HF hub cache, or ~/.cache/clip where older open_clip
+versions put OpenAI's), else they are downloaded from the hub the first time, as
+open_clip does it, with their size said first (`lamina.backends.embedders.fetch`);
+offline, a missing file is an error saying how to get it. The architecture must be one
+open_clip knows: a built-in config, or one registered with `open_clip.add_model_config`
+in the same process (so only with one worker: spawned worker processes do not inherit
+the registration).
 
 Preprocessing follows the model's config and the tag's (mean, std, interpolation, resize
 mode), through lamina's own deterministic `Preprocess`.
@@ -25,38 +28,65 @@ from lamina.backends.embedders._common import (
     versions,
     weights_record,
 )
+from lamina.backends.embedders.fetch import OFFLINE_HOW, cached_file, fetch_file
 from lamina.core.errors import LaminaError
 
 PIP = "pip install open_clip_torch"
+# The file names open_clip reads from a tag's hub repo, safetensors first (as it does).
+HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def _cached_tag_weights(tag_cfg: dict[str, Any]) -> str | None:
-    """The cached weight file of a pretrained tag, or None: the HF hub cache first (what
-    open_clip prefers), then ~/.cache/clip for URL tags. Never touches the network."""
-    hub = tag_cfg.get("hf_hub") or ""
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
+def _hub_names(filename: str) -> tuple[str, ...]:
+    """The files to look for in a tag's hub repo: its own file (its safetensors twin
+    first), or open_clip's default names."""
+    if not filename:
+        return HUB_FILES
+    if filename.endswith((".bin", ".pth")):
+        return (filename[:-4] + ".safetensors", filename)
+    return (filename,)
 
-        # 'org/repo/file.bin', or 'org/repo/' for the default file name (as open_clip reads it)
-        repo, filename = os.path.split(hub)
-        names = [filename] if filename else []
-        names += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        for name in names:
-            found = try_to_load_from_cache(repo, name)
-            if isinstance(found, str):
-                return found
+
+def _tag_weights(
+    arch: str, pretrained: str, tag_cfg: dict[str, Any], offline: bool | None
+) -> tuple[str, str]:
+    """(weight file, source) of a pretrained tag: cached, else downloaded from the hub
+    unless offline. OpenAI's tags also count in ~/.cache/clip."""
+    # 'org/repo/file.bin', or 'org/repo/' for the default file names (as open_clip reads it)
+    repo, filename = os.path.split(tag_cfg.get("hf_hub") or "")
+    names = _hub_names(filename)
+    if repo and (found := cached_file(repo, names)) is not None:
+        return found, "cache"
     url = tag_cfg.get("url") or ""
     if url:
         path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if path.is_file():
-            return str(path)
-    return None
+            return str(path), "cache"
+    missing = LaminaError(
+        f"the weights of open_clip {arch}/{pretrained} are not in this machine's cache, and "
+        f"lamina is offline ({OFFLINE_HOW}), so it never downloads them",
+        hint="drop --offline to download them into the HF cache; or on a machine with "
+        'internet run `python -c "import open_clip; '
+        f"open_clip.create_model('{arch}', pretrained='{pretrained}')\"` and copy "
+        "~/.cache/huggingface (and ~/.cache/clip) here, or pass a checkpoint: "
+        f"--model open_clip:{arch}//path/to/checkpoint.bin",
+    )
+    if not repo:
+        # Tags with only a URL (none in open_clip 3): lamina downloads from the hub only.
+        raise missing
+    return fetch_file(
+        f"open_clip {arch}/{pretrained}", repo, names, offline=offline, missing=missing
+    )
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,
 ) -> TorchEmbedder:
-    """An open_clip model from cached or local weights.
+    """An open_clip model from local, cached or (unless `offline`) downloaded weights.
 
     Example:
         >>> load(parse_spec("open_clip:ViT-B-32/laion2b_s34b_b79k"), device=None,
@@ -90,17 +120,7 @@ def load(
                 f"open_clip {arch} has no pretrained tag {pretrained!r}",
                 hint=f"tags for {arch}: {tags}; or give a checkpoint path",
             )
-        found = _cached_tag_weights(tag_cfg)
-        if found is None:
-            raise LaminaError(
-                f"the weights of open_clip {arch}/{pretrained} are not in this machine's "
-                "cache, and lamina never downloads",
-                hint='on a machine with internet run `python -c "import open_clip; '
-                f"open_clip.create_model('{arch}', pretrained='{pretrained}')\"` and copy "
-                "~/.cache/huggingface (and ~/.cache/clip) here, or pass a checkpoint: "
-                f"--model open_clip:{arch}//path/to/checkpoint.bin",
-            )
-        checkpoint, source = found, "cache"
+        checkpoint, source = _tag_weights(arch, pretrained, tag_cfg, offline)
     set_threads(threads)
     device = pick_device(device)
     preprocess_overrides = {
@@ -130,7 +150,15 @@ def load(
         interpolation=cfg.get("interpolation", "bicubic"),
         fill=int(cfg.get("fill_color", 0)),
     )
-    tokenizer = open_clip.get_tokenizer(arch)
+    try:
+        # Built-in BPE for most models; a Hugging Face tokenizer for some (SigLIP, XLM-R),
+        # which transformers fetches itself into the same cache.
+        tokenizer = open_clip.get_tokenizer(arch)
+    except (OSError, ValueError) as exc:
+        raise LaminaError(
+            f"open_clip could not load the tokenizer of {arch}: {exc}",
+            hint="its tokenizer files must be in the HF cache (offline) or downloadable",
+        ) from exc
     embed_dim = int(open_clip.get_model_config(arch)["embed_dim"])
 
     def image_fn(x: Any) -> Any:

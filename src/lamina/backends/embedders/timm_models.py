@@ -2,7 +2,9 @@
 `timm:vit_small_patch14_dinov2.lvd142m`, ConvNeXt, EfficientNet, ...).
 
 Weights come from the checkpoint after `@`, else from the user's HF hub cache (the file
-timm would download); nothing is downloaded. Preprocessing follows the model's pretrained
+timm would download), else they are downloaded from the hub the first time, as timm does
+it, with their size said first (`lamina.backends.embedders.fetch`); offline, a missing
+file is an error saying how to get it. Preprocessing follows the model's pretrained
 config (input size, mean, std, interpolation, crop fraction and mode).
 """
 
@@ -19,25 +21,44 @@ from lamina.backends.embedders._common import (
     versions,
     weights_record,
 )
+from lamina.backends.embedders.fetch import OFFLINE_HOW, fetch_file
 from lamina.core.errors import LaminaError
 
 PIP = "pip install timm"
+# The weight files of a timm hub repo, in the order timm prefers them.
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
-def _cached_weights(hf_hub_id: str) -> str | None:
-    """The cached weight file of a timm hub model, or None (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
+def _hub_weights(name: str, hf_hub_id: str | None, offline: bool | None) -> tuple[str, str]:
+    """(weight file, source) of a timm model's pretrained weights: cached, else downloaded
+    unless offline."""
+    missing = LaminaError(
+        f"the weights of timm {name} are not in this machine's HF cache, and lamina is "
+        f"offline ({OFFLINE_HOW}), so it never downloads them",
+        hint="drop --offline to download them into the HF cache; or on a machine with "
+        f'internet run `python -c "import timm; '
+        f"timm.create_model('{name}', pretrained=True)\"` and copy "
+        f"~/.cache/huggingface here, or pass a checkpoint: --model timm:{name}@/path/"
+        "model.safetensors",
+    )
+    if not hf_hub_id:
+        raise LaminaError(
+            f"timm {name} has no weights on the Hugging Face hub",
+            hint=f"pass a checkpoint: --model timm:{name}@/path/model.safetensors",
+        )
     repo, _, revision = hf_hub_id.partition("@")
-    for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        found = try_to_load_from_cache(repo, name, revision=revision or None)
-        if isinstance(found, str):
-            return found
-    return None
+    return fetch_file(
+        f"timm {name}", repo, HUB_FILES, offline=offline, missing=missing, revision=revision or None
+    )
 
 
 def load(
-    spec: EmbedderSpec, *, device: str | None, batch_size: int, threads: int | None
+    spec: EmbedderSpec,
+    *,
+    device: str | None,
+    batch_size: int,
+    threads: int | None,
+    offline: bool | None = None,
 ) -> TorchEmbedder:
     """A timm model without its classifier (`num_classes=0`: pooled features).
 
@@ -71,17 +92,7 @@ def load(
     else:
         cfg = get_pretrained_cfg(name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-        found = _cached_weights(hub_id) if hub_id else None
-        if found is None:
-            raise LaminaError(
-                f"the weights of timm {name} are not in this machine's HF cache, and lamina "
-                "never downloads",
-                hint=f'on a machine with internet run `python -c "import timm; '
-                f"timm.create_model('{name}', pretrained=True)\"` and copy "
-                f"~/.cache/huggingface here, or pass a checkpoint: --model timm:{name}@/path/"
-                "model.safetensors",
-            )
-        checkpoint, source = found, "cache"
+        checkpoint, source = _hub_weights(name, hub_id, offline)
     set_threads(threads)
     device = pick_device(device)
     try:
