@@ -98,7 +98,7 @@ class Reference:
     hostile_kinds: dict[str, int]  # files of the hostile collection by kind
 
     def run_args(self) -> list[str]:
-        return ["run", str(self.src), "--labels", str(self.labels), "--workers", str(WORKERS)]
+        return run_args(self.src, self.labels)
 
     def new_store(self, path: Path) -> Path:
         """An empty store with the reference's chunk size. In the bounded form it gets the
@@ -110,6 +110,14 @@ class Reference:
         return path
 
 
+def run_args(src: Path, labels: Path) -> list[str]:
+    """`lamina run`'s arguments in every trial. The model's batch is the chunk size: each
+    chunk's forward pass is padded to a full batch (so a resumed run is bit-exact), and
+    the default batch (32) would make chunks of 4 cost eight times the work."""
+    return ["run", str(src), "--labels", str(labels), "--workers", str(WORKERS),
+            "--batch-images", str(CHUNK_SIZE)]  # fmt: skip
+
+
 def _make_reference(root: Path) -> None:
     src = build_kill_collection(root / "src")
     kinds = build_hostile_collection(src / "hostile", root / "outside")
@@ -118,7 +126,7 @@ def _make_reference(root: Path) -> None:
     labels.write_text(KILL_LABELS)
     store = root / "store"
     Store.open(store, create=True, chunk_size=CHUNK_SIZE)
-    args = ["run", str(src), "--labels", str(labels), "--workers", str(WORKERS)]
+    args = run_args(src, labels)
     env = fault_env("count", 0, store, root / "writes.json")
     run = LaminaRun(lamina_command(store, *args), env).start(root / "stderr.txt")
     code = run.wait(RUN_TIMEOUT)

@@ -48,6 +48,7 @@ def fuzz_one_with_atheris(name: str, seconds: int, corpus: Path, out: Path) -> N
         import lamina.analysis.flags
         import lamina.core.headers
         import lamina.core.images
+        import lamina.core.sqlsafe
         import lamina.pipeline.config
         import lamina.tagging.labels  # noqa: F401
     target = TARGETS[name]

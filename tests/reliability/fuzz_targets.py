@@ -18,10 +18,10 @@ Targets (`TARGETS`):
   ConfigError.
 - `flags_policy`: `--policy` files (lamina.analysis.flags.load_policy). A policy or a
   ConfigError.
-
-Not yet here: the `--where` expression checker (`lamina.core.sqlsafe`, being written for
-issue 11). It goes in `TARGETS` under "where_expression" when it lands: a condition is
-either accepted as one expression over the allowed columns or refused with a LaminaError.
+- `where_expression`: the `--where` checker (lamina.core.sqlsafe.check_condition). An
+  UnsafeSQLError, or a condition that stays one parenthesised group inside the statement
+  lamina puts it in and, run on a locked-down connection, answers or fails as SQL
+  (a DuckDB error), never reading a file.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.sqlsafe import UnsafeSQLError
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Target:
     run: Callable[[bytes, Path], None]
     allowed: tuple[type[BaseException], ...]  # the documented errors
     seeds: Callable[[], dict[str, bytes]]  # starting inputs (real files) for mutation
+    text: bool = False  # its input is text: property tests also draw any unicode string
 
 
 # --------------------------------------------------------------------------- seeds
@@ -128,6 +131,25 @@ def policy_seeds() -> dict[str, bytes]:
     }
 
 
+def condition_seeds() -> dict[str, bytes]:
+    """`--where` conditions as users write them, and as attackers do."""
+    conditions = [
+        "status = 'ok' and (blurry or dark)",
+        "width between 100 and 2000 and not is_screenshot",
+        "rel_path like '%cat%' or rel_path ilike 'IMG\\_%' escape '\\'",
+        "image_id in (select image_id from tags where label = 'cat')",
+        "case when width > height then 'landscape' else 'portrait' end = 'portrait'",
+        "cast(width as double) / nullif(height, 0) > 1.5",
+        "list_contains(['a', 'b'], status) and coalesce(blurry, false)",
+        "lower(rel_path) similar to '.*\\.jpe?g'",
+        "false) union select * from read_text('/etc/passwd') --",
+        "1; copy files to '/tmp/x.csv'",
+        "getenv('HOME') = '' or current_setting('threads') > 0",
+        "exists (select * from glob('/*'))",
+    ]
+    return {f"condition{i}.sql": c.encode() for i, c in enumerate(conditions)}
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -205,6 +227,59 @@ def run_flags_policy(data: bytes, scratch: Path) -> None:
     assert Policy.from_json(policy.to_json()) == policy  # what the flags layer is named by
 
 
+_CONDITION_TABLE = (
+    "create table files as select 'a/cat.jpg' as rel_path, 'ok' as status, "
+    "'i1' as image_id, 640 as width, 480 as height, true as blurry, false as dark, "
+    "false as is_screenshot"
+)
+_conditions_connection = None
+
+
+def _condition_connection() -> Any:
+    """One locked-down in-memory connection per process (opening one costs ~0.2 s): a
+    `files` table with the columns users filter on, a `tags` table, no file access."""
+    global _conditions_connection
+    if _conditions_connection is None:
+        import duckdb
+
+        from lamina.core.sqlsafe import lock_down
+
+        con = duckdb.connect()
+        con.execute(_CONDITION_TABLE)
+        con.execute("create table tags as select 'i1' as image_id, 'cat' as label")
+        _conditions_connection = lock_down(con)
+    return _conditions_connection
+
+
+def run_where_expression(data: bytes, scratch: Path) -> None:
+    import threading
+
+    import duckdb
+
+    from lamina.core.sqlsafe import check_condition
+
+    text = data.decode("utf-8", "replace")
+    cond = check_condition(text, tables=["tags"], what="--where condition")
+    assert cond == text.strip(), (cond, text)
+    # Placed as lamina places it, it is one statement whose WHERE is the whole condition.
+    sql = f"select count(*) from files where (\n{cond}\n)"
+    con = _condition_connection()
+    statements = con.extract_statements(sql)
+    assert len(statements) == 1 and str(statements[0].type).endswith("SELECT"), (cond, statements)
+    # A condition may be slow (a big `range` in a list function): interrupted after 10 s.
+    timer = threading.Timer(10.0, con.interrupt)
+    timer.start()
+    try:
+        con.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        # Failing as SQL is fine (a type error, an unknown column); reaching a file is not.
+        message = str(exc)
+        assert "file system operations are disabled" not in message, (cond, message)
+        assert "Permission Error" not in message, (cond, message)
+    finally:
+        timer.cancel()
+
+
 TARGETS: dict[str, Target] = {
     "plain_header": Target("plain_header", run_plain_header, (), image_seeds),
     "sniff_format": Target("sniff_format", run_sniff_format, (), image_seeds),
@@ -212,7 +287,9 @@ TARGETS: dict[str, Target] = {
     "load_labels": Target("load_labels", run_load_labels, (LaminaError,), label_seeds),
     "pipeline_config": Target("pipeline_config", run_pipeline_config, (ConfigError,), config_seeds),
     "flags_policy": Target("flags_policy", run_flags_policy, (ConfigError,), policy_seeds),
-    # "where_expression": the `--where` checker of lamina.core.sqlsafe, when it lands.
+    "where_expression": Target(
+        "where_expression", run_where_expression, (UnsafeSQLError,), condition_seeds, text=True
+    ),
 }
 
 

@@ -260,7 +260,10 @@ class ChainRunner:
         run = LaminaRun(self.command, env).start(self.root / f"step{i}.stderr")
         step.exit_code = run.wait(RUN_TIMEOUT)
         stderr = run.stderr()
-        state = json.loads(counter.read_text()) if counter.is_file() else {}
+        # A run whose processes never made a write of the kind counted (no pool worker, no
+        # commit) leaves the counter created but empty.
+        text = counter.read_text() if counter.is_file() else ""
+        state = json.loads(text) if text.strip() else {}
         writes = state.get("n", 0)
         self.writes_done += writes
         step.detail = state.get("fired")

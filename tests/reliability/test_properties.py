@@ -1,6 +1,7 @@
 """Property tests of lamina's parsers of untrusted input: the header readers on mutated
-real images, label files, `lamina run` configs and flags policies (see fuzz_targets.py for
-what each must hold). Hypothesis shrinks a failure to a small input and prints it.
+real images, label files, `lamina run` configs, flags policies and `--where` conditions
+(see fuzz_targets.py for what each must hold). Hypothesis shrinks a failure to a small
+input and prints it.
 
 Bounded form: `EXAMPLES` per target; full form (LAMINA_TORTURE=full) many more. The
 time-boxed, coverage-guided run is fuzz.py.
@@ -36,8 +37,12 @@ def _seeds(name: str) -> tuple[bytes, ...]:
 
 
 def inputs(name: str) -> st.SearchStrategy[bytes]:
-    """A real seed file with a few edits, or (a tenth of the time) any bytes at all."""
+    """A real seed file with a few edits, or (a quarter of the time) any bytes at all; for
+    a text target, also any unicode text."""
     mutated = st.builds(mutate, st.sampled_from(_seeds(name)), EDITS)
+    if TARGETS[name].text:
+        any_text = st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass"))
+        return st.one_of(mutated, mutated, any_text, st.binary(max_size=4096))
     return st.one_of(mutated, mutated, mutated, st.binary(max_size=4096))
 
 
