@@ -67,18 +67,26 @@ that script, not here. The figures at the end are those of the run named there.
 
 On a store on a local POSIX filesystem that has an atomic `rename(2)` within itself and
 `flock(2)`: ext4, XFS, btrfs, tmpfs, APFS. Sources may be anywhere lamina can read,
-network filesystems included (they are only read).
+network filesystems and memory cards included (they are only read).
 
 ## What lamina does not promise
 
-- **Network filesystems for the store** (NFS, SMB, sshfs): `flock` may be local to one
-  client or not enforced, so two machines can write one store at once, and renames are not
-  atomic across a server failover. Keep the store on a local disk.
+- **Network filesystems for the store** (NFS, SMB/CIFS, sshfs): `flock` may be local to
+  one client or not enforced (NFS emulates it with byte-range locks that a lost lease
+  drops; SMB maps it to the server's locks, sshfs not at all), so two machines can write
+  one store at once, and a rename is not atomic across a server failover or a reconnect.
+  Keep the store on a local disk.
+- **FAT and exFAT for the store** (memory cards, USB sticks): `flock` and `rename` work
+  within one machine, but there is no journal (a card pulled mid-write can lose the folder
+  entries of files written just before), FAT32 keeps modification times to 2 s and files
+  under 4 GiB, and names may not hold `:`, `*`, `?`, `"`, `<`, `>`, `|`. The kill and
+  fault promises are checked on ext4 and tmpfs only.
 - **Power loss or a kernel crash.** lamina flushes its JSON records (ledger chunk records,
   run records, commit records, the text cache) to disk, but not the Parquet parts, the
   thumbnails or the folders that hold them. After a power cut a part can be empty or
   missing while its ledger record says it is done, and nothing detects it today
-  (`lamina verify` checks the sources, not the store). A `kill -9` is not a power cut: the
+  (`lamina verify` checks the sources and finds a key held twice in a layer, not a part
+  that is missing or cut short). A `kill -9` is not a power cut: the
   kernel still writes back what the process wrote.
 - **Sources that change while they are read**: a file rewritten during the scan is recorded
   as it was read; the next scan sees the change.
@@ -238,7 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuzz-seconds", type=int, default=60, help="per fuzz target")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers")
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument(
+        "--render-only",
+        type=Path,
+        metavar="WORK",
+        help="rewrite the page from an earlier run's folder (its figures)",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        # The page's text changed, the run did not: its figures, machine and outcome stay.
+        run = json.loads((args.render_only / "run.json").read_text())
+        records = [json.loads(line) for line in
+                   (args.render_only / "figures.jsonl").read_text().splitlines()]  # fmt: skip
+        args.doc.write_text(render(run["machine"], run["seed"], run["summary"], records,
+                                   run["fuzz"]))  # fmt: skip
+        print(f"wrote {args.doc} from {args.render_only}")
+        return 0
     seed = int(os.environ.get("LAMINA_TORTURE_SEED") or random.SystemRandom().randrange(2**31))
     work = Path(tempfile.mkdtemp(prefix="lamina-torture-"))
     figures = work / "figures.jsonl"
@@ -247,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     records = (
         [json.loads(line) for line in figures.read_text().splitlines()] if figures.is_file() else []
     )
-    args.doc.write_text(render(machine(), seed, summary, records, fuzz))
+    info = machine()
+    run = {"machine": info, "seed": seed, "summary": summary, "fuzz": fuzz, "code": code}
+    (work / "run.json").write_text(json.dumps(run))
+    args.doc.write_text(render(info, seed, summary, records, fuzz))
     print(f"{summary}; fuzz findings: {sum(f['findings'] for f in fuzz)}; wrote {args.doc}")
     print(f"figures and fuzz corpora: {work}")
     return 1 if code or any(f["findings"] for f in fuzz) else 0
