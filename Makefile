@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test torture lint bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,14 @@ test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -n 2
+
+# The reliability suite in full (tests/reliability with LAMINA_TORTURE=full: 20 kills, every
+# fault three times, property tests, every command over the hostile collection), a
+# time-boxed fuzz run of each parser, then docs/reliability.md from the figures. `make test`
+# runs the same suite in a bounded form. LAMINA_TORTURE_SEED=N replays a run's choices.
+FUZZ_SECONDS ?= 60
+torture: setup
+	$(BIN)/python -m tests.reliability.torture --fuzz-seconds $(FUZZ_SECONDS)
 
 # mypy checks the typed core (src/lamina/core, jobs and passes: see [tool.mypy]).
 lint: setup

@@ -259,6 +259,14 @@ def test_bad_policy_is_refused_by_name(text: str, message: str) -> None:
         parse_policy(text, base=default_policy())
 
 
+def test_a_policy_file_that_is_not_utf8_is_refused_with_its_name(tmp_path: Path) -> None:
+    # Found by the reliability suite's fuzz run: it was a UnicodeDecodeError traceback.
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[dark]\nwhy = 'tr\xe8s sombre'\nthreshold = 0.9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"the policy file {path} is not UTF-8"):
+        load_policy(path)
+
+
 def test_bad_score_expression_names_the_flag(tmp_path: Path) -> None:
     store = fake_store(tmp_path, [signals_row("a")])
     with pytest.raises(ConfigError, match="flag 'dark'"):

@@ -195,3 +195,10 @@ def test_attach_by_name_warns_when_a_name_matches_several_files(
         "warning: 1 name matches several files and was attached to each of them, "
         "e.g. a.jpg (2 files: cats/a.jpg, dogs/a.jpg); use --on path" in out
     )
+
+
+def test_sql_csv_keeps_a_carriage_return_inside_its_cell(cli, tree: Path) -> None:
+    """pandas' to_csv, like csv.writer with a "\\n" line end, left `\\r` unquoted."""
+    cli("scan", str(tree))
+    out = cli("sql", "select 'a' || chr(13) || 'b' as name, 2 as n", "--format", "csv")
+    assert list(csv.reader(io.StringIO(out, newline=""))) == [["name", "n"], ["a\rb", "2"]]

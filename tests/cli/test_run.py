@@ -237,6 +237,28 @@ def test_an_exports_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
     assert "Traceback" not in out
 
 
+def test_a_run_stopped_after_its_export_still_gets_its_config_json_from_the_next_run(
+    tmp_path: Path,
+) -> None:
+    # Found by the reliability suite: a run that stopped (or was killed) after the export
+    # stage left run_dir/config.json unwritten, and later runs skipped the export as up to
+    # date, so it never came.
+    src = photo_tree(tmp_path / "src")
+    store = tmp_path / "store"
+    (store / "report").mkdir(parents=True)
+    (store / "report" / "mine.txt").write_text("not a report: the report stage stops here")
+    code, out = invoke(store, str(src), "--stages", "scan,export,report", "--workers", "1")
+    assert code == 2 and (store / "exports" / "tags.csv").is_file()
+    (store / "report" / "mine.txt").unlink()
+    code, out = invoke(store, str(src), "--stages", "scan,export,report", "--workers", "1")
+    assert code == 0 and "export: skipped (up to date)" in out
+    assert json.loads((store / "exports" / "config.json").read_text())["stages"] == [
+        "scan",
+        "export",
+        "report",
+    ]
+
+
 def test_exports_inside_a_source_are_refused(tmp_path: Path) -> None:
     src = photo_tree(tmp_path / "src")
     config = tmp_path / "lamina.toml"

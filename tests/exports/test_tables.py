@@ -189,3 +189,22 @@ def test_width_and_height_are_upright_for_exif_quarter_turns(tmp_path: Path) -> 
         for r in export_table(store, tags=None, approvals=None).to_pylist()
     }
     assert rows == {"turned.jpg": (640, 427), "plain.jpg": (427, 640)}
+
+
+def test_a_carriage_return_in_a_path_stays_in_its_csv_cell(tmp_path: Path) -> None:
+    """Found by the reliability suite: csv.writer(lineterminator="\\n") quotes a cell with a
+    newline but not one with a carriage return, which every CSV reader takes as a line end
+    (a file named `tab\\tand\\rcarriage.jpg` split its row in two)."""
+    store = Store.open(tmp_path / "store", create=True)
+    name = "tab\tand\rcarriage.jpg"
+    files = [{"source": "/src", "rel_path": name, "image_id": "id_r", "status": "ok",
+              "folder": "", "mtime": dt.datetime(2020, 1, 1)}]  # fmt: skip
+    atomic_write_parquet(store.table_dir("files") / "files.parquet", pa.Table.from_pylist(files))
+    images = pa.table({"image_id": ["id_r"], "width": pa.array([64], pa.int32()),
+                       "height": pa.array([43], pa.int32())})  # fmt: skip
+    atomic_write_parquet(store.table_dir("images") / "part-x.parquet", images)
+    out = tmp_path / "tags.csv"
+    export(store, out, tags=tags_table(), approvals=approvals_table())
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["path"], r["rel_path"], r["width"]) for r in rows] == [(f"/src/{name}", name, "64")]

@@ -189,7 +189,16 @@ def load_policy(path: str | Path | None) -> Policy:
             f"no policy file at {file}",
             hint="`lamina flags --print-policy > policy.toml` writes one to edit",
         )
-    return parse_policy(file.read_text(), where=str(file), base=default_policy())
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the policy file {file} is not UTF-8 (byte offset {exc.start})",
+            hint="save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 old.toml > policy.toml`)",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the policy file {file}: {exc.strerror or exc}") from None
+    return parse_policy(text, where=str(file), base=default_policy())
 
 
 def policy_signals(policy: Policy) -> set[str]:

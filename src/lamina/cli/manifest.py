@@ -16,6 +16,7 @@ from lamina.cli.app import (
     open_store,
 )
 from lamina.cli.options import force_into_source_option, force_option
+from lamina.core.csvtext import frame_csv
 
 # -- scan ------------------------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ def sql(
         fail(f"{exc}\n  tables: {', '.join(store.available_tables())}")
         return
     if fmt == "csv":
-        text = table.to_pandas().to_csv(index=False)
+        text = frame_csv(table.to_pandas())
     elif fmt == "json":
         text = json.dumps(table.to_pylist(), indent=2, default=str) + "\n"
     else:
@@ -360,7 +361,7 @@ def reconcile(
         check_output_path(stores, output, force=force, force_into_source=force_into_source)
     result = run_reconcile(a, b)
     if output:
-        text = result.rows.to_pandas().to_csv(index=False)
+        text = frame_csv(result.rows.to_pandas())
         write_output(stores, output, text, force=force, force_into_source=force_into_source)
     if as_json:
         echo_json(result.summary)

@@ -19,7 +19,6 @@ empty table and a CSV holding only the header, not an error.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any
 
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.csvtext import CsvWriter
 from lamina.core.errors import LaminaError
 
 HEADER = ("folder", "medoid_rel_path", "cosine_to_centroid")
@@ -125,7 +125,7 @@ def write_folder_medoids(
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
+            writer = CsvWriter(fh)  # keeps a "\r" of a folder name inside its cell
             writer.writerow(HEADER)
             for r in rows:
                 cosine = r["cosine_to_centroid"]

@@ -32,7 +32,6 @@ Formats, picked by `fmt` or the file's suffix:
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -42,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.csvtext import CsvWriter
 from lamina.core.errors import LaminaError
 
 EXPORT_COLUMNS = (
@@ -246,7 +246,7 @@ def write_table(table: pa.Table, out_path: str | os.PathLike[str], fmt: str) -> 
             pq.write_table(table, tmp, compression="zstd")
         elif fmt == "csv":
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh, lineterminator="\n")
+                writer = CsvWriter(fh)  # keeps a "\r" of a file name inside its cell
                 writer.writerow(EXPORT_COLUMNS)
                 writer.writerows(csv_row(r) for r in table.to_pylist())
         else:

@@ -219,10 +219,12 @@ def run_pipeline(
                     "errors": result.errors,
                 },
             )
-        if "export" in results and results["export"].worked:
+        out = run_dir_of(store, config)
+        # Also when the exports were up to date but config.json is not there: a run that
+        # stopped after its export stage never wrote it.
+        if "export" in results and (results["export"].worked or not (out / "config.json").exists()):
             # The export stage made the folder, so this write can only fail as any store
             # write does (StoreError, with its fix).
-            out = run_dir_of(store, config)
             atomic_write_json(out / "config.json", {**resolved, "run_id": run.run_id})
             record_output(store, out / "config.json")
     summary = {
