@@ -251,7 +251,7 @@ def test_a_run_stopped_after_its_export_still_gets_its_config_json_from_the_next
     assert code == 2 and (store / "exports" / "tags.csv").is_file()
     (store / "report" / "mine.txt").unlink()
     code, out = invoke(store, str(src), "--stages", "scan,export,report", "--workers", "1")
-    assert code == 0 and "export: skipped (up to date)" in out
+    assert code == 0 and "export: skipped: up to date" in out
     assert json.loads((store / "exports" / "config.json").read_text())["stages"] == [
         "scan",
         "export",
