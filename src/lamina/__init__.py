@@ -38,6 +38,14 @@ _JOBS = {
     "TagConfig": "lamina.jobs.tag",
     "thumbs": "lamina.jobs.thumbs",
     "ThumbsConfig": "lamina.jobs.thumbs",
+    "export": "lamina.jobs.exports",
+    "ExportConfig": "lamina.jobs.exports",
+    "export_folder": "lamina.jobs.exports",
+    "ExportFolderConfig": "lamina.jobs.exports",
+    "medoids": "lamina.jobs.exports",
+    "MedoidsConfig": "lamina.jobs.exports",
+    "sidecars": "lamina.jobs.exports",
+    "SidecarsConfig": "lamina.jobs.exports",
 }
 
 
