@@ -46,6 +46,12 @@ _JOBS = {
     "MedoidsConfig": "lamina.jobs.exports",
     "sidecars": "lamina.jobs.exports",
     "SidecarsConfig": "lamina.jobs.exports",
+    "verify": "lamina.jobs.manifest",
+    "VerifyConfig": "lamina.jobs.manifest",
+    "reconcile": "lamina.jobs.manifest",
+    "ReconcileConfig": "lamina.jobs.manifest",
+    "attach": "lamina.jobs.manifest",
+    "AttachConfig": "lamina.jobs.manifest",
 }
 
 
