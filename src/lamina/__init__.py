@@ -52,6 +52,10 @@ _JOBS = {
     "ReconcileConfig": "lamina.jobs.manifest",
     "attach": "lamina.jobs.manifest",
     "AttachConfig": "lamina.jobs.manifest",
+    "similar": "lamina.jobs.search",
+    "SimilarConfig": "lamina.jobs.search",
+    "search": "lamina.jobs.search",
+    "SearchConfig": "lamina.jobs.search",
 }
 
 

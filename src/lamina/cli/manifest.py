@@ -281,8 +281,8 @@ def verify(
         progress=not as_json,
         repair_layers=repair_layers,
     )
-    done = run_verify(open_store(ctx), config)
-    report = done.report
+    verified = run_verify(open_store(ctx), config)
+    report = verified.report
     if as_json:
         echo_json(report)
     else:
@@ -309,7 +309,7 @@ def verify(
                 fg="yellow",
             )
         click.echo(f"run {report['run_id']}")
-    if not done.clean:
+    if not verified.clean:
         sys.exit(EXIT_ERRORS)
 
 
