@@ -52,6 +52,8 @@ _JOBS = {
     "ReconcileConfig": "lamina.jobs.manifest",
     "attach": "lamina.jobs.manifest",
     "AttachConfig": "lamina.jobs.manifest",
+    "approve": "lamina.jobs.approve",
+    "ApproveConfig": "lamina.jobs.approve",
     "similar": "lamina.jobs.search",
     "SimilarConfig": "lamina.jobs.search",
     "search": "lamina.jobs.search",
