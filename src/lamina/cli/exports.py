@@ -112,18 +112,19 @@ def export(
         lamina export -o tags.parquet
         lamina export -o tags.jsonl
     """
-    from lamina.exports.tables import export as export_tags
+    from lamina.jobs.exports import ExportConfig
+    from lamina.jobs.exports import export as export_tags
 
-    store = open_store(ctx)
-    result = export_tags(store, out_path, fmt=fmt, force=force, force_into_source=force_into_source)
+    config = ExportConfig(out_path, fmt=fmt, force=force, force_into_source=force_into_source)
+    result = export_tags(open_store(ctx), config)
     if as_json:
-        echo_json(result)
+        echo_json(result.summary)
         return
-    for warning in result["warnings"]:
+    for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(
-        f"exported {result['rows']} files ({result['tagged']} tagged, {result['approved']} "
-        f"with approved labels) -> {result['path']}"
+        f"exported {result.rows} files ({result.tagged} tagged, {result.approved} "
+        f"with approved labels) -> {result.path}"
     )
 
 
@@ -182,17 +183,17 @@ def sidecars(
         lamina sidecars --style darktable
         lamina sidecars --use over-threshold --sidecar-dir ~/xmp --replace
     """
-    from lamina.exports.sidecars import write_sidecars
+    from lamina.jobs.exports import SidecarsConfig
+    from lamina.jobs.exports import sidecars as write_sidecars
 
-    store = open_store(ctx)
-    summary = write_sidecars(
-        store,
+    config = SidecarsConfig(
         use=use.replace("-", "_"),
         style=style,
         sidecar_dir=Path(sidecar_dir).expanduser() if sidecar_dir else None,
         replace=replace,
         dry_run=dry_run,
     )
+    summary = write_sidecars(open_store(ctx), config).summary
     if as_json:
         echo_json(summary)
     else:
@@ -251,10 +252,9 @@ def medoids(
     Example:
         lamina embed && lamina cluster && lamina medoids -o folder_medoids.csv
     """
-    from lamina.exports.medoids import write_folder_medoids
+    from lamina.jobs.exports import MedoidsConfig
+    from lamina.jobs.exports import medoids as write_medoids
 
-    store = open_store(ctx)
-    n = write_folder_medoids(
-        store, out_path, model=model, force=force, force_into_source=force_into_source
-    )
-    click.echo(f"{n} folders -> {out_path}")
+    config = MedoidsConfig(out_path, model=model, force=force, force_into_source=force_into_source)
+    done = write_medoids(open_store(ctx), config)
+    click.echo(f"{done.folders} folders -> {out_path}")

@@ -271,16 +271,18 @@ def verify(
         lamina verify --sample 1000
         lamina verify --repair-layers
     """
-    from lamina.manifest.verify import verify as run_verify
+    from lamina.jobs.manifest import VerifyConfig
+    from lamina.jobs.manifest import verify as run_verify
 
-    report = run_verify(
-        open_store(ctx),
+    config = VerifyConfig(
         sample=sample,
         seed=seed,
         workers=workers,
         progress=not as_json,
         repair_layers=repair_layers,
     )
+    verified = run_verify(open_store(ctx), config)
+    report = verified.report
     if as_json:
         echo_json(report)
     else:
@@ -307,8 +309,7 @@ def verify(
                 fg="yellow",
             )
         click.echo(f"run {report['run_id']}")
-    unrepaired = len(report["duplicate_layers"]) > len(report["repaired_layers"])
-    if report["checked"] != report["ok"] or unrepaired:
+    if not verified.clean:
         sys.exit(EXIT_ERRORS)
 
 
@@ -346,23 +347,16 @@ def reconcile(
         lamina reconcile ~/pictures-store bucket-listing.csv
         lamina reconcile ~/pictures-store bucket-listing.csv -o rows.csv
     """
-    from lamina.core.outputs import check_output_path, write_output
-    from lamina.core.store import Store, find_store, resolve_store_path
-    from lamina.manifest.listing import store_root_of
-    from lamina.manifest.reconcile import reconcile as run_reconcile
+    from lamina.core.store import Store, resolve_store_path
+    from lamina.jobs.manifest import ReconcileConfig
+    from lamina.jobs.manifest import reconcile as run_reconcile
     from lamina.manifest.reconcile import render_summary
 
-    # -o is checked against every store in sight: A, B, and the one --store names.
-    roots = {store_root_of(a), store_root_of(b), find_store()}
-    if (resolve_store_path(ctx.obj["store"]) / "lamina.toml").is_file():
-        roots.add(resolve_store_path(ctx.obj["store"]))
-    stores = [Store.open(root) for root in {r.resolve() for r in roots if r is not None}]
-    if output:
-        check_output_path(stores, output, force=force, force_into_source=force_into_source)
-    result = run_reconcile(a, b)
-    if output:
-        text = frame_csv(result.rows.to_pandas())
-        write_output(stores, output, text, force=force, force_into_source=force_into_source)
+    # -o must not overwrite the files of the store --store names either (if it is one).
+    named = resolve_store_path(ctx.obj["store"])
+    store = Store.open(named) if (named / "lamina.toml").is_file() else None
+    config = ReconcileConfig(a, b, output, force=force, force_into_source=force_into_source)
+    result = run_reconcile(store, config)
     if as_json:
         echo_json(result.summary)
         return
@@ -391,9 +385,10 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
         lamina attach labels.csv --on name
         lamina attach 'plates/*/manifest.json' --on folder
     """
-    from lamina.manifest.attach import attach as run_attach
+    from lamina.jobs.manifest import AttachConfig
+    from lamina.jobs.manifest import attach as run_attach
 
-    report = run_attach(open_store(ctx), spec, on=on, key=key)
+    report = run_attach(open_store(ctx), AttachConfig(spec, on=on, key=key)).report
     if as_json:
         echo_json(report)
         return

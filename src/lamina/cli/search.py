@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from lamina.cli.app import echo_json, handle_errors, main, open_store
-from lamina.cli.options import OFFLINE_HELP, go_offline
+from lamina.cli.options import OFFLINE_HELP
+
+if TYPE_CHECKING:
+    from lamina.jobs.search import SearchResult
 
 
-def _echo_hits(model: str, query: str, k: int, hits: list[Any], as_json: bool) -> None:
+def _echo_hits(result: SearchResult, as_json: bool) -> None:
     if as_json:
-        echo_json(
-            {
-                "model": model,
-                "query": query,
-                "k": k,
-                "results": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)],
-            }
-        )
+        echo_json(result.to_dict())
         return
-    if not hits:
+    if not result.hits:
         click.echo("no results")
         return
-    for rank, hit in enumerate(hits, 1):
+    for rank, hit in enumerate(result.hits, 1):
         click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.image_id}  {hit.path or '(not in manifest)'}")
 
 
@@ -50,14 +46,11 @@ def similar(
         lamina similar cats/a.jpg -k 5
         lamina similar ~/Downloads/found.jpg --model efficientnet_lite0:imagenet --json
     """
-    from lamina.index import open_index
-    from lamina.index import similar as find_similar
+    from lamina.jobs.search import SimilarConfig
+    from lamina.jobs.search import similar as find_similar
 
-    go_offline(offline)
-    store = open_store(ctx)
-    index = open_index(store, model)
-    hits = find_similar(store, query, k=k, model=index.model)
-    _echo_hits(index.model, query, k, hits, as_json)
+    config = SimilarConfig(query, k=k, model=model, offline=offline)
+    _echo_hits(find_similar(open_store(ctx), config), as_json)
 
 
 @main.command()
@@ -80,10 +73,8 @@ def search(
         lamina search "a red car" -k 20 --offline
         lamina search "a dog on a beach" --model open_clip:ViT-B-32/laion2b_s34b_b79k --json
     """
-    from lamina.index import open_index, search_text
+    from lamina.jobs.search import SearchConfig
+    from lamina.jobs.search import search as search_text
 
-    go_offline(offline)
-    store = open_store(ctx)
-    index = open_index(store, model)
-    hits = search_text(store, text, k=k, model=index.model)
-    _echo_hits(index.model, text, k, hits, as_json)
+    config = SearchConfig(text, k=k, model=model, offline=offline)
+    _echo_hits(search_text(open_store(ctx), config), as_json)

@@ -9,7 +9,6 @@ import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
 from lamina.cli.options import OFFLINE_HELP, go_offline
-from lamina.core.errors import LaminaError
 
 SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
 LABEL_WIDTH = 60  # characters of a label in text output (--json keeps every label whole)
@@ -174,37 +173,6 @@ def tag(
 main.add_command(tag, name="score")
 
 
-def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
-    """Image ids of IMAGE arguments: image ids, or paths in the manifest (absolute,
-    relative to the working folder or to a source), as `lamina similar` takes them."""
-    from lamina.index.vectors import manifest_match
-
-    if not store.table_files("images"):
-        raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
-    known = set(store.sql("select distinct image_id from images")["image_id"].to_pylist())
-    ids = []
-    for query in queries:
-        if query in known:
-            ids.append(query)
-            continue
-        found = {image_id for image_id, _ in manifest_match(store, query) if image_id}
-        if not found:
-            raise LaminaError(
-                f"{query!r} is not an image id or a path in the manifest",
-                hint='list them with `lamina sql "select image_id, rel_path from files"`',
-            )
-        if len(found) > 1:
-            raise LaminaError(
-                f"{query!r} matches files of {len(found)} different images",
-                hint="give the absolute path or the image id",
-            )
-        ids.append(found.pop())
-    return ids
-
-
-# The tables --where reads, joined to `files` by image_id, and the prefix their columns
-# get when another of these tables has a column of the same name (tags.error -> tag_error).
-WHERE_TABLES = {"tags": "tag", "flags": "flag", "signals": "signal", "duplicates": "duplicate"}
 WHERE_HELP = (
     "Select images by a SQL condition over the columns of files (status, source, rel_path, "
     "folder, …) and, joined by image_id, of tags (top1, top1_score, top_labels, "
@@ -215,93 +183,6 @@ WHERE_HELP = (
     "expression: no statements, table functions or file access; a subquery may read the "
     "store's tables."
 )
-
-
-def _declared_columns(table: str) -> list[str]:
-    """The columns the pass writing `table` declares (its schema), or none if unknown."""
-    import importlib
-
-    import pyarrow as pa
-
-    from lamina.core.passes import REGISTRY
-
-    importlib.import_module("lamina.passes")  # registers the built-in passes
-    schema = getattr(REGISTRY.get(table), "schema", None)
-    return list(schema.names) if isinstance(schema, pa.Schema) else []
-
-
-def where_columns(store: Any) -> dict[str, list[tuple[str, str]]]:
-    """For --where: each present table's (column, name in the selection) pairs, files
-    first. A helper table's column whose name files or another helper table has (by the
-    passes' declared schemas, so the names do not depend on which tables exist yet) gets
-    the table's prefix (`WHERE_TABLES`).
-
-    Example:
-        >>> dict(where_columns(lamina.open())["tags"])["error"]  # doctest: +SKIP
-        'tag_error'
-    """
-    con = store.connect()
-    tables = store.available_tables()
-    present = {
-        table: [r[0] for r in con.execute(f'describe "{table}"').fetchall()]
-        for table in ("files", *WHERE_TABLES)
-        if table in tables
-    }
-    known = {t: set(present.get(t, [])) | set(_declared_columns(t)) for t in WHERE_TABLES}
-    out: dict[str, list[tuple[str, str]]] = {}
-    for table, names in present.items():
-        pairs = []
-        for name in names:
-            if name == "image_id":
-                continue
-            alias = name
-            if table != "files":
-                others = set(present.get("files", [])).union(
-                    *(cols for t, cols in known.items() if t != table)
-                )
-                if name in others:
-                    alias = f"{WHERE_TABLES[table]}_{name}"
-            pairs.append((name, alias))
-        out[table] = pairs
-    return out
-
-
-def _where_ids(store: Any, where: str) -> list[str]:
-    """Image ids of present files that `where` selects (see `WHERE_HELP`): `files` joined
-    with each helper table by image_id, every column under one unambiguous name."""
-    import duckdb
-
-    from lamina.core.sqlsafe import check_condition
-
-    columns = where_columns(store)
-    if "files" not in columns:
-        raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
-    tables = [*store.available_tables(), "folder_labels"]
-    where = check_condition(where, tables=tables, what="--where condition")
-    ctes = []
-    for table, pairs in columns.items():
-        listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
-        ctes.append(f'"_where_{table}" as (select image_id{listed} from "{table}")')
-    joins = "".join(
-        f' left join "_where_{t}" as "{t}" using (image_id)' for t in columns if t != "files"
-    )
-    query = (
-        f"with {', '.join(ctes)} "
-        f'select distinct image_id from "_where_files" as files{joins} '
-        f"where files.status <> 'missing' and image_id is not null and (\n{where}\n) "
-        "order by image_id"
-    )
-    try:
-        return [r[0] for r in store.connect(sandbox=True).execute(query).fetchall()]
-    except duckdb.Error as exc:
-        listed = "; ".join(
-            f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
-        )
-        raise LaminaError(
-            f"bad --where condition: {str(exc).splitlines()[0]}",
-            hint="a SQL condition over these columns (a name two tables share is prefixed: "
-            f"tags.error is tag_error) — {listed}",
-        ) from None
 
 
 def _echo_history(table: Any, as_json: bool) -> None:
@@ -379,18 +260,13 @@ def approve(
         lamina approve cats/a.jpg --clear
         lamina approve --history cats/a.jpg
     """
-    from lamina.tagging import (
-        approval_history,
-        approve_over_threshold,
-        current_approvals,
-    )
-    from lamina.tagging import approve as record
+    from lamina.jobs.approve import ApproveConfig, selected_ids
+    from lamina.jobs.approve import approve as run_approve
+    from lamina.tagging import approval_history
 
     store = open_store(ctx)
-    ids = resolve_images(store, images) if images else []
-    if where:
-        ids += [i for i in _where_ids(store, where) if i not in ids]
     if history:
+        ids = selected_ids(store, images, where)
         if ids:
             import pyarrow as pa
 
@@ -399,20 +275,20 @@ def approve(
         else:
             _echo_history(approval_history(store), as_json)
         return
-    if over_threshold:
-        if labels or label_list or action:
-            fail("--over-threshold takes no --labels, --label, --add, --remove or --clear")
-        if (images or where) and not ids:
-            fail("the selection holds no image")
-        written = approve_over_threshold(store, image_ids=ids or None, who=who, note=note)
-    else:
-        if not ids:
-            fail("no image selected: give IMAGE arguments or --where")
-        given = [s for s in (labels or "").split(",") if s.strip()] + list(label_list)
-        written = record(store, ids, given or None, action=action or "set", who=who, note=note)
-    selected = set(ids)
-    current = current_approvals(store)
-    rows = [r for r in current.to_pylist() if not selected or r["image_id"] in selected]
+    if over_threshold and (labels or label_list or action):
+        fail("--over-threshold takes no --labels, --label, --add, --remove or --clear")
+    given = [s for s in (labels or "").split(",") if s.strip()] + list(label_list)
+    config = ApproveConfig(
+        images=images,
+        labels=tuple(given),
+        action=action or "set",
+        where=where,
+        over_threshold=over_threshold,
+        who=who,
+        note=note,
+    )
+    done = run_approve(store, config)
+    written, rows = done.events, done.approvals
     if as_json:
         echo_json({"events": written, "approvals": rows})
         return

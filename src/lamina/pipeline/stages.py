@@ -229,8 +229,7 @@ def check_run_dir(store: Store, config: PipelineConfig) -> Path:
 
 
 def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.exports.medoids import write_folder_medoids
-    from lamina.exports.tables import export
+    from lamina.jobs.exports import ExportFolderConfig, export_folder
 
     out = check_run_dir(store, config)
     try:
@@ -240,16 +239,10 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
             f"cannot make the exports folder {out}: {exc.strerror or exc}",
             hint="set run_dir to a folder you can write (default: <store>/exports)",
         ) from None
-    written = []
-    if "images" in store.available_tables():
-        export(store, out / "tags.csv", fix=RUN_DIR_FIX)
-        export(store, out / "tags.parquet", fix=RUN_DIR_FIX)
-        written += ["tags.csv", "tags.parquet"]
-    if "medoids" in store.available_tables():
-        write_folder_medoids(
-            store, out / "folder_medoids.csv", model=config.embed_model(), fix=RUN_DIR_FIX
-        )
-        written.append("folder_medoids.csv")
+    done = export_folder(
+        store, ExportFolderConfig(out, model=config.embed_model(), fix=RUN_DIR_FIX)
+    )
+    written = done.files
     return StageResult(
         "export",
         True,
@@ -260,16 +253,19 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
 
 
 def stage_sidecars(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.exports.sidecars import write_sidecars
+    from lamina.jobs.exports import SidecarsConfig, sidecars
 
-    s = write_sidecars(
+    done = sidecars(
         store,
-        use=config.sidecar_use,
-        style=config.sidecar_style,
-        sidecar_dir=config.sidecar_dir or None,
+        SidecarsConfig(
+            use=config.sidecar_use,
+            style=config.sidecar_style,
+            sidecar_dir=config.sidecar_dir or None,
+        ),
     )
-    written = s["created"] + s["updated"]
-    failed = s["failed"]
+    s = done.summary
+    written = done.written
+    failed = done.failed
     message = f"{written} sidecars written ({s['unchanged']} unchanged), {failed} failed"
     return StageResult("sidecars", bool(written), 0.0, s, message, failed)
 
