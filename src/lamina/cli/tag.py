@@ -217,13 +217,12 @@ WHERE_HELP = (
 
 def _declared_columns(table: str) -> list[str]:
     """The columns the pass writing `table` declares (its schema), or none if unknown."""
-    import importlib
-
     import pyarrow as pa
 
     from lamina.core.passes import REGISTRY
+    from lamina.passes import register_all
 
-    importlib.import_module("lamina.passes")  # registers the built-in passes
+    register_all()  # registers the built-in passes
     schema = getattr(REGISTRY.get(table), "schema", None)
     return list(schema.names) if isinstance(schema, pa.Schema) else []
 

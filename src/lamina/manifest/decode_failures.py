@@ -64,9 +64,10 @@ qualify row_number() over (partition by image_id order by run_id desc, recorded 
 
 def _decode_layers(store: Store) -> list[tuple[str, Path]]:
     """(pass, layer folder) of every layer of a pass that decodes pixels."""
-    from lamina.core.passes import REGISTRY, get_pass
+    from lamina.core.passes import REGISTRY
+    from lamina.passes import register_all
 
-    get_pass("scan")  # imports lamina.passes: the registry holds every built-in pass
+    register_all()  # the registry then holds every built-in pass
     base = store.root / "layers"
     found = []
     for name, cls in sorted(REGISTRY.items()):
