@@ -437,8 +437,22 @@ def list_sources(
             batches.append(_listing_batch(scope, pending))
         if on_progress is not None:
             on_progress(files, size)
+    return _sorted_listing(batches)
+
+
+def _sorted_listing(batches: list[pa.RecordBatch]) -> pa.Table:
+    """The listing's batches as one table sorted by source and path. Column by column, each
+    old column let go once its sorted copy is made, so that the sort holds the listing and
+    one column's copy rather than two whole listings (~18 MB more at 100,000 files)."""
     table = pa.Table.from_batches(batches, schema=LISTING_SCHEMA)
-    return table.sort_by([("source", "ascending"), ("rel_path", "ascending")])
+    batches.clear()
+    order = pc.sort_indices(table, sort_keys=[("source", "ascending"), ("rel_path", "ascending")])
+    columns = table.columns
+    del table
+    for i, column in enumerate(columns):
+        columns[i] = column.take(order)
+        del column
+    return pa.Table.from_arrays(columns, schema=LISTING_SCHEMA)
 
 
 # -- the probe pass --------------------------------------------------------------------------
