@@ -17,25 +17,30 @@ from tests.conftest import write_photo
 RUN_COLUMNS = ("run_id", "first_seen_run", "last_seen_run", "content_run", "missing_since_run")
 
 
-def _tables(store: Store) -> dict[str, list[dict]]:
-    """files, images and file_events, with run ids replaced by their rank (stores differ)."""
-    runs = sorted({r["run_id"] for r in store.table("file_events").to_pylist()})
-    rank = {run: f"run{i}" for i, run in enumerate(runs)}
+def _tables(store: Store, runs: list[str]) -> dict[str, list[dict]]:
+    """files, images and file_events, with each run id replaced by the scan it was (the
+    stores' run ids differ, and two made in one second need not sort alike)."""
+    rank = {run: f"scan{i}" for i, run in enumerate(runs)}
     out = {}
     for name in ("files", "images", "file_events"):
         rows = store.table(name).to_pylist()
         for row in rows:
             for col in RUN_COLUMNS:
                 if row.get(col) is not None:
-                    row[col] = rank.get(row[col], row[col])
+                    row[col] = rank[row[col]]
         out[name] = rows
     return out
 
 
-def _scan_both(stores: dict[int, Store], sources: list[Path], mp: pytest.MonkeyPatch) -> None:
+def _scan_both(
+    stores: dict[int, Store],
+    runs: dict[int, list[str]],
+    sources: list[Path],
+    mp: pytest.MonkeyPatch,
+) -> None:
     for rows, store in stores.items():
         mp.setattr(commit_module, "PARTITION_ROWS", rows)
-        scan(store, sources, workers=1, progress=False)
+        runs[rows].append(scan(store, sources, workers=1, progress=False)["run_id"])
 
 
 def test_ranges_make_the_tables_of_one_range(
@@ -49,22 +54,23 @@ def test_ranges_make_the_tables_of_one_range(
     (tree / "more" / "0" / "dup.jpg").write_bytes((tree / "cats" / "a.jpg").read_bytes())
     elsewhere = tmp_path_factory.mktemp("stores")  # not inside tmp_path, scanned below
     stores = {rows: Store.open(elsewhere / f"store-{rows}", create=True) for rows in (10**6, 2)}
+    runs: dict[int, list[str]] = {rows: [] for rows in stores}
 
-    _scan_both(stores, [tree], monkeypatch)
+    _scan_both(stores, runs, [tree], monkeypatch)
     os.rename(tree / "cats" / "b.jpg", tree / "more" / "2" / "b_moved.jpg")  # moved
     write_photo(tree / "more" / "1" / "p01.jpg", 999)  # changed
     os.utime(tree / "more" / "1" / "p01.jpg", ns=(1, 1))
     (tree / "broken" / "notes.txt").unlink()  # missing
     write_photo(tree / "zz" / "new.png", 7, fmt="PNG")  # added, after every range
-    _scan_both(stores, [tree], monkeypatch)
+    _scan_both(stores, runs, [tree], monkeypatch)
     shutil.rmtree(tree / "more" / "0")  # a part of the source rescanned alone
-    _scan_both(stores, [tree / "more"], monkeypatch)
+    _scan_both(stores, runs, [tree / "more"], monkeypatch)
     # Another source, then one around both: the recorded rows are merged into it.
     write_photo(tmp_path / "other" / "o.jpg", 50)
-    _scan_both(stores, [tmp_path / "other"], monkeypatch)
-    _scan_both(stores, [tmp_path], monkeypatch)
+    _scan_both(stores, runs, [tmp_path / "other"], monkeypatch)
+    _scan_both(stores, runs, [tmp_path], monkeypatch)
 
-    one, many = (_tables(stores[rows]) for rows in (10**6, 2))
+    one, many = (_tables(stores[rows], runs[rows]) for rows in (10**6, 2))
     assert one == many
     events = {(r["rel_path"], r["event"]) for r in many["file_events"]}
     assert {("more/2/b_moved.jpg", "moved"), ("more/1/p01.jpg", "changed")} <= events
