@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import lamina.catalog  # noqa: F401 - registers the built-in passes, as every entry point does
+
 # The suite runs offline: lamina downloads missing hub weights by default, and no test may
 # (set before huggingface_hub is imported, which reads it once). The tests of the download
 # path clear it and serve a fake hub (tests/backends/embedders/fake_hub.py).

@@ -137,7 +137,7 @@ def test_sense_groups_copies_with_their_original(sensed: tuple[dict, dict[str, d
 def test_undecodable_files_are_broken_and_every_count_agrees(
     scanned: tuple[dict, Store, dict], sensed: tuple[dict, dict[str, dict]]
 ) -> None:
-    from lamina.cli.sense import sensed_line
+    from lamina.jobs.sense import sensed_line
     from lamina.manifest.status import store_status
     from lamina.report.context import open_context
     from lamina.report.data import overview

@@ -1,18 +1,44 @@
 """lamina: a frozen, queryable, richly described dataset from a messy image collection.
 
+The jobs are importable from here (lazily: `import lamina` loads only the store), each
+`job(store, config) -> result` as `lamina.jobs` describes; the CLI and `lamina run` call
+the same functions.
+
 Example:
     >>> import lamina
     >>> store = lamina.open("photos-store")          # doctest: +SKIP
+    >>> lamina.sense(store).sensed                   # doctest: +SKIP
+    312
+    >>> lamina.cluster(store, lamina.ClusterConfig(k=20)).summary["images"]  # doctest: +SKIP
+    312
     >>> store.table("files").to_pandas()             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 from lamina.core.store import Store
 
 __version__ = "0.1.0"
+
+# name -> the jobs module that defines it (imported on first use).
+_JOBS = {
+    "sense": "lamina.jobs.sense",
+    "SenseConfig": "lamina.jobs.sense",
+    "flags": "lamina.jobs.sense",
+    "FlagsConfig": "lamina.jobs.sense",
+    "embed": "lamina.jobs.embed",
+    "EmbedConfig": "lamina.jobs.embed",
+    "cluster": "lamina.jobs.cluster",
+    "ClusterConfig": "lamina.jobs.cluster",
+    "tag": "lamina.jobs.tag",
+    "TagConfig": "lamina.jobs.tag",
+    "thumbs": "lamina.jobs.thumbs",
+    "ThumbsConfig": "lamina.jobs.thumbs",
+}
 
 
 def open(path: str | os.PathLike[str] | None = None, *, create: bool = False) -> Store:
@@ -25,4 +51,12 @@ def open(path: str | os.PathLike[str] | None = None, *, create: bool = False) ->
     return Store.open(path, create=create)
 
 
-__all__ = ["Store", "__version__", "open"]
+def __getattr__(name: str) -> Any:
+    if name in _JOBS:
+        value = getattr(importlib.import_module(_JOBS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")
+
+
+__all__ = ["Store", "__version__", "open", *_JOBS]

@@ -19,10 +19,10 @@ from lamina.analysis.clusters import ClustersPass, MedoidsPass, auto_k
 from lamina.analysis.semantic_map import UMAP_MIN, MapConfig, SemanticMapPass, layout_2d
 from lamina.analysis.space import read_global
 from lamina.cli import main
-from lamina.cli.cluster import semantic_configs
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
+from lamina.jobs.cluster import semantic_configs
 from tests.analysis.embedded_store import MODEL, blobs, ids_for, make_store, write_embeddings
 
 K = 4

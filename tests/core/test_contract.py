@@ -7,11 +7,9 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
+import lamina.catalog  # noqa: F401 - registers the built-in passes
 from lamina.core.errors import ConfigError
 from lamina.core.passes import REGISTRY, get_pass
-from lamina.passes import register_all
-
-register_all()
 
 BUILT_IN = sorted(REGISTRY)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lamina.core import decode_failures
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
-from lamina.manifest import decode_failures
 from lamina.manifest.status import store_status
 from lamina.passes.scan import scan
 from tests.conftest import write_photo
@@ -50,7 +50,7 @@ def collection(tmp_path: Path) -> Path:
 
 
 def test_an_undecodable_image_is_broken_in_every_count(collection: Path, tmp_path: Path) -> None:
-    from lamina.cli.sense import sensed_line
+    from lamina.jobs.sense import sensed_line
     from lamina.report.context import open_context
     from lamina.report.data import overview
 

@@ -14,8 +14,9 @@ from lamina.core.errors import ConfigError
 from lamina.core.passes import get_pass
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
+from lamina.jobs.thumbs import make_thumbnails
 from lamina.passes.scan import scan
-from lamina.passes.thumbs import make_thumbnails, thumb_path, thumb_recipe, thumbs_config
+from lamina.passes.thumbs import thumb_path, thumb_recipe, thumbs_config
 from tests.conftest import write_photo
 
 

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lamina.core.errors import LaminaError
+from lamina.jobs.tag import tag_images
 from lamina.tagging import (
     approval_history,
     approve,
     approve_over_threshold,
     current_approvals,
     current_tags,
-    tag_images,
 )
 from lamina.tagging.approvals import EVENT_SCHEMA
 from tests.tagging.stores import LABELS, image_ids, scanned, seed_class_vectors, write_photos

@@ -15,7 +15,8 @@ from lamina.core.passes import get_pass
 from lamina.core.runner import run_pass
 from lamina.core.store import Store
 from lamina.core.vectors import load_embeddings
-from lamina.tagging import current_tags, tag_images
+from lamina.jobs.tag import tag_images
+from lamina.tagging import current_tags
 from lamina.tagging.offline import OFFLINE_MODEL
 from lamina.tagging.tags import SCHEMA, load_text_embedder, rank
 from lamina.tagging.text import cache_path

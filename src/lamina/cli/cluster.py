@@ -10,20 +10,6 @@ import click
 from lamina.cli.app import echo_json, fail, handle_errors, main, open_store
 
 
-def semantic_configs(model: str, k: int, method: str) -> dict[str, dict[str, Any]]:
-    """The config of each pass `lamina cluster` runs, by pass name, in run order (the
-    outliers rank one image per semantic duplicate group, so those groups come first)."""
-    clusters = {"model": model, "k": k, "method": method}
-    return {
-        "clusters": clusters,
-        "semantic_duplicates": {"model": model},
-        "outliers": {"model": model},
-        "medoids": clusters,
-        "exemplars": clusters,
-        "semantic_map": clusters,
-    }
-
-
 def _echo_summary(summary: dict[str, Any]) -> None:
     clusters = summary["clusters"]
     click.echo(f"{summary['images']} images in {len(clusters)} clusters ({summary['model']})")
@@ -90,15 +76,15 @@ def cluster(
         lamina cluster --model efficientnet_lite0:imagenet --k 40 --json
         lamina cluster --compare efficientnet_lite0:imagenet open_clip:ViT-B-32/openai
     """
-    from lamina.analysis.cluster_report import cluster_summary, compare_models
-    from lamina.analysis.flags import current_policy, flags_config
-    from lamina.core.runner import run_passes
+    from lamina.analysis.cluster_report import compare_models
     from lamina.core.vectors import list_models
+    from lamina.jobs.cluster import ClusterConfig
+    from lamina.jobs.cluster import cluster as run_cluster
 
     store = open_store(ctx)
-    if not list_models(store):
-        fail(f"the store {store.root} has no embeddings yet: run `lamina embed` first")
     if compare:
+        if not list_models(store):
+            fail(f"the store {store.root} has no embeddings yet: run `lamina embed` first")
         result = compare_models(store, compare[0], compare[1], k=k, seeds=tuple(range(seeds)))
         if as_json:
             echo_json(result)
@@ -112,24 +98,10 @@ def cluster(
                 f"mean {stab['ari_mean']:.3f}, min {stab['ari_min']:.3f}"
             )
         return
-    configs = semantic_configs(model, k, method)
-    passes = list(configs.items())
-    if "signals" in store.available_tables():
-        # The outlier flag reads the outliers written here: recompute the flags with the
-        # policy they were made with (seconds; nothing else changes).
-        passes.append(("flags", flags_config(current_policy(store)[0])))
-    result = run_passes(store, passes, command="cluster", progress=False)
-    summary = cluster_summary(
-        store,
-        configs["clusters"],
-        configs["outliers"],
-        configs["semantic_duplicates"],
-        top=top,
-    )
-    summary["run_id"] = result["run_id"]
-    summary["passes"] = {n: v for n, v in result.items() if n != "run_id"}
+    done = run_cluster(store, ClusterConfig(model=model, k=k, method=method, top=top))
+    summary = {**done.summary, "run_id": done.run_id, "passes": done.passes}
     if as_json:
         echo_json(summary)
     else:
         _echo_summary(summary)
-        click.echo(f"run {result['run_id']}")
+        click.echo(f"run {done.run_id}")

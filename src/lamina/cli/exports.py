@@ -42,29 +42,30 @@ def thumbs(
         lamina thumbs --size 256 --format jpeg --quality 85
         lamina sql "select f.rel_path, t.thumb from files f join thumbs t using (image_id)"
     """
-    from lamina.passes.thumbs import make_thumbnails
+    from lamina.jobs.thumbs import ThumbsConfig
+    from lamina.jobs.thumbs import thumbs as run_thumbs
 
     store = open_store(ctx)
-    result = make_thumbnails(
-        store, size=size, fmt=fmt, quality=quality, workers=workers, progress=not as_json
+    config = ThumbsConfig(
+        size=size, fmt=fmt, quality=quality, workers=workers, progress=not as_json
     )
+    result = run_thumbs(store, config)
     if as_json:
-        echo_json(result)
+        echo_json(result.counts)
     else:
-        if result["missing_files"]:
+        if result.missing_files:
             click.secho(
-                f"warning: {result['missing_files']} thumbnail files were deleted after they "
+                f"warning: {result.missing_files} thumbnail files were deleted after they "
                 f"were made; to make them again: rm -r {store.root}/layers/thumbs/"
-                f"{result['layer']} {store.root}/ledger/thumbs/{result['layer']}",
+                f"{result.layer} {store.root}/ledger/thumbs/{result.layer}",
                 fg="yellow",
                 err=True,
             )
-        made = result["processed"] - result["error_rows"]
         click.echo(
-            f"thumbnails {result['recipe']}: {made} made or found, {result['error_rows']} "
-            f"images without one, {result['already_done']} already done -> {result['dir']}"
+            f"thumbnails {result.recipe}: {result.made} made or found, {result.errors} "
+            f"images without one, {result.already_done} already done -> {result.dir}"
         )
-    if result["failed_chunks"]:
+    if result.failed_chunks:
         sys.exit(EXIT_ERRORS)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import echo_json, handle_errors, main, open_store
-from lamina.cli.embed import OFFLINE_HELP, go_offline
+from lamina.cli.options import OFFLINE_HELP, go_offline
 
 
 def _echo_hits(model: str, query: str, k: int, hits: list[Any], as_json: bool) -> None:

@@ -20,29 +20,6 @@ from lamina.cli.options import force_into_source_option, force_option
 # -- sensing -------------------------------------------------------------------------------
 
 
-def sensed_line(store: Any, done: dict[str, Any]) -> str:
-    """What sensing did and how many files are broken, counted as `lamina status` counts.
-
-    Example:
-        >>> sensed_line(store, {"processed": 246, "already_done": 0})  # doctest: +SKIP
-        'sensed 246 images (0 already done); 5 broken files (2 undecodable, found by decoding)'
-    """
-    from lamina.manifest.decode_failures import decode_summary
-
-    counts = decode_summary(store)
-    line = (
-        f"sensed {done['processed']} images ({done['already_done']} already done); "
-        f"{counts['broken']} broken files ({counts['undecodable']} undecodable, found by "
-        "decoding)"
-    )
-    if counts["not_decoded"]:
-        line += (
-            f"; {counts['not_decoded']} more images not decoded here (a format or size "
-            "lamina does not decode; still ok)"
-        )
-    return line
-
-
 def _echo_flag_summary(summary: dict[str, Any]) -> None:
     flags = summary.get("flags", {})
     if flags:
@@ -76,6 +53,11 @@ def _echo_flag_summary(summary: dict[str, Any]) -> None:
     show_default=True,
     help="Compute only the signals the flags policy reads, or all (histograms too).",
 )
+@click.option(
+    "--no-thumbnails",
+    is_flag=True,
+    help="Do not make the thumbnails (made from the same decode; the report shows them).",
+)
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -85,13 +67,15 @@ def sense(
     policy: str | None,
     invariant: bool,
     which_signals: str,
+    no_thumbnails: bool,
     workers: int | None,
     as_json: bool,
 ) -> None:
-    """Signals, perceptual hashes, duplicate groups and flags for every scanned image.
+    """Signals, perceptual hashes, thumbnails, duplicate groups and flags for every scanned
+    image (`lamina run` senses the same way).
 
-    Decodes each image once (reduced JPEG decode, ~512 px) for both the signals and the
-    hashes; broken images become error rows, never a stop. Resumes after a kill; a
+    Decodes each image once (reduced JPEG decode, ~512 px) for the signals, the hashes
+    and the thumbnails; broken images become error rows, never a stop. Resumes after a kill; a
     finished run re-runs nothing.
 
     \b
@@ -100,37 +84,27 @@ def sense(
         lamina sense --invariant --policy strict.toml
         lamina sense --signals all      # also the colour histograms no flag reads
     """
-    from lamina.analysis.flags import flag_summary, flags_config, load_policy, signals_skip
-    from lamina.core.runner import run_passes
+    from lamina.jobs.sense import SenseConfig, sensed_line
+    from lamina.jobs.sense import sense as run_sense
 
     store = open_store(ctx)
-    if not store.table_files("images"):
-        fail(f"the store {store.root} has no images yet: run `lamina scan SOURCE` first")
-    chosen = load_policy(policy)
-    config = flags_config(chosen)
-    skip = signals_skip(chosen, all_signals=which_signals == "all")
-    result = run_passes(
-        store,
-        [
-            ("signals", {"skip": list(skip)}),
-            ("hashes", None),
-            ("duplicates", {"invariant": invariant}),
-            ("flags", config),
-        ],
-        command="sense",
+    config = SenseConfig(
+        policy=policy,
+        invariant=invariant,
+        all_signals=which_signals == "all",
+        thumbnails=not no_thumbnails,
         workers=workers,
         progress=not as_json,
     )
-    summary = flag_summary(store)
-    summary["run_id"] = result["run_id"]
-    summary["passes"] = {k: v for k, v in result.items() if k != "run_id"}
+    result = run_sense(store, config)
+    summary = {**result.summary, "run_id": result.run_id, "passes": result.passes}
     if as_json:
         echo_json(summary)
     else:
-        click.echo(sensed_line(store, result["signals"]))
+        click.echo(sensed_line(store, result.passes["signals"]))
         _echo_flag_summary(summary)
-        click.echo(f"run {result['run_id']}")
-    if any(v.get("failed_chunks") for v in summary["passes"].values() if isinstance(v, dict)):
+        click.echo(f"run {result.run_id}")
+    if result.failed_chunks:
         sys.exit(EXIT_ERRORS)
 
 
@@ -151,20 +125,15 @@ def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: b
         lamina flags --print-policy > strict.toml   # edit the thresholds
         lamina flags --policy strict.toml
     """
-    from lamina.analysis.flags import default_policy_text, flag_summary, flags_config, load_policy
-    from lamina.core.runner import run_passes
+    from lamina.analysis.flags import default_policy_text
+    from lamina.jobs.sense import FlagsConfig
+    from lamina.jobs.sense import flags as run_flags
 
     if print_policy:
         click.echo(default_policy_text(), nl=False)
         return
-    store = open_store(ctx)
-    if "signals" not in store.available_tables():
-        fail("no signals yet: run `lamina sense` first")
-    result = run_passes(
-        store, [("flags", flags_config(load_policy(policy)))], command="flags", progress=False
-    )
-    summary = flag_summary(store)
-    summary["run_id"] = result["run_id"]
+    result = run_flags(open_store(ctx), FlagsConfig(policy))
+    summary = {**result.summary, "run_id": result.run_id}
     if as_json:
         echo_json(summary)
     else:

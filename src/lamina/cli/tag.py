@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
-from lamina.cli.embed import OFFLINE_HELP, go_offline
+from lamina.cli.options import OFFLINE_HELP, go_offline
 from lamina.core.errors import LaminaError
 
 SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
@@ -57,7 +57,7 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
     if s.get("hint"):
         click.echo(f"fix: {s['hint']}")
     if (s.get("classify") or {}).get("processed"):
-        from lamina.cli.embed import classify_message
+        from lamina.jobs.embed import classify_message
 
         click.echo(classify_message(s["classify"], None))  # the pass tagging waited for
     click.echo(f"run {s['run_id']}")
@@ -143,13 +143,13 @@ def tag(
         lamina tag --labels labels.txt --model open_clip:ViT-B-32/laion2b_s34b_b79k \\
             --template "a photo of {}" --template "a scan of {}" --threshold 0.27 --json
     """
-    from lamina.tagging import tag_images
+    from lamina.jobs.tag import TagConfig
+    from lamina.jobs.tag import tag as run_tag
 
     go_offline(offline)
     store = open_store(ctx)
-    summary = tag_images(
-        store,
-        labels_file,
+    config = TagConfig(
+        labels=labels_file,
         model=model,
         templates=templates or None,
         threshold=threshold,
@@ -157,8 +157,10 @@ def tag(
         batch_images=batch_images,
         batch_labels=batch_labels,
         workers=workers,
+        offline=offline,
         progress=not as_json,
     )
+    summary = run_tag(store, config).summary
     if as_json:
         echo_json(summary)
     else:
@@ -175,7 +177,7 @@ main.add_command(tag, name="score")
 def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
     """Image ids of IMAGE arguments: image ids, or paths in the manifest (absolute,
     relative to the working folder or to a source), as `lamina similar` takes them."""
-    from lamina.index.vectors import _manifest_match
+    from lamina.index.vectors import manifest_match
 
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
@@ -185,7 +187,7 @@ def resolve_images(store: Any, queries: tuple[str, ...]) -> list[str]:
         if query in known:
             ids.append(query)
             continue
-        found = {image_id for image_id, _ in _manifest_match(store, query) if image_id}
+        found = {image_id for image_id, _ in manifest_match(store, query) if image_id}
         if not found:
             raise LaminaError(
                 f"{query!r} is not an image id or a path in the manifest",
@@ -217,12 +219,13 @@ WHERE_HELP = (
 
 def _declared_columns(table: str) -> list[str]:
     """The columns the pass writing `table` declares (its schema), or none if unknown."""
+    import importlib
+
     import pyarrow as pa
 
     from lamina.core.passes import REGISTRY
-    from lamina.passes import register_all
 
-    register_all()  # registers the built-in passes
+    importlib.import_module("lamina.passes")  # registers the built-in passes
     schema = getattr(REGISTRY.get(table), "schema", None)
     return list(schema.names) if isinstance(schema, pa.Schema) else []
 

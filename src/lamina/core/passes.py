@@ -164,8 +164,6 @@ def get_pass(name: str, config: Any = None) -> Pass:
         >>> get_pass("scan").name
         'scan'
     """
-    if name not in REGISTRY:  # import the built-in passes only when one is asked for
-        importlib.import_module("lamina.passes").register_all()
     if name not in REGISTRY:
         raise ConfigError(
             f"unknown pass {name!r}", hint=f"registered passes: {', '.join(sorted(REGISTRY))}"

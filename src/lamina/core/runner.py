@@ -734,7 +734,7 @@ def run_passes(
             if any(i.decode for i in maps):
                 # Images whose pixels did not decode become `broken / undecodable` in files
                 # and images (read from the layers, so a killed run's are caught up here).
-                from lamina.manifest.decode_failures import record_decode_failures
+                from lamina.core.decode_failures import record_decode_failures
 
                 run.count("undecodable", record_decode_failures(store, run))
         for instance in instances:

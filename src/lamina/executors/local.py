@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import multiprocessing
 import os
 import signal
@@ -102,15 +103,27 @@ def exit_if_orphaned() -> None:
         os._exit(1)  # no cleanup: an atexit teardown could block or write
 
 
-def _warm(warm_up: Callable[[], object] | None, parent_pid: int | None = None) -> None:
-    """Pool initializer: tie the worker's life to its parent's, then run the caller's
-    warm-up (imports).
+# Modules every new worker imports before its first task. A module that must also be
+# loaded in the workers (`lamina.catalog`, whose import registers the built-in passes a
+# task names) adds itself here when the main process imports it.
+WORKER_IMPORTS: list[str] = []
+
+
+def _warm(
+    warm_up: Callable[[], object] | None,
+    parent_pid: int | None = None,
+    imports: tuple[str, ...] = (),
+) -> None:
+    """Pool initializer: tie the worker's life to its parent's, import `imports`
+    (`WORKER_IMPORTS` when the pool started), then run the caller's warm-up (imports).
 
     A warm-up only saves time; if it fails, the first real task will fail the same way
     and be reported there, so its error must not break the pool.
     """
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+    for module in imports:
+        importlib.import_module(module)
     if warm_up is not None:
         with contextlib.suppress(Exception):
             warm_up()
@@ -173,7 +186,7 @@ class LocalExecutor:
             max_workers=self.workers,
             mp_context=context,
             initializer=_warm,
-            initargs=(self._warm_up, os.getpid()),
+            initargs=(self._warm_up, os.getpid(), tuple(WORKER_IMPORTS)),
         )
 
     def _pool_ready(self) -> bool:

@@ -503,7 +503,7 @@ def image_paths(store: Store, image_ids: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
-def _manifest_match(store: Store, query: str) -> list[tuple[str | None, str]]:
+def manifest_match(store: Store, query: str) -> list[tuple[str | None, str]]:
     """(image_id, absolute path) of manifest files matching `query` as an absolute path, a
     path relative to the working folder, or a path relative to a source."""
     files = _files_sql(store)
@@ -581,7 +581,7 @@ def query_vector(index: VectorIndex, store: Store, query: Any) -> np.ndarray:
     stored = index.vector(text)
     if stored is not None:  # an image id
         return stored
-    matches = _manifest_match(store, text)
+    matches = manifest_match(store, text)
     ids = {image_id for image_id, _ in matches if image_id}
     if len(ids) > 1:
         listing = ", ".join(path for _, path in matches[:5])

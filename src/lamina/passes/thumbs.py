@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from PIL import Image
 
 from lamina.core.config import config_dict
 from lamina.core.decode import RECIPES, Decoded
-from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.errors import ConfigError
 from lamina.core.passes import Pass, Resources, register
 from lamina.core.store import atomic_write_bytes
 
@@ -109,7 +108,7 @@ def _check(size: int, fmt: str, quality: int) -> None:
         raise ConfigError(f"thumbs: quality must be 1..100, not {quality!r}")
 
 
-def _root(store: Any) -> Path:
+def thumbs_root(store: Any) -> Path:
     """A Store's root, or a path given for one."""
     return Path(getattr(store, "root", store)).absolute()
 
@@ -126,7 +125,7 @@ def thumb_path(store: Any, image_id: str, recipe: str | None = None) -> Path:
         >>> thumb_path("/data/store", "3f9c00aa11", "256-jpeg-q90").as_posix()
         '/data/store/thumbs/256-jpeg-q90/3f/3f9c00aa11.jpg'
     """
-    return _root(store) / _rel_path(image_id, recipe or thumb_recipe())
+    return thumbs_root(store) / _rel_path(image_id, recipe or thumb_recipe())
 
 
 def thumbs_config(
@@ -141,7 +140,7 @@ def thumbs_config(
         '/data/store'
     """
     _check(size, fmt, quality)
-    return {"size": size, "format": fmt, "quality": quality, "store_root": str(_root(store))}
+    return {"size": size, "format": fmt, "quality": quality, "store_root": str(thumbs_root(store))}
 
 
 @register
@@ -233,61 +232,6 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def make_thumbnails(
-    store: Any,
-    *,
-    size: int = DEFAULT_SIZE,
-    fmt: str = DEFAULT_FORMAT,
-    quality: int = DEFAULT_QUALITY,
-    workers: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Make (or reuse) every image's thumbnail; the pass counts, `run_id`, `recipe`, `layer`,
-    `dir` (the recipe's folder) and `missing_files` (see `missing_thumbnails`).
-
-    Example:
-        >>> make_thumbnails(lamina.open(), size=256, fmt="jpeg")  # doctest: +SKIP
-        {'inputs': 312, 'processed': 312, 'error_rows': 3, ..., 'recipe': '256-jpeg-q80'}
-    """
-    from lamina.core.passes import get_pass
-    from lamina.core.runner import done_keys, image_inputs, run_passes
-
-    if not store.table_files("images"):
-        raise LaminaError(
-            f"the store {store.root} has no images yet", hint="run `lamina scan SOURCE` first"
-        )
-    config = thumbs_config(store, size, fmt, quality)
-    instance = get_pass("thumbs", config)
-    inputs = image_inputs(store)["image_id"]
-    done = int(pc.sum(pc.is_in(inputs, done_keys(store, instance))).as_py() or 0)
-    if done == len(inputs):
-        # Nothing to make: no run (a report built again and again adds no run records).
-        result = {
-            "thumbs": {
-                "inputs": done,
-                "already_done": done,
-                "processed": 0,
-                "error_rows": 0,
-                "failed_chunks": 0,
-            },
-            "run_id": None,
-        }
-    else:
-        result = run_passes(
-            store, [("thumbs", config)], command="thumbs", workers=workers, progress=progress
-        )
-    recipe = thumb_recipe(size, fmt, quality)
-    layer = instance.layer_id
-    return {
-        **result["thumbs"],
-        "run_id": result["run_id"],
-        "recipe": recipe,
-        "layer": layer,
-        "dir": str(_root(store) / THUMBS_DIR / recipe),
-        "missing_files": missing_thumbnails(store, layer),
-    }
-
-
 def missing_thumbnails(store: Any, layer: str) -> int:
     """How many rows of a thumbs layer name a file that is not there (deleted by hand):
     the layer counts them as done, so only deleting the layer makes them again.
@@ -298,7 +242,7 @@ def missing_thumbnails(store: Any, layer: str) -> int:
     """
     import pyarrow.parquet as pq
 
-    root = _root(store)
+    root = thumbs_root(store)
     missing = 0
     for part in sorted(store.layer_dir("thumbs", layer).glob("part-*.parquet")):
         for rel in pq.read_table(part, columns=["thumb"])["thumb"].to_pylist():

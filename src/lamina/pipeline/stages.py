@@ -71,127 +71,118 @@ def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageRes
 
 
 def stage_sense(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.analysis.flags import flag_summary, flags_config, load_policy
-    from lamina.core.runner import run_passes
-    from lamina.passes.thumbs import thumbs_config
+    from lamina.jobs.sense import SenseConfig, sense
 
-    policy = load_policy(config.policy or None)
-    result = run_passes(
+    done = sense(
         store,
-        [
-            ("signals", None),
-            ("hashes", None),
-            ("thumbs", thumbs_config(store)),  # shares the decode with signals and hashes
-            ("duplicates", {"invariant": config.invariant}),
-            ("flags", flags_config(policy)),
-        ],
-        command="sense",
-        workers=_workers(config),
-        progress=progress,
-        max_images=config.max_images or None,
+        SenseConfig(
+            policy=config.policy or None,
+            invariant=config.invariant,
+            workers=_workers(config),
+            max_images=config.max_images or None,
+            progress=progress,
+        ),
     )
-    summary = flag_summary(store)
-    flagged = {k: v for k, v in summary.get("flags", {}).items() if v}
+    flagged = {k: v for k, v in done.summary.get("flags", {}).items() if v}
     top = ", ".join(f"{k} {v}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])[:5])
-    from lamina.manifest.decode_failures import decode_summary
-
-    counts = decode_summary(store)
+    counts = done.decode
     message = (
-        f"{result['signals']['processed']} images sensed "
-        f"({result['signals']['already_done']} already done); {counts['broken']} broken "
-        f"files ({counts['undecodable']} undecodable); flags: {top or 'none'}"
+        f"{done.sensed} images sensed ({done.already_done} already done); {counts['broken']} "
+        f"broken files ({counts['undecodable']} undecodable); flags: {top or 'none'}"
     )
     return StageResult(
         "sense",
-        _did_work(result),
+        _did_work(done.passes),
         0.0,
-        {**summary, "run_id": result["run_id"]},
+        {**done.summary, "run_id": done.run_id},
         message,
-        _failed(result),
+        done.failed_chunks,
     )
 
 
 def stage_embed(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.backends.embedders import DEFAULT_SPEC
-    from lamina.backends.embedders.fetch import choose_default, offline_env, offline_mode
-    from lamina.cli.embed import classify_message, default_workers_for, embed_configs, with_classes
-    from lamina.core.runner import run_passes
+    from lamina.jobs.embed import EmbedConfig, auto_model_line, classify_message, embed
 
     model = config.embed_model()
-    if not config.model_name and config.model.strip() in ("", "auto"):
-        log.info(choose_default(offline_mode(config.offline)).line())
-    workers = _workers(config) or default_workers_for("auto")
-    # With the default model the offline tagger's ImageNet classes come from the same
-    # forward pass, so they are kept now whether labels are given or not.
-    passes = with_classes(
-        embed_configs((model,), config.batch_images, "auto", workers, config.offline)
-    )
+    if not config.model_name:
+        line = auto_model_line((config.model.strip() or "auto",), config.offline)
+        if line:
+            log.info(line)
     offline_tags = "tag" in config.stages and config.labels_file and config.tagger() == "offline"
-    if offline_tags and model != DEFAULT_SPEC:
-        # Another embed model: the classes need EfficientNet-Lite0 as a second model, on
-        # the same decode.
-        threads = passes[0][1]["threads"]
-        passes.append(("classify", {"batch_size": config.batch_images, "threads": threads}))
-    with offline_env(config.offline):
-        result = run_passes(
-            store,
-            passes,
-            command="embed",
-            workers=workers,
-            progress=progress,
+    done = embed(
+        store,
+        EmbedConfig(
+            models=(model,),
+            batch_size=config.batch_images,
+            workers=_workers(config),
+            offline=config.offline,
+            # Tagging offline with another embed model needs the ImageNet classes of
+            # EfficientNet-Lite0 too: a second model on the same decode.
+            classify=bool(offline_tags and model != DEFAULT_SPEC),
             max_images=config.max_images or None,
-        )
-    counts = result["embed"]
+            progress=progress,
+        ),
+    )
+    counts = done.passes["embed"]
     message = (
         f"{model}: {counts['processed'] - counts['error_rows']} embedded, "
         f"{counts['error_rows']} errors, {counts['already_done']} already done"
     )
-    if "classify" in result:
-        shared = counts if model == DEFAULT_SPEC else None
-        message += f"; {classify_message(result['classify'], shared)}"
+    if done.classify is not None:
+        message += f"; {classify_message(done.classify, done.shared)}"
     return StageResult(
         "embed",
-        _did_work(result),
+        _did_work(done.passes),
         0.0,
-        {**counts, "run_id": result["run_id"]},
+        {**counts, "run_id": done.run_id},
         message,
-        _failed(result),
+        done.failed_chunks,
     )
 
 
 def stage_cluster(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.analysis.cluster_report import cluster_summary
-    from lamina.analysis.flags import flags_config, load_policy
-    from lamina.cli.cluster import semantic_configs
-    from lamina.core.runner import run_passes
+    from lamina.jobs.cluster import ClusterConfig, cluster
 
-    configs = semantic_configs(config.embed_model(), config.clusters, "kmeans")
-    passes = list(configs.items())
-    if "signals" in store.available_tables():
-        # The flags were made by `sense` before the outliers existed: the outlier flag
-        # reads them, so the flags are recomputed here with the same policy.
-        passes.append(("flags", flags_config(load_policy(config.policy or None))))
-    result = run_passes(store, passes, command="cluster", progress=False)
-    summary = cluster_summary(
-        store, configs["clusters"], configs["outliers"], configs["semantic_duplicates"], top=5
+    done = cluster(
+        store,
+        ClusterConfig(model=config.embed_model(), k=config.clusters, policy=config.policy or None),
     )
+    summary = done.summary
     dups = summary.get("semantic_duplicates") or {}
     message = (
         f"{summary['images']} images in {len(summary['clusters'])} clusters; "
         f"{dups.get('groups', 0)} semantic duplicate groups"
     )
     return StageResult(
-        "cluster", _did_work(result), 0.0, {**summary, "run_id": result["run_id"]}, message
+        "cluster", _did_work(done.passes), 0.0, {**summary, "run_id": done.run_id}, message
     )
 
 
 def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     # Without a labels_file the run skips this stage (`lamina.pipeline._skip_reason`).
-    from lamina.backends.embedders.fetch import offline_env
+    from lamina.jobs.embed import classify_message
+    from lamina.jobs.tag import TagConfig, tag
 
     tagger = config.tagger()
-    with offline_env(config.offline):
-        s = _tag(store, config, tagger, progress)
+    done = tag(
+        store,
+        TagConfig(
+            labels=config.labels_file,
+            model=tagger,
+            # The offline tagger compares label words with class names: prompts do not apply.
+            templates=None if tagger == "offline" else tuple(config.templates),
+            threshold=config.threshold_value(),
+            topk=config.topk,
+            batch_images=config.batch_images,
+            batch_labels=config.batch_labels,
+            workers=_workers(config),
+            offline=config.offline,
+            max_images=config.max_images or None,
+            progress=progress,
+        ),
+    )
+    s = done.summary
     worked = _did_work(s.get("passes", {})) if "passes" in s else True
     missing = len(s.get("missing") or [])
     message = (
@@ -200,29 +191,8 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
         + (f"; {missing} without an embedding" if missing else "")
     )
     if (s.get("classify") or {}).get("processed"):
-        from lamina.cli.embed import classify_message
-
         message += f"; {classify_message(s['classify'], None)}"
     return StageResult("tag", worked, 0.0, s, message)
-
-
-def _tag(store: Store, config: PipelineConfig, tagger: str, progress: bool) -> dict[str, Any]:
-    from lamina.tagging import tag_images
-
-    return tag_images(
-        store,
-        config.labels_file,
-        model=tagger,
-        # The offline tagger compares label words with class names: prompts do not apply.
-        templates=None if tagger == "offline" else tuple(config.templates),
-        threshold=config.threshold_value(),
-        topk=config.topk,
-        batch_images=config.batch_images,
-        batch_labels=config.batch_labels,
-        workers=_workers(config),
-        progress=progress,
-        max_images=config.max_images or None,
-    )
 
 
 def run_dir_of(store: Store, config: PipelineConfig) -> Path:

@@ -43,10 +43,8 @@ def _make_thumbnails(store: Store, progress: bool) -> str | None:
     """Make the missing thumbnails; a note for the page when they could not be made."""
     if not store.table_files("images"):
         return None  # nothing to show; the overview says why
-    try:
-        from lamina.passes.thumbs import make_thumbnails
-    except ImportError:
-        return "thumbnails are not available in this lamina version"
+    from lamina.jobs.thumbs import make_thumbnails
+
     try:
         result = make_thumbnails(store, progress=progress)
     except LaminaError as exc:

@@ -3,14 +3,15 @@
 - `labels`: label files and prompt templates.
 - `text`: label text vectors, cached in the store.
 - `offline`: the offline tagger's text side (ImageNet classes -> labels; approximate).
-- `tags`: the `tags` global pass, `tag_images` and `current_tags`.
+- `tags`: the `tags` global pass and `current_tags` (tagging a store is the job
+  `lamina.jobs.tag`).
 - `approvals`: approved labels with their history (who, when, from which tags run).
 
 Importing this package registers the `tags` pass.
 
 Example:
-    >>> from lamina.tagging import tag_images, approve
-    >>> tag_images(lamina.open(), "labels.txt")["images"]  # doctest: +SKIP
+    >>> from lamina.tagging import current_tags
+    >>> current_tags(lamina.open()).num_rows  # doctest: +SKIP
     312
 """
 
@@ -21,7 +22,7 @@ from lamina.tagging.approvals import (
     current_approvals,
 )
 from lamina.tagging.labels import DEFAULT_TEMPLATES, load_labels, normalise_labels
-from lamina.tagging.tags import current_tags, tag_images
+from lamina.tagging.tags import current_tags
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -32,5 +33,4 @@ __all__ = [
     "current_tags",
     "load_labels",
     "normalise_labels",
-    "tag_images",
 ]

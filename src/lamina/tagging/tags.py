@@ -16,7 +16,8 @@ One row per present image that has an image-side row (a vector or a classificati
 `top1` / `top1_score`, the `topk` best labels and their scores (best first; ties keep
 the label file's order), the labels scoring at least `threshold` (best first) and
 `error` (why an image has no tags: it could not be decoded or embedded). Images with no
-image-side row at all are not rows: `tag_images` lists them as missing. The label list,
+image-side row at all are not rows: `lamina.jobs.tag.tag_images` lists them as missing.
+The label list,
 the templates, the threshold and k are the pass's config, so another label file makes a
 new layer; the embed or classify layer read is among the pass's input files, so
 re-embedding re-scores.
@@ -45,12 +46,11 @@ from lamina.core.config import config_dict
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.layers import read_layer
 from lamina.core.passes import Pass, get_pass, register
-from lamina.core.vectors import embedding_layers, list_models, load_embeddings
+from lamina.core.vectors import embedding_layers, load_embeddings
 from lamina.tagging import offline as offline_tagger
 from lamina.tagging.labels import (
     DEFAULT_TEMPLATES,
     check_templates,
-    load_labels,
     normalise_labels,
 )
 from lamina.tagging.offline import (
@@ -316,7 +316,7 @@ class TagsPass(Pass):
         folder = self.source_layer(store)
         if folder is None or not any(folder.glob("part-*.parquet")):
             if not present:  # no files table, or no image among its files
-                raise _no_images(store)
+                raise no_images_error(store)
             raise LaminaError(
                 f"the store {store.root} has no ImageNet classes yet: the classify pass "
                 "(which the offline tagger reads) has written no row",
@@ -383,7 +383,7 @@ class TagsPass(Pass):
         return ids, errors, scores
 
 
-def _no_images(store: Any) -> LaminaError:
+def no_images_error(store: Any) -> LaminaError:
     """The error for a store with nothing to tag: nothing scanned, or no image found."""
     if not store.table_files("files"):
         return LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
@@ -450,137 +450,6 @@ def current_tags_run_id(store: Any) -> str | None:
         return None
 
 
-def _label_counts(table: pa.Table, labels: Sequence[str]) -> dict[str, dict[str, int]]:
-    counts = {label: {"top1": 0, "over_threshold": 0} for label in labels}
-    for top1, over in zip(
-        table["top1"].to_pylist(), table["over_threshold"].to_pylist(), strict=True
-    ):
-        if top1 is not None:
-            counts[top1]["top1"] += 1
-        for label in over or ():
-            counts[label]["over_threshold"] += 1
-    return counts
-
-
-def tag_images(
-    store: Any,
-    labels: str | Path | list[str],
-    *,
-    model: str | None = None,
-    templates: tuple[str, ...] | None = None,
-    threshold: float | None = None,
-    topk: int = DEFAULT_TOPK,
-    batch_images: int = 64,
-    batch_labels: int = 256,
-    workers: int | None = None,
-    progress: bool = True,
-    max_images: int | None = None,
-) -> dict[str, Any]:
-    """Score every present image against `labels` (a label file's path, or a list) and
-    store the tags, as one run: the offline tagger (`model` None or "offline") first runs
-    the resumable `classify` pass over images not classified yet; the CLIP path (a
-    text-capable spec) reads the model's stored vectors and embeds no image.
-
-    Returns a summary: `run_id` (this run), `tags_run_id` (the run that computed these
-    tags: an earlier one when nothing changed), `model_name`, `labels` (how many),
-    `threshold`, `topk`, `images` (tagged), `errors` and `missing` (lists of
-    `{"image_id", "path", ...}`: images that could not be read, and images with no vector
-    or class yet, never silently skipped), `label_counts` (per label: images with it as
-    top1 and over the threshold), `hint` (what to run for the missing ones), `layer`,
-    `skipped` (the tags were up to date) and `passes` (each pass's counts, as
-    `run_passes` returns them; `classify` also on its own). `max_images` limits the
-    classify pass (and what counts as missing) to the first N images by id, as
-    `run_passes` does.
-
-    Example:
-        >>> s = tag_images(lamina.open(), "labels.txt")  # doctest: +SKIP
-        >>> s["label_counts"]["cat"]  # doctest: +SKIP
-        {'top1': 12, 'over_threshold': 14}
-    """
-    from lamina.core.runner import image_inputs, run_passes
-    from lamina.index import image_paths
-
-    label_list = (
-        load_labels(labels) if isinstance(labels, (str, Path)) else normalise_labels(labels)
-    )
-    config = {
-        "model": model or "offline",
-        "labels": tuple(label_list),
-        "templates": tuple(templates or ()),
-        "threshold": -1.0 if threshold is None else float(threshold),
-        "topk": topk,
-        "batch_images": batch_images,
-        "batch_labels": batch_labels,
-    }
-    tags = get_pass(TAGS_PASS, config)
-    inputs = image_inputs(store)
-    if not inputs.num_rows:
-        raise _no_images(store)
-    cfg = tags.config
-    if not tags.offline and cfg.model not in list_models(store):
-        raise LaminaError(
-            f"no image vectors of {cfg.model} in the store {store.root}: tagging reads them "
-            "and does not embed images itself",
-            hint=f"lamina embed --model {cfg.model}",
-        )
-    passes: list[tuple[str, dict[str, Any] | None]] = []
-    if tags.offline:  # batch_images is then also the classifier's forward batch
-        passes.append(("classify", {"batch_size": batch_images}))
-    passes.append((TAGS_PASS, config_dict(cfg)))
-    result = run_passes(
-        store, passes, command="tag", workers=workers, progress=progress, max_images=max_images
-    )
-    part = store.layer_dir(TAGS_PASS, tags.layer_id) / "part-global.parquet"
-    table = pq.read_table(part)
-    record = json.loads((store.ledger_dir(TAGS_PASS, tags.layer_id) / "global.json").read_text())
-    tagged = table.filter(pc.is_null(table["error"]))
-    failed = table.filter(pc.is_valid(table["error"]))
-    if max_images:
-        inputs = inputs.slice(0, max_images)
-    seen = set(table["image_id"].to_pylist())
-    missing_ids = [i for i in inputs["image_id"].to_pylist() if i not in seen]
-    paths = image_paths(store, missing_ids + failed["image_id"].to_pylist())
-    summary: dict[str, Any] = {
-        "run_id": result["run_id"],
-        "tags_run_id": record.get("run_id"),
-        "model_name": cfg.model,
-        "approximate": tags.offline,
-        "labels": len(cfg.labels),
-        "templates": list(cfg.templates),
-        "threshold": cfg.threshold,
-        "topk": min(cfg.topk, len(cfg.labels)),
-        "images": tagged.num_rows,
-        "errors": [
-            {"image_id": i, "path": paths.get(i), "error": e}
-            for i, e in zip(
-                failed["image_id"].to_pylist(), failed["error"].to_pylist(), strict=True
-            )
-        ],
-        "missing": [{"image_id": i, "path": paths.get(i)} for i in missing_ids],
-        "label_counts": _label_counts(tagged, cfg.labels),
-        "layer": tags.layer_id,
-        "skipped": bool(result[TAGS_PASS].get("skipped")),
-    }
-    # Each pass's own counts (the classify map pass, the tags global pass), as run_passes
-    # returns them.
-    summary["passes"] = {k: v for k, v in result.items() if k != "run_id"}
-    if "classify" in result:
-        summary["classify"] = result["classify"]
-    if missing_ids:
-        summary["hint"] = (
-            "re-run `lamina tag` to classify them (failed chunks are retried)"
-            if tags.offline
-            else f"lamina embed --model {cfg.model}"
-        )
-    elif failed.num_rows and not tagged.num_rows:
-        summary["hint"] = (
-            f"none of the {failed.num_rows} images could be decoded (each is listed with "
-            "its error): nothing was tagged; check or replace those files and re-run "
-            "`lamina scan SOURCE`"
-        )
-    return summary
-
-
 __all__ = [
     "CLIP_THRESHOLD",
     "SCHEMA",
@@ -590,5 +459,4 @@ __all__ = [
     "current_tags_run_id",
     "is_offline",
     "rank",
-    "tag_images",
 ]

@@ -64,10 +64,10 @@ qualify row_number() over (partition by image_id order by run_id desc, recorded 
 
 def _decode_layers(store: Store) -> list[tuple[str, Path]]:
     """(pass, layer folder) of every layer of a pass that decodes pixels."""
+    # The registered passes: every entry point (`lamina.catalog`) registers the built-in
+    # ones, and a run registers the passes it runs.
     from lamina.core.passes import REGISTRY
-    from lamina.passes import register_all
 
-    register_all()  # the registry then holds every built-in pass
     base = store.root / "layers"
     found = []
     for name, cls in sorted(REGISTRY.items()):
