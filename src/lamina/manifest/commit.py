@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from lamina.core.errors import StoreError
+from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store
 
@@ -362,10 +363,14 @@ def _build(
         # One probe per file_key. Keys are unique across committed parts by construction
         # (done is decided by keys), so the costly de-duplication (it holds every probe in
         # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
-        # so that every use of the views picks the same row.
-        (dups,) = con.execute(
-            f"select count(*) - count(distinct file_key) from {scan_parts}"
-        ).fetchone()
+        # so that every use of the views picks the same row. Parts the runner certified
+        # free of duplicates need not even be counted (a count of distinct keys holds
+        # every key in memory too).
+        dups = 0
+        if not is_certified(layer, [Path(p) for p in parts]):
+            (dups,) = con.execute(
+                f"select count(*) - count(distinct file_key) from {scan_parts}"
+            ).fetchone()
         dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
         for view, keys in (("probes_all", "listing_all"), ("probes", "listing")):
             con.execute(
