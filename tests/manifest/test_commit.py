@@ -28,7 +28,8 @@ def _tables(store: Store, runs: list[str]) -> dict[str, list[dict]]:
             for col in RUN_COLUMNS:
                 if row.get(col) is not None:
                     row[col] = rank[row[col]]
-        out[name] = rows
+        # One part per run, read in the order of their names: not the scans' order.
+        out[name] = rows if name == "files" else sorted(rows, key=lambda r: repr(sorted(r.items())))
     return out
 
 
