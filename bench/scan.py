@@ -61,6 +61,8 @@ BLOCK = 1 << 20  # the raw loop's read size, the same as lamina's
 MB = 1e6  # throughput and RSS are in decimal megabytes
 
 TARGET_RATIO = 0.80
+# Issue 14: the end-to-end ratio on the small JPEGs (fixed costs included) is held to 50 %.
+TARGET_RATIO_BY = {"small JPEGs": 0.50}
 TARGET_RSS_MB = 500.0
 TARGET_RSS_GROWTH = 0.10  # "flat": main-process peak at the largest count within 10 % of smallest
 
@@ -407,6 +409,7 @@ class Peak:
     tree_mb: float
     hwm_mb: float  # kernel high-water mark of the largest single process (wait4 ru_maxrss)
     samples: int
+    main_pss_mb: float = float("nan")  # peak PSS of the main process (shared pages split)
 
 
 def _rss(proc: psutil.Process) -> int:
@@ -416,10 +419,18 @@ def _rss(proc: psutil.Process) -> int:
         return 0
 
 
+def _pss(proc: psutil.Process) -> int:
+    """Proportional set size (shared pages split between the processes mapping them)."""
+    try:
+        return int(getattr(proc.memory_full_info(), "pss", 0))
+    except (psutil.Error, OSError):
+        return 0
+
+
 def peak_rss(sources: Sequence[Path], store: Path, interval: float = 0.02) -> Peak:
     """Run the CLI scan, polling the RSS of the main process and of its whole tree."""
     cmd = [*lamina_command(), "--store", str(_fresh(store)), "scan", *map(str, sources), "--json"]
-    main = tree = 0
+    main = tree = pss = 0
     samples = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -435,6 +446,7 @@ def peak_rss(sources: Sequence[Path], store: Path, interval: float = 0.02) -> Pe
             except psutil.Error:
                 children = []
             main, tree = max(main, m), max(tree, m + sum(_rss(c) for c in children))
+            pss = max(pss, _pss(ps))
             samples += 1
             time.sleep(interval)
         seconds = time.perf_counter() - t0
@@ -454,6 +466,7 @@ def peak_rss(sources: Sequence[Path], store: Path, interval: float = 0.02) -> Pe
         tree / MB,
         usage.ru_maxrss * 1024 / MB,
         samples,
+        pss / MB,
     )
 
 
@@ -469,6 +482,10 @@ class Throughput:
     raw: list[float] = field(default_factory=list)
     cli: list[float] = field(default_factory=list)
     inproc: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def target(self) -> float:
+        return TARGET_RATIO_BY.get(self.corpus, TARGET_RATIO)
 
     @property
     def raw_s(self) -> float:
@@ -654,7 +671,7 @@ def render(
             f"| {t.corpus} | {t.files:,} | {t.size / MB:,.0f} | {_rate(t.files, t.size, t.raw_s)} "
             f"| {_rate(t.files, t.size, t.cli_s)} | {t.ratio:.0%} "
             + (
-                f"| ≥ {TARGET_RATIO:.0%} | {_verdict(t.ratio >= TARGET_RATIO)} |"
+                f"| ≥ {t.target:.0%} | {_verdict(t.ratio >= t.target)} |"
                 if t.judged
                 else "| — | info |"
             )
@@ -726,7 +743,7 @@ def render(
     steady_by = {st.corpus: st for st in steady}
     why = []
     for t in tps:
-        if not t.judged or t.ratio >= TARGET_RATIO:
+        if not t.judged or t.ratio >= t.target:
             continue
         total = t.inproc_part("total")
         start_up = t.cli_s - total
@@ -737,8 +754,8 @@ def render(
             f"lamina's costs that do not depend on the bytes, start-up and imports "
             f"{start_up:.2f} s + walk {t.inproc_part('walk'):.2f} s + commit "
             f"{t.inproc_part('commit'):.2f} s = {fixed:.2f} s, are already "
-            f"{fixed / t.raw_s:.1f}x the whole raw run, so {TARGET_RATIO:.0%} "
-            f"(lamina ≤ {t.raw_s / TARGET_RATIO:.2f} s) is out of reach end to end. "
+            f"{fixed / t.raw_s:.1f}x the whole raw run; {t.target:.0%} "
+            f"needs lamina ≤ {t.raw_s / t.target:.2f} s end to end. "
         )
         if st is not None:
             text += (
@@ -758,25 +775,31 @@ def render(
         "all its descendants (worker processes, multiprocessing helpers). Summed RSS counts "
         "shared library pages once per process, so the tree figure is an upper bound. "
         "high-water = the kernel's peak RSS of the largest single process in the tree "
-        "(`wait4` ru_maxrss), which no poll can miss.",
+        "(`wait4` ru_maxrss), which no poll can miss. main PSS = the main process's "
+        "proportional set size (shared pages split between the processes that map them), "
+        "polled likewise.",
         "",
-        "| files | sources | wall s | files/s | main peak MB | tree peak MB | high-water MB |",
-        "|--:|---|--:|--:|--:|--:|--:|",
+        "| files | sources | wall s | files/s | main peak MB | main PSS MB | tree peak MB "
+        "| high-water MB |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for p in peaks:
         lines.append(
             f"| {p.files:,} | {' '.join(p.sources)} | {p.seconds:.1f} | {p.files / p.seconds:,.0f} "
-            f"| {p.main_mb:.0f} | {p.tree_mb:.0f} | {p.hwm_mb:.0f} |"
+            f"| {p.main_mb:.0f} | {p.main_pss_mb:.0f} | {p.tree_mb:.0f} | {p.hwm_mb:.0f} |"
         )
     first, last = peaks[0], peaks[-1]
     growth = last.main_mb / first.main_mb - 1
-    per_file = (last.main_mb - first.main_mb) * MB / max(1, last.files - first.files)
+    extra = max(1, last.files - first.files)
+    per_file = (last.main_mb - first.main_mb) * MB / extra
+    per_file_pss = (last.main_pss_mb - first.main_pss_mb) * MB / extra
     lines += [
         "",
         f"Main-process growth from {first.files:,} to {last.files:,} files: "
-        f"{last.main_mb - first.main_mb:+.0f} MB ({growth:+.0%}), about {per_file:,.0f} bytes "
-        f"per extra file (extrapolated: {first.main_mb + per_file * (1e6 - first.files) / MB:,.0f}"
-        " MB at 1,000,000 files).",
+        f"{last.main_mb - first.main_mb:+.0f} MB RSS ({growth:+.0%}), "
+        f"{per_file / 1e3:.2f} KB RSS and {per_file_pss / 1e3:.2f} KB PSS per extra file "
+        f"(extrapolated: {first.main_mb + per_file * (1e6 - first.files) / MB:,.0f}"
+        " MB RSS at 1,000,000 files).",
         "",
         "## Targets",
         "",
@@ -785,8 +808,8 @@ def render(
     ]
     for t in (t for t in tps if t.judged):
         lines.append(
-            f"| scan ≥ {TARGET_RATIO:.0%} of raw read+hash rate, {t.corpus} | {t.ratio:.0%} "
-            f"| {_verdict(t.ratio >= TARGET_RATIO)} |"
+            f"| scan ≥ {t.target:.0%} of raw read+hash rate, {t.corpus} | {t.ratio:.0%} "
+            f"| {_verdict(t.ratio >= t.target)} |"
         )
     rss_ok = last.tree_mb < TARGET_RSS_MB
     flat_ok = growth <= TARGET_RSS_GROWTH
@@ -797,12 +820,10 @@ def render(
         f"{TARGET_RSS_GROWTH:.0%} of {first.files:,}) | {growth:+.0%} | {_verdict(flat_ok)} |",
         "",
     ]
-    missed = [t.corpus for t in tps if t.judged and t.ratio < TARGET_RATIO]
+    missed = [f"{t.corpus} ({t.target:.0%})" for t in tps if t.judged and t.ratio < t.target]
     notes = []
     if missed:
-        notes.append(
-            f"lamina misses the {TARGET_RATIO:.0%} throughput target on: {', '.join(missed)}."
-        )
+        notes.append(f"lamina misses the throughput target on: {', '.join(missed)}.")
     if not rss_ok:
         notes.append(f"peak RSS exceeds {TARGET_RSS_MB:.0f} MB at {last.files:,} files.")
     if not flat_ok:
@@ -880,6 +901,34 @@ def profile(plan: Plan, n: int = 2000) -> str:
 # -- main ------------------------------------------------------------------------------------
 
 
+def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: Path) -> int:
+    """`--only`: one measure, printed (nothing written)."""
+    if what == "small":
+        t = measure_throughput("small JPEGs", corpora["small"], plan.reps, workers, stores)
+        print(
+            f"small JPEGs: raw {t.raw_s:.2f} s, lamina CLI {t.cli_s:.2f} s, ratio {t.ratio:.0%}; "
+            f"scan() {t.inproc_part('total'):.2f} s = walk {t.inproc_part('walk'):.2f} + "
+            f"probe {t.inproc_part('probe'):.2f} + commit {t.inproc_part('commit'):.2f}"
+        )
+    else:
+        runs = [corpora["tiny"][0], corpora["tiny"][-1]]
+        peaks = [peak_rss(sources, stores / f"tiny-{n}") for n, sources in runs]
+        for p in peaks:
+            print(
+                f"{p.files:,} files: {p.seconds:.1f} s, main RSS {p.main_mb:.0f} MB, "
+                f"main PSS {p.main_pss_mb:.0f} MB, tree {p.tree_mb:.0f} MB, "
+                f"high-water {p.hwm_mb:.0f} MB"
+            )
+        extra = peaks[1].files - peaks[0].files
+        print(
+            f"per extra file: {(peaks[1].main_mb - peaks[0].main_mb) * MB / extra / 1e3:.2f} KB "
+            f"RSS, {(peaks[1].main_pss_mb - peaks[0].main_pss_mb) * MB / extra / 1e3:.2f} KB PSS "
+            f"({peaks[1].main_mb / peaks[0].main_mb - 1:+.0%} main RSS)"
+        )
+    shutil.rmtree(stores, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (< 1 min)")
@@ -889,6 +938,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         action="store_true",
         help="only profile probe_file over 2,000 small files (builds the small corpus)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("small", "memory"),
+        help="a quick look while working, printed and not written: the small-JPEG "
+        "throughput only, or the peak memory at 10k and 100k tiny files only",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -909,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = os.cpu_count() or 1
     stores = plan.work / "stores"
     stores.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        return only(args.only, plan, corpora, workers, stores)
     print(f"throughput ({workers} workers for raw, lamina's default for lamina):", flush=True)
     tps = [
         measure_throughput("small JPEGs", corpora["small"], plan.reps, workers, stores),

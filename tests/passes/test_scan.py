@@ -474,3 +474,20 @@ def test_hard_links_are_one_physical_file(tmp_path: Path) -> None:
     assert files["a.jpg"]["status"] == "missing"
     assert files["backup/a.jpg"]["status"] == "ok"
     assert store_status(store)["exact_duplicates"] == {"groups": 1, "redundant_files": 1}
+
+
+def test_walk_gives_path_order_and_the_listing_is_sorted(tmp_path: Path) -> None:
+    # A folder sorts as its name followed by "/": "a.jpg" and "a-b" before "a/...".
+    src = tmp_path / "src"
+    for rel in ("a/x.jpg", "a.jpg", "a-b/y.jpg", "a0", "a/b/z.jpg", "a/b.jpg", "B.jpg", "é.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"x")
+    walked = [e.rel_path for e in scan_module.walk_source(src)]
+    assert walked == sorted(walked)
+    assert walked[:4] == ["B.jpg", "a-b/y.jpg", "a.jpg", "a/b.jpg"]
+    # Sources given out of order (or rows out of order) still give a sorted listing.
+    other = tmp_path / "other"
+    write_photo(other / "o.jpg", 1)
+    listing = scan_module.list_sources([other, src])
+    keys = list(zip(listing["source"].to_pylist(), listing["rel_path"].to_pylist(), strict=True))
+    assert keys == sorted(keys) and len(keys) == 9

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from lamina.core.errors import StoreError
+from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store
 
@@ -49,31 +50,24 @@ IMAGE_COLUMNS = (
     "status",
 )
 
-# The commit streams: listing, probes and the previous state are views, each output is
-# written straight to its staged Parquet file with COPY, and the counts are read back from
-# those files. Nothing is held in DuckDB tables, so its memory is what a join or a sort
-# needs at the time, and DuckDB spills past its limit to a folder under the commit's
-# staging folder. Not every operator of these queries can spill, though (with 100,000
-# files a 64 MB limit fails with "Out of Memory", 128 MB passes), so the limit grows with
-# the listing, keeping twice that margin: 256 MB up to ~130,000 files, 2 KB a file beyond.
-COMMIT_MEMORY_MIN = 256 << 20
-COMMIT_MEMORY_PER_FILE = 2048
+# The commit streams, in key ranges. Listing, probes and the previous state are views; the
+# new `files` and `file_events` rows are made one range of (source, rel_path) at a time
+# and the new `images` rows one range of image_id at a time, each range sorted on its own
+# and appended to its staged Parquet file, so that the files come out in order without a
+# sort of them all. A range holds about PARTITION_ROWS listing rows (the listing is sorted:
+# its rows say where the ranges fall; image ids are uniform, so even hex ranges do). So the
+# commit's memory is one range's, whatever the number of files (bench/scan.py measures it),
+# and DuckDB gets a fixed memory limit, one thread (each thread reserves its own share)
+# and a spill folder under the commit's staging folder. A sort of all rows at once does
+# not stay within a fixed limit: DuckDB's sort of 100,000 rows of `files` fails with
+# "Out of Memory" under 48 MB.
+PARTITION_ROWS = 16_384
+COMMIT_MEMORY = "64MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
 FILES_DIGEST = "files.digest"
 
 
-def commit_memory(files: int) -> str:
-    """DuckDB's memory limit for a commit of `files` listing rows.
-
-    Example:
-        >>> commit_memory(10_000), commit_memory(1_000_000)
-        ('256MB', '1953MB')
-    """
-    return f"{max(COMMIT_MEMORY_MIN, COMMIT_MEMORY_PER_FILE * files) >> 20}MB"
-
-
 CURRENT_SQL = """
-create temp view cur as
 select l.source, l.rel_path, l.folder, l.name, l.ext, l.size,
        case when l.mtime_ns is not null then make_timestamp(l.mtime_ns // 1000) end as mtime,
        l.mtime_ns, case when l.walk_status is null then p.sha256 end as sha256,
@@ -94,10 +88,12 @@ select l.source, l.rel_path, l.folder, l.name, l.ext, l.size,
 from listing l left join probes p using (file_key)
 """
 
-# {run} is a SQL literal (see sql_literal) and {in_scope} a condition on `p` (see
-# scope_sql): COPY and views take no parameters. A path of this scan that is gone is
-# `missing` (a `skipped` one is dropped: it never held an image); rows outside the scan
-# stay as they were, but for those that reach a file this scan's paths hold (`demoted`).
+# {run} is a SQL literal (see sql_literal), {in_scope} a condition on `p` (see scope_sql)
+# and {range_p} the range of (source, rel_path) being written, on `p` (`cur` holds the
+# listing's rows of that range alone): views take no parameters. A path of this scan that
+# is gone is `missing` (a `skipped` one is dropped: it never held an image); rows outside
+# the scan stay as they were, but for those that reach a file this scan's paths hold
+# (`demoted`).
 NEW_FILES_SQL = """
 select c.*, coalesce(p.first_seen_run, {run}) as first_seen_run, {run} as last_seen_run,
        case when p.rel_path is null or p.sha256 is distinct from c.sha256
@@ -108,7 +104,7 @@ union all by name
 select p.* replace ('missing' as status, null::varchar as reason,
                     coalesce(p.missing_since_run, {run}) as missing_since_run)
 from prev p
-where {in_scope} and p.status <> 'skipped'
+where {range_p} and {in_scope} and p.status <> 'skipped'
   and not exists (select 1 from cur c where c.source = p.source and c.rel_path = p.rel_path)
 union all by name
 select p.* replace (
@@ -117,7 +113,16 @@ select p.* replace (
          case when d.rel_path is null then p.image_id end as image_id,
          case when d.rel_path is null then p.detail else d.detail end as detail)
 from prev p left join demoted d using (source, rel_path)
-where not {in_scope}
+where {range_p} and not {in_scope}
+"""
+
+# {range_n} / {range_p}: the range of (source, rel_path) being written, on `n` / `p`. The
+# rows of this scan gone from their path, in every range, are in `gone` (GONE_SQL) first:
+# an added file with the bytes of a gone one in its source was moved.
+GONE_SQL = """
+select n.source, n.rel_path, p.sha256 as old_sha256
+from new_files n join prev p using (source, rel_path)
+where {range_n} and n.status = 'missing' and p.status <> 'missing'
 """
 
 EVENTS_SQL = """
@@ -125,7 +130,8 @@ with pairs as (
   select n.source, n.rel_path, n.sha256 as new_sha256, n.image_id as new_image_id,
          n.status as new_status, p.sha256 as old_sha256, p.image_id as old_image_id,
          p.status as old_status, p.rel_path is null as is_new
-  from new_files n left join prev p using (source, rel_path)
+  from (select * from new_files n where {range_n}) n
+  left join (select * from prev p where {range_p}) p using (source, rel_path)
 ), events as (
   select *, case
       when is_new then 'added'
@@ -134,8 +140,6 @@ with pairs as (
       when new_status <> 'missing' and old_sha256 is distinct from new_sha256 then 'changed'
     end as event
   from pairs
-), gone as (
-  select source, rel_path, old_sha256 from events where event = 'missing'
 )
 select {run} as run_id, e.source, e.rel_path,
        case when e.event = 'added' and g.rel_path is not null then 'moved' else e.event end
@@ -152,7 +156,7 @@ select {run} as run_id, p.source, p.rel_path, 'merged' as event,
        p._old_rel_path as moved_from, p._old_source as old_source, p.sha256 as old_sha256,
        n.sha256 as new_sha256, p.image_id as old_image_id, n.image_id as new_image_id
 from prev_all p join new_files n using (source, rel_path)
-where p._old_source is not null
+where {range_p} and {range_n} and p._old_source is not null
 """
 
 # The previous files, with the rows of merged sources re-keyed into the source that holds
@@ -265,6 +269,74 @@ def commit_scan(
         ) from exc
 
 
+def key_range(alias: str, lo: tuple[str, str] | None, hi: tuple[str, str] | None) -> str:
+    """A SQL condition: (source, rel_path) of row `alias` lies in [lo, hi) (None: unbounded).
+
+    Example:
+        >>> key_range("p", ("/a", "x.jpg"), None)
+        "(p.source > '/a' or (p.source = '/a' and p.rel_path >= 'x.jpg'))"
+    """
+    conds = []
+    for bound, op in ((lo, ">"), (hi, "<")):
+        if bound is not None:
+            source, rel = sql_literal(bound[0]), sql_literal(bound[1])
+            eq = ">=" if op == ">" else "<"
+            conds.append(
+                f"({alias}.source {op} {source} or "
+                f"({alias}.source = {source} and {alias}.rel_path {eq} {rel}))"
+            )
+    return " and ".join(conds) or "true"
+
+
+def _key_ranges(listing: pa.Table) -> list[tuple[int, int, Any, Any]]:
+    """(first row, end row, lo, hi) of the listing's ranges of about PARTITION_ROWS rows;
+    the first range starts and the last ends unbounded, so that the previous rows beyond
+    the listing fall in one too."""
+    n = listing.num_rows
+    starts = list(range(0, n, PARTITION_ROWS)) or [0]
+    sources, rels = listing["source"], listing["rel_path"]
+    bounds: list[Any] = [None]
+    bounds += [(sources[i].as_py(), rels[i].as_py()) for i in starts[1:]]
+    bounds.append(None)
+    ends = [*starts[1:], n]
+    return [(starts[i], ends[i], bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
+
+def _hex_ranges(count: int) -> list[tuple[str | None, str | None]]:
+    """`count` ranges of hex ids (uniform, as SHA-256 prefixes are), covering them all."""
+    cuts = [f"{(i << 32) // count:08x}" for i in range(1, count)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _id_range(column: str, lo: str | None, hi: str | None) -> str:
+    conds = [f"{column} >= {sql_literal(lo)}"] if lo else []
+    conds += [f"{column} < {sql_literal(hi)}"] if hi else []
+    return " and ".join(conds) or "true"
+
+
+class _SortedWriter:
+    """Appends query results, each already in order, to one Parquet file."""
+
+    def __init__(self, con: Any, path: Path) -> None:
+        self.con, self.path = con, path
+        self.writer: Any = None
+        self.rows = 0
+
+    def add(self, query: str, order: str) -> None:
+        import pyarrow.parquet as pq
+
+        reader = self.con.sql(f"select * from ({query}) order by {order}").to_arrow_reader(8192)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, reader.schema, compression="zstd")
+        for batch in reader:
+            self.writer.write_batch(batch)
+            self.rows += batch.num_rows
+
+    def close(self) -> int:
+        self.writer.close()
+        return self.rows
+
+
 def _build(
     store: Store,
     run: Run,
@@ -280,28 +352,34 @@ def _build(
     con = duckdb.connect()
     # The spill folder lives in the staging folder, which the store commit removes.
     con.execute(
-        f"set memory_limit = '{commit_memory(listing.num_rows)}'; "
+        f"set memory_limit = '{COMMIT_MEMORY}'; set threads = 1; "
         "set preserve_insertion_order = false; "
         f"set temp_directory = {sql_literal(str(stage / 'spill'))}"
     )
-    con.register("listing", listing)
+    con.register("listing_all", listing)
     parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
     if parts:
         scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
         # One probe per file_key. Keys are unique across committed parts by construction
         # (done is decided by keys), so the costly de-duplication (it holds every probe in
         # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
-        # so that both uses of the view pick the same row.
-        (dups,) = con.execute(
-            f"select count(*) - count(distinct file_key) from {scan_parts}"
-        ).fetchone()
+        # so that every use of the views picks the same row. Parts the runner certified
+        # free of duplicates need not even be counted (a count of distinct keys holds
+        # every key in memory too).
+        dups = 0
+        if not is_certified(layer, [Path(p) for p in parts]):
+            (dups,) = con.execute(
+                f"select count(*) - count(distinct file_key) from {scan_parts}"
+            ).fetchone()
         dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
-        con.execute(
-            f"create temp view probes as select * exclude (filename) from {scan_parts} "
-            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
-        )
+        for view, keys in (("probes_all", "listing_all"), ("probes", "listing")):
+            con.execute(
+                f"create temp view {view} as select * exclude (filename) from {scan_parts} "
+                f"where file_key in (select file_key from {keys}) {dedup if dups else ''}"
+            )
     else:
         con.register("probes", empty_probes)
+        con.register("probes_all", empty_probes)
     files_part = store.table_dir("files") / "files.parquet"
     create_prev_views(con, files_part, plan.merged)
     rows = ", ".join(
@@ -316,53 +394,71 @@ def _build(
             "null::varchar as detail where false"
         )
     )
-    con.execute(CURRENT_SQL)
+    # `cur`: the rows of the listing's range being written, made for each range from its
+    # slice of the listing (a table: the query below reads it twice).
     run_id = sql_literal(run.run_id)
-
+    in_scope = scope_sql("p", plan.scopes)
     staged: dict[Path, Path] = {}
+    ranges = _key_ranges(listing)
 
-    def copy(query: str, dest: Path, order: str, name: str) -> int:
-        """Write the query's rows, sorted, to a file staged for `dest`; how many rows."""
-        tmp = stage / f"{name}-{dest.name}"
-        con.execute(
-            f"copy (select * from ({query}) order by {order}) to {sql_literal(str(tmp))} "
-            "(format parquet, compression zstd)"
-        )
-        staged[dest] = tmp
-        (rows,) = con.execute(
-            f"select count(*) from read_parquet({sql_literal(str(tmp))})"
-        ).fetchone()
-        return int(rows)
-
-    new_files = NEW_FILES_SQL.format(run=run_id, in_scope=scope_sql("p", plan.scopes))
-    copy(new_files, files_part, "source, rel_path", "new_files")
+    files_tmp = stage / f"new_files-{files_part.name}"
+    out = _SortedWriter(con, files_tmp)
+    for start, end, lo, hi in ranges:
+        con.register("listing", listing.slice(start, end - start))
+        con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
+        query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
+        out.add(query, "source, rel_path")
+    out.close()
+    con.execute("drop table cur")
+    con.unregister("listing")
+    staged[files_part] = files_tmp
     # The events and the summary read the new files back from their staged Parquet file.
     con.execute(
-        "create temp view new_files as select * from "
-        f"read_parquet({sql_literal(str(staged[files_part]))})"
+        f"create temp view new_files as select * from read_parquet({sql_literal(str(files_tmp))})"
     )
 
     image_parts = sorted(str(p) for p in store.table_dir("images").glob("*.parquet"))
     known = (
-        f"select image_id from read_parquet({sql_literal(image_parts)})"
+        f"read_parquet({sql_literal(image_parts)})"
         if image_parts
-        else "select ''::varchar where false"  # NOT IN over a NULL would drop every row
+        else "(select ''::varchar as image_id where false)"
     )
     columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
-    new_images = f"""
-        select substr(p.sha256, 1, 32) as image_id, {columns},
-               case when p.reason = 'extension_mismatch' then null else p.reason end as reason,
-               {run_id} as first_seen_run
-        from probes p join listing l using (file_key)
-        where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
-          and substr(p.sha256, 1, 32) not in ({known})
-        qualify row_number() over (partition by substr(p.sha256, 1, 32)
-                                   order by p.ext_mismatch, l.source, l.rel_path) = 1
-    """
     images_dest = store.table_dir("images") / f"part-{run.run_id}.parquet"
-    n_images = copy(new_images, images_dest, "image_id", "new_images")
+    out = _SortedWriter(con, stage / f"new_images-{images_dest.name}")
+    for lo, hi in _hex_ranges(len(ranges)):
+        out.add(
+            f"""
+            select substr(p.sha256, 1, 32) as image_id, {columns},
+                   case when p.reason = 'extension_mismatch' then null else p.reason end
+                     as reason,
+                   {run_id} as first_seen_run
+            from probes_all p join listing_all l using (file_key)
+            where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
+              and {_id_range("p.sha256", lo, hi)}
+              and not exists (select 1 from {known} k
+                              where {_id_range("k.image_id", lo, hi)}
+                                and k.image_id = substr(p.sha256, 1, 32))
+            qualify row_number() over (partition by substr(p.sha256, 1, 32)
+                                       order by p.ext_mismatch, l.source, l.rel_path) = 1
+            """,
+            "image_id",
+        )
+    n_images = out.close()
+    staged[images_dest] = out.path
+
+    con.execute("create temp table gone (source varchar, rel_path varchar, old_sha256 varchar)")
+    for _, _, lo, hi in ranges:
+        con.execute("insert into gone " + GONE_SQL.format(range_n=key_range("n", lo, hi)))
     events_dest = store.table_dir("file_events") / f"part-{run.run_id}.parquet"
-    n_events = copy(EVENTS_SQL.format(run=run_id), events_dest, "source, rel_path", "new_events")
+    out = _SortedWriter(con, stage / f"new_events-{events_dest.name}")
+    for _, _, lo, hi in ranges:
+        query = EVENTS_SQL.format(
+            run=run_id, range_n=key_range("n", lo, hi), range_p=key_range("p", lo, hi)
+        )
+        out.add(query, "source, rel_path")
+    n_events = out.close()
+    staged[events_dest] = out.path
 
     summary: dict[str, Any] = {"new_images": n_images}
     summary["events"] = dict(
@@ -373,8 +469,7 @@ def _build(
     )
     summary["status"] = dict(
         con.execute(
-            f"select status, count(*) from new_files p where {scope_sql('p', plan.scopes)} "
-            "group by 1 order by 1"
+            f"select status, count(*) from new_files p where {in_scope} group by 1 order by 1"
         ).fetchall()
     )
     summary["files"] = sum(summary["status"].values())

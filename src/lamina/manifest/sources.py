@@ -185,7 +185,8 @@ def _int64s(column: pa.ChunkedArray) -> np.ndarray:
 
 def _listed_twice(listing: pa.Table) -> bool:
     """Whether two rows of the listing have the same (dev, ino)."""
-    keyed = listing.filter(pc.is_valid(listing["dev"]))
+    ids = listing.select(["dev", "ino"])  # not the whole listing: a copy of it all is ~25 MB
+    keyed = ids.filter(pc.is_valid(ids["dev"]))
     if keyed.num_rows < 2:
         return False
     dev, ino = _int64s(keyed["dev"]), _int64s(keyed["ino"])
