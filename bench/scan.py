@@ -369,7 +369,7 @@ def lamina_cli(sources: Sequence[Path], store: Path) -> tuple[float, dict[str, A
 # the probe map pass (worker spawn included) and the commit are timed by wrapping them.
 INPROC = r"""
 import json, sys, time
-import lamina.passes.scan as m
+import lamina.jobs.scan as m
 from lamina.core.store import Store
 spent = {}
 def timed(name, fn):
@@ -384,7 +384,7 @@ for name, attr in (("walk", "list_sources"), ("probe", "run_map_pass"), ("commit
     if hasattr(m, attr):
         setattr(m, attr, timed(name, getattr(m, attr)))
 t = time.perf_counter()
-summary = m.scan(Store.open(sys.argv[1], create=True), sys.argv[2:], progress=False)
+summary = m.scan_sources(Store.open(sys.argv[1], create=True), sys.argv[2:], progress=False)
 spent["total"] = time.perf_counter() - t
 print(json.dumps({"spent": spent, "files": summary["files"]}))
 """

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 from lamina.sample import build_sample_collection
 
 
@@ -17,7 +17,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Store, dict
     root = tmp_path_factory.mktemp("demo")
     truth = build_sample_collection(root / "collection")
     store = Store.open(root / "store", create=True)
-    summary = scan(store, [root / "collection"], workers=2, progress=False)
+    summary = scan_sources(store, [root / "collection"], workers=2, progress=False)
     return truth, store, summary
 
 

@@ -26,6 +26,8 @@ __version__ = "0.1.0"
 
 # name -> the jobs module that defines it (imported on first use).
 _JOBS = {
+    "scan": "lamina.jobs.scan",
+    "ScanConfig": "lamina.jobs.scan",
     "sense": "lamina.jobs.sense",
     "SenseConfig": "lamina.jobs.sense",
     "flags": "lamina.jobs.sense",

@@ -18,8 +18,8 @@ from lamina.core.decode import Decoded, decode_image
 from lamina.core.errors import ConfigError
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
+from lamina.jobs.scan import scan_sources
 from lamina.passes.hashes import HashesPass, hamming
-from lamina.passes.scan import scan
 
 # -- the search ------------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ def test_runner_end_to_end(tmp_path: Path) -> None:
     (src / "broken" / "cut.jpg").write_bytes((src / "a" / "big.jpg").read_bytes()[:3000])
 
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [src], workers=1, progress=False)
+    scan_sources(store, [src], workers=1, progress=False)
     passes = [("hashes", None), ("duplicates", None)]
     result = run_passes(store, passes, workers=1, progress=False)
     assert result["hashes"]["error_rows"] == 1 and not result["duplicates"]["skipped"]

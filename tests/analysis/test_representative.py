@@ -18,7 +18,7 @@ from lamina.analysis.representative import choose, header_facts, jpeg_quality, r
 from lamina.core.errors import ConfigError
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 
 
 def png16(rgb: np.ndarray, path: Path) -> None:
@@ -89,7 +89,7 @@ def keep_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         src / "downscaled" / "half.png"
     )
     store = Store.open(root / "store", create=True)
-    scan(store, [src], workers=1, progress=False)
+    scan_sources(store, [src], workers=1, progress=False)
     run_passes(
         store,
         [("signals", None), ("hashes", None), ("duplicates", None)],

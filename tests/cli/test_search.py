@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import lamina.index.vectors as iv
 from lamina.cli import main
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 from tests.index.helpers import FakeEmbedder, unit, write_layer
 
 MODEL = "fake:clip"
@@ -23,7 +23,7 @@ def env(tmp_path: Path, tree: Path):
     """A scanned tree whose three distinct ok images have 4-d vectors: a and b close."""
     iv._CACHE.clear()
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [tree], workers=1, progress=False)
+    scan_sources(store, [tree], workers=1, progress=False)
     rows = store.sql("select rel_path, image_id from files where status = 'ok'").to_pylist()
     by_path = {r["rel_path"]: r["image_id"] for r in rows}
     ids = [by_path["cats/a.jpg"], by_path["cats/b.jpg"], by_path["dogs/c.png"]]

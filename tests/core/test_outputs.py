@@ -10,13 +10,13 @@ import pytest
 
 from lamina.core.outputs import OutputError, check_output_path, record_output, write_output
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 
 
 @pytest.fixture
 def scanned(tree: Path, tmp_path: Path) -> tuple[Store, Path]:
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [tree], workers=1, progress=False)
+    scan_sources(store, [tree], workers=1, progress=False)
     return store, tree
 
 

@@ -180,13 +180,13 @@ class Width(Pass):
 
 def test_run_pass_over_the_images_of_a_store(tree: Path, tmp_path: Path) -> None:
     from lamina.core.runner import image_inputs, run_pass
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
     register(Width)
     try:
         store = Store.open(tmp_path / "store", create=True)
         assert image_inputs(store).num_rows == 0
-        scan(store, [tree], workers=1, progress=False)
+        scan_sources(store, [tree], workers=1, progress=False)
         inputs = image_inputs(store)
         assert inputs.num_rows == 4  # a, b, c (two files, one image) and the truncated one
         assert all(Path(p).is_file() for p in inputs["abs_path"].to_pylist())

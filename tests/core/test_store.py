@@ -240,14 +240,14 @@ def test_every_writing_command_refuses_a_read_only_store(tree: Path, tmp_path: P
     import numpy as np
 
     from lamina.core.runner import run_passes
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
     from tests.analysis.embedded_store import write_embeddings
 
     prefix = _read_only_runner()
     if prefix is None:
         pytest.skip("no private mount namespace here (unshare -m) to mount the store read-only")
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [tree], workers=1, progress=False)
+    scan_sources(store, [tree], workers=1, progress=False)
     run_passes(store, [("signals", None), ("hashes", None)], workers=1, progress=False)
     ids = sorted(store.table("images")["image_id"].to_pylist())
     vectors = np.random.default_rng(0).normal(size=(len(ids), 8))

@@ -257,10 +257,10 @@ def test_write_sidecars_from_the_store(
     """The store's present files with labels get sidecars; the label source is stubbed at
     the one seam that reads helper tables (`_labels_by_image`), with real image ids."""
     from lamina.core.store import Store
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [photos], workers=1, progress=False)
+    scan_sources(store, [photos], workers=1, progress=False)
     rows = store.sql("select rel_path, image_id from files").to_pylist()
     ids = {r["rel_path"]: r["image_id"] for r in rows}
     labels = {ids["cat.jpg"]: ["cat"], ids["sub/bird.jpg"]: ["bird", "bad\nlabel"]}
@@ -312,14 +312,14 @@ def test_mirror_roots_keep_same_named_sources_apart(
     """Two sources both named `photos` get their own mirror roots (name plus a hash of
     the path), so a cat.jpg in each gets its own sidecar under --sidecar-dir."""
     from lamina.core.store import Store
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
     a, b, c = tmp_path / "A" / "photos", tmp_path / "B" / "photos", tmp_path / "scans"
     write_photo(a / "cat.jpg", 1)
     write_photo(b / "cat.jpg", 2)
     write_photo(c / "cat.jpg", 3)
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [a, b, c], workers=1, progress=False)
+    scan_sources(store, [a, b, c], workers=1, progress=False)
     rows = store.sql("select source, image_id from files").to_pylist()
     labels = {r["image_id"]: [f"from {Path(r['source']).parent.name}"] for r in rows}
     monkeypatch.setattr(sidecars, "_labels_by_image", lambda store_arg, use: labels)

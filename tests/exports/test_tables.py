@@ -172,7 +172,7 @@ def test_width_and_height_are_upright_for_exif_quarter_turns(tmp_path: Path) -> 
     import numpy as np
     from PIL import Image
 
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
     src = tmp_path / "src"
     src.mkdir()
@@ -183,7 +183,7 @@ def test_width_and_height_are_upright_for_exif_quarter_turns(tmp_path: Path) -> 
         pixels[:, :200] = (255, 0, 0) if orientation == 6 else (0, 255, 0)
         Image.fromarray(pixels).save(src / name, "JPEG", quality=90, exif=exif)
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [src], workers=1, progress=False)
+    scan_sources(store, [src], workers=1, progress=False)
     rows = {
         r["rel_path"]: (r["width"], r["height"])
         for r in export_table(store, tags=None, approvals=None).to_pylist()

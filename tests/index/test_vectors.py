@@ -172,10 +172,10 @@ def test_ivf_above_the_switch(tmp_path) -> None:
 @pytest.fixture
 def scanned(tmp_path: Path, tree: Path) -> tuple[Store, dict[str, str], np.ndarray]:
     """The `tree` source scanned, with vectors for every image but dogs/c.png."""
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
     s = Store.open(tmp_path / "store", create=True)
-    scan(s, [tree], workers=1, progress=False)
+    scan_sources(s, [tree], workers=1, progress=False)
     files = s.sql(
         "select rel_path, image_id from files where status = 'ok' order by rel_path"
     ).to_pylist()

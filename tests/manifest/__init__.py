@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 
 
 def scanned(tmp_path: Path, *sources: Path) -> Store:
     """A fresh store at tmp_path/store with `sources` scanned into it (in process)."""
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, list(sources), workers=1, progress=False)
+    scan_sources(store, list(sources), workers=1, progress=False)
     return store
 
 

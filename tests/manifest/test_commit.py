@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lamina.core.store import Store
+from lamina.jobs.scan import scan_sources
 from lamina.manifest import commit as commit_module
-from lamina.passes.scan import scan
 from tests.conftest import write_photo
 
 RUN_COLUMNS = ("run_id", "first_seen_run", "last_seen_run", "content_run", "missing_since_run")
@@ -41,7 +41,7 @@ def _scan_both(
 ) -> None:
     for rows, store in stores.items():
         mp.setattr(commit_module, "PARTITION_ROWS", rows)
-        runs[rows].append(scan(store, sources, workers=1, progress=False)["run_id"])
+        runs[rows].append(scan_sources(store, sources, workers=1, progress=False)["run_id"])
 
 
 def test_ranges_make_the_tables_of_one_range(

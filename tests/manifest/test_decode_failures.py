@@ -11,8 +11,8 @@ from PIL import Image
 from lamina.core import decode_failures
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
+from lamina.jobs.scan import scan_sources
 from lamina.manifest.status import store_status
-from lamina.passes.scan import scan
 from tests.conftest import write_photo
 from tests.manifest import files_of, scanned
 
@@ -78,13 +78,13 @@ def test_an_undecodable_image_is_broken_in_every_count(collection: Path, tmp_pat
     assert by_status["broken"] == 2
     assert "2 broken files (1 undecodable" in sensed_line(store, result["signals"])
     # A rescan neither erases it nor sees a change; a re-run records nothing new.
-    again = scan(store, [collection], workers=1, progress=False)
+    again = scan_sources(store, [collection], workers=1, progress=False)
     assert again["events"] == {} and files_of(store)["bad/c.png"]["reason"] == "undecodable"
     assert sense(store)["undecodable"] == {"failed": 0, "cleared": 0, "undecodable": 1}
     assert store.table("decode_failures").num_rows == 1
     # A byte copy scanned later is the same image: broken at once.
     (collection / "copy.png").write_bytes((collection / "bad" / "c.png").read_bytes())
-    scan(store, [collection], workers=1, progress=False)
+    scan_sources(store, [collection], workers=1, progress=False)
     assert files_of(store)["copy.png"]["reason"] == "undecodable"
 
 
@@ -114,12 +114,12 @@ def test_replaced_bytes_or_a_later_good_decode_clear_it(
 
     store = scanned(tmp_path, collection)
     write_corrupt_png(collection / "d.png", 7)
-    scan(store, [collection], workers=1, progress=False)
+    scan_sources(store, [collection], workers=1, progress=False)
     sense(store)
     assert files_of(store)["d.png"]["reason"] == "undecodable"
     # The file replaced by a good one: new bytes, a new image, nothing to fold.
     write_photo(collection / "bad" / "c.png", 9, fmt="PNG")
-    scan(store, [collection], workers=1, progress=False)
+    scan_sources(store, [collection], workers=1, progress=False)
     assert files_of(store)["bad/c.png"]["status"] == "ok"
     sense(store)
     assert files_of(store)["bad/c.png"]["status"] == "ok"

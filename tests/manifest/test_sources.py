@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from lamina.core.store import Store
+from lamina.jobs import scan as scan_module
+from lamina.jobs.scan import scan_sources
 from lamina.manifest.sources import SameFiles, Scope, SourcePlan, plan_sources
 from lamina.manifest.status import store_status
-from lamina.passes import scan as scan_module
-from lamina.passes.scan import scan
 from tests.conftest import write_photo
 
 
@@ -56,14 +56,14 @@ def test_a_store_with_nested_sources_is_repaired_by_the_next_scan(
 
     monkeypatch.setattr(scan_module, "plan_sources", old_plan)
     monkeypatch.setattr(scan_module, "find_same_files", lambda *a, **k: SameFiles())
-    scan(store, [root / "sub"], workers=1, progress=False)
-    scan(store, [root], workers=1, progress=False)
+    scan_sources(store, [root / "sub"], workers=1, progress=False)
+    scan_sources(store, [root], workers=1, progress=False)
     before = store_status(store)
     assert before["files"]["total"] == 5  # the defect: two rows for b.jpg and c.jpg
     assert before["exact_duplicates"]["redundant_files"] == 2
     monkeypatch.undo()
 
-    summary = scan(store, [root], workers=1, progress=False)
+    summary = scan_sources(store, [root], workers=1, progress=False)
     after = store_status(store)
     assert after["files"]["total"] == 3 and after["files"]["missing"] == 0
     assert after["files"]["by_source"] == {str(root): 3}

@@ -172,14 +172,14 @@ def test_layers_holding_a_key_twice_are_reported_then_repaired(tree: Path, tmp_p
 
     from lamina.cli import main
     from lamina.core.passes import REGISTRY, register
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
     from tests.core.test_layers import committed, raw_ids, stale_commit
     from tests.core.test_runner import Double, inputs
 
     register(Double)
     try:
         store, p = committed(tmp_path)  # a store with a layer of 10 keys
-        scan(store, [tree], workers=1, progress=False)
+        scan_sources(store, [tree], workers=1, progress=False)
         stale_commit(store, p, inputs(7).slice(3))  # 4 of them committed twice
         layer = f"{p.name}/{p.layer_id}"
         report = verify(store, workers=1, progress=False)

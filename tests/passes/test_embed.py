@@ -21,9 +21,9 @@ from lamina.core.passes import get_pass
 from lamina.core.runner import run_pass, run_passes
 from lamina.core.store import Store
 from lamina.core.vectors import embed_schema, list_models, load_embeddings
+from lamina.jobs.scan import scan_sources
 from lamina.passes import embed as embed_module
 from lamina.passes.embed import EmbedPass
-from lamina.passes.scan import scan
 from tests.backends.embedders.tiny_models import photos, tiny_open_clip
 
 DEFAULT = "efficientnet_lite0:imagenet"
@@ -50,7 +50,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def scanned(source: Path, folder: Path) -> Store:
     store = Store.open(folder, create=True)
-    scan(store, [source], workers=1, progress=False)
+    scan_sources(store, [source], workers=1, progress=False)
     return store
 
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.store import Store
+from lamina.jobs.scan import scan_sources
 from lamina.passes import scan as scan_module
-from lamina.passes.scan import scan
 from tests.conftest import write_photo
 
 
@@ -26,7 +26,7 @@ def files_by_path(store: Store) -> dict[str, dict]:
 
 
 def run_scan(store: Store, *sources: Path, workers: int = 1) -> dict:
-    return scan(store, list(sources), workers=workers, progress=False)
+    return scan_sources(store, list(sources), workers=workers, progress=False)
 
 
 def test_statuses_ids_and_exact_duplicates(tree: Path, tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_links_leaving_the_source_are_skipped_unless_followed(tmp_path: Path) ->
     assert summary["hashed"] == 1 and summary["status"] == {"ok": 1, "skipped": 3}
     assert store.sql("select count(*) n from images").to_pylist() == [{"n": 1}]
 
-    followed = scan(store, [src], follow_links=True, workers=1, progress=False)
+    followed = scan_sources(store, [src], follow_links=True, workers=1, progress=False)
     files = files_by_path(store)
     assert files["etc_link/deep/more.jpg"]["status"] == "ok"
     # Two ways to one outside file (the folder link and the file link): one row holds it.
@@ -212,8 +212,8 @@ def test_bad_sources_and_store_inside_source(tmp_path: Path) -> None:
 def test_parallel_equals_serial(tree: Path, tmp_path: Path) -> None:
     one = Store.open(tmp_path / "one", create=True)
     two = Store.open(tmp_path / "two", create=True)
-    scan(one, [tree], workers=1, chunk_size=2, progress=False)
-    scan(two, [tree], workers=2, chunk_size=2, progress=False)
+    scan_sources(one, [tree], workers=1, chunk_size=2, progress=False)
+    scan_sources(two, [tree], workers=2, chunk_size=2, progress=False)
     assert comparable(one) == comparable(two)
 
 
@@ -296,11 +296,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert run_record["status"] == "running" and run_record["ended"] is None
 
     store = Store.open(killed_store)
-    resumed = scan(store, [src], workers=2, chunk_size=25, progress=False)
+    resumed = scan_sources(store, [src], workers=2, chunk_size=25, progress=False)
     assert resumed["reused"] >= 250  # the committed chunks were not redone
     assert resumed["hashed"] + resumed["reused"] == 3001
     clean = Store.open(tmp_path / "clean", create=True)
-    scan(clean, [src], workers=2, chunk_size=25, progress=False)
+    scan_sources(clean, [src], workers=2, chunk_size=25, progress=False)
     assert comparable(store) == comparable(clean)
     parts = store.table("scan")
     assert parts.num_rows == len(set(parts["file_key"].to_pylist()))  # no duplicate rows
@@ -422,7 +422,7 @@ def test_a_link_into_a_scanned_tree_records_nothing_twice(tmp_path: Path) -> Non
     os.symlink(archive, phone / "archive")
     store = Store.open(tmp_path / "store", create=True)
     run_scan(store, archive)
-    scan(store, [phone], follow_links=True, workers=1, progress=False)
+    scan_sources(store, [phone], follow_links=True, workers=1, progress=False)
     link = store.sql(
         "select status, reason, detail from files where rel_path = 'archive'"
     ).to_pylist()[0]

@@ -14,7 +14,7 @@ from lamina.core.errors import ConfigError
 from lamina.core.passes import get_pass
 from lamina.core.runner import image_inputs, run_pass
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 from lamina.passes.signals import SignalsPass, _lab_histogram, compute_signals, lab_bins
 
 data = pytest.importorskip("skimage.data")
@@ -151,7 +151,7 @@ def test_corrupt_file_gives_an_error_row(tmp_path: Path) -> None:
 
 def test_end_to_end_through_the_runner(tree: Path, tmp_path: Path) -> None:
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [tree], workers=1, progress=False)
+    scan_sources(store, [tree], workers=1, progress=False)
     images = image_inputs(store)
     first = run_pass(store, "signals", workers=1, progress=False)
     assert first["processed"] == images.num_rows == 4 and first["error_rows"] == 1

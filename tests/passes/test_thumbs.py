@@ -14,8 +14,8 @@ from lamina.core.errors import ConfigError
 from lamina.core.passes import get_pass
 from lamina.core.runner import run_passes
 from lamina.core.store import Store
+from lamina.jobs.scan import scan_sources
 from lamina.jobs.thumbs import make_thumbnails
-from lamina.passes.scan import scan
 from lamina.passes.thumbs import thumb_path, thumb_recipe, thumbs_config
 from tests.conftest import write_photo
 
@@ -44,7 +44,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _store(tmp_path: Path, source: Path) -> Store:
     store = Store.open(tmp_path / "store", create=True)
-    scan(store, [source], workers=1, progress=False)
+    scan_sources(store, [source], workers=1, progress=False)
     return store
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from lamina.cli import main
 from lamina.core.store import Store
-from lamina.passes.scan import scan as scan_sources
+from lamina.jobs.scan import scan_sources
 from lamina.pipeline.config import PipelineConfig
 from lamina.pipeline.stages import stage_sense
 

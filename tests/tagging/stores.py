@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from PIL import Image
 
 from lamina.core.store import Store
-from lamina.passes.scan import scan
+from lamina.jobs.scan import scan_sources
 from lamina.tagging.offline import embed_text, imagenet_class_names, text_model_id
 from lamina.tagging.text import cache_path, text_vectors
 from tests.backends.embedders.tiny_models import photos
@@ -33,7 +33,7 @@ def write_photos(src: Path) -> Path:
 
 def scanned(src: Path, folder: Path) -> Store:
     store = Store.open(folder, create=True)
-    scan(store, [src], workers=1, progress=False)
+    scan_sources(store, [src], workers=1, progress=False)
     return store
 
 

@@ -201,9 +201,9 @@ def test_clip_path_lists_images_without_vectors(
     store, spec = clip
     extra = tmp_path / "extra"
     write_photo(extra / "new.jpg", 7)
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import scan_sources
 
-    scan(store, [source, extra], workers=1, progress=False)
+    scan_sources(store, [source, extra], workers=1, progress=False)
     new_id = image_ids(store)["new.jpg"]
     summary = tag_images(store, LABELS, model=spec, workers=1, progress=False)
     assert summary["missing"] == [{"image_id": new_id, "path": str(extra / "new.jpg")}]

@@ -56,38 +56,38 @@ def scan(
         lamina scan ~/Pictures --follow-links  # also read what symlinks out of it lead to
     """
     from lamina.core.store import resolve_store_path
-    from lamina.passes.scan import check_sources
-    from lamina.passes.scan import scan as run_scan
+    from lamina.jobs.scan import ScanConfig, check_sources
+    from lamina.jobs.scan import scan as run_scan
 
     check_sources(resolve_store_path(ctx.obj["store"]), list(sources))  # before making a store
     store = open_store(ctx, create=True)
-    summary = run_scan(
+    done = run_scan(
         store,
-        list(sources),
-        workers=workers,
-        chunk_size=chunk_size,
-        progress=not as_json,
-        follow_links=follow_links,
+        ScanConfig(
+            sources=sources,
+            workers=workers,
+            chunk_size=chunk_size,
+            progress=not as_json,
+            follow_links=follow_links,
+        ),
     )
     if as_json:
-        echo_json(summary)
+        echo_json(done.summary)
     else:
-        status = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
-        events = ", ".join(f"{k} {v}" for k, v in summary["events"].items()) or "no changes"
-        for old, new in summary["merged"].items():
+        status = ", ".join(f"{k} {v}" for k, v in done.status.items())
+        events = ", ".join(f"{k} {v}" for k, v in done.events.items()) or "no changes"
+        for old, new in done.merged.items():
             click.echo(f"the source {old} lies inside {new}: its files are now part of it")
-        for folder, source in summary["parts"].items():
+        for folder, source in done.parts.items():
             click.echo(f"{folder} is part of the source {source}: rescanned that part")
-        click.echo(f"scanned {summary['files']} files ({status})")
+        click.echo(f"scanned {done.files} files ({status})")
         click.echo(
-            f"hashed {summary['hashed']}, unchanged {summary['reused']}; "
-            f"{summary['new_images']} new images; {events}"
+            f"hashed {done.hashed}, unchanged {done.reused}; {done.new_images} new images; {events}"
         )
-        click.echo(f"run {summary['run_id']} -> {store.root}")
-    if summary["failed_chunks"]:
+        click.echo(f"run {done.run_id} -> {store.root}")
+    if done.failed_chunks:
         click.secho(
-            f"{summary['failed_chunks']} chunk(s) failed; see `lamina runs` and scan "
-            "again to retry them",
+            f"{done.failed_chunks} chunk(s) failed; see `lamina runs` and scan again to retry them",
             fg="yellow",
             err=True,
         )

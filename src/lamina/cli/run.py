@@ -120,7 +120,7 @@ def run_command(
     """
     from lamina.core.errors import SourceError
     from lamina.core.store import resolve_store_path
-    from lamina.passes.scan import check_sources
+    from lamina.jobs.scan import check_sources
     from lamina.pipeline import run_pipeline
     from lamina.pipeline.config import config_toml, resolve_config
 

@@ -49,24 +49,25 @@ def _workers(config: PipelineConfig) -> int | None:
 
 
 def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
-    from lamina.passes.scan import scan
+    from lamina.jobs.scan import ScanConfig, scan
 
-    s = scan(
+    done = scan(
         store,
-        config.root,
-        workers=_workers(config),
-        progress=progress,
-        follow_links=config.follow_links,
+        ScanConfig(
+            sources=tuple(config.root),
+            workers=_workers(config),
+            progress=progress,
+            follow_links=config.follow_links,
+        ),
     )
-    worked = bool(s["hashed"] or s["new_images"] or s["events"])
-    status = ", ".join(f"{k} {v}" for k, v in s["status"].items()) or "no files"
+    status = ", ".join(f"{k} {v}" for k, v in done.status.items()) or "no files"
     return StageResult(
         "scan",
-        worked,
+        done.worked,
         0.0,
-        s,
-        f"{s['files']} files ({status}); {s['new_images']} new images",
-        s["failed_chunks"],
+        done.summary,
+        f"{done.files} files ({status}); {done.new_images} new images",
+        done.failed_chunks,
     )
 
 
