@@ -151,3 +151,22 @@ def test_select_output_never_replaces_an_original(scanned_tree, tmp_path: Path) 
     lamina("select", "--where", "status = 'ok'", "-o", str(mine), "--force")
     lamina("select", "--where", "status = 'junk'", "-o", str(mine))
     assert len(mine.read_text().splitlines()) == 4
+
+
+def test_select_job_lists_what_the_command_prints(scanned_tree, tmp_path: Path) -> None:
+    import lamina as api
+    from lamina.core.errors import LaminaError
+
+    tree, store, lamina = scanned_tree
+    printed = lamina("select", "--where", "status = 'ok'").splitlines()
+    result = api.select(api.open(store), api.SelectConfig("status = 'ok'"))
+    assert result.lines == printed and result.output is None
+    assert len(printed) == 4 and all(p.startswith(str(tree)) for p in printed)
+    ids = api.select(api.open(store), api.SelectConfig("true", ids=True)).lines
+    assert ids == lamina("select", "--where", "true", "--ids").splitlines()
+    assert len(ids) == len(set(ids)) and all(len(i) == 32 for i in ids)
+    out = tmp_path / "ok.txt"
+    written = api.select(api.open(store), api.SelectConfig("status = 'ok'", output=str(out)))
+    assert written.output == str(out) and out.read_text() == written.text
+    with pytest.raises(LaminaError, match="bad --where condition"):
+        api.select(api.open(store), api.SelectConfig("no_such_column"))

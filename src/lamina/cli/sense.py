@@ -10,7 +10,6 @@ import click
 from lamina.cli.app import (
     EXIT_ERRORS,
     echo_json,
-    fail,
     handle_errors,
     main,
     open_store,
@@ -185,41 +184,13 @@ def select(
         lamina select --where "blurry or dark" -o to_review.txt
         lamina select --where "near_duplicate and not is_representative" --one-per-image
     """
-    import duckdb
+    from lamina.jobs.select import SelectConfig
+    from lamina.jobs.select import select as run_select
 
-    from lamina.core.outputs import check_output_path, write_output
-    from lamina.core.sqlsafe import check_condition
-
-    store = open_store(ctx)
-    tables = store.available_tables()
-    condition = check_condition(where, tables=[*tables, "folder_labels"], what="--where condition")
-    if output:
-        check_output_path(store, output, force=force, force_into_source=force_into_source)
-    joins = "".join(
-        f" left join {t} using (image_id)"
-        for t in ("flags", "signals", "duplicates")
-        if t in tables
-    )
-    query = (
-        f"select image_id, source || '/' || rel_path as path from files{joins} "
-        f"where status <> 'missing' and (\n{condition}\n) order by source, rel_path"
-    )
-    try:
-        rows = store.connect(sandbox=True).execute(query).fetchall()
-    except duckdb.Error as exc:
-        fail(f"bad --where condition: {str(exc).splitlines()[0]}")
-        return
-    seen: set[str] = set()
-    lines = []
-    for image_id, path in rows:
-        if one_per_image or ids:
-            if image_id is None or image_id in seen:
-                continue
-            seen.add(image_id)
-        lines.append(image_id if ids else path)
-    text = "".join(f"{line}\n" for line in lines)
-    if output:
-        write_output(store, output, text, force=force, force_into_source=force_into_source)
-        click.echo(f"wrote {len(lines)} {'ids' if ids else 'paths'} to {output}", err=True)
+    config = SelectConfig(where, output, one_per_image, ids, force, force_into_source)
+    result = run_select(open_store(ctx), config)
+    if result.output:
+        what = "ids" if ids else "paths"
+        click.echo(f"wrote {len(result.lines)} {what} to {result.output}", err=True)
     else:
-        click.echo(text, nl=False)
+        click.echo(result.text, nl=False)

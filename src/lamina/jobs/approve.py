@@ -1,6 +1,6 @@
-"""`lamina approve` and `lamina select`: choosing images (by id, path or a SQL condition
-over the store's tables) and recording label approvals for them (`lamina.tagging.approvals`
-keeps the events)."""
+"""`lamina approve`: choosing images (by id, path or a SQL condition over the store's
+tables) and recording label approvals for them (`lamina.tagging.approvals` keeps the
+events). `lamina select`, which lists files by a condition, is `lamina.jobs.select`."""
 
 from __future__ import annotations
 
