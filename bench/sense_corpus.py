@@ -25,7 +25,9 @@ Deterministic for a given (size, seed, sources): built from `lamina.sample.packa
   PNG whose headers parse but whose pixel data is corrupt), one 100 MP JPEG and one 200 MP
   PNG decompression bomb (a ~1 MB file of one colour) (``huge``).
 * Files made from a grayscale source are labelled ``grayscale`` too (their channels are
-  equal by construction); ``odd_size`` = ``tiny`` or ``huge``.
+  equal by construction); ``odd_size`` = ``tiny`` or ``huge``; any file 3:1 or longer is
+  labelled ``odd_aspect`` (the flag's definition), e.g. a top/bottom hard-negative crop of a
+  wide scene.
 * Borderline brightness: a file not made dark whose luma p95 < 0.35 is listed in its
   ``unscored`` field and left out of the dark scores. Light is judged by what the pixels
   show, not by the edit that made them: a file not made light whose luma p05 > 0.65, or with
@@ -67,7 +69,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont
 
-GEN_VERSION = 7  # 7: light labels judged by clipped share too (unscored band)
+GEN_VERSION = 8  # 7: light labels judged by the pixels; 8: odd_aspect by the pixels
 SEED = 20261122  # the benchmark's and the calibration set's
 HELDOUT_SEED = 20261206  # 20261205 was looked at while the light rule was revised
 JPEG_Q = 92
@@ -261,8 +263,14 @@ def _luma_quantiles(a: np.ndarray) -> tuple[list[float], float]:
     return quantiles, round(float(hist[250:].sum() / hist.sum()), 4)
 
 
+ODD_ASPECT = 3.0  # the flag's definition (longer side over 3x the shorter), not a judgement
+
+
 def _entry(rel: str, data: bytes, pixels: np.ndarray | None, **info: Any) -> dict[str, Any]:
-    info["defects"] = sorted(set(info.get("defects", ())))
+    defects = set(info.get("defects", ()))
+    if pixels is not None and max(pixels.shape[:2]) >= ODD_ASPECT * min(pixels.shape[:2]):
+        defects.add("odd_aspect")  # e.g. a top/bottom hard-negative crop of a wide scene
+    info["defects"] = sorted(defects)
     info.setdefault("group", None)
     if pixels is not None:
         info["luma_p05_p95"], info["luma_clipped"] = _luma_quantiles(pixels)
