@@ -172,8 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         "seed in common with the calibration set; never used to choose a threshold.",
         f"- Defects: {DEFECT_SHARE:.0%} of the files per type; both sets also hold "
         "duplicate groups, hard-negative crops, broken files, a 100 MP JPEG and a 200 MP PNG "
-        "bomb. Borderline brightness (not made dark but luma p95 < 0.35, not made light but "
-        "p05 > 0.65) is not scored.",
+        "bomb. Borderline brightness is not scored (`sense_corpus._mark_borderline`: not made "
+        "dark but luma p95 < 0.35; not made light but p05 > 0.65 or 20 % or more clipped; "
+        "made light but neither p05 > 0.65 nor 30 % clipped): "
+        + ", ".join(
+            f"{d} {cal_truth.data['counts']['unscored'][d]} / "
+            f"{held_truth.data['counts']['unscored'][d]}"
+            for d in ("dark", "light")
+        )
+        + " files (calibration / held-out).",
         "- P / R = precision / recall of what `lamina sense --signals all` flagged with the "
         "shipped policy; (n) = files flagged. *chosen on calibration* = the threshold with "
         "the best F1 on the calibration scores (middle of the widest gap among equals).",

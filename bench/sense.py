@@ -927,8 +927,9 @@ def render(
         "decompression bomb of 0.6 MB); broken = 3 truncated, 1 empty, 2 garbage, 2 whose "
         "headers parse but whose pixel data is corrupt. Borderline brightness is not scored: "
         f"{counts['unscored']['dark']} files not made dark but with luma p95 < 0.35 are left "
-        f"out of the dark scores, {counts['unscored']['light']} not made light but with luma "
-        "p05 > 0.65 out of the light scores.",
+        f"out of the dark scores, {counts['unscored']['light']} out of the light scores: "
+        "not made light but with luma p05 > 0.65 or 20 % or more clipped (luma >= 250), or "
+        "made light but neither washed out (p05 > 0.65) nor 30 % clipped.",
         "- Scoring: a tool's pairs are all pairs in each group/set/component it reports. "
         "Pairs of two files made from the same photo that are neither a group pair nor a "
         "hard negative (a dark copy and its photo, two overlapping crops) are ignored; every "

@@ -25,9 +25,17 @@ Deterministic for a given (size, seed, sources): built from `lamina.sample.packa
   PNG whose headers parse but whose pixel data is corrupt), one 100 MP JPEG and one 200 MP
   PNG decompression bomb (a ~1 MB file of one colour) (``huge``).
 * Files made from a grayscale source are labelled ``grayscale`` too (their channels are
-  equal by construction); ``odd_size`` = ``tiny`` or ``huge``.
-* Borderline brightness: a file not made dark whose luma p95 < 0.35 (not made light, luma
-  p05 > 0.65) is listed in its ``unscored`` field and left out of the dark (light) scores.
+  equal by construction); ``odd_size`` = ``tiny`` or ``huge``; any file 3:1 or longer is
+  labelled ``odd_aspect`` (the flag's definition), e.g. a top/bottom hard-negative crop of a
+  wide scene.
+* Borderline brightness: a file not made dark whose luma p95 < 0.35 is listed in its
+  ``unscored`` field and left out of the dark scores. Light is judged by what the pixels
+  show, not by the edit that made them: a file not made light whose luma p05 > 0.65, or with
+  20 % or more of its pixels clipped (luma >= 250 of 255: an x1.3 ``bright_up`` of a sky
+  scene blows out a third of the frame, which is arguably over-exposed), is left out of the
+  light scores; so is a file made light whose pixels show neither (p05 <= 0.65 and under
+  30 % clipped: an x2.2 gain on a dim scene that only brings it to a normal exposure).
+  The band between keeps the scored classes apart on what any tool can measure.
 
 `SOURCES` splits the photos: ``calibration`` and ``heldout`` share no photo (and are built
 with different seeds), so thresholds chosen on one can be judged on the other
@@ -61,7 +69,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont
 
-GEN_VERSION = 6
+GEN_VERSION = 8  # 7: light labels judged by the pixels; 8: odd_aspect by the pixels
 SEED = 20261122  # the benchmark's and the calibration set's
 HELDOUT_SEED = 20261206  # 20261205 was looked at while the light rule was revised
 JPEG_Q = 92
@@ -246,18 +254,26 @@ def _scene(rng: np.random.Generator, sources: tuple[str, ...]) -> tuple[str, np.
     return name, _resize(out, round(cw * k), round(ch * k))
 
 
-def _luma_quantiles(a: np.ndarray) -> list[float]:
-    """Luma p05 and p95 (0..1) from the 256-bin histogram."""
+def _luma_quantiles(a: np.ndarray) -> tuple[list[float], float]:
+    """Luma p05 and p95 (0..1) from the 256-bin histogram, and the share of pixels clipped
+    (luma >= 250 of 255)."""
     hist = np.array(Image.fromarray(np.ascontiguousarray(a)).convert("L").histogram(), float)
     cdf = np.cumsum(hist) / hist.sum()
-    return [round(float(np.searchsorted(cdf, q)) / 255, 3) for q in (0.05, 0.95)]
+    quantiles = [round(float(np.searchsorted(cdf, q)) / 255, 3) for q in (0.05, 0.95)]
+    return quantiles, round(float(hist[250:].sum() / hist.sum()), 4)
+
+
+ODD_ASPECT = 3.0  # the flag's definition (longer side over 3x the shorter), not a judgement
 
 
 def _entry(rel: str, data: bytes, pixels: np.ndarray | None, **info: Any) -> dict[str, Any]:
-    info["defects"] = sorted(set(info.get("defects", ())))
+    defects = set(info.get("defects", ()))
+    if pixels is not None and max(pixels.shape[:2]) >= ODD_ASPECT * min(pixels.shape[:2]):
+        defects.add("odd_aspect")  # e.g. a top/bottom hard-negative crop of a wide scene
+    info["defects"] = sorted(defects)
     info.setdefault("group", None)
     if pixels is not None:
-        info["luma_p05_p95"] = _luma_quantiles(pixels)
+        info["luma_p05_p95"], info["luma_clipped"] = _luma_quantiles(pixels)
     return {"rel": rel, "data": data, **info}
 
 
@@ -542,11 +558,15 @@ def _run(task: tuple[Callable[..., list], tuple]) -> list[dict[str, Any]]:
     return fn(args)
 
 
-# Brightness is the one defect that can be measured without a judgement call: a file not
-# made dark (light) whose own pixels sit near the usual thresholds is left out of the
-# dark (light) scores, so a tool is neither blamed nor credited for a borderline call.
+# Brightness is the one defect that can be measured without a judgement call: a file whose
+# own pixels contradict the edit that made it (not made dark but dim, not made light but
+# washed or blown out, made light but neither) is left out of the dark (light) scores, so a
+# tool is neither blamed nor credited for a borderline call. The rule reads each file's own
+# pixels, never a tool's output.
 BORDERLINE_DARK_P95 = 0.35  # luma p95 below this: dim enough that "dark" is arguable
 BORDERLINE_LIGHT_P05 = 0.65  # luma p05 above this: washed out enough that "light" is arguable
+BORDERLINE_LIGHT_CLIPPED = 0.20  # this share clipped (luma >= 250): blown out enough to argue
+LIGHT_CLIPPED = 0.30  # a file made light shows it: this share clipped, or p05 above 0.65
 
 
 def _mark_borderline(files: dict[str, dict[str, Any]]) -> None:
@@ -557,7 +577,11 @@ def _mark_borderline(files: dict[str, dict[str, Any]]) -> None:
             continue
         if "dark" not in f["defects"] and q[1] < BORDERLINE_DARK_P95:
             f["unscored"].append("dark")
-        if "light" not in f["defects"] and q[0] > BORDERLINE_LIGHT_P05:
+        washed, clipped = q[0] > BORDERLINE_LIGHT_P05, f["luma_clipped"]
+        if "light" not in f["defects"]:
+            if washed or clipped >= BORDERLINE_LIGHT_CLIPPED:
+                f["unscored"].append("light")
+        elif not washed and clipped < LIGHT_CLIPPED:
             f["unscored"].append("light")
 
 

@@ -40,6 +40,7 @@ NORMAL = {
     "blur_effect": 0.3,
     "edge_density": 0.1,
     "noise_sigma": 2.0,
+    "chroma_noise": 0.8,
     "fft_high_ratio": 0.1,
     "grey_by_content": False,
     "chroma_mean": 0.1,
@@ -124,11 +125,28 @@ def test_each_defect_raises_its_flag_and_only_it(tmp_path: Path) -> None:
         signals_row("grey", chroma_mean=0.0, grey_by_content=True),
         signals_row("strip", aspect_ratio=20.0),
         signals_row("tiny", width=30, height=20, megapixels=0.0006),
-        signals_row("noisy", noise_sigma=30.0),
+        # Sensor noise is drawn per channel: it shows in the colour differences too.
+        signals_row("noisy", noise_sigma=30.0, laplacian_var=20000.0, chroma_noise=25.0),
+        # Noise on a greyscale-by-content image is read from luma alone.
+        signals_row(
+            "grey_noisy",
+            noise_sigma=20.0,
+            laplacian_var=7000.0,
+            chroma_mean=0.0,
+            grey_by_content=True,
+            chroma_noise=0.0,
+        ),
         # A text page is mostly white (low entropy) but full of contrast: not low_information.
         signals_row("page", text_score=0.9, entropy=2.9, contrast_rms=0.17, edge_density=0.5),
-        # Grass: a high noise estimate, but the detail is texture, not noise: not noisy.
-        signals_row("grass", noise_sigma=12.0, laplacian_var=6000.0, edge_density=0.8),
+        # Grass, downscaled: a high luma noise estimate whose detail nearly matches a noise's
+        # (the ratio that flagged it before), but texture moves the channels together.
+        signals_row(
+            "grass",
+            noise_sigma=15.6,
+            laplacian_var=6670.0,
+            edge_density=0.85,
+            chroma_noise=0.5,
+        ),
         signals_row("bad", error="decode_error", **{k: None for k in NORMAL if k != "error"}),
     ]
     store = fake_store(tmp_path, rows)
@@ -152,6 +170,8 @@ def test_each_defect_raises_its_flag_and_only_it(tmp_path: Path) -> None:
     assert flags["page"]["flags"] == ["text_heavy"]
     assert flags["dark"]["dark_score"] == pytest.approx(0.88)
     assert flags["grey"]["flags"] == ["grayscale"]
+    assert flags["grey_noisy"]["noisy"]
+    assert flags["noisy"]["noisy_score"] == pytest.approx(25.0 / 5.7)
 
 
 def test_duplicates_flags(tmp_path: Path) -> None:
@@ -277,7 +297,7 @@ def test_default_policy_documents_every_flag(tmp_path: Path) -> None:
     policy = default_policy()
     assert set(policy.rules) == set(FLAG_NAMES)
     assert all(rule.why for rule in policy.rules.values())
-    assert "version = 5" in default_policy_text()
+    assert "version = 6" in default_policy_text()
     path = tmp_path / "p.toml"
     path.write_text("[policy]\nname = 'strict'\nversion = 2\n[blurry]\nthreshold = 0.4\n")
     loaded = load_policy(path)
@@ -361,7 +381,7 @@ def test_light_catches_clipped_highlights_over_mid_grey_shadows(tmp_path: Path) 
     flags = flags_of(fake_store(tmp_path, rows))
     assert flags["blown"]["light"] and flags["washed"]["light"] and flags["fundus"]["light"]
     assert not flags["page"]["light"] and not flags["window"]["light"]
-    assert flags["blown"]["light_score"] == pytest.approx(0.55 / 0.38, 1e-5)
+    assert flags["blown"]["light_score"] == pytest.approx(0.55 / 0.30, 1e-5)
 
 
 def test_low_information_is_judged_against_the_exposure_headroom(tmp_path: Path) -> None:

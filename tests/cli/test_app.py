@@ -123,3 +123,16 @@ def test_a_verb_argument_called_store_is_its_own() -> None:
     result = CliRunner().invoke(group, ["look", "A", "--store", "B"], obj={})
     assert result.exit_code == 0, result.output
     assert seen == [("A", "B")]
+
+
+def test_libraries_info_logs_stay_out_of_the_users_stderr(tmp_path: Path) -> None:
+    # libvips reports every step of a huge image's shrink at INFO ("VIPS: shrinkv: using
+    # vector path"): noise to a user, while lamina's own INFO progress lines stay.
+    vips = logging.getLogger("pyvips")
+    before = vips.level
+    try:
+        run("status", "--json", f"--store={tmp_path / 'store'}")  # no store: exit 2, logged
+        assert vips.getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("lamina").getEffectiveLevel() == logging.INFO
+    finally:
+        vips.setLevel(before)

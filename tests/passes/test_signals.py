@@ -81,6 +81,25 @@ def test_noise_sigma_is_estimated_within_25_percent(sigma: float) -> None:
     assert compute_signals(rgb(smooth.astype(np.uint8)))["noise_sigma"] < 1.5
 
 
+@pytest.mark.parametrize("sigma", [10, 20, 30])
+def test_chroma_noise_reads_colour_noise_and_not_texture(sigma: float, tmp_path: Path) -> None:
+    # Noise drawn per channel (as a sensor's) shows in the colour differences; fine texture and
+    # a downscaled grass photo move the channels together and read near 0, however sharp.
+    grass = np.asarray(Image.fromarray(rgb(data.grass())).reduce(2))
+    rng = np.random.default_rng(int(sigma))
+    smooth = gaussian(data.astronaut(), 2).astype(np.float64)
+    noisy = np.clip(np.rint(smooth + rng.normal(0, sigma, smooth.shape)), 0, 255).astype(np.uint8)
+    path = tmp_path / "noisy.jpg"
+    Image.fromarray(noisy).save(path, quality=92)  # 4:2:0 chroma, as cameras save it
+    jpeg = decode_batch(pa.table({"abs_path": [str(path)]}), "working")[0].rgb
+    assert compute_signals(noisy)["chroma_noise"] == pytest.approx(sigma, rel=0.25)
+    if sigma >= 20:  # q92 keeps strong colour noise (4:2:0 halves it); weak noise it smooths
+        assert compute_signals(jpeg)["chroma_noise"] > 0.3 * sigma
+    assert compute_signals(grass)["chroma_noise"] < 0.5
+    assert compute_signals(smooth.astype(np.uint8))["chroma_noise"] < 1.5
+    assert compute_signals(grass)["noise_sigma"] > 5  # which luma alone takes for noise
+
+
 def test_grey_by_content_whatever_the_mode(tmp_path: Path) -> None:
     path = tmp_path / "grey_as_rgb.jpg"
     Image.fromarray(rgb(data.camera())).save(path, quality=85)  # an RGB JPEG of grey pixels
@@ -170,7 +189,7 @@ def test_end_to_end_through_the_runner(tree: Path, tmp_path: Path) -> None:
 def test_skipped_signals_are_null_and_the_rest_unchanged() -> None:
     photo = data.chelsea()
     full = compute_signals(photo)
-    skip = ("hist_lab", "hist_rgb", "text_score", "noise_sigma")
+    skip = ("hist_lab", "hist_rgb", "text_score", "noise_sigma", "chroma_noise")
     part = compute_signals(photo, skip=skip)
     for name, value in full.items():
         if name in skip:

@@ -73,7 +73,7 @@ def test_signal_rules_map_thresholds_onto_the_signals(full_store: Store) -> None
     assert rules["dark"]["column"] == "brightness_p95"
     assert rules["dark"]["lines"] == [pytest.approx(0.26, abs=0.002)]
     # light and blurry read two signals: the score is plotted, with the threshold itself.
-    assert rules["light"]["column"] == "light_score" and rules["light"]["lines"] == [0.99]
+    assert rules["light"]["column"] == "light_score" and rules["light"]["lines"] == [1.0]
     assert rules["blurry"]["column"] == "blurry_score" and rules["blurry"]["lines"] == [0.41]
     assert len(rules["dark"]["values"]) == 8  # every decodable image
 

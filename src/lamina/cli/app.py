@@ -132,8 +132,10 @@ def _configure(obj: dict[str, Any]) -> None:
         level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     logging.getLogger().setLevel(level)
-    # faiss logs which CPU build it loaded at INFO: noise to a user.
-    logging.getLogger("faiss").setLevel(logging.WARNING)
+    # faiss logs which CPU build it loaded at INFO, libvips every step of a huge image's
+    # shrink ("VIPS: shrinkv: using vector path"): noise to a user.
+    for library in ("faiss", "pyvips"):
+        logging.getLogger(library).setLevel(logging.WARNING)
 
 
 class LaminaGroup(click.Group):

@@ -8,8 +8,8 @@ bounded in memory and time:
   100 MP JPEG costs about 1.6 MP of pixels. A final resize brings the long side to the recipe's.
 * Every other format is loaded whole up to `STREAM_PIXELS` (16.8 MP, ~50 MB of RGB). A larger
   one (a plate scan, a PNG decompression bomb) is shrunk while it streams from the file by
-  libvips (`pyvips.Image.thumbnail`, shrink-on-load where the format has it), so it is never
-  whole in memory: a 200 MP PNG costs ~60 MB, not ~1.2 GB. One with more than `max_pixels`
+  libvips (a box shrink on sequential access, one thread), so it is never whole in memory: a
+  200 MP PNG costs ~50 MB, not ~1.2 GB. One with more than `max_pixels`
   pixels is refused (`too_large`) from its header, before a byte of pixels is decoded.
 * A bad file is a `Decoded` with `error` set (a reason code) and `detail` (Pillow's message):
   decoding never raises for a bad image, and truncated files are never silently padded
@@ -247,18 +247,26 @@ def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Dec
 
 
 def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
-    """Shrink a big image while it streams from the file (libvips), upright, as RGB."""
+    """Shrink a big image while it streams from the file (libvips), upright, as RGB.
+
+    A box shrink by an integer factor on sequential access holds a few input rows at a time
+    (a 200 MP PNG bomb: ~50 MB of the process, where `pyvips.Image.thumbnail` took ~100 MB,
+    measured), then Pillow's BOX resize brings the small image to `max_side`, as `_decode`
+    does for the images it loads whole.
+    """
     try:
         import pyvips
     except (ImportError, OSError) as exc:  # pyvips-binary ships libvips: a broken install
         return _failed("too_large", f"needs pyvips to decode images this large ({exc})", mode)
     pyvips.cache_set_max(0)  # no operation cache: every image is read once
+    # One libvips thread: the work is already spread over worker processes, and each thread
+    # holds its own buffers of input rows.
+    pyvips.concurrency_set(1)
     try:
-        header = pyvips.Image.new_from_file(path)
-        full_w, full_h = header.width, header.height
-        orientation = header.get("orientation") if "orientation" in header.get_fields() else 1
         # fail_on="error": a truncated or corrupt file is an error, never padded pixels.
-        im = pyvips.Image.thumbnail(path, max_side, size="down", fail_on="error")
+        im = pyvips.Image.new_from_file(path, access="sequential", fail_on="error")
+        full_w, full_h = im.width, im.height
+        orientation = im.get("orientation") if "orientation" in im.get_fields() else 1
         alpha = bool(im.hasalpha())
         im = im.colourspace("srgb")  # grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB
         if im.hasalpha():
@@ -267,16 +275,29 @@ def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
             im = im.extract_band(0, n=3)
         if im.format != "uchar":
             im = im.cast("uchar")
-        pixels = np.ndarray(
+        k = max(full_w, full_h) // max_side
+        if k >= 2:
+            im = im.shrink(k, k)  # box average of k x k blocks, row strip by row strip
+        small = np.ndarray(
             buffer=im.write_to_memory(), dtype=np.uint8, shape=(im.height, im.width, 3)
         )
     except pyvips.Error as exc:
         message = " ".join(str(exc).split())[:300]
         truncated = "truncat" in message.lower() or "read error" in message.lower()
         return _failed("truncated" if truncated else "decode_error", message, mode)
-    if isinstance(orientation, int) and orientation in (5, 6, 7, 8):
+    rgb = Image.fromarray(small)
+    # The size the whole image would shrink to (as `_decode`'s thumbnail), not the strip's.
+    scale = min(1.0, max_side / max(full_w, full_h))
+    size = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
+    if rgb.size != size:
+        rgb = rgb.resize(size, Image.Resampling.BOX)
+    transpose = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    if transpose is not None:
+        rgb = rgb.transpose(transpose)
+    if orientation in (5, 6, 7, 8):
         full_w, full_h = full_h, full_w
-    digest = hashlib.sha256(f"shrunk {full_w}x{full_h}>{im.width}x{im.height}:".encode())
+    pixels = np.ascontiguousarray(np.asarray(rgb))
+    digest = hashlib.sha256(f"shrunk {full_w}x{full_h}>{rgb.width}x{rgb.height}:".encode())
     digest.update(pixels.data)
     pixels.flags.writeable = False
     return Decoded(pixels, full_w, full_h, mode, alpha, digest.hexdigest(), None, None)

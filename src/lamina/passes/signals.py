@@ -7,7 +7,8 @@ All come from the shared "working" decode (`lamina.core.decode`: EXIF-oriented R
 * *working* (long side `work_side`, 512): the luma histogram (brightness_*, dark/light/
   clipped fractions, contrast_rms, entropy), `laplacian_var`, `noise_sigma`;
 * *centre* (its central 192 x 192 window): `fft_high_ratio`, `text_score`;
-* *half* (the working luma box-reduced 2x, long side 256): `blur_effect`, `edge_density`;
+* *half* (the working image box-reduced 2x, long side 256): `blur_effect`, `edge_density`
+  (from its luma), `chroma_noise` (from its R - G difference);
 * *sample* (a nearest-neighbour subsample, long side <= 128, <= 16k pixels): hist_rgb,
   hist_lab, saturation_mean, colorfulness, chroma_mean, grey_by_content; means and shares
   from it are within ~1 % of the whole image's.
@@ -19,10 +20,11 @@ table): the default skips the two histograms (`DEFAULT_SKIP`), which no default 
 `lamina sense` skips every `OPTIONAL` signal its policy does not read, and computes them all
 with `--signals all`. The flags pass refuses a policy that reads a signal its layer skipped.
 A signal is null when the image is too small to measure it: a side under 2 px (noise_sigma),
-3 px (laplacian_var), 8 px at the half scale (blur_effect, edge_density) or 16 px
-(fft_high_ratio, text_score). Per-pixel work runs in Pillow's C code or on int16 arrays: 3-5 ms
-an image on one core whatever the file's size, where decoding takes 1-3.5 ms for a 512 px JPEG,
-4-9 ms for a 512 px PNG and ~33 ms for a 12 MP JPEG (text_score is the largest share, ~1 ms).
+3 px (laplacian_var), 4 px (chroma_noise), 8 px at the half scale (blur_effect,
+edge_density) or 16 px (fft_high_ratio, text_score). Per-pixel work runs in Pillow's C code
+or on int16 arrays: 3-5 ms an image on one core whatever the file's size, where decoding
+takes 1-3.5 ms for a 512 px JPEG, 4-9 ms for a 512 px PNG and ~33 ms for a 12 MP JPEG
+(text_score is the largest share, ~1 ms).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ _COLUMN_SPEC = (
     "brightness_mean:f brightness_p05:f brightness_p50:f brightness_p95:f dark_fraction:f "
     "light_fraction:f clipped_fraction:f contrast_rms:f saturation_mean:f colorfulness:f entropy:f "
     "laplacian_var:f blur_effect:f edge_density:f noise_sigma:f fft_high_ratio:f "
-    "grey_by_content:b chroma_mean:f hist_rgb:h hist_lab:h text_score:f"
+    "grey_by_content:b chroma_mean:f hist_rgb:h hist_lab:h text_score:f chroma_noise:f"
 )
 COLUMNS = tuple(_COLUMN_SPEC.split())
 SIGNAL_NAMES = tuple(c.split(":")[0] for c in COLUMNS)
@@ -83,6 +85,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "hist_lab": ("hist_lab",),
     "laplacian_var": ("laplacian_var",),
     "noise_sigma": ("noise_sigma",),
+    "chroma_noise": ("chroma_noise",),
     "fft_high_ratio": ("fft_high_ratio",),
     "text_score": ("text_score",),
     "blur": ("blur_effect", "edge_density"),
@@ -120,7 +123,7 @@ class SignalsPass(Pass):
     """Raw pixel signals of each image: exposure, colour, sharpness, noise, text-likeness."""
 
     name = "signals"
-    version = "2"
+    version = "3"  # 3: chroma_noise
     Config = SignalsConfig
     decode = "working"
     reads = ("images",)
@@ -246,6 +249,8 @@ def compute_signals(
         out["laplacian_var"] = _laplacian_var(y)
     if "noise_sigma" in want:
         out["noise_sigma"] = _noise_sigma(y)
+    if "chroma_noise" in want:
+        out["chroma_noise"] = _chroma_noise(im)
     left, top, right, bottom = _central_box(luma.size, CENTRE_SIDE)
     if "fft_high_ratio" in want:
         out["fft_high_ratio"] = _fft_high_ratio(y[top:bottom, left:right])
@@ -415,6 +420,24 @@ def _noise_sigma(y: np.ndarray) -> float | None:
     below = cdf[m - 1] if m > 0 else 0.0
     median = m - 0.5 + (0.5 - below) / (cdf[m] - below)  # within the bin [m - 0.5, m + 0.5]
     return max(0.0, median) / 2.0 / 0.6744897501960817
+
+
+def _chroma_noise(im: Image.Image) -> float | None:
+    """Per-channel Gaussian noise sigma (levels at the working scale) read from the colour
+    difference R - G: sensor noise is drawn per channel, so it shows there, while texture,
+    edges and downscaled detail move the channels together and cancel out (grass reads ~0
+    here, and a noise_sigma over 5 in luma). Measured at half scale (2x2 means): JPEG's 4:2:0
+    chroma keeps one colour per 2x2 block, which would zero the finest Haar coefficients.
+
+    A 2x2 mean has sigma / 2 of per-channel noise sigma, R - G then sigma / sqrt(2): the
+    estimate is scaled back by sqrt(2).
+    """
+    if min(im.size) < 4:
+        return None
+    half = np.asarray(im.reduce(2)).astype(np.int16)  # box 2x2, in C
+    rg = half[..., 0] - half[..., 1]
+    sigma = _noise_sigma(rg)
+    return None if sigma is None else sigma * math.sqrt(2.0)
 
 
 @functools.lru_cache(maxsize=16)
