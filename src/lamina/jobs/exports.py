@@ -103,11 +103,12 @@ def medoids(store: Store, config: MedoidsConfig = MedoidsConfig()) -> MedoidsRes
 class ExportFolderConfig:
     """What the pipeline's export stage takes: the folder (checked by the caller, see
     `lamina.pipeline.stages.check_run_dir`), the medoids' model, the hint for a file in
-    the way."""
+    the way, and the hint for a folder that cannot be made."""
 
     dir: str | os.PathLike[str]
     model: str | None = None
     fix: str | None = None
+    mkdir_fix: str = "give a folder you can write"
 
 
 @dataclass
@@ -133,7 +134,7 @@ def export_folder(store: Store, config: ExportFolderConfig) -> ExportFolderResul
     except OSError as exc:
         raise ConfigError(
             f"cannot make the exports folder {out}: {exc.strerror or exc}",
-            hint="give a folder you can write",
+            hint=config.mkdir_fix,
         ) from None
     written = []
     if "images" in store.available_tables():

@@ -233,15 +233,14 @@ def stage_export(store: Store, config: PipelineConfig, progress: bool) -> StageR
     from lamina.jobs.exports import ExportFolderConfig, export_folder
 
     out = check_run_dir(store, config)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot make the exports folder {out}: {exc.strerror or exc}",
-            hint="set run_dir to a folder you can write (default: <store>/exports)",
-        ) from None
     done = export_folder(
-        store, ExportFolderConfig(out, model=config.embed_model(), fix=RUN_DIR_FIX)
+        store,
+        ExportFolderConfig(
+            out,
+            model=config.embed_model(),
+            fix=RUN_DIR_FIX,
+            mkdir_fix="set run_dir to a folder you can write (default: <store>/exports)",
+        ),
     )
     written = done.files
     return StageResult(
