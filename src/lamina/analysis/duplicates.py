@@ -226,14 +226,16 @@ def pairs_within(
         kq = None if queries is None else ((q >> np.uint64(shift)) & keymask).astype(np.int64)
         for qi, cj in _candidates(kc, kq, bits, radius):
             x = q[qi] ^ c[cj]
-            d = popcount(x).astype(int)
-            keep = d <= threshold
+            d = popcount(x)
+            keep = np.flatnonzero(d <= threshold)  # few: the later checks run on these only
+            x, d, qi, cj = x[keep], d[keep], qi[keep], cj[keep]
             # Report a pair only from the first block whose radius it meets: once in all.
+            first = np.ones(len(keep), bool)
             for s2, b2, r2 in blocks[:b]:
-                keep &= popcount((x >> np.uint64(s2)) & np.uint64((1 << b2) - 1)) > r2
-            out_i.append(qi[keep])
-            out_j.append(cj[keep])
-            out_d.append(d[keep])
+                first &= popcount((x >> np.uint64(s2)) & np.uint64((1 << b2) - 1)) > r2
+            out_i.append(qi[first])
+            out_j.append(cj[first])
+            out_d.append(d[first].astype(int))
     i, j, d = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
     if queries is None:
         i, j = np.minimum(i, j), np.maximum(i, j)
@@ -356,12 +358,16 @@ class DuplicatesPass(Pass):
         edges_i.append(head[a[ok]])
         edges_j.append(head[b[ok]])
         if cfg.invariant:
-            for k in range(1, 8):  # transform k of image i against the plain hashes of j
-                queries = im.p8[rows, k]
-                a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold, queries=queries)
-                ok = hamming(im.d8[rows[a], k], uniq[b, 1]) <= cfg.dhash_threshold
-                edges_i.append(rows[a[ok]])
-                edges_j.append(head[b[ok]])
+            # Transform k (1..7) of image i against the plain hashes of j, as one join: the
+            # index holds the 7n transformed codes and each distinct plain code probes it
+            # once. Probing from the plain side makes n probes, not 7n (the candidates, pairs
+            # sharing a block within its radius, are the same either way).
+            moved = im.p8[rows, 1:].ravel()
+            b, c, _ = pairs_within(moved, cfg.phash_threshold, queries=uniq[:, 0])
+            src, k = rows[c // 7], c % 7 + 1
+            ok = hamming(im.d8[src, k], uniq[b, 1]) <= cfg.dhash_threshold
+            edges_i.append(src[ok])
+            edges_j.append(head[b[ok]])
         labels = components(im.n, np.concatenate(edges_i), np.concatenate(edges_j))
         size = np.bincount(labels, minlength=im.n)[labels]
         keep = np.flatnonzero((size > 1) | (im.n_files > 1))
