@@ -162,8 +162,9 @@ def _masks(bits: int, radius: int) -> np.ndarray:
 def _expand(qi: np.ndarray, starts: np.ndarray, cnt: np.ndarray, order: np.ndarray):
     """Each query index against every code of its probed bucket."""
     total = int(cnt.sum())
-    offsets = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    return np.repeat(qi, cnt), order[np.repeat(starts, cnt) + offsets]
+    # position in order = the bucket's start + (flat index - the bucket's first flat index)
+    shift = starts - (np.cumsum(cnt) - cnt)
+    return np.repeat(qi, cnt), order[np.repeat(shift, cnt) + np.arange(total)]
 
 
 def _candidates(
@@ -202,7 +203,7 @@ def _candidates(
             probe = (q_keys[None, :] ^ fs[:, None]).ravel()
             hit = np.flatnonzero(occupied[probe])
             probe = probe[hit]
-            yield _expand(np.tile(q_ids, len(fs))[hit], starts[probe], counts[probe], order)
+            yield _expand(q_ids[hit % len(q_ids)], starts[probe], counts[probe], order)
 
 
 def pairs_within(
@@ -353,19 +354,25 @@ class DuplicatesPass(Pass):
         head = rows[first]
         edges_i.append(rows)
         edges_j.append(head[inverse.ravel()])
-        a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold)
-        ok = hamming(uniq[a, 1], uniq[b, 1]) <= cfg.dhash_threshold
-        edges_i.append(head[a[ok]])
-        edges_j.append(head[b[ok]])
-        if cfg.invariant:
-            # Transform k (1..7) of image i against the plain hashes of j, as one join: the
-            # index holds the 7n transformed codes and each distinct plain code probes it
-            # once. Probing from the plain side makes n probes, not 7n (the candidates, pairs
-            # sharing a block within its radius, are the same either way).
-            moved = im.p8[rows, 1:].ravel()
+        if not cfg.invariant:
+            a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold)
+            ok = hamming(uniq[a, 1], uniq[b, 1]) <= cfg.dhash_threshold
+            edges_i.append(head[a[ok]])
+            edges_j.append(head[b[ok]])
+        else:
+            # Transform k (0..7) of image i against the plain hashes of j, as one join: the
+            # index holds the distinct plain codes and the 7 transformed codes of each image,
+            # and each distinct plain code probes it once. Probing from the plain side makes
+            # n probes, not 7n (the candidates, pairs sharing a block within its radius, are
+            # the same either way), and the plain pairs come in it too (both ways: the same
+            # components as the self-join).
+            moved = np.concatenate([uniq[:, 0], im.p8[rows, 1:].ravel()])
             b, c, _ = pairs_within(moved, cfg.phash_threshold, queries=uniq[:, 0])
-            src, k = rows[c // 7], c % 7 + 1
-            ok = hamming(im.d8[src, k], uniq[b, 1]) <= cfg.dhash_threshold
+            plain = c < len(uniq)
+            u, m = np.minimum(c, len(uniq) - 1), np.maximum(c - len(uniq), 0)  # in range
+            src = np.where(plain, head[u], rows[m // 7])
+            dh = np.where(plain, uniq[u, 1], im.d8[rows[m // 7], m % 7 + 1])
+            ok = hamming(dh, uniq[b, 1]) <= cfg.dhash_threshold
             edges_i.append(src[ok])
             edges_j.append(head[b[ok]])
         labels = components(im.n, np.concatenate(edges_i), np.concatenate(edges_j))
