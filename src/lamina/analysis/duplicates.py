@@ -50,9 +50,13 @@ neighbours as brute force for sampled codes:
     faiss IndexBinaryHash      100k  -        ~305 s   -        0.03 s  -        yes
     BK-tree (pure Python)      100k  ~5400 s  ~7900 s  -        0.3 s   0.1 GB   yes
 
-So MIH in numpy, no new dependency. `invariant=True` adds 7 cross-joins (dihedral queries
-against the plain codes, ~2.3x a self-join each): the whole pass on 100k images takes
-~2 s plain and ~18 s invariant, on 1M ~41 s plain.
+So MIH in numpy, no new dependency. `invariant=True` replaces the self-join with one join:
+an index over the distinct plain pHashes and the 7 transformed pHashes of every image,
+probed once by each plain pHash (n probes; probing with the 7n transformed codes, as
+7 cross-joins, made 7x the probes for the same candidates). The candidates
+(code pairs sharing a block within its radius) still grow as 8 n^2 against the self-join's
+n^2 / 2, so the invariant pass costs ~5x the plain one at 100k and more at 1M
+(bench/results/duplicates.md).
 
 Example:
     >>> run_passes(store, [("hashes", None), ("duplicates", {"invariant": True})])  # doctest: +SKIP
