@@ -163,20 +163,20 @@ def _masks(bits: int, radius: int) -> np.ndarray:
     return np.array(sorted(out), dtype=np.int64)
 
 
-def _expand(qi: np.ndarray, starts: np.ndarray, cnt: np.ndarray, order: np.ndarray):
-    """Each query index against every code of its probed bucket."""
+def _expand(qi: np.ndarray, starts: np.ndarray, cnt: np.ndarray):
+    """Each query index against the position (in key order) of every code of its probed
+    bucket."""
     total = int(cnt.sum())
     # position in order = the bucket's start + (flat index - the bucket's first flat index)
     shift = starts - (np.cumsum(cnt) - cnt)
-    return np.repeat(qi, cnt), order[np.repeat(shift, cnt) + np.arange(total)]
+    return np.repeat(qi, cnt), np.repeat(shift, cnt) + np.arange(total)
 
 
 def _candidates(
-    kc: np.ndarray, kq: np.ndarray | None, bits: int, radius: int
+    kc: np.ndarray, kq: np.ndarray | None, bits: int, radius: int, order: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(query, code) index pairs whose block keys differ in <= radius bits; a self-join
-    (kq None) yields each unordered pair once."""
-    order = np.argsort(kc, kind="stable")
+    """(query index, code position in `order`, the codes sorted by key) pairs whose block
+    keys differ in <= radius bits; a self-join (kq None) yields each unordered pair once."""
     counts = np.bincount(kc, minlength=1 << bits)
     starts = np.cumsum(counts) - counts
     occupied = counts > 0  # 4 MB: stays in cache, unlike the counts
@@ -186,14 +186,14 @@ def _candidates(
         keys = kc[order]
         pos = np.arange(len(keys))
         later = starts[keys] + counts[keys] - pos - 1
-        first, second = _expand(pos, pos + 1, later, order)
+        first, second = _expand(pos, pos + 1, later)
         yield order[first], second
         ids = order
     else:
         ids = np.argsort(kq, kind="stable")  # probing in key order keeps table reads local
         keys = kq[ids]
         hit = occupied[keys]
-        yield _expand(ids[hit], starts[keys[hit]], counts[keys[hit]], order)
+        yield _expand(ids[hit], starts[keys[hit]], counts[keys[hit]])
     masks = _masks(bits, radius)
     high = np.floor(np.log2(np.maximum(masks, 1))).astype(np.int64)
     per_probe = 1.0 + len(kc) / 2**bits
@@ -207,7 +207,7 @@ def _candidates(
             probe = (q_keys[None, :] ^ fs[:, None]).ravel()
             hit = np.flatnonzero(occupied[probe])
             probe = probe[hit]
-            yield _expand(q_ids[hit % len(q_ids)], starts[probe], counts[probe], order)
+            yield _expand(q_ids[hit % len(q_ids)], starts[probe], counts[probe])
 
 
 def pairs_within(
@@ -229,11 +229,13 @@ def pairs_within(
         keymask = np.uint64((1 << bits) - 1)
         kc = ((c >> np.uint64(shift)) & keymask).astype(np.int64)
         kq = None if queries is None else ((q >> np.uint64(shift)) & keymask).astype(np.int64)
-        for qi, cj in _candidates(kc, kq, bits, radius):
-            x = q[qi] ^ c[cj]
+        order = np.argsort(kc, kind="stable")
+        by_key = c[order]  # a bucket's codes side by side: candidates read them in order
+        for qi, pos in _candidates(kc, kq, bits, radius, order):
+            x = q[qi] ^ by_key[pos]
             d = popcount(x)
             keep = np.flatnonzero(d <= threshold)  # few: the later checks run on these only
-            x, d, qi, cj = x[keep], d[keep], qi[keep], cj[keep]
+            x, d, qi, cj = x[keep], d[keep], qi[keep], order[pos[keep]]
             # Report a pair only from the first block whose radius it meets: once in all.
             first = np.ones(len(keep), bool)
             for s2, b2, r2 in blocks[:b]:
