@@ -55,7 +55,7 @@ an index over the distinct plain pHashes and the 7 transformed pHashes of every 
 probed once by each plain pHash (n probes; probing with the 7n transformed codes, as
 7 cross-joins, made 7x the probes for the same candidates). The candidates
 (code pairs sharing a block within its radius) still grow as 8 n^2 against the self-join's
-n^2 / 2, so the invariant pass costs ~5x the plain one at 100k and more at 1M
+n^2 / 2, so the invariant pass costs ~5-8x the plain one (100k-1M)
 (bench/results/duplicates.md).
 
 Example:
