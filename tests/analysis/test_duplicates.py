@@ -260,3 +260,72 @@ def test_runner_end_to_end(tmp_path: Path) -> None:
     rows = table()  # `duplicates` reads the newest layer
     assert rows["d/mirrored.png"]["kind"] == "flip" and rows["d/camera.png"]["is_representative"]
     assert len(store.layer_dirs("duplicates")) == 2
+
+
+# -- invariant matching at scale ---------------------------------------------------------------
+
+
+def planted_table(n: int, seed: int) -> pa.Table:
+    """`_groups`'s input for n images with random hashes, where a third of them are near
+    copies of another image, plainly or under a planted dihedral transform k (the copy's
+    `phash_dihedral[k]` a few bits from the original's pHash), and a few share pixels."""
+    rng = np.random.default_rng(seed)
+
+    def codes(*shape: int) -> np.ndarray:
+        return rng.integers(-(2**63), 2**63 - 1, shape, dtype=np.int64)
+
+    def noise(k: int) -> np.ndarray:  # 0..9 random bits
+        bits = rng.random((k, 64)) < rng.integers(0, 10, (k, 1)) / 64
+        return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64).view(np.int64)
+
+    p8, d8 = codes(n, 8), codes(n, 8)
+    copy, orig = np.arange(0, n, 3), rng.integers(0, n, n // 3 + 1)[: len(range(0, n, 3))]
+    k = rng.integers(0, 8, len(copy))  # 0: a plain near copy
+    p8[copy, k] = p8[orig, 0] ^ noise(len(copy))
+    d8[copy, k] = d8[orig, 0] ^ noise(len(copy))
+    ph, dh = p8[:, 0].copy(), d8[:, 0].copy()  # transform 0 is the identity
+    sha = [f"{i:064x}" for i in range(n)]
+    for i in range(1, n, 97):
+        sha[i] = sha[i - 1]
+    return pa.table(
+        {
+            "image_id": [f"{i:08x}" for i in range(n)],
+            "n_files": pa.array(np.ones(n, np.int32)),
+            "pixels": pa.array(rng.integers(10**5, 10**7, n)),
+            "taken": pa.array([None] * n, pa.timestamp("us")),
+            "sharpness": pa.array(rng.random(n)),
+            "phash": pa.array(ph),
+            "dhash": pa.array(dh),
+            "phash_dihedral": pa.FixedSizeListArray.from_arrays(pa.array(p8.ravel()), 8),
+            "dhash_dihedral": pa.FixedSizeListArray.from_arrays(pa.array(d8.ravel()), 8),
+            "pixel_sha256": sha,
+        }
+    )
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_groups_match_brute_force_on_planted_transforms(invariant: bool) -> None:
+    n = 3000
+    t = planted_table(n, seed=5)
+    ph, dh = t["phash"].to_numpy(), t["dhash"].to_numpy()
+    p8 = t["phash_dihedral"].combine_chunks().flatten().to_numpy().reshape(n, 8)
+    d8 = t["dhash_dihedral"].combine_chunks().flatten().to_numpy().reshape(n, 8)
+    # The rule by brute force: transform k of image a within 10/12 bits of b's plain hashes.
+    near = np.zeros((n, n), bool)
+    for k in range(8 if invariant else 1):
+        near |= (hamming(p8[:, k, None], ph[None, :]) <= 10) & (
+            hamming(d8[:, k, None], dh[None, :]) <= 12
+        )
+    a, b = np.nonzero(near)
+    sha = np.array(t["pixel_sha256"].to_pylist())
+    s = np.flatnonzero(sha[1:] == sha[:-1])
+    labels = components(n, np.concatenate([a, s]), np.concatenate([b, s + 1]))
+    expected: dict[int, set[str]] = {}
+    for i in np.flatnonzero(np.bincount(labels, minlength=n)[labels] > 1):
+        expected.setdefault(int(labels[i]), set()).add(f"{i:08x}")
+    got: dict[str, set[str]] = {}
+    for row in DuplicatesPass({"invariant": invariant})._groups(t).to_pylist():
+        got.setdefault(row["group_id"], set()).add(row["image_id"])
+    assert sorted(map(sorted, got.values())) == sorted(map(sorted, expected.values()))
+    # the planted transforms do join groups only the invariant search finds
+    assert len(expected) > (500 if invariant else 100)

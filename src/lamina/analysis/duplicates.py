@@ -50,9 +50,13 @@ neighbours as brute force for sampled codes:
     faiss IndexBinaryHash      100k  -        ~305 s   -        0.03 s  -        yes
     BK-tree (pure Python)      100k  ~5400 s  ~7900 s  -        0.3 s   0.1 GB   yes
 
-So MIH in numpy, no new dependency. `invariant=True` adds 7 cross-joins (dihedral queries
-against the plain codes, ~2.3x a self-join each): the whole pass on 100k images takes
-~2 s plain and ~18 s invariant, on 1M ~41 s plain.
+So MIH in numpy, no new dependency. `invariant=True` replaces the self-join with one join:
+an index over the distinct plain pHashes and the 7 transformed pHashes of every image,
+probed once by each plain pHash (n probes; probing with the 7n transformed codes, as
+7 cross-joins, made 7x the probes for the same candidates). The candidates
+(code pairs sharing a block within its radius) still grow as 8 n^2 against the self-join's
+n^2 / 2, so the invariant pass costs ~5-8x the plain one (100k-1M)
+(bench/results/duplicates.md).
 
 Example:
     >>> run_passes(store, [("hashes", None), ("duplicates", {"invariant": True})])  # doctest: +SKIP
@@ -159,19 +163,20 @@ def _masks(bits: int, radius: int) -> np.ndarray:
     return np.array(sorted(out), dtype=np.int64)
 
 
-def _expand(qi: np.ndarray, starts: np.ndarray, cnt: np.ndarray, order: np.ndarray):
-    """Each query index against every code of its probed bucket."""
+def _expand(qi: np.ndarray, starts: np.ndarray, cnt: np.ndarray):
+    """Each query index against the position (in key order) of every code of its probed
+    bucket."""
     total = int(cnt.sum())
-    offsets = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    return np.repeat(qi, cnt), order[np.repeat(starts, cnt) + offsets]
+    # position in order = the bucket's start + (flat index - the bucket's first flat index)
+    shift = starts - (np.cumsum(cnt) - cnt)
+    return np.repeat(qi, cnt), np.repeat(shift, cnt) + np.arange(total)
 
 
 def _candidates(
-    kc: np.ndarray, kq: np.ndarray | None, bits: int, radius: int
+    kc: np.ndarray, kq: np.ndarray | None, bits: int, radius: int, order: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(query, code) index pairs whose block keys differ in <= radius bits; a self-join
-    (kq None) yields each unordered pair once."""
-    order = np.argsort(kc, kind="stable")
+    """(query index, code position in `order`, the codes sorted by key) pairs whose block
+    keys differ in <= radius bits; a self-join (kq None) yields each unordered pair once."""
     counts = np.bincount(kc, minlength=1 << bits)
     starts = np.cumsum(counts) - counts
     occupied = counts > 0  # 4 MB: stays in cache, unlike the counts
@@ -181,14 +186,14 @@ def _candidates(
         keys = kc[order]
         pos = np.arange(len(keys))
         later = starts[keys] + counts[keys] - pos - 1
-        first, second = _expand(pos, pos + 1, later, order)
+        first, second = _expand(pos, pos + 1, later)
         yield order[first], second
         ids = order
     else:
         ids = np.argsort(kq, kind="stable")  # probing in key order keeps table reads local
         keys = kq[ids]
         hit = occupied[keys]
-        yield _expand(ids[hit], starts[keys[hit]], counts[keys[hit]], order)
+        yield _expand(ids[hit], starts[keys[hit]], counts[keys[hit]])
     masks = _masks(bits, radius)
     high = np.floor(np.log2(np.maximum(masks, 1))).astype(np.int64)
     per_probe = 1.0 + len(kc) / 2**bits
@@ -202,7 +207,7 @@ def _candidates(
             probe = (q_keys[None, :] ^ fs[:, None]).ravel()
             hit = np.flatnonzero(occupied[probe])
             probe = probe[hit]
-            yield _expand(np.tile(q_ids, len(fs))[hit], starts[probe], counts[probe], order)
+            yield _expand(q_ids[hit % len(q_ids)], starts[probe], counts[probe])
 
 
 def pairs_within(
@@ -224,16 +229,20 @@ def pairs_within(
         keymask = np.uint64((1 << bits) - 1)
         kc = ((c >> np.uint64(shift)) & keymask).astype(np.int64)
         kq = None if queries is None else ((q >> np.uint64(shift)) & keymask).astype(np.int64)
-        for qi, cj in _candidates(kc, kq, bits, radius):
-            x = q[qi] ^ c[cj]
-            d = popcount(x).astype(int)
-            keep = d <= threshold
+        order = np.argsort(kc, kind="stable")
+        by_key = c[order]  # a bucket's codes side by side: candidates read them in order
+        for qi, pos in _candidates(kc, kq, bits, radius, order):
+            x = q[qi] ^ by_key[pos]
+            d = popcount(x)
+            keep = np.flatnonzero(d <= threshold)  # few: the later checks run on these only
+            x, d, qi, cj = x[keep], d[keep], qi[keep], order[pos[keep]]
             # Report a pair only from the first block whose radius it meets: once in all.
+            first = np.ones(len(keep), bool)
             for s2, b2, r2 in blocks[:b]:
-                keep &= popcount((x >> np.uint64(s2)) & np.uint64((1 << b2) - 1)) > r2
-            out_i.append(qi[keep])
-            out_j.append(cj[keep])
-            out_d.append(d[keep])
+                first &= popcount((x >> np.uint64(s2)) & np.uint64((1 << b2) - 1)) > r2
+            out_i.append(qi[first])
+            out_j.append(cj[first])
+            out_d.append(d[first].astype(int))
     i, j, d = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
     if queries is None:
         i, j = np.minimum(i, j), np.maximum(i, j)
@@ -351,17 +360,27 @@ class DuplicatesPass(Pass):
         head = rows[first]
         edges_i.append(rows)
         edges_j.append(head[inverse.ravel()])
-        a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold)
-        ok = hamming(uniq[a, 1], uniq[b, 1]) <= cfg.dhash_threshold
-        edges_i.append(head[a[ok]])
-        edges_j.append(head[b[ok]])
-        if cfg.invariant:
-            for k in range(1, 8):  # transform k of image i against the plain hashes of j
-                queries = im.p8[rows, k]
-                a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold, queries=queries)
-                ok = hamming(im.d8[rows[a], k], uniq[b, 1]) <= cfg.dhash_threshold
-                edges_i.append(rows[a[ok]])
-                edges_j.append(head[b[ok]])
+        if not cfg.invariant:
+            a, b, _ = pairs_within(uniq[:, 0], cfg.phash_threshold)
+            ok = hamming(uniq[a, 1], uniq[b, 1]) <= cfg.dhash_threshold
+            edges_i.append(head[a[ok]])
+            edges_j.append(head[b[ok]])
+        else:
+            # Transform k (0..7) of image i against the plain hashes of j, as one join: the
+            # index holds the distinct plain codes and the 7 transformed codes of each image,
+            # and each distinct plain code probes it once. Probing from the plain side makes
+            # n probes, not 7n (the candidates, pairs sharing a block within its radius, are
+            # the same either way), and the plain pairs come in it too (both ways: the same
+            # components as the self-join).
+            moved = np.concatenate([uniq[:, 0], im.p8[rows, 1:].ravel()])
+            b, c, _ = pairs_within(moved, cfg.phash_threshold, queries=uniq[:, 0])
+            plain = c < len(uniq)
+            u, m = np.minimum(c, len(uniq) - 1), np.maximum(c - len(uniq), 0)  # in range
+            src = np.where(plain, head[u], rows[m // 7])
+            dh = np.where(plain, uniq[u, 1], im.d8[rows[m // 7], m % 7 + 1])
+            ok = hamming(dh, uniq[b, 1]) <= cfg.dhash_threshold
+            edges_i.append(src[ok])
+            edges_j.append(head[b[ok]])
         labels = components(im.n, np.concatenate(edges_i), np.concatenate(edges_j))
         size = np.bincount(labels, minlength=im.n)[labels]
         keep = np.flatnonzero((size > 1) | (im.n_files > 1))
