@@ -202,3 +202,8 @@ def test_sql_csv_keeps_a_carriage_return_inside_its_cell(cli, tree: Path) -> Non
     cli("scan", str(tree))
     out = cli("sql", "select 'a' || chr(13) || 'b' as name, 2 as n", "--format", "csv")
     assert list(csv.reader(io.StringIO(out, newline=""))) == [["name", "n"], ["a\rb", "2"]]
+
+
+def test_scan_of_an_unknown_users_home_is_a_message(cli) -> None:
+    out = cli("scan", "~nosuchuser-lamina/photos", code=2)
+    assert "Traceback" not in out and "no user named 'nosuchuser-lamina'" in out

@@ -39,3 +39,19 @@ def test_unknown_key_is_refused_by_name() -> None:
 def test_bad_value_is_refused_by_name(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"bad value for '{key}'"):
         config_from_dict(Cfg, {key: value})
+
+
+def test_a_home_folder_of_a_user_that_does_not_exist_is_a_config_error() -> None:
+    """`~photos` is the home folder of a user named photos (found by the reliability
+    suite's fuzz run: pathlib raised RuntimeError from a config's `root`)."""
+    import os
+    from pathlib import Path
+
+    from lamina.core.config import expand_user
+    from lamina.core.errors import ConfigError
+
+    assert expand_user("~/pics") == Path(os.path.expanduser("~/pics"))
+    assert expand_user("plain/dir") == Path("plain/dir")
+    with pytest.raises(ConfigError, match="~nosuchuser-lamina") as caught:
+        expand_user("~nosuchuser-lamina/photos")
+    assert "~/nosuchuser-lamina" in (caught.value.hint or "")

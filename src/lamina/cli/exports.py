@@ -4,12 +4,12 @@ sidecars, medoids."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
 from lamina.cli.options import force_into_source_option, force_option
+from lamina.core.config import expand_user
 
 
 @main.command()
@@ -189,7 +189,7 @@ def sidecars(
     config = SidecarsConfig(
         use=use.replace("-", "_"),
         style=style,
-        sidecar_dir=Path(sidecar_dir).expanduser() if sidecar_dir else None,
+        sidecar_dir=expand_user(sidecar_dir) if sidecar_dir else None,
         replace=replace,
         dry_run=dry_run,
     )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lamina.core.errors import ConfigError
@@ -89,3 +91,22 @@ def config_from_dict(cls: type[C], values: dict[str, Any] | None, *, where: str 
             if expected is float:
                 values[name] = float(value)
     return cls(**values)
+
+
+def expand_user(path: str | os.PathLike[str]) -> Path:
+    """`path` with a leading `~` or `~user` expanded, as a shell would; a `~name` whose
+    user does not exist is a ConfigError with the fix (pathlib raises a bare RuntimeError).
+
+    Example:
+        >>> expand_user("data/photos")
+        PosixPath('data/photos')
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        text = os.fspath(path)
+        head = text[1:].split(os.sep, 1)[0]
+        raise ConfigError(
+            f"{text}: no user named {head!r} on this machine, so {'~' + head} has no home folder",
+            hint=f"for a folder in your home, write ~/{text[1:]}",
+        ) from None

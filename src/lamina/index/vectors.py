@@ -511,7 +511,8 @@ def manifest_match(store: Store, query: str) -> list[tuple[str | None, str]]:
         return []
     import duckdb
 
-    p = Path(query).expanduser()
+    # os.path's expanduser leaves an unknown ~user as written: it may be a file's name.
+    p = Path(os.path.expanduser(query))
     absolutes = {p.absolute().as_posix()}
     with contextlib.suppress(OSError):
         absolutes.add(p.resolve().as_posix())
@@ -594,7 +595,7 @@ def query_vector(index: VectorIndex, store: Store, query: Any) -> np.ndarray:
         if stored is not None:
             return stored
     # In the manifest without a vector (an error row, or not embedded yet), or outside it.
-    path = Path(matches[0][1]) if matches else Path(text).expanduser()
+    path = Path(matches[0][1]) if matches else Path(os.path.expanduser(text))
     if path.is_file():
         digest = hashlib.sha256()
         with open(path, "rb") as fh:

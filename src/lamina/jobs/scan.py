@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.config import expand_user
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
 from lamina.core.runner import chunk_id_for, done_keys, run_map_pass
@@ -146,7 +147,7 @@ def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> li
     """Resolve sources to absolute folders; refuse missing ones and a store inside one."""
     roots = []
     for source in sources:
-        root = Path(source).expanduser().absolute()
+        root = expand_user(source).absolute()
         if not root.exists():
             raise SourceError(
                 f"the source {root} does not exist",

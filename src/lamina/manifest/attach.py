@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.config import expand_user
 from lamina.core.errors import LaminaError, StoreError
 from lamina.core.ledger import Run
 from lamina.core.store import Store, atomic_write_parquet
@@ -102,7 +103,7 @@ def _spec_files(spec: str) -> list[Path]:
                 hint="check the pattern; quote it so the shell does not expand it",
             )
         return found
-    return [Path(spec).expanduser()]
+    return [expand_user(spec)]
 
 
 def read_metadata(spec: str, *, key: str | None = None) -> pa.Table:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lamina.core.config import expand_user
 from lamina.core.errors import LaminaError
 from lamina.core.store import STORE_DIRNAME, Store
 
@@ -353,7 +354,7 @@ def read_json_records(path: str | Path) -> tuple[list[dict[str, Any]], str | Non
         >>> read_json_records("plates/p1/manifest.json")  # doctest: +SKIP
         ([{'title': 'Plate 1', 'license.name': 'CC-BY'}], None)
     """
-    path = Path(path).expanduser()
+    path = expand_user(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -429,7 +430,7 @@ def read_table_file(path: str | Path, *, text_columns: Iterable[str] = ()) -> pa
         >>> read_table_file("labels.csv").column_names  # doctest: +SKIP
         ['file', 'label']
     """
-    path = Path(path).expanduser()
+    path = expand_user(path)
     if not path.is_file():
         raise LaminaError(
             f"{path} does not exist" if not path.exists() else f"{path} is not a file",
@@ -534,7 +535,7 @@ def normalize_sha256(values: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def store_root_of(spec: str | Path) -> Path | None:
     """The store folder `spec` names (the store itself, or a folder holding `.lamina/`)."""
-    folder = Path(spec).expanduser()
+    folder = expand_user(spec)
     if (folder / "lamina.toml").is_file():
         return folder
     if (folder / STORE_DIRNAME / "lamina.toml").is_file():
@@ -557,7 +558,7 @@ def load_listing(spec: str) -> pa.Table:
     root = store_root_of(spec)
     if root is not None:
         return _store_listing(Store.open(root))
-    path = Path(spec).expanduser()
+    path = expand_user(spec)
     if path.is_dir():
         raise LaminaError(
             f"{path} is a folder but not a lamina store",

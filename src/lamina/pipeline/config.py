@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lamina.core.config import expand_user
 from lamina.core.errors import ConfigError
 
 # Stages in run order. `sidecars` writes files next to the originals (or into a mirror
@@ -130,7 +131,7 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
     values: dict[str, Any] = {}
     known = [f.name for f in dataclasses.fields(PipelineConfig)]
     if path is not None:
-        file = Path(path).expanduser()
+        file = expand_user(path)
         data = read_config_file(file)
         base = file.absolute().parent
         for key, value in data.items():
@@ -142,9 +143,9 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
                 )
             value = _check_type(key, value, getattr(defaults, key))
             if key == "root":
-                value = [os.path.normpath(base / Path(v).expanduser()) for v in value]
+                value = [os.path.normpath(base / expand_user(v)) for v in value]
             elif (key in PATH_KEYS and value) or (key == "pretrained" and _is_path(value)):
-                value = os.path.normpath(base / Path(value).expanduser())
+                value = os.path.normpath(base / expand_user(value))
             values[key] = value
     for key, value in overrides.items():
         if value is not None and value != () and value != []:
@@ -153,9 +154,9 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
             # Paths from the command line are read from the working folder: frozen
             # absolute, so the recorded config means the same from anywhere.
             if key == "root":
-                value = [os.path.abspath(os.path.expanduser(v)) for v in value]
+                value = [os.path.abspath(os.fspath(expand_user(v))) for v in value]
             elif key in PATH_KEYS and value:
-                value = os.path.abspath(os.path.expanduser(value))
+                value = os.path.abspath(os.fspath(expand_user(value)))
             values[key] = value
     config = dataclasses.replace(defaults, **values)
     unknown = [s for s in config.stages if s not in STAGES]
@@ -284,9 +285,9 @@ def check_before_work(config: PipelineConfig) -> None:
 
         load_labels(config.labels_file)
     if config.run_dir and "export" in config.stages:
-        out = Path(config.run_dir).expanduser().absolute().resolve()
+        out = expand_user(config.run_dir).absolute().resolve()
         for root in config.root:
-            src = Path(root).expanduser().absolute().resolve()
+            src = expand_user(root).absolute().resolve()
             if out == src or src in out.parents:
                 raise ConfigError(
                     f"run_dir {config.run_dir} lies inside the source {root}; lamina never "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lamina.core.config import expand_user
 from lamina.core.errors import ConfigError
 from lamina.core.store import Store
 from lamina.pipeline.config import PipelineConfig
@@ -197,7 +198,7 @@ def stage_tag(store: Store, config: PipelineConfig, progress: bool) -> StageResu
 
 
 def run_dir_of(store: Store, config: PipelineConfig) -> Path:
-    return Path(config.run_dir).expanduser() if config.run_dir else store.root / "exports"
+    return expand_user(config.run_dir) if config.run_dir else store.root / "exports"
 
 
 # What the export stage writes into run_dir, and the fix when one of them is in the way.
