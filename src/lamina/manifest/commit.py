@@ -15,7 +15,7 @@ import pyarrow as pa
 from lamina.core.errors import StoreError
 from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
-from lamina.core.store import Store
+from lamina.core.store import Store, write_error
 
 if TYPE_CHECKING:
     from lamina.manifest.sources import SourcePlan
@@ -267,6 +267,10 @@ def commit_scan(
             hint="free some disk space or choose another store with --store, then scan again "
             "(the hashing already done is kept)",
         ) from exc
+    except OSError as exc:
+        # The same, for the staging files lamina writes or removes itself (a full disk, a
+        # permission taken away): the name and the fix, not a traceback.
+        raise write_error(Path(exc.filename) if exc.filename else store.tmp_dir, exc) from exc
 
 
 def key_range(alias: str, lo: tuple[str, str] | None, hi: tuple[str, str] | None) -> str:
