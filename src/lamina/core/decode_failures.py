@@ -58,7 +58,7 @@ qualify row_number() over (partition by image_id order by mtime_ns desc, pass, l
 
 CURRENT_SQL = """
 select image_id, event from read_parquet({files}, union_by_name = true)
-qualify row_number() over (partition by image_id order by run_id desc, recorded desc) = 1
+qualify row_number() over (partition by image_id order by recorded desc, run_id desc) = 1
 """
 
 

@@ -115,7 +115,7 @@ UNDECODABLE_VIEW = """
 with undecodable as (
   select image_id, detail from (
     select * from read_parquet([{failures}], union_by_name=true)
-    qualify row_number() over (partition by image_id order by run_id desc, recorded desc) = 1
+    qualify row_number() over (partition by image_id order by recorded desc, run_id desc) = 1
   ) where event = 'failed'
 )
 select t.* replace (
