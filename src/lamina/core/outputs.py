@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,16 +238,30 @@ def write_output(
     """
     real = check_output_path(store, path, force=force, force_into_source=force_into_source)
     raw = data.encode() if isinstance(data, str) else data
-    tmp = real.with_name(f".{real.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, real)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}", hint="choose another output path"
-        ) from None
+    with staged_output(real) as tmp:
+        tmp.write_bytes(raw)
     record_output(store, real)
     return real
+
+
+@contextlib.contextmanager
+def staged_output(path: Path, *, hint: str = "choose another output path") -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write, renamed onto `path` when the
+    block ends: a reader never sees half an output. On failure the temporary file is
+    removed, and an OSError becomes an OutputError naming `path` and `hint`.
+
+    Example:
+        >>> with staged_output(Path("/tmp/out.csv")) as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("a,b\n")
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", hint=hint) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

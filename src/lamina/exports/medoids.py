@@ -116,31 +116,26 @@ def write_folder_medoids(
         >>> write_folder_medoids(lamina.open(), "folder_medoids.csv")  # doctest: +SKIP
         42
     """
-    from lamina.core.outputs import FORCE_HINT, check_output_path, record_output
+    from lamina.core.outputs import FORCE_HINT, check_output_path, record_output, staged_output
 
     out = check_output_path(
         store, out_path, force=force, force_into_source=force_into_source, fix=fix or FORCE_HINT
     )
     rows = folder_medoids(store, model=model).to_pylist()
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = CsvWriter(fh)  # keeps a "\r" of a folder name inside its cell
-            writer.writerow(HEADER)
-            for r in rows:
-                cosine = r["cosine_to_centroid"]
-                writer.writerow(
-                    (
-                        r["folder"],
-                        r["medoid_rel_path"] or "",
-                        "" if cosine is None else f"{cosine:.{DECIMALS}f}",
-                    )
+    with (
+        staged_output(out, hint="choose another -o path") as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as fh,
+    ):
+        writer = CsvWriter(fh)  # keeps a "\r" of a folder name inside its cell
+        writer.writerow(HEADER)
+        for r in rows:
+            cosine = r["cosine_to_centroid"]
+            writer.writerow(
+                (
+                    r["folder"],
+                    r["medoid_rel_path"] or "",
+                    "" if cosine is None else f"{cosine:.{DECIMALS}f}",
                 )
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LaminaError(
-            f"cannot write {out}: {exc.strerror or exc}", hint="choose another -o path"
-        ) from exc
+            )
     record_output(store, out)
     return len(rows)

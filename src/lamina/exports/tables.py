@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from lamina.core.csvtext import CsvWriter
 from lamina.core.errors import LaminaError
+from lamina.core.outputs import staged_output
 
 EXPORT_COLUMNS = (
     "path",
@@ -240,8 +241,7 @@ def write_table(table: pa.Table, out_path: str | os.PathLike[str], fmt: str) -> 
     """Write export rows to `out_path` in `fmt` (csv, parquet, json, jsonl), atomically
     (a temporary file renamed into place)."""
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with staged_output(out, hint="choose another -o path") as tmp:
         if fmt == "parquet":
             pq.write_table(table, tmp, compression="zstd")
         elif fmt == "csv":
@@ -258,12 +258,6 @@ def write_table(table: pa.Table, out_path: str | os.PathLike[str], fmt: str) -> 
                 else:
                     for r in rows:
                         fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LaminaError(
-            f"cannot write {out}: {exc.strerror or exc}", hint="choose another -o path"
-        ) from exc
 
 
 def _current(store: Any) -> tuple[pa.Table | None, pa.Table | None, list[str]]:
