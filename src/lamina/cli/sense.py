@@ -82,6 +82,7 @@ def sense(
         lamina scan ~/Pictures && lamina sense
         lamina sense --invariant --policy strict.toml
         lamina sense --signals all      # also the colour histograms no flag reads
+        lamina sense --no-thumbnails    # signals and hashes only (the report makes them later)
     """
     from lamina.jobs.sense import SenseConfig, sensed_line
     from lamina.jobs.sense import sense as run_sense
