@@ -106,7 +106,18 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals", "decode_failures")
+TABLE_NAMES = (
+    "files",
+    "images",
+    "file_events",
+    "meta",
+    "approvals",
+    "decode_failures",
+    # A collection's items under its layout (lamina.manifest.items), rewritten as one commit.
+    "items",
+    "item_files",
+    "item_meta",
+)
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's
 # latest event there is `failed`.
@@ -788,6 +799,14 @@ class Store:
                 "create view folder_labels as select image_id, source, rel_path, folder, "
                 "regexp_extract(folder, '[^/]+$') as label from files "
                 "where image_id is not null and status <> 'missing' and folder <> ''"
+            )
+        if "item_files" in views and "item_meta" in views:
+            # Each image with its item (the nearest above it) and its item's sidecar fields.
+            con.execute(
+                "create view image_meta as select f.image_id, f.source, f.rel_path, f.item_id, "
+                "m.* exclude (source, item_id, rel_path), m.rel_path as sidecar_path "
+                "from item_files f left join item_meta m using (source, item_id) "
+                "where f.role = 'image'"
             )
         if sandbox:
             from lamina.core.sqlsafe import lock_down
