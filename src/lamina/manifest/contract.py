@@ -381,6 +381,10 @@ def item_prefix(pattern: str, rel_folder: str) -> list[str]:
 # -- proposing a layout from a tree ------------------------------------------------------------
 
 _SIDECAR_SUFFIXES = (".json", ".csv", ".tsv")
+# Folder names that usually hold what tools made from an item, not the item's own images.
+OUTPUT_NAMES = frozenset(
+    {"runs", "run", "cache", "output", "outputs", "out", "tmp", "derived", "thumbs", "work"}
+)
 MAX_PROPOSE_FILES = 500_000  # a proposal looks at this many files at most
 
 
@@ -452,16 +456,26 @@ def propose_layout(root: Path, preset: str | None = None) -> tuple[dict[str, Any
             folders_at[n].add("/".join(parts[:n]))
         if len(parts) > 1 and os.path.splitext(p)[1].lower() in _SIDECAR_SUFFIXES:
             holders[(parts[-1], len(parts) - 1)].add("/".join(parts[:-1]))
-    best = max(holders.items(), key=lambda kv: len(kv[1]), default=None)
-    if best is not None and len(best[1]) >= 2:
-        (name, depth), holding = best
-        siblings = folders_at[depth]
-        if len(holding) >= 0.5 * len(siblings):
-            return _propose_items(name, depth, holding, siblings, images, paths, notes)
+    # The item is the shallowest folder level where a sidecar name is common: a deeper one
+    # (`runs/r1/ledger.json`) is an output inside the item, not the item.
+    most = max((len(h) for h in holders.values()), default=0)
+    candidates = [
+        (depth, -len(holding), name, holding)
+        for (name, depth), holding in holders.items()
+        if len(holding) >= 2
+        and len(holding) >= 0.5 * most
+        and len(holding) >= 0.5 * len(folders_at[depth])
+    ]
+    if candidates:
+        depth, _, name, holding = min(candidates)
+        return _propose_items(name, depth, holding, folders_at[depth], images, paths, notes)
     top_images = [p for p in images if p.count("/") == 1]
-    if images and len(top_images) == len(images) and len({p.split("/")[0] for p in images}) >= 2:
-        classes = len({p.split("/")[0] for p in images})
-        notes.append(f"every image sits in one of {classes} first-level folders: ImageFolder")
+    classes = len({p.split("/")[0] for p in top_images})
+    if images and len(top_images) >= 0.9 * len(images) and classes >= 2:
+        notes.append(
+            f"{len(top_images)} of {len(images)} images sit in one of {classes} first-level "
+            "folders: ImageFolder"
+        )
         return {"preset": "imagefolder"}, notes
     notes.append("no item folders found: every image is an item")
     return {"preset": "flat"}, notes
@@ -492,7 +506,12 @@ def _propose_items(
         if len(parts) > depth and "/".join(parts[:depth]) in item_set:
             rel_folders["/".join(parts[depth:-1])] += 1
             per_item["/".join(parts[:depth])] += 1
-    folder = max(rel_folders, key=lambda k: rel_folders[k], default="")
+    # Where most items keep their images; a folder named like an output loses a tie.
+    folder = min(
+        rel_folders,
+        key=lambda k: (k.split("/")[0].lower() in OUTPUT_NAMES, -rel_folders[k], k.count("/"), k),
+        default="",
+    )
     image_glob = f"{glob_escape(folder)}/*" if folder else "*"
     inner = glob_regex(image_glob)
     counts = [
