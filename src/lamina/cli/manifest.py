@@ -89,7 +89,9 @@ def scan(
             items = done.summary["layout"]
             for warning in items["warnings"]:
                 click.secho(f"warning: {warning}", fg="yellow", err=True)
-            click.echo(f"{items['items']} items, {items['ok_items']} keep every rule (lamina audit)")
+            click.echo(
+                f"{items['items']} items, {items['ok_items']} keep every rule (lamina audit)"
+            )
     if done.failed_chunks:
         click.secho(
             f"{done.failed_chunks} chunk(s) failed; see `lamina runs` and scan again to retry them",

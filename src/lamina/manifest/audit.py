@@ -43,7 +43,9 @@ def audit(store: Store, *, examples: int = MAX_EXAMPLES) -> dict[str, Any]:
     layout_runs = _rows(con, "select distinct layout_run from items")
     out: dict[str, Any] = {
         "layout_run": layout_runs[0]["layout_run"] if layout_runs else None,
-        "sources": [r["source"] for r in _rows(con, "select distinct source from items order by 1")],
+        "sources": [
+            r["source"] for r in _rows(con, "select distinct source from items order by 1")
+        ],
     }
     huge = _huge_threshold(store, out["layout_run"])
     out["top_level"] = _rows(
@@ -161,15 +163,17 @@ def _layers(store: Store, con: Any) -> dict[str, dict[str, int]]:
     with at least one."""
     out: dict[str, dict[str, int]] = {}
     for name in sorted(set(store.available_tables()) - set(TABLE_NAMES) - {"runs"}):
-        columns = {r["column_name"] for r in _rows(con, f'select column_name from (describe "{name}")')}
+        columns = {
+            r["column_name"] for r in _rows(con, f'select column_name from (describe "{name}")')
+        }
         if "image_id" not in columns:
             continue  # keyed by something else (the scan's probes: file_key)
         row = _rows(
             con,
             "with hit as (select f.source, f.item_id, "
-            f'bool_and(l.image_id is not null) as every, bool_or(l.image_id is not null) as anyone '
+            f"bool_and(l.image_id is not null) as every, bool_or(l.image_id is not null) as anyone "
             "from item_files f left join (select distinct image_id from "
-            f'"{name}") l using (image_id) where f.role = \'image\' group by all) '
+            f"\"{name}\") l using (image_id) where f.role = 'image' group by all) "
             "select count(*) filter (where every)::bigint as every_image, "
             "count(*) filter (where anyone)::bigint as some_image from hit",
         )[0]
@@ -202,7 +206,9 @@ def audit_text(report: dict[str, Any]) -> str:
             for ex in rule["examples"]:
                 lines.append(f"    {ex['item_id']}: {ex['detail']}")
     for sidecar, cov in report["field_coverage"].items():
-        lines.append(f"field coverage of {sidecar} ({cov['files']} files, {cov['errors']} unreadable):")
+        lines.append(
+            f"field coverage of {sidecar} ({cov['files']} files, {cov['errors']} unreadable):"
+        )
         for key, n in cov["keys"].items():
             lines.append(f"  {key}: {n}")
     img = report["images"]

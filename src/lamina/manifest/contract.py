@@ -471,7 +471,7 @@ def propose_layout(root: Path, preset: str | None = None) -> tuple[dict[str, Any
         return _propose_items(name, depth, holding, folders_at[depth], images, paths, notes)
     top_images = [p for p in images if p.count("/") == 1]
     classes = len({p.split("/")[0] for p in top_images})
-    if images and len(top_images) >= 0.9 * len(images) and classes >= 2:
+    if images and len(top_images) >= 0.75 * len(images) and classes >= 2:
         notes.append(
             f"{len(top_images)} of {len(images)} images sit in one of {classes} first-level "
             "folders: ImageFolder"

@@ -67,7 +67,17 @@ ITEM_FILES_SCHEMA = pa.schema(
         ("image_id", pa.string()),
     ]
 )
-META_FIXED = ("source", "item_id", "sidecar", "rel_path", "error", "error_line", "keys", "rows")
+META_FIXED = (
+    "source",
+    "item_id",
+    "sidecar",
+    "rel_path",
+    "error",
+    "error_line",
+    "keys",
+    "rows",
+    "document",  # the sidecar's content as JSON text: its values with their own types
+)
 
 
 @dataclass
@@ -262,9 +272,11 @@ def _items_of_source(
 ) -> tuple[list[_Item], list[dict[str, Any]]]:
     if layout.unit == "file":
         return _file_items(source, layout, rows)
-    items: dict[str, _Item] = {
-        rel: _Item(source, rel) for rel in sorted(_disk_items(source, layout))
-    }
+    items: dict[str, _Item] = {}
+    for rel in sorted(_disk_items(source, layout)):
+        outer = item_prefix(layout.items, rel)  # a folder inside an item is part of it
+        item = items.setdefault(outer[0], _Item(source, outer[0]))
+        item.nested.update(outer[1:])
     owner: dict[str, str | None] = {}  # folder -> its item (outermost match), cached
     roles = []
     images_re = glob_regex(layout.images)
@@ -426,6 +438,7 @@ def _read_meta(
                     "error_line": line,
                     "keys": list(flat),
                     "rows": n_rows,
+                    "document": None if doc is None else json.dumps(doc, ensure_ascii=False),
                     "fields": flat,
                 }
             )
@@ -443,6 +456,7 @@ def _meta_table(rows: list[dict[str, Any]]) -> pa.Table:
             "error_line": pa.array([r["error_line"] for r in rows], pa.int64()),
             "keys": pa.array([r["keys"] for r in rows], pa.list_(pa.string())),
             "rows": pa.array([r["rows"] for r in rows], pa.int64()),
+            "document": pa.array([r["document"] for r in rows], pa.string()),
         }
     )
     fields = records_to_table([r["fields"] for r in rows]) if rows else pa.table({})
@@ -478,17 +492,6 @@ def _items_table(items: list[_Item], run_id: str) -> pa.Table:
     )
 
 
-def _column_of(key: str, row: dict[str, Any]) -> str | None:
-    """The item_meta column of sidecar field `key` (renamed `meta_<key>` on a clash)."""
-    fixed = {c.lower() for c in META_FIXED}
-    name = key
-    for _ in range(8):
-        if name.lower() not in fixed and name in row:
-            return name
-        name = f"meta_{name}"
-    return None
-
-
 def item_facts(store: Store) -> Iterator[dict[str, Any]]:
     """Every item's facts as one plain dict (JSON-ready), in item order: its id and
     source, its images with their header facts, its sidecar fields (per sidecar file),
@@ -522,8 +525,8 @@ def item_facts(store: Store) -> Iterator[dict[str, Any]]:
         .to_pylist()
     ):
         key = (row.pop("source"), row.pop("item_id"))
-        columns = {k: _column_of(k, row) for k in row["keys"] or ()}
-        fields = {k: row[c] for k, c in columns.items() if c is not None}
+        # The document, not the columns: a column holding several types is text.
+        fields = json.loads(row["document"]) if row["document"] is not None else {}
         meta[key].append(
             {
                 "sidecar": row["sidecar"],
