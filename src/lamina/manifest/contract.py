@@ -411,7 +411,8 @@ def _common_glob(names: list[str]) -> str:
         ('plate-*', '*')
     """
     # Numbered names share leading zeros (plate-001 .. plate-435): the glob stops before them.
-    prefix = os.path.commonprefix(names).rstrip("0123456789")
+    # (Characters, not path components: these are sibling names.)
+    prefix = os.path.commonprefix(names).rstrip("0123456789")  # noqa: RUF071
     return f"{glob_escape(prefix)}*" if prefix and len(names) > 1 else "*"
 
 

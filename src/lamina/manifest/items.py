@@ -225,7 +225,8 @@ def compute_items(store: Store, layouts: dict[str, Layout], *, run_id: str = "")
 
     Example:
         >>> from lamina.manifest.contract import parse_layout
-        >>> res = compute_items(store, {"/data/herbarium": parse_layout({"preset": "flat"})})  # doctest: +SKIP
+        >>> layouts = {"/data/herbarium": parse_layout({"preset": "flat"})}
+        >>> res = compute_items(store, layouts)  # doctest: +SKIP
         >>> res.items.num_rows  # doctest: +SKIP
         435
     """
@@ -245,7 +246,8 @@ def compute_items(store: Store, layouts: dict[str, Layout], *, run_id: str = "")
                 raise LaminaError(
                     f"item {nested[0].item_id} in {source} holds another item "
                     f"({sorted(nested[0].nested)[0]}), and the layout says nested = 'refuse'",
-                    hint="narrow `items`, or set nested = 'outermost' (the outer folder is the item)",
+                    hint="narrow `items`, or set nested = 'outermost' "
+                    "(the outer folder is the item)",
                 )
         if not found:
             near = _nearest_paths(layout.items, _all_folders([r["rel_path"] for r in rows]))
@@ -504,7 +506,8 @@ def item_facts(store: Store) -> Iterator[dict[str, Any]]:
     if not store.table_files("items"):
         raise LaminaError(
             f"the store {store.root} has no items table",
-            hint="describe the layout (`lamina layout init SOURCE --write`) and run `lamina layout apply`",
+            hint="describe the layout (`lamina layout init SOURCE --write`), "
+            "then `lamina layout apply`",
         )
     con = store.connect()
     images: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -512,7 +515,8 @@ def item_facts(store: Store) -> Iterator[dict[str, Any]]:
         con.sql(
             "select f.source, f.item_id, f.rel_path, f.image_id, i.format, i.width, i.height, "
             "i.megapixels, i.huge, i.status, i.reason from item_files f "
-            "left join images i using (image_id) where f.role = 'image' order by f.source, f.rel_path"
+            "left join images i using (image_id) where f.role = 'image' "
+            "order by f.source, f.rel_path"
         )
         .to_arrow_table()
         .to_pylist()
