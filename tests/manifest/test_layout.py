@@ -393,3 +393,16 @@ def test_audit_without_a_layout_says_what_to_do(tmp_path: Path) -> None:
         audit(store)
     with pytest.raises(ConfigError, match="no layout for any source"):
         apply_layout(store)
+
+
+def test_an_items_sidecars_are_metadata_not_junk(tmp_path: Path) -> None:
+    store, _ = _plates(tmp_path)
+    rows = store.sql(
+        "select status, reason, count(*) as n from files where name like '%.json' "
+        "group by all order by all"
+    ).to_pylist()
+    # 11 manifests are the plates' metadata; the runs/ ledgers are outputs: still junk.
+    assert rows == [
+        {"status": "junk", "reason": "not_an_image", "n": 12},
+        {"status": "metadata", "reason": "item_sidecar", "n": 11},
+    ]

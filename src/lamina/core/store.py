@@ -790,9 +790,11 @@ class Store:
                 query = UNDECODABLE_VIEW.format(
                     failures=failures, parts=listing, detail=detail if name == "files" else ""
                 )
-                con.execute(f'create view "{name}" as {query}')
-                continue
-            con.execute(f'create view "{name}" as {self._select_table(name)}')
+            else:
+                query = self._select_table(name)
+            if name == "files" and views.get("item_files"):
+                query = _with_item_sidecars(query, views["item_files"])
+            con.execute(f'create view "{name}" as {query}')
         if "files" in views:
             # ImageFolder-style class labels: the name of each image's folder.
             con.execute(
@@ -861,6 +863,25 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+
+def _with_item_sidecars(files_query: str, item_files: list[Path]) -> str:
+    """The `files` view's query with the sidecar files of items (a plate's manifest.json,
+    found by `lamina.manifest.items`) read as `metadata / item_sidecar` instead of junk.
+    Folded in the view, as undecodable images are: `files.parquet` stays what the scan saw,
+    and a changed layout changes the answer without a rescan."""
+    parts = ", ".join(f"'{_sq(str(f))}'" for f in item_files)
+    return (
+        "select t.* replace (\n"
+        "  case when s.rel_path is null or t.status <> 'junk' then t.status else 'metadata' end "
+        "as status,\n"
+        "  case when s.rel_path is null or t.status <> 'junk' then t.reason else 'item_sidecar' "
+        "end as reason)\n"
+        f"from ({files_query}) t\n"
+        "left join (select distinct source, rel_path from read_parquet("
+        f"[{parts}], union_by_name=true) where role = 'sidecar') s\n"
+        "on t.source = s.source and t.rel_path = s.rel_path"
+    )
 
 
 def _sq(text: str) -> str:
