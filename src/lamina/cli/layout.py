@@ -7,7 +7,14 @@ import click
 from lamina.cli.app import LaminaGroup, echo_json, handle_errors, main, open_store
 
 
-@main.group(cls=LaminaGroup)
+class _Subcommands(LaminaGroup):
+    """`lamina layout`'s verbs, which take the global options too (as LaminaGroup's do)."""
+
+    def sections(self) -> list[tuple[str, list[str]]]:
+        return [("Commands", sorted(self.commands))]
+
+
+@main.group(cls=_Subcommands)
 def layout() -> None:
     """Describe a collection's shape (items, their images and sidecars) and compute its items.
 
@@ -18,7 +25,7 @@ def layout() -> None:
 
     \b
     Example:
-        lamina layout init ~/herbarium --write
+        lamina layout init ~/Pictures --write
         lamina layout apply
     """
 
