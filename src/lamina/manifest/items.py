@@ -16,7 +16,7 @@ sidecar fields, so manifest fields are columns in `lamina sql` with no `attach`.
 
 Why a derived step rather than part of the scan's commit: whether a JSON file is an item's
 manifest depends on the layout, which can change without any file changing; recomputing
-the items costs one read of `files` and of the sidecars (435 plates: well under a second),
+the items costs one read of `files` and of the sidecars (435 plates: ~1 s),
 and the scan stays what it was.
 """
 
