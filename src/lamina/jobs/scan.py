@@ -336,6 +336,10 @@ def scan(store: Store, config: ScanConfig) -> ScanResult:
         >>> r.new_images  # doctest: +SKIP
         301
     """
+    from lamina.jobs.layout import apply_layout, check_layout, store_layouts
+
+    # A layout with a broken schema is refused before the scan, not after it.
+    check_layout(store.root, check_sources(store.root, list(config.sources)))
     s = scan_sources(
         store,
         list(config.sources),
@@ -344,6 +348,16 @@ def scan(store: Store, config: ScanConfig) -> ScanResult:
         progress=config.progress,
         follow_links=config.follow_links,
     )
+    if store_layouts(store):
+        # The items follow the manifest (lamina.manifest.items): a derived step after it.
+        done = apply_layout(store)
+        s["layout"] = {
+            "items": done.items,
+            "ok_items": done.ok_items,
+            "run_id": done.run_id,
+            "violations": done.violations,
+            "warnings": done.warnings,
+        }
     return ScanResult(
         run_id=str(s["run_id"]),
         files=s["files"],
