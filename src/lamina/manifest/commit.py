@@ -7,6 +7,7 @@ says. See docs/ARCHITECTURE.md, "Scan".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from lamina.core.store import Store, write_error
 
 if TYPE_CHECKING:
     from lamina.manifest.sources import SourcePlan
+    from lamina.manifest.spill import Listing
 
 FILES_COLUMNS = """
     source VARCHAR, rel_path VARCHAR, folder VARCHAR, name VARCHAR, ext VARCHAR,
@@ -241,7 +243,7 @@ def sql_literal(value: str | list[str]) -> str:
 def commit_scan(
     store: Store,
     run: Run,
-    listing: pa.Table,
+    listing: Listing,
     plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
@@ -292,18 +294,25 @@ def key_range(alias: str, lo: tuple[str, str] | None, hi: tuple[str, str] | None
     return " and ".join(conds) or "true"
 
 
-def _key_ranges(listing: pa.Table) -> list[tuple[int, int, Any, Any]]:
-    """(first row, end row, lo, hi) of the listing's ranges of about PARTITION_ROWS rows;
-    the first range starts and the last ends unbounded, so that the previous rows beyond
-    the listing fall in one too."""
-    n = listing.num_rows
-    starts = list(range(0, n, PARTITION_ROWS)) or [0]
-    sources, rels = listing["source"], listing["rel_path"]
-    bounds: list[Any] = [None]
-    bounds += [(sources[i].as_py(), rels[i].as_py()) for i in starts[1:]]
-    bounds.append(None)
-    ends = [*starts[1:], n]
-    return [(starts[i], ends[i], bounds[i], bounds[i + 1]) for i in range(len(starts))]
+def _listing_ranges(listing: Listing) -> Iterator[tuple[pa.Table, Any, Any]]:
+    """The listing's slices of PARTITION_ROWS rows, each with its range (lo, hi) of
+    (source, rel_path); the first range starts and the last ends unbounded, so that the
+    previous rows beyond the listing fall in one too. An empty listing is one empty slice."""
+    schema = listing.schema
+    slices = (
+        pa.Table.from_batches([b], schema=schema)
+        for b in listing.batches(batch_size=PARTITION_ROWS)
+    )
+    current = next(slices, None)
+    if current is None:
+        yield pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema), None, None
+        return
+    lo = None
+    for following in slices:
+        hi = (following["source"][0].as_py(), following["rel_path"][0].as_py())
+        yield current, lo, hi
+        current, lo = following, hi
+    yield current, lo, None
 
 
 def _hex_ranges(count: int) -> list[tuple[str | None, str | None]]:
@@ -344,7 +353,7 @@ class _SortedWriter:
 def _build(
     store: Store,
     run: Run,
-    listing: pa.Table,
+    listing: Listing,
     plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
@@ -360,7 +369,16 @@ def _build(
         "set preserve_insertion_order = false; "
         f"set temp_directory = {sql_literal(str(stage / 'spill'))}"
     )
-    con.register("listing_all", listing)
+    # `listing`: the slice being written, registered for each (see below); empty until then
+    # (the views name it). The whole listing only as a view of its file, read in slices.
+    schema = listing.schema
+    con.register(
+        "listing", pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+    )
+    con.execute(
+        "create temp view listing_all as select * from "
+        f"read_parquet({sql_literal(str(listing.path))})"
+    )
     parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
     if parts:
         scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
@@ -403,12 +421,13 @@ def _build(
     run_id = sql_literal(run.run_id)
     in_scope = scope_sql("p", plan.scopes)
     staged: dict[Path, Path] = {}
-    ranges = _key_ranges(listing)
+    ranges: list[tuple[Any, Any]] = []  # (lo, hi) of each slice, for the passes below
 
     files_tmp = stage / f"new_files-{files_part.name}"
     out = _SortedWriter(con, files_tmp)
-    for start, end, lo, hi in ranges:
-        con.register("listing", listing.slice(start, end - start))
+    for part, lo, hi in _listing_ranges(listing):
+        ranges.append((lo, hi))
+        con.register("listing", part)
         con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
         out.add(query, "source, rel_path")
@@ -452,11 +471,11 @@ def _build(
     staged[images_dest] = out.path
 
     con.execute("create temp table gone (source varchar, rel_path varchar, old_sha256 varchar)")
-    for _, _, lo, hi in ranges:
+    for lo, hi in ranges:
         con.execute("insert into gone " + GONE_SQL.format(range_n=key_range("n", lo, hi)))
     events_dest = store.table_dir("file_events") / f"part-{run.run_id}.parquet"
     out = _SortedWriter(con, stage / f"new_events-{events_dest.name}")
-    for _, _, lo, hi in ranges:
+    for lo, hi in ranges:
         query = EVENTS_SQL.format(
             run=run_id, range_n=key_range("n", lo, hi), range_p=key_range("p", lo, hi)
         )
