@@ -34,7 +34,7 @@ from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
 from lamina.manifest.commit import commit_scan
 from lamina.manifest.sources import SourcePlan, find_same_files, plan_sources, recorded_sources
-from lamina.manifest.spill import Listing
+from lamina.manifest.spill import Listing, give_back_memory, system_memory_pool
 from lamina.passes.scan import (
     LISTING_SCHEMA,
     ScanPass,
@@ -169,6 +169,7 @@ def _to_probe(listing: Listing) -> Iterator[pa.Table]:
     the columns it needs (the worker rebuilds the path from source + rel_path)."""
     columns = ["file_key", "source", "rel_path", "size", "walk_status"]
     for batch in listing.batches(columns):
+        give_back_memory()  # what the chunks of the slice before held
         table = pa.Table.from_batches([batch])
         if table["walk_status"].null_count < table.num_rows:
             table = table.filter(pc.is_null(table["walk_status"]))
@@ -251,7 +252,7 @@ def scan_sources(
         "chunk_size": chunk_size,
         "follow_links": follow_links,
     }
-    with store.write_lock("scan"), Run(store, "scan", config) as run:
+    with store.write_lock("scan"), Run(store, "scan", config) as run, system_memory_pool():
         files_part = store.table_dir("files") / "files.parquet"
         plan = plan_sources(recorded_sources(files_part), roots)
         # The commit's DuckDB takes ~0.1 s to import: do it meanwhile, mostly while this
@@ -293,6 +294,7 @@ def scan_sources(
                     scanned=plan.trees,
                     temp_dir=store.tmp_dir,
                 )
+                give_back_memory()
                 same = find_same_files(listing, files_part, plan, temp_dir=store.tmp_dir)
                 if same.listed:
                     _mark_same_files(listing, same.listed)
@@ -327,6 +329,7 @@ def scan_sources(
                 executor.close()
                 if preload.ident is not None:
                     preload.join()
+            give_back_memory()
             summary = commit_scan(
                 store, run, listing, plan, layer, empty_table(ScanPass.schema), same.recorded
             )

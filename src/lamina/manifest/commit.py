@@ -17,6 +17,7 @@ from lamina.core.errors import StoreError
 from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store, write_error
+from lamina.manifest.spill import give_back_memory
 
 if TYPE_CHECKING:
     from lamina.manifest.sources import SourcePlan
@@ -64,7 +65,7 @@ IMAGE_COLUMNS = (
 # not stay within a fixed limit: DuckDB's sort of 100,000 rows of `files` fails with
 # "Out of Memory" under 48 MB.
 PARTITION_ROWS = 16_384
-COMMIT_MEMORY = "64MB"
+COMMIT_MEMORY = "24MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
 FILES_DIGEST = "files.digest"
 
@@ -116,6 +117,16 @@ select p.* replace (
          case when d.rel_path is null then p.detail else d.detail end as detail)
 from prev p left join demoted d using (source, rel_path)
 where {range_p} and not {in_scope}
+"""
+
+# The images that the listing slice's files hold: the probe's facts (IMAGE_COLUMNS) and
+# what picks the file an image's row is taken from when several hold it.
+IMAGE_CANDIDATES_SQL = """
+select substr(p.sha256, 1, 32) as image_id, {columns},
+       case when p.reason = 'extension_mismatch' then null else p.reason end as reason,
+       p.ext_mismatch as _ext_mismatch, l.source as _source, l.rel_path as _rel_path
+from probes p join listing l using (file_key)
+where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
 """
 
 # {range_n} / {range_p}: the range of (source, rel_path) being written, on `n` / `p`. The
@@ -335,10 +346,12 @@ class _SortedWriter:
         self.writer: Any = None
         self.rows = 0
 
-    def add(self, query: str, order: str) -> None:
+    def add(self, query: str, order: str | None) -> None:
         import pyarrow.parquet as pq
 
-        reader = self.con.sql(f"select * from ({query}) order by {order}").to_arrow_reader(8192)
+        if order is not None:
+            query = f"select * from ({query}) order by {order}"
+        reader = self.con.sql(query).to_arrow_reader(8192)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, reader.schema, compression="zstd")
         for batch in reader:
@@ -366,18 +379,14 @@ def _build(
     # The spill folder lives in the staging folder, which the store commit removes.
     con.execute(
         f"set memory_limit = '{COMMIT_MEMORY}'; set threads = 1; "
-        "set preserve_insertion_order = false; "
+        "set preserve_insertion_order = false; set allocator_flush_threshold = '4MB'; "
         f"set temp_directory = {sql_literal(str(stage / 'spill'))}"
     )
     # `listing`: the slice being written, registered for each (see below); empty until then
-    # (the views name it). The whole listing only as a view of its file, read in slices.
+    # (the views name it). No query reads the whole listing: each reads one slice.
     schema = listing.schema
     con.register(
         "listing", pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
-    )
-    con.execute(
-        "create temp view listing_all as select * from "
-        f"read_parquet({sql_literal(str(listing.path))})"
     )
     parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
     if parts:
@@ -394,14 +403,12 @@ def _build(
                 f"select count(*) - count(distinct file_key) from {scan_parts}"
             ).fetchone()
         dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
-        for view, keys in (("probes_all", "listing_all"), ("probes", "listing")):
-            con.execute(
-                f"create temp view {view} as select * exclude (filename) from {scan_parts} "
-                f"where file_key in (select file_key from {keys}) {dedup if dups else ''}"
-            )
+        con.execute(
+            f"create temp view probes as select * exclude (filename) from {scan_parts} "
+            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
+        )
     else:
         con.register("probes", empty_probes)
-        con.register("probes_all", empty_probes)
     files_part = store.table_dir("files") / "files.parquet"
     create_prev_views(con, files_part, plan.merged)
     rows = ", ".join(
@@ -425,13 +432,20 @@ def _build(
 
     files_tmp = stage / f"new_files-{files_part.name}"
     out = _SortedWriter(con, files_tmp)
+    # The images this scan's files hold, gathered from each slice as it goes by (so that
+    # no query joins the probes with the whole listing), in no order: see below.
+    candidates = _SortedWriter(con, stage / "image-candidates.parquet")
+    columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
     for part, lo, hi in _listing_ranges(listing):
         ranges.append((lo, hi))
         con.register("listing", part)
         con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
         out.add(query, "source, rel_path")
+        candidates.add(IMAGE_CANDIDATES_SQL.format(columns=columns), order=None)
+        give_back_memory()
     out.close()
+    candidates.close()
     con.execute("drop table cur")
     con.unregister("listing")
     staged[files_part] = files_tmp
@@ -446,27 +460,27 @@ def _build(
         if image_parts
         else "(select ''::varchar as image_id where false)"
     )
-    columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
     images_dest = store.table_dir("images") / f"part-{run.run_id}.parquet"
     out = _SortedWriter(con, stage / f"new_images-{images_dest.name}")
+    found = f"read_parquet({sql_literal(str(candidates.path))})"
+    image_columns = ", ".join(f"c.{c}" for c in (*IMAGE_COLUMNS, "reason"))
+    # One image_id range at a time: its candidates, less the images already recorded, one
+    # row per image, from its file first in (ext_mismatch, source, rel_path) order.
     for lo, hi in _hex_ranges(len(ranges)):
         out.add(
             f"""
-            select substr(p.sha256, 1, 32) as image_id, {columns},
-                   case when p.reason = 'extension_mismatch' then null else p.reason end
-                     as reason,
-                   {run_id} as first_seen_run
-            from probes_all p join listing_all l using (file_key)
-            where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
-              and {_id_range("p.sha256", lo, hi)}
+            select c.image_id, {image_columns}, {run_id} as first_seen_run
+            from {found} c
+            where {_id_range("c.image_id", lo, hi)}
               and not exists (select 1 from {known} k
                               where {_id_range("k.image_id", lo, hi)}
-                                and k.image_id = substr(p.sha256, 1, 32))
-            qualify row_number() over (partition by substr(p.sha256, 1, 32)
-                                       order by p.ext_mismatch, l.source, l.rel_path) = 1
+                                and k.image_id = c.image_id)
+            qualify row_number() over (partition by c.image_id
+                                       order by c._ext_mismatch, c._source, c._rel_path) = 1
             """,
             "image_id",
         )
+        give_back_memory()
     n_images = out.close()
     staged[images_dest] = out.path
 
@@ -480,6 +494,7 @@ def _build(
             run=run_id, range_n=key_range("n", lo, hi), range_p=key_range("p", lo, hi)
         )
         out.add(query, "source, rel_path")
+        give_back_memory()
     n_events = out.close()
     staged[events_dest] = out.path
 
