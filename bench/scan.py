@@ -911,7 +911,7 @@ def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: P
             f"probe {t.inproc_part('probe'):.2f} + commit {t.inproc_part('commit'):.2f}"
         )
     else:
-        runs = [corpora["tiny"][0], corpora["tiny"][-1]]
+        runs = corpora["tiny"]  # 10k, 30k and 100k: flat means no growth past the first
         peaks = [peak_rss(sources, stores / f"tiny-{n}") for n, sources in runs]
         for p in peaks:
             print(
@@ -919,12 +919,14 @@ def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: P
                 f"main PSS {p.main_pss_mb:.0f} MB, tree {p.tree_mb:.0f} MB, "
                 f"high-water {p.hwm_mb:.0f} MB"
             )
-        extra = peaks[1].files - peaks[0].files
-        print(
-            f"per extra file: {(peaks[1].main_mb - peaks[0].main_mb) * MB / extra / 1e3:.2f} KB "
-            f"RSS, {(peaks[1].main_pss_mb - peaks[0].main_pss_mb) * MB / extra / 1e3:.2f} KB PSS "
-            f"({peaks[1].main_mb / peaks[0].main_mb - 1:+.0%} main RSS)"
-        )
+        for a, b in ((peaks[0], peaks[-1]), (peaks[1], peaks[-1])):
+            extra = b.files - a.files
+            print(
+                f"{a.files:,} -> {b.files:,}, per extra file: "
+                f"{(b.main_mb - a.main_mb) * MB / extra / 1e3:.2f} KB RSS, "
+                f"{(b.main_pss_mb - a.main_pss_mb) * MB / extra / 1e3:.2f} KB PSS "
+                f"({b.main_mb / a.main_mb - 1:+.0%} main RSS)"
+            )
     shutil.rmtree(stores, ignore_errors=True)
     return 0
 
