@@ -549,9 +549,10 @@ def _sort_listing_file(src: Path, dest: Path, temp_dir: Path) -> None:
         )
         spill = str(temp_dir / "listing-sort").replace("'", "''")
         con.execute(f"set temp_directory = '{spill}'")
-        reader = con.execute(
-            "select * from read_parquet(?) order by source, rel_path", [str(src)]
-        ).fetch_record_batch(SPILL_ROWS)
+        listed = str(src).replace("'", "''")
+        reader = con.sql(
+            f"select * from read_parquet('{listed}') order by source, rel_path"
+        ).to_arrow_reader(SPILL_ROWS)
         writer = _listing_writer(dest)
         try:
             for batch in reader:
