@@ -380,7 +380,8 @@ def timed(name, fn):
         finally:
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return wrapper
-for name, attr in (("walk", "spill_listing"), ("probe", "run_map_pass_batches"), ("commit", "commit_scan")):
+steps = (("walk", "spill_listing"), ("probe", "run_map_pass_batches"), ("commit", "commit_scan"))
+for name, attr in steps:
     if hasattr(m, attr):
         setattr(m, attr, timed(name, getattr(m, attr)))
 t = time.perf_counter()
