@@ -9,6 +9,10 @@ tasks itself until the first worker is up, so no time is lost waiting on the sta
 finishes everything first, the workers that never ran anything are killed rather than
 waited for.
 
+With `fork` (Linux), the workers are forked from this process instead of spawned: no
+interpreter start and no imports, so a pool starts in milliseconds; for callers whose
+tasks use only fork-safe libraries (the scan), and only from a process with one thread.
+
 With `threads`, the workers are threads of this process instead: nothing to start, and
 work that releases the GIL (reading and hashing files) still runs on every core, but
 Python code runs one thread at a time. The scan uses it for work too small to repay the

@@ -61,8 +61,10 @@ IMAGE_COLUMNS = (
 # without a sort of them all), and the images its files hold gathered in a file of
 # candidates; the new `images` rows are then made one range of image_id at a time from
 # those candidates (image ids are uniform, so even hex ranges do). No query joins or sorts
-# the whole listing, so the commit's memory is one range's whatever the number of files
-# (bench/scan.py measures it), and DuckDB gets a fixed memory limit, one thread (each
+# the whole listing, so the data the commit holds is one range's whatever the number of
+# files (bench/scan.py measures the process: DuckDB's allocator keeps a few MB of each
+# slice's read of the probe layer, a fresh connection per slice or DuckDB's allocator
+# settings do not give it back), and DuckDB gets a fixed memory limit, one thread (each
 # thread reserves its own share) and a spill folder under the commit's staging folder. A
 # sort of all rows at once does not stay within a fixed limit: DuckDB's sort of 100,000
 # rows of `files` fails with "Out of Memory" under 48 MB. The limit is what DuckDB may
