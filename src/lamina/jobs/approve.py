@@ -94,11 +94,16 @@ def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def where_ids(store: Store, where: str) -> list[str]:
-    """Image ids of present files that `where` selects (see `WHERE_HELP`): `files` joined
-    with each helper table by image_id, every column under one unambiguous name."""
-    import duckdb
+def where_select(store: Store, where: str, *, present: bool = True) -> str:
+    """The SELECT of the image ids `where` selects (see `WHERE_HELP`), checked by
+    `lamina.core.sqlsafe.check_condition`: `files` joined with each helper table by
+    image_id, every column under one unambiguous name; `present` keeps missing files out.
+    Run it on `store.connect(sandbox=True)` only.
 
+    Example:
+        >>> where_select(lamina.open(), "top1 = 'cat'")[:36]  # doctest: +SKIP
+        'with "_where_files" as (select image'
+    """
     from lamina.core.sqlsafe import check_condition
 
     columns = where_columns(store)
@@ -113,23 +118,36 @@ def where_ids(store: Store, where: str) -> list[str]:
     joins = "".join(
         f' left join "_where_{t}" as "{t}" using (image_id)' for t in columns if t != "files"
     )
-    query = (
+    keep = "files.status <> 'missing' and " if present else ""
+    return (
         f"with {', '.join(ctes)} "
         f'select distinct image_id from "_where_files" as files{joins} '
-        f"where files.status <> 'missing' and image_id is not null and (\n{where}\n) "
-        "order by image_id"
+        f"where {keep}image_id is not null and (\n{where}\n)"
     )
+
+
+def where_error(store: Store, exc: Exception) -> LaminaError:
+    """A DuckDB error of a --where condition as the message and hint users see."""
+    columns = where_columns(store)
+    listed = "; ".join(
+        f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
+    )
+    return LaminaError(
+        f"bad --where condition: {str(exc).splitlines()[0]}",
+        hint="a SQL condition over these columns (a name two tables share is prefixed: "
+        f"tags.error is tag_error) — {listed}",
+    )
+
+
+def where_ids(store: Store, where: str) -> list[str]:
+    """Image ids of present files that `where` selects (see `WHERE_HELP`), sorted."""
+    import duckdb
+
+    query = where_select(store, where) + " order by image_id"
     try:
         return [r[0] for r in store.connect(sandbox=True).execute(query).fetchall()]
     except duckdb.Error as exc:
-        listed = "; ".join(
-            f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
-        )
-        raise LaminaError(
-            f"bad --where condition: {str(exc).splitlines()[0]}",
-            hint="a SQL condition over these columns (a name two tables share is prefixed: "
-            f"tags.error is tag_error) — {listed}",
-        ) from None
+        raise where_error(store, exc) from None
 
 
 def selected_ids(store: Store, images: tuple[str, ...], where: str | None) -> list[str]:
