@@ -44,7 +44,8 @@ def _env() -> Any:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
+        # A column of a table the store lacks yet is undefined, i.e. empty: not an error.
+        undefined=jinja2.ChainableUndefined,
     )
     env.filters["bytes"] = _bytes
     env.filters["num"] = _num
