@@ -33,6 +33,17 @@ def sql(store: Store, query: str) -> list[dict[str, Any]]:
 
 
 def shoot(page: Any, folder: Path, name: str) -> None:
+    """A full-page screenshot once every image (lazy ones too) has loaded; every image
+    must have pixels."""
+    page.evaluate(
+        "() => Promise.all(Array.from(document.images).map(i => {"
+        " i.loading = 'eager'; return i.decode().catch(() => null); }))"
+    )
+    broken = page.evaluate(
+        "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.src)"
+    )
+    assert not broken, broken
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     extra = os.environ.get("LAMINA_SCREENSHOTS")
@@ -55,6 +66,9 @@ def test_every_decision_end_to_end_in_chromium(served: Served, store: Store, tmp
     blurry = sql(store, "select count(*) as n from files f join flags using (image_id) where list_contains(flags, 'blurry') and f.status <> 'missing'")[0]["n"]
     present = sql(store, "select count(*) as n from files where image_id is not null and status <> 'missing'")[0]["n"]
     group = sql(store, "select group_id, list(image_id order by image_id) as members, max_by(image_id, is_representative) as keeper from duplicates where group_size > 1 group by 1 order by 1 limit 1")[0]
+    from lamina.index.vectors import build_index
+
+    build_index(store)  # as `lamina similar` would: the image view then lists neighbours
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -99,8 +113,7 @@ def test_every_decision_end_to_end_in_chromium(served: Served, store: Store, tmp
             with page.expect_navigation():
                 page.click(f'.tile[data-id="{coffee}"] a')
             assert page.url.endswith(f"/image/{coffee}")
-            page.wait_for_function("document.getElementById('preview').complete")
-            assert page.evaluate("document.getElementById('preview').naturalWidth") > 0
+            assert page.locator("#neighbours .member").count() > 0
             shoot(page, shots, "image")
             boxes = page.locator("input.label")
             for k in range(boxes.count()):
