@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from lamina.cli import main
@@ -58,14 +57,30 @@ def click_and_reload(page: Any, selector: str) -> None:
         page.click(selector)
 
 
-def test_every_decision_end_to_end_in_chromium(served: Served, store: Store, tmp_path: Path) -> None:
+def test_every_decision_end_to_end_in_chromium(
+    served: Served, store: Store, tmp_path: Path
+) -> None:
     sync_playwright = _sync_playwright()
     shots = tmp_path / "artefacts"
     messages: list[tuple[str, str]] = []
-    ids = {r["rel_path"]: r["image_id"] for r in sql(store, "select rel_path, image_id from files where image_id is not null")}
-    blurry = sql(store, "select count(*) as n from files f join flags using (image_id) where list_contains(flags, 'blurry') and f.status <> 'missing'")[0]["n"]
-    present = sql(store, "select count(*) as n from files where image_id is not null and status <> 'missing'")[0]["n"]
-    group = sql(store, "select group_id, list(image_id order by image_id) as members, max_by(image_id, is_representative) as keeper from duplicates where group_size > 1 group by 1 order by 1 limit 1")[0]
+    ids = {
+        r["rel_path"]: r["image_id"]
+        for r in sql(store, "select rel_path, image_id from files where image_id is not null")
+    }
+    blurry = sql(
+        store,
+        "select count(*) as n from files f join flags using (image_id) "
+        "where list_contains(flags, 'blurry') and f.status <> 'missing'",
+    )[0]["n"]
+    present = sql(
+        store, "select count(*) as n from files where image_id is not null and status <> 'missing'"
+    )[0]["n"]
+    group = sql(
+        store,
+        "select group_id, list(image_id order by image_id) as members, "
+        "max_by(image_id, is_representative) as keeper from duplicates "
+        "where group_size > 1 group by 1 order by 1 limit 1",
+    )[0]
     from lamina.index.vectors import build_index
 
     build_index(store)  # as `lamina similar` would: the image view then lists neighbours
@@ -145,22 +160,45 @@ def test_every_decision_end_to_end_in_chromium(served: Served, store: Store, tmp
             assert page.locator(".badge.reject").count() >= 2
 
             page.goto(served.url + "/clusters", wait_until="load")
-            assert page.locator(".member.cluster").count() == sql(store, "select count(distinct cluster) as n from clusters")[0]["n"]
+            assert (
+                page.locator(".member.cluster").count()
+                == sql(store, "select count(distinct cluster) as n from clusters")[0]["n"]
+            )
             shoot(page, shots, "clusters")
         finally:
             browser.close()
 
     assert not [m for m in messages if m[0] in ("error", "pageerror", "requestfailed")], messages
 
-    approvals = sql(store, f"select image_id, action, labels, who, note from approvals where who = '{WHO}'")
+    approvals = sql(
+        store, f"select image_id, action, labels, who, note from approvals where who = '{WHO}'"
+    )
     assert approvals == [
-        {"image_id": coffee, "action": "set", "labels": [*wanted, "espresso"], "who": WHO, "note": "lamina app"}
+        {
+            "image_id": coffee,
+            "action": "set",
+            "labels": [*wanted, "espresso"],
+            "who": WHO,
+            "note": "lamina app",
+        }
     ]
-    marks = sql(store, f"select image_id, decision from decisions where kind = 'mark' and who = '{WHO}' order by image_id")
+    marks = sql(
+        store,
+        "select image_id, decision from decisions "
+        f"where kind = 'mark' and who = '{WHO}' order by image_id",
+    )
     expected = sorted({(coffee, "reject"), *((c, "reject") for c in chosen), (kept, "keep")})
     assert sorted((m["image_id"], m["decision"]) for m in marks) == expected
-    dups = sql(store, f"select image_id, decision, group_id from decisions where kind = 'duplicate' and who = '{WHO}' order by image_id")
+    dups = sql(
+        store,
+        "select image_id, decision, group_id from decisions "
+        f"where kind = 'duplicate' and who = '{WHO}' order by image_id",
+    )
     assert dups == [
-        {"image_id": m, "decision": "keep" if m == group["keeper"] else "discard", "group_id": group["group_id"]}
+        {
+            "image_id": m,
+            "decision": "keep" if m == group["keeper"] else "discard",
+            "group_id": group["group_id"],
+        }
         for m in group["members"]
     ]

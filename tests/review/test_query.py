@@ -24,9 +24,9 @@ from tests.report.stores import lamina
 
 def ids_of(store: Store, where: str) -> set[str]:
     return set(
-        store.sql(
-            f"select f.image_id from files f where f.image_id is not null and {where}"
-        )["image_id"].to_pylist()
+        store.sql(f"select f.image_id from files f where f.image_id is not null and {where}")[
+            "image_id"
+        ].to_pylist()
     )
 
 
@@ -56,18 +56,27 @@ def test_pages_are_disjoint_ordered_and_cover_every_present_file(store: Store) -
     [
         (Filters(flag="blurry"), "image_id in (select image_id from flags where blurry)"),
         (Filters(status="broken"), "status = 'broken'"),
-        (Filters(dup="copies"), "image_id in (select image_id from duplicates "
-         "where group_size > 1 and not is_representative)"),
+        (
+            Filters(dup="copies"),
+            "image_id in (select image_id from duplicates "
+            "where group_size > 1 and not is_representative)",
+        ),
         (Filters(dup="near"), "image_id in (select image_id from duplicates where kind = 'near')"),
         (Filters(cluster="0"), "image_id in (select image_id from clusters where cluster = 0)"),
-        (Filters(tag="rocket"), "image_id in (select image_id from tags "
-         "where list_contains(top_labels, 'rocket'))"),
+        (
+            Filters(tag="rocket"),
+            "image_id in (select image_id from tags where list_contains(top_labels, 'rocket'))",
+        ),
         (Filters(approval="approved"), "image_id in (select image_id from approvals)"),
-        (Filters(approval="unapproved"), "status <> 'missing' and image_id not in "
-         "(select image_id from approvals)"),
+        (
+            Filters(approval="unapproved"),
+            "status <> 'missing' and image_id not in (select image_id from approvals)",
+        ),
         (Filters(folder="pets"), "folder = 'pets'"),
-        (Filters(where="blurry or dark"), "image_id in (select image_id from flags "
-         "where blurry or dark)"),
+        (
+            Filters(where="blurry or dark"),
+            "image_id in (select image_id from flags where blurry or dark)",
+        ),
     ],
 )
 def test_each_filter_selects_what_sql_selects(store: Store, flt: Filters, where: str) -> None:
@@ -119,14 +128,18 @@ def test_options_list_what_the_store_holds(store: Store) -> None:
 
 
 def test_the_image_view_gathers_every_fact(store: Store) -> None:
-    dark = store.sql("select image_id from files where rel_path = 'pets/dark.jpg'")[
-        "image_id"
-    ][0].as_py()
+    dark = store.sql("select image_id from files where rel_path = 'pets/dark.jpg'")["image_id"][
+        0
+    ].as_py()
     data = image(store, dark)
     assert data is not None
     assert data["files"][0]["rel_path"] == "pets/dark.jpg" and data["files"][0]["on_disk"]
     flags = {f["flag"]: f for f in data["flags"]}
-    assert "dark" in flags and flags["dark"]["why"] and flags["dark"]["score"] >= flags["dark"]["threshold"]
+    assert (
+        "dark" in flags
+        and flags["dark"]["why"]
+        and flags["dark"]["score"] >= flags["dark"]["threshold"]
+    )
     assert data["signals"]["brightness_mean"] < 0.2
     assert {m["image_id"] for m in data["duplicates"]} >= {dark}
     assert sum(m["is_representative"] for m in data["duplicates"]) == 1
@@ -161,7 +174,9 @@ def test_clusters_have_sizes_and_medoids(store: Store) -> None:
     ]
 
 
-def test_an_empty_store_and_a_scanned_only_store_say_what_to_run(tree: Path, tmp_path: Path) -> None:
+def test_an_empty_store_and_a_scanned_only_store_say_what_to_run(
+    tree: Path, tmp_path: Path
+) -> None:
     empty = Store.open(tmp_path / "empty", create=True)
     page = grid(empty, Filters())
     assert page.total == 0 and "lamina scan" in page.notes[0]

@@ -290,12 +290,21 @@ def filter_ids(store: Store, flt: Filters, limit: int = 1_000_000) -> list[str]:
         from lamina.jobs.approve import where_select
 
         where.append(f"f.image_id in ({where_select(store, flt.where, present=False)})")
-    rows = r.con.execute(
-        f"select distinct f.image_id from files f {joins} where "
-        + " and ".join(where)
-        + " order by 1 limit ?",
-        [*params, limit],
-    ).fetchall()
+    import duckdb
+
+    try:
+        rows = r.con.execute(
+            f"select distinct f.image_id from files f {joins} where "
+            + " and ".join(where)
+            + " order by 1 limit ?",
+            [*params, limit],
+        ).fetchall()
+    except duckdb.Error as exc:
+        if not flt.where:
+            raise
+        from lamina.jobs.approve import where_error
+
+        raise where_error(store, exc) from None
     return [x[0] for x in rows]
 
 
