@@ -202,3 +202,44 @@ def test_a_deleted_original_is_shown_missing_and_can_still_be_decided(
     assert data is not None and data["files"][0]["on_disk"] is False
     assert decide(store, [row["image_id"]], "reject", who="t") == 1
     assert grid_ids(store, Filters(decision="reject")) == {row["image_id"]}
+
+
+def test_the_discard_list_holds_what_a_person_chose_to_drop(store: Store, tmp_path: Path) -> None:
+    files = {
+        r["rel_path"]: r
+        for r in store.sql(
+            "select rel_path, image_id, file_path(source, rel_path) as path from files "
+            "where image_id is not null"
+        ).to_pylist()
+    }
+    chelsea, flip, dark = (files[f"pets/{n}.jpg"] for n in ("chelsea", "flip", "dark"))
+    coffee = files["food/coffee.jpg"]
+    decide(store, [chelsea["image_id"]], "dup_keep", group_id=chelsea["image_id"], who="t")
+    decide(store, [flip["image_id"], dark["image_id"]], "discard", group_id=chelsea["image_id"])
+    decide(store, [dark["image_id"]], "keep", who="t")  # a keep mark wins over the discard
+    decide(store, [coffee["image_id"]], "reject", who="t")
+    out = tmp_path / "drop.txt"
+    before = {p: Path(p).stat().st_mtime_ns for p in (r["path"] for r in files.values())}
+    lamina(store.root, "export", "--discard-list", str(out))
+    assert out.read_text().splitlines() == sorted([flip["path"], coffee["path"]])
+    assert {p: Path(p).stat().st_mtime_ns for p in before} == before  # nothing touched
+    rows = store.sql(
+        "select decision, count(*) as n from decisions group by 1 order by 1"
+    ).to_pylist()
+    assert rows == [
+        {"decision": "discard", "n": 2},
+        {"decision": "keep", "n": 2},
+        {"decision": "reject", "n": 1},
+    ]
+
+
+def test_decisions_refuse_unknown_ids_and_decisions(store: Store) -> None:
+    from lamina.core.errors import LaminaError
+
+    with pytest.raises(LaminaError, match="unknown image id"):
+        decide(store, ["0" * 32], "reject")
+    with pytest.raises(LaminaError, match="unknown decision"):
+        decide(store, some := sorted(ids_of(store, "true"))[:1], "delete")
+    with pytest.raises(LaminaError, match="control character"):
+        decide(store, some, "reject", who="a\x1b[2Jb")
+    assert not store.table_files("decisions")

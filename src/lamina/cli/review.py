@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import webbrowser
-
 import click
 
-from lamina.cli.app import handle_errors, main, open_store
+from lamina.cli.app import fail, handle_errors, main, open_store
 
 
 @main.command("app")
@@ -45,6 +42,11 @@ def app(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
         lamina app
         lamina app --port 8800 --open
     """
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        fail(f"lamina app needs {exc.name}: pip install 'lamina[app]'")
     from lamina.review import server
 
     store = open_store(ctx)
@@ -58,6 +60,4 @@ def app(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/"
     click.echo(f"lamina app on {address} (store {store.root}); Ctrl-C stops it")
-    if open_browser:
-        threading.Timer(1.0, webbrowser.open, args=(address,)).start()
-    server.serve(store, host=host, port=port)
+    server.serve(store, host=host, port=port, open_browser=open_browser)

@@ -393,16 +393,35 @@ def _thumbs_made(store: Store) -> bool:
     return bool(store.table_files("thumbs"))
 
 
-def serve(store: Store, *, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the app until interrupted. A host other than loopback is served as asked (the
-    CLI warns: anyone who can reach it can read the images and record decisions).
+def serve(
+    store: Store, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False
+) -> None:
+    """Serve the app until interrupted; `open_browser` opens it in the web browser once it
+    listens. A host other than loopback is served as asked (the CLI warns: anyone who can
+    reach it can read the images and record decisions).
 
     Example:
         >>> serve(lamina.open(), port=8765)  # doctest: +SKIP
     """
+    import threading
+    import time
+    import webbrowser
+
     import uvicorn
 
     # On loopback, a request naming another Host comes through a rebound DNS name.
-    allowed = ["127.0.0.1", "localhost", "::1"] if host in LOOPBACK else None
+    allowed = list(LOOPBACK) if host in LOOPBACK else None
     app = make_app(store, allowed_hosts=allowed)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    if open_browser:
+        shown = f"[{host}]" if ":" in host else host
+
+        def _open() -> None:
+            for _ in range(300):  # up to 30 s for the socket to listen
+                if server.started:
+                    webbrowser.open(f"http://{shown}:{port}/")
+                    return
+                time.sleep(0.1)
+
+        threading.Thread(target=_open, daemon=True).start()
+    server.run()
