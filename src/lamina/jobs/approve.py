@@ -58,7 +58,7 @@ def _declared_columns(table: str) -> list[str]:
     return list(schema.names) if isinstance(schema, pa.Schema) else []
 
 
-def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
+def where_columns(store: Store, con: Any = None) -> dict[str, list[tuple[str, str]]]:
     """For --where: each present table's (column, name in the selection) pairs, files
     first. A helper table's column whose name files or another helper table has (by the
     passes' declared schemas, so the names do not depend on which tables exist yet) gets
@@ -68,7 +68,7 @@ def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
         >>> dict(where_columns(lamina.open())["tags"])["error"]  # doctest: +SKIP
         'tag_error'
     """
-    con = store.connect()
+    con = con if con is not None else store.connect()  # a caller's own saves a connect
     tables = store.available_tables()
     present = {
         table: [r[0] for r in con.execute(f'describe "{table}"').fetchall()]
@@ -94,11 +94,20 @@ def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def where_select(store: Store, where: str, *, present: bool = True) -> str:
+def where_select(
+    store: Store,
+    where: str,
+    *,
+    present: bool = True,
+    con: Any = None,
+    columns: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
     """The SELECT of the image ids `where` selects (see `WHERE_HELP`), checked by
     `lamina.core.sqlsafe.check_condition`: `files` joined with each helper table by
-    image_id, every column under one unambiguous name; `present` keeps missing files out.
-    Run it on `store.connect(sandbox=True)` only.
+    image_id, every column under one unambiguous name; `present` keeps missing files out;
+    `con`: a connection to the store to read the columns with (default: a new one), or
+    `columns` as `where_columns` gave them. Run the SELECT on `store.connect(sandbox=True)`
+    only.
 
     Example:
         >>> where_select(lamina.open(), "top1 = 'cat'")[:36]  # doctest: +SKIP
@@ -106,7 +115,7 @@ def where_select(store: Store, where: str, *, present: bool = True) -> str:
     """
     from lamina.core.sqlsafe import check_condition
 
-    columns = where_columns(store)
+    columns = columns if columns is not None else where_columns(store, con)
     if "files" not in columns:
         raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
     tables = [*store.available_tables(), "folder_labels"]
@@ -126,9 +135,9 @@ def where_select(store: Store, where: str, *, present: bool = True) -> str:
     )
 
 
-def where_error(store: Store, exc: Exception) -> LaminaError:
+def where_error(store: Store, exc: Exception, con: Any = None) -> LaminaError:
     """A DuckDB error of a --where condition as the message and hint users see."""
-    columns = where_columns(store)
+    columns = where_columns(store, con)
     listed = "; ".join(
         f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
     )

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 from lamina.core.errors import LaminaError
 from lamina.core.store import Store
 from lamina.review import query
-from lamina.review.query import IMAGE_ID, Filters, Reader
+from lamina.review.query import IMAGE_ID, Filters
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
     from lamina.passes.thumbs import thumb_path
 
     env = _env()
+    views = query.Views(store)
 
     def render(name: str, request: Request, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("error", None)
@@ -122,9 +123,9 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def grid_page(request: Request) -> Response:
         flt = Filters.from_params(request.query_params)
-        r = Reader(store)
+        r = views.reader()
         page = query.grid(store, flt, r)
-        opts = query.options(store, r)
+        opts = views.cached("options", lambda: query.options(store, r))
         thumbs = _thumbs_made(store)
         for row in page.rows:
             row["thumb"] = f"/thumb/{row['image_id']}"
@@ -147,7 +148,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def image_page(request: Request) -> Response:
         image_id = request.path_params["image_id"]
-        data = query.image(store, image_id) if IMAGE_ID.match(image_id) else None
+        data = query.image(store, image_id, views.reader()) if IMAGE_ID.match(image_id) else None
         if data is None:
             return render(
                 "message.html.j2",
@@ -173,7 +174,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def duplicates_page(request: Request) -> Response:
         flt = Filters.from_params(request.query_params)
-        page = query.duplicate_groups(store, flt.page, 12)
+        page = query.duplicate_groups(store, flt.page, 12, views.reader())
         return render(
             "duplicates.html.j2",
             request,
@@ -187,7 +188,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def clusters_page(request: Request) -> Response:
         flt = Filters.from_params(request.query_params)
-        page = query.clusters(store, flt.page, 24)
+        page = query.clusters(store, flt.page, 24, views.reader())
         return render(
             "clusters.html.j2",
             request,
@@ -202,13 +203,12 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def thumb(request: Request) -> Response:
         image_id = request.path_params["image_id"]
-        r = Reader(store)
-        if not query.known_image(r, image_id):
+        if not IMAGE_ID.match(image_id) or image_id not in views.known_ids():
             return Response("not an image of this store", status_code=404)
         made = thumb_path(store, image_id)
         if made.is_file():
             return FileResponse(made, media_type="image/webp")
-        original = query.original_path(r, image_id)
+        original = query.original_path(views.reader(), image_id)
         if original is None:
             return _svg("missing")
         data = _thumb_from(str(original), original.stat().st_mtime_ns)
@@ -218,9 +218,9 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
 
     def original(request: Request) -> Response:
         image_id = request.path_params["image_id"]
-        r = Reader(store)
-        if not query.known_image(r, image_id):
+        if not IMAGE_ID.match(image_id) or image_id not in views.known_ids():
             return Response("not an image of this store", status_code=404)
+        r = views.reader()
         path = query.original_path(r, image_id)
         if path is None:
             return _svg("missing")
@@ -235,7 +235,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             return body
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_approve, store, body)
+        return await run_in_threadpool(_approve, store, body, views)
 
     async def decide(request: Request) -> Response:
         body = await _json(request)
@@ -243,7 +243,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             return body
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_decide, store, body)
+        return await run_in_threadpool(_decide, store, body, views)
 
     async def _json(request: Request) -> Any:
         # A cross-site page can POST a form to 127.0.0.1 but not JSON without a CORS
@@ -310,7 +310,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _approve(store: Store, body: Any) -> Any:
+def _approve(store: Store, body: Any, views: query.Views) -> Any:
     """POST /api/approve: {image_ids, labels, action} or {over_threshold: true, image_ids
     or filter}; through `lamina.jobs.approve` like `lamina approve`."""
     from starlette.responses import JSONResponse
@@ -323,7 +323,8 @@ def _approve(store: Store, body: Any) -> Any:
             raise LaminaError("the body must be a JSON object")
         ids = _ids(body)
         if isinstance(body.get("filter"), dict):
-            ids = query.filter_ids(store, Filters.from_params(body["filter"]))
+            flt = Filters.from_params(body["filter"])
+            ids = query.filter_ids(store, flt, reader=views.reader())
             if not ids:
                 raise LaminaError("the filter selects no image")
         labels = body.get("labels") or []
@@ -346,7 +347,7 @@ def _approve(store: Store, body: Any) -> Any:
     return JSONResponse({"events": result.events})
 
 
-def _decide(store: Store, body: Any) -> Any:
+def _decide(store: Store, body: Any, views: query.Views) -> Any:
     """POST /api/decide: {image_ids, decision} (a mark), or {group_id, keep} (keep one
     image of a duplicate group, discard the others), or {group_id, decision:
     "not_duplicate"}."""
@@ -363,7 +364,7 @@ def _decide(store: Store, body: Any) -> Any:
         if group is not None:
             if not IMAGE_ID.match(group):
                 raise LaminaError(f"{group!r} is not a duplicate group id")
-            members = query.group_ids(store, group)
+            members = query.group_ids(store, group, views.reader())
             if len(members) < 2:
                 raise LaminaError(f"{group} is not a duplicate group of this store")
             keep = _text(body, "keep")
