@@ -4,6 +4,7 @@ events). `lamina select`, which lists files by a condition, is `lamina.jobs.sele
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,12 +121,21 @@ def where_select(
         raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
     tables = [*store.available_tables(), "folder_labels"]
     where = check_condition(where, tables=tables, what="--where condition")
+    # Join only the tables whose names or columns the text mentions: each holds one row
+    # per image, so the others change nothing but the time (the signals layer of 100k
+    # images is a hundred parts).
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", where)}
+    used = {
+        table: pairs
+        for table, pairs in columns.items()
+        if table == "files" or table in words or any(a.lower() in words for _, a in pairs)
+    }
     ctes = []
-    for table, pairs in columns.items():
+    for table, pairs in used.items():
         listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
         ctes.append(f'"_where_{table}" as (select image_id{listed} from "{table}")')
     joins = "".join(
-        f' left join "_where_{t}" as "{t}" using (image_id)' for t in columns if t != "files"
+        f' left join "_where_{t}" as "{t}" using (image_id)' for t in used if t != "files"
     )
     keep = "files.status <> 'missing' and " if present else ""
     return (
