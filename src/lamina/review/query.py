@@ -619,7 +619,9 @@ def groups_members(r: Reader, group_ids: list[str]) -> dict[str, list[dict[str, 
         "select d.group_id, d.image_id, d.kind, d.distance, d.is_representative, d.keep_reason, "
         "i.width, i.height, i.format, i.size, i.datetime_original, "
         "(select min(file_path(source, rel_path)) from files f where f.image_id = d.image_id "
-        f" and f.status <> 'missing') as path, {dcol} "
+        " and f.status <> 'missing') as path, "
+        "(select min(rel_path) from files f where f.image_id = d.image_id "
+        f" and f.status <> 'missing') as rel_path, {dcol} "
         f"from duplicates d left join images i on i.image_id = d.image_id {dj} "
         "where d.group_id in (select unnest(?::varchar[])) "
         "order by d.group_id, d.is_representative desc, d.image_id",
