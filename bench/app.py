@@ -81,7 +81,12 @@ def _chunked(store: Store, name: str, table: pa.Table, chunk: int) -> None:
         _write(part, table.slice(start, chunk))
         atomic_write_json(
             store.ledger_dir(name, layer) / f"chunk-{chunk_id}.json",
-            {"pass": name, "layer": layer, "run_id": RUN, "rows": min(chunk, table.num_rows - start)},
+            {
+                "pass": name,
+                "layer": layer,
+                "run_id": RUN,
+                "rows": min(chunk, table.num_rows - start),
+            },
         )
         parts.append(part)
     certify(folder, parts)
@@ -298,19 +303,37 @@ def build(root: Path, n: int) -> Store:
     for call in range(50):
         chosen = ids[call * 200 : (call + 1) * 200]
         approvals = [
-            {"image_id": i, "action": "set", "labels": [LABELS[call % 60]], "who": "bench",
-             "at": at, "tag_run_id": RUN, "note": None}
+            {
+                "image_id": i,
+                "action": "set",
+                "labels": [LABELS[call % 60]],
+                "who": "bench",
+                "at": at,
+                "tag_run_id": RUN,
+                "note": None,
+            }
             for i in chosen
         ]
-        _write(store.table_dir("approvals") / f"part-{call:04d}.parquet",
-               pa.Table.from_pylist(approvals, schema=APPROVAL_SCHEMA))
+        _write(
+            store.table_dir("approvals") / f"part-{call:04d}.parquet",
+            pa.Table.from_pylist(approvals, schema=APPROVAL_SCHEMA),
+        )
         decisions = [
-            {"image_id": i, "kind": "mark", "decision": "reject" if call % 2 else "keep",
-             "group_id": None, "who": "bench", "at": at, "note": None}
+            {
+                "image_id": i,
+                "kind": "mark",
+                "decision": "reject" if call % 2 else "keep",
+                "group_id": None,
+                "who": "bench",
+                "at": at,
+                "note": None,
+            }
             for i in chosen[:100]
         ]
-        _write(store.table_dir("decisions") / f"part-{call:04d}.parquet",
-               pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))
+        _write(
+            store.table_dir("decisions") / f"part-{call:04d}.parquet",
+            pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA),
+        )
     marker.write_text(json.dumps({"n": n, "generator": GENERATOR}))
     print(f"built a {n:,}-image store in {time.perf_counter() - started:.0f} s", flush=True)
     return store
@@ -344,7 +367,16 @@ def measure(store: Store, reps: int) -> dict[str, Any]:
     env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lamina.cli", "--store", str(store.root), "app", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "lamina.cli",
+            "--store",
+            str(store.root),
+            "app",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -356,7 +388,8 @@ def measure(store: Store, reps: int) -> dict[str, Any]:
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "died")
+                    message = proc.stderr.read().decode() if proc.stderr else "died"
+                    raise RuntimeError(message) from None
                 time.sleep(0.05)
         listening = time.perf_counter() - started
         first, status, body = _get(port, "/")
@@ -407,8 +440,11 @@ def measure(store: Store, reps: int) -> dict[str, Any]:
 
 def machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -459,7 +495,9 @@ def main() -> None:
         limit = 500 if name.startswith(("page flip (", "filter", "deep")) else None
         verdict = "" if limit is None else ("PASS" if med * 1000 < limit else "MISS")
         shown = f"< {limit} ms" if limit else ""
-        lines.append(f"| {name} | {med * 1000:.0f} ms | {worst * 1000:.0f} ms | {shown} | {verdict} |")
+        lines.append(
+            f"| {name} | {med * 1000:.0f} ms | {worst * 1000:.0f} ms | {shown} | {verdict} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     out = ROOT / "bench" / ("work/quick" if args.quick else "results") / "app.md"

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "bench" / "work" / "app-100000" / "store"
 
-SCRIPT = '''
+SCRIPT = """
 import streamlit as st
 import lamina
 from lamina.passes.thumbs import thumb_path
@@ -49,7 +49,7 @@ for k, row in enumerate(page.rows):
         st.image(str(thumb_path(s, row["image_id"])), caption=row["rel_path"])
         st.checkbox("select", key=f"sel-{{row['image_id']}}")
         st.multiselect("approve", row.get("top_labels") or [], key=f"lab-{{row['image_id']}}")
-'''
+"""
 
 
 def main() -> None:

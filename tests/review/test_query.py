@@ -243,3 +243,21 @@ def test_decisions_refuse_unknown_ids_and_decisions(store: Store) -> None:
     with pytest.raises(LaminaError, match="control character"):
         decide(store, some, "reject", who="a\x1b[2Jb")
     assert not store.table_files("decisions")
+
+
+def test_views_keep_one_connection_until_a_file_changes(store: Store) -> None:
+    from lamina.review.query import Views
+
+    views = Views(store)
+    first = views.reader()
+    views.reader()
+    made = views._con
+    assert views.cached("x", lambda: 1) == 1 and views.cached("x", lambda: 2) == 1
+    a = sorted(ids_of(store, "status = 'ok'"))[0]
+    assert grid(store, Filters(decision="reject"), first).total == 0
+    decide(store, [a], "reject", who="t")  # a new part: the next reader sees it
+    after = views.reader()
+    assert views._con is not made and views.cached("x", lambda: 2) == 2
+    assert grid_ids(store, Filters(decision="reject")) == {a}
+    assert {r["image_id"] for r in grid(store, Filters(decision="reject"), after).rows} == {a}
+    assert a in views.known_ids() and "0" * 32 not in views.known_ids()
