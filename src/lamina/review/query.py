@@ -307,7 +307,7 @@ def _details(r: Reader, ids: list[str]) -> dict[str, dict[str, Any]]:
     if r.has("clusters"):
         queries.append("select image_id, cluster from clusters")
     if r.has("tags"):
-        queries.append("select image_id, top_labels, top_scores, over_threshold from tags")
+        queries.append("select image_id, top_labels, top_scores from tags")
     out: dict[str, dict[str, Any]] = {i: {} for i in ids}
     for sql in queries:
         for row in r.all(sql + " where image_id in (select unnest(?::varchar[]))", [ids]):
