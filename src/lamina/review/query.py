@@ -133,6 +133,11 @@ class Reader:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def count(self, sql: str, params: list[Any] | None = None) -> int:
+        """The single number a `select count(...)` gives."""
+        row = self.con.execute(sql, params or []).fetchone()
+        return int(row[0]) if row else 0
+
     def one(self, sql: str, params: list[Any] | None = None) -> dict[str, Any] | None:
         rows = self.all(sql, params)
         return rows[0] if rows else None
@@ -355,7 +360,7 @@ def grid(store: Store, flt: Filters, reader: Reader | None = None) -> Page:
     body = "from files f where " + " and ".join(where)
     offset = (flt.page - 1) * flt.size
     try:
-        total = r.con.execute(f"select count(*) {body}", params).fetchone()[0]
+        total = r.count(f"select count(*) {body}", params)
         rows = r.all(
             "select f.image_id, f.source, f.rel_path, f.folder, f.name, f.status, f.size, "
             f"file_path(f.source, f.rel_path) as path {body} "
@@ -647,9 +652,7 @@ def duplicate_groups(
     r = reader or Reader(store)
     if not r.has("duplicates"):
         return Page([], 0, page, size, notes=["no duplicates table yet: run `lamina sense`"])
-    total = r.con.execute(
-        "select count(distinct group_id) from duplicates where group_size > 1"
-    ).fetchone()[0]
+    total = r.count("select count(distinct group_id) from duplicates where group_size > 1")
     groups = r.all(
         "select group_id, any_value(group_size) as group_size, "
         "max_by(keep_reason, is_representative) as keep_reason, "
@@ -674,9 +677,7 @@ def clusters(store: Store, page: int = 1, size: int = 24, reader: Reader | None 
     r = reader or Reader(store)
     if not r.has("clusters"):
         return Page([], 0, page, size, notes=["no clusters table yet: run `lamina cluster`"])
-    total = r.con.execute(
-        "select count(distinct cluster) from clusters where cluster is not null"
-    ).fetchone()[0]
+    total = r.count("select count(distinct cluster) from clusters where cluster is not null")
     rows = r.all(
         "select cluster, count(*) as size, max_by(image_id, is_medoid) as medoid, "
         "avg(distance) as mean_distance from clusters where cluster is not null "

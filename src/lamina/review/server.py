@@ -81,9 +81,9 @@ def _thumb_from(path: str, mtime_ns: int) -> bytes | None:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (512, 512))  # JPEG: decode at a reduced scale
-            im = ImageOps.exif_transpose(im).convert("RGB")
+        with Image.open(path) as opened:
+            opened.draft("RGB", (512, 512))  # JPEG: decode at a reduced scale
+            im = ImageOps.exif_transpose(opened).convert("RGB")
             im.thumbnail((512, 512))
             out = io.BytesIO()
             im.save(out, "JPEG", quality=80)
