@@ -117,6 +117,7 @@ TABLE_NAMES = (
     "items",
     "item_files",
     "item_meta",
+    "decisions",
 )
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's
