@@ -391,3 +391,57 @@ def medoids(
     config = MedoidsConfig(out_path, model=model, force=force, force_into_source=force_into_source)
     done = write_medoids(open_store(ctx), config)
     click.echo(f"{done.folders} folders -> {out_path}")
+
+
+@main.command("import-approvals")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--yes", is_flag=True, help="Record the changes (without it: only show them).")
+@click.option("--who", default=None, help="Who decides (default: the login name).")
+@click.option("--note", default=None, help="A note kept with each approval.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff and counts as JSON.")
+@click.pass_context
+@handle_errors
+def import_approvals(
+    ctx: click.Context, csv_file: str, yes: bool, who: str | None, note: str | None, as_json: bool
+) -> None:
+    """Approvals from an edited export CSV: export, edit the approved_labels column in a
+    spreadsheet (labels joined with `|`; an emptied cell clears), import it back.
+
+    Rows match files by path (else by rel_path when one file has it). The diff is shown
+    first; nothing is recorded without --yes. Rows that match no file are counted and
+    listed.
+
+    \b
+    Example:
+        lamina export -o tags.csv
+        lamina import-approvals tags.csv
+        lamina import-approvals tags.csv --yes --who ana
+    """
+    from lamina.jobs.curated import ImportApprovalsConfig
+    from lamina.jobs.curated import import_approvals as run_import
+
+    config = ImportApprovalsConfig(expand_user(csv_file), apply=yes, who=who, note=note)
+    r = run_import(open_store(ctx), config)
+    if as_json:
+        echo_json(
+            {"rows": r.rows, "changes": r.changes, "unmatched": r.unmatched,
+             "unchanged": r.unchanged, "applied": r.applied}
+        )  # fmt: skip
+        return
+    for c in r.changes:
+        before, after = set(c["before"]), set(c["after"])
+        diff = [f"+{x}" for x in c["after"] if x not in before]
+        diff += [f"-{x}" for x in c["before"] if x not in after]
+        click.echo(f"{c['path']}: {' '.join(repr(d) for d in diff) or 'reordered'}")
+    for path in r.unmatched[:20]:
+        click.secho(f"no file: {path}", fg="yellow", err=True)
+    if len(r.unmatched) > 20:
+        click.secho(f"… and {len(r.unmatched) - 20} more rows that match no file", err=True)
+    click.echo(
+        f"{r.rows} rows: {len(r.changes)} changes, {r.unchanged} unchanged, "
+        f"{len(r.unmatched)} matching no file"
+    )
+    if r.changes and not yes:
+        click.echo("nothing recorded: run again with --yes to record these changes")
+    elif r.applied:
+        click.echo(f"recorded {r.applied} approval events")

@@ -54,7 +54,7 @@ def schema() -> dict[str, Any]:
 
 
 def _rows(con: Any, table: str) -> dict[str, list[dict[str, Any]]]:
-    got = con.execute(f'select t.* from "{table}" t join _items using (image_id)').to_arrow_table()
+    got = con.sql(f'select t.* from "{table}" t join _items using (image_id)').to_arrow_table()
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in got.to_pylist():
         out[row["image_id"]].append(

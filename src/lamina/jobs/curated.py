@@ -26,6 +26,7 @@ import datetime as dt
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -236,7 +237,7 @@ def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) ->
             table, col = known[n]
             selects.append(f'"{table}"."{col}" as "{n}"')
         query = f"select i.image_id, {', '.join(selects)} from _items i {' '.join(joins)} "
-        got = con.execute(query).to_arrow_table()
+        got = con.sql(query).to_arrow_table()
         # One row per item: a table with two rows for an image keeps its first.
         index: dict[str, int] = {}
         for k, image_id in enumerate(got["image_id"].to_pylist()):
@@ -262,9 +263,8 @@ def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) ->
             vectors[row[i]].tolist() if i in row else None for i in items["image_id"].to_pylist()
         ]
         out = out.append_column("embedding", pa.array(values, pa.list_(pa.float16())))
-    if "n_files" in wanted and "n_files" not in out.column_names:
-        out = out.append_column("n_files", items.column("n_files"))
-    return out
+    # The chosen columns after the item's own, in the order asked for.
+    return out.select([c for c in out.column_names if c not in wanted] + wanted)
 
 
 def _groups(con: Any) -> dict[str, tuple[str, bool]]:
@@ -565,3 +565,127 @@ def _by_reason(left: list[dict[str, Any]]) -> dict[str, int]:
             reason = reason.split(cut)[0]
         counts[reason] += 1
     return dict(counts.most_common())
+
+
+@dataclass(frozen=True)
+class ImportApprovalsConfig:
+    """What `lamina import-approvals` takes: the CSV (the tag export, `approved_labels`
+    edited: labels joined with `|`), whether to record the changes (`apply`; else only
+    the diff), who decides and a note."""
+
+    csv: str | os.PathLike[str]
+    apply: bool = False
+    who: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class ImportApprovalsResult:
+    """The CSV's rows, the changes (`image_id`, `path`, `before`, `after`), the rows
+    that match no file (their path), rows without a change, and events recorded."""
+
+    rows: int
+    changes: list[dict[str, Any]]
+    unmatched: list[str]
+    unchanged: int
+    applied: int
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LaminaError(
+            f"cannot read {path}: {exc}", hint="give the CSV `lamina export -o tags.csv` wrote"
+        ) from None
+    if "approved_labels" not in header or not {"path", "rel_path"} & set(header):
+        raise LaminaError(
+            f"{path} has no approved_labels column and path or rel_path column",
+            hint="edit the approved_labels column of `lamina export -o tags.csv` and keep "
+            "its header",
+        )
+    return rows
+
+
+def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportApprovalsResult:
+    """Approvals from an edited export CSV (the Photo-Tagger flow): each row's
+    `approved_labels` (`|`-separated; empty: none) against the image's current approvals.
+    Rows match a present file by `path`, else by `rel_path` when one file has it; rows
+    matching none are counted and listed. Only with `apply` are the changes recorded (a
+    `set` event, or `clear` for an emptied cell).
+
+    Example:
+        >>> r = import_approvals(lamina.open(), ImportApprovalsConfig("tags.csv"))  # doctest: +SKIP
+        >>> len(r.changes), r.unmatched  # doctest: +SKIP
+        (3, [])
+    """
+    from lamina.tagging.approvals import approve, current_approvals
+    from lamina.tagging.labels import normalise_label
+
+    path = Path(config.csv)
+    rows = _read_csv(path)
+    if not store.table_files("files"):
+        raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
+    con = store.connect()
+    present = con.execute(
+        "select file_path(source, rel_path), rel_path, image_id from files "
+        "where image_id is not null and status <> 'missing'"
+    ).fetchall()
+    by_path = {p: i for p, _, i in present}
+    by_rel: dict[str, set[str]] = defaultdict(set)
+    for _, rel, image_id in present:
+        by_rel[rel].add(image_id)
+    current = {
+        r["image_id"]: list(r["approved_labels"] or [])
+        for r in current_approvals(store).to_pylist()
+    }
+    wanted: dict[str, tuple[list[str], str]] = {}
+    unmatched: list[str] = []
+    for row in rows:
+        where = row.get("path") or row.get("rel_path") or ""
+        image_id = by_path.get(row.get("path") or "")
+        if image_id is None and row.get("rel_path"):
+            found = by_rel.get(row["rel_path"], set())
+            image_id = next(iter(found)) if len(found) == 1 else None
+        if image_id is None:
+            unmatched.append(where)
+            continue
+        cell = row.get("approved_labels") or ""
+        labels = list(dict.fromkeys(x for x in (normalise_label(s) for s in cell.split("|")) if x))
+        if image_id in wanted and wanted[image_id][0] != labels:
+            raise LaminaError(
+                f"{path}: two rows of one image disagree ({wanted[image_id][1]} and {where})",
+                hint="give byte copies the same approved_labels, or delete one row",
+            )
+        wanted[image_id] = (labels, where)
+    changes = []
+    for image_id, (labels, where) in wanted.items():
+        before = current.get(image_id, [])
+        if labels != before and (labels or before):
+            changes.append({"image_id": image_id, "path": where, "before": before, "after": labels})
+    applied = 0
+    if config.apply and changes:
+        by_labels: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for c in changes:
+            by_labels[tuple(c["after"])].append(c["image_id"])
+        for labels_key, ids in by_labels.items():
+            applied += approve(
+                store,
+                ids,
+                list(labels_key) or None,
+                action="set" if labels_key else "clear",
+                who=config.who,
+                note=config.note or f"imported from {path.name}",
+            )
+    return ImportApprovalsResult(
+        rows=len(rows),
+        changes=changes,
+        unmatched=unmatched,
+        unchanged=len(wanted) - len(changes),
+        applied=applied,
+    )
