@@ -187,6 +187,35 @@ def test_embedding_column_needs_embeddings(world, tmp_path: Path) -> None:
     assert not (tmp_path / "hf").exists()
 
 
+def test_hf_embedding_column_holds_the_stored_float16_vectors(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lamina.core.store import atomic_write_parquet
+    from lamina.core.vectors import embed_schema
+
+    _, store = build(tmp_path, sense=False)
+    ids = sorted(set(ids_by_path(store).values()))
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(ids), 4)).astype(np.float16)
+    rows = {
+        "image_id": ids,
+        "model": ["test:model"] * len(ids),
+        "vector": [v.tolist() for v in vectors],
+        "error": [None] * len(ids),
+    }
+    part = store.layer_dir("embed", "1-test") / "part-global.parquet"
+    atomic_write_parquet(part, pa.Table.from_pydict(rows, schema=embed_schema(4)))
+    export(store, tmp_path / "hf", "hf", "--columns", "embedding")
+    (shard,) = (tmp_path / "hf" / "data").glob("*.parquet")
+    table = pq.read_table(shard)
+    assert table.schema.field("embedding").type == pa.list_(pa.float16())
+    got = dict(zip(table["image_id"].to_pylist(), table["embedding"].to_pylist(), strict=True))
+    for image_id, vector in zip(ids, vectors, strict=True):
+        assert np.array_equal(np.array(got[image_id], np.float16), vector)
+
+
 # -- webdataset -----------------------------------------------------------------------------
 
 
@@ -286,6 +315,16 @@ def test_fiftyone_samples_and_bridge(world, tmp_path: Path) -> None:
     ds = load(tmp_path / "fo")
     assert len(ds) == 7 and ds.count_values("ground_truth.label")["cat"] == 2
     del fo
+    from lamina.jobs.curated import import_fiftyone_tags
+
+    sample = ds[str(src / "people" / "camera.png")]
+    sample.tags = ["Camera"]
+    sample.save()
+    diff = import_fiftyone_tags(store, ds)  # the diff only: the shared store stays as it is
+    assert [(c["path"], c["after"]) for c in diff.changes] == [
+        (str(src / "people" / "camera.png"), ["camera"])
+    ]
+    assert diff.applied == 0
 
 
 # -- bad input and the output rule ----------------------------------------------------------
@@ -318,6 +357,8 @@ def test_output_folder_rule(world, tmp_path: Path) -> None:
     assert len(list((tmp_path / "set").glob("*.tar"))) == 1
     out = export(store, src / "out", "hf", code=2)
     assert "inside the source" in out["output"]
+    out = export(store, src.parent, "hf", "--force", code=2)
+    assert "holds the source" in out["output"]
     out = export(store, store.root / "set", "hf", code=2)
     assert "inside the store" in out["output"]
 

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from collections import Counter
@@ -54,6 +55,15 @@ def _place(src: str, dst: Path, link: str) -> None:
             raise
     else:
         shutil.copyfile(src, dst)
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: empty for None, JSON for lists and objects, else the text."""
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[str, Any]:
@@ -101,13 +111,10 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
             classes[folders[label]] += 1
             if row["split"]:
                 splits[row["split"]] += 1
-            cells = [json_value(row[c]) for c in extra]
+            cells = [_cell(json_value(row[c])) for c in extra]
             csv.writerow(
-                [
-                    rel.as_posix(), row["image_id"], label, row["split"] or "", row["path"],
-                    *("" if v is None else str(v) for v in cells),
-                ]
-            )  # fmt: skip
+                [rel.as_posix(), row["image_id"], label, row["split"] or "", row["path"], *cells]
+            )
     return {
         "classes": dict(sorted(classes.items())),
         "splits": dict(sorted(splits.items())),

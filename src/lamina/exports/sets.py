@@ -148,12 +148,27 @@ def check_output_folder(
         PosixPath('/home/ana/train_set')
     """
     real = check_output_path(store, out, folder=True, force_into_source=force_into_source)
+    # A source inside the folder (an export scanned later) must never be replaced or
+    # written into: the swap below removes a previous export whole.
+    for source in _sources(store):
+        inner = Path(source).resolve()
+        if inner == real or real in inner.parents:
+            raise OutputError(
+                f"the output folder {out} holds the source {source}",
+                hint="name a folder that holds no scanned source",
+            )
     if real.is_dir() and any(real.iterdir()) and not is_lamina_export(real) and not force:
         raise OutputError(
             f"the output folder {out} is not empty",
             hint="name a new or empty folder, or pass --force to write into it",
         )
     return real
+
+
+def _sources(store: Any) -> list[str]:
+    if not store.table_files("files"):
+        return []
+    return [r[0] for r in store.connect().execute("select distinct source from files").fetchall()]
 
 
 def is_lamina_export(folder: Path) -> bool:

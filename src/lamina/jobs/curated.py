@@ -624,11 +624,59 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
         >>> len(r.changes), r.unmatched  # doctest: +SKIP
         (3, [])
     """
+    path = Path(config.csv)
+    rows = [
+        (
+            row.get("path") or "",
+            row.get("rel_path") or "",
+            (row.get("approved_labels") or "").split("|"),
+        )
+        for row in _read_csv(path)
+    ]
+    return apply_labels(
+        store, rows, apply=config.apply, who=config.who,
+        note=config.note or f"imported from {path.name}", what=str(path),
+    )  # fmt: skip
+
+
+def import_fiftyone_tags(
+    store: Store, dataset: Any, *, apply: bool = False, who: str | None = None
+) -> ImportApprovalsResult:
+    """Approvals from the sample tags of a FiftyOne dataset (each sample's `filepath` and
+    `tags`), as `import_approvals` takes them from a CSV: the diff, recorded only with
+    `apply`. Samples whose file is not in the store are counted and listed.
+
+    Example:
+        >>> ds = lamina.exports.fiftyone.load("fo_set")  # doctest: +SKIP
+        >>> import_fiftyone_tags(lamina.open(), ds, apply=True).applied  # doctest: +SKIP
+        4
+    """
+    filepaths, tags = dataset.values("filepath"), dataset.values("tags")
+    rows = [(p, "", list(t or [])) for p, t in zip(filepaths, tags, strict=True)]
+    name = getattr(dataset, "name", "a FiftyOne dataset")
+    return apply_labels(store, rows, apply=apply, who=who, note=f"tags of {name}", what=name)
+
+
+def apply_labels(
+    store: Store,
+    rows: list[tuple[str, str, list[str]]],
+    *,
+    apply: bool,
+    who: str | None = None,
+    note: str | None = None,
+    what: str = "the import",
+) -> ImportApprovalsResult:
+    """The diff between `rows` (path, rel_path, labels: a file's whole approved list) and
+    the current approvals, recorded when `apply`: what `import_approvals` and
+    `import_fiftyone_tags` share (see the first).
+
+    Example:
+        >>> apply_labels(store, [("/p/a.jpg", "", ["cat"])], apply=False).changes  # doctest: +SKIP
+        [{'image_id': '5d41…', 'path': '/p/a.jpg', 'before': [], 'after': ['cat']}]
+    """
     from lamina.tagging.approvals import approve, current_approvals
     from lamina.tagging.labels import normalise_label
 
-    path = Path(config.csv)
-    rows = _read_csv(path)
     if not store.table_files("files"):
         raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
     con = store.connect()
@@ -646,20 +694,19 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
     }
     wanted: dict[str, tuple[list[str], str]] = {}
     unmatched: list[str] = []
-    for row in rows:
-        where = row.get("path") or row.get("rel_path") or ""
-        image_id = by_path.get(row.get("path") or "")
-        if image_id is None and row.get("rel_path"):
-            found = by_rel.get(row["rel_path"], set())
+    for path, rel_path, cell in rows:
+        where = path or rel_path
+        image_id = by_path.get(path)
+        if image_id is None and rel_path:
+            found = by_rel.get(rel_path, set())
             image_id = next(iter(found)) if len(found) == 1 else None
         if image_id is None:
             unmatched.append(where)
             continue
-        cell = row.get("approved_labels") or ""
-        labels = list(dict.fromkeys(x for x in (normalise_label(s) for s in cell.split("|")) if x))
+        labels = list(dict.fromkeys(x for x in (normalise_label(s) for s in cell) if x))
         if image_id in wanted and wanted[image_id][0] != labels:
             raise LaminaError(
-                f"{path}: two rows of one image disagree ({wanted[image_id][1]} and {where})",
+                f"{what}: two rows of one image disagree ({wanted[image_id][1]} and {where})",
                 hint="give byte copies the same approved_labels, or delete one row",
             )
         wanted[image_id] = (labels, where)
@@ -669,7 +716,7 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
         if labels != before and (labels or before):
             changes.append({"image_id": image_id, "path": where, "before": before, "after": labels})
     applied = 0
-    if config.apply and changes:
+    if apply and changes:
         by_labels: dict[tuple[str, ...], list[str]] = defaultdict(list)
         for c in changes:
             by_labels[tuple(c["after"])].append(c["image_id"])
@@ -679,8 +726,8 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
                 ids,
                 list(labels_key) or None,
                 action="set" if labels_key else "clear",
-                who=config.who,
-                note=config.note or f"imported from {path.name}",
+                who=who,
+                note=note,
             )
     return ImportApprovalsResult(
         rows=len(rows),
