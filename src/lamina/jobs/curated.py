@@ -84,7 +84,7 @@ def _table(con: Any, name: str) -> bool:
     return bool(
         con.execute(
             "select count(*) from information_schema.tables where table_name = ?", [name]
-        ).fetchone()[0]
+        ).fetchall()[0][0]  # fetchone would leave the result open on the connection
     )
 
 
