@@ -124,6 +124,23 @@ def test_imagefolder_split_one_per_group_and_leaks(world, tmp_path: Path) -> Non
     assert len(ImageFolder(str(tmp_path / "dedup" / "val"))) == 1  # coffee
 
 
+def test_imagefolder_counts_files_torchvision_would_skip(tmp_path: Path) -> None:
+    from torchvision.datasets import ImageFolder
+
+    from tests.conftest import write_photo
+
+    src = tmp_path / "photos"
+    write_photo(src / "cat" / "a.jpg", 1)
+    write_photo(src / "cat" / "b.gif", 2, fmt="GIF")
+    lamina(tmp_path / "store", "scan", str(src))
+    store = Store.open(tmp_path / "store")
+    s = export(store, tmp_path / "set", "imagefolder")
+    assert s["classes"] == {"cat": 2} and s["not_torchvision_suffixes"] == {".gif": 1}
+    assert len(ImageFolder(str(tmp_path / "set"))) == 1
+    out = lamina(store.root, "export", "--format", "imagefolder", "-o", str(tmp_path / "set"))
+    assert "1 files have suffixes torchvision's ImageFolder skips (.gif)" in out
+
+
 def test_prediction_labels_from_the_predictions_table(world, tmp_path: Path) -> None:
     from torchvision.datasets import ImageFolder
 

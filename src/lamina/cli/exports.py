@@ -237,10 +237,22 @@ def _export_set(
     if as_json:
         echo_json(s)
         return
-    for x in s["left_out"][:20]:
+    # Files that went missing or could not be read are problems: listed. Images left out
+    # by the selection (no label, a duplicate) are only counted (all in lamina-export.json).
+    problems = [x for x in s["left_out"] if x["reason"].startswith(("missing", "unreadable"))]
+    for x in problems[:20]:
         click.secho(f"left out {x['path']}: {x['reason']}", fg="yellow", err=True)
-    if len(s["left_out"]) > 20:
-        click.secho(f"… and {len(s['left_out']) - 20} more (all in lamina-export.json)", err=True)
+    if len(problems) > 20:
+        click.secho(f"… and {len(problems) - 20} more (all in lamina-export.json)", err=True)
+    odd = s.get("not_torchvision_suffixes")
+    if odd:
+        click.secho(
+            f"warning: {sum(odd.values())} files have suffixes torchvision's ImageFolder skips "
+            f"({', '.join(odd)}): --link copy keeps them, convert them, or use a loader that "
+            "reads them",
+            fg="yellow",
+            err=True,
+        )
     for label, folder in s.get("escaped_labels", {}).items():
         click.echo(f"label {label!r} is the folder {folder!r}")
     left = ", ".join(f"{n} {why}" for why, n in result.left_out.items())

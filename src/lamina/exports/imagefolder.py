@@ -12,7 +12,9 @@ Each file is a symbolic link to the original (default), a hard link (`--link har
 same file system only; the bytes are the original's, so never edit them) or a copy. A
 file keeps its name; two of one class folder with the same name get `-<id[:8]>` before
 the suffix. A label that is not a valid folder name is escaped reversibly
-(`lamina.exports.sets.folder_name`) and listed under `escaped_labels`.
+(`lamina.exports.sets.folder_name`) and listed under `escaped_labels`. Files whose
+suffix torchvision's ImageFolder does not list (HEIC, GIF, RAW) are exported and counted
+under `not_torchvision_suffixes`, since that loader skips them without a word.
 
 Example:
     >>> from torchvision.datasets import ImageFolder  # doctest: +SKIP
@@ -37,6 +39,9 @@ from lamina.core.errors import LaminaError
 from lamina.exports.sets import SetOptions, extra_columns, folder_name, json_value
 
 NEEDS_LABEL = True  # every item needs exactly one label: its folder
+# What torchvision.datasets.ImageFolder lists (IMG_EXTENSIONS): other files it skips
+# silently, so the export counts them (`not_torchvision_suffixes`).
+TORCHVISION_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _place(src: str, dst: Path, link: str) -> None:
@@ -83,6 +88,7 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
     classes: Counter[str] = Counter()
     splits: Counter[str] = Counter()
     left: list[dict[str, Any]] = []
+    odd: Counter[str] = Counter()
     with open(out / "items.csv", "w", newline="", encoding="utf-8") as fh:
         csv = CsvWriter(fh)
         csv.writerow(["file", "image_id", "label", "split", "path", *extra])
@@ -108,6 +114,8 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
                 )
                 continue
             used.add(str(rel))
+            if not name.lower().endswith(TORCHVISION_SUFFIXES):
+                odd[os.path.splitext(name)[1].lower() or "(none)"] += 1
             classes[folders[label]] += 1
             if row["split"]:
                 splits[row["split"]] += 1
@@ -116,6 +124,7 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
                 [rel.as_posix(), row["image_id"], label, row["split"] or "", row["path"], *cells]
             )
     return {
+        "not_torchvision_suffixes": dict(sorted(odd.items())),
         "classes": dict(sorted(classes.items())),
         "splits": dict(sorted(splits.items())),
         "escaped_labels": escaped,
