@@ -160,7 +160,7 @@ def test_hf_round_trip_with_datasets(world, tmp_path: Path) -> None:
     src, store, _ = world
     ids = ids_by_path(store)
     s = export(
-        store, tmp_path / "hf", "hf", "--columns", "blurry,group_id", "--columns", "n_files",
+        store, tmp_path / "hf", "hf", "--columns", "blurry,group_id,size", "--columns", "n_files",
         "--label-from", "folder", "--shard-size", "4",
     )  # fmt: skip
     assert s["rows"] == {"train": 7} and len(s["shards"]["train"]) == 2
@@ -168,7 +168,7 @@ def test_hf_round_trip_with_datasets(world, tmp_path: Path) -> None:
     assert ds.num_rows == 7
     assert ds.column_names == [
         "image", "image_id", "rel_path", "label", "labels", "split", "blurry", "group_id",
-        "n_files",
+        "size", "n_files",
     ]  # fmt: skip
     assert isinstance(ds.features["image"], datasets.Image)
     raw = ds.cast_column("image", datasets.Image(decode=False))
@@ -178,6 +178,7 @@ def test_hf_round_trip_with_datasets(world, tmp_path: Path) -> None:
         assert row["label"] == row["rel_path"].split("/")[0]
     by_rel = {r["rel_path"]: r for r in ds}
     assert by_rel["coffee/coffee.jpg"]["n_files"] == 2
+    assert by_rel["space/rocket.jpg"]["size"] == (src / "space" / "rocket.jpg").stat().st_size
     assert by_rel["people/camera.png"]["group_id"] is None
     picture = by_rel["cat/chelsea.jpg"]["image"]
     assert picture.size == Image.open(src / "cat" / "chelsea.jpg").size
@@ -384,13 +385,20 @@ def test_output_folder_rule(world, tmp_path: Path) -> None:
 
 def test_missing_files_listed_and_export_goes_on(tmp_path: Path) -> None:
     src, store = build(tmp_path, sense=False)
+    data = (src / "space" / "rocket.jpg").read_bytes()
+    (src / "space" / "cut.jpg").write_bytes(data[: len(data) // 3])
+    lamina(store.root, "scan", str(src))
     (src / "space" / "rocket.jpg").unlink()
     s = export(store, tmp_path / "set", "imagefolder")
     assert s["exported"] == 6
-    assert [(x["path"], x["reason"]) for x in s["left_out"]] == [
-        (str(src / "space" / "rocket.jpg"), "missing on disk")
+    assert sorted((x["path"], x["reason"]) for x in s["left_out"]) == [
+        (str(src / "space" / "cut.jpg"), "broken: truncated"),
+        (str(src / "space" / "rocket.jpg"), "missing on disk"),
     ]
+    assert s["left_out_by_reason"] == {"broken": 1, "missing on disk": 1}
     assert s["leaks"]["label_conflicts"] is None and "lamina sense" in s["leaks"]["note"]
+    s = export(store, tmp_path / "items", "items-json")  # keeps what does not decode
+    assert s["exported"] == 7 and (tmp_path / "items" / "space" / "cut.jpg.json").exists()
     out = export(store, tmp_path / "x", "hf", "--one-per-group", code=2)
     assert "lamina sense" in out["output"]
 

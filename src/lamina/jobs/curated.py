@@ -14,7 +14,9 @@ Every set format shares one selection (`select_items`):
    (`splits(image_id, split, split_id)`; `--split-id` when it holds several);
 4. `--one-per-group`: one image per duplicate group (the group's representative when it
    is selected, else the selected member with the smallest id);
-5. images whose file is gone from disk are listed and left out, the export goes on.
+5. images whose file is gone from disk are listed and left out, the export goes on;
+   the formats a model trains on also leave out images that do not decode (a status
+   other than ok: truncated, corrupt, unsupported), which items-json keeps.
 
 What was left out, and why, goes into the output's `lamina-export.json`, with the leak and
 dedup report (`leak_report`) for the formats a model trains on.
@@ -232,12 +234,20 @@ def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) ->
                     "left join files on files.source = i.source and files.rel_path = i.rel_path"
                 )
             else:
-                joins.append(f'left join "{table}" using (image_id)')
+                joins.append(f'left join "{table}" on "{table}".image_id = i.image_id')
         for n in plain:
             table, col = known[n]
             selects.append(f'"{table}"."{col}" as "{n}"')
         query = f"select i.image_id, {', '.join(selects)} from _items i {' '.join(joins)} "
-        got = con.sql(query).to_arrow_table()
+        import duckdb
+
+        try:
+            got = con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:  # names were checked above: a store lamina cannot read
+            raise LaminaError(
+                f"cannot read the --columns {', '.join(plain)}: {str(exc).splitlines()[0]}",
+                hint="check the store with `lamina verify`",
+            ) from None
         # One row per item: a table with two rows for an image keeps its first.
         index: dict[str, int] = {}
         for k, image_id in enumerate(got["image_id"].to_pylist()):
@@ -334,11 +344,17 @@ def leak_report(
 
 
 def select_items(
-    store: Store, config: ExportSetConfig, *, needs_label: bool = False
+    store: Store,
+    config: ExportSetConfig,
+    *,
+    needs_label: bool = False,
+    decodable_only: bool = False,
 ) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """The items of a set export (`lamina.exports.sets.ITEM_COLUMNS`, then the chosen
     columns), the images left out (`image_id`, `path`, `reason`) and the leak report
-    plus the selection's facts (split id, counts).
+    plus the selection's facts (split id, counts). `needs_label`: leave out images
+    without exactly one label; `decodable_only`: leave out images that do not decode
+    (status other than ok: truncated, corrupt, unsupported).
 
     Example:
         >>> config = ExportSetConfig("out", "hf")
@@ -365,7 +381,8 @@ def select_items(
     con.register("_ids", pa.table({"image_id": pa.array(ids, pa.string())}))
     rows = con.execute(
         "select image_id, first(source order by source, rel_path), "
-        "first(rel_path order by source, rel_path), count(*) "
+        "first(rel_path order by source, rel_path), count(*), "
+        "first(status order by source, rel_path), first(reason order by source, rel_path) "
         "from files join _ids using (image_id) where status <> 'missing' "
         "group by image_id order by 2, 3"
     ).fetchall()
@@ -405,6 +422,11 @@ def select_items(
         left.append(
             {"image_id": records[k]["image_id"], "path": records[k]["path"], "reason": reason}
         )
+
+    if decodable_only:  # a training set holds only images that decode
+        for k, r in enumerate(rows):
+            if r[4] != "ok":
+                leave(k, f"{r[4]}: {r[5]}" if r[5] else str(r[4]))
 
     if config.split:
         for k, r in enumerate(records):
@@ -516,7 +538,10 @@ def export_set(store: Store, config: ExportSetConfig) -> ExportSetResult:
         store, config.output, force=config.force, force_into_source=config.force_into_source
     )
     items, left, facts = select_items(
-        store, config, needs_label=getattr(module, "NEEDS_LABEL", False)
+        store,
+        config,
+        needs_label=getattr(module, "NEEDS_LABEL", False),
+        decodable_only=config.fmt in TRAINING_FORMATS,
     )
     options = SetOptions(
         link=config.link,
