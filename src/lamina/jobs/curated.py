@@ -382,7 +382,8 @@ def select_items(
     rows = con.execute(
         "select image_id, first(source order by source, rel_path), "
         "first(rel_path order by source, rel_path), count(*), "
-        "first(status order by source, rel_path), first(reason order by source, rel_path) "
+        "first(status order by source, rel_path), first(reason order by source, rel_path), "
+        "first(file_path(source, rel_path) order by source, rel_path) "
         "from files join _ids using (image_id) where status <> 'missing' "
         "group by image_id order by 2, 3"
     ).fetchall()
@@ -395,10 +396,7 @@ def select_items(
         }
     )
     byte_copies = sum(r[3] - 1 for r in rows)
-    paths = [
-        os.path.join(s, p)
-        for s, p in zip(items["source"].to_pylist(), items["rel_path"].to_pylist(), strict=True)
-    ]
+    paths = [r[6] for r in rows]
     labels = _labels(store, con, items, kind, arg) if kind else [[] for _ in paths]
     split_id, parts = (None, {})
     if config.split:
@@ -427,10 +425,9 @@ def select_items(
         for k, r in enumerate(rows):
             if r[4] != "ok":
                 leave(k, f"{r[4]}: {r[5]}" if r[5] else str(r[4]))
-
     if config.split:
         for k, r in enumerate(records):
-            if r["split"] is None:
+            if keep[k] and r["split"] is None:
                 leave(k, f"not in the split {split_id}")
     if needs_label:
         for k, r in enumerate(records):
