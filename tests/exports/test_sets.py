@@ -397,6 +397,8 @@ def test_missing_files_listed_and_export_goes_on(tmp_path: Path) -> None:
     ]
     assert s["left_out_by_reason"] == {"broken": 1, "missing on disk": 1}
     assert s["leaks"]["label_conflicts"] is None and "lamina sense" in s["leaks"]["note"]
+    s = export(store, tmp_path / "split", "hf", "--split")  # cut.jpg: not in it either
+    assert sorted(x["reason"] for x in s["left_out"]) == ["broken: truncated", "missing on disk"]
     s = export(store, tmp_path / "items", "items-json")  # keeps what does not decode
     assert s["exported"] == 7 and (tmp_path / "items" / "space" / "cut.jpg.json").exists()
     out = export(store, tmp_path / "x", "hf", "--one-per-group", code=2)
