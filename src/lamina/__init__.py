@@ -66,6 +66,12 @@ _JOBS = {
     "SimilarConfig": "lamina.jobs.search",
     "search": "lamina.jobs.search",
     "SearchConfig": "lamina.jobs.search",
+    # Collections with a shape: layout, items, audit.
+    "apply_layout": "lamina.jobs.layout",
+    "init_layout": "lamina.jobs.layout",
+    "audit": "lamina.jobs.audit",
+    "AuditConfig": "lamina.jobs.audit",
+    "item_facts": "lamina.manifest.items",
 }
 
 

@@ -56,6 +56,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "The manifest: what files there are",
         ("scan", "status", "sql", "runs", "verify", "reconcile", "attach"),
     ),
+    ("Collections with a shape: items and their rules", ("layout", "audit")),
     ("Quality, duplicates and flags", ("sense", "flags", "select", "thumbs")),
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
     (

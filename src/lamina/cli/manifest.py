@@ -85,6 +85,13 @@ def scan(
             f"hashed {done.hashed}, unchanged {done.reused}; {done.new_images} new images; {events}"
         )
         click.echo(f"run {done.run_id} -> {store.root}")
+        if "layout" in done.summary:  # the store has a layout: its items were computed too
+            items = done.summary["layout"]
+            for warning in items["warnings"]:
+                click.secho(f"warning: {warning}", fg="yellow", err=True)
+            click.echo(
+                f"{items['items']} items, {items['ok_items']} keep every rule (lamina audit)"
+            )
     if done.failed_chunks:
         click.secho(
             f"{done.failed_chunks} chunk(s) failed; see `lamina runs` and scan again to retry them",

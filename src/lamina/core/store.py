@@ -106,7 +106,18 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals", "decode_failures")
+TABLE_NAMES = (
+    "files",
+    "images",
+    "file_events",
+    "meta",
+    "approvals",
+    "decode_failures",
+    # A collection's items under its layout (lamina.manifest.items), rewritten as one commit.
+    "items",
+    "item_files",
+    "item_meta",
+)
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's
 # latest event there is `failed`.
@@ -263,6 +274,29 @@ def fenced_commit(root: Path, token: str | None) -> Iterator[None]:
         os.close(fd)  # releases the fence
 
 
+# Descriptors of the write locks this process holds. A process forked while one is held
+# (the scan's workers, `LocalExecutor(fork=True)`) shares the lock: a flock belongs to
+# the open file, so the lock would outlive a killed holder until its workers die too. The
+# child lets go of its copy at once: /dev/null takes the descriptor's place (closing it
+# could let a later file reuse the number, which the holder's file object would close).
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_held_locks() -> None:
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_held_locks)
+
+
 class Store:
     """A lamina store folder. Open with `Store.open(path)` or `lamina.open(path)`.
 
@@ -413,8 +447,10 @@ class Store:
                 fh.write(f"`lamina {command}` (pid {os.getpid()})\ntoken {token}\n")
                 fh.flush()
             self.lock_token = token
+            _HELD_LOCKS.add(fh.fileno())
             yield
         finally:
+            _HELD_LOCKS.discard(fh.fileno())
             self.lock_token = None
             fh.close()
 
@@ -779,15 +815,25 @@ class Store:
                 query = UNDECODABLE_VIEW.format(
                     failures=failures, parts=listing, detail=detail if name == "files" else ""
                 )
-                con.execute(f'create view "{name}" as {query}')
-                continue
-            con.execute(f'create view "{name}" as {self._select_table(name)}')
+            else:
+                query = self._select_table(name)
+            if name == "files" and views.get("item_files"):
+                query = _with_item_sidecars(query, views["item_files"])
+            con.execute(f'create view "{name}" as {query}')
         if "files" in views:
             # ImageFolder-style class labels: the name of each image's folder.
             con.execute(
                 "create view folder_labels as select image_id, source, rel_path, folder, "
                 "regexp_extract(folder, '[^/]+$') as label from files "
                 "where image_id is not null and status <> 'missing' and folder <> ''"
+            )
+        if "item_files" in views and "item_meta" in views:
+            # Each image with its item (the nearest above it) and its item's sidecar fields.
+            con.execute(
+                "create view image_meta as select f.image_id, f.source, f.rel_path, f.item_id, "
+                "m.* exclude (source, item_id, rel_path), m.rel_path as sidecar_path "
+                "from item_files f left join item_meta m using (source, item_id) "
+                "where f.role = 'image'"
             )
         if sandbox:
             from lamina.core.sqlsafe import lock_down
@@ -842,6 +888,25 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+
+def _with_item_sidecars(files_query: str, item_files: list[Path]) -> str:
+    """The `files` view's query with the sidecar files of items (a plate's manifest.json,
+    found by `lamina.manifest.items`) read as `metadata / item_sidecar` instead of junk.
+    Folded in the view, as undecodable images are: `files.parquet` stays what the scan saw,
+    and a changed layout changes the answer without a rescan."""
+    parts = ", ".join(f"'{_sq(str(f))}'" for f in item_files)
+    return (
+        "select t.* replace (\n"
+        "  case when s.rel_path is null or t.status <> 'junk' then t.status else 'metadata' end "
+        "as status,\n"
+        "  case when s.rel_path is null or t.status <> 'junk' then t.reason else 'item_sidecar' "
+        "end as reason)\n"
+        f"from ({files_query}) t\n"
+        "left join (select distinct source, rel_path from read_parquet("
+        f"[{parts}], union_by_name=true) where role = 'sidecar') s\n"
+        "on t.source = s.source and t.rel_path = s.rel_path"
+    )
 
 
 def _sq(text: str) -> str:

@@ -25,6 +25,7 @@ from lamina.report.provenance import flags_policy, provenance
 
 __all__ = [
     "act_on",
+    "audit_section",
     "cluster_map",
     "collect",
     "distributions",
@@ -725,6 +726,25 @@ def image_facts(ctx: ReportContext, ids: set[str]) -> dict[str, dict[str, Any]]:
 # -- all of it -----------------------------------------------------------------------------
 
 
+def audit_section(ctx: ReportContext) -> Section:
+    """The collection audit (`lamina audit`) of a store whose sources have a layout.
+
+    Example:
+        >>> audit_section(open_context(lamina.open())).data["items"]  # doctest: +SKIP
+        435
+    """
+    from lamina.manifest.audit import audit
+
+    section = Section("audit", "Collection audit", ("items", "item_files", "item_meta"))
+    if not ctx.has("items"):
+        section.missing = (
+            "No items: `lamina layout init SOURCE --write`, then `lamina scan SOURCE`."
+        )
+        return section
+    section.data = audit(ctx.store)
+    return section
+
+
 def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
     """Every section of the report, in page order (provenance last).
 
@@ -745,6 +765,8 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
         tags(ctx, gallery_size),
         problems(ctx),
     ]
+    if ctx.has("items"):  # a collection with a layout: its audit, after the statuses
+        sections.insert(2, audit_section(ctx))
     sections.insert(0, act_on(ctx, sections))
     sections.append(provenance(ctx, sections))
     return sections

@@ -56,6 +56,15 @@ def flags_policy(store: Store) -> tuple[Policy, str]:
     return current_policy(store)
 
 
+def _latest(ctx: ReportContext, command: str) -> list[dict[str, Any]]:
+    """The latest run of `command` (its id and start), as a list of at most one row."""
+    return ctx.rows(
+        "select run_id, started from runs where command = ? order by started desc, ended desc "
+        "limit 1",
+        [command],
+    )
+
+
 def provenance(ctx: ReportContext, sections: list[Section]) -> Section:
     """For each section: the runs that wrote its tables (run id, layer, model, when)."""
     section = Section("provenance", "Where every number came from", ("runs",))
@@ -73,7 +82,11 @@ def provenance(ctx: ReportContext, sections: list[Section]) -> Section:
             if table == "runs" or table not in ctx.tables:
                 continue
             if table in TABLE_NAMES:
-                for scan in scans:
+                # The items tables are written by `lamina layout apply` (or a scan's step
+                # after its commit, recorded as a run of its own): name that run.
+                command = "layout" if table.startswith("item") else "scan"
+                made = scans if command == "scan" else _latest(ctx, "layout")
+                for scan in made:
                     rows.append(
                         {
                             "section": sec.title,
@@ -82,7 +95,7 @@ def provenance(ctx: ReportContext, sections: list[Section]) -> Section:
                             "run_id": scan["run_id"],
                             "when": scan["started"],
                             "model": None,
-                            "command": "scan",
+                            "command": command,
                         }
                     )
                 continue
