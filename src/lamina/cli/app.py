@@ -59,7 +59,10 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Collections with a shape: items and their rules", ("layout", "audit")),
     ("Quality, duplicates and flags", ("sense", "flags", "select", "thumbs")),
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
-    ("Tags and exports", ("tag", "score", "approve", "export", "sidecars", "medoids")),
+    (
+        "Tags and exports",
+        ("tag", "score", "approve", "export", "import-approvals", "sidecars", "medoids"),
+    ),
     ("The report and the review app", ("report", "app")),
 )
 

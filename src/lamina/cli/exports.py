@@ -69,14 +69,18 @@ def thumbs(
         sys.exit(EXIT_ERRORS)
 
 
+SET_FORMATS = ("imagefolder", "hf", "webdataset", "items-json", "fiftyone")
+TABLE_FORMATS = ("csv", "parquet", "json", "jsonl")
+
+
 @main.command()
 @click.option(
     "--output",
     "-o",
     "out_path",
     default=None,
-    type=click.Path(dir_okay=False),
-    help="File to write: .csv, .parquet, .json (records) or .jsonl (JSON lines).",
+    type=click.Path(),
+    help="File to write (.csv, .parquet, .json, .jsonl), or the folder of a set format.",
 )
 @click.option(
     "--discard-list",
@@ -89,10 +93,57 @@ def thumbs(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "parquet", "json", "jsonl"]),
+    type=click.Choice([*TABLE_FORMATS, *SET_FORMATS]),
     default=None,
-    help="Format (default: from the file's suffix).",
+    help="Format (default: from the file's suffix). Set formats write a folder: "
+    "imagefolder, hf (Parquet for `datasets`), webdataset (tar shards), items-json (one "
+    "JSON per image), fiftyone.",
 )
+@click.option("--where", default=None, help="Set formats: a SQL condition choosing the images.")
+@click.option("--one-per-group", is_flag=True, help="Set formats: one image per duplicate group.")
+@click.option(
+    "--columns",
+    multiple=True,
+    help="Set formats: columns to carry (comma-separated, repeatable; those of --where, "
+    "approved_labels, embedding, n_files, or `all`).",
+)
+@click.option(
+    "--label-from",
+    default=None,
+    help="Set formats: folder, approved, top1[:threshold] or prediction[:experiment_id] "
+    "(imagefolder default: folder).",
+)
+@click.option(
+    "--split", "use_split", is_flag=True, help="Set formats: use the split `lamina train` froze."
+)
+@click.option("--split-id", default=None, help="Which split, when the store holds several.")
+@click.option(
+    "--link",
+    type=click.Choice(["symlink", "hardlink", "copy"]),
+    default="symlink",
+    show_default=True,
+    help="imagefolder: how each file gets into the tree.",
+)
+@click.option(
+    "--image",
+    "image_mode",
+    type=click.Choice(["bytes", "paths"]),
+    default="bytes",
+    show_default=True,
+    help="hf: store the image bytes, or only their paths.",
+)
+@click.option(
+    "--shard-size",
+    type=int,
+    default=10000,
+    show_default=True,
+    help="hf, webdataset: items a shard.",
+)
+@click.option(
+    "--shard-mb", type=float, default=500.0, show_default=True, help="hf, webdataset: MB a shard."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="webdataset: shuffle seed.")
+@click.option("--no-shuffle", is_flag=True, help="webdataset: keep the selection's order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @force_option
 @force_into_source_option
@@ -103,57 +154,80 @@ def export(
     out_path: str | None,
     discard_path: str | None,
     fmt: str | None,
+    where: str | None,
+    one_per_group: bool,
+    columns: tuple[str, ...],
+    label_from: str | None,
+    use_split: bool,
+    split_id: str | None,
+    link: str,
+    image_mode: str,
+    shard_size: int,
+    shard_mb: float,
+    seed: int,
+    no_shuffle: bool,
     as_json: bool,
     force: bool,
     force_into_source: bool,
 ) -> None:
-    """Export every present file with its size, tags and approved labels.
+    """Export the tag table (one file), or a curated set for another tool (a folder).
 
-    One row per file, columns path,rel_path,width,height,top1,top1_score,top5_labels,
-    top5_scores,approved_labels,run_id,model_name. In CSV, lists are joined with `|` and
-    scores have 4 decimals; Parquet keeps real list types. Files without tags have empty
-    tag cells. -o never writes over a scanned file, inside a source (unless
-    --force-into-source) or over a file lamina did not write (unless --force).
-    --discard-list FILE lists the files you chose to drop in `lamina app`; lamina never
-    deletes or moves them.
+    Tables: one row per present file, columns path,rel_path,width,height,top1,top1_score,
+    top5_labels,top5_scores,approved_labels,run_id,model_name. In CSV, lists are joined
+    with `|` and scores have 4 decimals; Parquet keeps real list types. Files without tags
+    have empty tag cells.
+
+    Sets (--format imagefolder, hf, webdataset, items-json, fiftyone): the images --where
+    selects (all present ones without it), once each, labelled by --label-from, split by
+    --split, one per duplicate group with --one-per-group. What was left out and why,
+    escaped labels and the leak report (duplicates dropped, label conflicts, cross-split
+    duplicate pairs) go into the folder's lamina-export.json. A folder that is not empty
+    is refused without --force (a previous export is replaced).
+
+    -o never writes over a scanned file, inside a source (unless --force-into-source) or
+    over a file lamina did not write (unless --force). --discard-list FILE lists the files
+    you chose to drop in `lamina app`; lamina never deletes or moves them.
 
     \b
     Example:
         lamina export -o tags.csv
         lamina export -o tags.parquet
-        lamina export -o tags.jsonl
+        lamina export --format imagefolder --label-from folder --one-per-group -o train_set
+        lamina export --format hf --columns width,height,blurry -o hf_set
+        lamina export --format webdataset --shard-size 1000 --seed 7 -o wds
+        lamina export --format items-json --where "not blurry" -o items
         lamina export --discard-list to_drop.txt
     """
-    from lamina.jobs.exports import DiscardListConfig, ExportConfig, discard_list
-    from lamina.jobs.exports import export as export_tags
-
     if out_path is None and discard_path is None:
         fail("give -o FILE (the export) and/or --discard-list FILE")
-    store = open_store(ctx)
+    if fmt in SET_FORMATS and out_path is None:
+        fail(f"--format {fmt} writes a folder: give it with -o FOLDER")
     summary: dict[str, object] = {}
     if discard_path is not None:
-        listed = discard_list(
-            store, DiscardListConfig(discard_path, force=force, force_into_source=force_into_source)
-        )
-        summary["discard_list"] = {
-            "path": listed.path,
-            "files": listed.files,
-            "left_out": listed.left_out,
-        }
-        if not as_json:
-            for path in listed.left_out:
-                click.secho(
-                    f"warning: left out of the list (a line break in its name): {path!r}",
-                    fg="yellow",
-                    err=True,
-                )
-            click.echo(f"listed {listed.files} files you chose to drop -> {listed.path}")
+        summary = _discard_list(ctx, discard_path, as_json, force, force_into_source)
     if out_path is None:
         if as_json:
             echo_json(summary)
         return
+    if fmt in SET_FORMATS:
+        _export_set(ctx, out_path, fmt, where, one_per_group, columns, label_from, use_split,
+                    split_id, link, image_mode, shard_size, shard_mb,
+                    None if no_shuffle else seed, as_json, force, force_into_source)  # fmt: skip
+        return
+    set_only = {
+        "--where": where, "--one-per-group": one_per_group, "--columns": columns,
+        "--label-from": label_from, "--split": use_split, "--split-id": split_id,
+    }  # fmt: skip
+    given = [name for name, value in set_only.items() if value]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} apply to the set formats ({', '.join(SET_FORMATS)})"
+        )
+    from lamina.jobs.exports import ExportConfig
+    from lamina.jobs.exports import export as export_tags
+
     config = ExportConfig(out_path, fmt=fmt, force=force, force_into_source=force_into_source)
-    result = export_tags(store, config)
+    result = export_tags(open_store(ctx), config)
     if as_json:
         echo_json(summary | result.summary if summary else result.summary)
         return
@@ -163,6 +237,85 @@ def export(
         f"exported {result.rows} files ({result.tagged} tagged, {result.approved} "
         f"with approved labels) -> {result.path}"
     )
+
+
+def _discard_list(
+    ctx: click.Context, path: str, as_json: bool, force: bool, force_into_source: bool
+) -> dict[str, object]:
+    """Write the files chosen to drop in `lamina app`; return the summary for --json."""
+    from lamina.jobs.exports import DiscardListConfig, discard_list
+
+    listed = discard_list(
+        open_store(ctx),
+        DiscardListConfig(path, force=force, force_into_source=force_into_source),
+    )
+    if not as_json:
+        for left in listed.left_out:
+            click.secho(
+                f"warning: left out of the list (a line break in its name): {left!r}",
+                fg="yellow",
+                err=True,
+            )
+        click.echo(f"listed {listed.files} files you chose to drop -> {listed.path}")
+    return {
+        "discard_list": {"path": listed.path, "files": listed.files, "left_out": listed.left_out}
+    }
+
+
+def _export_set(
+    ctx: click.Context, out_path: str, fmt: str, where: str | None, one_per_group: bool,
+    columns: tuple[str, ...], label_from: str | None, use_split: bool, split_id: str | None,
+    link: str, image_mode: str, shard_size: int, shard_mb: float, seed: int | None,
+    as_json: bool, force: bool, force_into_source: bool,
+) -> None:  # fmt: skip
+    from lamina.jobs.curated import ExportSetConfig, export_set
+
+    names = tuple(c.strip() for value in columns for c in value.split(",") if c.strip())
+    config = ExportSetConfig(
+        expand_user(out_path), fmt, where=where, one_per_group=one_per_group, columns=names,
+        label_from=label_from, split=use_split, split_id=split_id, link=link,
+        image=image_mode, shard_items=shard_size, shard_mb=shard_mb, seed=seed, force=force,
+        force_into_source=force_into_source,
+    )  # fmt: skip
+    result = export_set(open_store(ctx), config)
+    s = result.summary
+    if as_json:
+        echo_json(s)
+        return
+    # Files that went missing or could not be read are problems: listed. Images left out
+    # by the selection (no label, a duplicate) are only counted (all in lamina-export.json).
+    problems = [x for x in s["left_out"] if x["reason"].startswith(("missing", "unreadable"))]
+    for x in problems[:20]:
+        click.secho(f"left out {x['path']}: {x['reason']}", fg="yellow", err=True)
+    if len(problems) > 20:
+        click.secho(f"… and {len(problems) - 20} more (all in lamina-export.json)", err=True)
+    odd = s.get("not_torchvision_suffixes")
+    if odd:
+        click.secho(
+            f"warning: {sum(odd.values())} files have suffixes torchvision's ImageFolder skips "
+            f"({', '.join(odd)}): --link copy keeps them, convert them, or use a loader that "
+            "reads them",
+            fg="yellow",
+            err=True,
+        )
+    for label, folder in s.get("escaped_labels", {}).items():
+        click.echo(f"label {label!r} is the folder {folder!r}")
+    left = ", ".join(f"{n} {why}" for why, n in result.left_out.items())
+    click.echo(
+        f"exported {result.exported} of {s['selected']} selected images as {fmt}"
+        + (f" (left out: {left})" if left else "")
+        + f" -> {result.path}"
+    )
+    leaks = result.leaks
+    if leaks:
+        if leaks.get("note"):
+            click.echo(f"leaks: unknown ({leaks['note']})")
+        else:
+            click.echo(
+                f"leaks: {leaks['duplicates_dropped']} duplicates dropped, "
+                f"{leaks['label_conflicts']} duplicate groups with conflicting labels, "
+                f"{leaks['cross_split_pairs']} cross-split duplicate pairs"
+            )
 
 
 def _labels_change(r: dict) -> str:
@@ -295,3 +448,57 @@ def medoids(
     config = MedoidsConfig(out_path, model=model, force=force, force_into_source=force_into_source)
     done = write_medoids(open_store(ctx), config)
     click.echo(f"{done.folders} folders -> {out_path}")
+
+
+@main.command("import-approvals")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--yes", is_flag=True, help="Record the changes (without it: only show them).")
+@click.option("--who", default=None, help="Who decides (default: the login name).")
+@click.option("--note", default=None, help="A note kept with each approval.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff and counts as JSON.")
+@click.pass_context
+@handle_errors
+def import_approvals(
+    ctx: click.Context, csv_file: str, yes: bool, who: str | None, note: str | None, as_json: bool
+) -> None:
+    """Approvals from an edited export CSV: export, edit the approved_labels column in a
+    spreadsheet (labels joined with `|`; an emptied cell clears), import it back.
+
+    Rows match files by path (else by rel_path when one file has it). The diff is shown
+    first; nothing is recorded without --yes. Rows that match no file are counted and
+    listed.
+
+    \b
+    Example:
+        lamina export -o tags.csv
+        lamina import-approvals tags.csv
+        lamina import-approvals tags.csv --yes --who ana
+    """
+    from lamina.jobs.curated import ImportApprovalsConfig
+    from lamina.jobs.curated import import_approvals as run_import
+
+    config = ImportApprovalsConfig(expand_user(csv_file), apply=yes, who=who, note=note)
+    r = run_import(open_store(ctx), config)
+    if as_json:
+        echo_json(
+            {"rows": r.rows, "changes": r.changes, "unmatched": r.unmatched,
+             "unchanged": r.unchanged, "applied": r.applied}
+        )  # fmt: skip
+        return
+    for c in r.changes:
+        before, after = set(c["before"]), set(c["after"])
+        diff = [f"+{x}" for x in c["after"] if x not in before]
+        diff += [f"-{x}" for x in c["before"] if x not in after]
+        click.echo(f"{c['path']}: {' '.join(repr(d) for d in diff) or 'reordered'}")
+    for path in r.unmatched[:20]:
+        click.secho(f"no file: {path}", fg="yellow", err=True)
+    if len(r.unmatched) > 20:
+        click.secho(f"… and {len(r.unmatched) - 20} more rows that match no file", err=True)
+    click.echo(
+        f"{r.rows} rows: {len(r.changes)} changes, {r.unchanged} unchanged, "
+        f"{len(r.unmatched)} matching no file"
+    )
+    if r.changes and not yes:
+        click.echo("nothing recorded: run again with --yes to record these changes")
+    elif r.applied:
+        click.echo(f"recorded {r.applied} approval events")
