@@ -62,6 +62,12 @@ _JOBS = {
     "SimilarConfig": "lamina.jobs.search",
     "search": "lamina.jobs.search",
     "SearchConfig": "lamina.jobs.search",
+    "train": "lamina.jobs.train",
+    "TrainConfig": "lamina.jobs.train",
+    "experiments": "lamina.jobs.train",
+    "ExperimentsConfig": "lamina.jobs.train",
+    "predict": "lamina.jobs.predict",
+    "PredictConfig": "lamina.jobs.predict",
 }
 
 

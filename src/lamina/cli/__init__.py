@@ -5,7 +5,18 @@ Exit codes: 0 done, 1 done with errors (some chunks failed; re-run to retry them
 """
 
 # Importing a verb module adds its commands to `main`.
-from lamina.cli import cluster, embed, exports, manifest, report, run, search, sense, tag  # noqa: F401
+from lamina.cli import (  # noqa: F401
+    cluster,
+    embed,
+    exports,
+    manifest,
+    report,
+    run,
+    search,
+    sense,
+    tag,
+    train,
+)
 from lamina.cli.app import main
 
 __all__ = ["main"]

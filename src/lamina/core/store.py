@@ -106,7 +106,10 @@ DEFAULT_CHUNK_SIZE = 1024
 ENV_STORE = "LAMINA_STORE"
 
 # Tables with several parts (appended by runs) vs one part (rewritten by a commit).
-TABLE_NAMES = ("files", "images", "file_events", "meta", "approvals", "decode_failures")
+TABLE_NAMES = (
+    "files", "images", "file_events", "meta", "approvals", "decode_failures",
+    "splits", "experiments",  # lamina train (lamina.learning)
+)  # fmt: skip
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's
 # latest event there is `failed`.
