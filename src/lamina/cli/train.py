@@ -18,6 +18,12 @@ from lamina.cli.app import echo_json, handle_errors, main, open_store
     "`lamina attach` added) or approvals (images with exactly one approved label).",
 )
 @click.option(
+    "--where",
+    default=None,
+    help="Use the labels of the images this SQL condition selects only (the columns "
+    "`lamina approve --where` reads), e.g. \"folder like 'photos/%'\".",
+)
+@click.option(
     "--model",
     "-m",
     "models",
@@ -102,6 +108,7 @@ from lamina.cli.app import echo_json, handle_errors, main, open_store
 def train(
     ctx: click.Context,
     labels: str,
+    where: str | None,
     models: tuple[str, ...],
     heads: tuple[str, ...],
     class_weights: tuple[str, ...],
@@ -128,8 +135,8 @@ def train(
 
     \b
     Example:
-        lamina train --labels folder
-        lamina train --labels folder --grid
+        lamina train --labels folder --drop-below 2
+        lamina train --labels folder --where "folder like 'photos/%'" --drop-below 2 --grid
     """
     from lamina.jobs.train import TrainConfig
     from lamina.jobs.train import train as run_train
@@ -140,6 +147,7 @@ def train(
         class_weights = class_weights or ("balanced", "none")
     config = TrainConfig(
         labels=labels,
+        where=where,
         models=models,
         heads=heads or ("logreg",),
         class_weights=class_weights or ("balanced",),

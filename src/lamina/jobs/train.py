@@ -31,9 +31,12 @@ class TrainConfig:
     `models` is the grid, one experiment each; `fractions`: train / val / test shares;
     `drop_below`: leave out classes under N images; `drop_missing`: leave out labelled
     images without a vector (else refused, naming the `lamina embed` that fixes it);
-    `max_minutes`: a grid estimated to take longer is refused unless `force`."""
+    `max_minutes`: a grid estimated to take longer is refused unless `force`; `where`: a
+    SQL condition (as `lamina approve --where` takes it) that picks the images whose
+    labels are used."""
 
     labels: str = "folder"
+    where: str | None = None
     models: tuple[str, ...] = ()
     heads: tuple[str, ...] = ("logreg",)
     class_weights: tuple[str, ...] = ("balanced",)
@@ -132,7 +135,12 @@ def train(
 
     say = echo or (lambda _text: None)
     grid = _grid(config)
-    labels = load_labels(store, config.labels, drop_below=config.drop_below)
+    only = None
+    if config.where:
+        from lamina.jobs.approve import where_ids
+
+        only = set(where_ids(store, config.where))
+    labels = load_labels(store, config.labels, drop_below=config.drop_below, only=only)
     left_out: dict[str, int] = {}
     models: dict[str | None, str] = {}
     keep = set(labels.ids)

@@ -138,11 +138,14 @@ def _pairs_approvals(store: Any) -> tuple[list[tuple[str, str]], int, list[str]]
     )
 
 
-def load_labels(store: Any, spec: str = "folder", *, drop_below: int = 0) -> LabelSet:
+def load_labels(
+    store: Any, spec: str = "folder", *, drop_below: int = 0, only: set[str] | None = None
+) -> LabelSet:
     """The labelled images of the store under label source `spec` (see the module).
 
     A class with fewer than 2 images cannot be both trained and checked: it is refused,
-    naming it, unless `drop_below` (N) leaves out every class under N images.
+    naming it, unless `drop_below` (N) leaves out every class under N images. `only`
+    keeps the images it holds (a `--where` selection), before any count.
 
     Example:
         >>> ls = load_labels(lamina.open(), "folder")  # doctest: +SKIP
@@ -156,6 +159,8 @@ def load_labels(store: Any, spec: str = "folder", *, drop_below: int = 0) -> Lab
         pairs, unmatched, examples = _pairs_meta(store, arg)
     else:
         pairs, unmatched, examples = _pairs_approvals(store)
+    if only is not None:
+        pairs = [(i, label) for i, label in pairs if i in only]
     by_id: dict[str, set[str]] = {}
     for image_id, label in pairs:
         by_id.setdefault(image_id, set()).add(label)
