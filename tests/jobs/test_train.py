@@ -25,7 +25,7 @@ def test_train_writes_an_experiment_its_artefacts_and_a_frozen_split(tmp_path: P
     assert "imbalance 3.0:1" in said[0]
     (row,) = result.experiments
     assert row["model"] == MODEL and row["head"] == "logreg"
-    assert row["balanced_accuracy"] > 0.9 > row["baseline_balanced_accuracy"]
+    assert row["balanced_accuracy"] > 0.8 > 0.5 > row["baseline_balanced_accuracy"]
     assert sum(result.split_sizes.values()) == 60 and result.leak_pairs == 0
     folder = Path(row["artefacts"])
     names = {"head.npz", "head.joblib", "head.onnx", "metrics.json", "confusion.png",

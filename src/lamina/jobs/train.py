@@ -257,12 +257,22 @@ def _experiment(
     if head.kind == "mlp":
         import torch
 
-        torch.save(head.info.pop("state_dict"), buf)
+        state = head.info.pop("state_dict")
+        state["input_mean"] = torch.from_numpy(head.info.pop("input_mean"))
+        state["input_std"] = torch.from_numpy(head.info.pop("input_std"))
+        torch.save(state, buf)
         atomic_write_bytes(folder / "head.pt", buf.getvalue())
     else:
         import joblib
 
-        joblib.dump(head.info.pop("estimator"), buf)
+        joblib.dump(
+            {
+                "estimator": head.info.pop("estimator"),
+                "input_mean": head.info.pop("input_mean"),
+                "input_std": head.info.pop("input_std"),
+            },
+            buf,
+        )
         atomic_write_bytes(folder / "head.joblib", buf.getvalue())
     onnx_bytes = head.to_onnx(model, {"experiment_id": experiment_id, "embed_layer": layer})
     atomic_write_bytes(folder / "head.onnx", onnx_bytes)

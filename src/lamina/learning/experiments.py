@@ -4,8 +4,9 @@ Each `lamina train` run of one configuration is one row of `tables/experiments/`
 (`part-<experiment_id>.parquet`, the `experiments` view of `lamina sql`) and one folder
 `<store>/experiments/<experiment_id>/` holding:
 
-- `head.npz` (the weights lamina predicts with), plus `head.pt` (MLP, torch state dict) or
-  `head.joblib` (logistic regression, the scikit-learn estimator);
+- `head.npz` (the weights lamina predicts with, on the raw vector), plus `head.pt` (MLP,
+  torch state dict) or `head.joblib` (logistic regression: the scikit-learn estimator);
+  both take standardised features, so they also hold `input_mean` and `input_std`;
 - `head.onnx` (the head; the backbone that makes its input is named in its metadata);
 - `metrics.json`, `confusion.png` (test split), `MODEL_CARD.md`;
 - `reference.npz`: the training embeddings' class centroids and the drift threshold

@@ -35,13 +35,13 @@ class HeadConfig:
     n / (classes x its count) in the loss; `c_values` are the logistic regression's
     inverse regularisation strengths, tried in order and kept by validation score;
     the MLP stops after `patience` epochs without a better validation balanced accuracy
-    and keeps its best epoch. `device`: auto (CUDA when present, with AMP), cpu or cuda;
+    (ties broken by the validation loss) and keeps its best epoch. `device`: auto (CUDA when present, with AMP), cpu or cuda;
     `gpu_memory_mb` caps the process's share of the GPU."""
 
     head: str = "logreg"
     class_weight: str = "balanced"
     seed: int = 0
-    c_values: tuple[float, ...] = (1.0, 10.0, 100.0)
+    c_values: tuple[float, ...] = (0.1, 1.0, 10.0)
     hidden: int = 256
     dropout: float = 0.2
     epochs: int = 100
@@ -278,6 +278,31 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(recalls)) if recalls else 0.0
 
 
+def _standardiser(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each feature over `rows`, read a block at a time.
+    Embeddings share a large common direction (every vector of a CLIP model is close to
+    the others), so the heads learn on standardised features; `_fold` then moves the
+    scaling into the first layer, and the head still takes the raw vector."""
+    total = np.zeros(x.shape[1], np.float64)
+    squares = np.zeros(x.shape[1], np.float64)
+    rows = np.sort(rows)
+    for s in range(0, len(rows), 65_536):
+        block = np.asarray(x[rows[s : s + 65_536]], np.float64)
+        total += block.sum(axis=0)
+        squares += (block * block).sum(axis=0)
+    mean = total / max(len(rows), 1)
+    std = np.sqrt(np.maximum(squares / max(len(rows), 1) - mean * mean, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def _fold(
+    w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The layer W((x - mean) / std) + b as a layer on x itself."""
+    w2 = (w / std[None, :]).astype(np.float32)
+    return w2, (b - w2 @ mean).astype(np.float32)
+
+
 def train_head(
     config: HeadConfig,
     x: np.ndarray,
@@ -294,10 +319,13 @@ def train_head(
     """
     config.check()
     t0 = time.perf_counter()
+    mean, std = _standardiser(x, train)
     if config.head == "logreg":
-        head = _train_logreg(config, x, y, train, val, classes)
+        head = _train_logreg(config, x, y, train, val, classes, (mean, std))
     else:
-        head = _train_mlp(config, x, y, train, val, classes)
+        head = _train_mlp(config, x, y, train, val, classes, (mean, std))
+    head.layers[0] = _fold(*head.layers[0], mean, std)
+    head.info["input_mean"], head.info["input_std"] = mean, std
     head.info["train_seconds"] = round(time.perf_counter() - t0, 3)
     head.info["config"] = asdict(config)
     return head
@@ -310,13 +338,15 @@ def _train_logreg(
     train: np.ndarray,
     val: np.ndarray,
     classes: list[str],
+    scale: tuple[np.ndarray, np.ndarray],
 ) -> Head:
     from sklearn.linear_model import LogisticRegression
 
     k = len(classes)
-    xt = np.asarray(x[np.sort(train)], dtype=np.float32)  # sklearn needs the rows in memory
+    mean, std = scale
+    xt = (np.asarray(x[np.sort(train)], np.float32) - mean) / std  # sklearn needs them in memory
     yt = y[np.sort(train)]
-    xv, yv = np.asarray(x[np.sort(val)]), y[np.sort(val)]
+    xv, yv = (np.asarray(x[np.sort(val)], np.float32) - mean) / std, y[np.sort(val)]
     weights = _class_weights(yt, k, config.class_weight)
     sample_weight = weights[yt]
     best: tuple[float, Any, float] | None = None
@@ -364,6 +394,7 @@ def _train_mlp(
     train: np.ndarray,
     val: np.ndarray,
     classes: list[str],
+    scale: tuple[np.ndarray, np.ndarray],
 ) -> Head:
     import torch
 
@@ -388,22 +419,30 @@ def _train_mlp(
     val_sorted = np.sort(val)
     yv = y[val_sorted]
 
+    mean, std = scale
+
     def batch(rows: np.ndarray) -> torch.Tensor:
         # Rows in file order: a memory map reads them in one forward sweep.
-        return torch.from_numpy(np.asarray(x[rows], dtype=np.float32)).to(device)
+        return torch.from_numpy((np.asarray(x[rows], np.float32) - mean) / std).to(device)
 
-    def val_score() -> float:
+    def val_score() -> tuple[float, float]:
+        """(balanced accuracy, -mean loss) on the validation rows: higher is better; the
+        loss breaks ties, so a head that is right with more confidence wins."""
         if not len(val_sorted):
-            return 0.0
+            return 0.0, 0.0
         net.eval()
-        preds = []
+        preds, loss = [], 0.0
         with torch.no_grad(), torch.autocast(device, enabled=cuda):
             for s in range(0, len(val_sorted), 4096):
-                preds.append(net(batch(val_sorted[s : s + 4096])).argmax(1).cpu().numpy())
+                rows = val_sorted[s : s + 4096]
+                out = net(batch(rows)).float()
+                target = torch.from_numpy(y[rows].astype(np.int64)).to(device)
+                loss += float(torch.nn.functional.cross_entropy(out, target, reduction="sum"))
+                preds.append(out.argmax(1).cpu().numpy())
         net.train()
-        return _balanced_accuracy(yv, np.concatenate(preds))
+        return _balanced_accuracy(yv, np.concatenate(preds)), -loss / len(val_sorted)
 
-    best_score, best_state, best_epoch, since = -1.0, None, 0, 0
+    best_score, best_state, best_epoch, since = (-1.0, 0.0), None, 0, 0
     history = []
     for epoch in range(1, config.epochs + 1):
         order = rng.permutation(train)
@@ -417,7 +456,7 @@ def _train_mlp(
             scaler.step(opt)
             scaler.update()
         score = val_score()
-        history.append(round(score, 6))
+        history.append(round(score[0], 6))
         if score > best_score:
             best_score, best_epoch, since = score, epoch, 0
             best_state = {n: t.detach().cpu().clone() for n, t in net.state_dict().items()}
@@ -440,7 +479,7 @@ def _train_mlp(
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "val_history": history,
-        "val_balanced_accuracy": round(best_score, 6),
+        "val_balanced_accuracy": round(best_score[0], 6),
         "device": device,
         "amp": cuda,
         "state_dict": best_state,
