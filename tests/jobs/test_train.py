@@ -114,3 +114,13 @@ def test_a_grid_too_long_is_refused_with_its_size(tmp_path: Path) -> None:
     config = TrainConfig(heads=("logreg", "mlp"), class_weights=("balanced", "none"), max_minutes=0)
     with pytest.raises(LaminaError, match="the grid has 4 configurations"):
         train(store, config)
+
+
+def test_a_tiny_set_with_no_test_images_is_scored_on_validation(tmp_path: Path) -> None:
+    store, _, _ = labelled_store(tmp_path, sizes=(3, 3))
+    result = train(store, TrainConfig())
+    assert result.split_sizes == {"train": 4, "val": 2, "test": 0}
+    (row,) = result.experiments
+    assert row["scored_on"] == "val" and row["n_test"] == 0
+    card = (Path(row["artefacts"]) / "MODEL_CARD.md").read_text()
+    assert "## Metrics (val split): the test split is empty" in card

@@ -29,7 +29,8 @@ def test_two_classes_logreg_gives_sklearn_probabilities() -> None:
     x, y, tr, va = _data((40, 40), 0.4)
     head = train_head(HeadConfig("logreg", class_weight="none"), x, y, tr, va, ["a", "b"])
     clf, mean, std = (head.info[k] for k in ("estimator", "input_mean", "input_std"))
-    np.testing.assert_allclose(head.predict_proba(x), clf.predict_proba((x - mean) / std), atol=1e-5)
+    want = clf.predict_proba((x - mean) / std)
+    np.testing.assert_allclose(head.predict_proba(x), want, atol=1e-5)
 
 
 def test_mlp_is_seeded_and_stops_early() -> None:

@@ -211,7 +211,7 @@ def train(
             rows.append(row)
             say(
                 f"{row['experiment_id']}: {head.head}/{head.class_weight} on {row['model']}: "
-                f"test balanced accuracy {row['balanced_accuracy']:.4f} "
+                f"{row['scored_on']} balanced accuracy {row['balanced_accuracy']:.4f} "
                 f"(prior {row['baseline_balanced_accuracy']:.4f}) in {row['train_seconds']:.1f}s"
             )
         run.count("experiments", len(rows))
@@ -248,7 +248,12 @@ def _experiment(
     metrics: dict[str, Any] = {}
     for name, rows in (("train", tr), ("val", va), ("test", te)):
         metrics[name] = classification_metrics(head.predict_proba(x[rows]), y[rows], classes)
-    metrics["baseline"] = prior_baseline(y[tr], y[te], len(classes))
+    # A tiny collection can leave the test split empty (duplicate groups kept whole): the
+    # row's metrics are then the validation split's (else the training one's), and say so.
+    scored = "test" if len(te) else "val" if len(va) else "train"
+    metrics["scored_on"] = scored
+    held = {"test": te, "val": va, "train": tr}[scored]
+    metrics["baseline"] = prior_baseline(y[tr], y[held], len(classes))
     experiment_id = new_run_id()
     folder = experiment_dir(store, experiment_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -276,18 +281,18 @@ def _experiment(
         atomic_write_bytes(folder / "head.joblib", buf.getvalue())
     onnx_bytes = head.to_onnx(model, {"experiment_id": experiment_id, "embed_layer": layer})
     atomic_write_bytes(folder / "head.onnx", onnx_bytes)
-    diff = _onnx_diff(onnx_bytes, head, x, te if len(te) else tr)
+    diff = _onnx_diff(onnx_bytes, head, x, held)
     ref = reference(x, y, tr, np.concatenate([va, te]), len(classes))
     buf = io.BytesIO()
     np.savez(buf, **ref)
     atomic_write_bytes(folder / "reference.npz", buf.getvalue())
     png = plot_confusion(
-        metrics["test"]["confusion"],
+        metrics[scored]["confusion"],
         classes,
-        f"{head.kind}/{head_config.class_weight} - test split",
+        f"{head.kind}/{head_config.class_weight} - {scored} split",
     )
     atomic_write_bytes(folder / "confusion.png", png)
-    test = metrics["test"]
+    test = metrics[scored]
     sizes = split.sizes()
     row: dict[str, Any] = {
         "experiment_id": experiment_id,
@@ -304,6 +309,7 @@ def _experiment(
         "n_train": sizes["train"],
         "n_val": sizes["val"],
         "n_test": sizes["test"],
+        "scored_on": scored,
         "leak_pairs": leaks,
         "val_balanced_accuracy": metrics["val"]["balanced_accuracy"],
         "balanced_accuracy": test["balanced_accuracy"],

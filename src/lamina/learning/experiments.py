@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
         ("n_train", pa.int64()),
         ("n_val", pa.int64()),
         ("n_test", pa.int64()),
+        ("scored_on", pa.string()),  # test, or val / train when the test split is empty
         ("leak_pairs", pa.int64()),
         ("val_balanced_accuracy", pa.float64()),
         ("balanced_accuracy", pa.float64()),
@@ -110,7 +111,8 @@ def get_experiment(store: Any, experiment_id: str) -> dict[str, Any]:
 
 def model_card(row: dict[str, Any], metrics: dict[str, Any], class_counts: dict[str, int]) -> str:
     """The experiment's model card (Markdown): data, split, classes, metrics, use, limits."""
-    per_class = metrics["test"]["per_class"]
+    scored = metrics.get("scored_on", "test")
+    per_class = metrics[scored]["per_class"]
     lines = [
         f"# Model card: {row['head']} head, experiment {row['experiment_id']}",
         "",
@@ -129,7 +131,7 @@ def model_card(row: dict[str, Any], metrics: dict[str, Any], class_counts: dict[
         f"train {row['n_train']}, val {row['n_val']}, test {row['n_test']}; "
         f"cross-split duplicate pairs: {row['leak_pairs']}",
         "",
-        "| class | images | test precision | test recall | test support |",
+        f"| class | images | {scored} precision | {scored} recall | {scored} support |",
         "|---|---:|---:|---:|---:|",
     ]
     for c in row["classes"]:
@@ -138,10 +140,10 @@ def model_card(row: dict[str, Any], metrics: dict[str, Any], class_counts: dict[
             f"| {c} | {class_counts.get(c, 0)} | {pc['precision']:.3f} | "
             f"{pc['recall']:.3f} | {pc['support']} |"
         )
-    t = metrics["test"]
+    t = metrics[scored]
     lines += [
         "",
-        "## Metrics (test split)",
+        f"## Metrics ({scored} split)" + ("" if scored == "test" else ": the test split is empty"),
         f"- Balanced accuracy {t['balanced_accuracy']:.4f} (class-prior baseline "
         f"{metrics['baseline']['balanced_accuracy']:.4f}), macro-F1 {t['macro_f1']:.4f}, "
         f"accuracy {t['accuracy']:.4f}, expected calibration error {t['ece']:.4f}",

@@ -35,8 +35,8 @@ class HeadConfig:
     n / (classes x its count) in the loss; `c_values` are the logistic regression's
     inverse regularisation strengths, tried in order and kept by validation score;
     the MLP stops after `patience` epochs without a better validation balanced accuracy
-    (ties broken by the validation loss) and keeps its best epoch. `device`: auto (CUDA when present, with AMP), cpu or cuda;
-    `gpu_memory_mb` caps the process's share of the GPU."""
+    (ties broken by the validation loss) and keeps its best epoch. `device`: auto (CUDA
+    when present, with AMP), cpu or cuda; `gpu_memory_mb` caps the process's share of the GPU."""
 
     head: str = "logreg"
     class_weight: str = "balanced"

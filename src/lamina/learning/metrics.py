@@ -46,6 +46,11 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray, classes: list[str])
         precision_recall_fscore_support,
     )
 
+    if len(y) == 0:
+        empty = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+        return {"items": 0, "accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0,
+                "ece": 0.0, "per_class": {c: dict(empty) for c in classes},
+                "confusion": [[0] * len(classes) for _ in classes]}  # fmt: skip
     pred = proba.argmax(axis=1)
     present = sorted(set(y.tolist()))
     labels = list(range(len(classes)))
