@@ -117,6 +117,17 @@ def _grid(config: TrainConfig) -> list[tuple[str | None, HeadConfig]]:
     ]
 
 
+def _dim(store: Store, model: str) -> int:
+    """The width of `model`'s vectors, from its layer's schema."""
+    import pyarrow.parquet as pq
+
+    from lamina.core.layers import readable_parts
+    from lamina.core.vectors import embedding_layers
+
+    parts = readable_parts(embedding_layers(store)[model])
+    return int(pq.read_schema(parts[0]).field("vector").type.list_size)
+
+
 def train(
     store: Store, config: TrainConfig = TrainConfig(), echo: Callable[[str], None] | None = None
 ) -> TrainResult:
@@ -172,9 +183,10 @@ def train(
     table = class_table(labels)
     say(table)
     n_classes = len(labels.classes)
+    dims = {m: _dim(store, model) for m, model in models.items()}
     estimates = [
-        estimate_seconds(h, int(len(labels.ids) * config.fractions[0]), 1280, n_classes)
-        for _, h in grid
+        estimate_seconds(h, int(len(labels.ids) * config.fractions[0]), dims[m], n_classes)
+        for m, h in grid
     ]
     total_estimate = sum(estimates)
     if len(grid) > 1:
