@@ -85,6 +85,12 @@ def test_predict_writes_the_predictions_layer_and_select_reads_it(tmp_path: Path
     assert set(chosen.lines) == {
         r["image_id"] for r in table if r["label"] == "owls" and r["score"] > 0.5
     }
+    from lamina.jobs.approve import where_ids
+
+    cut = float(np.median([r["score"] for r in table]))
+    unsure = {r["image_id"] for r in table if r["score"] < cut}
+    assert 20 <= len(unsure) <= 35
+    assert set(where_ids(store, f"pred_score < {cut!r} and pred_error is null")) == unsure
     # Resumable: a second run finds every row done.
     again = predict(store, PredictConfig(row["experiment_id"], progress=False))
     assert again.passes["predictions"].get("processed", 0) == 0
