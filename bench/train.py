@@ -245,7 +245,7 @@ def render(syn: dict, digits: dict | None, command: str, header: str) -> str:
         f"Three ablations, wall time of the three `train` calls together: "
         f"**{syn['seconds']:.0f} s**, {syn['cpu_seconds']:.0f} s of CPU time over all threads "
         f"(target < 600 s on 2 cores: {'PASS' if syn['seconds'] < 600 else 'MISS'}; the wall "
-        "time is on a machine shared with other jobs, see the load average). Best: {best['head']}/"
+        f"time is on a machine shared with other jobs, see the load average). Best: {best['head']}/"
         f"{best['class_weight']}, balanced accuracy {best['balanced_accuracy']:.4f} against "
         f"{best['baseline_balanced_accuracy']:.4f} for the class prior: "
         f"**+{margin:.4f}**.",
