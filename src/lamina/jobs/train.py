@@ -294,7 +294,7 @@ def _experiment(
     onnx_bytes = head.to_onnx(model, {"experiment_id": experiment_id, "embed_layer": layer})
     atomic_write_bytes(folder / "head.onnx", onnx_bytes)
     diff = _onnx_diff(onnx_bytes, head, x, held)
-    ref = reference(x, y, tr, np.concatenate([va, te]), len(classes))
+    ref: dict[str, Any] = reference(x, y, tr, np.concatenate([va, te]), len(classes))
     buf = io.BytesIO()
     np.savez(buf, **ref)
     atomic_write_bytes(folder / "reference.npz", buf.getvalue())

@@ -110,9 +110,10 @@ class Head:
         from lamina.core.layout import atomic_write_bytes
 
         buf = io.BytesIO()
-        arrays = {f"w{k}": w for k, (w, _) in enumerate(self.layers)}
+        arrays: dict[str, Any] = {f"w{k}": w for k, (w, _) in enumerate(self.layers)}
         arrays |= {f"b{k}": b for k, (_, b) in enumerate(self.layers)}
-        np.savez(buf, classes=np.array(self.classes), kind=np.array(self.kind), **arrays)
+        arrays |= {"classes": np.array(self.classes), "kind": np.array(self.kind)}
+        np.savez(buf, **arrays)
         path = folder / "head.npz"
         atomic_write_bytes(path, buf.getvalue())
         return path

@@ -116,7 +116,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], title: str) -
             for j in range(n):
                 if cm[i, j]:
                     colour = "white" if norm[i, j] > 0.5 else "black"
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=colour)
+                    ax.text(
+                        j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color=colour
+                    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -72,7 +72,7 @@ def centroid_distance(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def reference(
     x: np.ndarray, y: np.ndarray, train: np.ndarray, held_out: np.ndarray, n_classes: int
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """What drift is measured against: the unit class centroids of the training rows and
     the 95th percentile of the held-out rows' centroid distance (see the module)."""
     dim = x.shape[1]
@@ -83,7 +83,7 @@ def reference(
     centroids = _unit(sums).astype(np.float32)
     check = held_out if len(held_out) else train
     d = centroid_distance(x[np.sort(check)], centroids)
-    return {"centroids": centroids, "threshold": np.float32(np.quantile(d, 0.95))}
+    return {"centroids": centroids, "threshold": np.array(np.quantile(d, 0.95), np.float32)}
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
