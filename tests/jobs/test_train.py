@@ -109,10 +109,31 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_embeddings_name_the_embed_command(tmp_path: Path) -> None:
-    store, _, _ = labelled_store(tmp_path, embed=50)
+    import pyarrow as pa
+
+    from lamina.core.store import atomic_write_parquet
+    from lamina.core.vectors import EMBED_PASS, embed_schema
+
+    store, ids, _ = labelled_store(tmp_path, embed=50)
     with pytest.raises(LaminaError, match="10 labelled image") as err:
         train(store, TrainConfig())
     assert f"lamina embed --model {MODEL}" in str(err.value)
+    # Two of them failed to embed (undecodable): left out and counted, never refused.
+    schema = embed_schema(16)
+    failed = pa.table(
+        {"image_id": ids[50:52], "model": [MODEL] * 2,
+         "vector": pa.nulls(2, schema.field("vector").type),
+         "error": ["decode_error: truncated"] * 2},
+        schema=schema,
+    )  # fmt: skip
+    atomic_write_parquet(store.layer_dir(EMBED_PASS, "1-aaaa") / "part-1.parquet", failed)
+    with pytest.raises(LaminaError, match="8 labelled image"):
+        train(store, TrainConfig())
+    said: list[str] = []
+    result = train(store, TrainConfig(drop_missing=True), echo=said.append)
+    assert result.left_out == {f"{MODEL} embedding failed (undecodable)": 2,
+                               f"never embedded with {MODEL}": 8}  # fmt: skip
+    assert "2 image(s): " in said[0] and sum(result.split_sizes.values()) == 50
 
 
 def test_a_grid_too_long_is_refused_with_its_size(tmp_path: Path) -> None:

@@ -34,14 +34,15 @@ def test_two_classes_logreg_gives_sklearn_probabilities() -> None:
 
 
 def test_mlp_is_seeded_and_stops_early() -> None:
-    x, y, tr, va = _data((60, 60, 60), 0.3)
-    config = HeadConfig("mlp", epochs=60, patience=3, seed=1)
+    # Overlapping classes: the validation loss turns up once the MLP starts to overfit.
+    x, y, tr, va = _data((60, 60, 60), 1.0)
+    config = HeadConfig("mlp", epochs=300, patience=3, seed=1)
     one = train_head(config, x, y, tr, va, ["a", "b", "c"])
     two = train_head(config, x, y, tr, va, ["a", "b", "c"])
     np.testing.assert_array_equal(one.layers[0][0], two.layers[0][0])
-    assert one.info["epochs_run"] < 60
+    assert one.info["epochs_run"] < 300
     assert one.info["epochs_run"] - one.info["best_epoch"] == 3
-    assert one.info["val_balanced_accuracy"] > 0.9
+    assert one.info["val_balanced_accuracy"] > 0.5
 
 
 def test_balanced_weights_raise_the_rare_class_recall() -> None:

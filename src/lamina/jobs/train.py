@@ -30,7 +30,8 @@ class TrainConfig:
     `models`: embedding models (empty: the latest embedded); `heads` x `class_weights` x
     `models` is the grid, one experiment each; `fractions`: train / val / test shares;
     `drop_below`: leave out classes under N images; `drop_missing`: leave out labelled
-    images without a vector (else refused, naming the `lamina embed` that fixes it);
+    images never embedded (else refused, naming the `lamina embed` that fixes it; images
+    whose embedding failed, an undecodable file, are always left out and counted);
     `max_minutes`: a grid estimated to take longer is refused unless `force`; `where`: a
     SQL condition (as `lamina approve --where` takes it) that picks the images whose
     labels are used."""
@@ -158,29 +159,30 @@ def train(
     for m in dict.fromkeys(m for m, _ in grid):
         model, good, failed = embedded_ids(store, m)
         models[m] = model
-        missing = [i for i in labels.ids if i not in good]
-        if missing and not config.drop_missing:
-            broken = [i for i in missing if i in failed]
-            never = [i for i in missing if i not in failed]
-            parts = []
-            if never:
-                parts.append(f"{len(never)} never embedded (e.g. {', '.join(never[:3])})")
-            if broken:
-                parts.append(f"{len(broken)} failed to embed (e.g. {', '.join(broken[:3])})")
+        # An image whose embedding failed (it does not decode) cannot be fixed by
+        # embedding again: left out and counted. One never embedded can: refused.
+        broken = [i for i in labels.ids if i in failed]
+        never = [i for i in labels.ids if i not in good and i not in failed]
+        if never and not config.drop_missing:
             raise LaminaError(
-                f"{len(missing)} labelled image(s) have no {model} embedding: " + "; ".join(parts),
-                hint=f"lamina embed --model {model} (embeds only what is missing); images that "
-                "fail to decode stay missing: add --drop-missing to leave them out",
+                f"{len(never)} labelled image(s) have no {model} embedding yet, e.g. "
+                + ", ".join(never[:5]),
+                hint=f"lamina embed --model {model} (it embeds only what is missing), or "
+                "--drop-missing to leave them out",
             )
-        keep -= set(missing)
-        if missing:
-            left_out[f"no {model} embedding"] = len(missing)
+        keep -= set(broken) | set(never)
+        if broken:
+            left_out[f"{model} embedding failed (undecodable)"] = len(broken)
+        if never:
+            left_out[f"never embedded with {model}"] = len(never)
     if len(keep) < len(labels.ids):
         pairs = [
             (i, label) for i, label in zip(labels.ids, labels.labels, strict=True) if i in keep
         ]
         labels = replace(labels, ids=[i for i, _ in pairs], labels=[label for _, label in pairs])
     table = class_table(labels)
+    if left_out:
+        table += "\nleft out: " + "; ".join(f"{n} image(s): {why}" for why, n in left_out.items())
     say(table)
     n_classes = len(labels.classes)
     dims = {m: _dim(store, model) for m, model in models.items()}
@@ -244,13 +246,18 @@ def _experiment(
 ) -> dict[str, Any]:
     """Train, evaluate and record one configuration."""
     from lamina.core.layout import atomic_write_bytes
-    from lamina.core.ledger import new_run_id, utc_now
+    import datetime as dt
+
+    from lamina.core.ledger import new_run_id
     from lamina.learning.experiments import experiment_dir, model_card, write_row
     from lamina.learning.heads import train_head
     from lamina.learning.metrics import classification_metrics, plot_confusion, prior_baseline
     from lamina.learning.predict import reference
 
     t0 = time.perf_counter()
+    # Microseconds: experiments of one grid start within a second, and their order (what
+    # `latest` means) must not depend on the random part of their ids.
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
     x, model, layer = feats
     classes = labels.classes
     index = {c: k for k, c in enumerate(classes)}
@@ -308,7 +315,7 @@ def _experiment(
     sizes = split.sizes()
     row: dict[str, Any] = {
         "experiment_id": experiment_id,
-        "created": utc_now(),
+        "created": created,
         "run_id": run_id,
         "labels": labels.source,
         "split_id": split.split_id,

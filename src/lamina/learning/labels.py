@@ -88,7 +88,7 @@ def _folder_part(folder: str, level: int) -> str | None:
 def _pairs_folder(store: Any, level: int) -> tuple[list[tuple[str, str]], int, list[str]]:
     rows = store.sql(
         "select image_id, folder from files "
-        "where image_id is not null and status <> 'missing' order by image_id"
+        "where image_id is not null and status = 'ok' order by image_id"
     ).to_pylist()
     pairs = []
     for r in rows:
