@@ -245,9 +245,9 @@ def _experiment(
     head_config: HeadConfig,
 ) -> dict[str, Any]:
     """Train, evaluate and record one configuration."""
-    from lamina.core.layout import atomic_write_bytes
     import datetime as dt
 
+    from lamina.core.layout import atomic_write_bytes
     from lamina.core.ledger import new_run_id
     from lamina.learning.experiments import experiment_dir, model_card, write_row
     from lamina.learning.heads import train_head
