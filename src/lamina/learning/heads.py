@@ -26,6 +26,7 @@ import numpy as np
 from lamina.core.errors import LaminaError
 
 HEADS = ("logreg", "mlp")
+SHRINK = 10  # rows of pooled variance each feature's variance is shrunk with
 CLASS_WEIGHTS = ("balanced", "none")
 
 
@@ -283,7 +284,10 @@ def _standardiser(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Mean and standard deviation of each feature over `rows`, read a block at a time.
     Embeddings share a large common direction (every vector of a CLIP model is close to
     the others), so the heads learn on standardised features; `_fold` then moves the
-    scaling into the first layer, and the head still takes the raw vector."""
+    scaling into the first layer, and the head still takes the raw vector. Each variance
+    is shrunk toward the mean variance as if `SHRINK` rows had it: with a few dozen
+    labelled images, a feature that barely varied among them would otherwise be blown
+    up (negligible from a few thousand rows)."""
     total = np.zeros(x.shape[1], np.float64)
     squares = np.zeros(x.shape[1], np.float64)
     rows = np.sort(rows)
@@ -291,9 +295,11 @@ def _standardiser(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
         block = np.asarray(x[rows[s : s + 65_536]], np.float64)
         total += block.sum(axis=0)
         squares += (block * block).sum(axis=0)
-    mean = total / max(len(rows), 1)
-    std = np.sqrt(np.maximum(squares / max(len(rows), 1) - mean * mean, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+    n = max(len(rows), 1)
+    mean = total / n
+    var = np.maximum(squares / n - mean * mean, 0.0)
+    var = (n * var + SHRINK * var.mean()) / (n + SHRINK)
+    return mean.astype(np.float32), np.maximum(np.sqrt(var), 1e-6).astype(np.float32)
 
 
 def _fold(
