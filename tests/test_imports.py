@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "lamina.manifest",
         "lamina.exports",
         "lamina.sample",
+        "lamina.learning",
     ),
     ("lamina.index", "lamina.backends"),
     ("lamina.core",),

@@ -72,6 +72,12 @@ _JOBS = {
     "audit": "lamina.jobs.audit",
     "AuditConfig": "lamina.jobs.audit",
     "item_facts": "lamina.manifest.items",
+    "train": "lamina.jobs.train",
+    "TrainConfig": "lamina.jobs.train",
+    "experiments": "lamina.jobs.train",
+    "ExperimentsConfig": "lamina.jobs.train",
+    "predict": "lamina.jobs.predict",
+    "PredictConfig": "lamina.jobs.predict",
 }
 
 

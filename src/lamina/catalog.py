@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from lamina.analysis import clusters, duplicates, flags, semantic, semantic_map
 from lamina.executors.local import WORKER_IMPORTS
+from lamina.learning import predict
 from lamina.passes import classify, embed, hashes, scan, signals, thumbs
 from lamina.tagging import tags
 
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
-           semantic, semantic_map, tags)  # fmt: skip
+           semantic, semantic_map, tags, predict)  # fmt: skip
 
 if __name__ not in WORKER_IMPORTS:
     WORKER_IMPORTS.append(__name__)

@@ -135,6 +135,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (pictures / "things" / "cut.jpg").write_bytes(data[: len(data) // 3])
     (pictures / "things" / "notes.txt").write_text("not an image\n")
     _photo(pictures / "2024" / "rocket_crop.jpg", photos["rocket"][40:, 60:])
+    # Two classes of three in photos/<topic>/, as in the sample (README: train a classifier).
+    for topic, names in (("textures", ("brick", "grass", "gravel")),
+                         ("science", ("cell", "retina", "microaneurysms"))):  # fmt: skip
+        for name in names:
+            _photo(pictures / "photos" / topic / f"{name}.jpg", photos[name])
     _photo(home / "Downloads" / "found.jpg", photos["chelsea"][20:, 30:])
     scans = base / "mnt" / "archive" / "scans"
     _photo(scans / "page1.jpg", photos["camera"])
@@ -153,6 +158,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "/mnt/archive/scans": str(scans),
         "/tmp/xmp": str(base / "xmp"),
         "/tmp/my-report": str(base / "my-report"),
+        # The README's training section runs on `make demo`'s store: here, the README's.
+        "demo/store": str(home / "pictures-store"),
         # A placeholder for two embedding models: the sample has one.
         "MODEL_A": MODEL,
         "MODEL_B": MODEL,

@@ -17,6 +17,7 @@ from lamina.cli import (  # noqa: F401
     search,
     sense,
     tag,
+    train,
 )
 from lamina.cli.app import main
 

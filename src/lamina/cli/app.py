@@ -64,6 +64,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("tag", "score", "approve", "export", "import-approvals", "sidecars", "medoids"),
     ),
     ("The report and the review app", ("report", "app")),
+    ("Learning on the embeddings", ("train", "experiments", "predict")),
 )
 
 STORE_HELP = (

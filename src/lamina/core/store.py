@@ -118,6 +118,9 @@ TABLE_NAMES = (
     "item_files",
     "item_meta",
     "decisions",
+    # lamina train (lamina.learning): frozen splits and the experiments table.
+    "splits",
+    "experiments",
 )
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's

@@ -92,6 +92,10 @@ def where_columns(store: Store, con: Any = None) -> dict[str, list[tuple[str, st
                     alias = f"{WHERE_TABLES[table]}_{name}"
             pairs.append((name, alias))
         out[table] = pairs
+    if "predictions" in tables:  # `lamina predict`: always pred_<column>, as in select
+        from lamina.learning.predict import SCHEMA
+
+        out["predictions"] = [(name, f"pred_{name}") for name in SCHEMA.names[1:]]
     return out
 
 

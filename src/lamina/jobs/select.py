@@ -13,10 +13,10 @@ from lamina.core.store import Store
 @dataclass(frozen=True)
 class SelectConfig:
     """What `lamina select` takes: `where`, one SQL expression over the columns of files,
-    flags, signals and duplicates; `output`, a file to write the list to (None: only
-    return it; checked as any output, `force` / `force_into_source` as
-    `lamina.core.outputs.check_output_path` takes them); one path per image, or image ids
-    (one each) instead of paths."""
+    flags, signals, duplicates and predictions (as pred_label, pred_score, ...); `output`,
+    a file to write the list to (None: only return it; checked as any output, `force` /
+    `force_into_source` as `lamina.core.outputs.check_output_path` takes them); one path
+    per image, or image ids (one each) instead of paths."""
 
     where: str
     output: str | None = None
@@ -66,6 +66,9 @@ def select(store: Store, config: SelectConfig) -> SelectResult:
         for t in ("flags", "signals", "duplicates")
         if t in tables
     )
+    from lamina.learning.predict import where_join
+
+    joins += where_join(tables)
     query = (
         f"select image_id, source || '/' || rel_path as path from files{joins} "
         f"where status <> 'missing' and (\n{condition}\n) order by source, rel_path"
