@@ -52,8 +52,12 @@ def ids_by_path(store: Store) -> dict[str, str]:
 
 
 def write_layer(store: Store, name: str, rows: list[dict]) -> None:
-    """A table another command writes (`splits`, `predictions`), as a layer's one part."""
-    part = store.layer_dir(name, "1-test") / "part-global.parquet"
+    """A table another command writes, as `lamina train` (the `splits` table) and
+    `lamina predict` (the `predictions` layer, one part) write them."""
+    if name == "splits":
+        part = store.table_dir(name) / "part-s1.parquet"
+    else:
+        part = store.layer_dir(name, "1-test") / "part-global.parquet"
     atomic_write_parquet(part, pa.Table.from_pylist(rows))
 
 

@@ -761,7 +761,8 @@ class Store:
     def available_tables(self) -> list[str]:
         """Names of every table and layer that has data."""
         names = [n for n in TABLE_NAMES if self.table_files(n)]
-        names += self.layer_names()
+        # A table's name is never also a layer's view (a stray layers/<table>/ is ignored).
+        names += [n for n in self.layer_names() if n not in TABLE_NAMES]
         if any(self.root.glob("runs/*/run.json")):
             names.append("runs")
         return names
