@@ -38,6 +38,8 @@ _JOBS = {
     "ClusterConfig": "lamina.jobs.cluster",
     "tag": "lamina.jobs.tag",
     "TagConfig": "lamina.jobs.tag",
+    "ocr": "lamina.jobs.ocr",
+    "OcrConfig": "lamina.jobs.ocr",
     "thumbs": "lamina.jobs.thumbs",
     "ThumbsConfig": "lamina.jobs.thumbs",
     "export": "lamina.jobs.exports",

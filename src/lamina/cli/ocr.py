@@ -1,0 +1,75 @@
+"""Verbs over the text in the images: ocr (and `search --text`, in cli/search.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+
+
+@main.command()
+@click.option(
+    "--engine",
+    default="rapidocr",
+    show_default=True,
+    help="OCR engine: rapidocr (offline, ships its models) or tesseract[:LANG] (Debian's).",
+)
+@click.option("--where", help="Which images (a `lamina select` condition; default: text_heavy).")
+@click.option("--all", "all_images", is_flag=True, help="Every image, not only the text-heavy.")
+@click.option("--max", "max_images", type=click.IntRange(min=1), help="At most N images.")
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=64),
+    default=1600,
+    show_default=True,
+    help="Read each image at this long side at most (never upscaled).",
+)
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def ocr(
+    ctx: click.Context,
+    engine: str,
+    where: str | None,
+    all_images: bool,
+    max_images: int | None,
+    max_side: int,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Read the text printed in the images: per image the full text, its script and mean
+    confidence, and per line the text, confidence and box (original pixels), in the `ocr`
+    table. By default only the images `lamina sense` flagged text_heavy; resumable.
+
+    \b
+    Example:
+        lamina ocr
+        lamina ocr --where "rel_path like 'scans/%'" --engine tesseract
+        lamina sql "select text from ocr where text ilike '%linnaeus%'"
+    """
+    from lamina.jobs.ocr import OcrConfig
+    from lamina.jobs.ocr import ocr as run_ocr
+
+    config = OcrConfig(
+        engine=engine,
+        where=where,
+        all_images=all_images,
+        max_images=max_images,
+        max_side=max_side,
+        workers=workers,
+        progress=not as_json,
+    )
+    result = run_ocr(open_store(ctx), config)
+    if as_json:
+        echo_json({**result.__dict__})
+    else:
+        click.echo(
+            f"{result.selected} images selected ({result.selection}): {result.processed} read "
+            f"now, {result.already_done} before; {result.with_text} with text, "
+            f"{result.errors} errors; run {result.run_id}"
+        )
+    if result.counts.get("failed_chunks"):
+        sys.exit(EXIT_ERRORS)
