@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lamina.backends.ocr import OcrLine
+from lamina.backends.ocr.base import OcrLine
 
 # A blank run of columns at least this share of the line height wide separates words
 # (a space in common Latin fonts is ~0.3 em plus the side bearings; the gap between letters

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from lamina.backends.ocr import OcrLine
+from lamina.backends.ocr.base import OcrLine
 from lamina.core.errors import LaminaError
 
 TIMEOUT_S = 120  # one page; a hung tesseract fails the image, not the run
