@@ -39,6 +39,8 @@ _JOBS = {
     "tag": "lamina.jobs.tag",
     "TagConfig": "lamina.jobs.tag",
     "ocr": "lamina.jobs.ocr",
+    "modality": "lamina.jobs.modality",
+    "ModalityJobConfig": "lamina.jobs.modality",
     "OcrConfig": "lamina.jobs.ocr",
     "thumbs": "lamina.jobs.thumbs",
     "ThumbsConfig": "lamina.jobs.thumbs",

@@ -1,4 +1,4 @@
-"""Verbs over the text in the images: ocr (and `search --text`, in cli/search.py)."""
+"""Verbs over language: ocr, modality (and `search --text`, in cli/search.py)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,32 @@ def ocr(
         )
     if result.counts.get("failed_chunks"):
         sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+@handle_errors
+def modality(ctx: click.Context, workers: int | None, as_json: bool) -> None:
+    """Say what kind of picture each image is: photo, document (a scan of printed text),
+    graphic (drawing, chart, logo), screenshot, or other (no pixels), with a score and
+    the reason, in the `modality` table (also a column for `select --where`). Reads
+    `lamina sense`'s signals, and `lamina ocr`'s text when there is some.
+
+    \b
+    Example:
+        lamina modality
+        lamina select --where "modality = 'document'"
+    """
+    from lamina.jobs.modality import ModalityJobConfig
+    from lamina.jobs.modality import modality as run_modality
+
+    config = ModalityJobConfig(workers=workers, progress=not as_json)
+    result = run_modality(open_store(ctx), config)
+    if as_json:
+        echo_json({"run_id": result.run_id, "counts": result.counts, "passes": result.passes})
+        return
+    for name, count in result.counts.items():
+        click.echo(f"  {name:<12} {count}")
+    click.echo(f"run {result.run_id}")

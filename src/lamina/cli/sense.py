@@ -145,8 +145,8 @@ def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: b
     "--where",
     "where",
     required=True,
-    help="SQL condition over files, flags, signals and duplicates columns (one expression: "
-    "no statements, table functions or file access).",
+    help="SQL condition over files, flags, signals, duplicates and modality columns (one "
+    "expression: no statements, table functions or file access).",
 )
 @click.option(
     "-o",

@@ -13,7 +13,7 @@ from lamina.core.store import Store
 @dataclass(frozen=True)
 class SelectConfig:
     """What `lamina select` takes: `where`, one SQL expression over the columns of files,
-    flags, signals and duplicates; `output`, a file to write the list to (None: only
+    flags, signals, duplicates and modality; `output`, a file to write the list to (None: only
     return it; checked as any output, `force` / `force_into_source` as
     `lamina.core.outputs.check_output_path` takes them); one path per image, or image ids
     (one each) instead of paths."""
@@ -63,7 +63,7 @@ def select(store: Store, config: SelectConfig) -> SelectResult:
         check_output_path(store, output, force=force, force_into_source=into)
     joins = "".join(
         f" left join {t} using (image_id)"
-        for t in ("flags", "signals", "duplicates")
+        for t in ("flags", "signals", "duplicates", "modality")
         if t in tables
     )
     query = (
