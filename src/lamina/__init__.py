@@ -40,6 +40,8 @@ _JOBS = {
     "TagConfig": "lamina.jobs.tag",
     "ocr": "lamina.jobs.ocr",
     "modality": "lamina.jobs.modality",
+    "caption": "lamina.jobs.caption",
+    "CaptionConfig": "lamina.jobs.caption",
     "ModalityJobConfig": "lamina.jobs.modality",
     "OcrConfig": "lamina.jobs.ocr",
     "thumbs": "lamina.jobs.thumbs",

@@ -1,4 +1,4 @@
-"""Verbs over language: ocr, modality (and `search --text`, in cli/search.py)."""
+"""Verbs over language: ocr, modality, caption (and `search --text`, in cli/search.py)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,82 @@ def modality(ctx: click.Context, workers: int | None, as_json: bool) -> None:
     for name, count in result.counts.items():
         click.echo(f"  {name:<12} {count}")
     click.echo(f"run {result.run_id}")
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="Caption model: hf:<hub repo id or folder>.")
+@click.option("--prompt", default="", help="Text prompt (vision-language models; e.g. BLIP's).")
+@click.option("--where", help="Which images (a `lamina select` condition).")
+@click.option("--all", "everything", is_flag=True, help="Every image (can take long).")
+@click.option("--max", "max_images", type=click.IntRange(min=1), help="At most N images.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--offline", is_flag=True, help="Never download the model.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the estimate only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def caption(
+    ctx: click.Context,
+    model: str,
+    prompt: str,
+    where: str | None,
+    everything: bool,
+    max_images: int | None,
+    max_new_tokens: int,
+    batch_size: int,
+    offline: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Caption the images that show what the collection holds: by default the cluster
+    exemplars (`lamina cluster`) and the outliers, never every image unless --all. The
+    estimated time is printed first. Each row of the `captions` table keeps the model, the
+    prompt and its version, the generation settings and the time.
+
+    \b
+    Example:
+        lamina caption --model hf:Salesforce/blip-image-captioning-base --max 50 --dry-run
+        lamina caption -m hf:/models/blip --prompt "a picture of" --where "modality = 'photo'"
+    """
+    from lamina.jobs.caption import CaptionConfig, plan
+    from lamina.jobs.caption import caption as run_caption
+
+    config = CaptionConfig(
+        model=model,
+        prompt=prompt,
+        where=where,
+        everything=everything,
+        max_images=max_images,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        offline=offline,
+        progress=not as_json,
+    )
+    store = open_store(ctx)
+    planned = plan(store, config)
+    line = (
+        f"{len(planned.image_ids)} images selected ({planned.selection}), {planned.todo} to "
+        f"caption: about {planned.estimate_s:.0f} s ({planned.basis})"
+    )
+    if not as_json:
+        click.echo(line)
+    if dry_run:
+        if as_json:
+            echo_json({k: v for k, v in planned.__dict__.items() if k != "image_ids"})
+        return
+    result = run_caption(store, config, planned)
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "selected": len(planned.image_ids),
+                "processed": result.processed,
+                "errors": result.errors,
+                "estimate_s": planned.estimate_s,
+            }
+        )
+    else:
+        click.echo(f"{result.processed} captioned, {result.errors} errors; run {result.run_id}")
+    if result.counts.get("failed_chunks"):
+        sys.exit(EXIT_ERRORS)

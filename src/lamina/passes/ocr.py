@@ -91,7 +91,7 @@ class OcrPass(Pass):
         from lamina.backends.ocr import guess_script
         from lamina.core.decode import decode_image
 
-        if self._engine is None:
+        if self._engine is None and batch.num_rows:
             self.setup()
         engine = self._engine
         cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
