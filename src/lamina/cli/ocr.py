@@ -48,6 +48,7 @@ def ocr(
     Example:
         lamina ocr
         lamina ocr --where "rel_path like 'scans/%'" --engine tesseract
+        lamina ocr --all --max 3
         lamina sql "select text from ocr where text ilike '%linnaeus%'"
     """
     from lamina.jobs.ocr import OcrConfig

@@ -108,6 +108,8 @@ def plan(store: Store, config: CaptionConfig) -> CaptionPlan:
     from lamina.jobs.select import SelectConfig, select
 
     target = parse_spec(config.model)
+    if target.startswith(("/", ".")):
+        model_folder(target, config.offline)  # a folder that is not there: say so first
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
     if config.everything:
