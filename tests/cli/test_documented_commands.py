@@ -63,7 +63,7 @@ NEEDS_WHAT_THE_SAMPLE_LACKS: dict[str, tuple[str, str]] = {
         "no caption model ships in a package; the tests save a tiny one of their own",
         "the caption model Salesforce/blip-image-captioning-base is not in this machine's HF",
     ),
-    "lamina caption -m hf:/models/blip --prompt \"a picture of\" --where \"modality = 'photo'\"": (
+    'lamina caption -m hf:/models/blip --prompt "a picture of" --where "modality = \'photo\'"': (
         "the example names a model folder of the user's",
         "no model folder at /models/blip",
     ),
