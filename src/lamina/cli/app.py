@@ -60,7 +60,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
     ("Tags and exports", ("tag", "score", "approve", "export", "sidecars", "medoids")),
     ("The report", ("report",)),
-    ("Language: text in the images, captions", ("ocr", "modality", "caption")),
+    ("Language: text in the images, captions", ("ocr", "modality", "caption", "agreement")),
 )
 
 STORE_HELP = (

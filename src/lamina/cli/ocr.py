@@ -182,3 +182,34 @@ def caption(
         click.echo(f"{result.processed} captioned, {result.errors} errors; run {result.run_id}")
     if result.counts.get("failed_chunks"):
         sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option("-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Caption clusters (0: as many as the image clusters they cover).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+@handle_errors
+def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
+    """Compare language with structure: cluster the captions (all-MiniLM-L6-v2, offline)
+    and say how far they agree with the image clusters (adjusted Rand index, normalised
+    mutual information), which image clusters the captions split (low purity) and which
+    caption clusters merge several image clusters. Needs `lamina cluster` and
+    `lamina caption`.
+
+    \b
+    Example:
+        lamina agreement --json
+    """
+    from lamina.jobs.caption import CompareConfig, compare
+
+    result = compare(open_store(ctx), CompareConfig(k=k, progress=not as_json))
+    if as_json:
+        echo_json(result.__dict__)
+        return
+    click.echo(f"{result.images} captioned images: ARI {result.ari}, NMI {result.nmi}")
+    for row in result.by_image_cluster[:10]:
+        click.echo(
+            f"  image cluster {row['image_cluster']:>3}: {row['captioned']} captioned, "
+            f"{row['caption_clusters']} caption clusters, purity {row['purity']:.2f}"
+        )

@@ -173,3 +173,29 @@ def caption(
         errors=int(counts.get("error_rows", 0)),
         counts=counts,
     )
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `lamina caption --compare` takes: caption clusters (0: as many as the image
+    clusters the captions cover)."""
+
+    k: int = 0
+    progress: bool = True
+
+
+def compare(store: Store, config: CompareConfig = CompareConfig()) -> Any:
+    """Cluster the captions (all-MiniLM-L6-v2, offline) and compare them with the image
+    clusters: an `lamina.analysis.language.Agreement` (ARI, NMI, per-cluster spread).
+
+    Example:
+        >>> compare(lamina.open()).ari  # doctest: +SKIP
+        0.42
+    """
+    from lamina.analysis.language import agreement
+    from lamina.core.runner import run_passes
+
+    run_passes(store, [("caption_clusters", {"k": config.k})], command="caption-compare",
+               progress=config.progress)  # fmt: skip
+    t = store.table("caption_clusters")
+    return agreement(t["image_cluster"].to_pylist(), t["caption_cluster"].to_pylist())
