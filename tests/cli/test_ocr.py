@@ -90,3 +90,20 @@ def test_ocr_then_search_text(tmp_path: Path) -> None:
                "select error from ocr join files using (image_id) where rel_path like '%cut%'")
     )  # fmt: skip
     assert err[0]["error"].startswith(("truncated", "decode_error"))
+
+
+def test_the_report_shows_ocr_text_with_boxes(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    render_lines(src / "page.png", ["Flora Lapponica", "Amsterdam 1737"], size=30, width=600)
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+    for args in (["scan", str(src)], ["ocr", "--all", "-j", "1"], ["report"]):
+        result = runner.invoke(main, ["--store", store, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    html = (tmp_path / "store" / "report" / "index.html").read_text()
+    assert '<section id="language">' in html and "Flora Lapponica" in html
+    # One box per line, drawn over the thumbnail in % of the page.
+    section = html[html.index('<section id="language">') :]
+    section = section[: section.index("</section>")]
+    assert section.count('title="Flora Lapponica"') == 1
+    assert section.count('<span style="left:') == 2
