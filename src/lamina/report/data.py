@@ -825,9 +825,11 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
         cluster_map(ctx),
         outliers(ctx, gallery_size),
         tags(ctx, gallery_size),
-        language(ctx, gallery_size),
         problems(ctx),
     ]
+    if any(ctx.has(t) for t in ("ocr", "modality", "captions")):
+        # Only where language was asked for (it is off by default): no empty section.
+        sections.insert(len(sections) - 1, language(ctx, gallery_size))
     sections.insert(0, act_on(ctx, sections))
     sections.append(provenance(ctx, sections))
     return sections
