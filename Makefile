@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # Debian packages a real user has: exiftool writes XMP sidecars, chromium renders the
-# report in its test (tesseract joins when OCR lands).
-SYSTEM_PACKAGES := libimage-exiftool-perl chromium
+# report in its test, tesseract-ocr is `lamina ocr --engine tesseract` (run with a fixed argv).
+SYSTEM_PACKAGES := libimage-exiftool-perl chromium tesseract-ocr
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \

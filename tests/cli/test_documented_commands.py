@@ -59,6 +59,18 @@ NEEDS_WHAT_THE_SAMPLE_LACKS: dict[str, tuple[str, str]] = {
     '--template "a picture of {}"': (NO_CLIP, NO_VECTORS),
     f'lamina tag --labels labels.txt --model {CLIP} --template "a photo of {{}}" '
     '--template "a scan of {}" --threshold 0.27 --json': (NO_CLIP, NO_VECTORS),
+    "lamina caption --model hf:Salesforce/blip-image-captioning-base --max 50 --dry-run": (
+        "no caption model ships in a package; the tests save a tiny one of their own",
+        "the caption model Salesforce/blip-image-captioning-base is not in this machine's HF",
+    ),
+    'lamina caption -m hf:/models/blip --prompt "a picture of" --where "modality = \'photo\'"': (
+        "the example names a model folder of the user's",
+        "no model folder at /models/blip",
+    ),
+    "lamina agreement --json": (
+        "the sample has no captions (no caption model ships in a package)",
+        "the comparison needs the captions table",
+    ),
 }
 
 

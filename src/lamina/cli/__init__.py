@@ -11,6 +11,7 @@ from lamina.cli import (  # noqa: F401
     exports,
     layout,
     manifest,
+    ocr,
     report,
     review,
     run,

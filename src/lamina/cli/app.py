@@ -65,6 +65,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("The report and the review app", ("report", "app")),
     ("Learning on the embeddings", ("train", "experiments", "predict")),
+    ("Language: text in the images, captions", ("ocr", "modality", "caption", "agreement")),
 )
 
 STORE_HELP = (

@@ -69,8 +69,9 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--stages",
     default=None,
-    help="Comma-separated stages to run, in their fixed order "
-    "(scan,sense,embed,cluster,tag,export,sidecars,report).",
+    help="Comma-separated stages to run, in their fixed order (scan,sense,ocr,modality,embed,"
+    "cluster,caption,tag,export,sidecars,report; ocr, modality, caption and sidecars only "
+    "when listed).",
 )
 @click.option(
     "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."

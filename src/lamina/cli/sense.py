@@ -145,8 +145,8 @@ def flags(ctx: click.Context, policy: str | None, print_policy: bool, as_json: b
     "--where",
     "where",
     required=True,
-    help="SQL condition over files, flags, signals and duplicates columns, and predictions "
-    "as pred_label, pred_score, … (one expression: "
+    help="SQL condition over files, flags, signals, duplicates and modality columns, and "
+    "predictions as pred_label, pred_score, … (one expression: "
     "no statements, table functions or file access).",
 )
 @click.option(

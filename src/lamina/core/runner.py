@@ -844,6 +844,7 @@ def run_passes(
     chunk_size: int | None = None,
     progress: bool = True,
     max_images: int | None = None,
+    image_ids: Iterable[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run registered passes over the store as one run (write lock, run record, resume):
     map passes over every image (sharing decodes), then global passes in the given order.
@@ -851,7 +852,8 @@ def run_passes(
     under several configs), plus `run_id`. Each pass's `describe()` goes into the run record
     before any work, so a pass that cannot start (model weights missing) fails first.
     `max_images` limits the map passes to the first N images by image id: content-hash
-    order, so a stable sample that does not favour any folder.
+    order, so a stable sample that does not favour any folder. `image_ids` limits them to
+    those images (a selective pass: OCR on the text-heavy ones).
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
@@ -874,6 +876,9 @@ def run_passes(
         maps = [i for i in instances if i.kind == "map"]
         if maps:
             inputs = image_inputs(store)
+            if image_ids is not None:
+                wanted = pa.array(sorted(set(image_ids)), pa.string())
+                inputs = inputs.filter(pc.is_in(inputs["image_id"], value_set=wanted))
             if max_images:
                 inputs = inputs.slice(0, max_images)
             results = run_map_passes(

@@ -18,6 +18,12 @@ Columns, in this order (`EXPORT_COLUMNS`):
   run. `approved_labels` comes from `lamina.tagging.approvals.current_approvals`. An image
   with no tags (or no approval) has empty cells.
 
+* Language columns, after those, only when the store has the table behind them (so a
+  store without them exports the Photo-Tagger header unchanged): `modality` (`lamina
+  modality`), `full_page_text` and `lines` (`lamina ocr`: each line's text, confidence and
+  box in original pixels; `lines` is left out of CSV, whose cells hold no records), and
+  `caption`, `caption_model` (`lamina caption`, the current captions layer).
+
 Formats, picked by `fmt` or the file's suffix:
 
 * **CSV** (`.csv`): UTF-8, `\\n` line ends, quoted by Python's `csv` module where needed
@@ -94,14 +100,32 @@ JSON_DECIMALS = 6
 LIST_SEP = "|"
 TOP = 5
 
+# Language columns: table -> (columns selected, join). Fixed text, never user input.
+LANGUAGE_COLUMNS = {
+    "modality": (("modality",), "lm.modality", "left join modality lm using (image_id)"),
+    "ocr": (
+        ("full_page_text", "lines"),
+        "lo.text as full_page_text, lo.lines",
+        "left join ocr lo using (image_id)",
+    ),
+    "captions": (
+        ("caption", "caption_model"),
+        "lc.caption, lc.model as caption_model",
+        "left join captions lc using (image_id)",
+    ),
+}
+NOT_IN_CSV = ("lines",)
+
 _EXPORT_SQL = """
 select file_path(f.source, f.rel_path) as path, f.rel_path, {width} as width, {height} as height,
        t.top1, t.top1_score, t.top_labels[1:{top}] as top5_labels,
        t.top_scores[1:{top}] as top5_scores, a.approved_labels, t.run_id, t.model_name
+       {language_select}
 from files f
 left join images i using (image_id)
 left join export_tags t using (image_id)
 left join export_approvals a using (image_id)
+{language_joins}
 where f.image_id is not null and f.status <> 'missing'
 order by f.source, f.rel_path
 """
@@ -151,8 +175,21 @@ def export_table(store: Any, *, tags: pa.Table | None, approvals: pa.Table | Non
     con.register("export_tags", tags)
     con.register("export_approvals", approvals)
     width, height = _upright_size(con)
-    out = con.sql(_EXPORT_SQL.format(top=TOP, width=width, height=height)).to_arrow_table()
-    return out.select(list(EXPORT_COLUMNS)).cast(EXPORT_SCHEMA)
+    have = set(store.available_tables())
+    language = [v for k, v in LANGUAGE_COLUMNS.items() if k in have]
+    sql = _EXPORT_SQL.format(
+        top=TOP,
+        width=width,
+        height=height,
+        language_select="".join(f", {select}" for _, select, _ in language),
+        language_joins="\n".join(join for _, _, join in language),
+    )
+    out = con.sql(sql).to_arrow_table()
+    extra = [name for names, _, _ in language for name in names]
+    schema = EXPORT_SCHEMA
+    for name in extra:
+        schema = schema.append(out.schema.field(name))
+    return out.select([*EXPORT_COLUMNS, *extra]).cast(schema)
 
 
 # EXIF orientations that turn the image a quarter turn: its upright size is the stored
@@ -211,7 +248,7 @@ def csv_row(row: dict[str, Any]) -> list[str]:
         ['cat', '0.9123', 'cat|dog', '0.9123|0.1000']
     """
     cells = []
-    for name in EXPORT_COLUMNS:
+    for name in [*EXPORT_COLUMNS, *(n for n in row if n not in EXPORT_COLUMNS)]:
         value = row.get(name)
         if value is None:
             cells.append("")
@@ -245,9 +282,10 @@ def write_table(table: pa.Table, out_path: str | os.PathLike[str], fmt: str) -> 
         if fmt == "parquet":
             pq.write_table(table, tmp, compression="zstd")
         elif fmt == "csv":
+            table = table.drop_columns([n for n in NOT_IN_CSV if n in table.column_names])
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = CsvWriter(fh)  # keeps a "\r" of a file name inside its cell
-                writer.writerow(EXPORT_COLUMNS)
+                writer.writerow(table.column_names)
                 writer.writerows(csv_row(r) for r in table.to_pylist())
         else:
             rows = [_json_row(r) for r in table.to_pylist()]

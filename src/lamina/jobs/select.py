@@ -13,10 +13,10 @@ from lamina.core.store import Store
 @dataclass(frozen=True)
 class SelectConfig:
     """What `lamina select` takes: `where`, one SQL expression over the columns of files,
-    flags, signals, duplicates and predictions (as pred_label, pred_score, ...); `output`,
-    a file to write the list to (None: only return it; checked as any output, `force` /
-    `force_into_source` as `lamina.core.outputs.check_output_path` takes them); one path
-    per image, or image ids (one each) instead of paths."""
+    flags, signals, duplicates, modality and predictions (as pred_label, pred_score, ...);
+    `output`, a file to write the list to (None: only return it; checked as any output,
+    `force` / `force_into_source` as `lamina.core.outputs.check_output_path` takes them);
+    one path per image, or image ids (one each) instead of paths."""
 
     where: str
     output: str | None = None
@@ -63,7 +63,7 @@ def select(store: Store, config: SelectConfig) -> SelectResult:
         check_output_path(store, output, force=force, force_into_source=into)
     joins = "".join(
         f" left join {t} using (image_id)"
-        for t in ("flags", "signals", "duplicates")
+        for t in ("flags", "signals", "duplicates", "modality")
         if t in tables
     )
     from lamina.learning.predict import where_join

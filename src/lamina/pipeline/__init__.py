@@ -68,7 +68,12 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
     """Why a stage cannot or need not run now, else None."""
     if stage == "tag" and not config.labels_file:
         return "no labels_file"
-    if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
+    if stage == "caption" and not config.caption_model:
+        return "no caption_model"
+    language = ("ocr", "modality", "caption")
+    if stage in ("sense", "embed", "cluster", "tag", "sidecars", *language) and not _has_images(
+        store
+    ):
         return "no images to work on"
     if stage in ("export", "report"):
         # Up to date when made from the very same tables, and every file it wrote is

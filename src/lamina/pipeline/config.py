@@ -25,8 +25,10 @@ from lamina.core.config import expand_user
 from lamina.core.errors import ConfigError
 
 # Stages in run order. `sidecars` writes files next to the originals (or into a mirror
-# tree), so it runs only when asked for.
-STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "sidecars", "report")
+# tree), so it runs only when asked for; so do the language stages (ocr, modality,
+# caption), which cost model time (their keys below say how much).
+STAGES = ("scan", "sense", "ocr", "modality", "embed", "cluster", "caption", "tag", "export",
+          "sidecars", "report")  # fmt: skip
 DEFAULT_STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "report")
 
 # Keys holding paths: relative ones are read from the config file's folder.
@@ -65,6 +67,9 @@ class PipelineConfig:
     sidecar_style: str = "adobe"  # adobe (name.xmp) | darktable (name.ext.xmp)
     sidecar_dir: str = ""  # a mirror tree instead of next to the originals
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    ocr_engine: str = "rapidocr"  # stage ocr (off by default): text_heavy images, ~1-2 s each
+    caption_model: str = ""  # stage caption (off by default): hf:<repo or folder>
+    caption_max: int = 50  # captions per run at most (~0.5-5 s each on a CPU, model-dependent)
 
     def embed_model(self) -> str:
         """The canonical embedder spec: `open_clip:<model_name>/<pretrained>` when the
@@ -221,7 +226,7 @@ def _is_path(value: str) -> bool:
 
 def _check_ranges(config: PipelineConfig) -> None:
     at_least = {"topk": 1, "batch_images": 1, "batch_labels": 1, "max_images": 0,
-                "workers": 0, "clusters": 0}  # fmt: skip
+                "workers": 0, "clusters": 0, "caption_max": 1}  # fmt: skip
     for key, low in at_least.items():
         if getattr(config, key) < low:
             raise ConfigError(f"{key} must be at least {low}, not {getattr(config, key)}")

@@ -280,9 +280,44 @@ def stage_report(store: Store, config: PipelineConfig, progress: bool) -> StageR
     return StageResult("report", True, 0.0, {"path": str(path)}, f"file://{path}")
 
 
+def stage_ocr(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.jobs.ocr import OcrConfig, ocr
+
+    done = ocr(store, OcrConfig(engine=config.ocr_engine, workers=_workers(config),
+                                progress=progress))  # fmt: skip
+    message = f"{done.selected} {done.selection} images, {done.with_text} with text"
+    return StageResult("ocr", done.processed > 0, 0.0, {**done.__dict__}, message, done.errors)
+
+
+def stage_modality(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.jobs.modality import ModalityJobConfig, modality
+
+    done = modality(store, ModalityJobConfig(workers=_workers(config), progress=progress))
+    message = ", ".join(f"{n} {k}" for k, n in done.counts.items())
+    return StageResult("modality", _did_work(done.passes), 0.0, {**done.counts}, message)
+
+
+def stage_caption(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    # Without a caption_model the run skips this stage (`lamina.pipeline._skip_reason`).
+    from lamina.jobs.caption import CaptionConfig, caption, plan
+
+    job = CaptionConfig(model=config.caption_model, max_images=config.caption_max,
+                        offline=config.offline, progress=progress)  # fmt: skip
+    planned = plan(store, job)
+    log.info("caption: %d to caption, about %.0f s (%s)", planned.todo, planned.estimate_s,
+             planned.basis)  # fmt: skip
+    done = caption(store, job, planned)
+    summary = {"run_id": done.run_id, "processed": done.processed, "errors": done.errors}
+    message = f"{done.processed} captioned ({planned.selection}), {done.errors} errors"
+    return StageResult("caption", done.processed > 0, 0.0, summary, message, done.errors)
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[Store, PipelineConfig, bool], StageResult]] = {
     "scan": stage_scan,
     "sense": stage_sense,
+    "ocr": stage_ocr,
+    "modality": stage_modality,
+    "caption": stage_caption,
     "embed": stage_embed,
     "cluster": stage_cluster,
     "tag": stage_tag,

@@ -33,6 +33,7 @@ __all__ = [
     "flag_galleries",
     "image_facts",
     "image_ids",
+    "language",
     "outliers",
     "overview",
     "problems",
@@ -550,6 +551,87 @@ def tags(ctx: ReportContext, cap: int) -> Section:
     return section
 
 
+# -- 9b. language: OCR text, modality, captions ----------------------------------------------
+
+OCR_SAMPLES = 8  # pages shown with their text and boxes
+CAPTIONS_PER_CLUSTER = 4
+
+
+def language(ctx: ReportContext, cap: int) -> Section:
+    """Modality counts, OCR samples with their line boxes (as % of the image, drawn over
+    the thumbnail), captions per cluster and the caption / image cluster agreement."""
+    section = Section(
+        "language", "Text, modality, captions", ("ocr", "modality", "captions", "caption_clusters")
+    )
+    if not any(ctx.has(t) for t in ("ocr", "modality", "captions")):
+        section.missing = (
+            "No text, modality or captions yet: run `lamina ocr`, `lamina modality` or "
+            "`lamina caption --model hf:…`."
+        )
+        return section
+    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement"))
+    if ctx.has("modality"):
+        data["modality"] = ctx.rows(
+            "select modality, count(*) as n from modality group by 1 order by 2 desc, 1"
+        )
+    if ctx.has("ocr"):
+        columns = {r["column_name"] for r in ctx.rows("describe images")}
+        w, h = "i.width", "i.height"
+        if "orientation" in columns:  # boxes are in the upright image's pixels
+            turned = "coalesce(i.orientation, 1) in (5, 6, 7, 8)"
+            w, h = (f"case when {turned} then i.height else i.width end",
+                    f"case when {turned} then i.width else i.height end")  # fmt: skip
+        data["ocr"] = {
+            "read": ctx.value("select count(*) from ocr"),
+            "with_text": ctx.value("select count(*) from ocr where n_lines > 0"),
+            "engine": ctx.value("select any_value(engine) from ocr"),
+            "samples": ctx.rows(
+                f"select o.image_id, p.path, o.text, o.lines, o.mean_confidence, {w} as w, "
+                f"{h} as h from ocr o join images i using (image_id) "
+                "left join image_paths p using (image_id) where o.n_lines > 0 "
+                f"order by o.n_lines desc, o.image_id limit {min(cap, OCR_SAMPLES)}"
+            ),
+        }
+        for sample in data["ocr"]["samples"]:
+            width, height = sample["w"] or 1, sample["h"] or 1
+            sample["boxes"] = [
+                {
+                    "left": round(100 * line["x0"] / width, 2),
+                    "top": round(100 * line["y0"] / height, 2),
+                    "width": round(100 * (line["x1"] - line["x0"]) / width, 2),
+                    "height": round(100 * (line["y1"] - line["y0"]) / height, 2),
+                    "text": line["text"],
+                }
+                for line in sample["lines"] or []
+            ]
+            sample["text"] = (sample["text"] or "")[:400]
+    if ctx.has("captions"):
+        cluster = "null"
+        join = ""
+        if ctx.has("clusters"):
+            cluster, join = "k.cluster", "left join clusters k using (image_id)"
+        data["captions"] = {
+            "count": ctx.value("select count(*) from captions where error is null"),
+            "model": ctx.value("select any_value(model) from captions"),
+            "prompt_version": ctx.value("select any_value(prompt_version) from captions"),
+            "rows": ctx.rows(
+                f"select {cluster} as cluster, c.image_id, c.caption, p.path from captions c "
+                f"{join} left join image_paths p using (image_id) where c.error is null "
+                f"qualify row_number() over (partition by {cluster} order by c.image_id) "
+                f"<= {CAPTIONS_PER_CLUSTER} order by cluster nulls last, c.image_id"
+            ),
+        }
+    if ctx.has("caption_clusters"):
+        from lamina.analysis.language import agreement
+
+        pairs = ctx.rows("select image_cluster, caption_cluster from caption_clusters")
+        data["agreement"] = agreement(
+            [r["image_cluster"] for r in pairs], [r["caption_cluster"] for r in pairs]
+        ).__dict__
+    section.data = data
+    return section
+
+
 # -- 10. problems --------------------------------------------------------------------------
 
 PROBLEM_CAP = 100  # failing files listed before "and N more"
@@ -767,6 +849,9 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
     ]
     if ctx.has("items"):  # a collection with a layout: its audit, after the statuses
         sections.insert(2, audit_section(ctx))
+    if any(ctx.has(t) for t in ("ocr", "modality", "captions")):
+        # Only where language was asked for (it is off by default): no empty section.
+        sections.insert(len(sections) - 1, language(ctx, gallery_size))
     sections.insert(0, act_on(ctx, sections))
     sections.append(provenance(ctx, sections))
     return sections

@@ -1,0 +1,215 @@
+"""Verbs over language: ocr, modality, caption (and `search --text`, in cli/search.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+
+
+@main.command()
+@click.option(
+    "--engine",
+    default="rapidocr",
+    show_default=True,
+    help="OCR engine: rapidocr (offline, ships its models) or tesseract[:LANG] (Debian's).",
+)
+@click.option("--where", help="Which images (a `lamina select` condition; default: text_heavy).")
+@click.option("--all", "all_images", is_flag=True, help="Every image, not only the text-heavy.")
+@click.option("--max", "max_images", type=click.IntRange(min=1), help="At most N images.")
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=64),
+    default=1600,
+    show_default=True,
+    help="Read each image at this long side at most (never upscaled).",
+)
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def ocr(
+    ctx: click.Context,
+    engine: str,
+    where: str | None,
+    all_images: bool,
+    max_images: int | None,
+    max_side: int,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Read the text printed in the images: per image the full text, its script and mean
+    confidence, and per line the text, confidence and box (original pixels), in the `ocr`
+    table. By default only the images `lamina sense` flagged text_heavy; resumable.
+
+    \b
+    Example:
+        lamina ocr
+        lamina ocr --where "rel_path like 'scans/%'" --engine tesseract
+        lamina ocr --all --max 3
+        lamina sql "select text from ocr where text ilike '%linnaeus%'"
+    """
+    from lamina.jobs.ocr import OcrConfig
+    from lamina.jobs.ocr import ocr as run_ocr
+
+    config = OcrConfig(
+        engine=engine,
+        where=where,
+        all_images=all_images,
+        max_images=max_images,
+        max_side=max_side,
+        workers=workers,
+        progress=not as_json,
+    )
+    result = run_ocr(open_store(ctx), config)
+    if as_json:
+        echo_json({**result.__dict__})
+    else:
+        click.echo(
+            f"{result.selected} images selected ({result.selection}): {result.processed} read "
+            f"now, {result.already_done} before; {result.with_text} with text, "
+            f"{result.errors} errors; run {result.run_id}"
+        )
+    if result.counts.get("failed_chunks"):
+        sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+@handle_errors
+def modality(ctx: click.Context, workers: int | None, as_json: bool) -> None:
+    """Say what kind of picture each image is: photo, document (a scan of printed text),
+    graphic (drawing, chart, logo), screenshot, or other (no pixels), with a score and
+    the reason, in the `modality` table (also a column for `select --where`). Reads
+    `lamina sense`'s signals, and `lamina ocr`'s text when there is some.
+
+    \b
+    Example:
+        lamina modality
+        lamina select --where "modality = 'document'"
+    """
+    from lamina.jobs.modality import ModalityJobConfig
+    from lamina.jobs.modality import modality as run_modality
+
+    config = ModalityJobConfig(workers=workers, progress=not as_json)
+    result = run_modality(open_store(ctx), config)
+    if as_json:
+        echo_json({"run_id": result.run_id, "counts": result.counts, "passes": result.passes})
+        return
+    for name, count in result.counts.items():
+        click.echo(f"  {name:<12} {count}")
+    click.echo(f"run {result.run_id}")
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="Caption model: hf:<hub repo id or folder>.")
+@click.option("--prompt", default="", help="Text prompt (vision-language models; e.g. BLIP's).")
+@click.option("--where", help="Which images (a `lamina select` condition).")
+@click.option("--all", "everything", is_flag=True, help="Every image (can take long).")
+@click.option("--max", "max_images", type=click.IntRange(min=1), help="At most N images.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--offline", is_flag=True, help="Never download the model.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the estimate only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def caption(
+    ctx: click.Context,
+    model: str,
+    prompt: str,
+    where: str | None,
+    everything: bool,
+    max_images: int | None,
+    max_new_tokens: int,
+    batch_size: int,
+    offline: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Caption the images that show what the collection holds: by default the cluster
+    exemplars (`lamina cluster`) and the outliers, never every image unless --all. The
+    estimated time is printed first. Each row of the `captions` table keeps the model, the
+    prompt and its version, the generation settings and the time.
+
+    \b
+    Example:
+        lamina caption --model hf:Salesforce/blip-image-captioning-base --max 50 --dry-run
+        lamina caption -m hf:/models/blip --prompt "a picture of" --where "modality = 'photo'"
+    """
+    from lamina.jobs.caption import CaptionConfig, plan
+    from lamina.jobs.caption import caption as run_caption
+
+    config = CaptionConfig(
+        model=model,
+        prompt=prompt,
+        where=where,
+        everything=everything,
+        max_images=max_images,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        offline=offline,
+        progress=not as_json,
+    )
+    store = open_store(ctx)
+    planned = plan(store, config)
+    line = (
+        f"{len(planned.image_ids)} images selected ({planned.selection}), {planned.todo} to "
+        f"caption: about {planned.estimate_s:.0f} s ({planned.basis})"
+    )
+    if not as_json:
+        click.echo(line)
+    if dry_run:
+        if as_json:
+            echo_json({k: v for k, v in planned.__dict__.items() if k != "image_ids"})
+        return
+    result = run_caption(store, config, planned)
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "selected": len(planned.image_ids),
+                "processed": result.processed,
+                "errors": result.errors,
+                "estimate_s": planned.estimate_s,
+            }
+        )
+    else:
+        click.echo(f"{result.processed} captioned, {result.errors} errors; run {result.run_id}")
+    if result.counts.get("failed_chunks"):
+        sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option("-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Caption clusters (0: as many as the image clusters they cover).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+@handle_errors
+def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
+    """Compare language with structure: cluster the captions (all-MiniLM-L6-v2, offline)
+    and say how far they agree with the image clusters (adjusted Rand index, normalised
+    mutual information), which image clusters the captions split (low purity) and which
+    caption clusters merge several image clusters. Needs `lamina cluster` and
+    `lamina caption`.
+
+    \b
+    Example:
+        lamina agreement --json
+    """
+    from lamina.jobs.caption import CompareConfig, compare
+
+    result = compare(open_store(ctx), CompareConfig(k=k, progress=not as_json))
+    if as_json:
+        echo_json(result.__dict__)
+        return
+    click.echo(f"{result.images} captioned images: ARI {result.ari}, NMI {result.nmi}")
+    for row in result.by_image_cluster[:10]:
+        click.echo(
+            f"  image cluster {row['image_cluster']:>3}: {row['captioned']} captioned, "
+            f"{row['caption_clusters']} caption clusters, purity {row['purity']:.2f}"
+        )

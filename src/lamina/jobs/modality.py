@@ -1,0 +1,57 @@
+"""`lamina modality`: photo / document / graphic / screenshot per image (the `pixel_stats`
+map pass on the shared decode, then the `modality` global pass; see
+`lamina.analysis.modality`). Needs `lamina sense`'s signals; uses `lamina ocr`'s text when
+there is some."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lamina.catalog  # noqa: F401 - registers the built-in passes
+from lamina.core.errors import LaminaError
+from lamina.core.store import Store
+
+
+@dataclass(frozen=True)
+class ModalityJobConfig:
+    """What `lamina modality` takes: the rule's thresholds (None: the defaults), workers."""
+
+    thresholds: dict[str, Any] | None = None
+    workers: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class ModalityResult:
+    """The run and the number of images of each modality."""
+
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    passes: dict[str, Any] = field(default_factory=dict)
+
+
+def modality(store: Store, config: ModalityJobConfig = ModalityJobConfig()) -> ModalityResult:
+    """Say what kind of picture each image is (resumable; recomputed when OCR adds text).
+
+    Example:
+        >>> lamina.modality(lamina.open()).counts  # doctest: +SKIP
+        {'photo': 280, 'document': 25, 'graphic': 4, 'screenshot': 3}
+    """
+    from lamina.core.runner import run_passes
+
+    if not store.table_files("images"):
+        raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
+    if "signals" not in store.available_tables():
+        raise LaminaError("modality reads the signals (text_score)", hint="run `lamina sense`")
+    result = run_passes(
+        store,
+        [("pixel_stats", None), ("modality", config.thresholds)],
+        command="modality",
+        workers=config.workers,
+        progress=config.progress,
+    )
+    rows = store.sql("select modality, count(*) from modality group by 1 order by 2 desc")
+    counts = dict(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True))
+    passes = {k: v for k, v in result.items() if k != "run_id"}
+    return ModalityResult(str(result["run_id"]), counts, passes)
