@@ -54,6 +54,8 @@ _JOBS = {
     "ReconcileConfig": "lamina.jobs.manifest",
     "attach": "lamina.jobs.manifest",
     "AttachConfig": "lamina.jobs.manifest",
+    "segment": "lamina.jobs.segment",
+    "SegmentConfig": "lamina.jobs.segment",
     "select": "lamina.jobs.select",
     "SelectConfig": "lamina.jobs.select",
     "approve": "lamina.jobs.approve",

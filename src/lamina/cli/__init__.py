@@ -5,7 +5,7 @@ Exit codes: 0 done, 1 done with errors (some chunks failed; re-run to retry them
 """
 
 # Importing a verb module adds its commands to `main`.
-from lamina.cli import cluster, embed, exports, manifest, report, run, search, sense, tag  # noqa: F401
+from lamina.cli import cluster, embed, exports, manifest, report, run, search, segment, sense, tag  # noqa: F401
 from lamina.cli.app import main
 
 __all__ = ["main"]

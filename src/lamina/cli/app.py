@@ -58,6 +58,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Quality, duplicates and flags", ("sense", "flags", "select", "thumbs")),
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
+    ("Segments and motifs", ("segment", "motifs")),
     ("Tags and exports", ("tag", "score", "approve", "export", "sidecars", "medoids")),
     ("The report", ("report",)),
 )
