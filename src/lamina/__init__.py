@@ -55,6 +55,8 @@ _JOBS = {
     "attach": "lamina.jobs.manifest",
     "AttachConfig": "lamina.jobs.manifest",
     "segment": "lamina.jobs.segment",
+    "motifs": "lamina.jobs.motifs",
+    "MotifsConfig": "lamina.jobs.motifs",
     "SegmentConfig": "lamina.jobs.segment",
     "select": "lamina.jobs.select",
     "SelectConfig": "lamina.jobs.select",

@@ -15,14 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from lamina.analysis import clusters, duplicates, flags, semantic, semantic_map
+from lamina.analysis import clusters, duplicates, flags, motifs, semantic, semantic_map
 from lamina.executors.local import WORKER_IMPORTS
-from lamina.passes import classify, embed, hashes, scan, segment, signals, thumbs
+from lamina.passes import classify, embed, hashes, scan, segment, segment_embed, signals, thumbs
 from lamina.tagging import tags
 
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags)  # fmt: skip
-MODULES += (segment,)  # segments and motifs (issue 17)
+MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
 
 if __name__ not in WORKER_IMPORTS:
     WORKER_IMPORTS.append(__name__)

@@ -116,3 +116,84 @@ def segment(
         click.echo(f"run {result.run_id}")
     if failed:
         sys.exit(EXIT_ERRORS)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Embedder of the segment crops: any `lamina embed` spec (default: EfficientNet-Lite0, "
+    "offline).",
+)
+@click.option("--k", type=int, default=0, show_default=True, help="Motifs (0: sqrt(segments / 2)).")
+@click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
+@click.option("--margin", type=float, default=0.1, show_default=True,
+              help="Crop margin around each segment's box, as a share of its size.")  # fmt: skip
+@click.option("--infrastructure-share", type=float, default=0.25, show_default=True,
+              help="A motif in at least this share of the images, mostly at the border, is "
+              "infrastructure (rulers, colour bars, frames).")  # fmt: skip
+@click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def motifs(
+    ctx: click.Context,
+    model: str,
+    k: int,
+    seed: int,
+    margin: float,
+    infrastructure_share: float,
+    workers: int | None,
+    device: str,
+    offline: bool,
+    as_json: bool,
+) -> None:
+    """Find the visual elements that recur across the collection (after `lamina segment`).
+
+    Embeds each segment (its masked crop on neutral grey, from one decode per image),
+    clusters the vectors into motifs and writes the tables `motifs` (a row per segment),
+    `motif_summary` (a row per motif: images, share, border share, kind: infrastructure,
+    foreground or rare; its medoid), `image_motifs` (each image's motif counts) and
+    `motif_cooccurrence` (pairs of motifs with counts, lift and PMI).
+
+    \b
+    Example:
+        lamina segment && lamina motifs
+        lamina sql "select * from motif_summary order by images desc"
+    """
+    from lamina.jobs.motifs import MotifsConfig
+    from lamina.jobs.motifs import motifs as run_motifs
+
+    go_offline(offline)
+    config = MotifsConfig(
+        model=model,
+        k=k,
+        seed=seed,
+        margin=margin,
+        infrastructure_share=infrastructure_share,
+        device=device,
+        offline=offline,
+        workers=workers,
+        progress=not as_json,
+    )
+    result = run_motifs(open_store(ctx), config)
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "segments": result.segments,
+                "motifs": result.motifs,
+                "kinds": result.kinds,
+            }
+        )
+    else:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.kinds.items()))
+        click.echo(f"{result.motifs} motifs ({kinds}) from {result.segments} segments")
+        click.echo(f"run {result.run_id}")
+    failed = int(result.passes.get("segment_embed", {}).get("failed_chunks") or 0)
+    if failed:
+        sys.exit(EXIT_ERRORS)
