@@ -81,9 +81,10 @@ def thumbs(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "parquet", "json", "jsonl"]),
+    type=click.Choice(["csv", "parquet", "json", "jsonl", "coco"]),
     default=None,
-    help="Format (default: from the file's suffix).",
+    help="Format (default: from the file's suffix). coco: the segments of `lamina segment` "
+    "as a COCO instances JSON (categories: the motifs).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @force_option
@@ -111,6 +112,7 @@ def export(
         lamina export -o tags.csv
         lamina export -o tags.parquet
         lamina export -o tags.jsonl
+        lamina segment && lamina export --format coco -o segments.json
     """
     from lamina.jobs.exports import ExportConfig
     from lamina.jobs.exports import export as export_tags
@@ -122,6 +124,11 @@ def export(
         return
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
+    if fmt == "coco":
+        s = result.summary
+        click.echo(f"exported {s['annotations']} segments of {s['images']} images, "
+                   f"{s['categories']} categories -> {result.path}")  # fmt: skip
+        return
     click.echo(
         f"exported {result.rows} files ({result.tagged} tagged, {result.approved} "
         f"with approved labels) -> {result.path}"
