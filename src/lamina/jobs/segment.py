@@ -80,6 +80,12 @@ def segment(store: Store, config: SegmentConfig = SegmentConfig()) -> SegmentRes
         max_images=config.max_images,
         image_ids=ids,
     )
+    if not store.table_files("segment"):
+        failed = result.get("segment", {}).get("failed_chunks") or []
+        raise LaminaError(
+            f"no image was segmented ({len(failed)} chunk(s) failed, or --where selected none)",
+            hint=f"see the run's errors: lamina runs {result['run_id']}",
+        )
     counts = store.sql(
         "select count(*), coalesce(sum(n_segments), 0), "
         "count(*) filter (where status = 'no_segments'), "
