@@ -158,6 +158,14 @@ class SegmentEmbedPass(Pass):
         self.masks = None
 
     def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
+        """One row per image: its segments' ids and vectors, or why it has none.
+
+        Example:
+            >>> SegmentEmbedPass().process_decoded(schema(4).empty_table(), []).num_rows
+            0
+        """
+        if batch.num_rows == 0:
+            return self.schema.empty_table()
         if self.embedder is None or self.masks is None:
             self.setup()
         assert self.masks is not None
