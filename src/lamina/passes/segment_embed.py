@@ -181,7 +181,7 @@ class SegmentEmbedPass(Pass):
                 errors[i] = "not_segmented: the segment layer has no row for this image"
             elif row["status"] == "error":
                 errors[i] = f"segment_error: {row['error']}"
-            if errors[i] is not None:
+            if errors[i] is not None or row is None:
                 continue
             rgb = decoded.pixels()
             size = [row["frame_height"], row["frame_width"]]
@@ -232,7 +232,7 @@ class SegmentEmbedPass(Pass):
             if all(errors[i] for i, _ in owners):
                 raise exc
         bad = ~np.isfinite(out).all(axis=1)
-        for j in np.flatnonzero(bad):
+        for j in np.flatnonzero(bad).tolist():
             errors[owners[j][0]] = errors[owners[j][0]] or "embed_error: a non-finite vector"
         return out
 
