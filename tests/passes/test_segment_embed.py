@@ -65,3 +65,17 @@ def test_segment_vectors_and_motif_tables_agree(tmp_path: Path, source: Path) ->
     again = motifs(store, MotifsConfig(k=3, workers=1, progress=False))
     assert again.passes["segment_embed"]["processed"] == 0
     assert again.passes["motifs"]["skipped"] is True
+    # The report's motif galleries read the same tables.
+    from lamina.report.context import open_context
+    from lamina.report.data import motif_galleries
+
+    section = motif_galleries(open_context(store), 2)
+    assert section.missing is None and section.data["n_motifs"] == 3
+    shown = section.data["motifs"]
+    assert sorted(m["motif"] for m in shown) == [0, 1, 2]
+    assert all(0 < len(m["tiles"]) <= 2 and m["tiles"][0]["path"] for m in shown)
+    # The medoid's image comes first in each gallery.
+    medoids = {
+        r["motif"]: r["image_id"] for r in store.table("motifs").to_pylist() if r["is_medoid"]
+    }
+    assert all(m["tiles"][0]["image_id"] == medoids[m["motif"]] for m in shown)
