@@ -8,8 +8,8 @@ runs in its own process on its own store, after one `lamina scan` (not timed):
 * `segment <method>`: `lamina --store S segment --segmenter classical:<method>`, for
   felzenszwalb (the default), slic and otsu side by side: images/s, segments/s, peak RSS
   of the whole process tree (psutil, 20 ms polling);
-* `motifs`: `lamina motifs` after the default segmentation (EfficientNet-Lite0 on the
-  crops, k-means): segments/s;
+* `motifs`: `lamina motifs` on the first `--motifs-n` images after the default
+  segmentation (EfficientNet-Lite0 on the crops, k-means): segments/s;
 * `sam-tiny` (with --sam): the SAM path with a tiny random model (tests/backends/
   segmenters/tiny_sam.py, 8x8 prompts) on the first 20 images: the pipeline's own cost,
   not SAM's (real weights are ~100-2500x the compute; fill in on a GPU).
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--sam", action="store_true", help="also the SAM path, tiny model")
+    parser.add_argument("--motifs-n", type=int, default=40, help="images for the motifs run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     corpus = build_corpus(args.n)
@@ -123,11 +124,20 @@ def main() -> None:
                    str(args.workers), "--json")
         )  # fmt: skip
         rows.append((f"segment classical:{method}", args.n, out["segments"], seconds, peak))
-        if method == "felzenszwalb":
-            seconds, peak, out = timed(
-                lamina(store, "motifs", "--workers", str(args.workers), "--json")
-            )
-            rows.append(("motifs (default embedder)", args.n, out["segments"], seconds, peak))
+    if args.motifs_n:
+        # Motifs embed every segment's crop: on a subset, segmented by the default first.
+        subset = WORK / f"corpus-motifs-{args.motifs_n}"
+        shutil.rmtree(subset, ignore_errors=True)
+        subset.mkdir()
+        for f in sorted(corpus.glob("*.jpg"))[: args.motifs_n]:
+            shutil.copy(f, subset / f.name)
+        store = runs / "motifs"
+        for step in (["scan", str(subset)], ["segment", "--workers", str(args.workers)]):
+            subprocess.run(lamina(store, *step, "--json"), check=True, capture_output=True)
+        seconds, peak, out = timed(
+            lamina(store, "motifs", "--workers", str(args.workers), "--json")
+        )
+        rows.append(("motifs (default embedder)", args.motifs_n, out["segments"], seconds, peak))
     if args.sam:
         sys.path.insert(0, str(ROOT))
         from tests.backends.segmenters.tiny_sam import save_tiny_sam
