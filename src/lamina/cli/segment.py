@@ -38,7 +38,7 @@ from lamina.cli.options import OFFLINE_HELP, go_offline
     "--where",
     default=None,
     help="Only the images this SQL condition over files and the flag tables selects "
-    '(e.g. "not coalesce(is_junk, false)"); the others are left as they are.',
+    '(e.g. "not coalesce(junk, false)"); the others are left as they are.',
 )
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--device", default="auto", show_default=True, help="SAM: auto, cpu, cuda or mps.")
