@@ -68,7 +68,8 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
     """Why a stage cannot or need not run now, else None."""
     if stage == "tag" and not config.labels_file:
         return "no labels_file"
-    if stage in ("sense", "embed", "cluster", "tag", "sidecars") and not _has_images(store):
+    busy = ("sense", "embed", "cluster", "segment", "motifs", "tag", "sidecars")
+    if stage in busy and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
         # Up to date when made from the very same tables, and every file it wrote is

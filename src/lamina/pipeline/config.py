@@ -25,8 +25,10 @@ from lamina.core.config import expand_user
 from lamina.core.errors import ConfigError
 
 # Stages in run order. `sidecars` writes files next to the originals (or into a mirror
-# tree), so it runs only when asked for.
-STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "sidecars", "report")
+# tree), so it runs only when asked for; `segment` and `motifs` cost as much as embedding
+# again (~30 crops per image), so they too run only when asked for.
+STAGES = ("scan", "sense", "embed", "cluster", "segment", "motifs", "tag", "export", "sidecars",
+          "report")  # fmt: skip
 DEFAULT_STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "report")
 
 # Keys holding paths: relative ones are read from the config file's folder.
