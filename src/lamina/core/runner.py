@@ -853,13 +853,14 @@ def run_passes(
     before any work, so a pass that cannot start (model weights missing) fails first.
     `max_images` limits the map passes to the first N images by image id: content-hash
     order, so a stable sample that does not favour any folder. `image_ids` limits them to
-    those images (a selective pass: OCR on the text-heavy ones).
+    those images (a selective run: OCR on the text-heavy ones, `lamina segment --where`).
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
         {'signals': {'processed': 312, ...}, 'hashes': {...}, 'run_id': '2026…'}
     """
     instances = [get_pass(name, config) for name, config in passes]
+    selected = None if image_ids is None else sorted(set(image_ids))
     described = [
         {"config": i.config_dict(), "layer": i.layer_id, **i.describe()} for i in instances
     ]
@@ -869,6 +870,7 @@ def run_passes(
         "workers": workers,
         "chunk_size": chunk_size,
         "max_images": max_images,
+        **({"selected_images": len(selected)} if selected is not None else {}),
     }
     name = command or "+".join(i.name for i in instances)
     out: dict[str, Any] = {}
@@ -876,8 +878,8 @@ def run_passes(
         maps = [i for i in instances if i.kind == "map"]
         if maps:
             inputs = image_inputs(store)
-            if image_ids is not None:
-                wanted = pa.array(sorted(set(image_ids)), pa.string())
+            if selected is not None:
+                wanted = pa.array(selected, pa.string())
                 inputs = inputs.filter(pc.is_in(inputs["image_id"], value_set=wanted))
             if max_images:
                 inputs = inputs.slice(0, max_images)
