@@ -895,12 +895,15 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
         duplicate_groups(ctx),
         cluster_map(ctx),
         outliers(ctx, gallery_size),
-        motif_galleries(ctx, 8),
         tags(ctx, gallery_size),
         problems(ctx),
     ]
     if ctx.has("items"):  # a collection with a layout: its audit, after the statuses
         sections.insert(2, audit_section(ctx))
+    if ctx.has("segments") or ctx.has("motifs"):
+        # Only where segments were asked for (off by default): before the tags.
+        sections.insert(sections.index(next(s for s in sections if s.id == "tags")),
+                        motif_galleries(ctx, 8))  # fmt: skip
     if any(ctx.has(t) for t in ("ocr", "modality", "captions")):
         # Only where language was asked for (it is off by default): no empty section.
         sections.insert(len(sections) - 1, language(ctx, gallery_size))
