@@ -550,7 +550,7 @@ def run_map_passes(
                 progress,
             )
     except ClusterLost as exc:
-        done = sum(r.chunks for r in by_layer.values())
+        done = max((r.chunks for r in by_layer.values()), default=0)
         raise LaminaError(
             f"{exc}; {done} chunk(s) of this run were committed and stay",
             hint="run the same command again (on a cluster that is up, or without "

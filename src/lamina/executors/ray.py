@@ -23,6 +23,8 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -36,8 +38,12 @@ INSTALL_HINT = "pip install 'lamina[scale]'  (or: pip install 'ray>=2.40')"
 # A local Ray's object store: results are a chunk's rows (a few MB at most) and only
 # 2 x slots of them are in flight, so a small store suffices (Ray's default takes 30% of RAM).
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20
-# How long one wait for a finished task lasts before the cluster is checked again.
-WAIT_SECONDS = 5.0
+# How long one wait for a finished task lasts before the cluster is checked again. Ray's own
+# client ends the whole process 60 s after its cluster's control store (GCS) went away, so
+# the check must come well before that for the run to stop with its own message.
+WAIT_SECONDS = 2.0
+# Tries (a second apart) to reach the GCS before the cluster counts as gone.
+GCS_TRIES = 3
 
 
 class RayMissing(ImportError):
@@ -107,6 +113,7 @@ class RayExecutor:
         self.max_retries = max_retries
         self._ray: Any = None
         self._owns = False  # this executor called ray.init, so it calls ray.shutdown
+        self._gcs: str | None = None  # the cluster's GCS address, host:port
 
     # -- connection --------------------------------------------------------------------------
 
@@ -150,6 +157,7 @@ class RayExecutor:
     def close(self) -> None:
         """Disconnect (and stop the local Ray this executor started)."""
         ray, self._ray = self._ray, None
+        self._gcs = None
         if ray is not None and self._owns:
             self._owns = False
             ray.shutdown()
@@ -244,13 +252,25 @@ class RayExecutor:
             self._check_alive()
 
     def _check_alive(self) -> None:
-        ray = self._ray
-        try:
-            alive = [n for n in ray.nodes() if n.get("Alive")]
-        except Exception as exc:
-            raise ClusterLost(f"the Ray cluster went away: {exc}") from exc
-        if not alive:
-            raise ClusterLost("the Ray cluster went away: no node is alive")
+        """`ClusterLost` when the cluster's GCS stops taking connections. A plain TCP
+        connect, not a Ray call: Ray's calls wait (up to a minute) for a GCS that is gone."""
+        address = self._gcs_address()
+        host, _, port = address.rpartition(":")
+        for attempt in range(GCS_TRIES):
+            try:
+                with socket.create_connection((host, int(port)), timeout=2.0):
+                    return
+            except OSError as exc:
+                if attempt == GCS_TRIES - 1:
+                    raise ClusterLost(
+                        f"the Ray cluster at {address} went away ({exc.strerror or exc})"
+                    ) from exc
+                time.sleep(1.0)
+
+    def _gcs_address(self) -> str:
+        if self._gcs is None:
+            self._gcs = str(self._ray.get_runtime_context().gcs_address)
+        return self._gcs
 
     def _result(self, ref: Any) -> Any:
         ray = self._ray
@@ -264,5 +284,8 @@ class RayExecutor:
             return cause if isinstance(cause, BaseException) else exc
         except (rex.RaySystemError, rex.GetTimeoutError) as exc:
             raise ClusterLost(f"the Ray cluster went away: {exc}") from exc
-        except rex.RayError as exc:  # a worker that died, an object lost: retry the chunk
+        except rex.RayError as exc:
+            # A worker that died or an object lost: the chunk is retried. Unless the whole
+            # cluster went with it: then every retry would fail the same way.
+            self._check_alive()
             return exc
