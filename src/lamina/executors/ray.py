@@ -246,7 +246,7 @@ class RayExecutor:
             try:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
             except Exception as exc:  # whatever Ray raises here, the cluster is gone
-                raise ClusterLost(f"the Ray cluster went away: {exc}") from exc
+                raise self._lost(str(exc)) from exc
             if ready:
                 return list(ready)
             self._check_alive()
@@ -262,10 +262,13 @@ class RayExecutor:
                     return
             except OSError as exc:
                 if attempt == GCS_TRIES - 1:
-                    raise ClusterLost(
-                        f"the Ray cluster at {address} went away ({exc.strerror or exc})"
-                    ) from exc
+                    raise self._lost(exc.strerror or str(exc)) from exc
                 time.sleep(1.0)
+
+    def _lost(self, detail: str) -> ClusterLost:
+        where = self._gcs or self.address or "local"
+        first_line = (detail.strip().splitlines() or ["no answer"])[0]
+        return ClusterLost(f"the Ray cluster at {where} went away ({first_line})")
 
     def _gcs_address(self) -> str:
         if self._gcs is None:
@@ -283,7 +286,7 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             return cause if isinstance(cause, BaseException) else exc
         except (rex.RaySystemError, rex.GetTimeoutError) as exc:
-            raise ClusterLost(f"the Ray cluster went away: {exc}") from exc
+            raise self._lost(str(exc)) from exc
         except rex.RayError as exc:
             # A worker that died or an object lost: the chunk is retried. Unless the whole
             # cluster went with it: then every retry would fail the same way.
