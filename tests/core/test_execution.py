@@ -21,9 +21,9 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 def test_local_is_the_default_and_takes_no_address() -> None:
     with use_executor() as chosen:
         assert chosen is None and current_executor() is None
-    with pytest.raises(ConfigError, match="--ray-address is for the Ray executor"):
-        with use_executor("local", "head:6379"):
-            pass
+    no_address = pytest.raises(ConfigError, match="--ray-address is for the Ray executor")
+    with no_address, use_executor("local", "head:6379"):
+        pass
     with pytest.raises(ConfigError, match="unknown executor 'dask'"), use_executor("dask"):
         pass
 
