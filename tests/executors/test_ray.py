@@ -29,6 +29,10 @@ from tests.conftest import write_photo
 from tests.executors.ray_support import FlakyPass, RayHead, inputs, ray_env
 from tests.reliability.tables import compare, snapshot
 
+# Each test starts Ray (a head, drivers, workers that load the model): slow, as the
+# interruption tests are.
+pytestmark = pytest.mark.slow
+
 CHUNK = 8  # rows per chunk: a few chunks from a few dozen images
 
 
