@@ -380,7 +380,8 @@ def timed(name, fn):
         finally:
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return wrapper
-for name, attr in (("walk", "list_sources"), ("probe", "run_map_pass"), ("commit", "commit_scan")):
+steps = (("walk", "spill_listing"), ("probe", "run_map_pass_batches"), ("commit", "commit_scan"))
+for name, attr in steps:
     if hasattr(m, attr):
         setattr(m, attr, timed(name, getattr(m, attr)))
 t = time.perf_counter()
@@ -800,6 +801,18 @@ def render(
         f"{per_file / 1e3:.2f} KB RSS and {per_file_pss / 1e3:.2f} KB PSS per extra file "
         f"(extrapolated: {first.main_mb + per_file * (1e6 - first.files) / MB:,.0f}"
         " MB RSS at 1,000,000 files).",
+    ]
+    if len(peaks) > 2:  # past the first size: whether the growth levels off
+        mid = peaks[-2]
+        extra_mid = max(1, last.files - mid.files)
+        lines += [
+            "",
+            f"From {mid.files:,} to {last.files:,} files: "
+            f"{(last.main_mb - mid.main_mb) * MB / extra_mid / 1e3:.2f} KB RSS and "
+            f"{(last.main_pss_mb - mid.main_pss_mb) * MB / extra_mid / 1e3:.2f} KB PSS per "
+            f"extra file ({last.main_mb / mid.main_mb - 1:+.0%} main RSS).",
+        ]
+    lines += [
         "",
         "## Targets",
         "",
@@ -886,6 +899,7 @@ def profile(plan: Plan, n: int = 2000) -> str:
     t0 = time.perf_counter()
     subprocess.run([*lamina_command(), "--help"], check=True, capture_output=True)
     starts["lamina --help"] = time.perf_counter() - t0
+    main = _profile_main(small)
     head = [
         f"{n} small files, one process, warm cache:",
         f"  raw read+sha256: {raw / n * 1e6:7.0f} µs/file",
@@ -895,7 +909,34 @@ def profile(plan: Plan, n: int = 2000) -> str:
         *(f"  {k}: {v:.2f} s" for k, v in starts.items()),
         "",
     ]
-    return "\n".join(head) + buf.getvalue()
+    return "\n".join(head) + buf.getvalue() + main
+
+
+# cProfile of the main process of a whole scan (default workers: they are forked, so the
+# main process's profile is the walk, the wait on the workers and the commit).
+MAIN_PROFILE = r"""
+import cProfile, io, pstats, sys
+import lamina.jobs.scan as m
+from lamina.core.store import Store
+store = Store.open(sys.argv[1], create=True)
+prof = cProfile.Profile()
+prof.enable()
+m.scan_sources(store, sys.argv[2:], progress=False)
+prof.disable()
+buf = io.StringIO()
+stats = pstats.Stats(prof, stream=buf).strip_dirs()
+stats.sort_stats("tottime").print_stats(15)
+stats.sort_stats("cumulative").print_stats(25)
+print(buf.getvalue())
+"""
+
+
+def _profile_main(root: Path) -> str:
+    """The main process of a whole scan of `root` under cProfile, in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-c", MAIN_PROFILE, str(Path(tmp) / "store"), str(root)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
+    return f"\nThe main process of a whole scan of {root.name} (cProfile):\n" + done.stdout
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -911,7 +952,7 @@ def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: P
             f"probe {t.inproc_part('probe'):.2f} + commit {t.inproc_part('commit'):.2f}"
         )
     else:
-        runs = [corpora["tiny"][0], corpora["tiny"][-1]]
+        runs = corpora["tiny"]  # 10k, 30k and 100k: flat means no growth past the first
         peaks = [peak_rss(sources, stores / f"tiny-{n}") for n, sources in runs]
         for p in peaks:
             print(
@@ -919,12 +960,14 @@ def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: P
                 f"main PSS {p.main_pss_mb:.0f} MB, tree {p.tree_mb:.0f} MB, "
                 f"high-water {p.hwm_mb:.0f} MB"
             )
-        extra = peaks[1].files - peaks[0].files
-        print(
-            f"per extra file: {(peaks[1].main_mb - peaks[0].main_mb) * MB / extra / 1e3:.2f} KB "
-            f"RSS, {(peaks[1].main_pss_mb - peaks[0].main_pss_mb) * MB / extra / 1e3:.2f} KB PSS "
-            f"({peaks[1].main_mb / peaks[0].main_mb - 1:+.0%} main RSS)"
-        )
+        for a, b in ((peaks[0], peaks[-1]), (peaks[1], peaks[-1])):
+            extra = b.files - a.files
+            print(
+                f"{a.files:,} -> {b.files:,}, per extra file: "
+                f"{(b.main_mb - a.main_mb) * MB / extra / 1e3:.2f} KB RSS, "
+                f"{(b.main_pss_mb - a.main_pss_mb) * MB / extra / 1e3:.2f} KB PSS "
+                f"({b.main_mb / a.main_mb - 1:+.0%} main RSS)"
+            )
     shutil.rmtree(stores, ignore_errors=True)
     return 0
 

@@ -20,7 +20,7 @@ SRC = Path(lamina.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("lamina", "lamina.cli"),
     ("lamina.pipeline",),
-    ("lamina.report",),
+    ("lamina.report", "lamina.review"),
     ("lamina.jobs", "lamina.catalog"),
     (
         "lamina.passes",

@@ -256,6 +256,9 @@ def test_every_documented_command_line_works_as_printed(
     monkeypatch.setattr("lamina.executors.local.default_workers", lambda: 1)
     opened: list[str] = []
     monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
+    # `lamina app` serves until stopped: the lines that start it only record what it serves.
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr("lamina.review.server.serve", lambda store, **kw: served.append(kw))
     monkeypatch.chdir(world["work"])
     shell = Shell(world)
     failures, expected = [], []
@@ -284,6 +287,7 @@ def test_every_documented_command_line_works_as_printed(
     assert not failures, "\n\n".join(failures)
     assert sorted(expected) == sorted(NEEDS_WHAT_THE_SAMPLE_LACKS)
     assert opened and opened[0].endswith("/report/index.html")  # `lamina report --open`
+    assert {"host": "127.0.0.1", "port": 8800, "open_browser": True} in served  # `lamina app`
 
 
 def _a_run_id(shell: Shell) -> str:

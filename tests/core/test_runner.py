@@ -354,3 +354,33 @@ def test_pixel_passes_get_a_chunk_one_decoded_slice_at_a_time(
     expected = [{"image_id": f"id{i:04d}", "px": f"px{i}"} for i in (1, 4, 5, 9)]
     assert outs[1].table.to_pylist() == expected and outs[1].files == {}
     assert all(s >= 0 for s in seconds)
+
+
+def test_batches_make_the_layer_of_one_table_and_resume(tmp_path: Path) -> None:
+    """`run_map_pass_batches` (inputs a batch at a time) writes the rows `run_map_pass`
+    writes for the whole table, cuts no chunk across batches, and skips done rows."""
+    from lamina.core.runner import run_map_pass_batches
+    from lamina.executors.local import LocalExecutor
+
+    whole = Store.open(tmp_path / "whole", create=True)
+    sliced = Store.open(tmp_path / "sliced", create=True)
+    p = Double()
+    with Run(whole, "test", {}) as run:
+        run_map_pass(whole, p, inputs(25), run, workers=1, chunk_size=4, progress=False)
+    table = inputs(25)
+    batches = [table.slice(0, 10), table.slice(10, 15).to_batches()[0]]  # a table, a batch
+    with Run(sliced, "test", {}) as run:
+        result = run_map_pass_batches(
+            sliced, p, batches, run, total=25, chunk_size=4, progress=False,
+            executor=LocalExecutor(1),
+        )  # fmt: skip
+    assert (result.inputs, result.processed, result.already_done) == (25, 25, 0)
+    assert result.chunks == 3 + 4  # 10 rows in chunks of 4, then 15: never one across both
+    assert layer(sliced, p).to_pylist() == layer(whole, p).to_pylist()
+    with Run(sliced, "test", {}) as run:  # grown by 5 rows: only those are processed
+        again = run_map_pass_batches(
+            sliced, p, [inputs(30)], run, total=30, chunk_size=4, progress=False,
+            executor=LocalExecutor(1),
+        )  # fmt: skip
+    assert (again.processed, again.already_done) == (5, 25)
+    assert layer(sliced, p)["y"].to_pylist() == [2 * i for i in range(30)]

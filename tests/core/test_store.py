@@ -282,3 +282,44 @@ def test_every_writing_command_refuses_a_read_only_store(tree: Path, tmp_path: P
         assert errors == [message], result
     after = sorted((p, p.stat().st_mtime_ns) for p in store.root.rglob("*") if p.is_file())
     assert after == before
+
+
+FORKED_LOCK_CHECK = r"""
+import fcntl, os, sys
+from lamina.core import store as store_module
+from lamina.core.store import Store
+from lamina.executors.local import LocalExecutor
+
+def target(fd):
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+store = Store.open(sys.argv[1], create=True)
+pool = LocalExecutor(2, fork=True)
+try:
+    with store.write_lock("scan"):
+        (fd,) = store_module._HELD_LOCKS
+        pool.start()
+        assert pool._pool._mp_context.get_start_method() == "fork"
+        targets = {r for _, r in pool.imap_unordered(target, [fd, fd, fd, fd])}
+        assert targets == {os.devnull}, targets  # not the lock file: the child dropped it
+    with open(store.root / store_module.LOCK_FILE, "a+") as fh:  # the workers still run
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if one holds it
+    with store.write_lock("again"):
+        pass
+finally:
+    pool.close()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork pools are Linux-only")
+def test_forked_workers_do_not_hold_the_write_lock(tmp_path: Path) -> None:
+    """A worker forked while the lock is held lets go of its copy: once the holder leaves
+    the lock (or is killed), the store is free even while such workers still run. In a
+    fresh interpreter: a pool forks only from a process with one thread."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_LOCK_CHECK, str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

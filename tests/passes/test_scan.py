@@ -491,3 +491,46 @@ def test_walk_gives_path_order_and_the_listing_is_sorted(tmp_path: Path) -> None
     listing = scan_module.list_sources([other, src])
     keys = list(zip(listing["source"].to_pylist(), listing["rel_path"].to_pylist(), strict=True))
     assert keys == sorted(keys) and len(keys) == 9
+
+
+@pytest.mark.parametrize("order", ["in order", "out of order"])
+def test_spilled_listing_equals_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """The listing the scan writes to a file as it walks (`spill_listing`, several row
+    groups here) holds the rows of `list_sources`, sorted, also when the walk's rows come
+    out of order (sources given in reverse: the file is then sorted by DuckDB)."""
+    monkeypatch.setattr(scan_module, "SPILL_ROWS", 4)
+    monkeypatch.setattr(scan_module, "_WALK_BATCH", 3)
+    src, other = tmp_path / "src", tmp_path / "other"
+    for rel in ("a/x.jpg", "a.jpg", "a-b/y.jpg", "a0", "a/b/z.jpg", "B.jpg", "é.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    for i in range(6):
+        write_photo(other / f"o{i}.jpg", i)
+    sources = [src, other] if order == "out of order" else [other, src]
+    spilled = scan_module.spill_listing(sources, tmp_path / "listing.parquet")
+    expected = scan_module.list_sources(sources)
+    assert spilled.read().to_pylist() == expected.to_pylist()
+    assert (spilled.rows, spilled.files) == (13, 13)
+    assert spilled.size == sum(expected["size"].to_pylist())
+    slices = [b.num_rows for b in spilled.batches(["file_key"], batch_size=5)]
+    assert slices == [5, 5, 3]
+    assert not (tmp_path / "listing.parquet.unsorted").exists()
+
+
+def test_forked_workers_give_the_ids_of_the_bytes(tmp_path: Path) -> None:
+    """Workers forked by the scan hash as this process does: every image_id is the first
+    128 bits of the SHA-256 of the file's bytes, as a one-process scan records it."""
+    src = tmp_path / "src"
+    many_files(src, 60)
+    one = Store.open(tmp_path / "one", create=True)
+    two = Store.open(tmp_path / "two", create=True)
+    scan_sources(one, [src], workers=1, chunk_size=7, progress=False)
+    summary = scan_sources(two, [src], workers=2, chunk_size=7, progress=False)
+    assert summary["hashed"] == 61 and summary["failed_chunks"] == 0
+    assert comparable(one) == comparable(two)
+    for row in two.table("files").to_pylist():
+        digest = hashlib.sha256((src / row["rel_path"]).read_bytes()).hexdigest()
+        assert row["sha256"] == digest
+        assert row["image_id"] == (digest[:32] if row["status"] == "ok" else None)

@@ -12,6 +12,7 @@ from lamina.cli import (  # noqa: F401
     layout,
     manifest,
     report,
+    review,
     run,
     search,
     sense,

@@ -60,7 +60,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Quality, duplicates and flags", ("sense", "flags", "select", "thumbs")),
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
     ("Tags and exports", ("tag", "score", "approve", "export", "sidecars", "medoids")),
-    ("The report", ("report",)),
+    ("The report and the review app", ("report", "app")),
 )
 
 STORE_HELP = (

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
 from lamina.cli.options import executor_options, force_into_source_option, force_option
 from lamina.core.config import expand_user
 
@@ -75,9 +75,17 @@ def thumbs(
     "--output",
     "-o",
     "out_path",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False),
     help="File to write: .csv, .parquet, .json (records) or .jsonl (JSON lines).",
+)
+@click.option(
+    "--discard-list",
+    "discard_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also (or only) write the files you chose to drop in `lamina app` (rejected, or "
+    "discarded from a duplicate group), one absolute path per line. Nothing is deleted.",
 )
 @click.option(
     "--format",
@@ -93,7 +101,8 @@ def thumbs(
 @handle_errors
 def export(
     ctx: click.Context,
-    out_path: str,
+    out_path: str | None,
+    discard_path: str | None,
     fmt: str | None,
     as_json: bool,
     force: bool,
@@ -106,20 +115,48 @@ def export(
     scores have 4 decimals; Parquet keeps real list types. Files without tags have empty
     tag cells. -o never writes over a scanned file, inside a source (unless
     --force-into-source) or over a file lamina did not write (unless --force).
+    --discard-list FILE lists the files you chose to drop in `lamina app`; lamina never
+    deletes or moves them.
 
     \b
     Example:
         lamina export -o tags.csv
         lamina export -o tags.parquet
         lamina export -o tags.jsonl
+        lamina export --discard-list to_drop.txt
     """
-    from lamina.jobs.exports import ExportConfig
+    from lamina.jobs.exports import DiscardListConfig, ExportConfig, discard_list
     from lamina.jobs.exports import export as export_tags
 
+    if out_path is None and discard_path is None:
+        fail("give -o FILE (the export) and/or --discard-list FILE")
+    store = open_store(ctx)
+    summary: dict[str, object] = {}
+    if discard_path is not None:
+        listed = discard_list(
+            store, DiscardListConfig(discard_path, force=force, force_into_source=force_into_source)
+        )
+        summary["discard_list"] = {
+            "path": listed.path,
+            "files": listed.files,
+            "left_out": listed.left_out,
+        }
+        if not as_json:
+            for path in listed.left_out:
+                click.secho(
+                    f"warning: left out of the list (a line break in its name): {path!r}",
+                    fg="yellow",
+                    err=True,
+                )
+            click.echo(f"listed {listed.files} files you chose to drop -> {listed.path}")
+    if out_path is None:
+        if as_json:
+            echo_json(summary)
+        return
     config = ExportConfig(out_path, fmt=fmt, force=force, force_into_source=force_into_source)
-    result = export_tags(open_store(ctx), config)
+    result = export_tags(store, config)
     if as_json:
-        echo_json(result.summary)
+        echo_json(summary | result.summary if summary else result.summary)
         return
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)

@@ -753,6 +753,69 @@ def run_map_pass(
     )[instance.name]
 
 
+def run_map_pass_batches(
+    store: Store,
+    instance: Pass,
+    batches: Iterable[pa.Table | pa.RecordBatch],
+    run: Run,
+    *,
+    total: int,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    executor: LocalExecutor,
+    chunk_bytes: int | None = None,
+    size_column: str = "size",
+) -> MapResult:
+    """`run_map_pass` over inputs that come a batch at a time (read from a file, say),
+    so that neither they nor their chunks are ever held all at once: each batch's rows
+    not yet committed are cut into chunks as the executor asks for work. `total`: the
+    rows to expect, for the progress bar. A chunk never spans two batches, so the batches
+    should hold several chunks each.
+
+    Example:
+        >>> run_map_pass_batches(store, get_pass("scan"), batches, run, total=300,
+        ...                      executor=LocalExecutor(2))  # doctest: +SKIP
+        MapResult(inputs=300, already_done=0, processed=300, ...)
+    """
+    if instance.kind != "map":
+        raise TypeError(f"{instance.name} is not a map pass")
+    result = MapResult()
+    chunk_size = chunk_size or store.chunk_size
+    sweep_uncommitted(store, instance)
+    _heal(store, instance, run)
+    done = done_keys(store, instance)
+
+    def tasks() -> Iterator[ChunkTask]:
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            keys = table[instance.key]
+            result.inputs += table.num_rows
+            # A null key is never in `done`: such a row is needed, as in run_map_passes.
+            known = done if len(done) else pa.nulls(0, keys.type)
+            need = pc.invert(pc.is_in(keys, value_set=known))
+            if isinstance(need, pa.ChunkedArray):
+                need = need.combine_chunks()
+            n_todo = pc.sum(need).as_py() or 0
+            result.already_done += table.num_rows - n_todo
+            if n_todo == 0:
+                continue
+            todo, every = table, need
+            if n_todo < table.num_rows:
+                todo, every = table.filter(need), need.filter(need)  # every row needed
+            bounds = _chunk_bounds(todo, chunk_size, chunk_bytes, size_column)
+            yield from _chunks(todo, [every], [instance], store, run, bounds)
+
+    results = {(instance.name, instance.layer_id): result}
+    _run_group([instance], tasks(), total, executor, results, run, progress)
+    layer_dir = store.layer_dir(instance.name, instance.layer_id)
+    parts = readable_parts(layer_dir)
+    if parts:
+        if store.lock_token is not None:
+            certify(layer_dir, parts)  # as in run_map_passes
+        store.set_current(instance.name, instance.layer_id, run.run_id)
+    return result
+
+
 # -- global passes -------------------------------------------------------------------------
 
 

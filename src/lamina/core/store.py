@@ -117,6 +117,7 @@ TABLE_NAMES = (
     "items",
     "item_files",
     "item_meta",
+    "decisions",
 )
 # Images whose pixels do not decode (lamina.manifest.decode_failures): the `files` and
 # `images` views show what the scan called `ok` as `broken / undecodable` while an image's
@@ -274,6 +275,29 @@ def fenced_commit(root: Path, token: str | None) -> Iterator[None]:
         os.close(fd)  # releases the fence
 
 
+# Descriptors of the write locks this process holds. A process forked while one is held
+# (the scan's workers, `LocalExecutor(fork=True)`) shares the lock: a flock belongs to
+# the open file, so the lock would outlive a killed holder until its workers die too. The
+# child lets go of its copy at once: /dev/null takes the descriptor's place (closing it
+# could let a later file reuse the number, which the holder's file object would close).
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_held_locks() -> None:
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_held_locks)
+
+
 class Store:
     """A lamina store folder. Open with `Store.open(path)` or `lamina.open(path)`.
 
@@ -424,8 +448,10 @@ class Store:
                 fh.write(f"`lamina {command}` (pid {os.getpid()})\ntoken {token}\n")
                 fh.flush()
             self.lock_token = token
+            _HELD_LOCKS.add(fh.fileno())
             yield
         finally:
+            _HELD_LOCKS.discard(fh.fileno())
             self.lock_token = None
             fh.close()
 

@@ -458,6 +458,21 @@ def open_index(store: Store | str | os.PathLike[str], model: str | None = None) 
     return index
 
 
+def built_index(store: Store, model: str | None = None) -> VectorIndex | None:
+    """The index of `model` (default: the newest) when it is built and up to date, else
+    None: for readers that must not write into the store (the review app).
+
+    Example:
+        >>> built_index(lamina.open()) is None  # doctest: +SKIP
+        True
+    """
+    model, layer_dir = _resolve_model(store, model)
+    folder = _index_root(store, model) / layer_fingerprint(layer_dir, model)
+    if not (folder / "meta.json").is_file():
+        return None
+    return open_index(store, model)
+
+
 # -- queries ---------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ events). `lamina select`, which lists files by a condition, is `lamina.jobs.sele
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,7 @@ def _declared_columns(table: str) -> list[str]:
     return list(schema.names) if isinstance(schema, pa.Schema) else []
 
 
-def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
+def where_columns(store: Store, con: Any = None) -> dict[str, list[tuple[str, str]]]:
     """For --where: each present table's (column, name in the selection) pairs, files
     first. A helper table's column whose name files or another helper table has (by the
     passes' declared schemas, so the names do not depend on which tables exist yet) gets
@@ -68,7 +69,7 @@ def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
         >>> dict(where_columns(lamina.open())["tags"])["error"]  # doctest: +SKIP
         'tag_error'
     """
-    con = store.connect()
+    con = con if con is not None else store.connect()  # a caller's own saves a connect
     tables = store.available_tables()
     present = {
         table: [r[0] for r in con.execute(f'describe "{table}"').fetchall()]
@@ -94,42 +95,78 @@ def where_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def where_ids(store: Store, where: str) -> list[str]:
-    """Image ids of present files that `where` selects (see `WHERE_HELP`): `files` joined
-    with each helper table by image_id, every column under one unambiguous name."""
-    import duckdb
+def where_select(
+    store: Store,
+    where: str,
+    *,
+    present: bool = True,
+    con: Any = None,
+    columns: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
+    """The SELECT of the image ids `where` selects (see `WHERE_HELP`), checked by
+    `lamina.core.sqlsafe.check_condition`: `files` joined with each helper table by
+    image_id, every column under one unambiguous name; `present` keeps missing files out;
+    `con`: a connection to the store to read the columns with (default: a new one), or
+    `columns` as `where_columns` gave them. Run the SELECT on `store.connect(sandbox=True)`
+    only.
 
+    Example:
+        >>> where_select(lamina.open(), "top1 = 'cat'")[:36]  # doctest: +SKIP
+        'with "_where_files" as (select image'
+    """
     from lamina.core.sqlsafe import check_condition
 
-    columns = where_columns(store)
+    columns = columns if columns is not None else where_columns(store, con)
     if "files" not in columns:
         raise LaminaError(f"the store {store.root} has no files yet", hint="lamina scan SOURCE")
     tables = [*store.available_tables(), "folder_labels"]
     where = check_condition(where, tables=tables, what="--where condition")
+    # Join only the tables whose names or columns the text mentions: each holds one row
+    # per image, so the others change nothing but the time (the signals layer of 100k
+    # images is a hundred parts).
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", where)}
+    used = {
+        table: pairs
+        for table, pairs in columns.items()
+        if table == "files" or table in words or any(a.lower() in words for _, a in pairs)
+    }
     ctes = []
-    for table, pairs in columns.items():
+    for table, pairs in used.items():
         listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
         ctes.append(f'"_where_{table}" as (select image_id{listed} from "{table}")')
     joins = "".join(
-        f' left join "_where_{t}" as "{t}" using (image_id)' for t in columns if t != "files"
+        f' left join "_where_{t}" as "{t}" using (image_id)' for t in used if t != "files"
     )
-    query = (
+    keep = "files.status <> 'missing' and " if present else ""
+    return (
         f"with {', '.join(ctes)} "
         f'select distinct image_id from "_where_files" as files{joins} '
-        f"where files.status <> 'missing' and image_id is not null and (\n{where}\n) "
-        "order by image_id"
+        f"where {keep}image_id is not null and (\n{where}\n)"
     )
+
+
+def where_error(store: Store, exc: Exception, con: Any = None) -> LaminaError:
+    """A DuckDB error of a --where condition as the message and hint users see."""
+    columns = where_columns(store, con)
+    listed = "; ".join(
+        f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
+    )
+    return LaminaError(
+        f"bad --where condition: {str(exc).splitlines()[0]}",
+        hint="a SQL condition over these columns (a name two tables share is prefixed: "
+        f"tags.error is tag_error) — {listed}",
+    )
+
+
+def where_ids(store: Store, where: str) -> list[str]:
+    """Image ids of present files that `where` selects (see `WHERE_HELP`), sorted."""
+    import duckdb
+
+    query = where_select(store, where) + " order by image_id"
     try:
         return [r[0] for r in store.connect(sandbox=True).execute(query).fetchall()]
     except duckdb.Error as exc:
-        listed = "; ".join(
-            f"{table}: {', '.join(alias for _, alias in pairs)}" for table, pairs in columns.items()
-        )
-        raise LaminaError(
-            f"bad --where condition: {str(exc).splitlines()[0]}",
-            hint="a SQL condition over these columns (a name two tables share is prefixed: "
-            f"tags.error is tag_error) — {listed}",
-        ) from None
+        raise where_error(store, exc) from None
 
 
 def selected_ids(store: Store, images: tuple[str, ...], where: str | None) -> list[str]:

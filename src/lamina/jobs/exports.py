@@ -62,6 +62,48 @@ def export(store: Store, config: ExportConfig) -> ExportResult:
 
 
 @dataclass(frozen=True)
+class DiscardListConfig:
+    """What `lamina export --discard-list FILE` takes: the file to write, and `force` /
+    `force_into_source` as `lamina.core.outputs.check_output_path` takes them."""
+
+    output: str | os.PathLike[str]
+    force: bool = False
+    force_into_source: bool = False
+
+
+@dataclass
+class DiscardListResult:
+    """The file written, how many paths it lists, and paths left out (a line break in the
+    name would split it into two lines of the list)."""
+
+    path: str
+    files: int
+    left_out: list[str] = field(default_factory=list)
+
+
+def discard_list(store: Store, config: DiscardListConfig) -> DiscardListResult:
+    """Write the files a person chose to drop (a `reject` mark, or `discard` in a
+    duplicate group and no later `keep` mark: `lamina.tagging.decisions.discard_paths`),
+    one absolute path per line, UTF-8. Nothing is deleted or moved.
+
+    Example:
+        >>> discard_list(store, DiscardListConfig("drop.txt")).files  # doctest: +SKIP
+        12
+    """
+    from lamina.core.outputs import write_output
+    from lamina.tagging.decisions import discard_paths
+
+    paths = discard_paths(store)
+    kept = [p for p in paths if "\n" not in p and "\r" not in p]
+    left_out = [p for p in paths if p not in kept]
+    text = "".join(f"{p}\n" for p in kept)
+    out = write_output(
+        store, config.output, text, force=config.force, force_into_source=config.force_into_source
+    )
+    return DiscardListResult(str(out), len(kept), left_out)
+
+
+@dataclass(frozen=True)
 class MedoidsConfig:
     """What `lamina medoids` takes (`model` None: the newest medoids)."""
 

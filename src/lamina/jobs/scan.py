@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,19 @@ import pyarrow.parquet as pq
 from lamina.core.config import expand_user
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
-from lamina.core.runner import chunk_id_for, done_keys, run_map_pass
+from lamina.core.runner import chunk_id_for, done_keys, run_map_pass_batches
 from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
 from lamina.manifest.commit import commit_scan
 from lamina.manifest.sources import SourcePlan, find_same_files, plan_sources, recorded_sources
+from lamina.manifest.spill import Listing, give_back_memory, system_memory_pool
 from lamina.passes.scan import (
+    LISTING_SCHEMA,
     ScanPass,
     arrow_column,
     empty_table,
     file_key,
-    list_sources,
+    spill_listing,
     warm_up,
 )
 
@@ -54,6 +57,9 @@ from lamina.passes.scan import (
 PROBE_S_PER_FILE = 60e-6
 PROBE_S_PER_BYTE = 1e-9
 POOL_AFTER_S = 1.0
+# Forked workers (Linux: `LocalExecutor(fork=True)`) start in a few milliseconds with every
+# import done, so a pool repays itself on far less work.
+POOL_AFTER_S_FORK = 0.05
 
 # Chunks close at the store's chunk size (files) or at this many bytes, whichever comes
 # first, so that large files spread over every worker instead of filling one chunk.
@@ -75,23 +81,38 @@ def _import_duckdb() -> None:
     import duckdb  # noqa: F401
 
 
-def _mark_same_files(listing: pa.Table, listed: dict[int, str]) -> pa.Table:
-    """The listing with rows `listed` (row -> detail) made `skipped / same_file`."""
-    columns = {
-        name: listing[name].to_pylist() for name in ("walk_status", "walk_reason", "walk_detail")
-    }
-    for row, detail in listed.items():
-        columns["walk_status"][row] = "skipped"
-        columns["walk_reason"][row] = "same_file"
-        columns["walk_detail"][row] = detail
-    for name, values in columns.items():
-        i = listing.schema.get_field_index(name)
-        listing = listing.set_column(i, listing.schema.field(i), arrow_column(values, pa.string()))
-    return listing
+def _mark_same_files(listing: Listing, listed: dict[int, str]) -> None:
+    """Rewrite the listing's file with rows `listed` (row -> detail) made
+    `skipped / same_file`, a slice at a time."""
+    marked = listing.path.with_name(listing.path.name + ".marked")
+    writer = pq.ParquetWriter(marked, LISTING_SCHEMA, compression="none")
+    start = 0
+    try:
+        for batch in listing.batches():
+            table = pa.Table.from_batches([batch], schema=LISTING_SCHEMA)
+            rows = {r - start: d for r, d in listed.items() if start <= r < start + len(batch)}
+            start += len(batch)
+            if rows:
+                columns = {
+                    n: table[n].to_pylist() for n in ("walk_status", "walk_reason", "walk_detail")
+                }
+                for row, detail in rows.items():
+                    columns["walk_status"][row] = "skipped"
+                    columns["walk_reason"][row] = "same_file"
+                    columns["walk_detail"][row] = detail
+                for name, values in columns.items():
+                    i = table.schema.get_field_index(name)
+                    table = table.set_column(
+                        i, table.schema.field(i), arrow_column(values, pa.string())
+                    )
+            writer.write_table(table)
+    finally:
+        writer.close()
+    os.replace(marked, listing.path)
 
 
 def _reuse_merged_probes(
-    store: Store, instance: ScanPass, listing: pa.Table, plan: SourcePlan, run: Run
+    store: Store, instance: ScanPass, listing: Listing, plan: SourcePlan, run: Run
 ) -> int:
     """Give the probes of files whose source merged into another their new `file_key`
     (source and path changed, the bytes did not), as one more committed part of the scan
@@ -101,7 +122,7 @@ def _reuse_merged_probes(
         inside.setdefault(new, []).append((prefix, old))
     aliases: dict[str, str] = {}  # file_key under the old source -> under the new one
     columns = ["file_key", "source", "rel_path", "size", "mtime_ns", "walk_status"]
-    for row in listing.select(columns).to_pylist():
+    for row in listing.read(columns).to_pylist():
         if row["walk_status"] is not None or row["source"] not in inside:
             continue
         for prefix, old in inside[row["source"]]:
@@ -141,6 +162,31 @@ def _reuse_merged_probes(
         },
     )
     return probes.num_rows
+
+
+def _to_probe(listing: Listing) -> Iterator[pa.Table]:
+    """The listing's rows that the probe reads (no walk status), a slice at a time, with
+    the columns it needs (the worker rebuilds the path from source + rel_path)."""
+    columns = ["file_key", "source", "rel_path", "size", "walk_status"]
+    for batch in listing.batches(columns):
+        give_back_memory()  # what the chunks of the slice before held
+        table = pa.Table.from_batches([batch])
+        if table["walk_status"].null_count < table.num_rows:
+            table = table.filter(pc.is_null(table["walk_status"]))
+        yield table.select(columns[:4])
+
+
+def _fresh_work(listing: Listing, done: pa.Array | None) -> tuple[int, int]:
+    """Files the probe will read, and their bytes: those with no walk status and, on a
+    rescan, not in `done` (the keys already probed)."""
+    files = size = 0
+    for batch in listing.batches(["file_key", "size", "walk_status"]):
+        keep = pc.is_null(batch.column("walk_status"))
+        if done is not None and len(done):
+            keep = pc.and_(keep, pc.invert(pc.is_in(batch.column("file_key"), value_set=done)))
+        files += pc.sum(keep).as_py() or 0
+        size += pc.sum(pc.filter(batch.column("size"), keep)).as_py() or 0
+    return files, size
 
 
 def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> list[Path]:
@@ -206,77 +252,89 @@ def scan_sources(
         "chunk_size": chunk_size,
         "follow_links": follow_links,
     }
-    with store.write_lock("scan"), Run(store, "scan", config) as run:
+    with store.write_lock("scan"), Run(store, "scan", config) as run, system_memory_pool():
         files_part = store.table_dir("files") / "files.parquet"
         plan = plan_sources(recorded_sources(files_part), roots)
         # The commit's DuckDB takes ~0.1 s to import: do it meanwhile, mostly while this
-        # process waits on the workers (joined below, so no import outlives the scan).
+        # process waits on the workers (joined below, so no import outlives the scan). The
+        # thread starts once the workers are forked (never during a fork: see `start`).
         preload = threading.Thread(target=_import_duckdb, name="lamina-import-duckdb")
-        preload.start()
         layer = store.layer_dir(instance.name, instance.layer_id)
         rescan = layer.is_dir() and any(layer.glob("part-*.parquet"))
         # The executor runs chunks in this process until its workers are up, and its
         # workers are started only when there is work enough to repay their start-up.
-        executor = LocalExecutor(workers, work_while_starting=True)
+        executor = LocalExecutor(workers, work_while_starting=True, fork=True)
+        pool_after = POOL_AFTER_S_FORK if executor.fork else POOL_AFTER_S
+
+        def start_pool() -> None:
+            executor.start(warm_up)
+            if preload.ident is None:
+                preload.start()
 
         def maybe_start(files: int, size: int) -> None:
-            if files * PROBE_S_PER_FILE + size * PROBE_S_PER_BYTE >= POOL_AFTER_S:
-                executor.start(warm_up)
+            if files * PROBE_S_PER_FILE + size * PROBE_S_PER_BYTE >= pool_after:
+                start_pool()
 
+        # The listing goes to a file as the walk goes (`spill_listing`): no step holds all
+        # of it. One a scan killed earlier left behind is removed (the lock is held).
+        for stale in store.tmp_dir.glob("scan-listing-*"):
+            stale.unlink(missing_ok=True)
+        spill = store.tmp_dir / f"scan-listing-{run.run_id}.parquet"
         try:
-            if workers is not None:
-                executor.start(warm_up)  # an explicit worker count is obeyed
-            # A first scan starts the workers during the walk, so that their start-up
-            # overlaps it; a rescan only once it knows how much is new.
-            listing = list_sources(
-                plan.scopes,
-                on_progress=None if rescan else maybe_start,
-                follow_links=follow_links,
-                scanned=plan.trees,
-            )
-            same = find_same_files(listing, files_part, plan, temp_dir=store.tmp_dir)
-            if same.listed:
-                listing = _mark_same_files(listing, same.listed)
-            if plan.merged:  # their files keep their probes: a merge reads nothing again
-                _reuse_merged_probes(store, instance, listing, plan, run)
-            to_probe = listing
-            if listing["walk_status"].null_count < listing.num_rows:
-                to_probe = listing.filter(pc.is_null(listing["walk_status"]))
-            # The probe needs only these; the worker rebuilds the path from source + rel_path.
-            to_probe = to_probe.select(["file_key", "source", "rel_path", "size"])
-            fresh = to_probe
-            if rescan:  # what is new or changed since the last scan
-                done = done_keys(store, instance)
-                fresh = to_probe.filter(pc.invert(pc.is_in(to_probe["file_key"], value_set=done)))
-            fresh_files, work_bytes = fresh.num_rows, pc.sum(fresh["size"]).as_py() or 0
-            maybe_start(fresh_files, work_bytes)
-            del fresh
-            used = executor
-            if not executor.started:
-                # Too little work for a pool: this process does it. When reading and hashing
-                # dominate (big files), on threads: those release the GIL, so they use every
-                # core. Else one at a time, as the GIL would serialise the per-file Python
-                # work anyway and threads only add switching (measured: 5-20 % slower).
-                by_bytes = work_bytes * PROBE_S_PER_BYTE > fresh_files * PROBE_S_PER_FILE
-                used = LocalExecutor(executor.workers if by_bytes else 1, threads=True)
-            result = run_map_pass(
-                store,
-                instance,
-                to_probe,
-                run,
-                workers=workers,
-                chunk_size=chunk_size,
-                progress=progress,
-                executor=used,
-                chunk_bytes=chunk_bytes_for(work_bytes, used.workers),
+            try:
+                if workers is not None:
+                    start_pool()  # an explicit worker count is obeyed
+                # A first scan starts the workers during the walk, so that their start-up
+                # overlaps it; a rescan only once it knows how much is new.
+                listing = spill_listing(
+                    plan.scopes,
+                    spill,
+                    on_progress=None if rescan else maybe_start,
+                    follow_links=follow_links,
+                    scanned=plan.trees,
+                    temp_dir=store.tmp_dir,
+                )
+                give_back_memory()
+                same = find_same_files(listing, files_part, plan, temp_dir=store.tmp_dir)
+                if same.listed:
+                    _mark_same_files(listing, same.listed)
+                if plan.merged:  # their files keep their probes: a merge reads nothing again
+                    _reuse_merged_probes(store, instance, listing, plan, run)
+                done = done_keys(store, instance) if rescan else None
+                fresh_files, work_bytes = _fresh_work(listing, done)
+                maybe_start(fresh_files, work_bytes)
+                if preload.ident is None:
+                    preload.start()
+                used = executor
+                if not executor.started:
+                    # Too little work for a pool: this process does it. When reading and
+                    # hashing dominate (big files), on threads: those release the GIL, so
+                    # they use every core. Else one at a time, as the GIL would serialise
+                    # the per-file Python work anyway and threads only add switching
+                    # (measured: 5-20 % slower).
+                    by_bytes = work_bytes * PROBE_S_PER_BYTE > fresh_files * PROBE_S_PER_FILE
+                    used = LocalExecutor(executor.workers if by_bytes else 1, threads=True)
+                result = run_map_pass_batches(
+                    store,
+                    instance,
+                    _to_probe(listing),
+                    run,
+                    total=fresh_files,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                    executor=used,
+                    chunk_bytes=chunk_bytes_for(work_bytes, used.workers),
+                )
+            finally:
+                executor.close()
+                if preload.ident is not None:
+                    preload.join()
+            give_back_memory()
+            summary = commit_scan(
+                store, run, listing, plan, layer, empty_table(ScanPass.schema), same.recorded
             )
         finally:
-            executor.close()
-            preload.join()
-        del to_probe
-        summary = commit_scan(
-            store, run, listing, plan, layer, empty_table(ScanPass.schema), same.recorded
-        )
+            spill.unlink(missing_ok=True)
         summary.update(
             merged={old: new for old, (new, _) in plan.merged.items()},
             parts={str(s.root): s.source for s in plan.scopes if s.prefix},

@@ -7,6 +7,7 @@ says. See docs/ARCHITECTURE.md, "Scan".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,11 @@ from lamina.core.errors import StoreError
 from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store, write_error
+from lamina.manifest.spill import give_back_memory
 
 if TYPE_CHECKING:
     from lamina.manifest.sources import SourcePlan
+    from lamina.manifest.spill import Listing
 
 FILES_COLUMNS = """
     source VARCHAR, rel_path VARCHAR, folder VARCHAR, name VARCHAR, ext VARCHAR,
@@ -50,19 +53,25 @@ IMAGE_COLUMNS = (
     "status",
 )
 
-# The commit streams, in key ranges. Listing, probes and the previous state are views; the
-# new `files` and `file_events` rows are made one range of (source, rel_path) at a time
-# and the new `images` rows one range of image_id at a time, each range sorted on its own
-# and appended to its staged Parquet file, so that the files come out in order without a
-# sort of them all. A range holds about PARTITION_ROWS listing rows (the listing is sorted:
-# its rows say where the ranges fall; image ids are uniform, so even hex ranges do). So the
-# commit's memory is one range's, whatever the number of files (bench/scan.py measures it),
-# and DuckDB gets a fixed memory limit, one thread (each thread reserves its own share)
-# and a spill folder under the commit's staging folder. A sort of all rows at once does
-# not stay within a fixed limit: DuckDB's sort of 100,000 rows of `files` fails with
-# "Out of Memory" under 48 MB.
+# The commit streams, in key ranges. The listing is a file (`lamina.manifest.spill`) read
+# one slice of PARTITION_ROWS rows at a time, in (source, rel_path) order; the probes and
+# the previous state are views. For each slice, the slice's probes are read into a table,
+# its new `files` and `file_events` rows made for its range of (source, rel_path), sorted
+# on their own and appended to their staged Parquet files (so the files come out in order
+# without a sort of them all), and the images its files hold gathered in a file of
+# candidates; the new `images` rows are then made one range of image_id at a time from
+# those candidates (image ids are uniform, so even hex ranges do). No query joins or sorts
+# the whole listing, so the data the commit holds is one range's whatever the number of
+# files (bench/scan.py measures the process: DuckDB's allocator keeps a few MB of each
+# slice's read of the probe layer, a fresh connection per slice or DuckDB's allocator
+# settings do not give it back), and DuckDB gets a fixed memory limit, one thread (each
+# thread reserves its own share) and a spill folder under the commit's staging folder. A
+# sort of all rows at once does not stay within a fixed limit: DuckDB's sort of 100,000
+# rows of `files` fails with "Out of Memory" under 48 MB. The limit is what DuckDB may
+# hold of its own: 16 MB fails even at 10,000 files, and DuckDB fills whatever it is
+# given (64 MB: ~10 MB more RSS at 100,000 files than 32 MB).
 PARTITION_ROWS = 16_384
-COMMIT_MEMORY = "64MB"
+COMMIT_MEMORY = "32MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
 FILES_DIGEST = "files.digest"
 
@@ -114,6 +123,16 @@ select p.* replace (
          case when d.rel_path is null then p.detail else d.detail end as detail)
 from prev p left join demoted d using (source, rel_path)
 where {range_p} and not {in_scope}
+"""
+
+# The images that the listing slice's files hold: the probe's facts (IMAGE_COLUMNS) and
+# what picks the file an image's row is taken from when several hold it.
+IMAGE_CANDIDATES_SQL = """
+select substr(p.sha256, 1, 32) as image_id, {columns},
+       case when p.reason = 'extension_mismatch' then null else p.reason end as reason,
+       p.ext_mismatch as _ext_mismatch, l.source as _source, l.rel_path as _rel_path
+from probes p join listing l using (file_key)
+where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
 """
 
 # {range_n} / {range_p}: the range of (source, rel_path) being written, on `n` / `p`. The
@@ -241,7 +260,7 @@ def sql_literal(value: str | list[str]) -> str:
 def commit_scan(
     store: Store,
     run: Run,
-    listing: pa.Table,
+    listing: Listing,
     plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
@@ -292,18 +311,25 @@ def key_range(alias: str, lo: tuple[str, str] | None, hi: tuple[str, str] | None
     return " and ".join(conds) or "true"
 
 
-def _key_ranges(listing: pa.Table) -> list[tuple[int, int, Any, Any]]:
-    """(first row, end row, lo, hi) of the listing's ranges of about PARTITION_ROWS rows;
-    the first range starts and the last ends unbounded, so that the previous rows beyond
-    the listing fall in one too."""
-    n = listing.num_rows
-    starts = list(range(0, n, PARTITION_ROWS)) or [0]
-    sources, rels = listing["source"], listing["rel_path"]
-    bounds: list[Any] = [None]
-    bounds += [(sources[i].as_py(), rels[i].as_py()) for i in starts[1:]]
-    bounds.append(None)
-    ends = [*starts[1:], n]
-    return [(starts[i], ends[i], bounds[i], bounds[i + 1]) for i in range(len(starts))]
+def _listing_ranges(listing: Listing) -> Iterator[tuple[pa.Table, Any, Any]]:
+    """The listing's slices of PARTITION_ROWS rows, each with its range (lo, hi) of
+    (source, rel_path); the first range starts and the last ends unbounded, so that the
+    previous rows beyond the listing fall in one too. An empty listing is one empty slice."""
+    schema = listing.schema
+    slices = (
+        pa.Table.from_batches([b], schema=schema)
+        for b in listing.batches(batch_size=PARTITION_ROWS)
+    )
+    current = next(slices, None)
+    if current is None:
+        yield pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema), None, None
+        return
+    lo = None
+    for following in slices:
+        hi = (following["source"][0].as_py(), following["rel_path"][0].as_py())
+        yield current, lo, hi
+        current, lo = following, hi
+    yield current, lo, None
 
 
 def _hex_ranges(count: int) -> list[tuple[str | None, str | None]]:
@@ -326,10 +352,12 @@ class _SortedWriter:
         self.writer: Any = None
         self.rows = 0
 
-    def add(self, query: str, order: str) -> None:
+    def add(self, query: str, order: str | None) -> None:
         import pyarrow.parquet as pq
 
-        reader = self.con.sql(f"select * from ({query}) order by {order}").to_arrow_reader(8192)
+        if order is not None:
+            query = f"select * from ({query}) order by {order}"
+        reader = self.con.sql(query).to_arrow_reader(8192)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, reader.schema, compression="zstd")
         for batch in reader:
@@ -344,7 +372,7 @@ class _SortedWriter:
 def _build(
     store: Store,
     run: Run,
-    listing: pa.Table,
+    listing: Listing,
     plan: SourcePlan,
     layer: Path,
     empty_probes: pa.Table,
@@ -357,10 +385,15 @@ def _build(
     # The spill folder lives in the staging folder, which the store commit removes.
     con.execute(
         f"set memory_limit = '{COMMIT_MEMORY}'; set threads = 1; "
-        "set preserve_insertion_order = false; "
+        "set preserve_insertion_order = false; set allocator_flush_threshold = '4MB'; "
         f"set temp_directory = {sql_literal(str(stage / 'spill'))}"
     )
-    con.register("listing_all", listing)
+    # `listing`: the slice being written, registered for each (see below); empty until then
+    # (the views name it). No query reads the whole listing: each reads one slice.
+    schema = listing.schema
+    con.register(
+        "listing", pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+    )
     parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
     if parts:
         scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
@@ -376,14 +409,12 @@ def _build(
                 f"select count(*) - count(distinct file_key) from {scan_parts}"
             ).fetchone()
         dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
-        for view, keys in (("probes_all", "listing_all"), ("probes", "listing")):
-            con.execute(
-                f"create temp view {view} as select * exclude (filename) from {scan_parts} "
-                f"where file_key in (select file_key from {keys}) {dedup if dups else ''}"
-            )
+        con.execute(
+            f"create temp view slice_probes as select * exclude (filename) from {scan_parts} "
+            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
+        )
     else:
-        con.register("probes", empty_probes)
-        con.register("probes_all", empty_probes)
+        con.register("slice_probes", empty_probes)
     files_part = store.table_dir("files") / "files.parquet"
     create_prev_views(con, files_part, plan.merged)
     rows = ", ".join(
@@ -403,16 +434,29 @@ def _build(
     run_id = sql_literal(run.run_id)
     in_scope = scope_sql("p", plan.scopes)
     staged: dict[Path, Path] = {}
-    ranges = _key_ranges(listing)
+    ranges: list[tuple[Any, Any]] = []  # (lo, hi) of each slice, for the passes below
 
     files_tmp = stage / f"new_files-{files_part.name}"
     out = _SortedWriter(con, files_tmp)
-    for start, end, lo, hi in ranges:
-        con.register("listing", listing.slice(start, end - start))
+    # The images this scan's files hold, gathered from each slice as it goes by (so that
+    # no query joins the probes with the whole listing), in no order: see below.
+    candidates = _SortedWriter(con, stage / "image-candidates.parquet")
+    columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
+    for part, lo, hi in _listing_ranges(listing):
+        ranges.append((lo, hi))
+        con.register("listing", part)
+        # The slice's probes, read once (the queries below read them twice) into a table
+        # of their own: a join of the slice with the view would hash every probe of the
+        # layer, not the slice's (measured: +30 MB at 100,000 files).
+        con.execute("create or replace temp table probes as select * from slice_probes")
         con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
         out.add(query, "source, rel_path")
+        candidates.add(IMAGE_CANDIDATES_SQL.format(columns=columns), order=None)
+        give_back_memory()
     out.close()
+    candidates.close()
+    con.execute("drop table probes")
     con.execute("drop table cur")
     con.unregister("listing")
     staged[files_part] = files_tmp
@@ -427,40 +471,41 @@ def _build(
         if image_parts
         else "(select ''::varchar as image_id where false)"
     )
-    columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
     images_dest = store.table_dir("images") / f"part-{run.run_id}.parquet"
     out = _SortedWriter(con, stage / f"new_images-{images_dest.name}")
+    found = f"read_parquet({sql_literal(str(candidates.path))})"
+    image_columns = ", ".join(f"c.{c}" for c in (*IMAGE_COLUMNS, "reason"))
+    # One image_id range at a time: its candidates, less the images already recorded, one
+    # row per image, from its file first in (ext_mismatch, source, rel_path) order.
     for lo, hi in _hex_ranges(len(ranges)):
         out.add(
             f"""
-            select substr(p.sha256, 1, 32) as image_id, {columns},
-                   case when p.reason = 'extension_mismatch' then null else p.reason end
-                     as reason,
-                   {run_id} as first_seen_run
-            from probes_all p join listing_all l using (file_key)
-            where p.status in ('ok', 'broken', 'unsupported') and l.walk_status is null
-              and {_id_range("p.sha256", lo, hi)}
+            select c.image_id, {image_columns}, {run_id} as first_seen_run
+            from {found} c
+            where {_id_range("c.image_id", lo, hi)}
               and not exists (select 1 from {known} k
                               where {_id_range("k.image_id", lo, hi)}
-                                and k.image_id = substr(p.sha256, 1, 32))
-            qualify row_number() over (partition by substr(p.sha256, 1, 32)
-                                       order by p.ext_mismatch, l.source, l.rel_path) = 1
+                                and k.image_id = c.image_id)
+            qualify row_number() over (partition by c.image_id
+                                       order by c._ext_mismatch, c._source, c._rel_path) = 1
             """,
             "image_id",
         )
+        give_back_memory()
     n_images = out.close()
     staged[images_dest] = out.path
 
     con.execute("create temp table gone (source varchar, rel_path varchar, old_sha256 varchar)")
-    for _, _, lo, hi in ranges:
+    for lo, hi in ranges:
         con.execute("insert into gone " + GONE_SQL.format(range_n=key_range("n", lo, hi)))
     events_dest = store.table_dir("file_events") / f"part-{run.run_id}.parquet"
     out = _SortedWriter(con, stage / f"new_events-{events_dest.name}")
-    for _, _, lo, hi in ranges:
+    for lo, hi in ranges:
         query = EVENTS_SQL.format(
             run=run_id, range_n=key_range("n", lo, hi), range_p=key_range("p", lo, hi)
         )
         out.add(query, "source, rel_path")
+        give_back_memory()
     n_events = out.close()
     staged[events_dest] = out.path
 

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lamina.manifest.commit import create_prev_views, scope_sql, sql_literal
+from lamina.manifest.spill import Listing
 
 
 @dataclass(frozen=True)
@@ -183,9 +184,10 @@ def _int64s(column: pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(data, dtype=np.int64, count=len(array), offset=array.offset * 8)
 
 
-def _listed_twice(listing: pa.Table) -> bool:
+def _listed_twice(listing: Listing) -> bool:
     """Whether two rows of the listing have the same (dev, ino)."""
-    ids = listing.select(["dev", "ino"])  # not the whole listing: a copy of it all is ~25 MB
+    # Only these two columns (16 bytes a file, for as long as this takes), never the rest.
+    ids = listing.read(["dev", "ino"])
     keyed = ids.filter(pc.is_valid(ids["dev"]))
     if keyed.num_rows < 2:
         return False
@@ -196,7 +198,7 @@ def _listed_twice(listing: pa.Table) -> bool:
 
 
 def find_same_files(
-    listing: pa.Table, files_part: Path, plan: SourcePlan, temp_dir: Path | None = None
+    listing: Listing, files_part: Path, plan: SourcePlan, temp_dir: Path | None = None
 ) -> SameFiles:
     """Which paths of `listing`, and of the recorded files outside this scan, reach a file
     that another path holds (see the module docstring for which path holds it).
@@ -211,12 +213,15 @@ def find_same_files(
         return SameFiles()  # no file listed twice, and no recorded row outside the scan
     import duckdb
 
-    rows = np.arange(listing.num_rows, dtype=np.int64)
-    index = pa.Array.from_buffers(pa.int64(), len(rows), [None, pa.py_buffer(rows)])
     con = duckdb.connect()
     if temp_dir is not None:
         con.execute(f"set temp_directory = {sql_literal(str(temp_dir))}")
-    con.register("listing", listing.append_column("_row", index))
+    # `_row`: the row's place in the listing file (what `SameFiles.listed` is keyed by).
+    con.execute(
+        "create temp view listing as select * exclude (file_row_number), "
+        "file_row_number as _row from read_parquet("
+        f"{sql_literal(str(listing.path))}, file_row_number = true)"
+    )
     create_prev_views(con, files_part, plan.merged)
     query = SAME_FILES_SQL.format(in_scope=scope_sql("p", plan.scopes))
     found = con.sql(query).to_arrow_table().to_pylist()

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from lamina.core.images import PROBE_SCHEMA, probe_file
 from lamina.core.passes import Pass, register
 from lamina.manifest.sources import Scope
+from lamina.manifest.spill import SPILL_ROWS, Listing
 
 # Statuses of files that hold (or claim to hold) an image: these get an image_id.
 IMAGE_STATUSES = ("ok", "broken", "unsupported")
@@ -406,6 +407,58 @@ def _listing_batch(scope: Scope, entries: list[WalkEntry]) -> pa.RecordBatch:
     )
 
 
+class _Walk:
+    """The walk of every source as listing batches (`batches`), and what it found: the
+    rows, the regular files and their bytes, and whether the rows came in (source, path)
+    order (`in_order`)."""
+
+    def __init__(
+        self,
+        sources: Sequence[Scope | Path],
+        on_progress: Callable[[int, int], None] | None,
+        follow_links: bool,
+        scanned: tuple[str, ...],
+    ) -> None:
+        self.sources, self.on_progress = sources, on_progress
+        self.follow_links, self.scanned = follow_links, scanned
+        self.rows = self.files = self.size = 0
+        self.in_order = True
+        self._last: tuple[str, str] | None = None  # the last row's key, while in order
+
+    def _batch(self, scope: Scope, entries: list[WalkEntry]) -> pa.RecordBatch:
+        batch = _listing_batch(scope, entries)
+        self.rows += batch.num_rows
+        if self.in_order:  # the walk gives path order; sources, an odd row, may break it
+            rels = batch.column("rel_path").to_pylist()
+            first = (scope.source, rels[0])
+            self.in_order = (self._last is None or self._last < first) and all(
+                a < b for a, b in itertools.pairwise(rels)
+            )
+            self._last = (scope.source, rels[-1])
+        return batch
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        on_progress = self.on_progress
+        for item in self.sources:
+            scope = item if isinstance(item, Scope) else Scope(str(item), Path(item))
+            pending: list[WalkEntry] = []
+            walk = walk_source(scope.root, follow_links=self.follow_links, scanned=self.scanned)
+            for e in walk:
+                pending.append(e)
+                if e.size is not None:
+                    self.files += 1
+                    self.size += e.size
+                if on_progress is not None and len(pending) % _WALK_REPORT == 0:
+                    on_progress(self.files, self.size)
+                if len(pending) >= _WALK_BATCH:
+                    yield self._batch(scope, pending)
+                    pending = []
+            if pending:
+                yield self._batch(scope, pending)
+            if on_progress is not None:
+                on_progress(self.files, self.size)
+
+
 def list_sources(
     sources: Sequence[Scope | Path],
     *,
@@ -419,44 +472,95 @@ def list_sources(
 
     `on_progress(files, bytes)` is called every few hundred entries with the regular files
     and bytes found so far (the scan uses it to start its workers once there is work enough).
+    The scan itself writes the listing to a file instead (`spill_listing`).
+
+    Example:
+        >>> list_sources([Path("photos")]).column_names[:3]  # doctest: +SKIP
+        ['file_key', 'source', 'rel_path']
     """
-    batches: list[pa.RecordBatch] = []
-    files = size = 0
-    last: tuple[str, str] | None = None  # the last row's key, while rows come in order
-    in_order = True
-
-    def add(scope: Scope, entries: list[WalkEntry]) -> None:
-        nonlocal last, in_order
-        batch = _listing_batch(scope, entries)
-        batches.append(batch)
-        if in_order:  # the walk gives path order; sources, an odd row, may break it
-            rels = batch.column("rel_path").to_pylist()
-            first = (scope.source, rels[0])
-            in_order = (last is None or last < first) and all(
-                a < b for a, b in itertools.pairwise(rels)
-            )
-            last = (scope.source, rels[-1])
-
-    for item in sources:
-        scope = item if isinstance(item, Scope) else Scope(str(item), Path(item))
-        pending: list[WalkEntry] = []
-        for e in walk_source(scope.root, follow_links=follow_links, scanned=scanned):
-            pending.append(e)
-            if e.size is not None:
-                files += 1
-                size += e.size
-            if on_progress is not None and len(pending) % _WALK_REPORT == 0:
-                on_progress(files, size)
-            if len(pending) >= _WALK_BATCH:
-                add(scope, pending)
-                pending = []
-        if pending:
-            add(scope, pending)
-        if on_progress is not None:
-            on_progress(files, size)
-    if in_order:  # the usual case: no sort, no copy
+    walk = _Walk(sources, on_progress, follow_links, scanned)
+    batches = list(walk.batches())
+    if walk.in_order:  # the usual case: no sort, no copy
         return pa.Table.from_batches(batches, schema=LISTING_SCHEMA)
     return _sorted_listing(batches)
+
+
+def _listing_writer(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    # Uncompressed: the file lives for one scan, mostly in the page cache, and
+    # compression would cost more CPU than the bytes it saves are worth here.
+    return pq.ParquetWriter(path, LISTING_SCHEMA, compression="none")
+
+
+def spill_listing(
+    sources: Sequence[Scope | Path],
+    path: Path,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    follow_links: bool = False,
+    scanned: tuple[str, ...] = (),
+    temp_dir: Path | None = None,
+) -> Listing:
+    """`list_sources`, written to the Parquet file `path` as the walk goes instead of held
+    in memory: the scan's memory then does not grow with the number of files.
+
+    The walk gives rows in (source, path) order, so the file is sorted as written; when
+    an odd row breaks the order (an unreadable folder's row, a renamed undecodable name),
+    DuckDB sorts the file into place within a fixed memory limit, spilling to `temp_dir`.
+
+    Example:
+        >>> spill_listing([Path("photos")], Path("/tmp/l.parquet")).rows  # doctest: +SKIP
+        301
+    """
+    walk = _Walk(sources, on_progress, follow_links, scanned)
+    unsorted = path.with_name(path.name + ".unsorted")
+    writer = _listing_writer(unsorted)
+    try:
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for batch in walk.batches():
+            pending.append(batch)
+            held += batch.num_rows
+            if held >= SPILL_ROWS:  # one row group of SPILL_ROWS rows
+                writer.write_table(pa.Table.from_batches(pending, schema=LISTING_SCHEMA))
+                pending, held = [], 0
+        if pending or not walk.rows:
+            writer.write_table(pa.Table.from_batches(pending, schema=LISTING_SCHEMA))
+    finally:
+        writer.close()
+    if walk.in_order:
+        os.replace(unsorted, path)
+    else:
+        _sort_listing_file(unsorted, path, temp_dir or path.parent)
+        unsorted.unlink()
+    return Listing(path, walk.rows, walk.files, walk.size)
+
+
+def _sort_listing_file(src: Path, dest: Path, temp_dir: Path) -> None:
+    """Copy the listing file `src` to `dest` sorted by source and path, in DuckDB's external
+    sort (a fixed memory limit, spilling under `temp_dir`)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "set memory_limit = '64MB'; set threads = 1; set preserve_insertion_order = false"
+        )
+        spill = str(temp_dir / "listing-sort").replace("'", "''")
+        con.execute(f"set temp_directory = '{spill}'")
+        listed = str(src).replace("'", "''")
+        reader = con.sql(
+            f"select * from read_parquet('{listed}') order by source, rel_path"
+        ).to_arrow_reader(SPILL_ROWS)
+        writer = _listing_writer(dest)
+        try:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(LISTING_SCHEMA))
+        finally:
+            writer.close()
+    finally:
+        con.close()
 
 
 def _sorted_listing(batches: list[pa.RecordBatch]) -> pa.Table:

@@ -255,17 +255,17 @@ def approval_history(store: Any, image_id: str | None = None) -> pa.Table:
     return events
 
 
-def current_approvals(store: Any) -> pa.Table:
-    """Each image's approved labels now (the replay of its events), who made the last
-    decision, when, and on which tags run. Images never approved have no row; images
-    whose approvals were cleared have an empty list.
+def replay(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each image's state after `events` (approval rows in their order): `labels`, `who`,
+    `at`, `tag_run_id` of its last event.
 
     Example:
-        >>> current_approvals(store).column_names  # doctest: +SKIP
-        ['image_id', 'approved_labels', 'approved_by', 'approved_at', 'tag_run_id']
+        >>> replay([{"image_id": "a", "action": "set", "labels": ["cat"], "who": "ana",
+        ...          "at": None, "tag_run_id": None}])["a"]["labels"]
+        ['cat']
     """
     state: dict[str, dict[str, Any]] = {}
-    for event in _events(store).to_pylist():
+    for event in events:
         row = state.setdefault(event["image_id"], {"image_id": event["image_id"], "labels": []})
         labels: list[str] = row["labels"]
         action, given = event["action"], event["labels"] or []
@@ -278,6 +278,19 @@ def current_approvals(store: Any) -> pa.Table:
         elif action == "clear":
             labels = []
         row.update(labels=labels, who=event["who"], at=event["at"], tag_run_id=event["tag_run_id"])
+    return state
+
+
+def current_approvals(store: Any) -> pa.Table:
+    """Each image's approved labels now (the replay of its events), who made the last
+    decision, when, and on which tags run. Images never approved have no row; images
+    whose approvals were cleared have an empty list.
+
+    Example:
+        >>> current_approvals(store).column_names  # doctest: +SKIP
+        ['image_id', 'approved_labels', 'approved_by', 'approved_at', 'tag_run_id']
+    """
+    state = replay(_events(store).to_pylist())
     rows = [
         {
             "image_id": r["image_id"],
