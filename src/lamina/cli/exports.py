@@ -8,7 +8,7 @@ import sys
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
-from lamina.cli.options import force_into_source_option, force_option
+from lamina.cli.options import executor_options, force_into_source_option, force_option
 from lamina.core.config import expand_user
 
 
@@ -27,6 +27,7 @@ from lamina.core.config import expand_user
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def thumbs(
     ctx: click.Context, size: int, fmt: str, quality: int, workers: int | None, as_json: bool
 ) -> None:

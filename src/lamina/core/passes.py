@@ -40,10 +40,14 @@ class Resources:
     """What one worker of a pass needs. The runner sizes its worker pool by them when no
     worker count is given: no more workers than the cores over `cpu`, nor than the free
     memory over the `memory_mb` of every pass a worker holds (see
-    `lamina.core.runner.plan_workers`)."""
+    `lamina.core.runner.plan_workers`). The Ray executor asks a cluster for `cpu` and `gpu`
+    per task (see `lamina.core.runner.group_resources`)."""
 
     cpu: float = 1.0
     memory_mb: int = 512
+    # GPUs one task asks of a Ray cluster (a fraction shares one; 0: none). The local
+    # executor does not schedule GPUs: a pass picks its device itself.
+    gpu: float = 0.0
 
 
 @dataclass(frozen=True)
