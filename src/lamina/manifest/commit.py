@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from lamina.core.errors import StoreError
-from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store, write_error
+from lamina.manifest.route import route_probes
 from lamina.manifest.spill import give_back_memory
 
 if TYPE_CHECKING:
@@ -394,27 +394,16 @@ def _build(
     con.register(
         "listing", pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
     )
-    parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
-    if parts:
-        scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
-        # One probe per file_key. Keys are unique across committed parts by construction
-        # (done is decided by keys), so the costly de-duplication (it holds every probe in
-        # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
-        # so that every use of the views picks the same row. Parts the runner certified
-        # free of duplicates need not even be counted (a count of distinct keys holds
-        # every key in memory too).
-        dups = 0
-        if not is_certified(layer, [Path(p) for p in parts]):
-            (dups,) = con.execute(
-                f"select count(*) - count(distinct file_key) from {scan_parts}"
-            ).fetchone()
-        dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
-        con.execute(
-            f"create temp view slice_probes as select * exclude (filename) from {scan_parts} "
-            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
-        )
-    else:
-        con.register("slice_probes", empty_probes)
+    # Each slice's probes, routed to it by one join of the probe layer with the listing
+    # (`lamina.manifest.route`): a slice reads its own rows, not the whole layer (which
+    # made the commit's time grow as slices x files, and DuckDB's memory with the slices).
+    routed = route_probes(
+        listing,
+        sorted(layer.glob("part-*.parquet")),
+        stage / "probes",
+        empty_probes.schema,
+        slice_rows=PARTITION_ROWS,
+    )
     files_part = store.table_dir("files") / "files.parquet"
     create_prev_views(con, files_part, plan.merged)
     rows = ", ".join(
@@ -442,13 +431,10 @@ def _build(
     # no query joins the probes with the whole listing), in no order: see below.
     candidates = _SortedWriter(con, stage / "image-candidates.parquet")
     columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
-    for part, lo, hi in _listing_ranges(listing):
+    for i, (part, lo, hi) in enumerate(_listing_ranges(listing)):
         ranges.append((lo, hi))
         con.register("listing", part)
-        # The slice's probes, read once (the queries below read them twice) into a table
-        # of their own: a join of the slice with the view would hash every probe of the
-        # layer, not the slice's (measured: +30 MB at 100,000 files).
-        con.execute("create or replace temp table probes as select * from slice_probes")
+        con.register("probes", routed.table(i))
         con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
         out.add(query, "source, rel_path")
@@ -456,7 +442,8 @@ def _build(
         give_back_memory()
     out.close()
     candidates.close()
-    con.execute("drop table probes")
+    routed.close()
+    con.unregister("probes")
     con.execute("drop table cur")
     con.unregister("listing")
     staged[files_part] = files_tmp
