@@ -109,7 +109,7 @@ def route_probes(
         pending: list[pa.Table] = []
         held = 0
         for rank, part in enumerate(parts):
-            table = pq.ParquetFile(part).read().select(schema.names).cast(schema)
+            table = pq.ParquetFile(part).read(columns=schema.names).cast(schema)
             ranks = _int32s(table.num_rows, rank)
             pending.append(table.append_column(_RANK, ranks))
             held += table.num_rows
