@@ -54,22 +54,21 @@ IMAGE_COLUMNS = (
 )
 
 # The commit streams, in key ranges. The listing is a file (`lamina.manifest.spill`) read
-# one slice of PARTITION_ROWS rows at a time, in (source, rel_path) order; the probes and
-# the previous state are views. For each slice, the slice's probes are read into a table,
-# its new `files` and `file_events` rows made for its range of (source, rel_path), sorted
-# on their own and appended to their staged Parquet files (so the files come out in order
-# without a sort of them all), and the images its files hold gathered in a file of
+# one slice of PARTITION_ROWS rows at a time, in (source, rel_path) order; the probes are
+# routed to the slices first (`lamina.manifest.route`), the previous state is a view. For
+# each slice: its probes are its routed table (no read of the whole layer), its new
+# `files` and `file_events` rows are made for its range of (source, rel_path), sorted on
+# their own and appended to their staged Parquet files (so the files come out in order
+# without a sort of them all), and the images its files hold are gathered in a file of
 # candidates; the new `images` rows are then made one range of image_id at a time from
 # those candidates (image ids are uniform, so even hex ranges do). No query joins or sorts
 # the whole listing, so the data the commit holds is one range's whatever the number of
-# files (bench/scan.py measures the process: DuckDB's allocator keeps a few MB of each
-# slice's read of the probe layer, a fresh connection per slice or DuckDB's allocator
-# settings do not give it back), and DuckDB gets a fixed memory limit, one thread (each
-# thread reserves its own share) and a spill folder under the commit's staging folder. A
-# sort of all rows at once does not stay within a fixed limit: DuckDB's sort of 100,000
-# rows of `files` fails with "Out of Memory" under 48 MB. The limit is what DuckDB may
-# hold of its own: 16 MB fails even at 10,000 files, and DuckDB fills whatever it is
-# given (64 MB: ~10 MB more RSS at 100,000 files than 32 MB).
+# files, and DuckDB gets a fixed memory limit, one thread (each thread reserves its own
+# share) and a spill folder under the commit's staging folder. A sort of all rows at once
+# does not stay within a fixed limit: DuckDB's sort of 100,000 rows of `files` fails with
+# "Out of Memory" under 48 MB. The limit is what DuckDB may hold of its own: 16 MB fails
+# even at 10,000 files, and DuckDB fills whatever it is given (64 MB: ~10 MB more RSS at
+# 100,000 files than 32 MB).
 PARTITION_ROWS = 16_384
 COMMIT_MEMORY = "32MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
