@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lamina.manifest.spill import SPILL_ROWS, Listing
+from lamina.manifest.spill import SPILL_ROWS, Listing, give_back_memory
 
 # Keys per bucket (at most, on average: key prefixes are uniform) of the join.
-BUCKET_ROWS = 32_768
+BUCKET_ROWS = 8_192
 # Hex digits of the key prefix that picks a bucket: up to 16**3 buckets.
 PREFIX = 3
 _RANK = "_part"  # which part a row came from, in name order: the first part's row wins
@@ -109,7 +109,9 @@ def route_probes(
         pending: list[pa.Table] = []
         held = 0
         for rank, part in enumerate(parts):
-            table = pq.ParquetFile(part).read(columns=schema.names).cast(schema)
+            # One thread: a pool's threads would each keep a malloc arena of what they read.
+            table = pq.ParquetFile(part).read(columns=schema.names, use_threads=False)
+            table = table.cast(schema)
             ranks = _int32s(table.num_rows, rank)
             pending.append(table.append_column(_RANK, ranks))
             held += table.num_rows
@@ -130,7 +132,7 @@ def route_probes(
             rt = _first_per_key(rt, key)
             pos = pc.index_in(lt[key], value_set=rt[key])
             found = pc.is_valid(pos)
-            slices = lt[_SLICE].filter(found).to_numpy()
+            slices = _numpy(lt[_SLICE].filter(found))
             matched = rt.take(pos.filter(found)).select(schema.names)
             for i, piece in _split(matched, slices):
                 for batch in piece.combine_chunks().to_batches():
@@ -139,6 +141,7 @@ def route_probes(
                     written += 1
     shutil.rmtree(folder / "l")
     shutil.rmtree(folder / "r")
+    give_back_memory()
     return routed
 
 
@@ -180,15 +183,15 @@ def _bucket_of(keys: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
         keys = keys.combine_chunks()
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    prefixes = pc.utf8_slice_codeunits(keys, 0, PREFIX).dictionary_encode()
+    # A null key gets an entry of its own (bucket 0), not a null index.
+    prefixes = pc.utf8_slice_codeunits(keys, 0, PREFIX).dictionary_encode(null_encoding="encode")
     table = np.zeros(len(prefixes.dictionary), dtype=np.int64)
     for j, prefix in enumerate(prefixes.dictionary.to_pylist()):
         try:
             table[j] = int(prefix, 16) * count >> (4 * PREFIX) if len(prefix) == PREFIX else 0
         except (TypeError, ValueError):
             table[j] = 0
-    indices = prefixes.indices.fill_null(0).to_numpy(zero_copy_only=False)
-    return table[indices]
+    return table[_numpy(prefixes.indices)]
 
 
 def _split(table: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
@@ -213,13 +216,25 @@ def _first_per_key(table: pa.Table, key: str) -> pa.Table:
     if pc.all(first).as_py():
         return table
     head = pc.is_valid(keys.slice(0, 1))  # [True]: the first row is always kept
-    return table.filter(pa.concat_arrays([head, first.fill_null(True)]))
+    return table.filter(pa.concat_arrays([head, first]))  # a null key matches nothing
 
 
 def _indices(values: np.ndarray) -> pa.Array:
     # From a buffer: pa.array(ndarray) may import pandas (~0.25 s), which nothing here needs.
     data = np.ascontiguousarray(values, dtype=np.int64)
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An integer array with no nulls as numpy, from its buffer: `to_numpy` and
+    `fill_null` make pyarrow import pandas (~35 MB held), which nothing here needs."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    dtype = np.dtype(values.type.to_pandas_dtype())
+    if not len(values):
+        return np.zeros(0, dtype=dtype)
+    data = np.frombuffer(values.buffers()[1], dtype=dtype)
+    return data[values.offset : values.offset + len(values)]
 
 
 def _int32s(n: int, value: int) -> pa.Array:
