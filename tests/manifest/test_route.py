@@ -4,6 +4,9 @@ of what is done read no other slice's rows."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -147,3 +150,26 @@ def test_rescan_checks_each_slice_against_its_own_done_keys(
     assert again["reused"] == first["hashed"] - 1  # a.jpg's old probe is not this file's
     assert again["events"] == {"added": 1, "changed": 1}
     assert not list(store.tmp_dir.glob("scan-done-*"))
+
+
+def test_a_scan_and_rescan_never_import_pandas(tree: Path, tmp_path: Path) -> None:
+    # pyarrow's `to_numpy` and `fill_null` import pandas, which then stays in the scan's
+    # main process (~35 MB, measured): the routing must do without them.
+    code = (
+        "import sys\n"
+        "from lamina.core.store import Store\n"
+        "from lamina.jobs.scan import scan_sources\n"
+        "store = Store.open(sys.argv[1], create=True)\n"
+        "for _ in range(2):\n"
+        "    scan_sources(store, [sys.argv[2]], workers=1, progress=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pandas'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(route_module.__file__).parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "store"), str(tree)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
