@@ -102,12 +102,15 @@ from listing l left join probes p using (file_key)
 # is gone is `missing` (a `skipped` one is dropped: it never held an image); rows outside
 # the scan stay as they were, but for those that reach a file this scan's paths hold
 # (`demoted`).
+# The previous rows joined to `cur` are read through {range_p} too: unfiltered, DuckDB
+# built its join on every previous row, and a rescan of 100,000 files ran out of its
+# 32 MB ("Out of Memory" in this query; the rows of `cur` all lie in the range anyway).
 NEW_FILES_SQL = """
 select c.*, coalesce(p.first_seen_run, {run}) as first_seen_run, {run} as last_seen_run,
        case when p.rel_path is null or p.sha256 is distinct from c.sha256
             or p.status = 'missing' then {run} else p.content_run end as content_run,
        null::varchar as missing_since_run
-from cur c left join prev p using (source, rel_path)
+from cur c left join (select * from prev p where {range_p}) p using (source, rel_path)
 union all by name
 select p.* replace ('missing' as status, null::varchar as reason,
                     coalesce(p.missing_since_run, {run}) as missing_since_run)
