@@ -25,7 +25,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -765,12 +765,15 @@ def run_map_pass_batches(
     executor: LocalExecutor,
     chunk_bytes: int | None = None,
     size_column: str = "size",
+    done_for: Callable[[int], pa.Array] | None = None,
 ) -> MapResult:
     """`run_map_pass` over inputs that come a batch at a time (read from a file, say),
     so that neither they nor their chunks are ever held all at once: each batch's rows
     not yet committed are cut into chunks as the executor asks for work. `total`: the
     rows to expect, for the progress bar. A chunk never spans two batches, so the batches
-    should hold several chunks each.
+    should hold several chunks each. `done_for(i)`: the committed keys among batch `i`'s
+    (a caller that can tell them batch by batch, so that no step holds every key of the
+    layer); by default all the layer's (`done_keys`).
 
     Example:
         >>> run_map_pass_batches(store, get_pass("scan"), batches, run, total=300,
@@ -783,13 +786,14 @@ def run_map_pass_batches(
     chunk_size = chunk_size or store.chunk_size
     sweep_uncommitted(store, instance)
     _heal(store, instance, run)
-    done = done_keys(store, instance)
+    every_done = done_keys(store, instance) if done_for is None else None
 
     def tasks() -> Iterator[ChunkTask]:
-        for batch in batches:
+        for i, batch in enumerate(batches):
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             keys = table[instance.key]
             result.inputs += table.num_rows
+            done = every_done if done_for is None else done_for(i)
             # A null key is never in `done`: such a row is needed, as in run_map_passes.
             known = done if len(done) else pa.nulls(0, keys.type)
             need = pc.invert(pc.is_in(keys, value_set=known))
