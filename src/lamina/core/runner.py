@@ -794,6 +794,7 @@ def run_map_pass_batches(
             keys = table[instance.key]
             result.inputs += table.num_rows
             done = every_done if done_for is None else done_for(i)
+            assert done is not None  # one of the two is always given
             # A null key is never in `done`: such a row is needed, as in run_map_passes.
             known = done if len(done) else pa.nulls(0, keys.type)
             need = pc.invert(pc.is_in(keys, value_set=known))
