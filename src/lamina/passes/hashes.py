@@ -4,24 +4,27 @@ hash of its decoded pixels, for finding duplicates (`lamina.analysis.duplicates`
 Each 64-bit hash follows the `imagehash` package's definition, computed with numpy on small
 grey arrays made from one *reduced* grey image: the working image's luma (PIL "L", shared
 with the signals pass), box-reduced by the integer factor k = short side // 128 when that is
-2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does), then resized with
-Lanczos as imagehash does:
+2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does). Two Lanczos resizes
+of it, as imagehash makes them, give pHash and dHash; the other arrays come from the 32x32
+one, not from more resizes of the image (each costs ~0.2 ms an image, the whole sensing
+budget is ~2 ms):
 
 - pHash: Lanczos resize to 32x32, 2-D DCT-II, the 8x8 lowest frequencies, bit = coefficient
   > their median.
 - dHash: resized to 9 wide x 8 high, bit = pixel brighter than its left neighbour.
-- aHash: resized to 8x8, bit = pixel > mean.
-- wHash: resized to the largest power of two <= the reduced short side (8..128), the
-  max-level Haar LL removed, the Haar LL at 8x8, bit = coefficient > median. With Haar
-  that LL is the 8x8 block sums minus a constant, which is what we threshold (integer sums:
-  exact, so degenerate flat images give 0 bits where pywt's rounding gives noise).
+- aHash: the 32x32 array Lanczos-resized (in float) to 8x8, bit = pixel > mean.
+- wHash: imagehash's Haar wHash at scale 32 (the max-level Haar LL removed, the Haar LL at
+  8x8, bit = coefficient > median): with Haar that LL is the 8x8 block sums of the 32x32
+  array minus a constant, which is what we threshold (exact sums, so degenerate flat images
+  give 0 bits where pywt's rounding gives noise). imagehash takes it at the largest power of
+  two <= the short side.
 
-An image whose working short side is under 256 px is not reduced: its hashes are bit for
-bit imagehash 4.3's on the working image. Larger ones (most photos: the working image has a
-512 px long side) cost a fifth of the five full Lanczos resizes; on the 29 package photos
+An image whose working short side is under 256 px is not reduced: its pHash and dHash are
+bit for bit imagehash 4.3's on the working image, its aHash and wHash within 0-2 bits (on
+the skimage photos). Larger ones (most photos: the working image has a 512 px long side)
+cost a fifth of the full Lanczos resizes; on the 29 package photos
 (`lamina.sample.package_photos()`, thumbnailed to 512 px) the reduction moves pHash, dHash
-and aHash by 0-4 bits from imagehash's and wHash (taken at scale <= 128, not <= 512) by
-0-2, far inside the duplicate thresholds (10 / 12).
+and aHash by 0-4 bits from imagehash's, far inside the duplicate thresholds (10 / 12).
 
 Bits are read row by row, the first bit the most significant, so `to_hex` gives the same
 16 hex digits as `str(imagehash.phash(img))`. A hash is stored as int64: the signed
@@ -32,11 +35,13 @@ reader handles); `to_hex` and `as_uint64` undo it, and Hamming distances are the
 in `DIHEDRAL` order; index 0 is the hash itself. They cost array operations, not resizes:
 the 32x32 array is flipped and transposed before one batched DCT (a flip of the input only
 changes the sign of the odd DCT coefficients, so the median test could even reuse one DCT;
-the matmul of all eight is ~10 us an image), and dHash's 9x8 and 8x9 arrays give its eight.
+the matmul of all eight is ~10 us an image), and dHash's 9x8 and 8x9 arrays give its eight
+(the 8x9 one resized from the 32x32 array).
 So `phash_dihedral[k]` of an image equals the pHash of `transform(image, k)` for the
 transforms that keep the axes; for those that swap them, Pillow's two resize passes (and
-the box reduction's partial last row or column) round in the other order (pHash <= 2,
-dHash <= 5 bits apart on the skimage photos).
+the box reduction's partial last row or column) round in the other order, and dHash's 8x9
+array is resized from the 32x32 one (pHash <= 2, dHash <= 5 bits apart on the skimage
+photos).
 
 Example:
     >>> run_pass(store, "hashes")                                     # doctest: +SKIP
@@ -185,26 +190,31 @@ REDUCED_SIDE = 128  # the box reduction keeps the short side at least this long
 
 
 def grey_stack(rgb: np.ndarray, grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The small grey arrays the hashes are computed from (PIL "L", box-reduced by
-    short side // 128, then Lanczos resizes: 32x32 for pHash, 9x8 and 8x9 for dHash, 8x8 for
-    aHash, a power of two for wHash). `grey`: the luma of `rgb`, when already computed.
+    """The small grey arrays the hashes are computed from: PIL "L", box-reduced by
+    short side // 128, then two Lanczos resizes (imagehash's): 32x32 for pHash and 9x8 for
+    dHash. The rest comes from the 32x32 array, not from more resizes of the image (each
+    costs ~0.2 ms): 8x9 for the axis-swapping dHash variants and 8x8 for aHash are Lanczos
+    resizes of it (float, no rounding), and wHash reads its 4x4 block sums. `grey`: the
+    luma of `rgb`, when already computed.
 
     Example:
         >>> g = grey_stack(np.zeros((300, 400, 3), np.uint8))
-        >>> g["p"].shape, g["d"].shape, g["w"].shape
-        ((32, 32), (8, 9), (128, 128))
+        >>> g["p"].shape, g["d"].shape, g["d_t"].shape, g["w"].shape
+        ((32, 32), (8, 9), (9, 8), (8, 8))
     """
     img = Image.fromarray(rgb).convert("L") if grey is None else Image.fromarray(grey)
     k = min(img.size) // REDUCED_SIDE
     small = img.reduce(k) if k >= 2 else img
-    w, h = small.size
-    scale = max(2 ** int(np.log2(min(w, h, REDUCED_SIDE))), 8)
+    p32 = small.resize((32, 32), LANCZOS)
+    p = np.asarray(p32, dtype=np.float64)
+    pf = Image.fromarray(p.astype(np.float32), "F")
     return {
-        "p": _resized(small, 32, 32),
+        "p": p,
         "d": _resized(small, 9, 8),  # 9 wide, 8 high
-        "d_t": _resized(small, 8, 9),  # for the transforms that swap the axes
-        "a": _resized(small, 8, 8),
-        "w": np.asarray(small.resize((scale, scale), LANCZOS), dtype=np.int64),
+        "d_t": np.asarray(pf.resize((8, 9), LANCZOS), dtype=np.float64),
+        "a": np.asarray(pf.resize((8, 8), LANCZOS), dtype=np.float64),
+        # wHash's 8x8 Haar LL at scale 32: block sums of 4x4 (integers: exact)
+        "w": p.reshape(8, 4, 8, 4).sum(axis=(1, 3)),
     }
 
 
@@ -242,7 +252,7 @@ def compute_hashes(greys: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
     a = np.stack([g["a"] for g in greys])
     ahash = pack_bits(a > a.mean(axis=(-2, -1), keepdims=True))
-    whash = np.array([_whash_one(g["w"]) for g in greys], dtype=np.int64)
+    whash = pack_bits(_median_bits(np.stack([g["w"] for g in greys])))
     return {
         "phash": phash_d[:, 0].copy(),
         "dhash": dhash_d[:, 0].copy(),
@@ -251,12 +261,6 @@ def compute_hashes(greys: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         "phash_dihedral": phash_d,
         "dhash_dihedral": dhash_d,
     }
-
-
-def _whash_one(w: np.ndarray) -> np.ndarray:
-    s = w.shape[0] // 8  # the scale differs by image, so one at a time
-    blocks = w.reshape(8, s, 8, s).sum(axis=(1, 3))
-    return pack_bits(_median_bits(blocks.astype(np.float64)))
 
 
 @register
