@@ -269,7 +269,7 @@ class HashesPass(Pass):
     rotations) and the SHA-256 of the decoded pixels of every image."""
 
     name = "hashes"
-    version = "2"
+    version = "3"  # 3: aHash, wHash and the 8x9 dHash array from the 32x32 pHash array
     Config = NoConfig
     reads = ("images",)
     decode = "working"
