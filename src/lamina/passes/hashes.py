@@ -189,20 +189,28 @@ def _median_bits(values: np.ndarray) -> np.ndarray:
 REDUCED_SIDE = 128  # the box reduction keeps the short side at least this long
 
 
-def grey_stack(rgb: np.ndarray, grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def grey_stack(
+    rgb: np.ndarray | None, grey: np.ndarray | Image.Image | None = None
+) -> dict[str, np.ndarray]:
     """The small grey arrays the hashes are computed from: PIL "L", box-reduced by
     short side // 128, then two Lanczos resizes (imagehash's): 32x32 for pHash and 9x8 for
     dHash. The rest comes from the 32x32 array, not from more resizes of the image (each
     costs ~0.2 ms): 8x9 for the axis-swapping dHash variants and 8x8 for aHash are Lanczos
     resizes of it (float, no rounding), and wHash reads its 4x4 block sums. `grey`: the
-    luma of `rgb`, when already computed.
+    luma of `rgb`, when already computed (an array or a Pillow "L" image; then `rgb` may be
+    None).
 
     Example:
         >>> g = grey_stack(np.zeros((300, 400, 3), np.uint8))
         >>> g["p"].shape, g["d"].shape, g["d_t"].shape, g["w"].shape
         ((32, 32), (8, 9), (9, 8), (8, 8))
     """
-    img = Image.fromarray(rgb).convert("L") if grey is None else Image.fromarray(grey)
+    if grey is None:
+        if rgb is None:
+            raise ValueError("grey_stack needs rgb or grey")
+        img = Image.fromarray(rgb).convert("L")
+    else:
+        img = grey if isinstance(grey, Image.Image) else Image.fromarray(grey)
     k = min(img.size) // REDUCED_SIDE
     small = img.reduce(k) if k >= 2 else img
     p32 = small.resize((32, 32), LANCZOS)
@@ -284,11 +292,11 @@ class HashesPass(Pass):
         ok: list[int] = []
         for i, decoded in enumerate(images):
             error, detail = decoded.error, decoded.detail
-            if error is None and decoded.rgb is None:
+            if error is None and not decoded.has_pixels:
                 error, detail = "decode_failed", "no pixels"
             if error is None:
                 try:
-                    greys.append(grey_stack(decoded.rgb, decoded.grey()))
+                    greys.append(grey_stack(None, decoded.grey_image()))
                     ok.append(i)
                 except Exception as exc:  # a permanent per-image problem: a row, not a retry
                     error, detail = "hash_failed", f"{type(exc).__name__}: {exc}"

@@ -228,8 +228,9 @@ class ThumbsPass(Pass):
 
     def _encode(self, decoded: Decoded) -> tuple[tuple[int, int], bytes]:
         """The thumbnail's size and its encoded bytes."""
-        im = Image.fromarray(decoded.pixels())
+        im = decoded.image()  # shared with the other passes: resized into a copy
         if max(im.size) > self.config.size:
+            im = im.copy()
             # LANCZOS: the working decode already did the large reduction (BOX), so this
             # last small step can afford the sharper filter.
             im.thumbnail((self.config.size, self.config.size), Image.Resampling.LANCZOS)
