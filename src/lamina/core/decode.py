@@ -82,8 +82,19 @@ class Decoded:
     (a copy of every pixel), nor for turning it back into an image.
     """
 
-    __slots__ = ("_rgb", "_image", "_grey", "_grey_image", "width", "height", "mode", "alpha",
-                 "pixel_sha256", "error", "detail")  # fmt: skip
+    __slots__ = (
+        "_grey",
+        "_grey_image",
+        "_image",
+        "_rgb",
+        "alpha",
+        "detail",
+        "error",
+        "height",
+        "mode",
+        "pixel_sha256",
+        "width",
+    )  # fmt: skip
 
     def __init__(
         self,
