@@ -4,15 +4,15 @@ hash of its decoded pixels, for finding duplicates (`lamina.analysis.duplicates`
 Each 64-bit hash follows the `imagehash` package's definition, computed with numpy on small
 grey arrays made from one *reduced* grey image: the working image's luma (PIL "L", shared
 with the signals pass), box-reduced by the integer factor k = short side // 128 when that is
-2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does). Two Lanczos resizes
-of it, as imagehash makes them, give pHash and dHash; the other arrays come from the 32x32
-one, not from more resizes of the image (each costs ~0.2 ms an image, the whole sensing
-budget is ~2 ms):
+2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does). Lanczos resizes
+of it, as imagehash makes them, give pHash and dHash; aHash and wHash come from the 32x32
+array, not from resizes of their own (each costs ~0.2 ms an image):
 
 - pHash: Lanczos resize to 32x32, 2-D DCT-II, the 8x8 lowest frequencies, bit = coefficient
   > their median.
 - dHash: resized to 9 wide x 8 high, bit = pixel brighter than its left neighbour.
-- aHash: the 32x32 array Lanczos-resized (in float) to 8x8, bit = pixel > mean.
+- aHash: the 32x32 array Lanczos-resized to 8x8 (rounded to whole levels), bit = pixel >
+  mean.
 - wHash: imagehash's Haar wHash at scale 32 (the max-level Haar LL removed, the Haar LL at
   8x8, bit = coefficient > median): with Haar that LL is the 8x8 block sums of the 32x32
   array minus a constant, which is what we threshold (exact sums, so degenerate flat images
@@ -35,13 +35,11 @@ reader handles); `to_hex` and `as_uint64` undo it, and Hamming distances are the
 in `DIHEDRAL` order; index 0 is the hash itself. They cost array operations, not resizes:
 the 32x32 array is flipped and transposed before one batched DCT (a flip of the input only
 changes the sign of the odd DCT coefficients, so the median test could even reuse one DCT;
-the matmul of all eight is ~10 us an image), and dHash's 9x8 and 8x9 arrays give its eight
-(the 8x9 one resized from the 32x32 array).
+the matmul of all eight is ~10 us an image), and dHash's 9x8 and 8x9 arrays give its eight.
 So `phash_dihedral[k]` of an image equals the pHash of `transform(image, k)` for the
 transforms that keep the axes; for those that swap them, Pillow's two resize passes (and
-the box reduction's partial last row or column) round in the other order, and dHash's 8x9
-array is resized from the 32x32 one (pHash <= 2, dHash <= 5 bits apart on the skimage
-photos).
+the box reduction's partial last row or column) round in the other order (pHash <= 2,
+dHash <= 5 bits apart on the skimage photos).
 
 Example:
     >>> run_pass(store, "hashes")                                     # doctest: +SKIP
@@ -193,12 +191,12 @@ def grey_stack(
     rgb: np.ndarray | None, grey: np.ndarray | Image.Image | None = None
 ) -> dict[str, np.ndarray]:
     """The small grey arrays the hashes are computed from: PIL "L", box-reduced by
-    short side // 128, then two Lanczos resizes (imagehash's): 32x32 for pHash and 9x8 for
-    dHash. The rest comes from the 32x32 array, not from more resizes of the image (each
-    costs ~0.2 ms): 8x9 for the axis-swapping dHash variants and 8x8 for aHash are Lanczos
-    resizes of it (float, no rounding), and wHash reads its 4x4 block sums. `grey`: the
-    luma of `rgb`, when already computed (an array or a Pillow "L" image; then `rgb` may be
-    None).
+    short side // 128, then imagehash's Lanczos resizes for pHash (32x32) and dHash (9x8,
+    and 8x9 for the dihedral variants that swap the axes). aHash and wHash come from the
+    32x32 array, not from more resizes of the image (each costs ~0.2 ms): aHash's 8x8 is a
+    Lanczos resize of it (rounded to whole levels), wHash reads its 4x4 block sums.
+    `grey`: the luma of `rgb`, when already computed (an array or a Pillow "L" image; then
+    `rgb` may be None).
 
     Example:
         >>> g = grey_stack(np.zeros((300, 400, 3), np.uint8))
@@ -219,8 +217,12 @@ def grey_stack(
     return {
         "p": p,
         "d": _resized(small, 9, 8),  # 9 wide, 8 high
-        "d_t": np.asarray(pf.resize((8, 9), LANCZOS), dtype=np.float64),
-        "a": np.asarray(pf.resize((8, 8), LANCZOS), dtype=np.float64),
+        # For the transforms that swap the axes: its own resize of the image. Resized from
+        # the 32x32 array instead, a nearly flat frame's rot90 variant was 8 bits (float:
+        # 30+) from the turned frame's dHash, where this gives 0.
+        "d_t": _resized(small, 8, 9),
+        # Rounded to whole levels, as a resize of the "L" image is (ties give no bit).
+        "a": np.rint(np.asarray(pf.resize((8, 8), LANCZOS), dtype=np.float64)),
         # wHash's 8x8 Haar LL at scale 32: block sums of 4x4 (integers: exact)
         "w": p.reshape(8, 4, 8, 4).sum(axis=(1, 3)),
     }
@@ -277,7 +279,7 @@ class HashesPass(Pass):
     rotations) and the SHA-256 of the decoded pixels of every image."""
 
     name = "hashes"
-    version = "3"  # 3: aHash, wHash and the 8x9 dHash array from the 32x32 pHash array
+    version = "3"  # 3: aHash and wHash from the 32x32 pHash array
     Config = NoConfig
     reads = ("images",)
     decode = "working"
