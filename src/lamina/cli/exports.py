@@ -17,8 +17,8 @@ from lamina.core.config import expand_user
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["webp", "jpeg"]),
-    default="webp",
+    type=click.Choice(["jpeg", "webp"]),
+    default="jpeg",
     show_default=True,
     help="Image format of the thumbnails.",
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -139,13 +140,19 @@ class Pass:
             config = config_from_dict(self.Config, config, where=f"the {self.name} config")
         self.config = config
         for module, requirement in self.requires:
+            # Found, not imported: importing costs every process that creates the pass
+            # (scipy.ndimage ~0.3 s, the main process of `lamina sense` included), and the
+            # workers import what they use when they use it.
+            cause: Exception | None = None
             try:
-                importlib.import_module(module)
-            except ImportError as exc:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError) as exc:  # a parent package missing or broken
+                found, cause = False, exc
+            if not found:
                 raise LaminaError(
                     f"the {self.name} pass needs the package {requirement!r}",
                     hint=f"pip install '{requirement}'",
-                ) from exc
+                ) from cause
 
     @property
     def config_hash(self) -> str:
