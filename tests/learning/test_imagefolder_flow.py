@@ -49,8 +49,18 @@ def test_an_imagefolder_export_trains_with_folder_labels(tmp_path: Path) -> None
     lamina(first, "sense", "--workers", "1", "--no-thumbnails")
     out = tmp_path / "set"
     said = json.loads(
-        lamina(first, "export", "--format", "imagefolder", "--one-per-group",
-               "--label-from", "folder", "-o", str(out), "--json")  # fmt: skip
+        lamina(
+            first,
+            "export",
+            "--format",
+            "imagefolder",
+            "--one-per-group",
+            "--label-from",
+            "folder",
+            "-o",
+            str(out),
+            "--json",
+        )
     )
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == ["graphics", "photos", "textures"]
