@@ -191,9 +191,7 @@ def test_open_source_and_list_archive(tmp_path: Path) -> None:
     assert (big[0].status, big[0].reason, len(big)) == ("broken", "archive_bomb", 1)
 
 
-def test_sense_reads_members(
-    comics: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sense_reads_members(comics: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lamina.jobs.sense import SenseConfig, sense
 
     store = Store.open(tmp_path / "store", create=True)
@@ -203,7 +201,6 @@ def test_sense_reads_members(
     member_id = rows["box.zip!/Vol 03.cbz!/p001.jpg"]["image_id"]
     tar_id = rows["Series/Vol 02.tar.gz!/sub/p002.jpg"]["image_id"]
     got = store.sql(
-        "select image_id, width, height from signals where image_id in "
-        f"('{member_id}', '{tar_id}')"
+        f"select image_id, width, height from signals where image_id in ('{member_id}', '{tar_id}')"
     ).to_pylist()
     assert sorted((r["width"], r["height"]) for r in got) == [(64, 48), (64, 48)]

@@ -134,7 +134,8 @@ def list_archive(
     `broken / archive_bomb` and none of its members are listed.
 
     Example:
-        >>> [m.rel_path for m in list_archive("Vol 01.cbz", "Vol 01.cbz", ArchiveLimits())]  # doctest: +SKIP
+        >>> rows = list_archive("Vol 01.cbz", "Vol 01.cbz", ArchiveLimits())  # doctest: +SKIP
+        >>> [m.rel_path for m in rows]  # doctest: +SKIP
         ['Vol 01.cbz', 'Vol 01.cbz!/p001.jpg', 'Vol 01.cbz!/p002.jpg']
     """
     kind = archive_kind(rel_path)
@@ -205,9 +206,7 @@ def _list_zip(
             child = f"{rel}{SEP}{name}"
             if archive_kind(name) in ("zip", "tar"):
                 out.extend(
-                    _nested(
-                        lambda i=info: zf.read(i), name, child, info.file_size, limits, depth
-                    )
+                    _nested(lambda i=info: zf.read(i), name, child, info.file_size, limits, depth)
                 )
             else:
                 out.append(Member(child, info.file_size))
@@ -314,7 +313,7 @@ def open_source(path: str) -> IO[bytes]:
         b'\\xff\\xd8\\xff'
     """
     if SEP not in path or os.path.exists(path):
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(path, "rb")
     container, _, name = path.rpartition(SEP)
     got = read_members(container, [name]).get(name)
     if got is None:
@@ -322,3 +321,31 @@ def open_source(path: str) -> IO[bytes]:
     if isinstance(got, Exception):
         raise OSError(f"cannot read {name} in {container}: {got}") from got
     return io.BytesIO(got)
+
+
+def _outermost(path: str) -> str:
+    """The plain file on disk that holds `path` (itself, or its outermost archive)."""
+    if SEP not in path or os.path.exists(path):
+        return path
+    return path.partition(SEP)[0]
+
+
+def source_exists(path: str) -> bool:
+    """Whether `path` (a file, or an archive member) is there: for a member, whether its
+    outermost archive is a file (the member itself is checked when it is read).
+
+    Example:
+        >>> source_exists("/nowhere/Vol 01.cbz!/p001.jpg")
+        False
+    """
+    return os.path.isfile(_outermost(path))
+
+
+def source_mtime_ns(path: str) -> int:
+    """The mtime of `path`, or of the outermost archive that holds it (raises OSError).
+
+    Example:
+        >>> source_mtime_ns("/comics/Vol 01.cbz!/p001.jpg")  # doctest: +SKIP
+        1733400000000000000
+    """
+    return os.stat(_outermost(path)).st_mtime_ns
