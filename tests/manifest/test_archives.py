@@ -204,3 +204,23 @@ def test_sense_reads_members(comics: Path, tmp_path: Path, monkeypatch: pytest.M
         f"select image_id, width, height from signals where image_id in ('{member_id}', '{tar_id}')"
     ).to_pylist()
     assert sorted((r["width"], r["height"]) for r in got) == [(64, 48), (64, 48)]
+
+
+def test_review_app_serves_members(
+    comics: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.review.conftest import Served
+    from tests.review.test_server import get
+
+    store = Store.open(tmp_path / "store", create=True)
+    _scan(store, comics, monkeypatch)
+    rows = _rows(store)
+    image_id = rows["box.zip!/Vol 03.cbz!/p001.jpg"]["image_id"]
+    page = open_source(str(comics / "box.zip!/Vol 03.cbz!/p001.jpg")).read()
+    served = Served(store)
+    try:
+        assert get(served, f"/original/{image_id}") == (200, "image/jpeg", page)
+        status, kind, body = get(served, f"/thumb/{image_id}")  # no thumbnails: made live
+        assert (status, kind, body[:2]) == (200, "image/jpeg", b"\xff\xd8")
+    finally:
+        served.stop()
