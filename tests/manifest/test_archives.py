@@ -224,3 +224,30 @@ def test_review_app_serves_members(
         assert (status, kind, body[:2]) == (200, "image/jpeg", b"\xff\xd8")
     finally:
         served.stop()
+
+
+def test_verify_rehashes_members(
+    comics: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lamina.manifest.verify import verify
+
+    store = Store.open(tmp_path / "store", create=True)
+    _scan(store, comics, monkeypatch)
+    report = verify(store, workers=1, progress=False)
+    assert (report["checked"], report["ok"], report["problems"]) == (10, 10, [])
+
+
+def test_archive_depth_zero_leaves_archives_closed(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lamina.cli import main
+
+    src = tmp_path / "src"
+    _zip(src / "Vol 01.cbz", {"p001.jpg": _page(tmp_path, 1)})
+    store = tmp_path / "store"
+    args = ["--store", str(store), "scan", str(src), "--archive-depth", "0", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = _rows(Store.open(store))
+    assert list(rows) == ["Vol 01.cbz"]
+    assert (rows["Vol 01.cbz"]["status"], rows["Vol 01.cbz"]["reason"]) == ("junk", "not_an_image")

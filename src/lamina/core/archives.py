@@ -323,8 +323,13 @@ def open_source(path: str) -> IO[bytes]:
     return io.BytesIO(got)
 
 
-def _outermost(path: str) -> str:
-    """The plain file on disk that holds `path` (itself, or its outermost archive)."""
+def outer_file(path: str) -> str:
+    """The plain file on disk that holds `path` (itself, or its outermost archive).
+
+    Example:
+        >>> outer_file("/nowhere/box.zip!/Vol 01.cbz!/p001.jpg")
+        '/nowhere/box.zip'
+    """
     if SEP not in path or os.path.exists(path):
         return path
     return path.partition(SEP)[0]
@@ -338,7 +343,7 @@ def source_exists(path: str) -> bool:
         >>> source_exists("/nowhere/Vol 01.cbz!/p001.jpg")
         False
     """
-    return os.path.isfile(_outermost(path))
+    return os.path.isfile(outer_file(path))
 
 
 def source_mtime_ns(path: str) -> int:
@@ -348,4 +353,4 @@ def source_mtime_ns(path: str) -> int:
         >>> source_mtime_ns("/comics/Vol 01.cbz!/p001.jpg")  # doctest: +SKIP
         1733400000000000000
     """
-    return os.stat(_outermost(path)).st_mtime_ns
+    return os.stat(outer_file(path)).st_mtime_ns
