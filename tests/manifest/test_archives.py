@@ -251,3 +251,14 @@ def test_archive_depth_zero_leaves_archives_closed(tmp_path: Path) -> None:
     rows = _rows(Store.open(store))
     assert list(rows) == ["Vol 01.cbz"]
     assert (rows["Vol 01.cbz"]["status"], rows["Vol 01.cbz"]["reason"]) == ("junk", "not_an_image")
+
+
+def test_a_folder_named_like_a_member_is_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_photo(src / "odd!" / "p.jpg", 1)
+    write_photo(src / "x.cbz!" / "p.jpg", 2)  # a real folder, not an archive
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [src], workers=1, progress=False)
+    got = {p: (r["status"], r["container"]) for p, r in _rows(store).items()}
+    assert got == {"odd!/p.jpg": ("ok", None), "x.cbz!/p.jpg": ("ok", None)}
+    assert open_source(str(src / "x.cbz!" / "p.jpg")).read()[:2] == b"\xff\xd8"

@@ -267,7 +267,7 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
     """
     wanted = set(names)
     src: str | BinaryIO
-    if SEP in container and not os.path.isfile(container):
+    if is_member(container):
         outer, _, inner = container.rpartition(SEP)
         got = read_members(outer, [inner]).get(inner)
         if got is None:
@@ -303,6 +303,20 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
     return out
 
 
+def is_member(path: str) -> bool:
+    """Whether `path` names an archive member rather than a file on disk: it holds `!/`
+    after a ZIP / TAR name and is no file (a folder really named `odd!` is a folder).
+
+    Example:
+        >>> is_member("/nowhere/Vol 01.cbz!/p001.jpg"), is_member("/nowhere/odd!/p.jpg")
+        (True, False)
+    """
+    if SEP not in path:
+        return False
+    container = path.rpartition(SEP)[0]
+    return archive_kind(container) in ("zip", "tar") and not os.path.exists(path)
+
+
 def open_source(path: str) -> IO[bytes]:
     """Open a manifest file for reading: a plain file, or an archive member (its bytes, in
     memory). The one way passes read a file's bytes (`file_path(source, rel_path)` gives
@@ -312,7 +326,7 @@ def open_source(path: str) -> IO[bytes]:
         >>> open_source("/comics/Vol 01.cbz!/p001.jpg").read(3)  # doctest: +SKIP
         b'\\xff\\xd8\\xff'
     """
-    if SEP not in path or os.path.exists(path):
+    if not is_member(path):
         return open(path, "rb")
     container, _, name = path.rpartition(SEP)
     got = read_members(container, [name]).get(name)
@@ -330,7 +344,7 @@ def outer_file(path: str) -> str:
         >>> outer_file("/nowhere/box.zip!/Vol 01.cbz!/p001.jpg")
         '/nowhere/box.zip'
     """
-    if SEP not in path or os.path.exists(path):
+    if not is_member(path):
         return path
     return path.partition(SEP)[0]
 

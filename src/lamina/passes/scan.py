@@ -36,6 +36,7 @@ from lamina.core.archives import (
     ArchiveLimits,
     archive_kind,
     container_of,
+    is_member,
     list_archive,
     read_members,
 )
@@ -99,6 +100,7 @@ class WalkEntry(NamedTuple):  # a tuple, not a frozen dataclass: 3x cheaper to m
     dev: int | None = None  # st_dev and st_ino: which physical file this path reaches
     ino: int | None = None
     via_link: bool = False  # reached through a followed symlink (`follow_links`)
+    container: str | None = None  # an archive member: the archive's path
 
 
 # A folder being walked: (rel path, ancestors, via a link, entries left, last first).
@@ -410,7 +412,10 @@ def _listing_batch(scope: Scope, entries: list[WalkEntry]) -> pa.RecordBatch:
         "dev": [e.dev for e in entries],
         "ino": [e.ino for e in entries],
         "via_link": [e.via_link for e in entries],
-        "container": [container_of(rel) for rel in rels],
+        "container": [
+            None if e.container is None else f"{prefix}/{e.container}" if prefix else e.container
+            for e in entries
+        ],
     }
     return pa.RecordBatch.from_arrays(
         [arrow_column(columns[f.name], f.type) for f in LISTING_SCHEMA], schema=LISTING_SCHEMA
@@ -489,7 +494,15 @@ def _with_members(
             head, *members = list_archive(os.path.join(root, e.rel_path), e.rel_path, limits)
             yield e._replace(status=head.status, reason=head.reason, detail=head.detail)
             for m in members:
-                yield WalkEntry(m.rel_path, m.size, e.mtime_ns, m.status, m.reason, m.detail)
+                yield WalkEntry(
+                    m.rel_path,
+                    m.size,
+                    e.mtime_ns,
+                    m.status,
+                    m.reason,
+                    m.detail,
+                    container=container_of(m.rel_path),
+                )
 
 
 def list_sources(
@@ -656,7 +669,7 @@ class ScanPass(Pass):
         members = _read_members(paths, rels)
         for key, path, rel in zip(batch["file_key"].to_pylist(), paths, rels, strict=True):
             try:
-                if SEP in rel:
+                if SEP in rel and is_member(path):
                     row = _probe_member(members, path, rel)
                 else:
                     row = probe_file(path, rel)
@@ -684,7 +697,7 @@ def _read_members(paths: list[str], rels: list[str]) -> dict[str, dict[str, byte
     each archive opened once (a compressed tar is read in one pass, not once a member)."""
     wanted: dict[str, list[str]] = {}
     for path, rel in zip(paths, rels, strict=True):
-        if SEP in rel:
+        if SEP in rel and is_member(path):
             container, _, name = path.rpartition(SEP)
             wanted.setdefault(container, []).append(name)
     out: dict[str, dict[str, bytes | Exception]] = {}
