@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.archives import ArchiveLimits, list_archive, open_source
+from lamina.core.archives import ArchiveLimits, list_archive, open_source, read_members
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
 from tests.conftest import write_photo
@@ -262,3 +262,18 @@ def test_a_folder_named_like_a_member_is_a_folder(tmp_path: Path) -> None:
     got = {p: (r["status"], r["container"]) for p, r in _rows(store).items()}
     assert got == {"odd!/p.jpg": ("ok", None), "x.cbz!/p.jpg": ("ok", None)}
     assert open_source(str(src / "x.cbz!" / "p.jpg")).read()[:2] == b"\xff\xd8"
+
+
+def test_plain_tar_members_read_by_seeking(tmp_path: Path) -> None:
+    pages = {f"p{i}.jpg": _page(tmp_path, i) for i in range(1, 4)}
+    cbt = tmp_path / "Vol.cbt"
+    with tarfile.open(cbt, "w") as tf:
+        for name, data in pages.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    assert read_members(str(cbt), ["p3.jpg", "p1.jpg"]) == {
+        "p1.jpg": pages["p1.jpg"],
+        "p3.jpg": pages["p3.jpg"],
+    }
+    assert open_source(f"{cbt}!/p2.jpg").read() == pages["p2.jpg"]

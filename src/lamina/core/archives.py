@@ -215,10 +215,13 @@ def _list_zip(
     return None
 
 
-def _open_tar(src: str | BinaryIO) -> tarfile.TarFile:
+def _open_tar(src: str | BinaryIO, seekable: bool = False) -> tarfile.TarFile:
+    """A tar opened as a stream (one pass, any compression), or with `seekable` (a plain
+    tar) opened to seek over the data of the members it skips."""
+    mode = "r:" if seekable else "r|*"
     if isinstance(src, str):
-        return tarfile.open(src, mode="r|*")
-    return tarfile.open(fileobj=src, mode="r|*")
+        return tarfile.open(src, mode=mode)
+    return tarfile.open(fileobj=src, mode=mode)
 
 
 def _list_tar(
@@ -288,8 +291,11 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
                     except _READ_ERRORS as exc:
                         out[name] = exc
         return out
+    # A compressed tar has no index: reaching a member decompresses all before it, so a
+    # chunk's members of one archive are read in one pass; a plain tar seeks.
+    plain = container.lower().endswith((".tar", ".cbt"))
     try:
-        with _open_tar(src) as tf:
+        with _open_tar(src, seekable=plain) as tf:
             for info in tf:
                 name = member_name(info.name)
                 if info.isreg() and name in wanted and name not in out:
