@@ -277,3 +277,39 @@ def test_plain_tar_members_read_by_seeking(tmp_path: Path) -> None:
         "p3.jpg": pages["p3.jpg"],
     }
     assert open_source(f"{cbt}!/p2.jpg").read() == pages["p2.jpg"]
+
+
+def _tgz(path: Path, pages: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in pages.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_compressed_tar_members_in_any_order(tmp_path: Path) -> None:
+    pages = {f"p{i}.jpg": _page(tmp_path, i) for i in range(1, 5)}
+    tgz = _tgz(tmp_path / "Vol.tar.gz", pages)
+    for name in ("p3.jpg", "p1.jpg", "p4.jpg", "p1.jpg", "p2.jpg"):
+        assert open_source(f"{tgz}!/{name}").read() == pages[name]
+    with pytest.raises(FileNotFoundError):
+        open_source(f"{tgz}!/p9.jpg")
+
+
+def test_truncated_tar_keeps_the_members_before_the_damage(tmp_path: Path) -> None:
+    import gzip
+
+    pages = {f"p{i}.jpg": _page(tmp_path, i) for i in range(1, 5)}
+    whole = _tgz(tmp_path / "whole.tar.gz", pages).read_bytes()
+    raw = gzip.decompress(whole)
+    third = pages["p3.jpg"]
+    cut_at = raw.index(third[len(third) // 2 :][:64])  # inside the third member's data
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(gzip.compress(raw[: cut_at + 100]))
+    rows = list_archive(str(cut), "cut.tar.gz", ArchiveLimits())
+    assert (rows[0].status, rows[0].reason) == ("broken", "archive_corrupt")
+    listed = [r.rel_path for r in rows[1:]]
+    assert listed[:2] == ["cut.tar.gz!/p1.jpg", "cut.tar.gz!/p2.jpg"]
+    got = read_members(str(cut), ["p1.jpg", "p2.jpg"])
+    assert got == {"p1.jpg": pages["p1.jpg"], "p2.jpg": pages["p2.jpg"]}

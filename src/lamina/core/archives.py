@@ -55,6 +55,16 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 _READ_ERRORS = _read_errors()
 
 
+# A compressed tar has no index: reaching a member decompresses everything before it. So a
+# process keeps the last compressed tar it read, decompressed, when it is at most this big
+# (a decoding pass opens members one at a time, in image-id order): measured on 500 pages
+# (46 MB), `lamina sense` took 81 s without it against 9 s for the loose files.
+TAR_CACHE_BYTES = 256 << 20
+# key -> (the decompressed bytes, member -> (offset, size) in them, filled as found)
+_tar_cache: dict[tuple[str, int, int], tuple[bytes, dict[str, tuple[int, int]]]] = {}
+_DECOMPRESSORS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma"}
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
     """How deep and how big the scan reads archives. `depth`: archive levels read (1: the
@@ -291,13 +301,26 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
                     except _READ_ERRORS as exc:
                         out[name] = exc
         return out
-    # A compressed tar has no index: reaching a member decompresses all before it, so a
-    # chunk's members of one archive are read in one pass; a plain tar seeks.
+    # A chunk's members of one archive are read in one pass; a plain tar seeks, and a
+    # compressed one is read from its decompressed copy when it is small enough to keep.
     plain = container.lower().endswith((".tar", ".cbt"))
+    index: dict[str, tuple[int, int]] = {}
+    if not plain:
+        kept = _decompressed(container, src)
+        if kept is not None:
+            whole, index = kept
+            for name in wanted & index.keys():  # found before: a slice, no header walk
+                offset, size = index[name]
+                out[name] = whole[offset : offset + size]
+            if len(out) == len(wanted):
+                return out
+            src, plain = io.BytesIO(whole), True
     try:
         with _open_tar(src, seekable=plain) as tf:
             for info in tf:
                 name = member_name(info.name)
+                if info.isreg():
+                    index.setdefault(name, (info.offset_data, info.size))
                 if info.isreg() and name in wanted and name not in out:
                     f = tf.extractfile(info)
                     out[name] = f.read() if f is not None else b""
@@ -321,6 +344,43 @@ def is_member(path: str) -> bool:
         return False
     container = path.rpartition(SEP)[0]
     return archive_kind(container) in ("zip", "tar") and not os.path.exists(path)
+
+
+def _decompressed(
+    container: str, src: str | BinaryIO
+) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
+    """The compressed tar `src`'s bytes decompressed, kept for the next call (one archive
+    per process); None when it is over TAR_CACHE_BYTES or not gzip / bzip2 / xz."""
+    import bz2
+    import gzip
+    import lzma
+
+    st = os.stat(outer_file(container))
+    key = (container, st.st_size, st.st_mtime_ns)
+    if key in _tar_cache:
+        return _tar_cache[key]
+    f = open(src, "rb") if isinstance(src, str) else src  # noqa: SIM115 - closed below
+    try:
+        head = f.read(6)
+        f.seek(0)
+        kind = next((k for magic, k in _DECOMPRESSORS.items() if head.startswith(magic)), None)
+        if kind is None:
+            return None
+        module: Any = {"gzip": gzip, "bz2": bz2, "lzma": lzma}[kind]
+        stream = module.open(f, "rb")
+        data = stream.read(TAR_CACHE_BYTES + 1)
+    except _READ_ERRORS:
+        return None  # read as a stream instead, which says what is wrong
+    finally:
+        if isinstance(src, str):
+            f.close()
+        else:
+            f.seek(0)
+    if len(data) > TAR_CACHE_BYTES:
+        return None
+    _tar_cache.clear()
+    _tar_cache[key] = (data, {})
+    return _tar_cache[key]
 
 
 def open_source(path: str) -> IO[bytes]:
