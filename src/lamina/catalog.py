@@ -15,14 +15,36 @@ Example:
 
 from __future__ import annotations
 
-from lamina.analysis import clusters, duplicates, flags, language, modality, semantic, semantic_map
+from lamina.analysis import (
+    clusters,
+    duplicates,
+    flags,
+    language,
+    modality,
+    motifs,
+    semantic,
+    semantic_map,
+)
 from lamina.executors.local import WORKER_IMPORTS
 from lamina.learning import predict
-from lamina.passes import captions, classify, embed, hashes, ocr, pixelstats, scan, signals, thumbs
+from lamina.passes import (
+    captions,
+    classify,
+    embed,
+    hashes,
+    ocr,
+    pixelstats,
+    scan,
+    segment,
+    segment_embed,
+    signals,
+    thumbs,
+)
 from lamina.tagging import tags
 
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags, predict)  # fmt: skip
+MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
 
 if __name__ not in WORKER_IMPORTS:

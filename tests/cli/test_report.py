@@ -28,7 +28,7 @@ def test_report_prints_the_url_of_the_page(store: Path) -> None:
     assert out.strip() == index.as_uri()
     html = index.read_text()
     assert "<code>lamina sense</code>" in html and 'id="count-files">12<' in html
-    assert list((store / "thumbs").rglob("*.webp"))  # thumbnails made by default
+    assert list((store / "thumbs").rglob("*.jpg"))  # thumbnails made by default
 
 
 def test_output_folder_and_no_thumbnails(store: Path, tmp_path: Path) -> None:

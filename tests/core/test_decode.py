@@ -289,3 +289,26 @@ def test_small_images_are_not_upscaled_and_batches_never_raise(tmp_path: Path) -
     assert [d.error for d in out] == [None, "missing", "missing"]
     with pytest.raises(ValueError, match="unknown decode recipe"):
         decode_batch(batch, "nope")
+
+
+def test_sensing_passes_never_make_the_rgb_array(tmp_path: Path) -> None:
+    """signals, hashes and thumbs work on the decoder's Pillow image: the HxWx3 array (a
+    copy of every pixel) is made only for a pass that asks for `rgb`, and equals the image."""
+    from lamina.core.passes import get_pass
+    from lamina.passes.thumbs import thumbs_config
+
+    for name, array in (("a.jpg", photo(300, 400)), ("b.png", noise_rgb(64, 48))):
+        Image.fromarray(array).save(tmp_path / name)
+    batch = pa.table({"image_id": ["a", "b"], "abs_path": [str(tmp_path / "a.jpg"),
+                                                          str(tmp_path / "b.png")]})  # fmt: skip
+    images = decode_batch(batch, "working")
+    passes = [get_pass("signals"), get_pass("hashes"), get_pass("thumbs", thumbs_config(tmp_path))]
+    for p in passes:
+        out = p.process_decoded(batch, images)
+        table = getattr(out, "table", out)
+        assert table["error"].null_count == 2, p.name
+    assert all(d._rgb is None for d in images)
+    rgb = images[1].rgb
+    assert rgb is not None and not rgb.flags.writeable
+    assert np.array_equal(rgb, np.asarray(Image.open(tmp_path / "b.png")))
+    assert rgb.shape == (64, 48, 3)

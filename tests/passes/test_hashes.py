@@ -59,7 +59,11 @@ def test_bits_match_imagehash_under_256_px(name: str) -> None:
     k, expected = IMAGEHASH_SMALL[name]
     out = compute_hashes([grey_stack(np.asarray(photo(name).reduce(k)))])
     got = tuple(to_hex(out[h][0]) for h in ("phash", "dhash", "ahash", "whash"))
-    assert got == expected
+    # pHash and dHash are imagehash's bit for bit; aHash and wHash come from the 32x32
+    # pHash array instead of their own resizes of the image, a few bits apart.
+    assert got[:2] == expected[:2]
+    assert hamming(from_hex(got[2]), from_hex(expected[2])) <= 2
+    assert hamming(from_hex(got[3]), from_hex(expected[3])) <= 3
 
 
 @pytest.mark.parametrize("name", sorted(IMAGEHASH))
@@ -149,3 +153,24 @@ def test_hashes_are_stored_as_signed_int64() -> None:
     out = compute_hashes([grey_stack(np.asarray(photo("astronaut")))])
     assert out["phash"][0] < 0  # c2924c...: the top bit is set
     assert to_hex(int(out["phash"][0])) == IMAGEHASH["astronaut"][0]
+
+
+def test_axis_swapping_dhash_variants_hold_on_nearly_flat_images() -> None:
+    """The 8x9 array behind the rot90 / rot270 dHash variants is resized from the 32x32 one
+    and rounded to whole levels like a resize of the "L" image: on a nearly flat frame (a
+    lens-cap shot, a blank page) equal neighbours give no bit in both, where float noise
+    flipped up to ~half of the bits."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:200, 0:260]
+    frames = {
+        "flat_gradient": (120 + 2 * xx / 260 + rng.normal(0, 0.4, xx.shape)),
+        "flat_vignette": (90 + 3 * np.hypot(xx - 130, yy - 100) / 165),
+        "photo": np.asarray(photo("coffee").convert("L").reduce(2), dtype=np.float64),
+    }
+    for name, frame in frames.items():
+        grey = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+        base = compute_hashes([grey_stack(None, grey)])
+        for k in (1, 3, 5, 7):  # the transforms that swap the axes
+            turned = compute_hashes([grey_stack(None, np.ascontiguousarray(transform(grey, k)))])
+            bits = int(hamming(base["dhash_dihedral"][0, k], turned["dhash"][0]))
+            assert bits <= 4, (name, DIHEDRAL[k], bits)

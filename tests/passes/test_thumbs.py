@@ -54,9 +54,9 @@ def _rows(store: Store) -> dict[str, dict]:
 
 
 def test_recipe_and_paths() -> None:
-    assert thumb_recipe() == "512-webp-q80"
+    assert thumb_recipe() == "512-jpeg-q80"
     assert thumb_recipe(256, "jpeg", 90) == "256-jpeg-q90"
-    assert thumb_path("/s", "abcdef").as_posix() == "/s/thumbs/512-webp-q80/ab/abcdef.webp"
+    assert thumb_path("/s", "abcdef").as_posix() == "/s/thumbs/512-jpeg-q80/ab/abcdef.jpg"
     assert (
         thumb_path("/s", "abcdef", "64-jpeg-q70").as_posix()
         == "/s/thumbs/64-jpeg-q70/ab/abcdef.jpg"
@@ -77,7 +77,7 @@ def test_thumbnails_sizes_orientation_errors_and_reuse(source: Path, tmp_path: P
     store = _store(tmp_path, source)
     first = make_thumbnails(store, workers=1, progress=False)
     assert first["processed"] == 4 and first["error_rows"] == 1
-    assert first["recipe"] == "512-webp-q80"
+    assert first["recipe"] == "512-jpeg-q80"
     rows = _rows(store)
     assert rows["cut.jpg"]["thumb"] is None and rows["cut.jpg"]["error"].startswith("truncated")
     big, small, rotated = rows["big.jpg"], rows["small.png"], rows["rotated.jpg"]
@@ -89,13 +89,13 @@ def test_thumbnails_sizes_orientation_errors_and_reuse(source: Path, tmp_path: P
         assert row["thumb"] == path.relative_to(store.root).as_posix()
         assert path.stat().st_size == row["bytes"] > 0
         with Image.open(path) as im:
-            assert im.format == "WEBP" and im.size == (row["width"], row["height"])
+            assert im.format == "JPEG" and im.size == (row["width"], row["height"])
     # Upright, the stored left (red) half is on top and the right (blue) half below.
     with Image.open(thumb_path(store, rotated["image_id"])) as im:
         top, bottom = np.asarray(im.convert("RGB"))[[20, -20], 128].astype(int)
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 
-    mtimes = {p: p.stat().st_mtime_ns for p in (store.root / "thumbs").rglob("*.webp")}
+    mtimes = {p: p.stat().st_mtime_ns for p in (store.root / "thumbs").rglob("*.jpg")}
     assert len(mtimes) == 3
     again = make_thumbnails(store, workers=1, progress=False)
     assert again["processed"] == 0 and again["already_done"] == 4
@@ -170,7 +170,7 @@ def test_the_pass_returns_its_files_and_the_runner_writes_them(
     batch = pa.table({"image_id": ["ab12", "cd34"], "abs_path": [str(source / "big.jpg")] * 2})
     p = get_pass("thumbs", thumbs_config(root))
     out = p.process_decoded(batch, decode_batch(batch, "working"))
-    rel, other = "thumbs/512-webp-q80/ab/ab12.webp", "thumbs/512-webp-q80/cd/cd34.webp"
+    rel, other = "thumbs/512-jpeg-q80/ab/ab12.jpg", "thumbs/512-jpeg-q80/cd/cd34.jpg"
     assert thumb_path(root, "ab12") == root / rel
     assert sorted(out.files) == [rel, other]
     assert not root.exists()  # nothing written by the pass

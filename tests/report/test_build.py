@@ -114,7 +114,7 @@ def test_every_link_resolves_to_a_file(full_report: Path) -> None:
     plots = [link for link in links if link.startswith("plots/")]
     assert len(set(thumbs)) >= 8  # every decodable image appears somewhere
     copied = {
-        p.relative_to(full_report.parent).as_posix() for p in full_report.parent.rglob("*.webp")
+        p.relative_to(full_report.parent).as_posix() for p in full_report.parent.rglob("*.jpg")
     }
     assert copied == set(thumbs)  # the thumbnails shown, and only those, are in the folder
     assert {"plots/cluster_map.png", "plots/formats.png", "plots/signal_dark.png"} <= set(plots)

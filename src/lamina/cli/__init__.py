@@ -16,6 +16,7 @@ from lamina.cli import (  # noqa: F401
     review,
     run,
     search,
+    segment,
     sense,
     tag,
     train,

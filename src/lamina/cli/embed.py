@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
-from lamina.cli.options import OFFLINE_HELP
+from lamina.cli.options import OFFLINE_HELP, executor_options
 
 
 @main.command()
@@ -38,6 +38,7 @@ from lamina.cli.options import OFFLINE_HELP
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def embed(
     ctx: click.Context,
     models: tuple[str, ...],

@@ -8,7 +8,7 @@ import sys
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
-from lamina.cli.options import force_into_source_option, force_option
+from lamina.cli.options import executor_options, force_into_source_option, force_option
 from lamina.core.config import expand_user
 
 
@@ -17,8 +17,8 @@ from lamina.core.config import expand_user
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["webp", "jpeg"]),
-    default="webp",
+    type=click.Choice(["jpeg", "webp"]),
+    default="jpeg",
     show_default=True,
     help="Image format of the thumbnails.",
 )
@@ -27,6 +27,7 @@ from lamina.core.config import expand_user
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def thumbs(
     ctx: click.Context, size: int, fmt: str, quality: int, workers: int | None, as_json: bool
 ) -> None:
@@ -93,9 +94,10 @@ TABLE_FORMATS = ("csv", "parquet", "json", "jsonl")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice([*TABLE_FORMATS, *SET_FORMATS]),
+    type=click.Choice([*TABLE_FORMATS, "coco", *SET_FORMATS]),
     default=None,
-    help="Format (default: from the file's suffix). Set formats write a folder: "
+    help="Format (default: from the file's suffix). coco: the segments of `lamina segment` "
+    "as a COCO instances JSON (categories: the motifs). Set formats write a folder: "
     "imagefolder, hf (Parquet for `datasets`), webdataset (tar shards), items-json (one "
     "JSON per image), fiftyone.",
 )
@@ -197,6 +199,7 @@ def export(
         lamina export --format webdataset --shard-size 1000 --seed 7 -o wds
         lamina export --format items-json --where "not blurry" -o items
         lamina export --discard-list to_drop.txt
+        lamina segment && lamina export --format coco -o segments.json
     """
     if out_path is None and discard_path is None:
         fail("give -o FILE (the export) and/or --discard-list FILE")
@@ -233,6 +236,11 @@ def export(
         return
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
+    if fmt == "coco":
+        s = result.summary
+        click.echo(f"exported {s['annotations']} segments of {s['images']} images, "
+                   f"{s['categories']} categories -> {result.path}")  # fmt: skip
+        return
     click.echo(
         f"exported {result.rows} files ({result.tagged} tagged, {result.approved} "
         f"with approved labels) -> {result.path}"

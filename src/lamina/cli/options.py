@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -27,3 +30,38 @@ def go_offline(offline: bool) -> None:
     HF_HUB_OFFLINE)."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+# -- the executor (`--executor ray`) -----------------------------------------------------------
+
+
+def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--executor local|ray` and `--ray-address` for a verb that runs passes: the verb
+    runs inside `lamina.core.execution.use_executor`, so every run of its map passes goes
+    to that executor (its `--workers`, when given, caps the Ray tasks run at once). Put it
+    under `@handle_errors`, so that a missing `ray` is a message, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from lamina.core.execution import use_executor
+
+        kind = kwargs.pop("executor")
+        address = kwargs.pop("ray_address")
+        with use_executor(kind, address, workers=kwargs.get("workers")):
+            return fn(*args, **kwargs)
+
+    wrapper = click.option(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="The Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray "
+        "started for this command).",
+    )(wrapper)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Run the per-image passes in a local process pool, or as Ray tasks on a "
+        "cluster (needs `pip install 'lamina[scale]'`; the scan stays local).",
+    )(wrapper)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
+from lamina.cli.options import executor_options
 from lamina.core.errors import LaminaError
 
 
@@ -80,6 +81,7 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def run_command(
     ctx: click.Context,
     sources: tuple[str, ...],

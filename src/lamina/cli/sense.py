@@ -14,7 +14,7 @@ from lamina.cli.app import (
     main,
     open_store,
 )
-from lamina.cli.options import force_into_source_option, force_option
+from lamina.cli.options import executor_options, force_into_source_option, force_option
 
 # -- sensing -------------------------------------------------------------------------------
 
@@ -61,6 +61,7 @@ def _echo_flag_summary(summary: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def sense(
     ctx: click.Context,
     policy: str | None,

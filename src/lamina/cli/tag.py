@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lamina.cli.app import EXIT_ERRORS, echo_json, fail, handle_errors, main, open_store
-from lamina.cli.options import OFFLINE_HELP, go_offline
+from lamina.cli.options import OFFLINE_HELP, executor_options, go_offline
 
 SHOWN = 10  # missing / failed images listed in the text summary (all of them with --json)
 LABEL_WIDTH = 60  # characters of a label in text output (--json keeps every label whole)
@@ -113,6 +113,7 @@ def _echo_tag_summary(s: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
+@executor_options
 def tag(
     ctx: click.Context,
     labels_file: str,

@@ -34,7 +34,6 @@ import hashlib
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -69,7 +68,6 @@ _HASH_STRIP_PIXELS = 1 << 22
 STREAM_PIXELS = 4096 * 4096
 
 
-@dataclass
 class Decoded:
     """One decoded image, or why it could not be decoded.
 
@@ -79,17 +77,66 @@ class Decoded:
     alpha channel or a transparent colour (composited onto white in `rgb`). On failure `rgb`
     is None and `error` is one of: missing, unreadable, decode_error, truncated, too_large,
     unsupported; `detail` says what went wrong in words.
+
+    The decoder hands over its Pillow image (`image`), and `rgb` is made from it on first
+    use: passes that work in Pillow (signals, hashes, thumbnails) never pay for the array
+    (a copy of every pixel), nor for turning it back into an image.
     """
 
-    rgb: np.ndarray | None
-    width: int | None
-    height: int | None
-    mode: str | None
-    alpha: bool
-    pixel_sha256: str | None
-    error: str | None
-    detail: str | None
-    _grey: np.ndarray | None = field(default=None, repr=False, compare=False)
+    __slots__ = (
+        "_grey",
+        "_grey_image",
+        "_image",
+        "_rgb",
+        "alpha",
+        "detail",
+        "error",
+        "height",
+        "mode",
+        "pixel_sha256",
+        "width",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        rgb: np.ndarray | None,
+        width: int | None,
+        height: int | None,
+        mode: str | None,
+        alpha: bool,
+        pixel_sha256: str | None,
+        error: str | None,
+        detail: str | None,
+        *,
+        image: Image.Image | None = None,
+    ) -> None:
+        self._rgb = rgb
+        self._image = image if image is None or image.mode == "RGB" else image.convert("RGB")
+        self._grey: np.ndarray | None = None
+        self._grey_image: Image.Image | None = None
+        self.width, self.height, self.mode, self.alpha = width, height, mode, alpha
+        self.pixel_sha256, self.error, self.detail = pixel_sha256, error, detail
+
+    def __repr__(self) -> str:
+        size = None if self.has_pixels is False else self.image().size
+        return (
+            f"Decoded(size={size}, width={self.width}, height={self.height}, mode={self.mode!r}, "
+            f"alpha={self.alpha}, error={self.error!r}, detail={self.detail!r})"
+        )
+
+    @property
+    def has_pixels(self) -> bool:
+        """Whether there are pixels (an array or an image)."""
+        return self._rgb is not None or self._image is not None
+
+    @property
+    def rgb(self) -> np.ndarray | None:
+        """The pixels as a read-only HxWx3 uint8 array (None without pixels), made once."""
+        if self._rgb is None and self._image is not None:
+            rgb = np.asarray(self._image)
+            rgb.flags.writeable = False
+            self._rgb = rgb
+        return self._rgb
 
     def pixels(self) -> np.ndarray:
         """`rgb`, or a ValueError naming why there are none (for code past a `failure`
@@ -100,13 +147,41 @@ class Decoded:
             >>> d.pixels().shape
             (1, 1, 3)
         """
-        if self.rgb is None:
+        rgb = self.rgb
+        if rgb is None:
             raise ValueError(f"no pixels ({self.failure})")
-        return self.rgb
+        return rgb
+
+    def image(self) -> Image.Image:
+        """The pixels as a Pillow "RGB" image, shared by every pass of the chunk: never
+        change it in place (copy first). A ValueError when there are none.
+
+        Example:
+            >>> d = Decoded(np.zeros((2, 3, 3), np.uint8), 3, 2, "RGB", False, None, None, None)
+            >>> d.image().size
+            (3, 2)
+        """
+        if self._image is None:
+            self._image = Image.fromarray(self.pixels())
+        return self._image
+
+    def grey_image(self) -> Image.Image:
+        """The pixels as 8-bit luma, a Pillow "L" image (0.299 R + 0.587 G + 0.114 B),
+        computed once and shared by every pass of the chunk (never change it in place).
+
+        Example:
+            >>> d = Decoded(np.full((2, 2, 3), 255, np.uint8), 2, 2, "RGB", False, None, None, None)
+            >>> d.grey_image().getpixel((0, 0))
+            255
+        """
+        if self._grey_image is None:
+            if not self.has_pixels:
+                raise ValueError(f"no pixels to convert ({self.failure})")
+            self._grey_image = self.image().convert("L")
+        return self._grey_image
 
     def grey(self) -> np.ndarray:
-        """`rgb` as 8-bit luma (Pillow's "L": 0.299 R + 0.587 G + 0.114 B), HxW uint8,
-        computed once and shared by every pass of the chunk (read-only).
+        """`grey_image` as a read-only HxW uint8 array.
 
         Example:
             >>> d = Decoded(np.full((2, 2, 3), 255, np.uint8), 2, 2, "RGB", False, None, None, None)
@@ -114,9 +189,7 @@ class Decoded:
             [[255, 255], [255, 255]]
         """
         if self._grey is None:
-            if self.rgb is None:
-                raise ValueError(f"no pixels to convert ({self.failure})")
-            grey = np.asarray(Image.fromarray(self.rgb).convert("L"))
+            grey = np.asarray(self.grey_image())
             grey.flags.writeable = False
             self._grey = grey
         return self._grey
@@ -130,7 +203,7 @@ class Decoded:
             >>> _failed("truncated", "image file is truncated").failure
             'truncated: image file is truncated'
         """
-        if self.error is None and self.rgb is not None:
+        if self.error is None and self.has_pixels:
             return None
         reason = self.error or "decode_error"
         return f"{reason}: {self.detail}" if self.detail else reason
@@ -219,32 +292,17 @@ def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Dec
     # already upright).
     orientation = _orientation(im)
     rgb, alpha = _to_rgb(im)
-    pixels = None
+    pixel_sha256 = _pixel_sha256(rgb)
     if max(rgb.size) > max_side:
-        pixel_sha256 = _pixel_sha256(rgb)
         # BOX (an area average) is the cheapest filter that does not alias when shrinking, and
         # costs a third of LANCZOS here; reduce() by an integer factor first when far larger.
         rgb.thumbnail((max_side, max_side), Image.Resampling.BOX, reducing_gap=2.0)
-    else:  # already small: hash the array the caller gets, saving a copy of the pixels
-        pixels = np.asarray(rgb)
-        pixel_sha256 = _pixel_sha256(rgb, pixels)
     transpose = _TRANSPOSE.get(orientation)
     if transpose is not None:
-        rgb, pixels = rgb.transpose(transpose), None
-    if pixels is None:
-        pixels = np.asarray(rgb)
+        rgb = rgb.transpose(transpose)
     if orientation in (5, 6, 7, 8):
         full_w, full_h = full_h, full_w
-    return Decoded(
-        rgb=pixels,
-        width=full_w,
-        height=full_h,
-        mode=mode,
-        alpha=alpha,
-        pixel_sha256=pixel_sha256,
-        error=None,
-        detail=None,
-    )
+    return Decoded(None, full_w, full_h, mode, alpha, pixel_sha256, None, None, image=rgb)
 
 
 def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
@@ -304,14 +362,10 @@ def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
     return Decoded(pixels, full_w, full_h, mode, alpha, digest.hexdigest(), None, None)
 
 
-def _pixel_sha256(rgb: Image.Image, pixels: np.ndarray | None = None) -> str:
-    """SHA-256 of "WxH:" and the RGB bytes (see the module docstring); `pixels`, when given,
-    is `rgb` as an array already."""
+def _pixel_sha256(rgb: Image.Image) -> str:
+    """SHA-256 of "WxH:" and the RGB bytes (see the module docstring)."""
     w, h = rgb.size
     digest = hashlib.sha256(f"{w}x{h}:".encode())
-    if pixels is not None:
-        digest.update(pixels.data)
-        return digest.hexdigest()
     # Big images are hashed in strips of rows, so the hash never doubles their memory.
     rows = max(1, _HASH_STRIP_PIXELS // w)
     for top in range(0, h, rows):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -40,10 +41,14 @@ class Resources:
     """What one worker of a pass needs. The runner sizes its worker pool by them when no
     worker count is given: no more workers than the cores over `cpu`, nor than the free
     memory over the `memory_mb` of every pass a worker holds (see
-    `lamina.core.runner.plan_workers`)."""
+    `lamina.core.runner.plan_workers`). The Ray executor asks a cluster for `cpu` and `gpu`
+    per task (see `lamina.core.runner.group_resources`)."""
 
     cpu: float = 1.0
     memory_mb: int = 512
+    # GPUs one task asks of a Ray cluster (a fraction shares one; 0: none). The local
+    # executor does not schedule GPUs: a pass picks its device itself.
+    gpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,13 +140,19 @@ class Pass:
             config = config_from_dict(self.Config, config, where=f"the {self.name} config")
         self.config = config
         for module, requirement in self.requires:
+            # Found, not imported: importing costs every process that creates the pass
+            # (scipy.ndimage ~0.3 s, the main process of `lamina sense` included), and the
+            # workers import what they use when they use it.
+            cause: Exception | None = None
             try:
-                importlib.import_module(module)
-            except ImportError as exc:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError) as exc:  # a parent package missing or broken
+                found, cause = False, exc
+            if not found:
                 raise LaminaError(
                     f"the {self.name} pass needs the package {requirement!r}",
                     hint=f"pip install '{requirement}'",
-                ) from exc
+                ) from cause
 
     @property
     def config_hash(self) -> str:

@@ -25,7 +25,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lamina.core.errors import StoreError
+from lamina.core.errors import LaminaError, StoreError
+from lamina.core.execution import current_executor
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
-from lamina.core.passes import Pass, PassOutput, get_pass, split_output
+from lamina.core.passes import REGISTRY, Pass, PassOutput, Resources, get_pass, split_output
 from lamina.core.progress import Progress
 from lamina.core.store import (
     Store,
@@ -50,6 +51,7 @@ from lamina.core.store import (
     ledger_path,
 )
 from lamina.executors.local import LocalExecutor, default_workers, exit_if_orphaned
+from lamina.executors.ray import ClusterLost, RayExecutor
 
 log = logging.getLogger("lamina")
 
@@ -192,7 +194,7 @@ def _decoded_outputs(
     return results, seconds
 
 
-def check_files(instance: Pass, files: dict[str, bytes]) -> None:
+def check_files(instance: Pass | type[Pass], files: dict[str, bytes]) -> None:
     """Refuse a file a pass returned outside the folders it declared (`Pass.outputs`), or
     a path that could leave them (absolute, `..`).
 
@@ -214,7 +216,7 @@ def check_files(instance: Pass, files: dict[str, bytes]) -> None:
             )
 
 
-def write_files(root: Path, instance: Pass, files: dict[str, bytes]) -> None:
+def write_files(root: Path, instance: Pass | type[Pass], files: dict[str, bytes]) -> None:
     """Write a pass's files under the store `root`, each atomically (a temporary file
     renamed into place), flushed to disk unless its folder says it need not be."""
     check_files(instance, files)
@@ -224,13 +226,22 @@ def write_files(root: Path, instance: Pass, files: dict[str, bytes]) -> None:
         atomic_write_bytes(root / rel, data, fsync=spec.fsync)
 
 
-def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
-    """Run one chunk in this process: decode once if the passes need pixels (a slice of
-    images at a time), then for each pass process its rows, check them, write its files
-    (`Pass.outputs`), the part, then the ledger record.
+@dataclass(frozen=True)
+class PartOutput:
+    """One pass's computed share of a chunk, not yet committed: its checked rows, the files
+    it wants written (`Pass.outputs`), its error-row count and the seconds it took."""
 
-    The two writes are fenced (`fenced_commit`): when the run that asked for the chunk no
-    longer holds the store's lock (it was killed and another started), nothing is written.
+    table: pa.Table
+    files: dict[str, bytes]
+    error_rows: int
+    seconds: float
+
+
+def compute_chunk(task: ChunkTask) -> list[PartOutput]:
+    """Compute one chunk without writing anything: decode once if the passes need pixels (a
+    slice of images at a time), then for each pass process its rows and check them (row
+    count, declared files, schema). An executor whose workers must not write the store
+    (Ray: they may be other machines) runs this, and the driver commits (`commit_chunk`).
     """
     batch = _from_ipc(task.batch)
     instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
@@ -239,8 +250,7 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
     decode_seconds = [0.0] * len(task.parts)
     if recipe is not None:
         decoded_outs, decode_seconds = _decoded_outputs(batch, list(task.parts), instances, recipe)
-    root = Path(task.store_root)
-    results = []
+    outputs = []
     for k, (part, instance) in enumerate(zip(task.parts, instances, strict=True)):
         t0 = time.monotonic() - decode_seconds[k]
         rows = list(part.rows) if part.rows is not None else None
@@ -254,16 +264,30 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
                 f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
             )
         out = out.select(instance.schema.names).cast(instance.schema)
-        layer_dir = layer_path(root, part.pass_name, part.layer_id)
         error_rows = 0
         if "error" in out.column_names:
             error_rows = out.num_rows - out["error"].null_count
-        seconds = time.monotonic() - t0
-        exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
+        outputs.append(PartOutput(out, files, error_rows, time.monotonic() - t0))
+    return outputs
+
+
+def commit_chunk(task: ChunkTask, outputs: list[PartOutput]) -> list[ChunkResult]:
+    """Commit a computed chunk: for each pass its files, the part, then the ledger record.
+
+    The writes are fenced (`fenced_commit`): when the run that asked for the chunk no
+    longer holds the store's lock (it was killed and another started), nothing is written.
+    """
+    root = Path(task.store_root)
+    results = []
+    for part, output in zip(task.parts, outputs, strict=True):
+        # The class says which folders its files may go in: no instance (and no model load)
+        # in the driver.
+        declared = REGISTRY[part.pass_name]
+        layer_dir = layer_path(root, part.pass_name, part.layer_id)
         with fenced_commit(root, task.lock_token):
             # The pass's files first: a committed row may name its file.
-            write_files(root, instance, files)
-            atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", out)
+            write_files(root, declared, output.files)
+            atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", output.table)
             write_chunk_record(
                 ledger_path(root, part.pass_name, part.layer_id),
                 part.chunk_id,
@@ -273,18 +297,31 @@ def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
                     "layer": part.layer_id,
                     "config": part.config,
                     "run_id": task.run_id,
-                    "rows": out.num_rows,
-                    "error_rows": error_rows,
-                    "seconds": round(seconds, 4),
+                    "rows": output.table.num_rows,
+                    "error_rows": output.error_rows,
+                    "seconds": round(output.seconds, 4),
                     "finished": utc_now(),
                 },
             )
         results.append(
             ChunkResult(
-                part.pass_name, part.layer_id, part.chunk_id, out.num_rows, error_rows, seconds
+                part.pass_name,
+                part.layer_id,
+                part.chunk_id,
+                output.table.num_rows,
+                output.error_rows,
+                output.seconds,
             )
         )
     return results
+
+
+def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
+    """Run one chunk in this process: `compute_chunk`, then `commit_chunk` (the local
+    executor's workers commit their own chunks, fenced by the store's lock)."""
+    outputs = compute_chunk(task)
+    exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
+    return commit_chunk(task, outputs)
 
 
 def _indices(rows: list[int]) -> pa.Array:
@@ -440,7 +477,7 @@ def run_map_passes(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
-    executor: LocalExecutor | None = None,
+    executor: LocalExecutor | RayExecutor | None = None,
     chunk_bytes: int | None = None,
     size_column: str = "size",
 ) -> dict[str, MapResult]:
@@ -465,51 +502,60 @@ def run_map_passes(
     result_key = dict(zip(layers, result_keys(instances), strict=True))
     by_layer = {layer: MapResult(inputs=inputs.num_rows) for layer in layers}
     chunk_size = chunk_size or store.chunk_size
-    executor = executor or LocalExecutor(workers or plan_workers(instances))
-    for group in _groups(instances):
-        needs_all = []
-        for instance in group:
-            if instance.kind != "map":
-                raise TypeError(f"{instance.name} is not a map pass")
-            sweep_uncommitted(store, instance)
-            _heal(store, instance, run)
-            done = done_keys(store, instance)
-            keys = inputs[instance.key]
-            if not len(done):
-                done = pa.nulls(0, keys.type)
-            # Every row not committed (all of them when nothing is): a null key is never in
-            # `done`, so it is needed, as it always was.
-            need = pc.invert(pc.is_in(keys, value_set=done))
-            if isinstance(need, pa.ChunkedArray):
-                need = need.combine_chunks()
-            by_layer[instance.name, instance.layer_id].already_done = inputs.num_rows - (
-                pc.sum(need).as_py() or 0
+    # The executor given, else the one the command chose (`--executor ray`), else a pool.
+    executor = executor or current_executor() or LocalExecutor(workers or plan_workers(instances))
+    try:
+        for group in _groups(instances):
+            needs_all = []
+            for instance in group:
+                if instance.kind != "map":
+                    raise TypeError(f"{instance.name} is not a map pass")
+                sweep_uncommitted(store, instance)
+                _heal(store, instance, run)
+                done = done_keys(store, instance)
+                keys = inputs[instance.key]
+                if not len(done):
+                    done = pa.nulls(0, keys.type)
+                # Every row not committed (all of them when nothing is): a null key is never in
+                # `done`, so it is needed, as it always was.
+                need = pc.invert(pc.is_in(keys, value_set=done))
+                if isinstance(need, pa.ChunkedArray):
+                    need = need.combine_chunks()
+                by_layer[instance.name, instance.layer_id].already_done = inputs.num_rows - (
+                    pc.sum(need).as_py() or 0
+                )
+                needs_all.append(need)
+            any_need = needs_all[0]
+            for need in needs_all[1:]:
+                any_need = pc.or_(any_need, need)
+            n_todo = pc.sum(any_need).as_py() or 0
+            if n_todo == 0:
+                continue
+            if n_todo == inputs.num_rows:  # a first run: no copy of the inputs
+                todo, needs = inputs, needs_all
+            else:
+                todo = inputs.filter(any_need)
+                needs = [need.filter(any_need) for need in needs_all]
+            size = chunk_size
+            if group[0].decode is not None:
+                size = decode_chunk_size(todo.num_rows, chunk_size, executor.workers)
+            bounds = _chunk_bounds(todo, size, chunk_bytes, size_column)
+            _run_group(
+                group,
+                _chunks(todo, needs, group, store, run, bounds),
+                todo.num_rows,
+                executor,
+                by_layer,
+                run,
+                progress,
             )
-            needs_all.append(need)
-        any_need = needs_all[0]
-        for need in needs_all[1:]:
-            any_need = pc.or_(any_need, need)
-        n_todo = pc.sum(any_need).as_py() or 0
-        if n_todo == 0:
-            continue
-        if n_todo == inputs.num_rows:  # a first run: no copy of the inputs
-            todo, needs = inputs, needs_all
-        else:
-            todo = inputs.filter(any_need)
-            needs = [need.filter(any_need) for need in needs_all]
-        size = chunk_size
-        if group[0].decode is not None:
-            size = decode_chunk_size(todo.num_rows, chunk_size, executor.workers)
-        bounds = _chunk_bounds(todo, size, chunk_bytes, size_column)
-        _run_group(
-            group,
-            _chunks(todo, needs, group, store, run, bounds),
-            todo.num_rows,
-            executor,
-            by_layer,
-            run,
-            progress,
-        )
+    except ClusterLost as exc:
+        done = max((r.chunks for r in by_layer.values()), default=0)
+        raise LaminaError(
+            f"{exc}; {done} chunk(s) of this run were committed and stay",
+            hint="run the same command again (on a cluster that is up, or without "
+            "--executor ray): it continues from what was committed",
+        ) from exc
     for instance in instances:
         layer_dir = store.layer_dir(instance.name, instance.layer_id)
         parts = readable_parts(layer_dir)
@@ -581,11 +627,52 @@ def _heal(store: Store, instance: Pass, run: Run) -> None:
         run.count(f"repaired {instance.name}/{instance.layer_id}", repaired)
 
 
+def group_resources(group: list[Pass]) -> Resources:
+    """What one task running `group` together asks of a cluster: the most CPUs and GPUs any
+    of its passes declares (they run one after another on the same decode), and the sum of
+    their memory (every pass's model stays loaded in the worker).
+
+    Example:
+        >>> group_resources([get_pass("signals"), get_pass("hashes")])
+        Resources(cpu=1.0, memory_mb=1024, gpu=0.0)
+    """
+    return Resources(
+        cpu=max(i.resources.cpu for i in group),
+        memory_mb=sum(i.resources.memory_mb for i in group),
+        gpu=max(i.resources.gpu for i in group),
+    )
+
+
+def _outcomes(
+    group: list[Pass], tasks: Iterable[ChunkTask], executor: LocalExecutor | RayExecutor
+) -> Iterator[tuple[ChunkTask, list[ChunkResult] | BaseException]]:
+    """Each chunk's committed results (or why it failed). A local worker commits its own
+    chunk; an executor whose workers must not write (`commits_in_driver`: Ray) returns the
+    computed rows and they are committed here, in the driver, under the same fence."""
+    if not getattr(executor, "commits_in_driver", False):
+        yield from executor.imap_unordered(execute_chunk, tasks)
+        return
+    assert isinstance(executor, RayExecutor)
+    need = group_resources(group)
+    for task, outcome in executor.imap_unordered(
+        compute_chunk, tasks, cpus=need.cpu, gpus=need.gpu
+    ):
+        if isinstance(outcome, BaseException):
+            yield task, outcome
+            continue
+        try:
+            yield task, commit_chunk(task, outcome)
+        except StoreError:
+            raise
+        except Exception as exc:  # as a local worker's failed commit: the chunk is retried
+            yield task, exc
+
+
 def _run_group(
     group: list[Pass],
     tasks: Iterable[ChunkTask],
     total: int,
-    executor: LocalExecutor,
+    executor: LocalExecutor | RayExecutor,
     results: dict[tuple[str, str], MapResult],
     run: Run,
     progress: bool,
@@ -596,7 +683,7 @@ def _run_group(
         # Every chunk once, then the failed ones again, up to RETRIES more rounds.
         for attempt in range(RETRIES + 1):
             failed = []
-            for task, outcome in executor.imap_unordered(execute_chunk, tasks):
+            for task, outcome in _outcomes(group, tasks, executor):
                 if isinstance(outcome, StoreError):
                     # The store cannot be written (disk full, permissions): every other
                     # chunk would fail the same way, so stop with the error that says so.
@@ -642,7 +729,7 @@ def run_map_pass(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
-    executor: LocalExecutor | None = None,
+    executor: LocalExecutor | RayExecutor | None = None,
     chunk_bytes: int | None = None,
     size_column: str = "size",
 ) -> MapResult:
@@ -678,12 +765,15 @@ def run_map_pass_batches(
     executor: LocalExecutor,
     chunk_bytes: int | None = None,
     size_column: str = "size",
+    done_for: Callable[[int], pa.Array] | None = None,
 ) -> MapResult:
     """`run_map_pass` over inputs that come a batch at a time (read from a file, say),
     so that neither they nor their chunks are ever held all at once: each batch's rows
     not yet committed are cut into chunks as the executor asks for work. `total`: the
     rows to expect, for the progress bar. A chunk never spans two batches, so the batches
-    should hold several chunks each.
+    should hold several chunks each. `done_for(i)`: the committed keys among batch `i`'s
+    (a caller that can tell them batch by batch, so that no step holds every key of the
+    layer); by default all the layer's (`done_keys`).
 
     Example:
         >>> run_map_pass_batches(store, get_pass("scan"), batches, run, total=300,
@@ -696,13 +786,15 @@ def run_map_pass_batches(
     chunk_size = chunk_size or store.chunk_size
     sweep_uncommitted(store, instance)
     _heal(store, instance, run)
-    done = done_keys(store, instance)
+    every_done = done_keys(store, instance) if done_for is None else None
 
     def tasks() -> Iterator[ChunkTask]:
-        for batch in batches:
+        for i, batch in enumerate(batches):
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             keys = table[instance.key]
             result.inputs += table.num_rows
+            done = every_done if done_for is None else done_for(i)
+            assert done is not None  # one of the two is always given
             # A null key is never in `done`: such a row is needed, as in run_map_passes.
             known = done if len(done) else pa.nulls(0, keys.type)
             need = pc.invert(pc.is_in(keys, value_set=known))
@@ -853,13 +945,14 @@ def run_passes(
     before any work, so a pass that cannot start (model weights missing) fails first.
     `max_images` limits the map passes to the first N images by image id: content-hash
     order, so a stable sample that does not favour any folder. `image_ids` limits them to
-    those images (a selective pass: OCR on the text-heavy ones).
+    those images (a selective run: OCR on the text-heavy ones, `lamina segment --where`).
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
         {'signals': {'processed': 312, ...}, 'hashes': {...}, 'run_id': '2026…'}
     """
     instances = [get_pass(name, config) for name, config in passes]
+    selected = None if image_ids is None else sorted(set(image_ids))
     described = [
         {"config": i.config_dict(), "layer": i.layer_id, **i.describe()} for i in instances
     ]
@@ -869,6 +962,7 @@ def run_passes(
         "workers": workers,
         "chunk_size": chunk_size,
         "max_images": max_images,
+        **({"selected_images": len(selected)} if selected is not None else {}),
     }
     name = command or "+".join(i.name for i in instances)
     out: dict[str, Any] = {}
@@ -876,8 +970,8 @@ def run_passes(
         maps = [i for i in instances if i.kind == "map"]
         if maps:
             inputs = image_inputs(store)
-            if image_ids is not None:
-                wanted = pa.array(sorted(set(image_ids)), pa.string())
+            if selected is not None:
+                wanted = pa.array(selected, pa.string())
                 inputs = inputs.filter(pc.is_in(inputs["image_id"], value_set=wanted))
             if max_images:
                 inputs = inputs.slice(0, max_images)

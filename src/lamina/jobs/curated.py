@@ -398,7 +398,8 @@ def select_items(
     byte_copies = sum(r[3] - 1 for r in rows)
     paths = [r[6] for r in rows]
     labels = _labels(store, con, items, kind, arg) if kind else [[] for _ in paths]
-    split_id, parts = (None, {})
+    split_id: str | None = None
+    parts: dict[str, Any] = {}
     if config.split:
         split_id, parts = _splits(store, con, config.split_id)
     groups = _groups(con)
@@ -422,9 +423,9 @@ def select_items(
         )
 
     if decodable_only:  # a training set holds only images that decode
-        for k, r in enumerate(rows):
-            if r[4] != "ok":
-                leave(k, f"{r[4]}: {r[5]}" if r[5] else str(r[4]))
+        for k, row in enumerate(rows):
+            if row[4] != "ok":
+                leave(k, f"{row[4]}: {row[5]}" if row[5] else str(row[4]))
     if config.split:
         for k, r in enumerate(records):
             if keep[k] and r["split"] is None:
@@ -732,7 +733,7 @@ def apply_labels(
                 hint="give byte copies the same approved_labels, or delete one row",
             )
         wanted[image_id] = (labels, where)
-    changes = []
+    changes: list[dict[str, Any]] = []
     for image_id, (labels, where) in wanted.items():
         before = current.get(image_id, [])
         if labels != before and (labels or before):

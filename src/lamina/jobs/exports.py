@@ -50,6 +50,12 @@ def export(store: Store, config: ExportConfig) -> ExportResult:
     """
     from lamina.exports.tables import export as export_tags
 
+    if config.fmt == "coco":  # the segments, not the files (lamina.exports.coco)
+        from lamina.exports.coco import export_coco
+
+        c = export_coco(store, config.output, force=config.force,
+                        force_into_source=config.force_into_source, fix=config.fix)  # fmt: skip
+        return ExportResult(c["path"], c["annotations"], 0, 0, c["warnings"], c)
     s = export_tags(
         store,
         config.output,

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +35,9 @@ from lamina.core.runner import chunk_id_for, done_keys, run_map_pass_batches
 from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
 from lamina.manifest.commit import commit_scan
+from lamina.manifest.route import RoutedProbes, route_probes
 from lamina.manifest.sources import SourcePlan, find_same_files, plan_sources, recorded_sources
-from lamina.manifest.spill import Listing, give_back_memory, system_memory_pool
+from lamina.manifest.spill import SPILL_ROWS, Listing, give_back_memory, system_memory_pool
 from lamina.passes.scan import (
     LISTING_SCHEMA,
     ScanPass,
@@ -177,14 +179,14 @@ def _to_probe(listing: Listing) -> Iterator[pa.Table]:
         yield table.select(columns[:4])
 
 
-def _fresh_work(listing: Listing, done: pa.Array | None) -> tuple[int, int]:
+def _fresh_work(listing: Listing, done: RoutedProbes | None) -> tuple[int, int]:
     """Files the probe will read, and their bytes: those with no walk status and, on a
-    rescan, not in `done` (the keys already probed)."""
+    rescan, not in `done` (the keys already probed, by slice)."""
     files = size = 0
-    for batch in listing.batches(["file_key", "size", "walk_status"]):
+    for i, batch in enumerate(listing.batches(["file_key", "size", "walk_status"])):
         keep = pc.is_null(batch.column("walk_status"))
-        if done is not None and len(done):
-            keep = pc.and_(keep, pc.invert(pc.is_in(batch.column("file_key"), value_set=done)))
+        if done is not None and len(keys := done.keys(i)):
+            keep = pc.and_(keep, pc.invert(pc.is_in(batch.column("file_key"), value_set=keys)))
         files += pc.sum(keep).as_py() or 0
         size += pc.sum(pc.filter(batch.column("size"), keep)).as_py() or 0
     return files, size
@@ -282,6 +284,9 @@ def scan_sources(
         # of it. One a scan killed earlier left behind is removed (the lock is held).
         for stale in store.tmp_dir.glob("scan-listing-*"):
             stale.unlink(missing_ok=True)
+        for stale in store.tmp_dir.glob("scan-done-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        done: RoutedProbes | None = None
         spill = store.tmp_dir / f"scan-listing-{run.run_id}.parquet"
         try:
             try:
@@ -304,7 +309,18 @@ def scan_sources(
                     _mark_same_files(listing, same.listed)
                 if plan.merged:  # their files keep their probes: a merge reads nothing again
                     _reuse_merged_probes(store, instance, listing, plan, run)
-                done = done_keys(store, instance) if rescan else None
+                if rescan:
+                    # The keys already probed, routed to the listing's slices: each slice
+                    # is checked against its own, and no step holds every key of the layer.
+                    ledger = store.ledger_dir(instance.name, instance.layer_id)
+                    committed = [layer / f"part-{c}.parquet" for c in sorted(done_chunks(ledger))]
+                    done = route_probes(
+                        listing,
+                        [p for p in committed if p.exists()],
+                        store.tmp_dir / f"scan-done-{run.run_id}",
+                        pa.schema([instance.schema.field(instance.key)]),
+                        slice_rows=SPILL_ROWS,
+                    )
                 fresh_files, work_bytes = _fresh_work(listing, done)
                 maybe_start(fresh_files, work_bytes)
                 if preload.ident is None:
@@ -328,6 +344,7 @@ def scan_sources(
                     progress=progress,
                     executor=used,
                     chunk_bytes=chunk_bytes_for(work_bytes, used.workers),
+                    done_for=None if done is None else done.keys,
                 )
             finally:
                 executor.close()
@@ -339,6 +356,8 @@ def scan_sources(
             )
         finally:
             spill.unlink(missing_ok=True)
+            if done is not None:
+                done.close()
         summary.update(
             merged={old: new for old, (new, _) in plan.merged.items()},
             parts={str(s.root): s.source for s in plan.scopes if s.prefix},

@@ -55,7 +55,7 @@ def thumbs(store: Store, config: ThumbsConfig = ThumbsConfig()) -> ThumbsResult:
 
     Example:
         >>> lamina.thumbs(lamina.open(), ThumbsConfig(size=256)).recipe  # doctest: +SKIP
-        '256-webp-q80'
+        '256-jpeg-q80'
     """
     r = make_thumbnails(
         store,

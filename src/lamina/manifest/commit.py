@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from lamina.core.errors import StoreError
-from lamina.core.layers import is_certified
 from lamina.core.ledger import Run
 from lamina.core.store import Store, write_error
+from lamina.manifest.route import route_probes
 from lamina.manifest.spill import give_back_memory
 
 if TYPE_CHECKING:
@@ -54,22 +54,21 @@ IMAGE_COLUMNS = (
 )
 
 # The commit streams, in key ranges. The listing is a file (`lamina.manifest.spill`) read
-# one slice of PARTITION_ROWS rows at a time, in (source, rel_path) order; the probes and
-# the previous state are views. For each slice, the slice's probes are read into a table,
-# its new `files` and `file_events` rows made for its range of (source, rel_path), sorted
-# on their own and appended to their staged Parquet files (so the files come out in order
-# without a sort of them all), and the images its files hold gathered in a file of
+# one slice of PARTITION_ROWS rows at a time, in (source, rel_path) order; the probes are
+# routed to the slices first (`lamina.manifest.route`), the previous state is a view. For
+# each slice: its probes are its routed table (no read of the whole layer), its new
+# `files` and `file_events` rows are made for its range of (source, rel_path), sorted on
+# their own and appended to their staged Parquet files (so the files come out in order
+# without a sort of them all), and the images its files hold are gathered in a file of
 # candidates; the new `images` rows are then made one range of image_id at a time from
 # those candidates (image ids are uniform, so even hex ranges do). No query joins or sorts
 # the whole listing, so the data the commit holds is one range's whatever the number of
-# files (bench/scan.py measures the process: DuckDB's allocator keeps a few MB of each
-# slice's read of the probe layer, a fresh connection per slice or DuckDB's allocator
-# settings do not give it back), and DuckDB gets a fixed memory limit, one thread (each
-# thread reserves its own share) and a spill folder under the commit's staging folder. A
-# sort of all rows at once does not stay within a fixed limit: DuckDB's sort of 100,000
-# rows of `files` fails with "Out of Memory" under 48 MB. The limit is what DuckDB may
-# hold of its own: 16 MB fails even at 10,000 files, and DuckDB fills whatever it is
-# given (64 MB: ~10 MB more RSS at 100,000 files than 32 MB).
+# files, and DuckDB gets a fixed memory limit, one thread (each thread reserves its own
+# share) and a spill folder under the commit's staging folder. A sort of all rows at once
+# does not stay within a fixed limit: DuckDB's sort of 100,000 rows of `files` fails with
+# "Out of Memory" under 48 MB. The limit is what DuckDB may hold of its own: 16 MB fails
+# even at 10,000 files, and DuckDB fills whatever it is given (64 MB: ~10 MB more RSS at
+# 100,000 files than 32 MB).
 PARTITION_ROWS = 16_384
 COMMIT_MEMORY = "32MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
@@ -103,12 +102,15 @@ from listing l left join probes p using (file_key)
 # is gone is `missing` (a `skipped` one is dropped: it never held an image); rows outside
 # the scan stay as they were, but for those that reach a file this scan's paths hold
 # (`demoted`).
+# The previous rows joined to `cur` are read through {range_p} too: unfiltered, DuckDB
+# built its join on every previous row, and a rescan of 100,000 files ran out of its
+# 32 MB ("Out of Memory" in this query; the rows of `cur` all lie in the range anyway).
 NEW_FILES_SQL = """
 select c.*, coalesce(p.first_seen_run, {run}) as first_seen_run, {run} as last_seen_run,
        case when p.rel_path is null or p.sha256 is distinct from c.sha256
             or p.status = 'missing' then {run} else p.content_run end as content_run,
        null::varchar as missing_since_run
-from cur c left join prev p using (source, rel_path)
+from cur c left join (select * from prev p where {range_p}) p using (source, rel_path)
 union all by name
 select p.* replace ('missing' as status, null::varchar as reason,
                     coalesce(p.missing_since_run, {run}) as missing_since_run)
@@ -394,27 +396,16 @@ def _build(
     con.register(
         "listing", pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
     )
-    parts = sorted(str(p) for p in layer.glob("part-*.parquet"))
-    if parts:
-        scan_parts = f"read_parquet({sql_literal(parts)}, filename = true)"
-        # One probe per file_key. Keys are unique across committed parts by construction
-        # (done is decided by keys), so the costly de-duplication (it holds every probe in
-        # memory) runs only if a duplicate does turn up; the part name then breaks the tie,
-        # so that every use of the views picks the same row. Parts the runner certified
-        # free of duplicates need not even be counted (a count of distinct keys holds
-        # every key in memory too).
-        dups = 0
-        if not is_certified(layer, [Path(p) for p in parts]):
-            (dups,) = con.execute(
-                f"select count(*) - count(distinct file_key) from {scan_parts}"
-            ).fetchone()
-        dedup = "qualify row_number() over (partition by file_key order by filename) = 1"
-        con.execute(
-            f"create temp view slice_probes as select * exclude (filename) from {scan_parts} "
-            f"where file_key in (select file_key from listing) {dedup if dups else ''}"
-        )
-    else:
-        con.register("slice_probes", empty_probes)
+    # Each slice's probes, routed to it by one join of the probe layer with the listing
+    # (`lamina.manifest.route`): a slice reads its own rows, not the whole layer (which
+    # made the commit's time grow as slices x files, and DuckDB's memory with the slices).
+    routed = route_probes(
+        listing,
+        sorted(layer.glob("part-*.parquet")),
+        stage / "probes",
+        empty_probes.schema,
+        slice_rows=PARTITION_ROWS,
+    )
     files_part = store.table_dir("files") / "files.parquet"
     create_prev_views(con, files_part, plan.merged)
     rows = ", ".join(
@@ -442,13 +433,10 @@ def _build(
     # no query joins the probes with the whole listing), in no order: see below.
     candidates = _SortedWriter(con, stage / "image-candidates.parquet")
     columns = ", ".join(f"p.{c}" for c in IMAGE_COLUMNS)
-    for part, lo, hi in _listing_ranges(listing):
+    for i, (part, lo, hi) in enumerate(_listing_ranges(listing)):
         ranges.append((lo, hi))
         con.register("listing", part)
-        # The slice's probes, read once (the queries below read them twice) into a table
-        # of their own: a join of the slice with the view would hash every probe of the
-        # layer, not the slice's (measured: +30 MB at 100,000 files).
-        con.execute("create or replace temp table probes as select * from slice_probes")
+        con.register("probes", routed.table(i))
         con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
         out.add(query, "source, rel_path")
@@ -456,7 +444,8 @@ def _build(
         give_back_memory()
     out.close()
     candidates.close()
-    con.execute("drop table probes")
+    routed.close()
+    con.unregister("probes")
     con.execute("drop table cur")
     con.unregister("listing")
     staged[files_part] = files_tmp

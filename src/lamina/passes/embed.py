@@ -92,6 +92,10 @@ class EmbedPass(Pass):
             raise ConfigError(f"embed: batch_size must be at least 1, not {self.config.batch_size}")
         if self.config.threads < 0:
             raise ConfigError(f"embed: threads must be 0 (auto) or more, not {self.config.threads}")
+        if self.config.device.startswith("cuda"):
+            # On a Ray cluster a task that will use CUDA asks for half a GPU: two tasks
+            # share one, so that one decodes while the other runs the model.
+            self.resources = replace(type(self).resources, gpu=0.5)  # type: ignore[misc]
         # One spelling per model, so `default` and `efficientnet_lite0` share a layer.
         self.config = replace(self.config, model=spec.canonical)
         self.requires = REQUIRES[spec.family]

@@ -4,24 +4,27 @@ hash of its decoded pixels, for finding duplicates (`lamina.analysis.duplicates`
 Each 64-bit hash follows the `imagehash` package's definition, computed with numpy on small
 grey arrays made from one *reduced* grey image: the working image's luma (PIL "L", shared
 with the signals pass), box-reduced by the integer factor k = short side // 128 when that is
-2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does), then resized with
-Lanczos as imagehash does:
+2 or more (Pillow's `reduce`, what `resize(..., reducing_gap=4)` does). Lanczos resizes
+of it, as imagehash makes them, give pHash and dHash; aHash and wHash come from the 32x32
+array, not from resizes of their own (each costs ~0.2 ms an image):
 
 - pHash: Lanczos resize to 32x32, 2-D DCT-II, the 8x8 lowest frequencies, bit = coefficient
   > their median.
 - dHash: resized to 9 wide x 8 high, bit = pixel brighter than its left neighbour.
-- aHash: resized to 8x8, bit = pixel > mean.
-- wHash: resized to the largest power of two <= the reduced short side (8..128), the
-  max-level Haar LL removed, the Haar LL at 8x8, bit = coefficient > median. With Haar
-  that LL is the 8x8 block sums minus a constant, which is what we threshold (integer sums:
-  exact, so degenerate flat images give 0 bits where pywt's rounding gives noise).
+- aHash: the 32x32 array Lanczos-resized to 8x8 (rounded to whole levels), bit = pixel >
+  mean.
+- wHash: imagehash's Haar wHash at scale 32 (the max-level Haar LL removed, the Haar LL at
+  8x8, bit = coefficient > median): with Haar that LL is the 8x8 block sums of the 32x32
+  array minus a constant, which is what we threshold (exact sums, so degenerate flat images
+  give 0 bits where pywt's rounding gives noise). imagehash takes it at the largest power of
+  two <= the short side.
 
-An image whose working short side is under 256 px is not reduced: its hashes are bit for
-bit imagehash 4.3's on the working image. Larger ones (most photos: the working image has a
-512 px long side) cost a fifth of the five full Lanczos resizes; on the 29 package photos
+An image whose working short side is under 256 px is not reduced: its pHash and dHash are
+bit for bit imagehash 4.3's on the working image, its aHash and wHash within 0-2 bits (on
+the skimage photos). Larger ones (most photos: the working image has a 512 px long side)
+cost a fifth of the full Lanczos resizes; on the 29 package photos
 (`lamina.sample.package_photos()`, thumbnailed to 512 px) the reduction moves pHash, dHash
-and aHash by 0-4 bits from imagehash's and wHash (taken at scale <= 128, not <= 512) by
-0-2, far inside the duplicate thresholds (10 / 12).
+and aHash by 0-4 bits from imagehash's, far inside the duplicate thresholds (10 / 12).
 
 Bits are read row by row, the first bit the most significant, so `to_hex` gives the same
 16 hex digits as `str(imagehash.phash(img))`. A hash is stored as int64: the signed
@@ -184,27 +187,44 @@ def _median_bits(values: np.ndarray) -> np.ndarray:
 REDUCED_SIDE = 128  # the box reduction keeps the short side at least this long
 
 
-def grey_stack(rgb: np.ndarray, grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The small grey arrays the hashes are computed from (PIL "L", box-reduced by
-    short side // 128, then Lanczos resizes: 32x32 for pHash, 9x8 and 8x9 for dHash, 8x8 for
-    aHash, a power of two for wHash). `grey`: the luma of `rgb`, when already computed.
+def grey_stack(
+    rgb: np.ndarray | None, grey: np.ndarray | Image.Image | None = None
+) -> dict[str, np.ndarray]:
+    """The small grey arrays the hashes are computed from: PIL "L", box-reduced by
+    short side // 128, then imagehash's Lanczos resizes for pHash (32x32) and dHash (9x8,
+    and 8x9 for the dihedral variants that swap the axes). aHash and wHash come from the
+    32x32 array, not from more resizes of the image (each costs ~0.2 ms): aHash's 8x8 is a
+    Lanczos resize of it (rounded to whole levels), wHash reads its 4x4 block sums.
+    `grey`: the luma of `rgb`, when already computed (an array or a Pillow "L" image; then
+    `rgb` may be None).
 
     Example:
         >>> g = grey_stack(np.zeros((300, 400, 3), np.uint8))
-        >>> g["p"].shape, g["d"].shape, g["w"].shape
-        ((32, 32), (8, 9), (128, 128))
+        >>> g["p"].shape, g["d"].shape, g["d_t"].shape, g["w"].shape
+        ((32, 32), (8, 9), (9, 8), (8, 8))
     """
-    img = Image.fromarray(rgb).convert("L") if grey is None else Image.fromarray(grey)
+    if grey is None:
+        if rgb is None:
+            raise ValueError("grey_stack needs rgb or grey")
+        img = Image.fromarray(rgb).convert("L")
+    else:
+        img = grey if isinstance(grey, Image.Image) else Image.fromarray(grey)
     k = min(img.size) // REDUCED_SIDE
     small = img.reduce(k) if k >= 2 else img
-    w, h = small.size
-    scale = max(2 ** int(np.log2(min(w, h, REDUCED_SIDE))), 8)
+    p32 = small.resize((32, 32), LANCZOS)
+    p = np.asarray(p32, dtype=np.float64)
+    pf = Image.fromarray(p.astype(np.float32), "F")
     return {
-        "p": _resized(small, 32, 32),
+        "p": p,
         "d": _resized(small, 9, 8),  # 9 wide, 8 high
-        "d_t": _resized(small, 8, 9),  # for the transforms that swap the axes
-        "a": _resized(small, 8, 8),
-        "w": np.asarray(small.resize((scale, scale), LANCZOS), dtype=np.int64),
+        # For the transforms that swap the axes: its own resize of the image. Resized from
+        # the 32x32 array instead, a nearly flat frame's rot90 variant was 8 bits (float:
+        # 30+) from the turned frame's dHash, where this gives 0.
+        "d_t": _resized(small, 8, 9),
+        # Rounded to whole levels, as a resize of the "L" image is (ties give no bit).
+        "a": np.rint(np.asarray(pf.resize((8, 8), LANCZOS), dtype=np.float64)),
+        # wHash's 8x8 Haar LL at scale 32: block sums of 4x4 (integers: exact)
+        "w": p.reshape(8, 4, 8, 4).sum(axis=(1, 3)),
     }
 
 
@@ -242,7 +262,7 @@ def compute_hashes(greys: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
     a = np.stack([g["a"] for g in greys])
     ahash = pack_bits(a > a.mean(axis=(-2, -1), keepdims=True))
-    whash = np.array([_whash_one(g["w"]) for g in greys], dtype=np.int64)
+    whash = pack_bits(_median_bits(np.stack([g["w"] for g in greys])))
     return {
         "phash": phash_d[:, 0].copy(),
         "dhash": dhash_d[:, 0].copy(),
@@ -253,19 +273,13 @@ def compute_hashes(greys: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     }
 
 
-def _whash_one(w: np.ndarray) -> np.ndarray:
-    s = w.shape[0] // 8  # the scale differs by image, so one at a time
-    blocks = w.reshape(8, s, 8, s).sum(axis=(1, 3))
-    return pack_bits(_median_bits(blocks.astype(np.float64)))
-
-
 @register
 class HashesPass(Pass):
     """Perceptual hashes (pHash, dHash, aHash, wHash; pHash and dHash also of the 8 flips and
     rotations) and the SHA-256 of the decoded pixels of every image."""
 
     name = "hashes"
-    version = "2"
+    version = "3"  # 3: aHash and wHash from the 32x32 pHash array
     Config = NoConfig
     reads = ("images",)
     decode = "working"
@@ -280,11 +294,11 @@ class HashesPass(Pass):
         ok: list[int] = []
         for i, decoded in enumerate(images):
             error, detail = decoded.error, decoded.detail
-            if error is None and decoded.rgb is None:
+            if error is None and not decoded.has_pixels:
                 error, detail = "decode_failed", "no pixels"
             if error is None:
                 try:
-                    greys.append(grey_stack(decoded.rgb, decoded.grey()))
+                    greys.append(grey_stack(None, decoded.grey_image()))
                     ok.append(i)
                 except Exception as exc:  # a permanent per-image problem: a row, not a retry
                     error, detail = "hash_failed", f"{type(exc).__name__}: {exc}"

@@ -163,7 +163,7 @@ class SignalsPass(Pass):
         for image_id, decoded in zip(batch["image_id"].to_pylist(), images, strict=True):
             row: dict[str, Any] = {"image_id": image_id, "error": decoded.error}
             row["detail"] = decoded.detail
-            if decoded.error is None and decoded.rgb is not None:
+            if decoded.error is None and decoded.has_pixels:
                 try:
                     row.update(self._measure(decoded))
                 except Exception as exc:  # a pixel array the maths cannot take: keep the row
@@ -174,10 +174,10 @@ class SignalsPass(Pass):
         return pa.Table.from_pydict(columns, schema=self.schema)
 
     def _measure(self, decoded: Decoded) -> dict[str, Any]:
-        assert decoded.rgb is not None
-        grey = decoded.grey() if max(decoded.rgb.shape[:2]) <= self.config.work_side else None
+        im = decoded.image()
+        grey = decoded.grey_image() if max(im.size) <= self.config.work_side else None
         row = compute_signals(
-            decoded.rgb,
+            im,
             hist_bins=self.config.hist_bins,
             work_side=self.config.work_side,
             skip=self.config.skip,
@@ -215,16 +215,17 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 
 def compute_signals(
-    rgb: np.ndarray,
+    rgb: np.ndarray | Image.Image,
     *,
     hist_bins: int = 16,
     work_side: int = 512,
     skip: tuple[str, ...] | frozenset[str] = (),
-    grey: np.ndarray | None = None,
+    grey: np.ndarray | Image.Image | None = None,
 ) -> dict:
-    """The pixel signals of one HxWx3 uint8 RGB image (see the module docstring for scales);
-    the `skip`ped ones (of OPTIONAL) are None. `grey`: the luma of `rgb` when already made
-    (only when `rgb` needs no resize to `work_side`).
+    """The pixel signals of one HxWx3 uint8 RGB image, an array or a Pillow "RGB" image
+    (see the module docstring for scales); the `skip`ped ones (of OPTIONAL) are None.
+    `grey`: the luma of `rgb` when already made (only when `rgb` needs no resize to
+    `work_side`), an array or a Pillow "L" image.
 
     Example:
         >>> s = compute_signals(np.full((64, 64, 3), 128, np.uint8))
@@ -232,11 +233,14 @@ def compute_signals(
         (0.502, True, 0.0)
     """
     want = {g for g, cols in GROUPS.items() if not set(cols) <= set(skip)}
-    im = Image.fromarray(rgb)
+    im = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
     if max(im.size) > work_side:
         im, grey = im.resize(_fit(im.size, work_side), Image.Resampling.BOX), None
     # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B, in C
-    luma = im.convert("L") if grey is None else Image.fromarray(grey)
+    if grey is None:
+        luma = im.convert("L")
+    else:
+        luma = grey if isinstance(grey, Image.Image) else Image.fromarray(grey)
     out: dict[str, Any] = dict.fromkeys(OPTIONAL)
     out.update(_exposure(np.array(luma.histogram(), dtype=np.float64)))
     if want & {"colour", "hist_rgb", "hist_lab"}:

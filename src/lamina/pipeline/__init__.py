@@ -70,10 +70,9 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
         return "no labels_file"
     if stage == "caption" and not config.caption_model:
         return "no caption_model"
-    language = ("ocr", "modality", "caption")
-    if stage in ("sense", "embed", "cluster", "tag", "sidecars", *language) and not _has_images(
-        store
-    ):
+    busy = ("sense", "embed", "cluster", "segment", "motifs", "tag", "sidecars", "ocr",
+            "modality", "caption")  # fmt: skip
+    if stage in busy and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):
         # Up to date when made from the very same tables, and every file it wrote is

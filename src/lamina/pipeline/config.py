@@ -26,9 +26,10 @@ from lamina.core.errors import ConfigError
 
 # Stages in run order. `sidecars` writes files next to the originals (or into a mirror
 # tree), so it runs only when asked for; so do the language stages (ocr, modality,
-# caption), which cost model time (their keys below say how much).
-STAGES = ("scan", "sense", "ocr", "modality", "embed", "cluster", "caption", "tag", "export",
-          "sidecars", "report")  # fmt: skip
+# caption), which cost model time (their keys below say how much), and `segment` and
+# `motifs`, which cost as much as embedding again (~30 crops per image).
+STAGES = ("scan", "sense", "ocr", "modality", "embed", "cluster", "segment", "motifs",
+          "caption", "tag", "export", "sidecars", "report")  # fmt: skip
 DEFAULT_STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "report")
 
 # Keys holding paths: relative ones are read from the config file's folder.

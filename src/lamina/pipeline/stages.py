@@ -313,6 +313,28 @@ def stage_caption(store: Store, config: PipelineConfig, progress: bool) -> Stage
     return StageResult("caption", done.processed > 0, 0.0, summary, message, done.errors)
 
 
+def stage_segment(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.jobs.segment import SegmentConfig, segment
+
+    done = segment(
+        store,
+        SegmentConfig(offline=config.offline, workers=_workers(config),
+                      max_images=config.max_images or None, progress=progress),
+    )  # fmt: skip
+    message = f"{done.segments} segments in {done.images} images, {done.errors} errors"
+    return StageResult("segment", _did_work(done.passes), 0.0, {"run_id": done.run_id}, message)
+
+
+def stage_motifs(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    from lamina.jobs.motifs import MotifsConfig, motifs
+
+    done = motifs(
+        store, MotifsConfig(offline=config.offline, workers=_workers(config), progress=progress)
+    )
+    message = f"{done.motifs} motifs from {done.segments} segments"
+    return StageResult("motifs", _did_work(done.passes), 0.0, {"run_id": done.run_id}, message)
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[Store, PipelineConfig, bool], StageResult]] = {
     "scan": stage_scan,
     "sense": stage_sense,
@@ -321,6 +343,8 @@ STAGE_FUNCTIONS: dict[str, Callable[[Store, PipelineConfig, bool], StageResult]]
     "caption": stage_caption,
     "embed": stage_embed,
     "cluster": stage_cluster,
+    "segment": stage_segment,
+    "motifs": stage_motifs,
     "tag": stage_tag,
     "export": stage_export,
     "sidecars": stage_sidecars,

@@ -57,7 +57,7 @@ def _make_thumbnails(store: Store, progress: bool) -> str | None:
 
 class _Thumbs:
     """The thumbnails the page shows, copied into the report folder on first use
-    (`thumbs/<id[:2]>/<id>.webp`); their URLs are relative to index.html."""
+    (`thumbs/<recipe>/<id[:2]>/<id>.jpg`); their URLs are relative to index.html."""
 
     def __init__(self, store: Store, report_dir: Path) -> None:
         self.report_dir = report_dir

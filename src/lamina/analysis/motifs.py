@@ -1,0 +1,307 @@
+"""Motifs: clusters of segment embeddings, the visual elements that recur across a
+collection (a logo, a ruler, a colour chart, a background), and how images share them.
+
+Four global passes, all over one `segment_embed` layer (`embed_layer`) and the `segment`
+layer it cut (`segment_layer`); `lamina motifs` fills both in from the current layers:
+
+- `motifs`: a row per embedded segment (image_id, segment_id): its `motif` (spherical
+  k-means on the FAISS machinery of `lamina.analysis.space`, k = `k`, else
+  round(sqrt(N / 2)) for N segments, as for image clusters), `similarity` to the motif's
+  centroid, `is_medoid` (the member most similar to the centroid: on unit vectors that is
+  the exact cosine medoid, see `lamina.analysis.clusters`).
+- `motif_summary`: a row per motif: segments, images, `image_share` (of the images with
+  at least one embedded segment), `border_share` (of its segments whose bbox lies within
+  `border_near` of a frame edge), mean `area_pct`, `cohesion` (mean similarity to the
+  centroid), its medoid, and `kind`: `infrastructure` (in at least `infrastructure_share`
+  of the images and mostly at the border: rulers, colour bars, frames), `rare` (in at
+  most `rare_images` images), else `foreground`.
+- `image_motifs`: a row per (image, motif): `count` of its segments in the motif and
+  `share` of the image's segments: the image's motif frequency vector, for SQL filters
+  (`where motif = 7`) and as image-level features.
+- `motif_cooccurrence`: a row per pair of motifs seen in one image at least once:
+  `images_a`, `images_b`, `images_both`, `lift` = P(a, b) / (P(a) P(b)) and `pmi` =
+  log2(lift), over the images with embedded segments.
+
+Example:
+    >>> run_passes(store, [("motifs", cfg), ("motif_summary", cfg)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lamina.analysis.clusters import auto_k, centroid_scores
+from lamina.analysis.space import FAISS, global_part, kmeans_labels, read_global
+from lamina.core.errors import ConfigError
+from lamina.core.passes import Pass, register
+
+N_INIT = 3  # best of 3 k-means starts, as for image clusters
+
+
+@dataclass(frozen=True)
+class MotifsConfig:
+    """Which layers, and how to cluster and label the motifs (module docstring)."""
+
+    embed_layer: str = ""
+    segment_layer: str = ""
+    k: int = 0
+    seed: int = 0
+    border_near: float = 0.02
+    infrastructure_share: float = 0.25
+    rare_images: int = 2
+
+    def __post_init__(self) -> None:
+        if self.k < 0 or self.rare_images < 0:
+            raise ConfigError("motifs: k must be >= 0 (0 = auto) and rare_images >= 0")
+        if not 0 <= self.border_near <= 0.5 or not 0 < self.infrastructure_share <= 1:
+            raise ConfigError(
+                "motifs: border_near must be in [0, 0.5] and infrastructure_share in (0, 1]"
+            )
+
+
+MOTIFS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("segment_id", pa.int32()),
+        ("motif", pa.int32()),
+        ("motif_size", pa.int32()),
+        ("similarity", pa.float32()),
+        ("is_medoid", pa.bool_()),
+    ]
+)
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("motif", pa.int32()),
+        ("kind", pa.string()),
+        ("segments", pa.int32()),
+        ("images", pa.int32()),
+        ("image_share", pa.float32()),
+        ("border_share", pa.float32()),
+        ("area_pct", pa.float32()),
+        ("cohesion", pa.float32()),
+        ("medoid_image_id", pa.string()),
+        ("medoid_segment_id", pa.int32()),
+    ]
+)
+IMAGE_MOTIFS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("motif", pa.int32()),
+        ("count", pa.int32()),
+        ("share", pa.float32()),
+    ]
+)
+COOCCURRENCE_SCHEMA = pa.schema(
+    [
+        ("motif_a", pa.int32()),
+        ("motif_b", pa.int32()),
+        ("images_a", pa.int32()),
+        ("images_b", pa.int32()),
+        ("images_both", pa.int32()),
+        ("lift", pa.float32()),
+        ("pmi", pa.float32()),
+    ]
+)
+
+
+class _MotifPass(Pass):
+    """A global pass over one segment-embedding layer and its segment layer."""
+
+    kind = "global"
+    version = "1"
+    Config = MotifsConfig
+    reads = ("files",)
+    requires = (FAISS,)
+
+    def _layer_parts(self, store: Any, name: str, layer: str) -> list[Path]:
+        folder = store.layer_dir(name, layer) if layer else None
+        return sorted(folder.glob("*.parquet")) if folder and folder.is_dir() else []
+
+    def input_paths(self, store: Any) -> list[Path]:
+        paths = self._layer_parts(store, "segment_embed", self.config.embed_layer)
+        paths += self._layer_parts(store, "segment", self.config.segment_layer)
+        if self.name != "motifs":
+            part = global_part(store, "motifs", asdict(self.config))
+            paths += [part] if part.exists() else []
+        return paths
+
+    def assignments(self, store: Any) -> pa.Table:
+        return read_global(store, "motifs", asdict(self.config))
+
+    def segment_rows(self, store: Any) -> dict[tuple[str, int], dict[str, Any]]:
+        """(image_id, segment_id) -> the segment's border gap and area."""
+        from lamina.core.layers import read_layer
+        from lamina.passes.segment import flatten_segments
+
+        table = read_layer(store.layer_dir("segment", self.config.segment_layer))
+        if table is None:
+            return {}
+        flat = flatten_segments(table).select(["image_id", "segment_id", "border", "area_pct"])
+        return {(r["image_id"], r["segment_id"]): r for r in flat.to_pylist()}
+
+
+@register
+class MotifsPass(_MotifPass):
+    """The motif of every embedded segment, its similarity to the centroid, the medoids."""
+
+    name = "motifs"
+    schema = MOTIFS_SCHEMA
+
+    def compute(self, store: Any) -> pa.Table:
+        from lamina.passes.segment_embed import load_segment_embeddings
+
+        emb = load_segment_embeddings(store, self.config.embed_layer)
+        n = len(emb)
+        if n == 0:
+            return self.schema.empty_table()
+        labels, _ = kmeans_labels(emb.vectors, self.config.k or auto_k(n), self.config.seed, N_INIT)
+        own, _, _, _ = centroid_scores(emb.vectors, labels)
+        sizes = np.bincount(labels, minlength=int(labels.max()) + 1)
+        order = np.lexsort((emb.ids, -own, labels))
+        first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+        is_medoid = np.zeros(n, bool)
+        is_medoid[order[first]] = True
+        image_ids, segment_ids = zip(*(i.rsplit("/", 1) for i in emb.ids.tolist()), strict=True)
+        return pa.table(
+            {
+                "image_id": list(image_ids),
+                "segment_id": pa.array([int(s) for s in segment_ids], pa.int32()),
+                "motif": pa.array(labels, pa.int32()),
+                "motif_size": pa.array(sizes[labels], pa.int32()),
+                "similarity": pa.array(own, pa.float32()),
+                "is_medoid": pa.array(is_medoid),
+            },
+            schema=self.schema,
+        )
+
+
+@register
+class MotifSummaryPass(_MotifPass):
+    """A row per motif: how many segments and images, where, and what kind."""
+
+    name = "motif_summary"
+    key = "motif"
+    schema = SUMMARY_SCHEMA
+
+    def compute(self, store: Any) -> pa.Table:
+        rows = self.assignments(store).to_pylist()
+        if not rows:
+            return self.schema.empty_table()
+        segs = self.segment_rows(store)
+        n_images = len({r["image_id"] for r in rows})
+        by_motif: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_motif.setdefault(r["motif"], []).append(r)
+        out = []
+        cfg = self.config
+        for motif, members in sorted(by_motif.items()):
+            images = len({m["image_id"] for m in members})
+            geo = [segs.get((m["image_id"], m["segment_id"]), {}) for m in members]
+            near = [g.get("border") is not None and g["border"] <= cfg.border_near for g in geo]
+            border_share = sum(near) / len(members)
+            share = images / n_images
+            if share >= cfg.infrastructure_share and border_share >= 0.5:
+                kind = "infrastructure"
+            elif images <= cfg.rare_images:
+                kind = "rare"
+            else:
+                kind = "foreground"
+            medoid = next(m for m in members if m["is_medoid"])
+            areas = [g["area_pct"] for g in geo if g.get("area_pct") is not None]
+            out.append(
+                {
+                    "motif": motif,
+                    "kind": kind,
+                    "segments": len(members),
+                    "images": images,
+                    "image_share": share,
+                    "border_share": border_share,
+                    "area_pct": float(np.mean(areas)) if areas else None,
+                    "cohesion": float(np.mean([m["similarity"] for m in members])),
+                    "medoid_image_id": medoid["image_id"],
+                    "medoid_segment_id": medoid["segment_id"],
+                }
+            )
+        return pa.Table.from_pylist(out, schema=self.schema)
+
+
+@register
+class ImageMotifsPass(_MotifPass):
+    """Each image's motif frequencies: a row per (image, motif) it holds."""
+
+    name = "image_motifs"
+    schema = IMAGE_MOTIFS_SCHEMA
+
+    def compute(self, store: Any) -> pa.Table:
+        table = self.assignments(store)
+        if not table.num_rows:
+            return self.schema.empty_table()
+        counts = table.group_by(["image_id", "motif"]).aggregate([("segment_id", "count")])
+        totals = table.group_by("image_id").aggregate([("segment_id", "count")])
+        total = dict(
+            zip(totals["image_id"].to_pylist(), totals["segment_id_count"].to_pylist(), strict=True)
+        )
+        n = counts["segment_id_count"].to_pylist()
+        ids = counts["image_id"].to_pylist()
+        return pa.table(
+            {
+                "image_id": ids,
+                "motif": counts["motif"],
+                "count": pa.array(n, pa.int32()),
+                "share": pa.array(
+                    [c / total[i] for c, i in zip(n, ids, strict=True)], pa.float32()
+                ),
+            },
+            schema=self.schema,
+        ).sort_by([("image_id", "ascending"), ("motif", "ascending")])
+
+
+def cooccurrence(image_sets: dict[str, set[int]]) -> list[dict[str, Any]]:
+    """Pairs of motifs that share an image, with counts, lift and PMI.
+
+    Example:
+        >>> rows = cooccurrence({"x": {1, 2}, "y": {1, 2}, "z": {3}})
+        >>> [(r["motif_a"], r["motif_b"], r["images_both"], round(r["lift"], 2)) for r in rows]
+        [(1, 2, 2, 1.5)]
+    """
+    n = len(image_sets)
+    per: dict[int, int] = {}
+    both: dict[tuple[int, int], int] = {}
+    for motifs in image_sets.values():
+        ordered = sorted(motifs)
+        for i, a in enumerate(ordered):
+            per[a] = per.get(a, 0) + 1
+            for b in ordered[i + 1 :]:
+                both[a, b] = both.get((a, b), 0) + 1
+    out = []
+    for (a, b), n_ab in sorted(both.items()):
+        lift = n_ab * n / (per[a] * per[b])
+        out.append(
+            {"motif_a": a, "motif_b": b, "images_a": per[a], "images_b": per[b],
+             "images_both": n_ab, "lift": lift, "pmi": math.log2(lift)}
+        )  # fmt: skip
+    return out
+
+
+@register
+class MotifCooccurrencePass(_MotifPass):
+    """Which motifs appear in the same images more (or less) often than by chance."""
+
+    name = "motif_cooccurrence"
+    key = "motif_a"
+    schema = COOCCURRENCE_SCHEMA
+
+    def compute(self, store: Any) -> pa.Table:
+        table = self.assignments(store)
+        sets: dict[str, set[int]] = {}
+        for image_id, motif in zip(
+            table["image_id"].to_pylist(), table["motif"].to_pylist(), strict=True
+        ):
+            sets.setdefault(image_id, set()).add(motif)
+        return pa.Table.from_pylist(cooccurrence(sets), schema=self.schema)
