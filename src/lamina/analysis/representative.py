@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lamina.core.archives import open_source
 from lamina.core.errors import ConfigError
 
 REPRESENTATIVE_KEYS = ("original", "resolution", "fidelity", "sharpness", "metadata", "oldest")
@@ -176,7 +177,7 @@ def jpeg_quality(luma: list[int] | np.ndarray) -> int:
 def _webp_lossless(path: str) -> bool | None:
     """Whether a WebP holds a lossless (VP8L) bitstream, from its RIFF chunks."""
     try:
-        with open(path, "rb") as f:
+        with open_source(path) as f:
             head = f.read(4096)
     except OSError:
         return None
@@ -211,7 +212,7 @@ def header_facts(path: str | None, fmt: str | None) -> tuple[int, int, bool | No
     _init_plugins()
     with _no_bomb_limit():
         try:
-            with Image.open(path) as im:
+            with open_source(path) as fh, Image.open(fh) as im:
                 tables = getattr(im, "quantization", None) or {}
                 quality = jpeg_quality(tables[0]) if 0 in tables else 0
                 colours = 0

@@ -30,6 +30,14 @@ from lamina.core.csvtext import frame_csv
     is_flag=True,
     help="Follow symlinks that lead out of the sources (default: record them as skipped).",
 )
+@click.option(
+    "--archive-depth",
+    type=click.IntRange(0, 8),
+    default=2,
+    show_default=True,
+    help="Levels of ZIP/CBZ/TAR archives read as folders (an archive in an archive is 2; "
+    "0: archives are not opened).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
@@ -39,6 +47,7 @@ def scan(
     workers: int | None,
     chunk_size: int | None,
     follow_links: bool,
+    archive_depth: int,
     as_json: bool,
 ) -> None:
     """Scan SOURCES (folders) into the manifest, read-only.
@@ -48,6 +57,8 @@ def scan(
     resumes where it stopped. One physical file is one row: a folder inside a scanned
     source rescans that part of it, a folder around scanned sources takes them in, and a
     second path to a file (a symlink, a hard link) is a `skipped` row naming the first.
+    ZIP / CBZ / TAR(.gz/.bz2/.xz) / CBT archives are read as folders, without extracting:
+    one row per member (`Vol 01.cbz!/p001.jpg`, its `container` the archive).
 
     \b
     Example:
@@ -69,6 +80,7 @@ def scan(
             chunk_size=chunk_size,
             progress=not as_json,
             follow_links=follow_links,
+            archive_depth=archive_depth,
         ),
     )
     if as_json:

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
+from lamina.core.archives import open_source
 from lamina.core.images import _init_plugins, _no_bomb_limit, sniff_format
 
 # Recipe name -> the long side (px) of the decoded RGB; images are never upscaled.
@@ -222,7 +223,7 @@ def decode_image(path: str, max_side: int = 512, *, max_pixels: float = 250e6) -
     """
     _init_plugins()
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        f = open_source(path)  # a plain file, or an archive member's bytes
     except FileNotFoundError:
         return _failed("missing", f"no such file: {path}")
     except PermissionError as exc:
@@ -387,7 +388,7 @@ def _orientation(im: Image.Image) -> int:
 def _is_camera_raw(path: str) -> bool:
     if os.path.splitext(path)[1].lower() in _RAW_EXTS:
         return True
-    with open(path, "rb") as f:
+    with open_source(path) as f:
         return sniff_format(f.read(1 << 16)) in _RAW_FORMATS
 
 

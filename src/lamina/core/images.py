@@ -232,11 +232,24 @@ def probe_file(path: str, rel_path: str) -> dict[str, Any]:
     except OSError as exc:
         return _unreadable(row, exc)
     with f:
-        try:
-            scan = _stream(f, row)
-            status, reason = _describe(f, path, rel_path, scan, row)
-        except OSError as exc:  # parsers catch their own errors: this is the file handle failing
-            return _unreadable(row, exc)
+        return _probe(f, path, rel_path, row)
+
+
+def probe_bytes(data: bytes, rel_path: str) -> dict[str, Any]:
+    """`probe_file` for bytes already read (an archive member, `lamina.core.archives`).
+
+    >>> probe_bytes(b"", "Vol 01.cbz!/p001.jpg")["reason"]
+    'zero_byte'
+    """
+    return _probe(io.BytesIO(data), None, rel_path, _BLANK_ROW.copy())
+
+
+def _probe(f: BinaryIO, path: str | None, rel_path: str, row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        scan = _stream(f, row)
+        status, reason = _describe(f, path, rel_path, scan, row)
+    except OSError as exc:  # parsers catch their own errors: this is the file handle failing
+        return _unreadable(row, exc)
     row["status"], row["reason"] = status, reason
     return row
 
@@ -274,7 +287,7 @@ def _stream(f: BinaryIO, row: dict[str, Any]) -> _Scan:
 
 
 def _describe(
-    f: BinaryIO, path: str, rel_path: str, scan: _Scan, row: dict[str, Any]
+    f: BinaryIO, path: str | None, rel_path: str, scan: _Scan, row: dict[str, Any]
 ) -> tuple[str, str | None]:
     """Fill the header facts in `row`; return (status, reason)."""
     if scan.size == 0:
@@ -321,7 +334,7 @@ def _describe(
             src = f
         problems = {
             _pillow_facts(src, fmt, scan, row),
-            _raw_facts(path, row) if fmt in _RAW else None,
+            _raw_facts(path if path is not None else _rewound(f), row) if fmt in _RAW else None,
         }
     if truncated or "truncated" in problems:
         return "broken", "truncated"
@@ -599,7 +612,12 @@ def _strips_end(tags: Any) -> int:
     return max(o + c for o, c in zip(offsets, counts, strict=False))
 
 
-def _raw_facts(path: str, row: dict[str, Any]) -> str | None:
+def _rewound(f: BinaryIO) -> BinaryIO:
+    f.seek(0)
+    return f
+
+
+def _raw_facts(path: str | BinaryIO, row: dict[str, Any]) -> str | None:
     """Size of a camera RAW via LibRaw (opened, never unpacked)."""
     rawpy = _rawpy()
     if rawpy is None:

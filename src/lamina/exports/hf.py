@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lamina.core.archives import open_source
 from lamina.exports.sets import SPLITS, SetOptions, shards
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -70,7 +71,7 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
                     keep.append(i)
                     continue
                 try:
-                    with open(path, "rb") as fh:
+                    with open_source(path) as fh:  # a file, or an archive member
                         images.append({"bytes": fh.read(), "path": os.path.basename(path)})
                     keep.append(i)
                 except OSError as exc:

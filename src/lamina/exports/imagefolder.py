@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lamina.core.archives import is_member, open_source
 from lamina.core.csvtext import CsvWriter
 from lamina.core.errors import LaminaError
 from lamina.exports.sets import SetOptions, extra_columns, folder_name, json_value
@@ -45,7 +46,10 @@ TORCHVISION_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif",
 
 
 def _place(src: str, dst: Path, link: str) -> None:
-    if link == "symlink":
+    if is_member(src):  # an archive member: only its bytes exist
+        with open_source(src) as fh:
+            dst.write_bytes(fh.read())
+    elif link == "symlink":
         os.symlink(src, dst)
     elif link == "hardlink":
         try:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lamina.core.archives import open_source
 from lamina.exports.sets import SPLITS, SetOptions, extra_columns, json_value, shards
 
 
@@ -88,7 +89,7 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
             with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for r in part[start:end]:
                     try:
-                        with open(r["path"], "rb") as fh:
+                        with open_source(r["path"]) as fh:  # a file or archive member
                             data = fh.read()
                     except OSError as exc:
                         reason = f"unreadable: {exc.strerror or exc}"

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.archives import ArchiveLimits
 from lamina.core.config import expand_user
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
@@ -230,6 +231,7 @@ def scan_sources(
     chunk_size: int | None = None,
     progress: bool = True,
     follow_links: bool = False,
+    archive_depth: int = ArchiveLimits.depth,
 ) -> dict[str, Any]:
     """Scan `sources` into the store's manifest and return a summary.
 
@@ -253,6 +255,7 @@ def scan_sources(
         "workers": workers,
         "chunk_size": chunk_size,
         "follow_links": follow_links,
+        "archive_depth": archive_depth,
     }
     with store.write_lock("scan"), Run(store, "scan", config) as run, system_memory_pool():
         files_part = store.table_dir("files") / "files.parquet"
@@ -298,6 +301,7 @@ def scan_sources(
                     follow_links=follow_links,
                     scanned=plan.trees,
                     temp_dir=store.tmp_dir,
+                    archives=ArchiveLimits(depth=archive_depth),
                 )
                 give_back_memory()
                 same = find_same_files(listing, files_part, plan, temp_dir=store.tmp_dir)
@@ -370,14 +374,16 @@ def scan_sources(
 @dataclass(frozen=True)
 class ScanConfig:
     """What `lamina scan` takes (its defaults): the source folders, processes (None: all
-    cores), files per chunk (None: the store's), a progress bar, and whether symlinks
-    that lead out of the sources are followed."""
+    cores), files per chunk (None: the store's), a progress bar, whether symlinks
+    that lead out of the sources are followed, and how many levels of archives are read
+    as folders (`lamina.core.archives`; 0: none)."""
 
     sources: tuple[str | os.PathLike[str], ...]
     workers: int | None = None
     chunk_size: int | None = None
     progress: bool = True
     follow_links: bool = False
+    archive_depth: int = ArchiveLimits.depth
 
 
 @dataclass
@@ -424,6 +430,7 @@ def scan(store: Store, config: ScanConfig) -> ScanResult:
         chunk_size=config.chunk_size,
         progress=config.progress,
         follow_links=config.follow_links,
+        archive_depth=config.archive_depth,
     )
     if store_layouts(store):
         # The items follow the manifest (lamina.manifest.items): a derived step after it.

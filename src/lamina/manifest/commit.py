@@ -28,7 +28,7 @@ FILES_COLUMNS = """
     size BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, sha256 VARCHAR,
     image_id VARCHAR, status VARCHAR, reason VARCHAR, format VARCHAR, ext_mismatch BOOLEAN,
     detail VARCHAR, first_seen_run VARCHAR, last_seen_run VARCHAR, content_run VARCHAR,
-    missing_since_run VARCHAR, dev BIGINT, ino BIGINT
+    missing_since_run VARCHAR, dev BIGINT, ino BIGINT, container VARCHAR
 """
 
 # The images table: facts that depend on the bytes alone (so any file of an image gives them).
@@ -92,7 +92,7 @@ select l.source, l.rel_path, l.folder, l.name, l.ext, l.size,
             then 'this file''s chunk failed; see the run''s errors and scan again'
             else p.detail
        end as detail,
-       l.dev, l.ino
+       l.dev, l.ino, l.container
 from listing l left join probes p using (file_key)
 """
 

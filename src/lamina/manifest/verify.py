@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lamina.core.archives import open_source, outer_file
 from lamina.core.errors import StoreError
 from lamina.core.layers import check_layer, map_layer_dirs, repair_layer
 from lamina.core.ledger import Run
@@ -82,10 +83,10 @@ def check_file(item: FileCheck) -> dict[str, Any]:
     path = os.path.join(item.source, item.rel_path)
     row = _row(item)
     try:
-        before = os.stat(path)
-        with open(path, "rb") as fh:
+        before = os.stat(outer_file(path))  # an archive member: its archive's
+        with open_source(path) as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        after = os.stat(path)
+        after = os.stat(outer_file(path))
     except (FileNotFoundError, NotADirectoryError):
         row["kind"] = "missing"
         return row

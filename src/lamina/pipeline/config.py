@@ -60,6 +60,7 @@ class PipelineConfig:
     run_dir: str = ""  # exports and config.json; "" = <store>/exports
     workers: int = 0  # 0 = every core
     follow_links: bool = False  # follow symlinks that lead out of the sources
+    archive_depth: int = 2  # levels of ZIP / TAR archives read as folders (0: none)
     offline: bool = False  # never download model weights (HF_HUB_OFFLINE=1 does too)
     invariant: bool = False  # group mirrored / rotated copies too
     policy: str = ""  # flags policy TOML laid over the defaults

@@ -59,6 +59,7 @@ def stage_scan(store: Store, config: PipelineConfig, progress: bool) -> StageRes
             workers=_workers(config),
             progress=progress,
             follow_links=config.follow_links,
+            archive_depth=config.archive_depth,
         ),
     )
     status = ", ".join(f"{k} {v}" for k, v in done.status.items()) or "no files"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lamina.core.archives import source_exists
 from lamina.core.errors import LaminaError
 from lamina.core.store import Store
 
@@ -498,7 +499,7 @@ def original_path(r: Reader, image_id: str) -> Path | None:
         [image_id],
     ):
         path = Path(row["path"])
-        if path.is_file():
+        if source_exists(row["path"]):  # a file, or a member of an archive that is there
             return path
     return None
 

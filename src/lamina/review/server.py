@@ -18,10 +18,12 @@ import functools
 import io
 import logging
 import math
+import mimetypes
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from lamina.core.archives import open_source, source_mtime_ns
 from lamina.core.errors import LaminaError
 from lamina.core.store import Store
 from lamina.review import query
@@ -81,7 +83,7 @@ def _thumb_from(path: str, mtime_ns: int) -> bytes | None:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as opened:
+        with open_source(path) as fh, Image.open(fh) as opened:
             opened.draft("RGB", (512, 512))  # JPEG: decode at a reduced scale
             im = ImageOps.exif_transpose(opened).convert("RGB")
             im.thumbnail((512, 512))
@@ -211,7 +213,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         original = query.original_path(views.reader(), image_id)
         if original is None:
             return _svg("missing")
-        data = _thumb_from(str(original), original.stat().st_mtime_ns)
+        data = _thumb_from(str(original), source_mtime_ns(str(original)))
         if data is None:
             return _svg("no preview")
         return Response(data, media_type="image/jpeg")
@@ -226,7 +228,11 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             return _svg("missing")
         fmt = r.one("select format from images where image_id = ?", [image_id]) or {}
         if fmt.get("format") in query.BROWSER_FORMATS:
-            return FileResponse(path, headers=_NO_STORE)
+            if path.is_file():
+                return FileResponse(path, headers=_NO_STORE)
+            with open_source(str(path)) as fh:  # an archive member: its bytes, in memory
+                media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                return Response(fh.read(), media_type=media, headers=_NO_STORE)
         return thumb(request)
 
     async def approve(request: Request) -> Response:
