@@ -347,6 +347,12 @@ def _labels_change(r: dict) -> str:
 )
 @click.option("--replace", is_flag=True, help="Replace existing keywords instead of merging.")
 @click.option("--dry-run", is_flag=True, help="Only list what would change; write nothing.")
+@click.option(
+    "--with-decisions",
+    is_flag=True,
+    help="Also write the reject / keep marks of `lamina app`: XMP-xmp:Rating -1 (rejected, "
+    "also for images without labels); a keep mark removes a -1 rating.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print every file's result as JSON.")
 @click.pass_context
 @handle_errors
@@ -357,6 +363,7 @@ def sidecars(
     sidecar_dir: str | None,
     replace: bool,
     dry_run: bool,
+    with_decisions: bool,
     as_json: bool,
 ) -> None:
     """Write labels into XMP sidecars (XMP-dc:Subject and Lightroom's HierarchicalSubject)
@@ -372,6 +379,7 @@ def sidecars(
         lamina sidecars --dry-run
         lamina sidecars --style darktable
         lamina sidecars --use over-threshold --sidecar-dir ~/xmp --replace
+        lamina sidecars --with-decisions
     """
     from lamina.jobs.exports import SidecarsConfig
     from lamina.jobs.exports import sidecars as write_sidecars
@@ -382,6 +390,7 @@ def sidecars(
         sidecar_dir=expand_user(sidecar_dir) if sidecar_dir else None,
         replace=replace,
         dry_run=dry_run,
+        with_decisions=with_decisions,
     )
     summary = write_sidecars(open_store(ctx), config).summary
     if as_json:
