@@ -18,6 +18,7 @@ import functools
 import io
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -420,7 +421,13 @@ def serve(
         def _open() -> None:
             for _ in range(300):  # up to 30 s for the socket to listen
                 if server.started:
-                    webbrowser.open(f"http://{shown}:{port}/")
+                    url = f"http://{shown}:{port}/"
+                    try:
+                        opened = webbrowser.open(url)
+                    except webbrowser.Error:
+                        opened = False
+                    if not opened:  # a server, a container: the person opens it by hand
+                        print(f"no web browser to open: go to {url}", file=sys.stderr)
                     return
                 time.sleep(0.1)
 
