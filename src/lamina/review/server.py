@@ -145,6 +145,8 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             prev_url=url("/", flt.params(page=page.page - 1)) if page.page > 1 else None,
             next_url=url("/", flt.params(page=page.page + 1)) if page.page < page.pages else None,
             filter_params=flt.params(page=1),
+            text_models=views.cached("text_models", lambda: query.text_models(store)),
+            no_text_model=query.NO_TEXT_MODEL,
         )
 
     def image_page(request: Request) -> Response:
@@ -171,6 +173,39 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             img=data,
             labels=labels,
             scores=scores,
+        )
+
+    async def search_page(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        params = request.query_params
+        text = (params.get("text") or "").strip() or None
+        similar_to = params.get("similar") or None
+        if similar_to is not None and (
+            not IMAGE_ID.match(similar_to) or similar_to not in views.known_ids()
+        ):
+            return render(
+                "message.html.j2",
+                request,
+                status=404,
+                title="Unknown image",
+                message=f"no image {similar_to!r} in this store",
+            )
+        # Embedding a text or building an index takes a while: off the event loop.
+        model, hits, error = await run_in_threadpool(
+            query.search_hits, store, text=text, similar_to=similar_to
+        )
+        return render(
+            "search.html.j2",
+            request,
+            title="Search",
+            text=text or "",
+            similar_to=similar_to,
+            model=model,
+            hits=hits,
+            error=error,
+            text_models=views.cached("text_models", lambda: query.text_models(store)),
+            no_text_model=query.NO_TEXT_MODEL,
         )
 
     def duplicates_page(request: Request) -> Response:
@@ -263,6 +298,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         Route("/", grid_page),
         Route("/image/{image_id}", image_page),
         Route("/duplicates", duplicates_page),
+        Route("/search", search_page),
         Route("/clusters", clusters_page),
         Route("/thumb/{image_id}", thumb),
         Route("/original/{image_id}", original),
