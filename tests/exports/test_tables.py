@@ -222,6 +222,7 @@ def test_decisions_add_decision_and_keep_after_the_golden_header(
     out = tmp_path / "none.csv"
     export(store, out)
     assert out.read_bytes().startswith(GOLDEN_HEADER)  # no decisions: the header unchanged
+    assert where_ids(store, "keep and decision is null") == ["id_a", "id_b", "id_c"]
     decide(store, ["id_a"], "reject", who="t")
     decide(store, ["id_b", "id_c"], "discard", group_id="id_a", who="t")
     time.sleep(0.002)  # a later event: `at` has microseconds

@@ -235,7 +235,7 @@ def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) ->
                 )
             else:
                 joins.append(
-                    f'left join {where_source(table)} as "{table}" '
+                    f'left join {where_source(table, store.available_tables())} as "{table}" '
                     f'on "{table}".image_id = i.image_id'
                 )
         for n in plain:

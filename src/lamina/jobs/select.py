@@ -70,10 +70,10 @@ def select(store: Store, config: SelectConfig) -> SelectResult:
     from lamina.learning.predict import where_join
 
     joins += where_join(tables)
-    if "decisions" in tables:  # `decision` and `keep`, as `lamina approve --where` sees them
-        from lamina.tagging.decisions import COLUMNS_SQL
+    from lamina.jobs.approve import where_source
 
-        joins += f" left join ({COLUMNS_SQL}) using (image_id)"
+    # `decision` and `keep`, as `lamina approve --where` sees them (also before any decision)
+    joins += f" left join {where_source('decisions', tables)} using (image_id)"
     query = (
         f"select image_id, source || '/' || rel_path as path from files{joins} "
         f"where status <> 'missing' and (\n{condition}\n) order by source, rel_path"

@@ -78,7 +78,12 @@ KEEP_EXPR = (
 )
 # `decision` (the current reject / keep mark) and `keep` of every image with an id in
 # `files`, over the store's `decisions` view: what `lamina export`, `--where` and
-# `--columns` see. Fixed text, never user input.
+# `--columns` see. Fixed text, never user input. `NO_DECISIONS_SQL`: the same columns for
+# a store nobody has decided in yet (no mark, every image kept).
+NO_DECISIONS_SQL = (
+    "select distinct image_id, null::varchar as decision, true as keep "
+    "from files where image_id is not null"
+)
 COLUMNS_SQL = (
     "select f.image_id, d.mark as decision, coalesce(d.keep, true) as keep "
     "from (select distinct image_id from files where image_id is not null) f "
