@@ -321,7 +321,11 @@ def _export_set(
 def _labels_change(r: dict) -> str:
     parts = [f"+{x}" for x in r["added"]] + [f"-{x}" for x in r["removed"]]
     kept = f" (keeps {len(r['kept'])})" if r["kept"] else ""
-    return (" ".join(repr(p) for p in parts) or "no change") + kept
+    # A rating written by --with-decisions is a note: "rating -1 (rejected)".
+    parts += [n for n in r.get("notes", []) if n.startswith("rating ")]
+    return (
+        " ".join(p if p.startswith("rating ") else repr(p) for p in parts) or "no change"
+    ) + kept
 
 
 @main.command()
