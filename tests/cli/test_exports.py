@@ -137,3 +137,17 @@ def test_export_and_medoids_outputs_stay_out_of_sources(setup, tmp_path: Path) -
     assert theirs.read_text().startswith(HEADER)
     lamina("export", "-o", str(src / "tags.csv"), "--force-into-source")
     assert (src / "tags.csv").read_text().startswith(HEADER)
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool missing")
+def test_sidecars_verb_writes_reject_marks_only_with_decisions(setup) -> None:
+    from lamina.tagging.decisions import decide
+
+    src, store, lamina = setup
+    ids = {r["rel_path"]: r["image_id"] for r in store.sql("select * from files").to_pylist()}
+    decide(store, [ids["cats/a.jpg"]], "reject", who="test")
+    assert "nothing to do" in lamina("sidecars") and not list(src.rglob("*.xmp"))
+    out = lamina("sidecars", "--with-decisions", "--dry-run")
+    assert f"would create {src / 'cats' / 'a.xmp'}: rating -1 (rejected)" in out
+    assert "1 created" in lamina("sidecars", "--with-decisions")
+    assert "<xmp:Rating>-1</xmp:Rating>" in (src / "cats" / "a.xmp").read_text()

@@ -365,3 +365,62 @@ def test_a_yaml_config_drives_the_run_and_an_unknown_key_is_refused(tmp_path: Pa
     code, out = invoke(tmp_path / "store", "--config", str(config))
     assert code == 2
     assert f"unknown key 'top_k' in {config}" in out and "did you mean 'topk'?" in out
+
+
+def test_open_serves_the_review_app_on_the_store_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lamina run --open`: the run, then the review app on the same store, its URL printed
+    (the server start is recorded, not run: it would serve until Ctrl-C)."""
+    served: list[dict] = []
+
+    def record(store: Store, **kw: object) -> None:
+        served.append({"root": store.root, "tables": store.available_tables(), **kw})
+
+    monkeypatch.setattr("lamina.review.server.serve", record)
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(package_photos()["coffee"]).save(src / "coffee.jpg")
+    code, out = invoke(tmp_path / "store", str(src), "--stages", "scan", "--open", "--port", "8801")
+    assert code == 0, out
+    (call,) = served
+    assert call["root"] == Store.open(tmp_path / "store").root and "files" in call["tables"]
+    assert (call["host"], call["port"], call["open_browser"]) == ("127.0.0.1", 8801, True)
+    assert out.index("files: 1") < out.index("lamina app on http://127.0.0.1:8801/")
+    code, out = invoke(tmp_path / "store", str(src), "--stages", "scan")
+    assert code == 0 and len(served) == 1  # never without --open
+
+
+def test_the_app_prints_its_url_when_no_browser_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where no browser starts (`webbrowser.open` is False), the app says where to go."""
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from lamina.review import server
+
+    asked: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: asked.append(url) or False)
+    done = threading.Event()
+
+    def run(self: uvicorn.Server, *a: object, **k: object) -> None:
+        self.started = True  # listening, as far as the opener can tell
+        done.wait(10)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    store = Store.open(tmp_path / "store", create=True)
+    thread = threading.Thread(target=server.serve, args=(store,), kwargs={"open_browser": True})
+    thread.start()
+    err = ""
+    for _ in range(200):  # the opener polls every 0.1 s
+        err += capsys.readouterr().err
+        if "go to" in err:
+            break
+        time.sleep(0.05)
+    done.set()
+    thread.join(10)
+    assert asked == ["http://127.0.0.1:8765/"]
+    assert "no web browser to open: go to http://127.0.0.1:8765/" in err

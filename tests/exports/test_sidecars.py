@@ -373,3 +373,47 @@ def test_a_long_name_whose_sidecar_fits_gets_it(photos: Path) -> None:
     (result,) = write_sidecars_for([(long, sidecar_path(long), ["long"])])
     assert (result.action, result.error) == ("created", None)
     assert xmp_tags(photos / ("b" * 251 + ".xmp"))["XMP-dc:Subject"] == ["long"]
+
+
+def test_decisions_become_a_rejected_rating_only_when_asked(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`with_decisions`: a rejected image's sidecar reads back `XMP-xmp:Rating` -1 (also
+    without labels, its keywords left alone); a later keep mark removes the -1 and leaves
+    other stars alone. Without it, no rating is ever written."""
+    import time
+
+    from lamina.core.store import Store
+    from lamina.jobs.scan import scan_sources
+    from lamina.tagging.decisions import decide
+
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [photos], workers=1, progress=False)
+    ids = {r["rel_path"]: r["image_id"] for r in store.sql("select * from files").to_pylist()}
+    monkeypatch.setattr(sidecars, "_labels_by_image", lambda s, u: {ids["cat.jpg"]: ["cat"]})
+    decide(store, [ids["cat.jpg"], ids["dog.jpg"]], "reject", who="t")
+    before = digest(photos)
+    plain = write_sidecars(store)
+    assert plain["created"] == 1 and "XMP-xmp:Rating" not in xmp_tags(photos / "cat.xmp")
+    assert not (photos / "dog.xmp").exists()
+    # A person's own keywords and a star rating elsewhere stay.
+    subprocess.run(
+        ["exiftool", "-q", "-o", str(photos / "sub" / "bird.xmp"), "-XMP-dc:Subject=mine",
+         "-XMP-xmp:Rating=4", str(photos / "sub" / "bird.jpg")], check=True,
+    )  # fmt: skip
+    decide(store, [ids["sub/bird.jpg"]], "keep", who="t")
+    dry = write_sidecars(store, with_decisions=True, dry_run=True)
+    assert (dry["would_update"], dry["would_create"]) == (1, 1)
+    out = write_sidecars(store, with_decisions=True)
+    assert (out["updated"], out["created"], out["failed"]) == (1, 1, 0), out["problems"]
+    cat, dog = xmp_tags(photos / "cat.xmp"), xmp_tags(photos / "dog.xmp")
+    assert (cat["XMP-xmp:Rating"], cat["XMP-dc:Subject"]) == (["-1"], ["cat"])
+    assert dog["XMP-xmp:Rating"] == ["-1"] and "XMP-dc:Subject" not in dog
+    bird = xmp_tags(photos / "sub" / "bird.xmp")
+    assert (bird["XMP-xmp:Rating"], bird["XMP-dc:Subject"]) == (["4"], ["mine"])
+    time.sleep(0.002)
+    decide(store, [ids["dog.jpg"]], "keep", who="t")  # changed their mind
+    again = write_sidecars(store, with_decisions=True, replace=True)
+    assert (again["updated"], again["unchanged"], again["failed"]) == (1, 2, 0)
+    assert "XMP-xmp:Rating" not in xmp_tags(photos / "dog.xmp")
+    assert digest(photos) == before

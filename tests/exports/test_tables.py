@@ -208,3 +208,43 @@ def test_a_carriage_return_in_a_path_stays_in_its_csv_cell(tmp_path: Path) -> No
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["path"], r["rel_path"], r["width"]) for r in rows] == [(f"/src/{name}", name, "64")]
+
+
+def test_decisions_add_decision_and_keep_after_the_golden_header(
+    store: Store, tmp_path: Path
+) -> None:
+    import time
+
+    from lamina.jobs.approve import where_ids
+    from lamina.jobs.select import SelectConfig, select
+    from lamina.tagging.decisions import decide, discard_paths
+
+    out = tmp_path / "none.csv"
+    export(store, out)
+    assert out.read_bytes().startswith(GOLDEN_HEADER)  # no decisions: the header unchanged
+    assert where_ids(store, "keep and decision is null") == ["id_a", "id_b", "id_c"]
+    decide(store, ["id_a"], "reject", who="t")
+    decide(store, ["id_b", "id_c"], "discard", group_id="id_a", who="t")
+    time.sleep(0.002)  # a later event: `at` has microseconds
+    decide(store, ["id_b"], "keep", who="t")  # a keep mark after the discard wins
+    decide(store, ["id_c"], "discard", group_id="id_a", who="t")  # stays after the discard
+    export(store, out := tmp_path / "tags.csv")
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert ",".join(rows[0]).encode() + b"\n" == GOLDEN_HEADER.replace(b"\n", b",decision,keep\n")
+    got = {r[1]: r[-2:] for r in rows[1:]}
+    assert got == {
+        "a.jpg": ["reject", "False"],
+        "copy/a.jpg": ["reject", "False"],
+        "c.jpg": ["", "False"],
+        "x/b.png": ["keep", "True"],
+    }
+    table = pq.read_table(export(store, tmp_path / "t.parquet")["path"])
+    assert table.schema.field("keep").type == pa.bool_()
+    assert table.column_names[: len(EXPORT_SCHEMA)] == EXPORT_SCHEMA.names
+    # --where sees the same columns (approve, select and the set exports read them).
+    assert where_ids(store, "not keep") == ["id_a", "id_c"]
+    assert where_ids(store, "decision = 'keep'") == ["id_b"]
+    assert where_ids(store, "keep and decision is null") == []
+    assert select(store, SelectConfig("keep", ids=True)).lines == ["id_b"]
+    assert discard_paths(store) == ["/src/a.jpg", "/src/c.jpg", "/src/copy/a.jpg"]

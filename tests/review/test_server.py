@@ -267,3 +267,28 @@ def test_an_empty_store_says_to_scan(tmp_path: Path) -> None:
         assert b"lamina scan" in get(app, "/")[2]
     finally:
         app.stop()
+
+
+def test_similar_and_text_search_go_through_the_search_jobs(served: Served, store: Store) -> None:
+    """ "Similar to this image" lists what `lamina similar` lists (the image left out); the
+    store's model embeds images only, so the text box says so and a text query is a
+    message on the page, never an error page."""
+    from lamina.jobs.search import SimilarConfig, similar
+
+    image_id = some_ids(store, 1)[0]
+    status, _, body = get(served, f"/image/{image_id}")
+    assert status == 200 and f'href="/search?similar={image_id}"'.encode() in body
+    status, _, body = get(served, f"/search?similar={image_id}")
+    assert status == 200, body[:500]
+    expected = [h.image_id for h in similar(store, SimilarConfig(image_id, k=49)).hits]
+    expected = [i for i in expected if i != image_id][:48]
+    page = body.decode()
+    shown = [part.split('"', 1)[0] for part in page.split('class="tile" data-id="')[1:]]
+    assert shown == expected and len(shown) >= 2
+    status, _, body = get(served, "/")
+    assert status == 200 and b'id="no-text-model"' in body and b"no text-capable" in body
+    status, _, body = get(served, "/search?text=" + quote("a cat"))
+    assert status == 200 and b"no text-capable embedding layer" in body
+    assert b'class="tile"' not in body
+    assert get(served, "/search?similar=" + "0" * 32)[0] == 404
+    assert get(served, "/search?similar=" + quote("../x"))[0] == 404

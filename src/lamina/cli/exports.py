@@ -329,7 +329,11 @@ def _export_set(
 def _labels_change(r: dict) -> str:
     parts = [f"+{x}" for x in r["added"]] + [f"-{x}" for x in r["removed"]]
     kept = f" (keeps {len(r['kept'])})" if r["kept"] else ""
-    return (" ".join(repr(p) for p in parts) or "no change") + kept
+    # A rating written by --with-decisions is a note: "rating -1 (rejected)".
+    parts += [n for n in r.get("notes", []) if n.startswith("rating ")]
+    return (
+        " ".join(p if p.startswith("rating ") else repr(p) for p in parts) or "no change"
+    ) + kept
 
 
 @main.command()
@@ -355,6 +359,12 @@ def _labels_change(r: dict) -> str:
 )
 @click.option("--replace", is_flag=True, help="Replace existing keywords instead of merging.")
 @click.option("--dry-run", is_flag=True, help="Only list what would change; write nothing.")
+@click.option(
+    "--with-decisions",
+    is_flag=True,
+    help="Also write the reject / keep marks of `lamina app`: XMP-xmp:Rating -1 (rejected, "
+    "also for images without labels); a keep mark removes a -1 rating.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print every file's result as JSON.")
 @click.pass_context
 @handle_errors
@@ -365,6 +375,7 @@ def sidecars(
     sidecar_dir: str | None,
     replace: bool,
     dry_run: bool,
+    with_decisions: bool,
     as_json: bool,
 ) -> None:
     """Write labels into XMP sidecars (XMP-dc:Subject and Lightroom's HierarchicalSubject)
@@ -380,6 +391,7 @@ def sidecars(
         lamina sidecars --dry-run
         lamina sidecars --style darktable
         lamina sidecars --use over-threshold --sidecar-dir ~/xmp --replace
+        lamina sidecars --with-decisions
     """
     from lamina.jobs.exports import SidecarsConfig
     from lamina.jobs.exports import sidecars as write_sidecars
@@ -390,6 +402,7 @@ def sidecars(
         sidecar_dir=expand_user(sidecar_dir) if sidecar_dir else None,
         replace=replace,
         dry_run=dry_run,
+        with_decisions=with_decisions,
     )
     summary = write_sidecars(open_store(ctx), config).summary
     if as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from lamina.cli.app import fail, handle_errors, main, open_store
@@ -42,6 +44,20 @@ def app(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
         lamina app
         lamina app --port 8800 --open
     """
+    start_app(open_store(ctx), host=host, port=port, open_browser=open_browser)
+
+
+def start_app(
+    store: Any, *, host: str, port: int, open_browser: bool, to_stderr: bool = False
+) -> None:
+    """Serve the review app on `store` until Ctrl-C (what `lamina app` and `lamina run
+    --open` do): the URL is printed first (to stderr with `to_stderr`, after JSON), so it
+    can be opened by hand where no browser starts.
+
+    Example:
+        >>> start_app(store, host="127.0.0.1", port=8765, open_browser=False)  # doctest: +SKIP
+        lamina app on http://127.0.0.1:8765/ (store /photos-store); Ctrl-C stops it
+    """
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -49,7 +65,6 @@ def app(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
         fail(f"lamina app needs {exc.name}: pip install 'lamina[app]'")
     from lamina.review import server
 
-    store = open_store(ctx)
     if host not in server.LOOPBACK:
         click.secho(
             f"warning: serving on {host}: anyone who can reach it can see the images and "
@@ -59,5 +74,5 @@ def app(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
         )
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/"
-    click.echo(f"lamina app on {address} (store {store.root}); Ctrl-C stops it")
+    click.echo(f"lamina app on {address} (store {store.root}); Ctrl-C stops it", err=to_stderr)
     server.serve(store, host=host, port=port, open_browser=open_browser)

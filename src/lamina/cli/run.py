@@ -77,6 +77,20 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."
 )
+@click.option(
+    "--open",
+    "open_app",
+    is_flag=True,
+    help="After the run, serve the review app (`lamina app`) on the store and open it in the "
+    "web browser (its URL is printed too); Ctrl-C stops it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8765,
+    show_default=True,
+    help="The review app's port, with --open.",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -101,6 +115,8 @@ def run_command(
     workers: int | None,
     stages: str | None,
     follow_links: bool | None,
+    open_app: bool,
+    port: int,
     print_config: bool,
     as_json: bool,
 ) -> None:
@@ -120,6 +136,7 @@ def run_command(
         lamina run ~/Pictures --print-config > lamina.toml && lamina run --config lamina.toml
         lamina run --root ~/Pictures --labels labels.txt --threshold 0.3 --topk 3
         lamina run --config config.yaml
+        lamina run ~/Pictures --open
     """
     from lamina.core.errors import SourceError
     from lamina.core.store import resolve_store_path
@@ -165,6 +182,10 @@ def run_command(
         echo_json(summary)
     else:
         _echo_summary(store, summary)
+    if open_app:  # also after failed chunks: the app shows what the run made
+        from lamina.cli.review import start_app
+
+        start_app(store, host="127.0.0.1", port=port, open_browser=True, to_stderr=as_json)
     if summary["errors"]:
         sys.exit(EXIT_ERRORS)
 

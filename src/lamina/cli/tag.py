@@ -178,7 +178,9 @@ WHERE_HELP = (
     "Select images by a SQL condition over the columns of files (status, source, rel_path, "
     "folder, …) and, joined by image_id, of tags (top1, top1_score, top_labels, "
     "over_threshold, …), flags, signals and duplicates, and the predictions of `lamina "
-    "predict` as pred_label, pred_score, pred_entropy, …. A column name that two of these "
+    "predict` as pred_label, pred_score, pred_entropy, …, and a person's decisions (`lamina "
+    "app`) as decision (the current reject / keep mark) and keep (false when rejected or "
+    "discarded from a duplicate group with no later keep mark). A column name that two of these "
     "tables share is prefixed in the helper tables: tags.error is tag_error, signals.error "
     "signal_error, signals.detail signal_detail (files keeps its names). Qualified names "
     '(tags.top1) work too; `lamina sql "describe tags"` lists a table\'s columns. One '

@@ -21,6 +21,10 @@ the other originals, and left alone.
 Merging: an existing sidecar keeps all its keywords, ours are appended unless already
 there (exact string match, order kept); `replace=True` makes our labels the whole list.
 Other tags in an existing sidecar (darktable's history, ratings) are left as they are. A
+person's reject / keep marks (`lamina app`) are written only when asked
+(`with_decisions`): a rejected image gets `XMP-xmp:Rating` -1 (Lightroom's and
+darktable's "rejected"), also when it has no labels (its keywords are then left as they
+are); a kept one loses a -1 rating (the tag is removed), other ratings stay. A
 new sidecar holds only our two tags (plus exiftool's XMPToolkit): lamina writes an empty
 XMP packet to a temporary name next to it, has exiftool fill it in place and renames it
 into place.
@@ -72,6 +76,9 @@ BATCH = 256
 NAME_MAX = 255
 SUBJECT = "XMP-dc:Subject"
 HIERARCHY = "XMP-lr:HierarchicalSubject"
+# The star rating; -1 is "rejected" to Lightroom, Bridge and darktable.
+RATING = "XMP-xmp:Rating"
+REJECTED = "-1"
 STYLES = ("adobe", "darktable")
 USES = ("approved", "over_threshold")
 # Why a file of an image with no labels to write gets no sidecar, and what to do about it.
@@ -222,11 +229,11 @@ class _ExifTool:
         self.et.terminate()
 
     def read(self, paths: list[Path]) -> dict[str, dict[str, Any]]:
-        """`FileType`, Subject and HierarchicalSubject of each readable file, by path."""
+        """`FileType`, Subject, HierarchicalSubject and Rating of each readable file."""
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(paths), BATCH):
             batch = [os.fsencode(p) for p in paths[start : start + BATCH]]
-            tags = ("-File:FileType", f"-{SUBJECT}", f"-{HIERARCHY}")
+            tags = ("-File:FileType", f"-{SUBJECT}", f"-{HIERARCHY}", f"-{RATING}")
             out = self.et.execute("-j", "-G1", *tags, *batch)
             if not out.strip():
                 continue
@@ -236,6 +243,7 @@ class _ExifTool:
                     "type": entry.get("File:FileType"),
                     SUBJECT: _as_list(entry.get(SUBJECT)),
                     HIERARCHY: _as_list(entry.get(HIERARCHY)),
+                    RATING: None if entry.get(RATING) is None else str(entry[RATING]),
                 }
         return found
 
@@ -300,14 +308,23 @@ class _Plan:
     exists: bool
     subject: list[str]
     hierarchy: list[str]
+    # The rating the sidecar ends with, and whether to write it (None: the tag removed).
+    rating: str | None = None
+    set_rating: bool = False
 
 
 def write_sidecars_for(
-    items: list[tuple[Path, Path, list[str]]], *, replace: bool = False, dry_run: bool = False
+    items: list[tuple[Path, Path, list[str] | None]],
+    *,
+    replace: bool = False,
+    dry_run: bool = False,
+    marks: list[str | None] | None = None,
 ) -> list[SidecarResult]:
     """Write (original, sidecar, labels) items: one result per item, in order (see the
-    module docstring for merging, safety and verification). Originals are never given to
-    exiftool; a failure is that item's result, never an exception.
+    module docstring for merging, safety and verification). Labels None: the keywords are
+    left as they are. `marks`, one per item: `reject` (rating -1), `keep` (a -1 rating
+    removed) or None (the rating left alone). Originals are never given to exiftool; a
+    failure is that item's result, never an exception.
 
     Example:
         >>> item = (Path("/p/cat.jpg"), Path("/p/cat.xmp"), ["cat"])
@@ -315,13 +332,15 @@ def write_sidecars_for(
         ['created']
     """
     results: list[SidecarResult] = []
-    todo: list[tuple[SidecarResult, Path, list[str]]] = []
+    todo: list[tuple[SidecarResult, Path, list[str] | None, str | None]] = []
     sharing: dict[Path, list[str]] = {}
     for original, sidecar, _ in items:
         sharing.setdefault(Path(os.path.abspath(sidecar)), []).append(str(original))
-    for original, sidecar, labels in items:
+    for k, (original, sidecar, labels) in enumerate(items):
         sidecar = Path(os.path.abspath(sidecar))
-        labels, refused = _clean(list(labels))
+        refused: list[tuple[str, str]] = []
+        if labels is not None:
+            labels, refused = _clean(list(labels))
         result = SidecarResult(str(original), str(sidecar), refused=refused)
         results.append(result)
         if sidecar == Path(os.path.abspath(original)):
@@ -337,15 +356,15 @@ def write_sidecars_for(
         elif sidecar.parent.is_dir() and not os.access(sidecar.parent, os.W_OK):
             result.error = _read_only(sidecar)
         else:
-            todo.append((result, sidecar, labels))
+            todo.append((result, sidecar, labels, marks[k] if marks else None))
     if not todo:
         return results
     with _ExifTool() as et:
         # Only files: exiftool given a folder would read every file in it.
-        existing = et.read([p for _, p, _ in todo if p.is_file()])
+        existing = et.read([p for _, p, _, _ in todo if p.is_file()])
         plans = []
-        for result, sidecar, labels in todo:
-            plan = _plan(result, sidecar, labels, existing, replace, dry_run)
+        for result, sidecar, labels, mark in todo:
+            plan = _plan(result, sidecar, labels, existing, replace, dry_run, mark)
             if plan is not None:
                 plans.append(plan)
         if not dry_run:
@@ -357,13 +376,16 @@ def write_sidecars_for(
 def _plan(
     result: SidecarResult,
     sidecar: Path,
-    labels: list[str],
+    labels: list[str] | None,
     existing: dict[str, dict[str, Any]],
     replace: bool,
     dry_run: bool,
+    mark: str | None = None,
 ) -> _Plan | None:
     """What to write to one sidecar, with added/kept/removed filled in; None when there is
     nothing to write (the result says why)."""
+    if labels is None:  # only a mark to write: the keywords stay as they are
+        labels, replace = [], False
     if any("|" in label for label in labels):
         result.notes.append("labels holding '|' are written to XMP-dc:Subject only")
     exists = sidecar.exists()
@@ -382,17 +404,27 @@ def _plan(
     result.added = [label for label in subject if label not in old_subject]
     result.kept = [label for label in old_subject if label in subject]
     result.removed = [label for label in old_subject if label not in subject]
-    if not exists and not subject:
+    old_rating = old.get(RATING) if old else None
+    rating = old_rating
+    if mark == "reject":
+        rating = REJECTED
+    elif mark == "keep" and old_rating == REJECTED:
+        rating = None
+    if rating != old_rating:
+        result.notes.append(
+            "rating -1 (rejected)" if rating == REJECTED else "rating -1 removed (kept)"
+        )
+    if not exists and not subject and rating is None:
         result.action = "skipped"
         result.notes.append("no labels to write")
         return None
-    if exists and subject == old_subject and hierarchy == old_hierarchy:
+    if exists and subject == old_subject and hierarchy == old_hierarchy and rating == old_rating:
         result.action = "unchanged"
         return None
     if dry_run:
         result.action = "would_update" if exists else "would_create"
         return None
-    return _Plan(result, sidecar, exists, subject, hierarchy)
+    return _Plan(result, sidecar, exists, subject, hierarchy, rating, rating != old_rating)
 
 
 def _write(et: _ExifTool, plans: list[_Plan]) -> None:
@@ -412,6 +444,8 @@ def _write(et: _ExifTool, plans: list[_Plan]) -> None:
                 plan.result.error = _write_error(plan.path, exc)
                 continue
         args = _tag_args(SUBJECT, plan.subject) + _tag_args(HIERARCHY, plan.hierarchy)
+        if plan.set_rating:
+            args.append(f"-{RATING}={plan.rating or ''}")
         commands.append((target, args))
         ready.append((plan, target))
     for (plan, target), (status, text) in zip(ready, et.write(commands), strict=True):
@@ -534,7 +568,8 @@ def _verify(et: _ExifTool, plans: list[_Plan]) -> None:
             plan.result.action = "failed"
             plan.result.error = "written, but exiftool cannot read it back"
             continue
-        for tag, want in ((SUBJECT, plan.subject), (HIERARCHY, plan.hierarchy)):
+        wanted: list[tuple[str, Any]] = [(SUBJECT, plan.subject), (HIERARCHY, plan.hierarchy)]
+        for tag, want in wanted + [(RATING, plan.rating)] * plan.set_rating:
             if got[tag] != want:
                 plan.result.action = "failed"
                 plan.result.error = f"read back {tag} = {got[tag]!r}, not {want!r}"
@@ -570,9 +605,12 @@ def write_sidecars(
     replace: bool = False,
     dry_run: bool = False,
     image_ids: list[str] | None = None,
+    with_decisions: bool = False,
 ) -> dict[str, Any]:
     """Write a sidecar for every present file whose image has labels (`use`: "approved"
-    labels, or "over_threshold" tags), optionally only `image_ids`. Returns counts by
+    labels, or "over_threshold" tags), optionally only `image_ids`; `with_decisions`: also
+    each image's reject / keep mark (rating -1 for rejected, also for an image without
+    labels; see the module docstring), never by default. Returns counts by
     action, `files`, `problems` (per-file errors and refused labels), `skipped_reasons`
     (why other files got no sidecar: {reason: {files, examples, hint}}, files of images
     with no labels included) and `results` (one dict per file: added / kept / removed
@@ -590,7 +628,15 @@ def write_sidecars(
         raise LaminaError(
             f"the store {store.root} has no files yet", hint="run `lamina scan SOURCE` first"
         )
-    labels = _labels_by_image(store, use)
+    labels: dict[str, list[str] | None] = dict(_labels_by_image(store, use))
+    marks: dict[str, str] = {}
+    if with_decisions:
+        from lamina.tagging.decisions import current_decisions
+
+        current = current_decisions(store).to_pylist()
+        marks = {r["image_id"]: r["mark"] for r in current if r["mark"]}
+        for image_id in marks:
+            labels.setdefault(image_id, None)  # a mark without labels: the rating only
     wanted = set(image_ids or ())
     if image_ids is not None:
         labels = {i: v for i, v in labels.items() if i in wanted}
@@ -599,7 +645,8 @@ def write_sidecars(
         "where image_id is not null and status <> 'missing' order by source, rel_path"
     ).to_pylist()
     roots = mirror_roots([f["source"] for f in files])
-    items: list[tuple[Path, Path, list[str]]] = []
+    items: list[tuple[Path, Path, list[str] | None]] = []
+    item_marks: list[str | None] = []
     unlabelled: list[str] = []
     for f in files:
         original = Path(f["source"]) / f["rel_path"]
@@ -612,7 +659,8 @@ def write_sidecars(
             rel = f"{roots[f['source']]}/{rel}"
         sidecar = sidecar_path(original, style=style, sidecar_dir=sidecar_dir, rel_path=rel)
         items.append((original, sidecar, labels[f["image_id"]]))
-    results = write_sidecars_for(items, replace=replace, dry_run=dry_run)
+        item_marks.append(marks.get(f["image_id"]))
+    results = write_sidecars_for(items, replace=replace, dry_run=dry_run, marks=item_marks)
     summary = summarise(results)
     if unlabelled:
         reason, hint = NO_LABELS[use]

@@ -23,6 +23,11 @@ Columns, in this order (`EXPORT_COLUMNS`):
   modality`), `full_page_text` and `lines` (`lamina ocr`: each line's text, confidence and
   box in original pixels; `lines` is left out of CSV, whose cells hold no records), and
   `caption`, `caption_model` (`lamina caption`, the current captions layer).
+* Decision columns, last, only when the store has a `decisions` table (`lamina app`):
+  `decision`, the image's current reject / keep mark (empty: none), and `keep`, false
+  when the image is rejected or discarded from a duplicate group with no later `keep`
+  mark, else true (`lamina.tagging.decisions.COLUMNS_SQL`; the files `--discard-list`
+  writes are the rows with `keep` false).
 
 Formats, picked by `fmt` or the file's suffix:
 
@@ -50,6 +55,7 @@ import pyarrow.parquet as pq
 from lamina.core.csvtext import CsvWriter
 from lamina.core.errors import LaminaError
 from lamina.core.outputs import staged_output
+from lamina.tagging.decisions import COLUMNS_SQL
 
 EXPORT_COLUMNS = (
     "path",
@@ -115,17 +121,20 @@ LANGUAGE_COLUMNS = {
     ),
 }
 NOT_IN_CSV = ("lines",)
+# Decision columns, last, only when the store has a `decisions` table (`lamina app`).
+DECISION_COLUMNS = ("decision", "keep")
 
 _EXPORT_SQL = """
 select file_path(f.source, f.rel_path) as path, f.rel_path, {width} as width, {height} as height,
        t.top1, t.top1_score, t.top_labels[1:{top}] as top5_labels,
        t.top_scores[1:{top}] as top5_scores, a.approved_labels, t.run_id, t.model_name
-       {language_select}
+       {language_select}{decision_select}
 from files f
 left join images i using (image_id)
 left join export_tags t using (image_id)
 left join export_approvals a using (image_id)
 {language_joins}
+{decision_join}
 where f.image_id is not null and f.status <> 'missing'
 order by f.source, f.rel_path
 """
@@ -183,9 +192,14 @@ def export_table(store: Any, *, tags: pa.Table | None, approvals: pa.Table | Non
         height=height,
         language_select="".join(f", {select}" for _, select, _ in language),
         language_joins="\n".join(join for _, _, join in language),
+        decision_select=", ld.decision, ld.keep" if "decisions" in have else "",
+        decision_join=f"left join ({COLUMNS_SQL}) ld using (image_id)"
+        if "decisions" in have
+        else "",
     )
     out = con.sql(sql).to_arrow_table()
     extra = [name for names, _, _ in language for name in names]
+    extra += list(DECISION_COLUMNS) if "decisions" in have else []
     schema = EXPORT_SCHEMA
     for name in extra:
         schema = schema.append(out.schema.field(name))

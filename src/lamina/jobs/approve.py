@@ -96,7 +96,27 @@ def where_columns(store: Store, con: Any = None) -> dict[str, list[tuple[str, st
         from lamina.learning.predict import SCHEMA
 
         out["predictions"] = [(name, f"pred_{name}") for name in SCHEMA.names[1:]]
+    if "files" in tables:  # a person's current mark and whether the image is kept (always:
+        # `--where keep` works before anyone decided anything)
+        out["decisions"] = [("decision", "decision"), ("keep", "keep")]
     return out
+
+
+def where_source(table: str, tables: Any = ()) -> str:
+    """What --where and --columns read a table's columns from: the table itself, or for
+    `decisions` (append-only events) each image's current `decision` and `keep`
+    (`lamina.tagging.decisions.COLUMNS_SQL`; `NO_DECISIONS_SQL` when `tables`, the store's
+    tables, has no `decisions`), a row for every image.
+
+    Example:
+        >>> where_source("flags")
+        '"flags"'
+    """
+    if table == "decisions":
+        from lamina.tagging.decisions import COLUMNS_SQL, NO_DECISIONS_SQL
+
+        return f"({COLUMNS_SQL if 'decisions' in tables else NO_DECISIONS_SQL})"
+    return f'"{table}"'
 
 
 def where_select(
@@ -137,7 +157,9 @@ def where_select(
     ctes = []
     for table, pairs in used.items():
         listed = "".join(f', "{name}" as "{alias}"' for name, alias in pairs)
-        ctes.append(f'"_where_{table}" as (select image_id{listed} from "{table}")')
+        ctes.append(
+            f'"_where_{table}" as (select image_id{listed} from {where_source(table, tables)})'
+        )
     joins = "".join(
         f' left join "_where_{t}" as "{t}" using (image_id)' for t in used if t != "files"
     )

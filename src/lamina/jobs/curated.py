@@ -205,7 +205,7 @@ def _splits(store: Store, con: Any, split_id: str | None) -> tuple[str, dict[str
 
 def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) -> pa.Table:
     """`items` with the columns `names` (the --where columns, and `SPECIAL_COLUMNS`)."""
-    from lamina.jobs.approve import where_columns
+    from lamina.jobs.approve import where_columns, where_source
 
     if not names:
         return items
@@ -234,7 +234,10 @@ def _columns(store: Store, con: Any, items: pa.Table, names: tuple[str, ...]) ->
                     "left join files on files.source = i.source and files.rel_path = i.rel_path"
                 )
             else:
-                joins.append(f'left join "{table}" on "{table}".image_id = i.image_id')
+                joins.append(
+                    f'left join {where_source(table, store.available_tables())} as "{table}" '
+                    f'on "{table}".image_id = i.image_id'
+                )
         for n in plain:
             table, col = known[n]
             selects.append(f'"{table}"."{col}" as "{n}"')

@@ -199,13 +199,15 @@ def export_folder(store: Store, config: ExportFolderConfig) -> ExportFolderResul
 class SidecarsConfig:
     """What `lamina sidecars` takes (its defaults). use: "approved" labels or
     "over_threshold" tags; style: "adobe" (photo.xmp) or "darktable" (photo.jpg.xmp);
-    sidecar_dir: a mirror tree instead of next to the photos."""
+    sidecar_dir: a mirror tree instead of next to the photos; with_decisions: also the
+    reject / keep marks (`XMP-xmp:Rating` -1 for rejected)."""
 
     use: str = "approved"
     style: str = "adobe"
     sidecar_dir: str | os.PathLike[str] | None = None
     replace: bool = False
     dry_run: bool = False
+    with_decisions: bool = False
 
 
 @dataclass
@@ -234,5 +236,6 @@ def sidecars(store: Store, config: SidecarsConfig = SidecarsConfig()) -> Sidecar
         sidecar_dir=config.sidecar_dir,
         replace=config.replace,
         dry_run=config.dry_run,
+        with_decisions=config.with_decisions,
     )
     return SidecarsResult(s["created"] + s["updated"], s["failed"], s)

@@ -13,7 +13,8 @@ from lamina.core.store import Store
 @dataclass(frozen=True)
 class SelectConfig:
     """What `lamina select` takes: `where`, one SQL expression over the columns of files,
-    flags, signals, duplicates, modality and predictions (as pred_label, pred_score, ...);
+    flags, signals, duplicates, modality, predictions (as pred_label, pred_score, ...) and
+    decisions (`decision`, `keep`);
     `output`, a file to write the list to (None: only return it; checked as any output,
     `force` / `force_into_source` as `lamina.core.outputs.check_output_path` takes them);
     one path per image, or image ids (one each) instead of paths."""
@@ -69,6 +70,10 @@ def select(store: Store, config: SelectConfig) -> SelectResult:
     from lamina.learning.predict import where_join
 
     joins += where_join(tables)
+    from lamina.jobs.approve import where_source
+
+    # `decision` and `keep`, as `lamina approve --where` sees them (also before any decision)
+    joins += f" left join {where_source('decisions', tables)} using (image_id)"
     query = (
         f"select image_id, source || '/' || rel_path as path from files{joins} "
         f"where status <> 'missing' and (\n{condition}\n) order by source, rel_path"

@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import mimetypes
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -146,6 +147,8 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             prev_url=url("/", flt.params(page=page.page - 1)) if page.page > 1 else None,
             next_url=url("/", flt.params(page=page.page + 1)) if page.page < page.pages else None,
             filter_params=flt.params(page=1),
+            text_models=views.cached("text_models", lambda: query.text_models(store)),
+            no_text_model=query.NO_TEXT_MODEL,
         )
 
     def image_page(request: Request) -> Response:
@@ -172,6 +175,39 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             img=data,
             labels=labels,
             scores=scores,
+        )
+
+    async def search_page(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        params = request.query_params
+        text = (params.get("text") or "").strip() or None
+        similar_to = params.get("similar") or None
+        if similar_to is not None and (
+            not IMAGE_ID.match(similar_to) or similar_to not in views.known_ids()
+        ):
+            return render(
+                "message.html.j2",
+                request,
+                status=404,
+                title="Unknown image",
+                message=f"no image {similar_to!r} in this store",
+            )
+        # Embedding a text or building an index takes a while: off the event loop.
+        model, hits, error = await run_in_threadpool(
+            query.search_hits, store, text=text, similar_to=similar_to
+        )
+        return render(
+            "search.html.j2",
+            request,
+            title="Search",
+            text=text or "",
+            similar_to=similar_to,
+            model=model,
+            hits=hits,
+            error=error,
+            text_models=views.cached("text_models", lambda: query.text_models(store)),
+            no_text_model=query.NO_TEXT_MODEL,
         )
 
     def duplicates_page(request: Request) -> Response:
@@ -268,6 +304,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         Route("/", grid_page),
         Route("/image/{image_id}", image_page),
         Route("/duplicates", duplicates_page),
+        Route("/search", search_page),
         Route("/clusters", clusters_page),
         Route("/thumb/{image_id}", thumb),
         Route("/original/{image_id}", original),
@@ -426,7 +463,13 @@ def serve(
         def _open() -> None:
             for _ in range(300):  # up to 30 s for the socket to listen
                 if server.started:
-                    webbrowser.open(f"http://{shown}:{port}/")
+                    url = f"http://{shown}:{port}/"
+                    try:
+                        opened = webbrowser.open(url)
+                    except webbrowser.Error:
+                        opened = False
+                    if not opened:  # a server, a container: the person opens it by hand
+                        print(f"no web browser to open: go to {url}", file=sys.stderr)
                     return
                 time.sleep(0.1)
 

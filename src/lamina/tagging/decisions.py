@@ -63,10 +63,34 @@ select image_id,
        max_by(decision, row("at", part)) filter (where kind = 'mark') as mark,
        max_by(decision, row("at", part)) filter (where kind = 'duplicate') as duplicate_decision,
        max_by(who, row("at", part)) as decided_by,
-       max("at") as decided_at
+       max("at") as decided_at,
+       max(row("at", part)) filter (where kind = 'mark') as mark_at,
+       max(row("at", part)) filter (where kind = 'duplicate') as duplicate_at
 from {source}
 group by image_id
 """
+# Whether a current-decisions row (`CURRENT_SQL`'s columns) keeps its image: not when its
+# mark is `reject`, nor when its duplicate decision is `discard` and no `keep` mark came
+# after that discard. An image without decisions is kept (callers coalesce to true).
+KEEP_EXPR = (
+    "not (coalesce(mark = 'reject', false) or (coalesce(duplicate_decision = 'discard', false) "
+    "and not coalesce(mark = 'keep' and mark_at > duplicate_at, false)))"
+)
+# `decision` (the current reject / keep mark) and `keep` of every image with an id in
+# `files`, over the store's `decisions` view: what `lamina export`, `--where` and
+# `--columns` see. Fixed text, never user input. `NO_DECISIONS_SQL`: the same columns for
+# a store nobody has decided in yet (no mark, every image kept).
+NO_DECISIONS_SQL = (
+    "select distinct image_id, null::varchar as decision, true as keep "
+    "from files where image_id is not null"
+)
+COLUMNS_SQL = (
+    "select f.image_id, d.mark as decision, coalesce(d.keep, true) as keep "
+    "from (select distinct image_id from files where image_id is not null) f "
+    "left join (select image_id, mark, {keep} as keep from ("
+    + CURRENT_SQL.format(source="(select *, '' as part from decisions)")
+    + ")) d using (image_id)"
+).format(keep=KEEP_EXPR)
 
 
 def decide(
@@ -158,14 +182,15 @@ def current_decisions(store: Any) -> pa.Table:
                 "decided_at": pa.array([], pa.timestamp("us", tz="UTC")),
             }
         )
-    return duckdb.connect().sql(query + " order by image_id").to_arrow_table()
+    shown = "image_id, mark, duplicate_decision, decided_by, decided_at"
+    return duckdb.connect().sql(f"select {shown} from ({query}) order by image_id").to_arrow_table()
 
 
 def discard_paths(store: Any) -> list[str]:
     """Absolute paths of the present files of every image whose current mark is `reject`
-    or whose current duplicate decision is `discard`, sorted. A `keep` mark later than
-    a discard does not override it: they are two kinds; the image is listed while either
-    says so, unless its mark is `keep`.
+    or whose current duplicate decision is `discard` with no `keep` mark after it (a
+    person who marks a discarded copy `keep` changed their mind; a discard after a `keep`
+    mark is the newer word), sorted: the images whose `keep` column is false.
 
     Example:
         >>> discard_paths(store)  # doctest: +SKIP
@@ -180,8 +205,7 @@ def discard_paths(store: Any) -> list[str]:
             f"with d as ({query}) "
             "select distinct file_path(f.source, f.rel_path) as path "
             "from files f join d using (image_id) "
-            "where f.status <> 'missing' and (d.mark = 'reject' or "
-            "(d.duplicate_decision = 'discard' and coalesce(d.mark, '') <> 'keep')) order by path"
+            f"where f.status <> 'missing' and not ({KEEP_EXPR}) order by path"
         )
         .fetchall()
     )
