@@ -32,10 +32,9 @@ _TAR_EXTS = (".tar", ".cbt", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".t
 _UNREAD_EXTS = (".7z", ".cb7", ".rar", ".cbr")
 # What a broken tar or zip stream raises while being read (zlib.error, lzma.LZMAError and
 # EOFError from the decompressors; tarfile / zipfile errors for their own structure).
-_READ_ERRORS: tuple[type[BaseException], ...]
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
+def _read_errors() -> tuple[type[Exception], ...]:
     import lzma
     import zlib
 
@@ -52,7 +51,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-_READ_ERRORS = _read_errors()
+_READ_ERRORS: tuple[type[Exception], ...] = _read_errors()
 
 
 # A compressed tar has no index: reaching a member decompresses everything before it. So a
@@ -228,10 +227,11 @@ def _list_zip(
 def _open_tar(src: str | BinaryIO, seekable: bool = False) -> tarfile.TarFile:
     """A tar opened as a stream (one pass, any compression), or with `seekable` (a plain
     tar) opened to seek over the data of the members it skips."""
-    mode = "r:" if seekable else "r|*"
     if isinstance(src, str):
-        return tarfile.open(src, mode=mode)
-    return tarfile.open(fileobj=src, mode=mode)
+        return tarfile.open(src, mode="r:") if seekable else tarfile.open(src, mode="r|*")
+    if seekable:
+        return tarfile.open(fileobj=src, mode="r:")
+    return tarfile.open(fileobj=src, mode="r|*")
 
 
 def _list_tar(
@@ -317,12 +317,12 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
             src, plain = io.BytesIO(whole), True
     try:
         with _open_tar(src, seekable=plain) as tf:
-            for info in tf:
-                name = member_name(info.name)
-                if info.isreg():
-                    index.setdefault(name, (info.offset_data, info.size))
-                if info.isreg() and name in wanted and name not in out:
-                    f = tf.extractfile(info)
+            for entry in tf:
+                name = member_name(entry.name)
+                if entry.isreg():
+                    index.setdefault(name, (entry.offset_data, entry.size))
+                if entry.isreg() and name in wanted and name not in out:
+                    f = tf.extractfile(entry)
                     out[name] = f.read() if f is not None else b""
                     if len(out) == len(wanted):
                         break

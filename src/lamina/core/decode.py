@@ -34,7 +34,7 @@ import hashlib
 import math
 import os
 import warnings
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -249,7 +249,7 @@ def decode_image(path: str, max_side: int = 512, *, max_pixels: float = 250e6) -
             return _failed("truncated" if truncated else "decode_error", message, mode)
 
 
-def _unidentified(f: BinaryIO, message: str) -> Decoded:
+def _unidentified(f: IO[bytes], message: str) -> Decoded:
     """Pillow knows no format for the file: a broken header, or a format it cannot read."""
     try:
         f.seek(0)
