@@ -39,7 +39,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from lamina.exports.sets import SetOptions, extra_columns, json_value
+from lamina.core.errors import LaminaError
+from lamina.exports.sets import MARKER, SetOptions, extra_columns, json_value
 
 SCHEMA_ID = "lamina-item/1"
 ONE_ROW = ("signals", "flags", "duplicates", "tags")
@@ -256,7 +257,13 @@ def write_items(
             "sidecars": fact["sidecars"],
             "violations": fact["violations"],
         }
-        _dump(_mirror(out, sources, fact["source"], fact["item_id"]), doc)
+        target = _mirror(out, sources, fact["source"], fact["item_id"])
+        if target == out / MARKER:  # an item folder called lamina-export at the top
+            raise LaminaError(
+                f"the item {fact['item_id']} would be written over the export's {MARKER}",
+                hint="export that source's items with the image files (--per image)",
+            )
+        _dump(target, doc)
         written += 1
     tables = {t for doc in docs.values() for t in (*ONE_ROW, *MANY_ROWS) if t in doc}
     return {
