@@ -132,8 +132,8 @@ def _photo(path: Path, pixels: Any) -> None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A home folder with ~/Pictures (the names the examples use: photos/cat.jpg,
     cats/a.jpg, 2024/), ~/Downloads/found.jpg, a second source for /mnt/archive/scans, and a
-    working folder with the files the examples read (labels.txt, labels.csv, licenses.csv, listings,
-    per-plate manifests, config.yaml)."""
+    working folder with the files the examples read (labels.txt, labels.csv, licenses.csv,
+    folders.csv, listings, per-plate manifests, config.yaml)."""
     base = tmp_path_factory.mktemp("docs")
     home, work = base / "home", base / "work"
     photos = package_photos()
@@ -159,6 +159,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     shutil.copy(ROOT / "examples" / "labels.txt", work / "labels.txt")
     (work / "labels.csv").write_text("name,label\ncat.jpg,cat\na.jpg,kitten\n")
     (work / "licenses.csv").write_text("rel_path,license\nphotos/cat.jpg,CC-BY\n")
+    (work / "folders.csv").write_text("folder,licence\nphotos,CC-BY\nphotos/science,CC0\n")
     listing = "path,size\nD:\\Pictures\\photos\\cat.jpg,1\nD:\\Pictures\\new.jpg,2\n"
     (work / "other-disk.csv").write_text(listing)
     (work / "bucket-listing.csv").write_text(listing.replace("D:\\", "s3://bucket/"))

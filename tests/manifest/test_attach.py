@@ -214,3 +214,53 @@ def test_bad_input_is_a_clear_error(store: Store, tmp_path: Path) -> None:
     with pytest.raises(LaminaError, match="no file matches"):
         attach(store, str(tmp_path / "plates" / "*" / "manifest.json"), on="folder")
     assert not store.table_files("meta")
+
+
+def test_on_folder_attaches_by_ancestry_the_nearest_folder_winning(tmp_path: Path) -> None:
+    """A loose tree: rows keyed by a folder reach every image at or below it; an image
+    under two keyed folders takes the nearer one's row; an image under none gets none."""
+    src = tmp_path / "loose"
+    write_photo(src / "plates" / "p1" / "source" / "a.jpg", 21)  # nearest: plates/p1
+    write_photo(src / "plates" / "p1" / "source" / "deep" / "b.jpg", 22)  # plates/p1/source/deep
+    write_photo(src / "plates" / "p2" / "source" / "c.jpg", 23)  # only plates: the ancestor
+    write_photo(src / "plates" / "d.jpg", 24)  # in plates itself
+    write_photo(src / "other" / "e.jpg", 25)  # no keyed ancestor: no row
+    store = scanned(tmp_path, src)
+    rows = tmp_path / "folders.csv"
+    rows.write_text(
+        "folder,licence\nplates,CC0\nplates/p1,CC-BY\nplates/p1/source/deep,MIT\nnowhere,x\n"
+    )
+    report = attach(store, str(rows), on="folder", key="folder")
+    assert (report["rows"], report["matched_images"], report["unmatched"]) == (
+        4,
+        4,
+        ["nowhere"],
+    )
+    got = [(r["rel_path"], r["licence"]) for r in _meta(store, "rel_path nulls last")]
+    assert got == [
+        ("plates/d.jpg", "CC0"),
+        ("plates/p1/source/a.jpg", "CC-BY"),
+        ("plates/p1/source/deep/b.jpg", "MIT"),
+        ("plates/p2/source/c.jpg", "CC0"),
+        (None, "x"),
+    ]
+    assert "other/e.jpg" not in {r for r, _ in got}
+
+
+def test_on_folder_reaches_images_below_a_manifest_folder(tmp_path: Path) -> None:
+    """`plate-x/manifest.json` with its image in `plate-x/source/` (the plate shape, which
+    matched 0 images before ancestry): each manifest reaches its plate's images."""
+    from tests.manifest.layout_trees import plate_tree
+
+    src = plate_tree(tmp_path / "herbarium", 3)  # plate-001 has no manifest
+    store = scanned(tmp_path, src)
+    report = attach(store, f"{src}/plates_structured/*/manifest.json", on="folder")
+    assert (report["rows"], report["matched_images"], report["unmatched"]) == (5, 5, [])
+    got = [(r["rel_path"], r["id"]) for r in _meta(store)]
+    assert got == [
+        ("plates_structured/plate-000/runs/r1/crop.jpg", 0),
+        ("plates_structured/plate-000/source/plate-000.jpg", 0),
+        ("plates_structured/plate-002/runs/r1/crop.jpg", 2),
+        ("plates_structured/plate-002/source/plate-002.jpg", 2),
+        ("plates_structured/plate-002/source/second.png", 2),
+    ]

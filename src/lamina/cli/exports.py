@@ -145,6 +145,14 @@ TABLE_FORMATS = ("csv", "parquet", "json", "jsonl")
     "--shard-mb", type=float, default=500.0, show_default=True, help="hf, webdataset: MB a shard."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="webdataset: shuffle seed.")
+@click.option(
+    "--per",
+    type=click.Choice(["image", "item"]),
+    default="image",
+    show_default=True,
+    help="items-json: one JSON per image, or per item of the store's layout "
+    "(`lamina layout`), <out>/<item_id>.json.",
+)
 @click.option("--no-shuffle", is_flag=True, help="webdataset: keep the selection's order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @force_option
@@ -168,6 +176,7 @@ def export(
     shard_mb: float,
     seed: int,
     no_shuffle: bool,
+    per: str,
     as_json: bool,
     force: bool,
     force_into_source: bool,
@@ -186,6 +195,10 @@ def export(
     duplicate pairs) go into the folder's lamina-export.json. A folder that is not empty
     is refused without --force (a previous export is replaced).
 
+    items-json --per item writes one JSON per item of the store's layout instead
+    (<out>/<item_id>.json: its images with their header and lamina facts, its sidecar
+    fields, its violations); with --where, only the items holding a selected image.
+
     -o never writes over a scanned file, inside a source (unless --force-into-source) or
     over a file lamina did not write (unless --force). --discard-list FILE lists the files
     you chose to drop in `lamina app`; lamina never deletes or moves them.
@@ -198,6 +211,7 @@ def export(
         lamina export --format hf --columns width,height,blurry -o hf_set
         lamina export --format webdataset --shard-size 1000 --seed 7 -o wds
         lamina export --format items-json --where "not blurry" -o items
+        lamina export --format items-json --per item -o plates_json
         lamina export --discard-list to_drop.txt
         lamina segment && lamina export --format coco -o segments.json
     """
@@ -212,10 +226,13 @@ def export(
         if as_json:
             echo_json(summary)
         return
+    if per != "image" and fmt != "items-json":
+        raise click.UsageError("--per item applies to --format items-json")
     if fmt in SET_FORMATS:
         _export_set(ctx, out_path, fmt, where, one_per_group, columns, label_from, use_split,
                     split_id, link, image_mode, shard_size, shard_mb,
-                    None if no_shuffle else seed, as_json, force, force_into_source)  # fmt: skip
+                    None if no_shuffle else seed, as_json, force, force_into_source,
+                    per)  # fmt: skip
         return
     set_only = {
         "--where": where, "--one-per-group": one_per_group, "--columns": columns,
@@ -274,7 +291,7 @@ def _export_set(
     ctx: click.Context, out_path: str, fmt: str, where: str | None, one_per_group: bool,
     columns: tuple[str, ...], label_from: str | None, use_split: bool, split_id: str | None,
     link: str, image_mode: str, shard_size: int, shard_mb: float, seed: int | None,
-    as_json: bool, force: bool, force_into_source: bool,
+    as_json: bool, force: bool, force_into_source: bool, per: str = "image",
 ) -> None:  # fmt: skip
     from lamina.jobs.curated import ExportSetConfig, export_set
 
@@ -283,7 +300,7 @@ def _export_set(
         expand_user(out_path), fmt, where=where, one_per_group=one_per_group, columns=names,
         label_from=label_from, split=use_split, split_id=split_id, link=link,
         image=image_mode, shard_items=shard_size, shard_mb=shard_mb, seed=seed, force=force,
-        force_into_source=force_into_source,
+        force_into_source=force_into_source, per=per,
     )  # fmt: skip
     result = export_set(open_store(ctx), config)
     s = result.summary
@@ -309,6 +326,12 @@ def _export_set(
     for label, folder in s.get("escaped_labels", {}).items():
         click.echo(f"label {label!r} is the folder {folder!r}")
     left = ", ".join(f"{n} {why}" for why, n in result.left_out.items())
+    if per == "item":
+        click.echo(
+            f"exported {s['files']} of {s['items']} items ({result.exported} images) as "
+            f"items-json -> {result.path}"
+        )
+        return
     click.echo(
         f"exported {result.exported} of {s['selected']} selected images as {fmt}"
         + (f" (left out: {left})" if left else "")

@@ -389,7 +389,8 @@ def reconcile(
     type=click.Choice(["path", "name", "hash", "folder"]),
     default="path",
     show_default=True,
-    help="What the metadata's key matches in the manifest.",
+    help="What the metadata's key matches in the manifest. folder: every image at or "
+    "below the folder, the nearest keyed folder winning.",
 )
 @click.option("--key", default=None, help="The metadata column holding the key.")
 @click.option("--json", "as_json", is_flag=True)
@@ -399,9 +400,14 @@ def attach(ctx: click.Context, spec: str, on: str, key: str | None, as_json: boo
     """Join per-image metadata (CSV, JSON, JSONL, Parquet or a glob of JSON manifests)
     into the `meta` table.
 
+    --on folder matches by ancestry: a row keyed by a folder (by --key, or the folder of
+    each JSON manifest) attaches to every image at or below that folder; an image under
+    several keyed folders takes the nearest one's rows, one under none gets no row.
+
     \b
     Example:
         lamina attach labels.csv --on name
+        lamina attach folders.csv --on folder --key folder
         lamina attach 'plates/*/manifest.json' --on folder
     """
     from lamina.jobs.manifest import AttachConfig

@@ -1,4 +1,5 @@
-"""`--format items-json`: one JSON file per image, in a tree that mirrors the source.
+"""`--format items-json`: one JSON file per image (or, `--per item`, per layout item), in a
+tree that mirrors the source.
 
 ```
 <out>/<rel_path>.json            one source (cats/a.jpg -> cats/a.jpg.json)
@@ -13,6 +14,12 @@ export's label and split, the provenance of every pass that has a row for it (pa
 layer, version, config hash, run, model), and the rows of `signals`, `flags` (the raised
 ones as `raised`), `duplicates`, `tags`, the approved labels, and the rows of `ocr` and
 `segments` when the store has those tables; the chosen `--columns` go under `columns`.
+
+`--per item` (`write_items`): one JSON per item of the store's layout
+(`<out>/<item_id>.json`, e.g. `plates_structured/plate-001.json`), valid against
+`layout_item_schema()` (`lamina/exports/schemas/layout-item.schema.json`): the item's id,
+source and ok, its images (header facts, and under `lamina` the image's file above), its
+sidecar files' fields and its violations.
 
 Example:
     >>> import json, jsonschema  # doctest: +SKIP
@@ -32,7 +39,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from lamina.exports.sets import SetOptions, extra_columns, json_value
+from lamina.core.errors import LaminaError
+from lamina.exports.sets import MARKER, SetOptions, extra_columns, json_value
 
 SCHEMA_ID = "lamina-item/1"
 ONE_ROW = ("signals", "flags", "duplicates", "tags")
@@ -73,13 +81,13 @@ def _mirror(out: Path, sources: list[str], source: str, rel_path: str) -> Path:
     return out / name / f"{rel_path}.json"
 
 
-def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[str, Any]:
-    """Write one JSON per item into `out` (see the module docstring). Returns `files`
-    and the `tables` the items were read from.
+def records(store: Any, items: pa.Table) -> dict[str, dict[str, Any]]:
+    """Each selected image's lamina facts, as one items-json file holds them, by image id
+    (see the module docstring).
 
     Example:
-        >>> write(store, items, Path("items"), SetOptions())["files"]  # doctest: +SKIP
-        212
+        >>> records(store, items)[image_id]["schema"]  # doctest: +SKIP
+        'lamina-item/1'
     """
     con = store.connect()
     con.register("_items", items.select(["image_id"]))
@@ -117,9 +125,8 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
             r["image_id"]: list(r["approved_labels"] or [])
             for r in current_approvals(store).to_pylist()
         }
-    sources = sorted(set(items["source"].to_pylist()))
     extra = extra_columns(items)
-    written = 0
+    out: dict[str, dict[str, Any]] = {}
     for row in items.to_pylist():
         image_id = row["image_id"]
         sha, size, fmt, width, height = facts.get(image_id, (None,) * 5)
@@ -157,8 +164,112 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
                 item[t] = tables[t].get(image_id, [])
         if extra:
             item["columns"] = {c: json_value(row[c]) for c in extra}
-        target = _mirror(out, sources, row["source"], row["rel_path"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(item, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        out[image_id] = item
+    return out
+
+
+def _dump(target: Path, doc: dict[str, Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[str, Any]:
+    """Write one JSON per image into `out` (see the module docstring). Returns `files`
+    and the `tables` the images were read from.
+
+    Example:
+        >>> write(store, items, Path("items"), SetOptions())["files"]  # doctest: +SKIP
+        212
+    """
+    docs = records(store, items)
+    sources = sorted(set(items["source"].to_pylist()))
+    for row in items.select(["image_id", "source", "rel_path"]).to_pylist():
+        _dump(_mirror(out, sources, row["source"], row["rel_path"]), docs[row["image_id"]])
+    tables = {t for doc in docs.values() for t in (*ONE_ROW, *MANY_ROWS) if t in doc}
+    return {"files": len(docs), "tables": sorted(tables), "schema": SCHEMA_ID}
+
+
+# -- one JSON per layout item (`--per item`) -------------------------------------------------
+
+LAYOUT_ITEM_SCHEMA_ID = "lamina-layout-item/1"
+
+
+@cache
+def layout_item_schema() -> dict[str, Any]:
+    """The JSON Schema every `--per item` file validates against; each image's `lamina`
+    facts refer to `schema()` (its `$id`), which `layout_item_validator` registers.
+
+    Example:
+        >>> layout_item_schema()["properties"]["schema"]["const"]
+        'lamina-layout-item/1'
+    """
+    text = resources.files("lamina.exports").joinpath("schemas/layout-item.schema.json").read_text()
+    return json.loads(text)
+
+
+def layout_item_validator() -> Any:
+    """A jsonschema validator for `--per item` files, the per-image schema registered so
+    the `$ref` to it resolves offline.
+
+    Example:
+        >>> layout_item_validator().is_valid({"schema": "lamina-layout-item/1"})
+        False
+    """
+    import jsonschema
+    from referencing import Registry, Resource
+
+    image = schema()
+    registry = Registry().with_resource(image["$id"], Resource.from_contents(image))
+    return jsonschema.Draft202012Validator(layout_item_schema(), registry=registry)
+
+
+def write_items(
+    store: Any, items: pa.Table, out: Path, options: SetOptions, *, every_item: bool = True
+) -> dict[str, Any]:
+    """Write one JSON per layout item into `out`, a mirror tree of the item ids
+    (`<out>/<item_id>.json`; `<out>/<source name>/<item_id>.json` with several sources):
+    `lamina.manifest.items.item_facts` (its images with their header facts, its sidecar
+    fields, its violations), each image carrying its lamina facts as `write` writes them
+    (`lamina`: null when the selection left the image out). `every_item`: write items
+    with no selected image too (no --where); else only items holding a selected image.
+
+    Example:
+        >>> write_items(store, items, Path("plates"), SetOptions())["files"]  # doctest: +SKIP
+        435
+    """
+    from lamina.manifest.items import item_facts
+
+    docs = records(store, items)
+    facts = list(item_facts(store))  # a clear error when the store has no items table
+    sources = sorted({f["source"] for f in facts})
+    written = skipped = 0
+    for fact in facts:
+        images = [{**img, "lamina": docs.get(img["image_id"])} for img in fact["images"]]
+        if not every_item and not any(img["lamina"] for img in images):
+            skipped += 1
+            continue
+        doc = {
+            "schema": LAYOUT_ITEM_SCHEMA_ID,
+            "item_id": fact["item_id"],
+            "source": fact["source"],
+            "ok": fact["ok"],
+            "images": images,
+            "sidecars": fact["sidecars"],
+            "violations": fact["violations"],
+        }
+        target = _mirror(out, sources, fact["source"], fact["item_id"])
+        if target == out / MARKER:  # an item folder called lamina-export at the top
+            raise LaminaError(
+                f"the item {fact['item_id']} would be written over the export's {MARKER}",
+                hint="export that source's items with the image files (--per image)",
+            )
+        _dump(target, doc)
         written += 1
-    return {"files": written, "tables": sorted(tables), "schema": SCHEMA_ID}
+    tables = {t for doc in docs.values() for t in (*ONE_ROW, *MANY_ROWS) if t in doc}
+    return {
+        "files": written,
+        "items": len(facts),
+        "items_without_selected_images": skipped,
+        "tables": sorted(tables),
+        "schema": LAYOUT_ITEM_SCHEMA_ID,
+    }

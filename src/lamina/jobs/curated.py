@@ -49,8 +49,9 @@ class ExportSetConfig:
     """What a set export takes: the output folder and format (`lamina.exports.sets.WRITERS`),
     the selection (`where`, `one_per_group`, `columns`, `label_from`, `split`,
     `split_id`), how the formats write (`link`, `image`, `shard_items`, `shard_mb`, `seed`:
-    see `lamina.exports.sets.SetOptions`) and the output rule's `force` /
-    `force_into_source`."""
+    see `lamina.exports.sets.SetOptions`), the output rule's `force` /
+    `force_into_source`, and `per` (items-json: a file per `image`, or per layout `item`:
+    `lamina.exports.items_json.write_items`)."""
 
     output: str | os.PathLike[str]
     fmt: str
@@ -67,6 +68,7 @@ class ExportSetConfig:
     seed: int | None = 0
     force: bool = False
     force_into_source: bool = False
+    per: str = "image"  # items-json: one file per "image", or per layout "item"
 
 
 @dataclass
@@ -535,6 +537,17 @@ def export_set(store: Store, config: ExportSetConfig) -> ExportSetResult:
         raise LaminaError(f"unknown --image {config.image!r}", hint="bytes or paths")
     if config.shard_items < 1 or config.shard_mb <= 0:
         raise LaminaError("shards need at least 1 item and more than 0 MB")
+    if config.per not in ("image", "item"):
+        raise LaminaError(f"unknown --per {config.per!r}", hint="image or item")
+    if config.per == "item" and config.fmt != "items-json":
+        raise LaminaError(
+            f"--per item applies to --format items-json, not {config.fmt}",
+            hint="export the items with --format items-json --per item",
+        )
+    if config.per == "item" and not store.table_files("items"):
+        from lamina.manifest.items import item_facts
+
+        next(item_facts(store))  # its clear error: no layout applied yet
     real = check_output_folder(
         store, config.output, force=config.force, force_into_source=config.force_into_source
     )
@@ -553,11 +566,17 @@ def export_set(store: Store, config: ExportSetConfig) -> ExportSetResult:
     )
     started = dt.datetime.now(dt.UTC)
     with staged_folder(real) as tmp:
-        written = module.write(store, items, tmp, options)
+        if config.per == "item":
+            written = module.write_items(
+                store, items, tmp, options, every_item=config.where is None
+            )
+        else:
+            written = module.write(store, items, tmp, options)
         failed = written.pop("left_out", [])  # files a writer could not read after all
         left += failed
         summary = {
             "format": config.fmt,
+            "per": config.per,
             "path": str(real),
             "store": str(store.root),
             "written_at": utc_now(),

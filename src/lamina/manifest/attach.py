@@ -9,8 +9,12 @@ one key (`on`):
 * ``name``   the file name: every image of that name (rows whose name several files
              share are reported, with examples);
 * ``hash``   sha256 (64 hex) or image_id (32 hex), either accepted: one row per image;
-* ``folder`` the folder: every image in it. Without `key`, the folder of the metadata file
-             itself, for per-item manifests that lie next to their images.
+* ``folder`` the folder, by ancestry: every image at or below it, an image under several
+             keyed folders taking the nearest one's rows (``plate-x/manifest.json``
+             reaches ``plate-x/source/a.jpg``; a row for ``plates`` reaches the images of
+             every plate without a row of its own). Without `key`, the folder of the
+             metadata file itself, for per-item manifests that lie next to or above their
+             images.
 
 Each attach writes `tables/meta/part-<run_id>.parquet`. Rows that match no image (or match
 several equally well by path) are kept with a null image_id and reported, never dropped.
@@ -205,7 +209,9 @@ def _match(files: pa.Table, on: str, keys: list[Any]) -> tuple[list[list[int]], 
             matches.append([] if hit is None else [hit])
             ambiguous.append(False)
         return matches, ambiguous
-    # path and folder: the longest common suffix of components, against absolute paths.
+    if on == "folder":
+        return _match_folders(files, keys)
+    # path: the longest common suffix of components, against absolute paths.
     folders = files["folder"].to_pylist()
     index = _SuffixIndex()
     rel_parts: list[tuple[str, ...]] = []
@@ -225,6 +231,57 @@ def _match(files: pa.Table, on: str, keys: list[Any]) -> tuple[list[list[int]], 
         unique = len({groups[i] for i in cands}) == 1
         matches.append(exact or (list(cands) if unique else []))
         ambiguous.append(bool(cands) and not exact and not unique)
+    return matches, ambiguous
+
+
+def _ancestors(folder: str) -> list[str]:
+    """`folder` and the folders above it inside its source, nearest first.
+
+    Example:
+        >>> _ancestors("a/b/c")
+        ['a/b/c', 'a/b', 'a']
+    """
+    parts = folder.split("/") if folder else []
+    return ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def _match_folders(files: pa.Table, keys: list[Any]) -> tuple[list[list[int]], list[bool]]:
+    """`on='folder'`: each key names one folder (or the same relative folder in several
+    sources) by the longest common suffix, as paths do; each image then takes the rows of
+    its nearest keyed ancestor folder (its own folder included), so a row reaches every
+    image at or below its folder that no nearer keyed folder claims."""
+    sources = files["source"].to_pylist()
+    index = _SuffixIndex()
+    folder_ids: dict[tuple[str, str], int] = {}  # (source, folder) -> candidate id
+    folder_parts: list[tuple[str, ...]] = []
+    image_chain: list[list[int]] = []  # per file: candidate ids of its ancestors, nearest first
+    for src, folder in zip(sources, files["folder"].to_pylist(), strict=True):
+        chain = []
+        for anc in _ancestors(folder or ""):
+            cid = folder_ids.get((src, anc))
+            if cid is None:
+                cid = folder_ids[(src, anc)] = len(folder_parts)
+                folder_parts.append(path_parts(anc))
+                index.add(path_parts(f"{src}/{anc}"), cid)
+            chain.append(cid)
+        image_chain.append(chain)
+    rows_of: dict[int, list[int]] = defaultdict(list)  # keyed folder -> metadata rows
+    ambiguous: list[bool] = []
+    for r, k in enumerate(keys):
+        parts = path_parts(k) if k else ()
+        _, cands = index.longest(parts)
+        exact = [c for c in cands if folder_parts[c] == parts]
+        # A suffix shared equally by several folders would guess: the key matches none.
+        chosen = exact or (list(cands) if len(cands) == 1 else [])
+        for c in chosen:
+            rows_of[c].append(r)
+        ambiguous.append(bool(cands) and not chosen)
+    matches: list[list[int]] = [[] for _ in keys]
+    for i, chain in enumerate(image_chain):
+        nearest = next((c for c in chain if c in rows_of), None)
+        if nearest is not None:
+            for r in rows_of[nearest]:
+                matches[r].append(i)
     return matches, ambiguous
 
 
