@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from lamina.core.errors import LaminaError
-from lamina.exports.sets import SetOptions, extra_columns, json_value
+from lamina.exports.sets import SetOptions, approved_by_image, extra_columns, json_value
 
 FORMAT_VERSION = 1
 SAMPLES = "samples.json"
@@ -70,14 +70,7 @@ def write(store: Any, items: pa.Table, out: Path, options: SetOptions) -> dict[s
         clusters = _lookup(
             con, "select image_id, cluster from clusters join _items using (image_id)"
         )
-    approved: dict[str, list[str]] = {}
-    if "approvals" in present:
-        from lamina.tagging.approvals import current_approvals
-
-        approved = {
-            r["image_id"]: list(r["approved_labels"] or [])
-            for r in current_approvals(store).to_pylist()
-        }
+    approved = approved_by_image(store, present)
     extra = extra_columns(items)
     samples = []
     for row in items.to_pylist():

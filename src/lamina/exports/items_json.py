@@ -40,7 +40,13 @@ from typing import Any
 import pyarrow as pa
 
 from lamina.core.errors import LaminaError
-from lamina.exports.sets import MARKER, SetOptions, extra_columns, json_value
+from lamina.exports.sets import (
+    MARKER,
+    SetOptions,
+    approved_by_image,
+    extra_columns,
+    json_value,
+)
 
 SCHEMA_ID = "lamina-item/1"
 ONE_ROW = ("signals", "flags", "duplicates", "tags")
@@ -117,14 +123,7 @@ def records(store: Any, items: pa.Table) -> dict[str, dict[str, Any]]:
                 "run_id": info.run_id,
                 "model": (info.config or {}).get("model") or None,
             }
-    approved: dict[str, list[str]] = {}
-    if "approvals" in present:
-        from lamina.tagging.approvals import current_approvals
-
-        approved = {
-            r["image_id"]: list(r["approved_labels"] or [])
-            for r in current_approvals(store).to_pylist()
-        }
+    approved = approved_by_image(store, present)
     extra = extra_columns(items)
     out: dict[str, dict[str, Any]] = {}
     for row in items.to_pylist():

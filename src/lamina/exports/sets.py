@@ -263,6 +263,23 @@ def extra_columns(items: pa.Table) -> list[str]:
     return [c for c in items.column_names if c not in ITEM_COLUMNS]
 
 
+def approved_by_image(store: Any, present: set[str] | list[str]) -> dict[str, list[str]]:
+    """Each image's current approved labels (none when the store has no approvals).
+
+    Example:
+        >>> approved_by_image(lamina.open(), {"approvals"})  # doctest: +SKIP
+        {'3f2a…': ['cat']}
+    """
+    if "approvals" not in present:
+        return {}
+    from lamina.tagging.approvals import current_approvals
+
+    return {
+        r["image_id"]: list(r["approved_labels"] or [])
+        for r in current_approvals(store).to_pylist()
+    }
+
+
 def shards(sizes: list[int], max_items: int, max_bytes: float) -> list[tuple[int, int]]:
     """Cut items of `sizes` bytes into runs `[start, end)` of at most `max_items` items
     and about `max_bytes` (a shard holds at least one item, however big).
