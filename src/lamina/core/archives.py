@@ -30,11 +30,11 @@ SEP = "!/"
 _ZIP_EXTS = (".zip", ".cbz")
 _TAR_EXTS = (".tar", ".cbt", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz")
 _UNREAD_EXTS = (".7z", ".cb7", ".rar", ".cbr")
-# What a broken tar or zip stream raises while being read (zlib.error, lzma.LZMAError and
-# EOFError from the decompressors; tarfile / zipfile errors for their own structure).
 
 
 def _read_errors() -> tuple[type[Exception], ...]:
+    """What a broken tar or zip stream raises while being read (zlib.error, lzma.LZMAError
+    and EOFError from the decompressors; tarfile / zipfile errors for their own structure)."""
     import lzma
     import zlib
 
