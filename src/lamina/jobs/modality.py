@@ -1,7 +1,6 @@
 """`lamina modality`: photo / document / graphic / screenshot per image (the `pixel_stats`
 map pass on the shared decode, then the `modality` global pass; see
-`lamina.analysis.modality`). Needs `lamina sense`'s signals; uses `lamina ocr`'s text when
-there is some."""
+`lamina.analysis.modality`). Uses `lamina ocr`'s text when there is some."""
 
 from __future__ import annotations
 
@@ -15,7 +14,8 @@ from lamina.core.store import Store
 
 @dataclass(frozen=True)
 class ModalityJobConfig:
-    """What `lamina modality` takes: the rule's thresholds (None: the defaults), workers."""
+    """What `lamina modality` takes: the OCR override's thresholds (None: the defaults),
+    workers."""
 
     thresholds: dict[str, Any] | None = None
     workers: int | None = None
@@ -42,8 +42,6 @@ def modality(store: Store, config: ModalityJobConfig = ModalityJobConfig()) -> M
 
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
-    if "signals" not in store.available_tables():
-        raise LaminaError("modality reads the signals (text_score)", hint="run `lamina sense`")
     result = run_passes(
         store,
         [("pixel_stats", None), ("modality", config.thresholds)],

@@ -558,6 +558,12 @@ def text_score(window: Image.Image) -> float | None:
     """
     if min(window.size) < 16:
         return None
+    ink = _text_ink(window)
+    return 0.0 if ink is None else _row_glyph_share(ink)
+
+
+def _text_ink(window: Image.Image) -> np.ndarray | None:
+    """The ink mask of `text_score` (None: no pixel deviates from the background)."""
     bg = window.reduce(4).resize(window.size, Image.Resampling.BILINEAR)
     # How much darker / lighter than the background each pixel is (0 when not), in C.
     darker, lighter = ImageChops.subtract(bg, window), ImageChops.subtract(window, bg)
@@ -570,15 +576,38 @@ def text_score(window: Image.Image) -> float | None:
         if mean > best:
             best, ink = mean, dev
     if best <= 0:
-        return 0.0
-    return _row_glyph_share(np.asarray(ink) >= TEXT_CONTRAST)
+        return None
+    return np.asarray(ink) >= TEXT_CONTRAST
+
+
+def text_rows(window: Image.Image) -> tuple[int, int]:
+    """`(glyphs in rows, components)` of a greyscale window, as `text_score` counts them.
+
+    `text_score` is their damped ratio; the count alone measures how much text there is
+    (a dialog with boxes and a few lines of labels has a low share but many glyphs).
+
+    Example:
+        >>> text_rows(Image.new("L", (64, 64), 200))
+        (0, 0)
+    """
+    if min(window.size) < 16:
+        return 0, 0
+    ink = _text_ink(window)
+    return (0, 0) if ink is None else _row_glyphs(ink)
 
 
 def _row_glyph_share(ink: np.ndarray) -> float:
+    in_rows, real = _row_glyphs(ink)
+    if in_rows == 0:
+        return 0.0
+    return in_rows / real * (1.0 - math.exp(-in_rows / 20.0))
+
+
+def _row_glyphs(ink: np.ndarray) -> tuple[int, int]:
     _, label, kdtree = _scipy()
     labels, n = label(ink)
     if n < 3:
-        return 0.0
+        return 0, 0
     idx = np.flatnonzero(ink)  # cheaper on the bool mask than on the int32 labels
     lab = labels.ravel()[idx]
     rows, cols = np.divmod(idx, ink.shape[1])
@@ -595,15 +624,16 @@ def _row_glyph_share(ink: np.ndarray) -> float:
     real = count >= 3  # specks of 1-2 pixels are noise, evidence neither way
     glyph = real & (hgt >= 3.0) & (hgt <= 30.0) & (wid <= 8.0 * hgt) & (wid >= 0.1 * hgt)
     cand = np.flatnonzero(glyph)
+    real_n = int(real.sum())
     if len(cand) < 3:
-        return 0.0
+        return 0, real_n
     cy, cx, hgt, wid = cy[cand], cx[cand], hgt[cand], wid[cand]
     # Row neighbours lie within about a width plus two heights; capped so that a dense
     # texture cannot make the pair list explode.
     reach = min(64.0, float(np.median(wid) + 2.0 * np.median(hgt)) + 2.0)
     pairs = kdtree(np.column_stack((cx, cy))).query_pairs(reach, output_type="ndarray")
     if len(pairs) == 0:
-        return 0.0
+        return 0, real_n
     i, j = pairs[:, 0], pairs[:, 1]
     taller = np.maximum(hgt[i], hgt[j])
     dx = cx[j] - cx[i]
@@ -614,5 +644,4 @@ def _row_glyph_share(ink: np.ndarray) -> float:
     left = same_row & (dx < 0)
     has_right = np.bincount(np.concatenate((i[right], j[left])), minlength=len(cand)) > 0
     has_left = np.bincount(np.concatenate((j[right], i[left])), minlength=len(cand)) > 0
-    in_rows = int((has_left & has_right).sum())
-    return in_rows / int(real.sum()) * (1.0 - math.exp(-in_rows / 20.0))
+    return int((has_left & has_right).sum()), real_n

@@ -1,0 +1,169 @@
+"""Modality: train the shipped classifier on the generated calibration set, and measure
+precision / recall per class on all three generated sets (tests/modality_set.py).
+
+    .venv/bin/python bench/modality.py train --out /tmp/modality_model.json
+    .venv/bin/python bench/modality.py            # writes bench/results/modality.md
+
+`train` scans the `calibration` split into a temporary store, runs the `pixel_stats` pass
+(the features the classifier reads at run time, from the same code), fits a multinomial
+logistic regression (scikit-learn, standardised features, balanced class weights, C=1,
+chosen by 5-fold cross-validation on the calibration set only) and writes its weights as
+JSON; copy that file to src/lamina/analysis/modality_model.json by hand to ship it.
+The evaluation runs `lamina modality` with the shipped model on each split:
+
+* `calibration` (trained on),
+* `development` (other photos, fonts, logos, seed and generators; looked at while choosing
+  the features, so not a clean test),
+* `held_out` (other fonts, seed and generators again, written after the features were
+  fixed and measured once; its photos are the development photos, re-cropped and some
+  downscaled to grey PNGs, since the packages ship too few photos for three disjoint sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+SPLITS = ("calibration", "development", "held_out")
+
+
+def _store(tmp: Path, split: str):  # type: ignore[no-untyped-def]
+    from lamina.core.store import Store
+    from lamina.jobs.scan import ScanConfig, scan
+    from tests.modality_set import write_modality_set
+
+    src = tmp / split
+    write_modality_set(src, split)
+    store = Store.open(tmp / f"{split}-store", create=True)
+    scan(store, ScanConfig(sources=(str(src),), progress=False))
+    return store
+
+
+def features(tmp: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(rel paths, feature rows, labels) of a split, from the real pixel_stats pass."""
+    import lamina.catalog  # noqa: F401 - registers the passes
+    from lamina.analysis.modality import FEATURES
+    from lamina.core.runner import run_passes
+
+    store = _store(tmp, split)
+    run_passes(store, [("pixel_stats", None)], command="bench", workers=1, progress=False)
+    cols = ", ".join(f"p.{f}" for f in FEATURES)
+    rows = store.sql(
+        f"select rel_path, split_part(rel_path, '/', 1) as label, {cols} "
+        "from files join pixel_stats p using (image_id) where p.error is null order by rel_path"
+    ).to_pylist()
+    x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
+    return [r["rel_path"] for r in rows], x, np.array([r["label"] for r in rows])
+
+
+def train(out: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from lamina.analysis.modality import FEATURES, Model
+
+    if out.exists():
+        raise SystemExit(f"{out} exists: give another --out (nothing is overwritten)")
+    tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-modality-"))
+    try:
+        names, x, y = features(tmp, "calibration")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / scale
+    for c in (0.1, 0.3, 1.0, 3.0, 10.0):
+        clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+        folds = StratifiedKFold(5, shuffle=True, random_state=0)
+        pred = cross_val_predict(clf, z, y, cv=folds)
+        wrong = [f"{n} -> {p}" for n, p, t in zip(names, pred, y, strict=True) if p != t]
+        print(f"C={c}: 5-fold accuracy {np.mean(pred == y):.3f}; wrong: {wrong}")
+    clf = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced").fit(z, y)
+    model = Model(FEATURES, tuple(clf.classes_), mean, scale, clf.coef_, clf.intercept_)
+    payload = {
+        **model.to_dict(),
+        "trained_on": f"tests/modality_set.py calibration split ({len(y)} images)",
+        "trainer": "sklearn LogisticRegression(C=1, class_weight='balanced')",
+    }
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+def evaluate() -> None:
+    from lamina.jobs.modality import ModalityJobConfig, modality
+    from tests.modality_set import LABELS
+
+    tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-modality-"))
+    lines, misses = [], []
+    try:
+        for split in SPLITS:
+            store = _store(tmp, split)
+            modality(store, ModalityJobConfig(workers=1, progress=False))
+            got = store.sql(
+                "select rel_path, split_part(rel_path, '/', 1) as label, modality "
+                "from files join modality using (image_id) order by rel_path"
+            ).to_pylist()
+            cells = []
+            for label in LABELS:
+                tp = sum(r["label"] == label and r["modality"] == label for r in got)
+                p = tp / max(1, sum(r["modality"] == label for r in got))
+                r_ = tp / max(1, sum(r["label"] == label for r in got))
+                cells.append(f"{p:.2f} / {r_:.2f}")
+            lines.append(f"| {split} ({len(got)} images) | " + " | ".join(cells) + " |")
+            misses += [
+                f"- {split}: `{r['rel_path']}` read as {r['modality']}"
+                for r in got
+                if r["modality"] != r["label"]
+            ]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    report = "\n".join(
+        [
+            "# Modality: precision / recall per class",
+            "",
+            f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, lamina {commit}; `python bench/modality.py` "
+            "(the model: `python bench/modality.py train`).",
+            "",
+            "| split | photo | document | graphic | screenshot |",
+            "|---|---|---|---|---|",
+            *lines,
+            "",
+            "Misread images:",
+            "",
+            *(misses or ["- none"]),
+            "",
+        ]
+    )
+    print(report)
+    (ROOT / "bench" / "results" / "modality.md").write_text(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="fit the classifier on the calibration split")
+    t.add_argument("--out", type=Path, required=True, help="the model JSON to write (new)")
+    args = parser.parse_args()
+    if args.command == "train":
+        train(args.out)
+    else:
+        evaluate()
+
+
+if __name__ == "__main__":
+    main()
