@@ -41,9 +41,10 @@ SPLITS = ("calibration", "development", "held_out")
 
 
 def _store(tmp: Path, split: str):  # type: ignore[no-untyped-def]
+    from tests.modality_set import write_modality_set
+
     from lamina.core.store import Store
     from lamina.jobs.scan import ScanConfig, scan
-    from tests.modality_set import write_modality_set
 
     src = tmp / split
     write_modality_set(src, split)
@@ -102,8 +103,9 @@ def train(out: Path) -> None:
 
 
 def evaluate() -> None:
-    from lamina.jobs.modality import ModalityJobConfig, modality
     from tests.modality_set import LABELS
+
+    from lamina.jobs.modality import ModalityJobConfig, modality
 
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-modality-"))
     lines, misses = [], []
