@@ -292,3 +292,41 @@ def test_similar_and_text_search_go_through_the_search_jobs(served: Served, stor
     assert b'class="tile"' not in body
     assert get(served, "/search?similar=" + "0" * 32)[0] == 404
     assert get(served, "/search?similar=" + quote("../x"))[0] == 404
+
+
+def test_the_image_view_shows_ocr_text_captions_and_modality(tmp_path: Path) -> None:
+    """Issue 18, item 7: the image view shows the text OCR read (the page's text and each
+    line with its box), the caption with its model and prompt, and the modality."""
+    from lamina.jobs.caption import CaptionConfig, caption
+    from lamina.jobs.modality import ModalityJobConfig, modality
+    from lamina.jobs.ocr import OcrConfig, ocr
+    from lamina.jobs.scan import ScanConfig, scan
+    from tests.backends.captioners.tiny import save_tiny_captioner
+    from tests.text_images import render_lines
+
+    src = tmp_path / "src"
+    render_lines(src / "page.png", ["Herbarium of Uppsala", "Sheet 1753"], size=30)
+    store = Store.open(tmp_path / "store", create=True)
+    scan(store, ScanConfig(sources=(str(src),), progress=False))
+    image_id = some_ids(store, 1)[0]
+    app = Served(store)
+    try:
+        body = get(app, f"/image/{image_id}")[2].decode()
+        assert 'id="ocr-text"' not in body and 'id="caption"' not in body
+        ocr(store, OcrConfig(all_images=True, workers=1, progress=False))
+        modality(store, ModalityJobConfig(workers=1, progress=False))
+        model = save_tiny_captioner(tmp_path / "tiny")
+        caption(store, CaptionConfig(f"hf:{model}", everything=True, max_new_tokens=4,
+                                     progress=False))  # fmt: skip
+        status, _, raw = get(app, f"/image/{image_id}")
+        body = raw.decode()
+        assert status == 200
+        assert '<pre id="ocr-text">Herbarium of Uppsala\nSheet 1753</pre>' in body
+        lines = body.split('<table id="ocr-lines">')[1].split("</table>")[0]
+        assert lines.count("<tr>") == 3 and "Sheet 1753" in lines  # a header and two lines
+        text = store.sql("select caption from captions").column(0).to_pylist()[0]
+        assert text and f'<p id="caption">{text}</p>' in body and f"hf:{model}" in body
+        kind = store.sql("select modality from modality").column(0).to_pylist()[0]
+        assert f'<span class="badge" id="modality">{kind}</span>' in body
+    finally:
+        app.stop()

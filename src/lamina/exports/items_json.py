@@ -12,8 +12,10 @@ Each file validates against the JSON Schema shipped with lamina (`schema()`,
 holding its bytes, size, format and stored (sensor) width and height, the
 export's label and split, the provenance of every pass that has a row for it (pass,
 layer, version, config hash, run, model), and the rows of `signals`, `flags` (the raised
-ones as `raised`), `duplicates`, `tags`, the approved labels, and the rows of `ocr` and
-`segments` when the store has those tables; the chosen `--columns` go under `columns`.
+ones as `raised`), `duplicates`, `tags`, `modality`, the approved labels, and the rows of
+`ocr` and `segments` when the store has those tables; with `ocr`, also the page's text as
+`full_page_text` and its `lines` (`text`, `confidence`, `box` [x0, y0, x1, y1] in original
+pixels); the chosen `--columns` go under `columns`.
 
 `--per item` (`write_items`): one JSON per item of the store's layout
 (`<out>/<item_id>.json`, e.g. `plates_structured/plate-001.json`), valid against
@@ -49,7 +51,7 @@ from lamina.exports.sets import (
 )
 
 SCHEMA_ID = "lamina-item/1"
-ONE_ROW = ("signals", "flags", "duplicates", "tags")
+ONE_ROW = ("signals", "flags", "duplicates", "tags", "modality")
 MANY_ROWS = ("ocr", "segments")
 # Columns too big or too raw for a per-item manifest.
 SKIP_COLUMNS = {"image_id", "hist_rgb", "hist_lab", "lamina_part"}
@@ -161,10 +163,29 @@ def records(store: Any, items: pa.Table) -> dict[str, dict[str, Any]]:
         for t in MANY_ROWS:
             if t in tables:
                 item[t] = tables[t].get(image_id, [])
+        if "ocr" in tables:
+            item.update(_page_text(item["ocr"]))
         if extra:
             item["columns"] = {c: json_value(row[c]) for c in extra}
         out[image_id] = item
     return out
+
+
+def _page_text(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`full_page_text` and `lines` (text, confidence, box [x0, y0, x1, y1] in original
+    pixels) from an image's OCR row without error (None and [] when it has none)."""
+    read = [r for r in rows if r.get("error") is None]
+    if not read:
+        return {"full_page_text": None, "lines": []}
+    lines = [
+        {
+            "text": line["text"],
+            "confidence": line["confidence"],
+            "box": [line["x0"], line["y0"], line["x1"], line["y1"]],
+        }
+        for line in read[0].get("lines") or []
+    ]
+    return {"full_page_text": read[0]["text"], "lines": lines}
 
 
 def _dump(target: Path, doc: dict[str, Any]) -> None:

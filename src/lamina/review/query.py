@@ -506,8 +506,9 @@ def original_path(r: Reader, image_id: str) -> Path | None:
 
 def image(store: Store, image_id: str, reader: Reader | None = None) -> dict[str, Any] | None:
     """Everything the image view shows: its files, image facts, signals, flags with the
-    policy's reasons, duplicate group, cluster, tags, approval and decision history, and
-    nearest neighbours (when a vector index is already built). None for an unknown id.
+    policy's reasons, duplicate group, cluster, tags, approval and decision history,
+    nearest neighbours (when a vector index is already built), and its modality, OCR text
+    and captions (`language`). None for an unknown id.
 
     Example:
         >>> image(store, "5d41402abc4b2a76b9719d911017c592")["flags"]  # doctest: +SKIP
@@ -594,6 +595,38 @@ def image(store: Store, image_id: str, reader: Reader | None = None) -> dict[str
             [image_id],
         )
     out["neighbours"] = neighbours(store, r, image_id)
+    out.update(language(r, image_id))
+    return out
+
+
+def language(r: Reader, image_id: str) -> dict[str, Any]:
+    """What language passes say of one image: `modality` (kind, score, reason), `ocr`
+    (engine, text, mean confidence, lines with their boxes in original pixels; the row
+    without error) and `captions` (every caption row, newest first), each None / [] when
+    the store has no such table or no row for the image.
+
+    Example:
+        >>> language(Reader(store), image_id)["ocr"]["text"]  # doctest: +SKIP
+        'Herbarium of Uppsala'
+    """
+    out: dict[str, Any] = {"modality": None, "ocr": None, "captions": []}
+    if r.has("modality"):
+        out["modality"] = r.one(
+            "select modality, modality_score, modality_reason from modality where image_id = ?",
+            [image_id],
+        )
+    if r.has("ocr"):
+        out["ocr"] = r.one(
+            "select engine, text, mean_confidence, lines from ocr "
+            "where image_id = ? and error is null",
+            [image_id],
+        )
+    if r.has("captions"):
+        out["captions"] = r.all(
+            "select caption, model, prompt, prompt_version, created from captions "
+            "where image_id = ? and error is null order by created desc",
+            [image_id],
+        )
     return out
 
 
