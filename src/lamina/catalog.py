@@ -37,6 +37,7 @@ from lamina.passes import (
     scan,
     segment,
     segment_embed,
+    segment_text,
     signals,
     thumbs,
 )
@@ -46,6 +47,7 @@ MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates,
            semantic, semantic_map, tags, predict)  # fmt: skip
 MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
+MODULES += (segment_text,)  # OCR lines inside segments (issue 18)
 
 if __name__ not in WORKER_IMPORTS:
     WORKER_IMPORTS.append(__name__)

@@ -3,7 +3,8 @@ and `lamina search --text`: the images whose text holds a phrase.
 
 Selective by default: the images flagged `text_heavy` by `lamina sense` (documents,
 screenshots, labels); `where` takes any `lamina select` condition instead, `all_images`
-every image.
+every image. When the store has segments (`lamina segment`), the `segment_text` pass then
+places the lines read in the segments that hold them.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def ocr(store: Store, config: OcrConfig = OcrConfig()) -> OcrResult:
     selection, ids = selected_images(store, config.where, config.all_images)
     ids = sorted(ids)[: config.max_images] if config.max_images else ids
     passes: list[tuple[str, dict[str, Any] | None]] = [("ocr", pass_config(config))]
+    if store.table_files("segment"):  # text inside each segment (`segment_text`)
+        passes.append(("segment_text", None))
     result = run_passes(
         store,
         passes,

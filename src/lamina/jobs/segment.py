@@ -73,7 +73,8 @@ def segment(store: Store, config: SegmentConfig = SegmentConfig()) -> SegmentRes
     pass_config = config.pass_config()
     result = run_passes(
         store,
-        [("segment", pass_config), ("segments", None)],
+        [("segment", pass_config), ("segments", None)]
+        + ([("segment_text", None)] if store.table_files("ocr") else []),
         command="segment",
         workers=config.workers,
         progress=config.progress,
