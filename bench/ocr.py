@@ -1,5 +1,5 @@
-"""OCR accuracy and speed on rendered pages, both engines side by side, and modality
-precision / recall on the generated labelled set (calibration and held-out splits).
+"""OCR accuracy and speed on rendered pages, both engines side by side (modality has its
+own benchmark: bench/modality.py).
 
     .venv/bin/python bench/ocr.py            # writes bench/results/ocr.md
 
@@ -81,48 +81,17 @@ def ocr_rows(tmp: Path) -> list[str]:
     return rows
 
 
-def modality_rows(tmp: Path) -> list[str]:
-    from tests.modality_set import LABELS, write_modality_set
-
-    from lamina.core.store import Store
-    from lamina.jobs.modality import ModalityJobConfig, modality
-    from lamina.jobs.scan import ScanConfig, scan
-    from lamina.jobs.sense import SenseConfig, sense
-
-    rows = []
-    for split in ("calibration", "held_out"):
-        src = tmp / split
-        write_modality_set(src, split)
-        store = Store.open(tmp / f"{split}_store", create=True)
-        scan(store, ScanConfig(sources=(str(src),), progress=False))
-        sense(store, SenseConfig(workers=1, progress=False, thumbnails=False))
-        modality(store, ModalityJobConfig(workers=1, progress=False))
-        got = store.sql(
-            "select split_part(rel_path, '/', 1) as label, modality "
-            "from files join modality using (image_id)"
-        ).to_pylist()
-        cells = []
-        for label in LABELS:
-            tp = sum(r["label"] == label and r["modality"] == label for r in got)
-            p = tp / max(1, sum(r["modality"] == label for r in got))
-            r = tp / max(1, sum(r["label"] == label for r in got))
-            cells.append(f"{p:.2f} / {r:.2f}")
-        rows.append(f"| {split} ({len(got)} images) | " + " | ".join(cells) + " |")
-    return rows
-
-
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-ocr-"))
     try:
         ocr = ocr_rows(tmp)
-        mod = modality_rows(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     report = "\n".join(
         [
-            "# OCR and modality",
+            "# OCR",
             "",
             f"{datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores (shared with "
             f"other jobs: speeds are noisy), Python {platform.python_version()}, lamina "
@@ -134,11 +103,7 @@ def main() -> None:
             "|---|---|---|---|---|",
             *ocr,
             "",
-            "## Modality: precision / recall per class",
-            "",
-            "| split | photo | document | graphic | screenshot |",
-            "|---|---|---|---|---|",
-            *mod,
+            "Modality: see bench/modality.py and results/modality.md.",
             "",
         ]
     )
