@@ -30,6 +30,7 @@ from lamina.learning import predict
 from lamina.passes import (
     captions,
     classify,
+    depth,
     embed,
     hashes,
     ocr,
@@ -47,7 +48,7 @@ MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates,
            semantic, semantic_map, tags, predict)  # fmt: skip
 MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
-MODULES += (segment_text,)  # OCR lines inside segments (issue 18)
+MODULES += (segment_text, depth)  # OCR lines inside segments, depth stats (issue 18)
 
 if __name__ not in WORKER_IMPORTS:
     WORKER_IMPORTS.append(__name__)

@@ -67,6 +67,10 @@ NEEDS_WHAT_THE_SAMPLE_LACKS: dict[str, tuple[str, str]] = {
         "the example names a model folder of the user's",
         "no model folder at /models/blip",
     ),
+    "lamina depth -m hf:/models/dpt-hybrid-midas --max 20": (
+        "the example names a model folder of the user's",
+        "no model folder at /models/dpt-hybrid-midas",
+    ),
     "lamina agreement --json": (
         "the sample has no captions (no caption model ships in a package)",
         "the comparison needs the captions table",

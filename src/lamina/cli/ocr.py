@@ -214,3 +214,62 @@ def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
             f"  image cluster {row['image_cluster']:>3}: {row['captioned']} captioned, "
             f"{row['caption_clusters']} caption clusters, purity {row['purity']:.2f}"
         )
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="Depth model: hf:<hub repo id or folder>.")
+@click.option(
+    "--larger-is-farther",
+    is_flag=True,
+    help="The model predicts metric depth (GLPN, ZoeDepth), not relative inverse depth.",
+)
+@click.option("--where", help="Which images (a `lamina select` condition).")
+@click.option("--all", "everything", is_flag=True, help="Every image (can take long).")
+@click.option("--max", "max_images", type=click.IntRange(min=1), help="At most N images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--offline", is_flag=True, help="Never download the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@handle_errors
+def depth(
+    ctx: click.Context,
+    model: str,
+    larger_is_farther: bool,
+    where: str | None,
+    everything: bool,
+    max_images: int | None,
+    batch_size: int,
+    offline: bool,
+    as_json: bool,
+) -> None:
+    """Measure how deep the photographs are (optional): a transformers depth-estimation
+    model on the images `lamina modality` calls photos (or --where / --all), keeping per
+    image the median depth, the depth range (p95 - p5) and the foreground share, not the
+    map, in the `depth` table.
+
+    \b
+    Example:
+        lamina depth -m hf:/models/dpt-hybrid-midas --max 20
+    """
+    from lamina.jobs.depth import DepthJobConfig
+    from lamina.jobs.depth import depth as run_depth
+
+    config = DepthJobConfig(
+        model=model,
+        larger_is_nearer=not larger_is_farther,
+        where=where,
+        all_images=everything,
+        max_images=max_images,
+        batch_size=batch_size,
+        offline=offline,
+        progress=not as_json,
+    )
+    result = run_depth(open_store(ctx), config)
+    summary = {k: v for k, v in result.__dict__.items() if k != "counts"}
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(
+        f"{result.selected} images selected ({result.selection}): {result.processed} measured, "
+        f"{result.already_done} before, {result.errors} errors; run {result.run_id}"
+    )

@@ -86,9 +86,9 @@ class Captioner(Protocol):
         ...
 
 
-def model_folder(target: str, offline: bool | None) -> Path:
+def model_folder(target: str, offline: bool | None, what: str = "caption model") -> Path:
     """The folder holding the model: `target` itself, or its snapshot in the HF cache
-    (downloaded first unless offline)."""
+    (downloaded first unless offline); `what` names it in the error."""
     from lamina.backends.embedders.fetch import fetch_snapshot
 
     if Path(target).is_dir():
@@ -99,7 +99,7 @@ def model_folder(target: str, offline: bool | None) -> Path:
             hint="give a folder saved with save_pretrained, or a hub repo id",
         )
     missing = LaminaError(
-        f"the caption model {target} is not in this machine's HF cache and lamina is offline",
+        f"the {what} {target} is not in this machine's HF cache and lamina is offline",
         hint=f"drop --offline to download it, or pass a local folder: --model hf:/path/to/{target}",
     )
     return fetch_snapshot(f"hf {target}", target, offline=offline, missing=missing)
