@@ -44,6 +44,8 @@ _JOBS = {
     "CaptionConfig": "lamina.jobs.caption",
     "ModalityJobConfig": "lamina.jobs.modality",
     "OcrConfig": "lamina.jobs.ocr",
+    "depth": "lamina.jobs.depth",
+    "DepthJobConfig": "lamina.jobs.depth",
     "thumbs": "lamina.jobs.thumbs",
     "ThumbsConfig": "lamina.jobs.thumbs",
     "export": "lamina.jobs.exports",

@@ -58,6 +58,8 @@ def test_depth_on_the_selected_images_with_a_tiny_model(tmp_path: Path) -> None:
     # Default selection: the photos, which needs `lamina modality`.
     with pytest.raises(LaminaError, match="no modality yet"):
         depth(store, DepthJobConfig(model, progress=False))
+    with pytest.raises(LaminaError, match="bad depth model 'dpt'"):
+        depth(store, DepthJobConfig("dpt", all_images=True, progress=False))
     with pytest.raises(LaminaError, match="no model folder"):
         depth(store, DepthJobConfig("hf:/nonexistent/dpt", all_images=True, progress=False))
     done = depth(store, DepthJobConfig(model, all_images=True, progress=False))

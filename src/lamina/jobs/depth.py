@@ -60,7 +60,7 @@ def depth(store: Store, config: DepthJobConfig) -> DepthResult:
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
     # The model first: a wrong spec or folder says so before any selection or work.
-    model_folder(parse_spec(config.model), config.offline, "depth model")
+    model_folder(parse_spec(config.model, "depth model"), config.offline, "depth model")
     if config.all_images:
         selection, ids = "all", image_inputs(store)["image_id"].to_pylist()
     else:

@@ -94,14 +94,16 @@ class DepthPass(Pass):
         from lamina.backends.captioners import parse_spec
 
         if self.config.model:  # none given: refused when the pass would load it
-            parse_spec(self.config.model)
+            parse_spec(self.config.model, "depth model")
         self._model: Any = None
         self._processor: Any = None
 
     def _folder(self) -> Any:
         from lamina.backends.captioners import model_folder, parse_spec
 
-        return model_folder(parse_spec(self.config.model), self.config.offline, "depth model")
+        return model_folder(
+            parse_spec(self.config.model, "depth model"), self.config.offline, "depth model"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"model_folder": str(self._folder())}
@@ -151,7 +153,8 @@ class DepthPass(Pass):
         for start in range(0, len(ok), c.batch_size):
             rows = ok[start : start + c.batch_size]
             t0 = time.perf_counter()
-            got = self._one_batch([images[i].pixels() for i in rows])
+            # Copies: the shared decode is read-only, and torch wants writable arrays.
+            got = self._one_batch([np.array(images[i].pixels()) for i in rows])
             each = (time.perf_counter() - t0) / len(rows)
             for i, (stats, error) in zip(rows, got, strict=True):
                 results[i] = (stats, error, each)

@@ -36,8 +36,9 @@ SPEC_FORMS = ("hf:<hub repo id or local folder>  e.g. hf:Salesforce/blip-image-c
 PIP = "pip install 'lamina[embed]'  (transformers, torch)"
 
 
-def parse_spec(spec: str) -> str:
-    """The repo id or folder of a caption model spec; a bad spec is a ConfigError.
+def parse_spec(spec: str, what: str = "caption model") -> str:
+    """The repo id or folder of a caption (or other `what`) model spec; a bad spec is a
+    ConfigError.
 
     Example:
         >>> parse_spec("hf:Salesforce/blip-image-captioning-base")
@@ -45,7 +46,7 @@ def parse_spec(spec: str) -> str:
     """
     kind, _, target = spec.partition(":")
     if kind != "hf" or not target.strip():
-        raise ConfigError(f"bad caption model {spec!r}", hint="forms: " + "; ".join(SPEC_FORMS))
+        raise ConfigError(f"bad {what} {spec!r}", hint="forms: " + "; ".join(SPEC_FORMS))
     return target.strip()
 
 
