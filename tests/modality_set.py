@@ -1,22 +1,28 @@
-"""A labelled set for the modality pass: photos, scanned documents, graphics and
+"""Labelled sets for the modality pass: photos, scanned documents, graphics and
 screenshots, each in a folder named by its label.
 
-The two splits share nothing but the labels: `split="calibration"` (the set the shipped
-classifier was trained on, `bench/modality.py train`) and `split="development"` (the set it is
-judged on) use different package photos, fonts, seeds, logos AND different generators:
+Four splits that share nothing but the labels and the package photos' pool, each with its
+own seed, fonts AND generators. `calibration` is what the shipped classifier was trained on
+(`bench/modality.py train`); `development` and `held_out` were each measured once and then
+used to choose features and widen the training set; `final` was written after the last
+change and measured once (the clean test; tests/analysis/test_modality.py pins it).
 
-=========== ========================================== =============================================
-label       calibration                                held_out
-=========== ========================================== =============================================
-photo       astronaut, chelsea, coffee, rocket, brick,  grace_hopper, motorcycle, flower, china,
-            camera, moon, clock, hubble, retina        coins, gravel, immunohistochemistry, grass,
-                                                        cell
-document    one-column text pages, flat or side-lit     two-column pages with ruled tables and a
-                                                        vignette, typed forms, skimage's real `page`
-graphic     flat shapes, bar/line charts, shaded        pie/scatter charts, flowcharts, radial-
-            gradient shapes, colorwheel                 gradient icons, logo, mpl_logo, present_icon
-screenshot  windows with a sidebar and buttons          terminals, spreadsheets, settings dialogs
-=========== ========================================== =============================================
+photo:       calibration: astronaut, chelsea, coffee, rocket, brick, camera, moon, clock,
+             hubble_deep_field, retina (3 crops, the third grey); development: grace_hopper,
+             motorcycle_left, flower, china, coins, gravel, immunohistochemistry, grass,
+             cell; held_out: those and motorcycle_right, mri_slice, re-cropped, some
+             downscaled grey PNGs; final: the same, mirrored, re-exposed, WebP / JPEG.
+document:    calibration: one-column pages (flat or side-lit), specimen labels and their
+             photocopies; development: two-column pages with ruled tables, typed forms,
+             skimage's real `page`; held_out: letters on yellowed paper, photocopies;
+             final: newspaper clippings, receipts.
+graphic:     calibration: flat shapes, shaded shapes, shaded badges, bar/line charts,
+             network diagrams, region maps, colorwheel; development: glossy icons, pie /
+             scatter charts, flowcharts, logo, mpl_logo, present_icon; held_out: flags,
+             sketches, heat maps; final: infographic tiles, pixel art, gradient posters.
+screenshot:  calibration: windows with a sidebar, dashboards of cards, mail lists;
+             development: terminals, spreadsheets, settings dialogs; held_out: web pages,
+             chats; final: code editors, phone settings screens.
 """
 
 from __future__ import annotations
@@ -40,20 +46,23 @@ PHOTOS = {
                  "immunohistochemistry", "grass", "cell"),
 }  # fmt: skip
 PHOTOS["held_out"] = PHOTOS["development"] + ("motorcycle_right", "mri_slice")
+PHOTOS["final"] = PHOTOS["held_out"]
 LOGOS = {
     "calibration": ("colorwheel",),
     "development": ("logo", "mpl_logo", "present_icon"),
     "held_out": (),
+    "final": (),
 }
 FONTS = {
     "calibration": ("DejaVuSans.ttf", "DejaVuSerif.ttf"),
     "development": ("DejaVuSansMono.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSans-Bold.ttf"),
     "held_out": ("STIXGeneral.ttf", "DejaVuSans-Oblique.ttf", "cmr10.ttf"),
+    "final": ("DejaVuSerif-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "cmss10.ttf"),
 }
-SEEDS = {"calibration": 1, "development": 2, "held_out": 3}
+SEEDS = {"calibration": 1, "development": 2, "held_out": 3, "final": 4}
 # The calibration set is larger: it is what the classifier learns from (about 20 a label).
-CROPS = {"calibration": 2, "development": 2, "held_out": 2}
-N = {"calibration": 16, "development": 10, "held_out": 12}
+CROPS = {"calibration": 3, "development": 2, "held_out": 2, "final": 2}
+N = {"calibration": 24, "development": 10, "held_out": 12, "final": 12}
 WORDS = [
     "the",
     "of",
@@ -100,7 +109,7 @@ Colour = tuple[int, int, int]
 def _save(im: Image.Image, path: Path, fmt: str, quality: int = 90) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    im.save(buf, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    im.save(buf, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
     path.write_bytes(buf.getvalue())
 
 
@@ -129,6 +138,15 @@ def _photos(out: Path, split: str, rng: np.random.Generator) -> None:
             ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
             y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
             crop = Image.fromarray(np.ascontiguousarray(a[y : y + ch, x : x + cw]))
+            if split == "calibration" and k == 2:  # the third crop of each: grey
+                crop = crop.convert("L").convert("RGB")
+            if split == "final":  # mirrored, brighter or darker, WebP or JPEG
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                a2 = np.asarray(crop, np.float32) * rng.uniform(0.7, 1.25)
+                crop = Image.fromarray(np.clip(a2, 0, 255).astype(np.uint8))
+                fmt = "WEBP" if k == 1 else "JPEG"
+                _save(crop, out / "photo" / f"{name}_{k}.{fmt.lower()[:4]}", fmt)
+                continue
             if split == "held_out" and k == 1:  # downscaled, sometimes grey, as PNG
                 scale = rng.uniform(0.4, 0.8)
                 crop = crop.resize((max(16, int(cw * scale)), max(16, int(ch * scale))))
@@ -241,8 +259,76 @@ def _letter(split: str, rng: np.random.Generator, k: int) -> Image.Image:
     return im
 
 
+def _label_card(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """calibration: a specimen label (a bordered card, a few large lines), every other one
+    a photocopy (thresholded to black on white, with toner specks)."""
+    w, h = int(rng.integers(600, 900)), int(rng.integers(350, 550))
+    tone = _colour(rng, 220, 250)
+    im = Image.new("RGB", (w, h), tone)
+    draw = ImageDraw.Draw(im)
+    ink = _colour(rng, 0, 60)
+    draw.rectangle((15, 15, w - 15, h - 15), outline=ink, width=2)
+    f = _font(rng, split, 22, 32)
+    y = 40
+    while y < h - 60:
+        draw.text((40, y), _sentence(rng, int(rng.integers(3, 6))), font=f, fill=ink)
+        y += int(f.size * 1.8)
+    im = _scan(im, rng, None)
+    if k % 2:
+        grey = np.asarray(im.convert("L"))
+        binary = np.where(grey > 140, 255, 0).astype(np.uint8)
+        specks = rng.uniform(size=binary.shape) < 0.002
+        binary[specks] = 0
+        im = Image.fromarray(binary).convert("RGB")
+    return im
+
+
+def _calibration_document(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    return (_page_lines if k % 3 else _label_card)(split, rng, k)
+
+
+def _clipping(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """final: a newspaper clipping (a bold headline over three narrow columns of small
+    text, yellowed) or a receipt (a narrow slip of items and prices, grey thermal print)."""
+    if k % 2 == 0:
+        w, h = int(rng.integers(800, 1000)), int(rng.integers(700, 1000))
+        tone = (
+            int(rng.integers(225, 240)),
+            int(rng.integers(215, 228)),
+            int(rng.integers(180, 200)),
+        )
+        im = Image.new("RGB", (w, h), tone)
+        draw = ImageDraw.Draw(im)
+        ink = _colour(rng, 20, 50)
+        draw.text((30, 25), _sentence(rng, 4).upper(), font=_font(rng, split, 34, 44), fill=ink)
+        f = _font(rng, split, 12, 15)
+        col = (w - 80) // 3
+        for c in range(3):
+            y = 100
+            while y < h - 30:
+                draw.text((30 + c * (col + 10), y), _sentence(rng, 3), font=f, fill=ink)
+                y += int(f.size * 1.4)
+        return _scan(im, rng, None)
+    w, h = int(rng.integers(360, 460)), int(rng.integers(900, 1300))
+    im = Image.new("RGB", (w, h), (244, 244, 240))
+    draw = ImageDraw.Draw(im)
+    f = font("DejaVuSansMono.ttf", int(rng.integers(16, 20)))
+    ink = (int(rng.integers(70, 110)),) * 3
+    y = 40
+    while y < h - 60:
+        item = str(rng.choice(WORDS))[:12]
+        draw.text((20, y), f"{item:<14}{rng.uniform(1, 99):6.2f}", font=f, fill=ink)
+        y += int(f.size * 1.5)
+    return _scan(im, rng, None)
+
+
 def _documents(out: Path, split: str, rng: np.random.Generator) -> None:
-    make = {"calibration": _page_lines, "development": _page_columns, "held_out": _letter}[split]
+    make = {
+        "calibration": _calibration_document,
+        "development": _page_columns,
+        "held_out": _letter,
+        "final": _clipping,
+    }[split]
     for k in range(N[split]):
         _save(make(split, rng, k), out / "document" / f"scan_{k}.jpg", "JPEG",
               int(rng.integers(70, 92)))  # fmt: skip
@@ -417,10 +503,101 @@ def _heatmap(split: str, rng: np.random.Generator, k: int) -> Image.Image:
     return _figure(rng, draw)
 
 
+def _badge(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """calibration: one big shaded badge (a gradient disc or rounded square) centred on a
+    plain background, a flat symbol on it."""
+    side = int(rng.integers(160, 420))
+    im = Image.new("RGB", (side, side), _colour(rng, 230, 256))
+    fill = _gradient((side, side), _colour(rng), _colour(rng), radial=bool(k % 2))
+    mask = Image.new("L", (side, side), 0)
+    m = side // 8
+    if k % 3:
+        ImageDraw.Draw(mask).ellipse((m, m, side - m, side - m), 255)
+    else:
+        ImageDraw.Draw(mask).rounded_rectangle((m, m, side - m, side - m), side // 6, 255)
+    im.paste(fill, (0, 0), mask)
+    c, r = side // 2, side // 6
+    ImageDraw.Draw(im).rectangle((c - r, c - r // 3, c + r, c + r // 3), fill=_colour(rng))
+    return im
+
+
+def _network(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """calibration: a network diagram (discs joined by lines, a word beside each) or a
+    map of flat coloured regions with borders."""
+    w, h = int(rng.integers(400, 700)), int(rng.integers(350, 600))
+    if k % 2:
+        yy, xx = np.mgrid[0:h, 0:w]
+        seeds = rng.uniform(0, 1, (8, 2)) * (h, w)
+        d = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
+        region = d.argmin(axis=2)
+        palette = rng.integers(60, 250, (8, 3)).astype(np.uint8)
+        a = palette[region]
+        border = (np.diff(region, axis=0, prepend=region[:1]) != 0) | (
+            np.diff(region, axis=1, prepend=region[:, :1]) != 0
+        )
+        a[border] = 40
+        return Image.fromarray(a)
+    im = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    pts = [(int(rng.integers(30, w - 30)), int(rng.integers(30, h - 30))) for _ in range(8)]
+    for i in range(len(pts)):
+        j = int(rng.integers(0, len(pts)))
+        draw.line((pts[i], pts[j]), fill=(90, 90, 90), width=2)
+    f = _font(rng, split, 12, 16)
+    for x, y in pts:
+        draw.ellipse((x - 12, y - 12, x + 12, y + 12), fill=_colour(rng), outline=(0, 0, 0))
+        draw.text((x + 15, y - 8), str(rng.choice(WORDS)), font=f, fill=(0, 0, 0))
+    return im
+
+
+def _tiles(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """final: an infographic (coloured tiles, a big number and a word on each) or pixel
+    art (a random 12x12 sprite, mirrored, enlarged without smoothing)."""
+    if k % 2:
+        sprite = rng.integers(0, 4, (12, 6))
+        sprite = np.concatenate([sprite, sprite[:, ::-1]], axis=1)
+        palette = np.array([(255, 255, 255), _colour(rng), _colour(rng), (20, 20, 20)], np.uint8)
+        scale = int(rng.integers(16, 40))
+        return Image.fromarray(palette[sprite]).resize((12 * scale, 12 * scale), Image.NEAREST)
+    w, h = int(rng.integers(600, 900)), int(rng.integers(400, 600))
+    im = Image.new("RGB", (w, h), _colour(rng, 220, 256))
+    draw = ImageDraw.Draw(im)
+    big, small = _font(rng, split, 48, 64), _font(rng, split, 16, 20)
+    for i in range(2):
+        for j in range(3):
+            x0, y0 = 20 + j * (w - 40) // 3, 20 + i * (h - 40) // 2
+            x1, y1 = x0 + (w - 40) // 3 - 12, y0 + (h - 40) // 2 - 12
+            draw.rounded_rectangle((x0, y0, x1, y1), 12, fill=_colour(rng, 40, 220))
+            draw.text((x0 + 16, y0 + 16), f"{int(rng.integers(1, 99))}%", font=big,
+                      fill=(255, 255, 255))  # fmt: skip
+            draw.text((x0 + 16, y1 - 30), str(rng.choice(WORDS)), font=small, fill=(255, 255, 255))
+    return im
+
+
+def _poster(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """final: a poster: a vertical gradient with a big flat star or triangle."""
+    w, h = int(rng.integers(400, 600)), int(rng.integers(550, 800))
+    im = _gradient((w, h), _colour(rng), _colour(rng), radial=False)
+    draw = ImageDraw.Draw(im)
+    c, r = (w // 2, h // 2), min(w, h) // 3
+    angles = np.linspace(0, 2 * np.pi, 11)[:-1] - np.pi / 2
+    radii = [r if i % 2 == 0 else r * 0.45 for i in range(10)]
+    star = [
+        (c[0] + q * np.cos(t), c[1] + q * np.sin(t)) for q, t in zip(radii, angles, strict=True)
+    ]
+    draw.polygon(star, fill=_colour(rng))
+    return im
+
+
 def _graphics(out: Path, split: str, rng: np.random.Generator) -> None:
     makers: tuple[tuple[str, Callable[..., Image.Image], int], ...]
     if split == "calibration":
-        makers = (("shapes", _shapes, 6), ("shaded", _shaded, 8), ("chart", _chart_cal, 6))
+        makers = (
+            ("shapes", _shapes, 5), ("shaded", _shaded, 6), ("chart", _chart_cal, 5),
+            ("badge", _badge, 6), ("network", _network, 4),
+        )  # fmt: skip
+    elif split == "final":
+        makers = (("tiles", _tiles, 6), ("poster", _poster, 6))
     elif split == "development":
         makers = (("icon", _icons, 4), ("chart", _chart_held, 4), ("flow", _flowchart, 3))
     else:
@@ -441,6 +618,7 @@ SIZES = {
     "calibration": ((1280, 800), (1366, 768), (1440, 900), (1024, 768)),
     "development": ((1920, 1080), (1600, 900), (1280, 720)),
     "held_out": ((1920, 1200), (1680, 1050), (1536, 864)),
+    "final": ((2560, 1440), (1440, 900), (1334, 750)),
 }
 
 
@@ -577,8 +755,92 @@ def _web(split: str, rng: np.random.Generator, k: int) -> Image.Image:
     return im
 
 
+def _cards(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """calibration: a dashboard of cards (a heading and two lines each, one with bars) or
+    a mail client's list (sender, subject and date rows between separators)."""
+    w, h = SIZES[split][int(rng.integers(0, len(SIZES[split])))]
+    dark, bg, fg = _theme(rng)
+    im = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(im)
+    f = _font(rng, split, 13, 17)
+    card = (45, 45, 52) if dark else (255, 255, 255)
+    draw.rectangle((0, 0, w, 48), fill=_colour(rng, 30, 120))
+    draw.text((20, 14), _sentence(rng, 2), font=f, fill=(255, 255, 255))
+    if k % 2 == 0:
+        cw, ch = (w - 80) // 3, (h - 120) // 3
+        for i in range(3):
+            for j in range(3):
+                x0, y0 = 20 + j * (cw + 20), 68 + i * (ch + 16)
+                draw.rounded_rectangle((x0, y0, x0 + cw, y0 + ch), 8, fill=card)
+                draw.text((x0 + 14, y0 + 12), _sentence(rng, 2), font=f, fill=fg)
+                draw.text((x0 + 14, y0 + 40), _sentence(rng, 4), font=f, fill=fg)
+                draw.text((x0 + 14, y0 + 64), _sentence(rng, 3), font=f, fill=fg)
+                if (i + j) % 4 == 0:
+                    for b in range(6):
+                        top = y0 + ch - 12 - int(rng.integers(10, ch // 2))
+                        draw.rectangle((x0 + 20 + b * 22, top, x0 + 36 + b * 22, y0 + ch - 12),
+                                       fill=_colour(rng, 60, 220))  # fmt: skip
+    else:
+        y = 60
+        while y < h - 40:
+            draw.text((20, y), _sentence(rng, 2), font=f, fill=fg)
+            draw.text((260, y), _sentence(rng, int(rng.integers(4, 9))), font=f, fill=fg)
+            draw.text((w - 120, y), f"{int(rng.integers(1, 12))}:{int(rng.integers(10, 59))}",
+                      font=f, fill=fg)  # fmt: skip
+            draw.line((0, y + 30, w, y + 30), fill=(70, 70, 76) if dark else (225, 225, 225))
+            y += 40
+    return im
+
+
+def _calibration_screen(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    return (_window if k % 3 else _cards)(split, rng, k)
+
+
+def _editor(split: str, rng: np.random.Generator, k: int) -> Image.Image:
+    """final: a code editor (file tree, line numbers, coloured code) or a phone's settings
+    list (rows with toggles), at the phone's size."""
+    w, h = SIZES[split][int(rng.integers(0, len(SIZES[split])))]
+    if k % 2:
+        w, h = 750, 1334  # a phone, portrait
+        im = Image.new("RGB", (w, h), (242, 242, 247))
+        draw = ImageDraw.Draw(im)
+        f = _font(rng, split, 26, 32)
+        draw.text((30, 40), "9:41", font=f, fill=(0, 0, 0))
+        y = 140
+        while y < h - 100:
+            draw.rectangle((0, y, w, y + 88), fill=(255, 255, 255))
+            draw.text((40, y + 26), _sentence(rng, 2), font=f, fill=(0, 0, 0))
+            on = bool(rng.integers(0, 2))
+            draw.rounded_rectangle((w - 140, y + 22, w - 40, y + 66), 22,
+                                   fill=(52, 199, 89) if on else (220, 220, 224))  # fmt: skip
+            draw.line((40, y + 88, w, y + 88), fill=(200, 200, 204))
+            y += 89
+        return im
+    im = Image.new("RGB", (w, h), (30, 30, 30))
+    draw = ImageDraw.Draw(im)
+    f = font("DejaVuSansMono.ttf", int(rng.integers(13, 17)))
+    draw.rectangle((0, 0, 240, h), fill=(37, 37, 38))
+    for i in range(int(h / 24) - 2):
+        draw.text((20, 20 + 24 * i), str(rng.choice(WORDS)) + ".py", font=f, fill=(200, 200, 200))
+    colours = ((86, 156, 214), (206, 145, 120), (220, 220, 170), (106, 153, 85))
+    y, n = 20, 1
+    while y < h - 20:
+        draw.text((256, y), f"{n:4d}", font=f, fill=(110, 110, 110))
+        x = 320 + 24 * int(rng.integers(0, 4))
+        for word in rng.choice(WORDS, int(rng.integers(1, 7))):
+            draw.text((x, y), str(word), font=f, fill=colours[int(rng.integers(0, 4))])
+            x += int(draw.textlength(str(word) + " ", font=f))
+        y, n = y + f.size + 6, n + 1
+    return im
+
+
 def _screenshots(out: Path, split: str, rng: np.random.Generator) -> None:
-    make = {"calibration": _window, "development": _app, "held_out": _web}[split]
+    make = {
+        "calibration": _calibration_screen,
+        "development": _app,
+        "held_out": _web,
+        "final": _editor,
+    }[split]
     for k in range(N[split]):
         _save(make(split, rng, k), out / "screenshot" / f"screen_{k}.png", "PNG")
 
