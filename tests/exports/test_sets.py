@@ -548,6 +548,14 @@ def test_import_approvals_from_a_fiftyone_dataset_export(tmp_path: Path) -> None
         (ids["people/camera.png"], ["gadget"])
     ]
     assert r["unchanged"] == 1 and r["unmatched"] == [str(fo_dir / "data" / "other.jpg")]
+    # use_dirs=True: one JSON file per sample under samples/
+    (fo_dir / "samples").mkdir()
+    for n, s in enumerate(doc["samples"]):
+        (fo_dir / "samples" / f"{n:06d}-x.json").write_text(json.dumps(s))
+    (fo_dir / "samples.json").unlink()
+    again = json.loads(lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir),
+                              "--fiftyone-field", "ground_truth", "--json"))  # fmt: skip
+    assert again == r
 
 
 def test_import_approvals_bad_fiftyone_input(world, tmp_path: Path) -> None:

@@ -196,8 +196,10 @@ def read_labels(source: str | os.PathLike[str], field: str = "tags") -> list[Sam
     """Each sample's file, lamina `image_id` field and labels (`field`: `tags`, or a label
     field such as `ground_truth`) of a FiftyOne dataset: a folder holding `samples.json`
     (written by `lamina export --format fiftyone`, or by FiftyOne's
-    `dataset.export(..., dataset_type=fo.types.FiftyOneDataset)`, whose relative filepaths
-    are under the folder), else a dataset name, loaded with `fiftyone`.
+    `dataset.export(..., dataset_type=fo.types.FiftyOneDataset)`, whose relative filepaths,
+    `data/<name>` when it copied the media, are under the folder; with `use_dirs=True`
+    a `samples/` folder of one JSON file per sample), else a dataset name, loaded with
+    `fiftyone`. A folder wins over a dataset of the same name.
 
     Example:
         >>> [s.labels for s in read_labels("fo_set")][:2]  # doctest: +SKIP
@@ -218,7 +220,12 @@ def read_labels(source: str | os.PathLike[str], field: str = "tags") -> list[Sam
 def _read_folder(folder: Path, field: str) -> list[SampleLabels]:
     path = folder / SAMPLES
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not path.exists() and (folder / "samples").is_dir():
+            # FiftyOne's exporter with use_dirs=True: one JSON file per sample
+            files = sorted((folder / "samples").glob("*.json"))
+            doc = {"samples": [json.loads(f.read_text(encoding="utf-8")) for f in files]}
+        else:
+            doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise LaminaError(
             f"cannot read {path}: {exc}",
