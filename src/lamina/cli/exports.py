@@ -542,7 +542,7 @@ def import_approvals(
         lamina export -o tags.csv
         lamina import-approvals tags.csv
         lamina import-approvals tags.csv --yes --who ana
-        lamina export --format fiftyone -o fo_set
+        lamina export --format fiftyone --label-from folder -o fo_set
         lamina import-approvals --from-fiftyone fo_set
     """
     from lamina.jobs.curated import ImportApprovalsConfig
