@@ -329,7 +329,9 @@ def test_fiftyone_samples_and_bridge(world, tmp_path: Path) -> None:
     chelsea = by_path[str(src / "cat" / "chelsea.jpg")]
     assert chelsea["tags"] == ["cat"] and chelsea["ground_truth"] == "cat"
     assert chelsea["is_representative"] is True and chelsea["duplicate_group"]
-    fo = pytest.importorskip("fiftyone", reason="fiftyone is not installed (a heavy extra)")
+    fo = pytest.importorskip(
+        "fiftyone", reason="fiftyone is not installed (no extra: it needs MongoDB; see README)"
+    )
     from lamina.exports.fiftyone import load
 
     ds = load(tmp_path / "fo")

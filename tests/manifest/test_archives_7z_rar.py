@@ -65,11 +65,22 @@ def _rar_header(kind: int, body: bytes, extra: bytes = b"", data_size: int | Non
     return struct.pack("<I", zlib.crc32(sized)) + sized
 
 
-def rar5(members: dict[str, bytes], *, method: int = 0, encrypted: tuple[str, ...] = ()) -> bytes:
+def rar5(
+    members: dict[str, bytes],
+    *,
+    method: int = 0,
+    encrypted: tuple[str, ...] = (),
+    header_encrypted: bool = False,
+) -> bytes:
     """A RAR 5 archive (the format's spec: rarlab.com/technote.htm): a main header, one
     file header per member (`method` 0: stored; an `encrypted` member carries a file
-    encryption record, as a password-protected one does), and the end header."""
-    out = bytearray(b"Rar!\x1a\x07\x01\x00" + _rar_header(1, _vint(0)))
+    encryption record, as a password-protected one does), and the end header. With
+    `header_encrypted`, an archive encryption header comes first (what `rar -hp` writes:
+    nothing after it reads without the password)."""
+    out = bytearray(b"Rar!\x1a\x07\x01\x00")
+    if header_encrypted:
+        out += _rar_header(4, _vint(0) + _vint(0) + bytes([15]) + b"s" * 16)
+    out += _rar_header(1, _vint(0))
     for name, data in members.items():
         raw = name.encode()
         body = _vint(0x4) + _vint(len(data)) + _vint(0o644) + struct.pack("<I", zlib.crc32(data))
@@ -178,6 +189,7 @@ def test_rar_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (src / "box.rar").write_bytes(rar5({"in.cbz": _zip_bytes({"p.jpg": pages[3]})}))
     locked = rar5({"open.jpg": pages[0], "secret.jpg": pages[1]}, encrypted=("secret.jpg",))
     (src / "locked.rar").write_bytes(locked)
+    (src / "hidden.rar").write_bytes(rar5({"p.jpg": pages[0]}, header_encrypted=True))
     broken = bytearray(rar5({"p.jpg": pages[0]}))
     broken[30] ^= 0xFF  # inside the file header: its CRC fails
     (src / "broken.cbr").write_bytes(bytes(broken))
@@ -198,6 +210,8 @@ def test_rar_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows["locked.rar"]["detail"] == "1 of 2 members password-protected"
     assert got["locked.rar!/open.jpg"] == ("ok", None, "locked.rar")
     assert "locked.rar!/secret.jpg" not in rows
+    assert got["hidden.rar"][:2] == ("broken", "archive_encrypted")
+    assert rows["hidden.rar"]["detail"] == "the archive's header is password-protected"
     assert got["broken.cbr"][:2] == ("broken", "archive_corrupt")
     assert "BadRarFile" in rows["broken.cbr"]["detail"]
     assert got["bomb.rar"][:2] == ("broken", "archive_bomb")

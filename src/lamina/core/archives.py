@@ -458,6 +458,8 @@ def _list_rar(
         return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
     with rf:
         infos = [i for i in rf.infolist() if i.is_file()]
+        if not infos and rf.needs_password():  # rarfile lists nothing behind it
+            return ("archive_encrypted", "the archive's header is password-protected")
         bomb = _check_bomb(len(infos), sum(i.file_size or 0 for i in infos), limits)
         if bomb is not None:
             return bomb
