@@ -572,6 +572,7 @@ def _read_kept(
             return reader(src, wanted)
         kept = reader(src, None)
         _member_cache.clear()
+        _tar_cache.clear()  # one kept archive per process, of either kind
         _member_cache[key] = kept
     return {n: kept[n] for n in wanted if n in kept}
 
@@ -638,6 +639,7 @@ def _decompressed(
     if len(data) > TAR_CACHE_BYTES:
         return None
     _tar_cache.clear()
+    _member_cache.clear()  # one kept archive per process, of either kind
     _tar_cache[key] = (data, {})
     return _tar_cache[key]
 
