@@ -556,6 +556,7 @@ def tags(ctx: ReportContext, cap: int) -> Section:
 
 OCR_SAMPLES = 8  # pages shown with their text and boxes
 CAPTIONS_PER_CLUSTER = 4
+NEW_AXES_SHOWN = 20  # caption terms that split image clusters, best first
 
 
 def language(ctx: ReportContext, cap: int) -> Section:
@@ -570,7 +571,7 @@ def language(ctx: ReportContext, cap: int) -> Section:
             "`lamina caption --model hf:…`."
         )
         return section
-    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement"))
+    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement", "new_axes"))
     if ctx.has("modality"):
         data["modality"] = ctx.rows(
             "select modality, count(*) as n from modality group by 1 order by 2 desc, 1"
@@ -629,6 +630,14 @@ def language(ctx: ReportContext, cap: int) -> Section:
         data["agreement"] = agreement(
             [r["image_cluster"] for r in pairs], [r["caption_cluster"] for r in pairs]
         ).__dict__
+    if ctx.has("new_axes"):
+        # Caption terms that split an image cluster (`lamina agreement`), best first.
+        data["new_axes"] = ctx.rows(
+            "select a.*, p.path as path_with, q.path as path_without from new_axes a "
+            "left join image_paths p on p.image_id = a.example_with "
+            "left join image_paths q on q.image_id = a.example_without "
+            f"order by a.gain desc, a.p_value, a.image_cluster, a.term limit {NEW_AXES_SHOWN}"
+        )
     section.data = data
     return section
 
