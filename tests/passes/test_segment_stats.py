@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import lamina.core.decode
@@ -129,3 +130,20 @@ def test_motifs_measure_segments_from_one_decode_and_give_a_clusterable_model(
     assert len(clusters) == with_segments
     assert {r["model"] for r in clusters} == {found.features_model}
     assert {r["cluster"] for r in clusters} == {0, 1}
+    # The report shows the diagnostics (this store has motifs) and the new axes.
+    from lamina.core.passes import get_pass
+    from lamina.core.runner import run_passes
+    from lamina.core.store import atomic_write_parquet
+    from lamina.report.build import build_report
+
+    ids = sorted(emb.ids.tolist())[:4]
+    rows = [{"image_id": i, "caption": "a car" if n < 2 else "a boat", "image_cluster": 0,
+             "caption_cluster": int(n >= 2)} for n, i in enumerate(ids)]  # fmt: skip
+    layer = get_pass("caption_clusters", {}).layer_id
+    atomic_write_parquet(store.global_part("caption_clusters", layer), pa.Table.from_pylist(rows))
+    store.set_current("caption_clusters", layer)
+    run_passes(store, [("new_axes", {"min_support": 2})], progress=False)
+    page = build_report(store, thumbnails=False).read_text()
+    assert 'id="diagnostics-table"' in page and 'id="new-axes-table"' in page
+    assert "<td>boat</td>" in page and "<td>car</td>" in page
+    assert "lamina motifs --model open_clip:ViT-B-32/openai" in page
