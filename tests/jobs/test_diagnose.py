@@ -94,8 +94,8 @@ def store(tmp_path: Path) -> Store:
     return make_store(tmp_path, ids_for(N + 3))
 
 
-def by_name(store: Store, config: DiagnoseConfig = DiagnoseConfig()) -> dict:
-    return {c.name: c for c in diagnose(store, config).checks}
+def by_name(store: Store, config: DiagnoseConfig | None = None) -> dict:
+    return {c.name: c for c in diagnose(store, config or DiagnoseConfig()).checks}
 
 
 def test_an_empty_store_names_every_command(store: Store) -> None:
@@ -169,9 +169,7 @@ def test_segment_models_topology_and_outliers(store: Store) -> None:
     out = by_name(store, DiagnoseConfig(outlier_share=0.1))["outliers"]
     assert out.values["models"] == ["test:img3", "test:img2"]
     assert out.verdict == "unstable" and out.values["shared"] < 3
-    assert out.values["jaccard"] == pytest.approx(
-        out.values["shared"] / (6 - out.values["shared"])
-    )
+    assert out.values["jaccard"] == pytest.approx(out.values["shared"] / (6 - out.values["shared"]))
     # The verb prints the same, and --json the same numbers.
     result = CliRunner().invoke(
         main, ["--store", str(store.root), "diagnose", "--json", "--outlier-share", "0.1"]

@@ -12,8 +12,10 @@ def _values(values: dict) -> str:
     parts = []
     for key, value in values.items():
         if isinstance(value, list):
-            value = " vs ".join(str(v) for v in value) if key in ("models", "motifs") else (
-                ", ".join(str(v) for v in value)
+            value = (
+                " vs ".join(str(v) for v in value)
+                if key in ("models", "motifs")
+                else (", ".join(str(v) for v in value))
             )
         parts.append(f"{key} {value}")
     return "; ".join(parts)

@@ -196,9 +196,7 @@ def caption(
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.pass_context
 @handle_errors
-def agreement(
-    ctx: click.Context, k: int, min_support: int, min_gain: float, as_json: bool
-) -> None:
+def agreement(ctx: click.Context, k: int, min_support: int, min_gain: float, as_json: bool) -> None:
     """Compare language with structure: cluster the captions (all-MiniLM-L6-v2, offline)
     and say how far they agree with the image clusters (adjusted Rand index, normalised
     mutual information), which image clusters the captions split (low purity) and which

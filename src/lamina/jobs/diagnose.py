@@ -251,7 +251,8 @@ def topology(store: Store, config: DiagnoseConfig = DiagnoseConfig()) -> Check:
     seg = load_embeddings(store, features)
     common, ia, ib = np.intersect1d(image.ids.astype(str), seg.ids.astype(str),
                                     return_indices=True)  # fmt: skip
-    check.inputs = [f"embed ({model})", f"segment_features/{store.current_pointer('segment_features')} ({features})"]
+    layer = store.current_pointer("segment_features")
+    check.inputs = [f"embed ({model})", f"segment_features/{layer} ({features})"]
     if len(common) < 3:
         check.missing = f"{len(common)} images have both image and segment vectors (3 needed)"
         check.command = "lamina segment && lamina motifs"
@@ -307,8 +308,7 @@ def outliers(store: Store, config: DiagnoseConfig = DiagnoseConfig()) -> Check:
         have = found[0][0] if found else "none"
         check.missing = f"outlier scores of one model only ({have})"
         check.command = (
-            f"lamina embed --model {ANOTHER_EMBEDDER} && lamina cluster --model "
-            f"{ANOTHER_EMBEDDER}"
+            f"lamina embed --model {ANOTHER_EMBEDDER} && lamina cluster --model {ANOTHER_EMBEDDER}"
         )
         if not found:
             check.command = "lamina embed && lamina cluster"
@@ -329,9 +329,10 @@ def outliers(store: Store, config: DiagnoseConfig = DiagnoseConfig()) -> Check:
         check.command = f"lamina cluster --model {model_a} && lamina cluster --model {model_b}"
         return check
     n_top = max(1, round(config.outlier_share * len(common)))
-    tops = []
+    tops: list[set[str]] = []
     for d in dist:
-        order = sorted(common, key=lambda i, d=d: (-d[i], i))
+        distance: dict[str, float] = d
+        order = sorted(common, key=lambda i: (-distance[i], i))
         tops.append(set(order[:n_top]))
     jaccard = len(tops[0] & tops[1]) / len(tops[0] | tops[1])
     rho = spearmanr([dist[0][i] for i in common], [dist[1][i] for i in common]).statistic
@@ -360,8 +361,9 @@ def language(store: Store) -> Check:
     if "caption_clusters" not in names:
         check.missing = "no caption clusters" + ("" if "captions" in names else " (no captions)")
         check.command = (
-            "lamina agreement" if "captions" in names else "lamina caption --model hf:… "
-            "&& lamina agreement"
+            "lamina agreement"
+            if "captions" in names
+            else "lamina caption --model hf:… && lamina agreement"
         )
         return check
     t = store.read_layer("caption_clusters", columns=["image_cluster", "caption_cluster"])

@@ -117,7 +117,7 @@ def motifs(store: Store, config: MotifsConfig = MotifsConfig()) -> MotifsResult:
     from lamina.analysis.motifs import FEATURES_PREFIX
 
     features = read_global(store, "segment_features", motif_config)["model"].unique().to_pylist()
-    features_model = features[0] if features else FEATURES_PREFIX + embed_config["model"]
+    features_model = str(features[0] if features else FEATURES_PREFIX + str(embed_config["model"]))
     return MotifsResult(
         str(result["run_id"]), segments, len(summary), kinds, motif_config, passes, features_model
     )

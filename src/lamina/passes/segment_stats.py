@@ -44,10 +44,8 @@ SEGMENT_PIXELS_PASS = "segment_pixels"
 SEGMENT_STATS_TABLE = "segment_stats"
 SAMPLE_PIXELS = 16_384  # colour statistics from at most this many of a mask's pixels
 _F32 = pa.float32()
-NUMBERS = (
-    "brightness_mean contrast_rms entropy lab_l lab_a lab_b chroma_mean saturation_mean "
-    "colorfulness laplacian_var"
-).split()
+NUMBERS = ("brightness_mean", "contrast_rms", "entropy", "lab_l", "lab_a", "lab_b",
+           "chroma_mean", "saturation_mean", "colorfulness", "laplacian_var")  # fmt: skip
 
 
 def stats_struct(hist_bins: int) -> pa.StructType:
@@ -106,7 +104,7 @@ def segment_stats(rgb: np.ndarray, mask: np.ndarray, hist_bins: int = 8) -> dict
     colour = _colour(Image.fromarray(sample.reshape(1, -1, 3)), hist_bins, {"colour", "hist_rgb"})
     lab = lab_mean(sample[:: max(1, len(sample) // LAB_PIXELS)])
     return {
-        "pixels": int(len(pixels)),
+        "pixels": len(pixels),
         **{k: out[k] for k in ("brightness_mean", "contrast_rms", "entropy")},
         "lab_l": lab[0],
         "lab_a": lab[1],
