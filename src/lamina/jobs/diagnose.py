@@ -325,8 +325,15 @@ def outliers(store: Store, config: DiagnoseConfig = DiagnoseConfig()) -> Check:
         dist.append(dict(rows))
     common = sorted(set(dist[0]) & set(dist[1]))
     if len(common) < 3:
-        check.missing = f"the two models ranked {len(common)} images in common (3 needed)"
-        check.command = f"lamina cluster --model {model_a} && lamina cluster --model {model_b}"
+        # Outliers rank one image per duplicate group: a model whose semantic duplicate
+        # groups swallow the collection ranks few.
+        check.missing = (
+            f"the two models ranked {len(common)} images in common (3 needed; each ranks "
+            "one image per duplicate group)"
+        )
+        check.command = (
+            f"lamina embed --model {ANOTHER_EMBEDDER} && lamina cluster --model {ANOTHER_EMBEDDER}"
+        )
         return check
     n_top = max(1, round(config.outlier_share * len(common)))
     tops: list[set[str]] = []

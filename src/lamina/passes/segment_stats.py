@@ -176,12 +176,17 @@ class SegmentPixelsPass(Pass):
                 rows.append({"image_id": image_id, "stats": None, "error": error})
                 continue
             stats = []
-            for seg in row["segments"] or []:
-                mask = decode_rle({"size": size, "counts": seg["rle"]})
-                stats.append(
-                    {"segment_id": seg["segment_id"],
-                     **segment_stats(rgb, mask, self.config.hist_bins)}
-                )  # fmt: skip
+            try:
+                for seg in row["segments"] or []:
+                    mask = decode_rle({"size": size, "counts": seg["rle"]})
+                    stats.append(
+                        {"segment_id": seg["segment_id"],
+                         **segment_stats(rgb, mask, self.config.hist_bins)}
+                    )  # fmt: skip
+            except ValueError as exc:  # a mask the maths cannot take (empty): this image's row
+                error = f"segment_stats_error: {exc}"
+                rows.append({"image_id": image_id, "stats": None, "error": error})
+                continue
             rows.append({"image_id": image_id, "stats": stats, "error": None})
         return pa.Table.from_pylist(rows, schema=self.schema)
 
