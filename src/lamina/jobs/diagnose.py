@@ -382,7 +382,7 @@ def language(store: Store) -> Check:
         check.inputs.append(f"new_axes/{store.current_pointer('new_axes')}")
         check.values["new_axes"] = axes.num_rows
         check.values["split_clusters"] = len(set(axes["image_cluster"].to_pylist()))
-        check.values["terms"] = axes["term"].to_pylist()[:10]
+        check.values["terms"] = ", ".join(axes["term"].to_pylist()[:10])
     else:
         check.values["new_axes"] = None
         check.command = "lamina agreement"  # the axes come with the next comparison
