@@ -155,6 +155,12 @@ def test_segment_models_topology_and_outliers(store: Store) -> None:
     topo = by_name(store, DiagnoseConfig(segment_weight=0.9))["topology"]
     assert topo.verdict == "changed" and topo.values["ari"] < 0.2
     assert topo.values["moved"] >= 10 and "segments:test:d" in topo.inputs[1]
+    # Written after the image vectors, the features are still not the default model of
+    # a search (a query image cannot be embedded with them), nor of `lamina cluster`.
+    from lamina.core.vectors import list_models
+    from lamina.index.vectors import open_index
+
+    assert open_index(store).model == "test:img" and list_models(store)[-1] == "test:img"
 
     # Outliers: a model that sees the same three outliers, then one that sees others.
     run_passes(store, [("outliers", {"model": "test:img"})], progress=False)
