@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 done with errors (some chunks failed; re-run to retry them
 # Importing a verb module adds its commands to `main`.
 from lamina.cli import (  # noqa: F401
     cluster,
+    diagnose,
     embed,
     exports,
     layout,
