@@ -38,6 +38,7 @@ from lamina.passes import (
     scan,
     segment,
     segment_embed,
+    segment_stats,
     segment_text,
     signals,
     thumbs,
@@ -47,6 +48,7 @@ from lamina.tagging import tags
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags, predict)  # fmt: skip
 MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
+MODULES += (segment_stats,)  # per-segment colour / texture (issue 17 item 3)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
 MODULES += (segment_text, depth)  # OCR lines inside segments, depth stats (issue 18)
 
