@@ -11,7 +11,8 @@ cheaply.
 archive: corrupt, password-protected members, a bomb); `read_members` reads members for the
 probe; `open_source` opens any manifest path, a plain file or a member, for every pass that
 reads bytes (decode, thumbnails, the review app). 7z / CBR are not read: no well-kept
-reader (py7zr, rarfile) is installed with lamina.
+reader (py7zr, rarfile) is installed with lamina. An archive in a remote source
+(`lamina.core.remote`) is read the same way, through a seekable fsspec stream.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, NamedTuple
+
+from lamina.core.remote import is_url, mtime_ns, open_remote, remote_info
 
 # What joins an archive's path to a member's path inside it.
 SEP = "!/"
@@ -288,8 +291,17 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
         if isinstance(got, Exception):
             raise got
         src = io.BytesIO(got)
+    elif is_url(container):  # a remote archive: a seekable stream of range reads
+        with open_remote(container) as remote:
+            return _read_members_from(container, remote, wanted)
     else:
         src = container
+    return _read_members_from(container, src, wanted)
+
+
+def _read_members_from(
+    container: str, src: str | BinaryIO, wanted: set[str]
+) -> dict[str, bytes | Exception]:
     out: dict[str, bytes | Exception] = {}
     if archive_kind(container) == "zip":
         with zipfile.ZipFile(src) as zf:
@@ -343,6 +355,8 @@ def is_member(path: str) -> bool:
     if SEP not in path:
         return False
     container = path.rpartition(SEP)[0]
+    if is_url(path):  # a key holding "!/" after an archive's name is taken as a member
+        return archive_kind(container) in ("zip", "tar")
     return archive_kind(container) in ("zip", "tar") and not os.path.exists(path)
 
 
@@ -355,8 +369,7 @@ def _decompressed(
     import gzip
     import lzma
 
-    st = os.stat(outer_file(container))
-    key = (container, st.st_size, st.st_mtime_ns)
+    key = (container, *_version(outer_file(container)))
     if key in _tar_cache:
         return _tar_cache[key]
     f = open(src, "rb") if isinstance(src, str) else src  # noqa: SIM115 - closed below
@@ -393,7 +406,7 @@ def open_source(path: str) -> IO[bytes]:
         b'\\xff\\xd8\\xff'
     """
     if not is_member(path):
-        return open(path, "rb")
+        return open_remote(path) if is_url(path) else open(path, "rb")
     container, _, name = path.rpartition(SEP)
     got = read_members(container, [name]).get(name)
     if got is None:
@@ -423,7 +436,13 @@ def source_exists(path: str) -> bool:
         >>> source_exists("/nowhere/Vol 01.cbz!/p001.jpg")
         False
     """
-    return os.path.isfile(outer_file(path))
+    outer = outer_file(path)
+    if is_url(outer):
+        try:
+            return remote_info(outer).get("type", "file") == "file"
+        except (OSError, ValueError):
+            return False
+    return os.path.isfile(outer)
 
 
 def source_mtime_ns(path: str) -> int:
@@ -433,4 +452,13 @@ def source_mtime_ns(path: str) -> int:
         >>> source_mtime_ns("/comics/Vol 01.cbz!/p001.jpg")  # doctest: +SKIP
         1733400000000000000
     """
-    return os.stat(outer_file(path)).st_mtime_ns
+    return _version(outer_file(path))[1]
+
+
+def _version(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of the plain or remote file `path` (raises OSError)."""
+    if is_url(path):
+        info = remote_info(path)
+        return int(info.get("size") or 0), mtime_ns(info) or 0
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
