@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from lamina.core.errors import SourceError
 
@@ -165,7 +165,7 @@ def remote_error(url: str, exc: BaseException) -> SourceError:
         what = "bucket or prefix" if protocol in CREDENTIALS else "location"
         return SourceError(
             f"the source {url} does not exist (no such {what})",
-            hint="check the bucket name and prefix (`lamina scan` lists what is under it)",
+            hint="check the bucket name and prefix, and that the credentials in use can see it",
         )
     return SourceError(
         f"cannot reach the source {url}: {name}: {exc}",
@@ -257,8 +257,9 @@ def walk_remote(url: str) -> Iterator[tuple[str, int | None, int | None]]:
     # the same way for both); a name not under it is left out.
     base = fs._strip_protocol(root).rstrip("/") + "/"
     names = sorted(n for n in found if n.startswith(base) and not n.endswith("/"))
+    quoted = protocol_of(url) in ("http", "https")  # an index page's links are %-quoted
     for name in names:
-        rel = name[len(base) :]
+        rel = unquote(name[len(base) :]) if quoted else name[len(base) :]
         if not rel:
             continue
         try:
