@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, NamedTuple
 
-from lamina.core.remote import is_url, mtime_ns, open_remote, remote_info
+from lamina.core.remote import is_url, mtime_ns, open_remote, open_seekable, remote_info
 
 # What joins an archive's path to a member's path inside it.
 SEP = "!/"
@@ -292,7 +292,7 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
             raise got
         src = io.BytesIO(got)
     elif is_url(container):  # a remote archive: a seekable stream of range reads
-        with open_remote(container) as remote:
+        with open_seekable(container, ArchiveLimits.nested_bytes) as remote:
             return _read_members_from(container, remote, wanted)
     else:
         src = container

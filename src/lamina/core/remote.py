@@ -17,6 +17,7 @@ again (`check_unchanged`).
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -282,6 +283,36 @@ def open_remote(url: str) -> IO[bytes]:
     fs, path = filesystem(url)
     f: IO[bytes] = fs.open(path, "rb")
     return f
+
+
+def open_seekable(url: str, max_bytes: int) -> IO[bytes]:
+    """Open the remote file `url` for random access (an archive's index is at its end):
+    range reads where the server allows them, else (an HTTP server without range
+    requests) its bytes in memory when they are at most `max_bytes`; OSError otherwise.
+
+    Example:
+        >>> open_seekable("memory://bucket/Vol 01.cbz", 1 << 30).seek(-22, 2)  # doctest: +SKIP
+        5120
+    """
+    f = open_remote(url)
+    try:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        f.read(1)  # the backend's range read (fsspec raises here when the server has none)
+        f.seek(0)
+        return f
+    except ValueError:
+        f.close()
+    info = remote_info(url)
+    size = int(info.get("size") or 0)
+    if size > max_bytes:
+        raise OSError(
+            f"{url}: the server does not allow range requests, and at {size} bytes the "
+            f"archive is over {max_bytes} to read into memory"
+        )
+    with open_remote(url) as whole:
+        return io.BytesIO(whole.read())
 
 
 def remote_info(url: str) -> dict[str, Any]:

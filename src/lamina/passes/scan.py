@@ -42,7 +42,7 @@ from lamina.core.archives import (
 )
 from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file, probe_stream
 from lamina.core.passes import Pass, register
-from lamina.core.remote import check_unchanged, is_url, open_remote, walk_remote
+from lamina.core.remote import check_unchanged, is_url, open_remote, open_seekable, walk_remote
 from lamina.manifest.sources import Scope
 from lamina.manifest.spill import SPILL_ROWS, Listing
 
@@ -498,7 +498,13 @@ def _with_members(
         else:
             path = os.path.join(root, e.rel_path)
             if isinstance(root, str):  # remote: read through a seekable stream
-                with open_remote(path) as stream:
+                try:
+                    stream = open_seekable(path, limits.nested_bytes)
+                except (OSError, ValueError) as exc:
+                    detail = f"{type(exc).__name__}: {exc}"
+                    yield e._replace(status="broken", reason="archive_corrupt", detail=detail)
+                    continue
+                with stream:
                     head, *members = list_archive(stream, e.rel_path, limits)
             else:
                 head, *members = list_archive(path, e.rel_path, limits)
