@@ -12,7 +12,7 @@ query string (a signed URL) is refused, because the URL is what the store record
 
 The listing is one snapshot taken at the start of a scan (`walk_remote`); a file that
 changes or goes away before it is read is recorded as such, and the next scan lists it
-again (`check_unchanged`).
+again (`open_checked`).
 """
 
 from __future__ import annotations
@@ -328,22 +328,41 @@ def remote_info(url: str) -> dict[str, Any]:
     return info
 
 
-def check_unchanged(url: str, size: int | None, mtime: int | None) -> str | None:
-    """Whether the remote file `url` is still as the scan's listing saw it: None when it
-    is, else what changed (the scan then records it `unreadable / changed_during_scan`,
-    and the next scan lists and reads it again).
+def _opened_info(f: Any) -> dict[str, Any]:
+    """What an open remote file already knows about itself (no further request): its
+    details where the backend fetched them at open (s3fs, gcsfs: one HEAD, with the
+    mtime), else its size; a memory:// file's size and time."""
+    details = getattr(f, "_details", None)
+    if isinstance(details, dict):
+        return details
+    if hasattr(f, "getbuffer"):  # memory://: a BytesIO with a creation time
+        return {"size": len(f.getbuffer()), "created": getattr(f, "created", None)}
+    size = getattr(f, "size", None)
+    return {} if size is None else {"size": size}
+
+
+def open_checked(url: str, size: int | None, mtime: int | None) -> tuple[IO[bytes] | None, str]:
+    """Open the remote file `url` if it is still as the scan's listing saw it (its size,
+    and its mtime where the backend gives one at open): (the file, ""), else (None, what
+    changed). The scan records such a file `unreadable / changed_during_scan`; the next
+    scan lists and reads it again.
 
     Example:
-        >>> check_unchanged("memory://bucket/gone.jpg", 10, None)
-        'gone since the listing'
+        >>> open_checked("memory://bucket/gone.jpg", 10, None)
+        (None, 'gone since the listing')
     """
     try:
-        info = remote_info(url)
+        f = open_remote(url)
     except FileNotFoundError:
-        return "gone since the listing"
+        return None, "gone since the listing"
+    info = _opened_info(f)
     now_size, now_mtime = info.get("size"), mtime_ns(info)
+    changed = ""
     if size is not None and now_size is not None and int(now_size) != size:
-        return f"listed at {size} bytes, {now_size} bytes when read"
-    if mtime is not None and now_mtime is not None and now_mtime != mtime:
-        return "modified since the listing"
-    return None
+        changed = f"listed at {size} bytes, {now_size} bytes when opened"
+    elif mtime is not None and now_mtime is not None and now_mtime != mtime:
+        changed = "modified since the listing"
+    if changed:
+        f.close()
+        return None, changed
+    return f, ""

@@ -42,7 +42,7 @@ from lamina.core.archives import (
 )
 from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file, probe_stream
 from lamina.core.passes import Pass, register
-from lamina.core.remote import check_unchanged, is_url, open_remote, open_seekable, walk_remote
+from lamina.core.remote import is_url, open_checked, open_seekable, walk_remote
 from lamina.manifest.sources import Scope
 from lamina.manifest.spill import SPILL_ROWS, Listing
 
@@ -737,18 +737,14 @@ def _probe_remote(path: str, rel: str, size: int | None, mtime: int | None) -> d
     against the listed size and mtime before and after, so that a file that changed or
     went away since the listing is `unreadable / changed_during_scan` (the scan stays on
     its snapshot; the next one lists the file again and reads it)."""
-    changed = check_unchanged(path, size, mtime)
+    f, changed = open_checked(path, size, mtime)
     row: dict[str, Any] = {}
-    if changed is None:
-        try:
-            with open_remote(path) as f:
-                row = probe_stream(f, rel)
-        except FileNotFoundError:
-            changed = "gone since the listing"
-        else:
-            if size is not None and row["size"] is not None and row["size"] != size:
-                changed = f"listed at {size} bytes, {row['size']} bytes when read"
-    if changed is None:
+    if f is not None:
+        with f:
+            row = probe_stream(f, rel)
+        if size is not None and row["size"] is not None and row["size"] != size:
+            changed = f"listed at {size} bytes, {row['size']} bytes when read"
+    if not changed:
         row["detail"] = None
         return row
     row = {name: None for name in PROBE_SCHEMA.names}
