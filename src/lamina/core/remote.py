@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import IO, Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from lamina.core.errors import SourceError
@@ -120,9 +120,13 @@ def filesystem(url: str) -> tuple[Any, str]:
         >>> type(fs).__name__, path
         ('MemoryFileSystem', '/bucket/comics')
     """
-    import fsspec
-
     protocol = protocol_of(url)
+    try:
+        import fsspec
+    except ImportError:
+        raise SourceError(
+            f"{protocol}:// sources need fsspec", hint="pip install 'lamina[remote]'"
+        ) from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError as exc:
@@ -272,7 +276,7 @@ def walk_remote(url: str) -> Iterator[tuple[str, int | None, int | None]]:
         yield rel, size, mtime
 
 
-def open_remote(url: str) -> IO[bytes]:
+def open_remote(url: str) -> BinaryIO:
     """Open the remote file `url` for reading, as a stream (buffered range reads where
     the backend has them). Raises FileNotFoundError when it is not there.
 
@@ -281,11 +285,11 @@ def open_remote(url: str) -> IO[bytes]:
         b'\\xff\\xd8\\xff'
     """
     fs, path = filesystem(url)
-    f: IO[bytes] = fs.open(path, "rb")
+    f: BinaryIO = fs.open(path, "rb")
     return f
 
 
-def open_seekable(url: str, max_bytes: int) -> IO[bytes]:
+def open_seekable(url: str, max_bytes: int) -> BinaryIO:
     """Open the remote file `url` for random access (an archive's index is at its end):
     range reads where the server allows them, else (an HTTP server without range
     requests) its bytes in memory when they are at most `max_bytes`; OSError otherwise.
@@ -341,7 +345,7 @@ def _opened_info(f: Any) -> dict[str, Any]:
     return {} if size is None else {"size": size}
 
 
-def open_checked(url: str, size: int | None, mtime: int | None) -> tuple[IO[bytes] | None, str]:
+def open_checked(url: str, size: int | None, mtime: int | None) -> tuple[BinaryIO | None, str]:
     """Open the remote file `url` if it is still as the scan's listing saw it (its size,
     and its mtime where the backend gives one at open): (the file, ""), else (None, what
     changed). The scan records such a file `unreadable / changed_during_scan`; the next
