@@ -262,3 +262,20 @@ def test_status_counts_per_remote_and_archive_source(
     assert cbz == {"status": "container", "reason": "zip", "files": 2, "ok": 2}
     text = render_status(info)
     assert f"{url} (remote)" in text and f"{url}/Vol 01.cbz" in text
+
+
+def test_verify_rehashes_remote_files(tree: Path, bucket: str, tmp_path: Path) -> None:
+    from lamina.manifest.verify import verify
+
+    url = _upload(tree, bucket)
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [url], workers=1, progress=False)
+    report = verify(store, workers=1, progress=False)
+    assert (report["checked"], report["ok"], report["missing_sources"]) == (9, 9, [])
+    fs = fsspec.filesystem("memory")
+    fs.rm(f"/{bucket}/col/cats/a.jpg")
+    fs.pipe(
+        f"/{bucket}/col/dogs/c.png", write_photo(tmp_path / "x.png", 99, fmt="PNG").read_bytes()
+    )
+    report = verify(store, workers=1, progress=False)
+    assert (report["ok"], report["missing"], report["modified"]) == (7, 1, 1)

@@ -369,7 +369,7 @@ def _decompressed(
     import gzip
     import lzma
 
-    key = (container, *_version(outer_file(container)))
+    key = (container, *source_version(outer_file(container)))
     if key in _tar_cache:
         return _tar_cache[key]
     f = open(src, "rb") if isinstance(src, str) else src  # noqa: SIM115 - closed below
@@ -452,11 +452,18 @@ def source_mtime_ns(path: str) -> int:
         >>> source_mtime_ns("/comics/Vol 01.cbz!/p001.jpg")  # doctest: +SKIP
         1733400000000000000
     """
-    return _version(outer_file(path))[1]
+    return source_version(outer_file(path))[1]
 
 
-def _version(path: str) -> tuple[int, int]:
-    """(size, mtime_ns) of the plain or remote file `path` (raises OSError)."""
+def source_version(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of the plain or remote file `path` (raises OSError;
+    FileNotFoundError when it is not there).
+
+    Example:
+        >>> source_version("memory://nowhere/a.jpg")
+        Traceback (most recent call last):
+        FileNotFoundError: /nowhere/a.jpg
+    """
     if is_url(path):
         info = remote_info(path)
         return int(info.get("size") or 0), mtime_ns(info) or 0
