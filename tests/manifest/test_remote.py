@@ -51,6 +51,11 @@ def _upload(src: Path, bucket: str) -> str:
 @pytest.fixture
 def collection(tree: Path, tmp_path: Path) -> Path:
     """The shared `tree` plus a CBZ (one page also loose, one not) and a name with a space."""
+    return add_comics(tree, tmp_path)
+
+
+def add_comics(tree: Path, tmp_path: Path) -> Path:
+    """Add to `tree` a CBZ (one page also loose, one not) and a name with a space."""
     pages = write_photo(tmp_path / "p" / "p2.jpg", 7).read_bytes()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
