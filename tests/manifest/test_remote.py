@@ -3,9 +3,8 @@
 same tables as the same files on disk; identity across a move; the snapshot a scan keeps
 while its listing changes; and the errors a user sees.
 
-s3fs and moto cannot be installed next to this project's python-dateutil 4 (every
-botocore pins python-dateutil < 3), so S3 itself is not exercised here; `s3://` goes
-through the same code with s3fs installed (`pip install 'lamina[s3]'`)."""
+S3 itself, against moto's server: tests/manifest/test_remote_s3.py (skipped where s3fs
+or moto is not installed)."""
 
 from __future__ import annotations
 
