@@ -13,14 +13,17 @@ Each measurement runs in a fresh subprocess, so that one does not inherit anothe
 Peak memory is the process's peak RSS during the step alone (Linux: the peak is reset with
 `/proc/self/clear_refs` once the objects are built), minus its RSS before the step.
 
-S3 itself is not measured: s3fs and moto cannot be installed next to this project's
-python-dateutil 4 (botocore pins python-dateutil < 3). On S3 a listing is ListObjectsV2
-pages of 1,000 keys, one request each: 100 requests for 100,000 keys, plus what
-`find` holds, which the memory:// figures measure.
+* `s3://` (`--s3-keys N --s3-scan-keys M`, where s3fs and moto are installed): moto's S3
+  server in its own process (the bucket filled through moto's backend, not N PUTs),
+  listed through s3fs: ListObjectsV2 pages of 1,000 keys, one request each. s3fs and
+  moto cannot be installed in this project's shared environment (botocore pins
+  python-dateutil < 3; it has 4.0.0): the recorded run had them in a side folder after
+  the environment on PYTHONPATH, python-dateutil 2.9 ahead of it.
 
 Usage:
     python bench/remote_listing.py                # N = 100,000, M = 10,000; writes results
     python bench/remote_listing.py --keys 20000 --http-keys 2000 --no-write
+    python bench/remote_listing.py --s3-keys 100000 --s3-scan-keys 10000   # with s3fs, moto
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ def child(mode: str, n: int, url: str | None) -> dict[str, Any]:
     from lamina.passes.scan import spill_listing
 
     store = Store.open(work / "store", create=True) if mode == "scan" else None
+    if fs is None:  # a remote backend: its imports and client made before the measurement
+        fsx, path = fsspec.core.url_to_fs(url)
+        fsx.info(path)
+        fsx.invalidate_cache()
     _reset_peak()
     before = _status_kb("VmRSS")
     t0 = time.perf_counter()
@@ -114,11 +121,57 @@ def child(mode: str, n: int, url: str | None) -> dict[str, Any]:
     }
 
 
-def _run_child(mode: str, n: int, url: str | None = None) -> dict[str, Any]:
+def s3_server(n: int, port: int) -> None:
+    """Serve moto's S3 API on `port` with a bucket `bench` of `n` empty objects (filled
+    through moto's backend in this process, not n PUTs), until stdin closes."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket("bench", "us-east-1")
+    for i in range(n):
+        backend.put_object("bench", _key(i), b"")
+    print("ready", flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+def s3_rows(n: int, scan_keys: int) -> list[dict[str, Any]]:
+    """The listing steps against moto's S3 server (its own process) through s3fs."""
+    port = _free_port()
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+    env.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    rows = []
+    for keys, modes in ((n, ("find", "walk", "spill")), (scan_keys, ("scan",))):
+        if not keys:
+            continue
+        cmd = [sys.executable, __file__, "--s3-server", str(keys), "--port", str(port)]
+        server = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            for mode in modes:
+                rows.append(_run_child(mode, keys, "s3://bench/comics", env))
+                print(rows[-1], flush=True)
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=60)
+    return rows
+
+
+def _run_child(
+    mode: str, n: int, url: str | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", mode, "--keys", str(n)]
     if url:
         cmd += ["--url", url]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -168,7 +221,12 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def report(memory: list[dict[str, Any]], http: list[dict[str, Any]], command: str) -> str:
+def report(
+    memory: list[dict[str, Any]],
+    http: list[dict[str, Any]],
+    command: str,
+    s3: list[dict[str, Any]] | None = None,
+) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -191,7 +249,8 @@ def report(memory: list[dict[str, Any]], http: list[dict[str, Any]], command: st
         "| source | step | keys | rows | s | keys/s | peak MB | bytes/key |",
         "|---|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for src, rows in (("memory://", memory), ("http:// (local)", http)):
+    sides = (("memory://", memory), ("http:// (local)", http), ("s3:// (moto server)", s3 or []))
+    for src, rows in sides:
         for r in rows:
             lines.append(
                 f"| {src} | {what[r['mode']]} | {r['keys']:,} | {r['rows']:,} | {r['seconds']} "
@@ -206,21 +265,35 @@ def main() -> None:
     parser.add_argument("--http-keys", type=int, default=10_000)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-scan", action="store_true", help="skip the whole-scan step")
+    parser.add_argument(
+        "--s3-keys",
+        type=int,
+        default=0,
+        help="also list this many keys from moto's S3 server through s3fs (needs both)",
+    )
+    parser.add_argument("--s3-scan-keys", type=int, default=0, help="a whole scan of this many")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--s3-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.keys, args.url)))
         return
+    if args.s3_server is not None:
+        s3_server(args.s3_server, args.port)
+        return
     modes = ["find", "walk", "spill"] + ([] if args.no_scan else ["scan"])
     memory = []
-    for mode in modes:
+    for mode in modes if args.keys else ():
         memory.append(_run_child(mode, args.keys))
         print(memory[-1], flush=True)
     http = http_rows(args.http_keys) if args.http_keys else []
     for r in http:
         print(r, flush=True)
-    text = report(memory, http, "python bench/remote_listing.py " + " ".join(sys.argv[1:]))
+    s3 = s3_rows(args.s3_keys, args.s3_scan_keys) if args.s3_keys or args.s3_scan_keys else []
+    command = "python bench/remote_listing.py " + " ".join(sys.argv[1:])
+    text = report(memory, http, command, s3)
     print(text)
     if not args.no_write:
         RESULTS.write_text(text)
