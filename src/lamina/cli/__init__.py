@@ -23,4 +23,15 @@ from lamina.cli import (  # noqa: F401
 )
 from lamina.cli.app import main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
+
+
+def entry() -> None:
+    """The `lamina` command itself: `main` over `sys.argv`, supervised when it asks for
+    the Ray executor (see `lamina.executors.supervisor`: Ray can end a driver silently)."""
+    import sys
+
+    from lamina.executors.supervisor import supervise
+
+    supervise(sys.argv[1:])
+    main()

@@ -39,6 +39,7 @@ from lamina.core.archives import (
     is_member,
     list_archive,
     read_members,
+    reader_missing,
 )
 from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file, probe_stream
 from lamina.core.passes import Pass, register
@@ -492,9 +493,8 @@ def _with_members(
         kind = archive_kind(e.rel_path) if e.status is None and e.size is not None else None
         if kind is None or limits.depth < 1:
             yield e
-        elif kind == "unread":
-            detail = "7z / RAR archives are not read (no well-kept reader installed)"
-            yield e._replace(status="skipped", reason="archive_unsupported", detail=detail)
+        elif (missing := reader_missing(kind)) is not None:  # 7z / RAR without the reader
+            yield e._replace(status="skipped", reason="archive_unsupported", detail=missing)
         else:
             path = os.path.join(root, e.rel_path)
             if isinstance(root, str):  # remote: read through a seekable stream
