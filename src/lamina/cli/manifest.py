@@ -50,7 +50,8 @@ def scan(
     archive_depth: int,
     as_json: bool,
 ) -> None:
-    """Scan SOURCES (folders) into the manifest, read-only.
+    """Scan SOURCES (folders, or URLs such as s3://bucket/prefix) into the manifest,
+    read-only.
 
     Hashes every file, reads image headers (no pixel decode), records junk and broken
     files with a reason. Re-running only reads new or changed files; a killed scan
@@ -58,7 +59,10 @@ def scan(
     source rescans that part of it, a folder around scanned sources takes them in, and a
     second path to a file (a symlink, a hard link) is a `skipped` row naming the first.
     ZIP / CBZ / TAR(.gz/.bz2/.xz) / CBT archives are read as folders, without extracting:
-    one row per member (`Vol 01.cbz!/p001.jpg`, its `container` the archive).
+    one row per member (`Vol 01.cbz!/p001.jpg`, its `container` the archive). A URL
+    source (s3://, gs://, http(s)://: `pip install 'lamina[s3]'`) is listed once and
+    read by streaming; credentials come from the protocol's own environment / config
+    (AWS_ACCESS_KEY_ID, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS), never the URL.
 
     \b
     Example:

@@ -19,7 +19,9 @@ inside another archive) to a temporary file when a tool must read it.
 archive: corrupt, password-protected members, a bomb); `read_members` reads members for the
 probe; `open_source` opens any manifest path, a plain file or a member, for every pass that
 reads bytes (decode, thumbnails, the review app). Without `py7zr` / `rarfile`, a 7z / RAR
-archive is one `skipped / archive_unsupported` row naming the install.
+archive is one `skipped / archive_unsupported` row naming the install. An archive in a
+remote source (`lamina.core.remote`) is read the same way, through a seekable fsspec
+stream.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, NamedTuple
+
+from lamina.core.remote import is_url, mtime_ns, open_remote, open_seekable, remote_info
 
 # What joins an archive's path to a member's path inside it.
 SEP = "!/"
@@ -503,8 +507,17 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
         if isinstance(got, Exception):
             raise got
         src = io.BytesIO(got)
+    elif is_url(container):  # a remote archive: a seekable stream of range reads
+        with open_seekable(container, ArchiveLimits.nested_bytes) as remote:
+            return _read_members_from(container, remote, wanted)
     else:
         src = container
+    return _read_members_from(container, src, wanted)
+
+
+def _read_members_from(
+    container: str, src: str | BinaryIO, wanted: set[str]
+) -> dict[str, bytes | Exception]:
     out: dict[str, bytes | Exception] = {}
     if archive_kind(container) == "zip":
         with zipfile.ZipFile(src) as zf:
@@ -564,8 +577,7 @@ def _read_kept(
     if missing is not None:
         raise OSError(missing)
     reader = _read_7z if kind == "7z" else _read_rar
-    st = os.stat(outer_file(container))
-    key = (container, st.st_size, st.st_mtime_ns)
+    key = (container, *source_version(outer_file(container)))
     kept = _member_cache.get(key)
     if kept is None:
         if _declared_bytes(src, kind) > TAR_CACHE_BYTES:
@@ -603,6 +615,8 @@ def is_member(path: str) -> bool:
     if SEP not in path:
         return False
     container = path.rpartition(SEP)[0]
+    if is_url(path):  # a key holding "!/" after an archive's name is taken as a member
+        return archive_kind(container) is not None
     return archive_kind(container) is not None and not os.path.exists(path)
 
 
@@ -615,8 +629,7 @@ def _decompressed(
     import gzip
     import lzma
 
-    st = os.stat(outer_file(container))
-    key = (container, st.st_size, st.st_mtime_ns)
+    key = (container, *source_version(outer_file(container)))
     if key in _tar_cache:
         return _tar_cache[key]
     f = open(src, "rb") if isinstance(src, str) else src  # noqa: SIM115 - closed below
@@ -654,7 +667,7 @@ def open_source(path: str) -> IO[bytes]:
         b'\\xff\\xd8\\xff'
     """
     if not is_member(path):
-        return open(path, "rb")
+        return open_remote(path) if is_url(path) else open(path, "rb")
     container, _, name = path.rpartition(SEP)
     got = read_members(container, [name]).get(name)
     if got is None:
@@ -684,7 +697,13 @@ def source_exists(path: str) -> bool:
         >>> source_exists("/nowhere/Vol 01.cbz!/p001.jpg")
         False
     """
-    return os.path.isfile(outer_file(path))
+    outer = outer_file(path)
+    if is_url(outer):
+        try:
+            return remote_info(outer).get("type", "file") == "file"
+        except (OSError, ValueError):
+            return False
+    return os.path.isfile(outer)
 
 
 def source_mtime_ns(path: str) -> int:
@@ -694,4 +713,20 @@ def source_mtime_ns(path: str) -> int:
         >>> source_mtime_ns("/comics/Vol 01.cbz!/p001.jpg")  # doctest: +SKIP
         1733400000000000000
     """
-    return os.stat(outer_file(path)).st_mtime_ns
+    return source_version(outer_file(path))[1]
+
+
+def source_version(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of the plain or remote file `path` (raises OSError;
+    FileNotFoundError when it is not there).
+
+    Example:
+        >>> source_version("memory://nowhere/a.jpg")
+        Traceback (most recent call last):
+        FileNotFoundError: /nowhere/a.jpg
+    """
+    if is_url(path):
+        info = remote_info(path)
+        return int(info.get("size") or 0), mtime_ns(info) or 0
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns

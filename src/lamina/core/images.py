@@ -244,6 +244,16 @@ def probe_bytes(data: bytes, rel_path: str) -> dict[str, Any]:
     return _probe(io.BytesIO(data), None, rel_path, _BLANK_ROW.copy())
 
 
+def probe_stream(f: BinaryIO, rel_path: str) -> dict[str, Any]:
+    """`probe_file` for an open stream (a remote file, `lamina.core.remote`): read once,
+    seeking back only for the header facts a format keeps near its end.
+
+    >>> probe_stream(io.BytesIO(b""), "p001.jpg")["reason"]
+    'zero_byte'
+    """
+    return _probe(f, None, rel_path, _BLANK_ROW.copy())
+
+
 def _probe(f: BinaryIO, path: str | None, rel_path: str, row: dict[str, Any]) -> dict[str, Any]:
     try:
         scan = _stream(f, row)

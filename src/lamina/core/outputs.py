@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.core.remote import is_url
 from lamina.core.store import LEDGER_DIR, Store, add_macros
 
 # What an output check takes for "the store": one, several (a command that writes for
@@ -188,6 +189,8 @@ def check_output_path(
     if not force_into_source:
         named = [str(x) for x in sources] + [src for s in stores for src in _sources(s)]
         for src in named:
+            if is_url(src):  # a remote source holds no local path
+                continue
             roots = _both(src)
             if any(_inside(p, r) for p in (given, real) for r in roots):
                 raise OutputError(

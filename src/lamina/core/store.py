@@ -67,6 +67,7 @@ from lamina.core.layout import (  # re-exported: the store's own names, asked of
     not_writable,
     write_error,
 )
+from lamina.core.remote import is_url
 
 __all__ = [
     "GLOBAL_PART",
@@ -212,6 +213,20 @@ def find_store(start: Path | None = None) -> Path | None:
     return None
 
 
+def _refuse_url(text: str) -> None:
+    """A store given as a URL (`s3://…`, `gs://…`) is refused: its commit renames files
+    into place, which an object store cannot do atomically (docs/scale.md, "Where the
+    store can live")."""
+    if is_url(text):
+        raise StoreError(
+            f"the store {text} is on an object store; a lamina store must be on a filesystem "
+            "with atomic rename (a local disk, or a POSIX shared filesystem), since each "
+            "commit renames its files into place and S3 / GCS have no atomic rename",
+            hint="put the store on a local or shared disk (--store /data/lamina-store); the "
+            "sources may stay remote (`lamina scan s3://bucket/prefix`)",
+        )
+
+
 def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Where the store is: `--store`, else `$LAMINA_STORE`, else the nearest `.lamina/`,
     else `./.lamina` (created on first write).
@@ -221,8 +236,10 @@ def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
         '/tmp/s'
     """
     if explicit:
+        _refuse_url(str(explicit))
         return Path(explicit).expanduser().absolute()
     if os.environ.get(ENV_STORE):
+        _refuse_url(os.environ[ENV_STORE])
         return Path(os.environ[ENV_STORE]).expanduser().absolute()
     return find_store() or (Path.cwd() / STORE_DIRNAME).absolute()
 

@@ -131,7 +131,7 @@ def store_layouts(store: Store) -> dict[str, Layout]:
     return layouts
 
 
-def check_layout(store_root: Path, sources: list[Path]) -> bool:
+def check_layout(store_root: Path, sources: list[Path | str]) -> bool:
     """Load the layouts that a scan of `sources` into the store at `store_root` would use,
     so a broken one (a schema that does not parse) is refused before the scan; whether
     there is any.

@@ -31,6 +31,7 @@ from lamina.core.archives import ArchiveLimits
 from lamina.core.config import expand_user
 from lamina.core.errors import SourceError, StoreError
 from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
+from lamina.core.remote import check_remote_source, is_url
 from lamina.core.runner import chunk_id_for, done_keys, run_map_pass_batches
 from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor
@@ -170,13 +171,14 @@ def _reuse_merged_probes(
 def _to_probe(listing: Listing) -> Iterator[pa.Table]:
     """The listing's rows that the probe reads (no walk status), a slice at a time, with
     the columns it needs (the worker rebuilds the path from source + rel_path)."""
-    columns = ["file_key", "source", "rel_path", "size", "walk_status"]
+    # mtime_ns: a remote file is checked against its listed state when read.
+    columns = ["file_key", "source", "rel_path", "size", "mtime_ns", "walk_status"]
     for batch in listing.batches(columns):
         give_back_memory()  # what the chunks of the slice before held
         table = pa.Table.from_batches([batch])
         if table["walk_status"].null_count < table.num_rows:
             table = table.filter(pc.is_null(table["walk_status"]))
-        yield table.select(columns[:4])
+        yield table.select(columns[:5])
 
 
 def _fresh_work(listing: Listing, done: RoutedProbes | None) -> tuple[int, int]:
@@ -192,10 +194,14 @@ def _fresh_work(listing: Listing, done: RoutedProbes | None) -> tuple[int, int]:
     return files, size
 
 
-def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> list[Path]:
-    """Resolve sources to absolute folders; refuse missing ones and a store inside one."""
-    roots = []
+def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> list[Path | str]:
+    """Resolve sources to absolute folders, or URLs of remote folders
+    (`lamina.core.remote`); refuse missing ones and a store inside one."""
+    roots: list[Path | str] = []
     for source in sources:
+        if is_url(source):
+            roots.append(check_remote_source(str(source)))
+            continue
         root = expand_user(source).absolute()
         if not root.exists():
             raise SourceError(
@@ -220,7 +226,7 @@ def check_sources(store_root: Path, sources: list[str | os.PathLike[str]]) -> li
                 hint=f"choose a store outside it, e.g. --store {resolved.parent / 'lamina-store'}",
             )
         roots.append(root)
-    return sorted(set(roots))
+    return sorted(set(roots), key=str)
 
 
 def scan_sources(

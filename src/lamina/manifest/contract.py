@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import ConfigError
+from lamina.core.remote import is_url
 
 LAYOUT_FILE = "lamina-layout.toml"  # at the root of a source: that source's layout
 IMAGE_COUNTS = ("exactly_one", "at_least_one", "any")
@@ -302,7 +303,8 @@ def layout_for(store_root: Path, source: str | Path) -> Layout | None:
         >>> layout_for(Path("/no-store"), "/no-source") is None
         True
     """
-    own = read_layout_file(Path(source) / LAYOUT_FILE)
+    # A remote source's own layout file is not read (only the store's [layout] applies).
+    own = None if is_url(str(source)) else read_layout_file(Path(source) / LAYOUT_FILE)
     return own if own is not None else read_layout_file(store_root / "lamina.toml")
 
 

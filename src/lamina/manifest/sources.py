@@ -30,17 +30,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.remote import is_url
 from lamina.manifest.commit import create_prev_views, scope_sql, sql_literal
 from lamina.manifest.spill import Listing
 
 
 @dataclass(frozen=True)
 class Scope:
-    """A folder to walk (`root`), recorded under `source` with `prefix` before each path
-    ("" when the folder is the source itself)."""
+    """A folder to walk (`root`, a URL for a remote source: `lamina.core.remote`),
+    recorded under `source` with `prefix` before each path ("" when the folder is the
+    source itself)."""
 
     source: str
-    root: Path
+    root: Path | str
     prefix: str = ""
 
 
@@ -77,7 +79,13 @@ def _under(prefix: str, other: str) -> bool:
     return other == "" or prefix == other or prefix.startswith(other + "/")
 
 
-def plan_sources(recorded: list[str], roots: list[Path]) -> SourcePlan:
+def _real(name: str) -> str:
+    """A source's real path (symlinks resolved); a URL as it is (`s3://b/x` holds
+    `s3://b/x/y` by its string alone)."""
+    return name if is_url(name) else os.path.realpath(name)
+
+
+def plan_sources(recorded: list[str], roots: list[Path | str]) -> SourcePlan:
     """Which source each folder of a scan is recorded under, and which recorded sources
     merge into a new one, comparing real paths.
 
@@ -87,7 +95,7 @@ def plan_sources(recorded: list[str], roots: list[Path]) -> SourcePlan:
         ({'/p/2024': ('/p', '2024')}, '')
     """
     names = list(dict.fromkeys([*recorded, *(str(r) for r in roots)]))
-    real = {name: os.path.realpath(name) for name in names}
+    real = {name: _real(name) for name in names}
     order = {name: i for i, name in enumerate(names)}
 
     def outer(name: str) -> str:
@@ -120,7 +128,7 @@ def plan_sources(recorded: list[str], roots: list[Path]) -> SourcePlan:
                 if not (s.source == scope.source and _under(s.prefix, scope.prefix))
             ]
             scopes.append(scope)
-    trees = tuple(sorted({real[outer(name)] for name in names}))
+    trees = tuple(sorted({real[outer(name)] for name in names if not is_url(name)}))
     return SourcePlan(tuple(scopes), merged, trees)
 
 

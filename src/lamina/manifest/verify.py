@@ -30,11 +30,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from lamina.core.archives import open_source, outer_file
-from lamina.core.errors import StoreError
+from lamina.core.archives import open_source, outer_file, source_version
+from lamina.core.errors import LaminaError, StoreError
 from lamina.core.layers import check_layer, map_layer_dirs, repair_layer
 from lamina.core.ledger import Run
 from lamina.core.progress import Progress
+from lamina.core.remote import check_remote_source, is_url
 from lamina.core.store import Store, atomic_write_parquet
 from lamina.executors.local import LocalExecutor, default_workers
 
@@ -83,10 +84,10 @@ def check_file(item: FileCheck) -> dict[str, Any]:
     path = os.path.join(item.source, item.rel_path)
     row = _row(item)
     try:
-        before = os.stat(outer_file(path))  # an archive member: its archive's
-        with open_source(path) as fh:
+        before = source_version(outer_file(path))  # an archive member: its archive's
+        with open_source(path) as fh:  # a file, a member, or a remote file (fsspec)
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        after = os.stat(outer_file(path))
+        after = source_version(outer_file(path))
     except (FileNotFoundError, NotADirectoryError):
         row["kind"] = "missing"
         return row
@@ -94,9 +95,9 @@ def check_file(item: FileCheck) -> dict[str, Any]:
         row["kind"] = "unreadable"
         row["detail"] = f"{type(exc).__name__}: {exc.strerror or exc}"
         return row
-    row.update(actual_sha256=digest, actual_size=after.st_size, actual_mtime_ns=after.st_mtime_ns)
-    unchanged = after.st_size == item.size and after.st_mtime_ns == item.mtime_ns
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    row.update(actual_sha256=digest, actual_size=after[0], actual_mtime_ns=after[1])
+    unchanged = after == (item.size, item.mtime_ns)
+    if before != after:
         # Written to while we read it: the digest belongs to no version of the file.
         row["kind"], row["detail"] = "modified", "changed while being read"
     elif digest == item.sha256:
@@ -106,6 +107,17 @@ def check_file(item: FileCheck) -> dict[str, Any]:
     else:
         row["kind"] = "modified"
     return row
+
+
+def _source_there(source: str) -> bool:
+    """Whether a source folder (or remote prefix) is there."""
+    if not is_url(source):
+        return os.path.isdir(source)
+    try:
+        check_remote_source(source)
+    except LaminaError:
+        return False
+    return True
 
 
 def _row(item: FileCheck, kind: str | None = None, detail: str | None = None) -> dict[str, Any]:
@@ -250,7 +262,7 @@ def verify(
         )
         _write_report(store, run, problems)
         # An unmounted disk looks like thousands of missing files; name the cause.
-        gone = sorted({i.source for i in items if not os.path.isdir(i.source)})
+        gone = sorted({i.source for i in items if not _source_there(i.source)})
         run.count("checked", len(items))
         for kind, n in counts.items():
             run.count(kind, n)

@@ -41,8 +41,9 @@ from lamina.core.archives import (
     read_members,
     reader_missing,
 )
-from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file
+from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file, probe_stream
 from lamina.core.passes import Pass, register
+from lamina.core.remote import is_url, open_checked, open_seekable, walk_remote
 from lamina.manifest.sources import Scope
 from lamina.manifest.spill import SPILL_ROWS, Listing
 
@@ -460,7 +461,11 @@ class _Walk:
         for item in self.sources:
             scope = item if isinstance(item, Scope) else Scope(str(item), Path(item))
             pending: list[WalkEntry] = []
-            walk = walk_source(scope.root, follow_links=self.follow_links, scanned=self.scanned)
+            walk: Iterator[WalkEntry]
+            if isinstance(scope.root, str):  # a URL: one listing of the remote prefix
+                walk = (WalkEntry(rel, size, mtime) for rel, size, mtime in walk_remote(scope.root))
+            else:
+                walk = walk_source(scope.root, follow_links=self.follow_links, scanned=self.scanned)
             for e in _with_members(walk, scope.root, self.archives):
                 pending.append(e)
                 if e.size is not None:
@@ -478,7 +483,7 @@ class _Walk:
 
 
 def _with_members(
-    walk: Iterator[WalkEntry], root: Path, limits: ArchiveLimits
+    walk: Iterator[WalkEntry], root: Path | str, limits: ArchiveLimits
 ) -> Iterator[WalkEntry]:
     """The walk's entries with each archive's row made by `list_archive` (`container`, or
     `broken` with the reason) and followed by its members' rows (`lamina.core.archives`).
@@ -491,7 +496,18 @@ def _with_members(
         elif (missing := reader_missing(kind)) is not None:  # 7z / RAR without the reader
             yield e._replace(status="skipped", reason="archive_unsupported", detail=missing)
         else:
-            head, *members = list_archive(os.path.join(root, e.rel_path), e.rel_path, limits)
+            path = os.path.join(root, e.rel_path)
+            if isinstance(root, str):  # remote: read through a seekable stream
+                try:
+                    stream = open_seekable(path, limits.nested_bytes)
+                except (OSError, ValueError) as exc:
+                    detail = f"{type(exc).__name__}: {exc}"
+                    yield e._replace(status="broken", reason="archive_corrupt", detail=detail)
+                    continue
+                with stream:
+                    head, *members = list_archive(stream, e.rel_path, limits)
+            else:
+                head, *members = list_archive(path, e.rel_path, limits)
             yield e._replace(status=head.status, reason=head.reason, detail=head.detail)
             for m in members:
                 yield WalkEntry(
@@ -667,10 +683,17 @@ class ScanPass(Pass):
             ]
         rows: list[dict[str, Any]] = []
         members = _read_members(paths, rels)
-        for key, path, rel in zip(batch["file_key"].to_pylist(), paths, rels, strict=True):
+        n = batch.num_rows
+        sizes = batch["size"].to_pylist() if "size" in batch.column_names else [None] * n
+        mtimes = batch["mtime_ns"].to_pylist() if "mtime_ns" in batch.column_names else [None] * n
+        for key, path, rel, size, mtime in zip(
+            batch["file_key"].to_pylist(), paths, rels, sizes, mtimes, strict=True
+        ):
             try:
                 if SEP in rel and is_member(path):
                     row = _probe_member(members, path, rel)
+                elif is_url(path):
+                    row = _probe_remote(path, rel, size, mtime)
                 else:
                     row = probe_file(path, rel)
                     row["detail"] = None
@@ -707,6 +730,33 @@ def _read_members(paths: list[str], rels: list[str]) -> dict[str, dict[str, byte
         except Exception as exc:  # the archive itself is gone or unreadable now
             out[container] = dict.fromkeys(names, exc)
     return out
+
+
+def _probe_remote(path: str, rel: str, size: int | None, mtime: int | None) -> dict[str, Any]:
+    """Probe a remote file as the scan's listing saw it: read by streaming, and checked
+    against the listed size and mtime before and after, so that a file that changed or
+    went away since the listing is `unreadable / changed_during_scan` (the scan stays on
+    its snapshot; the next one lists the file again and reads it)."""
+    f, changed = open_checked(path, size, mtime)
+    row: dict[str, Any] = {}
+    if f is not None:
+        with f:
+            row = probe_stream(f, rel)
+        if size is not None and row["size"] is not None and row["size"] != size:
+            changed = f"listed at {size} bytes, {row['size']} bytes when read"
+    if not changed:
+        row["detail"] = None
+        return row
+    row = {name: None for name in PROBE_SCHEMA.names}
+    row.update(
+        status="unreadable",
+        reason="changed_during_scan",
+        ext_mismatch=False,
+        icc=False,
+        huge=False,
+        detail=f"{changed}; the next scan reads it again",
+    )
+    return row
 
 
 def _probe_member(

@@ -23,6 +23,7 @@ from typing import Any
 
 from lamina.core.config import expand_user
 from lamina.core.errors import ConfigError
+from lamina.core.remote import is_url
 
 # Stages in run order. `sidecars` writes files next to the originals (or into a mirror
 # tree), so it runs only when asked for; so do the language stages (ocr, modality,
@@ -150,7 +151,7 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
                 )
             value = _check_type(key, value, getattr(defaults, key))
             if key == "root":
-                value = [os.path.normpath(base / expand_user(v)) for v in value]
+                value = [v if is_url(v) else os.path.normpath(base / expand_user(v)) for v in value]
             elif (key in PATH_KEYS and value) or (key == "pretrained" and _is_path(value)):
                 value = os.path.normpath(base / expand_user(value))
             values[key] = value
@@ -161,7 +162,9 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Pipeli
             # Paths from the command line are read from the working folder: frozen
             # absolute, so the recorded config means the same from anywhere.
             if key == "root":
-                value = [os.path.abspath(os.fspath(expand_user(v))) for v in value]
+                value = [
+                    v if is_url(v) else os.path.abspath(os.fspath(expand_user(v))) for v in value
+                ]
             elif key in PATH_KEYS and value:
                 value = os.path.abspath(os.fspath(expand_user(value)))
             values[key] = value
@@ -294,6 +297,8 @@ def check_before_work(config: PipelineConfig) -> None:
     if config.run_dir and "export" in config.stages:
         out = expand_user(config.run_dir).absolute().resolve()
         for root in config.root:
+            if is_url(root):  # a remote source: nothing local to write into
+                continue
             src = expand_user(root).absolute().resolve()
             if out == src or src in out.parents:
                 raise ConfigError(

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 
 from lamina.core.archives import source_exists
 from lamina.core.errors import LaminaError
+from lamina.core.remote import is_url
 from lamina.core.store import Store
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -378,7 +378,7 @@ def grid(store: Store, flt: Filters, reader: Reader | None = None) -> Page:
     details = _details(r, list({row["image_id"] for row in rows}))
     for row in rows:
         row.update(details.get(row["image_id"], {}))
-        row["on_disk"] = os.path.exists(row["path"])
+        row["on_disk"] = on_disk(row["path"])
     return Page(rows, int(total), flt.page, flt.size, notes=notes)
 
 
@@ -488,9 +488,23 @@ def known_image(r: Reader, image_id: str) -> bool:
     return r.one("select 1 as x from images where image_id = ? limit 1", [image_id]) is not None
 
 
-def original_path(r: Reader, image_id: str) -> Path | None:
-    """The path of a present file holding `image_id` that exists on disk, or None. Only
-    paths the manifest records are ever returned."""
+def on_disk(path: str | None) -> bool:
+    """Whether a recorded file is there, for the grid's "missing" badge: a plain file or
+    an archive member's archive by a local stat; a remote file is taken as there (a
+    request per tile would cost a round trip each; reading it reports a miss).
+
+    Example:
+        >>> on_disk("/nowhere/a.jpg"), on_disk("s3://bucket/a.jpg"), on_disk(None)
+        (False, True, False)
+    """
+    if not path:
+        return False
+    return is_url(path) or source_exists(path)
+
+
+def original_path(r: Reader, image_id: str) -> str | None:
+    """The path (or URL) of a present file holding `image_id` that is there, or None.
+    Only paths the manifest records are ever returned."""
     if not IMAGE_ID.match(image_id) or not r.has("files"):
         return None
     for row in r.all(
@@ -498,9 +512,8 @@ def original_path(r: Reader, image_id: str) -> Path | None:
         "and status <> 'missing' order by source, rel_path",
         [image_id],
     ):
-        path = Path(row["path"])
-        if source_exists(row["path"]):  # a file, or a member of an archive that is there
-            return path
+        if source_exists(row["path"]):  # a file, a member of an archive that is there, a URL
+            return str(row["path"])
     return None
 
 
@@ -525,7 +538,7 @@ def image(store: Store, image_id: str, reader: Reader | None = None) -> dict[str
         [image_id],
     )
     for f in files:
-        f["on_disk"] = f["status"] != "missing" and os.path.exists(f["path"])
+        f["on_disk"] = f["status"] != "missing" and on_disk(f["path"])
     out["files"] = files
     out["facts"] = (
         r.one("select * exclude (image_id) from images where image_id = ?", [image_id]) or {}
@@ -668,7 +681,7 @@ def groups_members(r: Reader, group_ids: list[str]) -> dict[str, list[dict[str, 
     )
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        row["on_disk"] = bool(row["path"]) and os.path.exists(row["path"])
+        row["on_disk"] = on_disk(row["path"])
         out.setdefault(row["group_id"], []).append(row)
     return out
 

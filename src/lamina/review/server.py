@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import mimetypes
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from urllib.parse import urlencode
 
 from lamina.core.archives import open_source, source_mtime_ns
 from lamina.core.errors import LaminaError
+from lamina.core.remote import is_url
 from lamina.core.store import Store
 from lamina.review import query
 from lamina.review.query import IMAGE_ID, Filters
@@ -249,7 +251,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         original = query.original_path(views.reader(), image_id)
         if original is None:
             return _svg("missing")
-        data = _thumb_from(str(original), source_mtime_ns(str(original)))
+        data = _thumb_from(original, source_mtime_ns(original))
         if data is None:
             return _svg("no preview")
         return Response(data, media_type="image/jpeg")
@@ -264,10 +266,11 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             return _svg("missing")
         fmt = r.one("select format from images where image_id = ?", [image_id]) or {}
         if fmt.get("format") in query.BROWSER_FORMATS:
-            if path.is_file():
+            if not is_url(path) and os.path.isfile(path):
                 return FileResponse(path, headers=_NO_STORE)
-            with open_source(str(path)) as fh:  # an archive member: its bytes, in memory
-                media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            with open_source(path) as fh:  # an archive member or a remote file: its bytes
+                name = path.rpartition("/")[2]
+                media = mimetypes.guess_type(name)[0] or "application/octet-stream"
                 return Response(fh.read(), media_type=media, headers=_NO_STORE)
         return thumb(request)
 
