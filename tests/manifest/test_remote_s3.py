@@ -1,11 +1,9 @@
 """S3 sources against moto's server mode (a real S3 API over HTTP on a free local port),
 through s3fs: the same tables as disk, the snapshot a scan keeps, and the errors.
 
-Skipped where s3fs or moto is not installed: in this project's shared environment they
-cannot be (botocore pins python-dateutil < 3; the environment has 4.0.0). They run with
-`pip install 'lamina[s3]' 'moto[server]'` in an environment that resolves, or, as they
-were run for the branch that added them, with both installed into a side folder placed
-after the environment on PYTHONPATH (python-dateutil 2.9 ahead of it)."""
+`make setup` installs both (`lamina[s3]` and `moto[server]` are in the dev extra;
+constraints.txt keeps python-dateutil below 3 for botocore). Skipped, with the reason,
+where s3fs or moto is not installed."""
 
 from __future__ import annotations
 
