@@ -339,13 +339,10 @@ def raw_read_hash(paths: list[str], workers: int) -> tuple[float, int]:
 
 
 def lamina_command() -> list[str]:
-    exe = Path(sys.executable).with_name("lamina")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("lamina")
-    if found is None:
-        raise SystemExit("the `lamina` command is not installed (pip install -e .)")
-    return [found]
+    """The `lamina` command of the lamina this interpreter imports (`python -m lamina.cli`:
+    the same entry as the console script, without depending on how the venv's script was
+    generated, and it honours PYTHONPATH, so a worktree's tree can be measured)."""
+    return [sys.executable, "-m", "lamina.cli"]
 
 
 def _fresh(store: Path) -> Path:

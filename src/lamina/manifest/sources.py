@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -176,25 +174,38 @@ def _via_link(source: str, rel_path: str) -> bool:
     return os.path.realpath(path) != os.path.join(os.path.realpath(source), rel_path)
 
 
-def _int64s(column: pa.ChunkedArray) -> np.ndarray:
-    """An int64 column without nulls as numpy, read from its buffer: pyarrow's own
-    to_numpy (and group_by) load pandas, ~2 s here, in a scan that needs none of it."""
-    array = column.combine_chunks()
-    data = array.buffers()[1]
-    return np.frombuffer(data, dtype=np.int64, count=len(array), offset=array.offset * 8)
+# DuckDB's limits for the checks below: what they hold stays within this whatever the
+# number of files (it spills to the temporary folder beyond it), like the commit's.
+CHECK_MEMORY = "32MB"
 
 
-def _listed_twice(listing: Listing) -> bool:
+def _connect(temp_dir: Path | None) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(
+        f"set memory_limit = '{CHECK_MEMORY}'; set threads = 1; "
+        "set preserve_insertion_order = false"
+    )
+    if temp_dir is not None:
+        con.execute(f"set temp_directory = {sql_literal(str(temp_dir))}")
+    return con
+
+
+def _listed_twice(listing: Listing, temp_dir: Path | None = None) -> bool:
     """Whether two rows of the listing have the same (dev, ino)."""
-    # Only these two columns (16 bytes a file, for as long as this takes), never the rest.
-    ids = listing.read(["dev", "ino"])
-    keyed = ids.filter(pc.is_valid(ids["dev"]))
-    if keyed.num_rows < 2:
-        return False
-    dev, ino = _int64s(keyed["dev"]), _int64s(keyed["ino"])
-    order = np.lexsort((ino, dev))
-    dev, ino = dev[order], ino[order]
-    return bool(np.any((dev[1:] == dev[:-1]) & (ino[1:] == ino[:-1])))
+    # In DuckDB, within its fixed limit: the (dev, ino) of every file held here, sorted,
+    # was ~50 bytes a file in this process, the one part of the walk's steps that grew
+    # with the number of files.
+    con = _connect(temp_dir)
+    try:
+        twice = con.sql(
+            f"select 1 from read_parquet({sql_literal(str(listing.path))}) "
+            "where dev is not null group by dev, ino having count(*) > 1 limit 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return bool(twice)
 
 
 def find_same_files(
@@ -209,13 +220,9 @@ def find_same_files(
     """
     whole = {s.source for s in plan.scopes if not s.prefix}
     alone = not plan.merged and set(recorded_sources(files_part)) <= whole
-    if alone and not _listed_twice(listing):
+    if alone and not _listed_twice(listing, temp_dir):
         return SameFiles()  # no file listed twice, and no recorded row outside the scan
-    import duckdb
-
-    con = duckdb.connect()
-    if temp_dir is not None:
-        con.execute(f"set temp_directory = {sql_literal(str(temp_dir))}")
+    con = _connect(temp_dir)
     # `_row`: the row's place in the listing file (what `SameFiles.listed` is keyed by).
     con.execute(
         "create temp view listing as select * exclude (file_row_number), "
