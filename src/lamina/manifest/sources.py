@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -192,20 +194,46 @@ def _connect(temp_dir: Path | None) -> Any:
     return con
 
 
-def _listed_twice(listing: Listing, temp_dir: Path | None = None) -> bool:
+# Rows of the listing whose (dev, ino) the check below holds at a time (~50 bytes each).
+SAME_CHECK_ROWS = 65_536
+
+
+def _int64s(array: pa.Array) -> np.ndarray:
+    """An int64 array without nulls as numpy, from its buffer: pyarrow's own to_numpy
+    loads pandas (~2 s here), in a scan that needs none of it."""
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype=np.int64, count=len(array), offset=array.offset * 8)
+
+
+def _listed_twice(listing: Listing) -> bool:
     """Whether two rows of the listing have the same (dev, ino)."""
-    # In DuckDB, within its fixed limit: the (dev, ino) of every file held here, sorted,
-    # was ~50 bytes a file in this process, the one part of the walk's steps that grew
-    # with the number of files.
-    con = _connect(temp_dir)
-    try:
-        twice = con.sql(
-            f"select 1 from read_parquet({sql_literal(str(listing.path))}) "
-            "where dev is not null group by dev, ino having count(*) > 1 limit 1"
-        ).fetchall()
-    finally:
-        con.close()
-    return bool(twice)
+    # In passes over the file's two columns, each taking the inodes of one residue class
+    # (a file's rows share its inode, so all its rows are in one pass): what a pass holds
+    # is about SAME_CHECK_ROWS rows, whatever the number of files. In numpy: DuckDB here
+    # would put its import (~0.1 s) before the probe, where a thread imports it meanwhile.
+    passes = max(1, -(-listing.rows // SAME_CHECK_ROWS))
+    for p in range(passes):
+        devs, inos = [], []
+        for batch in listing.batches(["dev", "ino"]):
+            keep = pc.is_valid(batch.column(0))
+            dev = _int64s(batch.column(0).filter(keep))
+            ino = _int64s(batch.column(1).filter(keep))
+            if passes > 1:
+                mine = ino % passes == p
+                dev, ino = dev[mine], ino[mine]
+            devs.append(dev)
+            inos.append(ino)
+        dev, ino = (
+            np.concatenate(devs or [np.zeros(0, np.int64)]),
+            np.concatenate(inos or [np.zeros(0, np.int64)]),
+        )
+        if len(dev) < 2:
+            continue
+        order = np.lexsort((ino, dev))
+        dev, ino = dev[order], ino[order]
+        if np.any((dev[1:] == dev[:-1]) & (ino[1:] == ino[:-1])):
+            return True
+    return False
 
 
 def find_same_files(
@@ -220,7 +248,7 @@ def find_same_files(
     """
     whole = {s.source for s in plan.scopes if not s.prefix}
     alone = not plan.merged and set(recorded_sources(files_part)) <= whole
-    if alone and not _listed_twice(listing, temp_dir):
+    if alone and not _listed_twice(listing):
         return SameFiles()  # no file listed twice, and no recorded row outside the scan
     con = _connect(temp_dir)
     # `_row`: the row's place in the listing file (what `SameFiles.listed` is keyed by).
