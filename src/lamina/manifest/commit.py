@@ -69,6 +69,9 @@ IMAGE_COLUMNS = (
 # "Out of Memory" under 48 MB. The limit is what DuckDB may hold of its own: 16 MB fails
 # even at 10,000 files, and DuckDB fills whatever it is given (64 MB: ~10 MB more RSS at
 # 100,000 files than 32 MB).
+# 4,096 rows: the main process's peak is a slice's working set, full from the first
+# slice, so at 10,000 files it is already what it is at 100,000 (bench/scan.py: 16,384-row
+# slices peaked ~16 MB higher, and only from ~16,000 files on; they cost ~20 % less CPU).
 PARTITION_ROWS = 4_096
 # The later steps (new images, events) work on wider ranges, of about this many rows: their
 # queries cost a fixed time each, and hold less per row than a slice's.

@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Rows per row group of a listing file, and per slice read back by default.
+# Rows per row group of a listing file, and per slice read back by default: small, so that
+# what a step holds of the listing is small from the first thousands of files on.
 SPILL_ROWS = 4_096
 
 
