@@ -176,24 +176,6 @@ def _via_link(source: str, rel_path: str) -> bool:
     return os.path.realpath(path) != os.path.join(os.path.realpath(source), rel_path)
 
 
-# DuckDB's limits for the checks below: what they hold stays within this whatever the
-# number of files (it spills to the temporary folder beyond it), like the commit's.
-CHECK_MEMORY = "32MB"
-
-
-def _connect(temp_dir: Path | None) -> Any:
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute(
-        f"set memory_limit = '{CHECK_MEMORY}'; set threads = 1; "
-        "set preserve_insertion_order = false"
-    )
-    if temp_dir is not None:
-        con.execute(f"set temp_directory = {sql_literal(str(temp_dir))}")
-    return con
-
-
 # Rows of the listing whose (dev, ino) the check below holds at a time (~50 bytes each).
 SAME_CHECK_ROWS = 65_536
 
@@ -250,7 +232,11 @@ def find_same_files(
     alone = not plan.merged and set(recorded_sources(files_part)) <= whole
     if alone and not _listed_twice(listing):
         return SameFiles()  # no file listed twice, and no recorded row outside the scan
-    con = _connect(temp_dir)
+    import duckdb
+
+    con = duckdb.connect()
+    if temp_dir is not None:
+        con.execute(f"set temp_directory = {sql_literal(str(temp_dir))}")
     # `_row`: the row's place in the listing file (what `SameFiles.listed` is keyed by).
     con.execute(
         "create temp view listing as select * exclude (file_row_number), "
