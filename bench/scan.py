@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import platform
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -321,14 +322,30 @@ def hash_paths(paths: list[str]) -> tuple[int, int]:
     return len(paths), total
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children and their descendants that
+    have been waited for: a process tree's whole CPU time, which other work on the machine
+    changes far less than its wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+LAST_CPU: dict[str, float] = {}  # the CPU seconds of the last raw / lamina run
+
+
 def raw_read_hash(paths: list[str], workers: int) -> tuple[float, int]:
-    """Seconds to read and hash every path on `workers` processes (pool start included)."""
+    """Seconds to read and hash every path on `workers` processes (pool start included);
+    its CPU seconds (pool and this process) go to LAST_CPU["raw"]."""
     step = max(1, min(256, len(paths) // (workers * 16)))
     chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
+    cpu0 = children_cpu() + time.process_time()
     t0 = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         done = list(pool.imap_unordered(hash_paths, chunks))
+        pool.close()
+        pool.join()  # reaped, so that their CPU time is counted
     seconds = time.perf_counter() - t0
+    LAST_CPU["raw"] = children_cpu() + time.process_time() - cpu0
     files = sum(n for n, _ in done)
     if files != len(paths):
         raise RuntimeError(f"raw loop hashed {files} of {len(paths)} files")
@@ -339,13 +356,10 @@ def raw_read_hash(paths: list[str], workers: int) -> tuple[float, int]:
 
 
 def lamina_command() -> list[str]:
-    exe = Path(sys.executable).with_name("lamina")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("lamina")
-    if found is None:
-        raise SystemExit("the `lamina` command is not installed (pip install -e .)")
-    return [found]
+    """The `lamina` command of the lamina this interpreter imports (`python -m lamina.cli`:
+    the same entry as the console script, without depending on how the venv's script was
+    generated, and it honours PYTHONPATH, so a worktree's tree can be measured)."""
+    return [sys.executable, "-m", "lamina.cli"]
 
 
 def _fresh(store: Path) -> Path:
@@ -356,9 +370,11 @@ def _fresh(store: Path) -> Path:
 def lamina_cli(sources: Sequence[Path], store: Path) -> tuple[float, dict[str, Any]]:
     """Wall seconds of `lamina --store STORE scan SOURCES --json` with a fresh store."""
     cmd = [*lamina_command(), "--store", str(_fresh(store)), "scan", *map(str, sources), "--json"]
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     seconds = time.perf_counter() - t0
+    LAST_CPU["lamina"] = children_cpu() - cpu0  # the CLI and its workers
     shutil.rmtree(store, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -483,6 +499,8 @@ class Throughput:
     raw: list[float] = field(default_factory=list)
     cli: list[float] = field(default_factory=list)
     inproc: list[dict[str, float]] = field(default_factory=list)
+    raw_cpu: list[float] = field(default_factory=list)  # CPU s of every process, each rep
+    cli_cpu: list[float] = field(default_factory=list)
 
     @property
     def target(self) -> float:
@@ -500,6 +518,12 @@ class Throughput:
     def ratio(self) -> float:
         """lamina's rate over raw's: a ratio of the medians."""
         return self.raw_s / self.cli_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        """raw's CPU seconds over lamina's (medians): the wall ratio both would reach on
+        cores that nothing else uses, were both CPU-bound."""
+        return statistics.median(self.raw_cpu) / statistics.median(self.cli_cpu)
 
     def inproc_part(self, name: str) -> float:
         return statistics.median(r.get(name, float("nan")) for r in self.inproc)
@@ -522,8 +546,10 @@ def measure_throughput(
     for rep in range(reps):
         seconds, _ = raw_read_hash(paths, workers)
         result.raw.append(seconds)
+        result.raw_cpu.append(LAST_CPU["raw"])
         seconds, _ = lamina_cli([root], store)
         result.cli.append(seconds)
+        result.cli_cpu.append(LAST_CPU["lamina"])
         result.inproc.append(lamina_inproc([root], store))
         print(
             f"    rep {rep + 1}: raw {result.raw[-1]:.2f} s, lamina CLI {result.cli[-1]:.2f} s, "
@@ -688,6 +714,21 @@ def render(
         cells = [t.raw, t.cli, [r["total"] for r in t.inproc]]
         lines.append(
             f"| {t.corpus} | " + " | ".join(", ".join(f"{s:.2f}" for s in c) for c in cells) + " |"
+        )
+    lines += [
+        "",
+        "CPU seconds (user + system, every process of each side: raw's pool, lamina's CLI "
+        "and its workers) of every measured rep. Other work on the machine moves CPU time "
+        "far less than wall time: raw CPU / lamina CPU is the ratio both sides would reach "
+        "on cores of their own, were both CPU-bound.",
+        "",
+        "| corpus | raw CPU s | lamina CPU s | raw/lamina CPU |",
+        "|---|---|---|--:|",
+    ]
+    for t in tps:
+        lines.append(
+            f"| {t.corpus} | {', '.join(f'{s:.2f}' for s in t.raw_cpu)} "
+            f"| {', '.join(f'{s:.2f}' for s in t.cli_cpu)} | {t.cpu_ratio:.0%} |"
         )
     lines += [
         "",
@@ -947,7 +988,9 @@ def only(what: str, plan: Plan, corpora: dict[str, Any], workers: int, stores: P
     if what == "small":
         t = measure_throughput("small JPEGs", corpora["small"], plan.reps, workers, stores)
         print(
-            f"small JPEGs: raw {t.raw_s:.2f} s, lamina CLI {t.cli_s:.2f} s, ratio {t.ratio:.0%}; "
+            f"small JPEGs: raw {t.raw_s:.2f} s, lamina CLI {t.cli_s:.2f} s, ratio {t.ratio:.0%} "
+            f"(CPU s: raw {statistics.median(t.raw_cpu):.2f}, lamina "
+            f"{statistics.median(t.cli_cpu):.2f}, ratio {t.cpu_ratio:.0%}); "
             f"scan() {t.inproc_part('total'):.2f} s = walk {t.inproc_part('walk'):.2f} + "
             f"probe {t.inproc_part('probe'):.2f} + commit {t.inproc_part('commit'):.2f}"
         )

@@ -41,6 +41,7 @@ def _scan_both(
 ) -> None:
     for rows, store in stores.items():
         mp.setattr(commit_module, "PARTITION_ROWS", rows)
+        mp.setattr(commit_module, "RANGE_ROWS", 2 * rows)  # the later steps: 2 slices a range
         runs[rows].append(scan_sources(store, sources, workers=1, progress=False)["run_id"])
 
 

@@ -69,3 +69,24 @@ def test_a_store_with_nested_sources_is_repaired_by_the_next_scan(
     assert after["files"]["by_source"] == {str(root): 3}
     assert after["exact_duplicates"] == {"groups": 0, "redundant_files": 0}
     assert summary["hashed"] == 0 and summary["merged"] == {str(root / "sub"): str(root)}
+
+
+@pytest.mark.parametrize("rows_per_pass", [2, 65_536])
+def test_a_file_listed_twice_is_found_in_any_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_pass: int
+) -> None:
+    from lamina.manifest import sources as sources_module
+    from lamina.manifest.sources import _listed_twice
+    from lamina.passes.scan import spill_listing
+
+    # Several passes (2 rows each) or one: the two names of one inode meet in one pass.
+    monkeypatch.setattr(sources_module, "SAME_CHECK_ROWS", rows_per_pass)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(9):
+        (src / f"f{i}.bin").write_bytes(bytes([i]))
+    listing = spill_listing([src], tmp_path / "listing.parquet")
+    assert not _listed_twice(listing)
+    os.link(src / "f5.bin", src / "zz-link.bin")
+    listing = spill_listing([src], tmp_path / "listing2.parquet")
+    assert _listed_twice(listing)

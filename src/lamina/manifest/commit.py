@@ -69,7 +69,13 @@ IMAGE_COLUMNS = (
 # "Out of Memory" under 48 MB. The limit is what DuckDB may hold of its own: 16 MB fails
 # even at 10,000 files, and DuckDB fills whatever it is given (64 MB: ~10 MB more RSS at
 # 100,000 files than 32 MB).
-PARTITION_ROWS = 16_384
+# 4,096 rows: the main process's peak is a slice's working set, full from the first
+# slice, so at 10,000 files it is already what it is at 100,000 (bench/scan.py: 16,384-row
+# slices peaked ~16 MB higher, and only from ~16,000 files on; they cost ~20 % less CPU).
+PARTITION_ROWS = 4_096
+# The later steps (new images, events) work on wider ranges, of about this many rows: their
+# queries cost a fixed time each, and hold less per row than a slice's.
+RANGE_ROWS = 16_384
 COMMIT_MEMORY = "32MB"
 # Next to files.parquet: a digest of its rows without `last_seen_run` (see `_build`).
 FILES_DIGEST = "files.digest"
@@ -334,6 +340,18 @@ def _listing_ranges(listing: Listing) -> Iterator[tuple[pa.Table, Any, Any]]:
     yield current, lo, None
 
 
+def _widen(ranges: list[tuple[Any, Any]], per: int) -> list[tuple[Any, Any]]:
+    """Consecutive (lo, hi) ranges merged `per` at a time (the last takes what is left).
+
+    Example:
+        >>> _widen([(None, "b"), ("b", "c"), ("c", None)], 2)
+        [(None, 'c'), ('c', None)]
+    """
+    return [
+        (ranges[i][0], ranges[min(i + per, len(ranges)) - 1][1]) for i in range(0, len(ranges), per)
+    ]
+
+
 def _hex_ranges(count: int) -> list[tuple[str | None, str | None]]:
     """`count` ranges of hex ids (uniform, as SHA-256 prefixes are), covering them all."""
     cuts = [f"{(i << 32) // count:08x}" for i in range(1, count)]
@@ -421,7 +439,7 @@ def _build(
         )
     )
     # `cur`: the rows of the listing's range being written, made for each range from its
-    # slice of the listing (a table: the query below reads it twice).
+    # slice of the listing (materialized once: the query reads it twice).
     run_id = sql_literal(run.run_id)
     in_scope = scope_sql("p", plan.scopes)
     staged: dict[Path, Path] = {}
@@ -437,16 +455,14 @@ def _build(
         ranges.append((lo, hi))
         con.register("listing", part)
         con.register("probes", routed.table(i))
-        con.execute(f"create or replace temp table cur as {CURRENT_SQL}")
         query = NEW_FILES_SQL.format(run=run_id, in_scope=in_scope, range_p=key_range("p", lo, hi))
-        out.add(query, "source, rel_path")
+        out.add(f"with cur as materialized ({CURRENT_SQL}) {query}", "source, rel_path")
         candidates.add(IMAGE_CANDIDATES_SQL.format(columns=columns), order=None)
         give_back_memory()
     out.close()
     candidates.close()
     routed.close()
     con.unregister("probes")
-    con.execute("drop table cur")
     con.unregister("listing")
     staged[files_part] = files_tmp
     # The events and the summary read the new files back from their staged Parquet file.
@@ -466,6 +482,7 @@ def _build(
     image_columns = ", ".join(f"c.{c}" for c in (*IMAGE_COLUMNS, "reason"))
     # One image_id range at a time: its candidates, less the images already recorded, one
     # row per image, from its file first in (ext_mismatch, source, rel_path) order.
+    ranges = _widen(ranges, max(1, RANGE_ROWS // PARTITION_ROWS))
     for lo, hi in _hex_ranges(len(ranges)):
         out.add(
             f"""

@@ -184,25 +184,46 @@ def _via_link(source: str, rel_path: str) -> bool:
     return os.path.realpath(path) != os.path.join(os.path.realpath(source), rel_path)
 
 
-def _int64s(column: pa.ChunkedArray) -> np.ndarray:
-    """An int64 column without nulls as numpy, read from its buffer: pyarrow's own
-    to_numpy (and group_by) load pandas, ~2 s here, in a scan that needs none of it."""
-    array = column.combine_chunks()
+# Rows of the listing whose (dev, ino) the check below holds at a time (~50 bytes each).
+SAME_CHECK_ROWS = 65_536
+
+
+def _int64s(array: pa.Array) -> np.ndarray:
+    """An int64 array without nulls as numpy, from its buffer: pyarrow's own to_numpy
+    loads pandas (~2 s here), in a scan that needs none of it."""
     data = array.buffers()[1]
     return np.frombuffer(data, dtype=np.int64, count=len(array), offset=array.offset * 8)
 
 
 def _listed_twice(listing: Listing) -> bool:
     """Whether two rows of the listing have the same (dev, ino)."""
-    # Only these two columns (16 bytes a file, for as long as this takes), never the rest.
-    ids = listing.read(["dev", "ino"])
-    keyed = ids.filter(pc.is_valid(ids["dev"]))
-    if keyed.num_rows < 2:
-        return False
-    dev, ino = _int64s(keyed["dev"]), _int64s(keyed["ino"])
-    order = np.lexsort((ino, dev))
-    dev, ino = dev[order], ino[order]
-    return bool(np.any((dev[1:] == dev[:-1]) & (ino[1:] == ino[:-1])))
+    # In passes over the file's two columns, each taking the inodes of one residue class
+    # (a file's rows share its inode, so all its rows are in one pass): what a pass holds
+    # is about SAME_CHECK_ROWS rows, whatever the number of files. In numpy: DuckDB here
+    # would put its import (~0.1 s) before the probe, where a thread imports it meanwhile.
+    passes = max(1, -(-listing.rows // SAME_CHECK_ROWS))
+    for p in range(passes):
+        devs, inos = [], []
+        for batch in listing.batches(["dev", "ino"]):
+            keep = pc.is_valid(batch.column(0))
+            dev = _int64s(batch.column(0).filter(keep))
+            ino = _int64s(batch.column(1).filter(keep))
+            if passes > 1:
+                mine = ino % passes == p
+                dev, ino = dev[mine], ino[mine]
+            devs.append(dev)
+            inos.append(ino)
+        dev, ino = (
+            np.concatenate(devs or [np.zeros(0, np.int64)]),
+            np.concatenate(inos or [np.zeros(0, np.int64)]),
+        )
+        if len(dev) < 2:
+            continue
+        order = np.lexsort((ino, dev))
+        dev, ino = dev[order], ino[order]
+        if np.any((dev[1:] == dev[:-1]) & (ino[1:] == ino[:-1])):
+            return True
+    return False
 
 
 def find_same_files(

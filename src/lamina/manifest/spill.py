@@ -18,8 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Rows per row group of a listing file, and per slice read back by default.
-SPILL_ROWS = 16_384
+# Rows per row group of a listing file, and per slice read back by default: small, so that
+# what a step holds of the listing is small from the first thousands of files on.
+SPILL_ROWS = 4_096
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Listing:
         self, columns: Sequence[str] | None = None, batch_size: int = SPILL_ROWS
     ) -> Iterator[pa.RecordBatch]:
         """The rows in order, `batch_size` at a time (only `columns`, when given)."""
-        with pq.ParquetFile(self.path) as f:
+        with pq.ParquetFile(self.path, pre_buffer=False) as f:
             yield from f.iter_batches(
                 batch_size=batch_size, columns=list(columns) if columns else None
             )
