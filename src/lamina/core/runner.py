@@ -937,6 +937,7 @@ def run_passes(
     progress: bool = True,
     max_images: int | None = None,
     image_ids: Iterable[str] | None = None,
+    executor: LocalExecutor | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run registered passes over the store as one run (write lock, run record, resume):
     map passes over every image (sharing decodes), then global passes in the given order.
@@ -946,6 +947,8 @@ def run_passes(
     `max_images` limits the map passes to the first N images by image id: content-hash
     order, so a stable sample that does not favour any folder. `image_ids` limits them to
     those images (a selective run: OCR on the text-heavy ones, `lamina segment --where`).
+    `executor`: run the map passes' chunks on this pool (the caller starts and closes it;
+    `lamina sense` forks one before the store is read), not on one of the run's own.
 
     Example:
         >>> run_passes(lamina.open(), [("signals", None), ("hashes", None)])  # doctest: +SKIP
@@ -983,6 +986,7 @@ def run_passes(
                 workers=workers,
                 chunk_size=chunk_size,
                 progress=progress,
+                executor=executor,
             )
             out.update({k: v.as_dict() for k, v in results.items()})
             if any(i.decode for i in maps):
