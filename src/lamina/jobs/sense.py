@@ -156,10 +156,9 @@ def sense(store: Store, config: SenseConfig = SenseConfig()) -> SenseResult:
         )
     executor = forked_pool(store, config)  # first: before any DuckDB query
     try:
-        passes = sense_passes(store, config)
         result = run_passes(
             store,
-            passes,
+            sense_passes(store, config),
             command="sense",
             workers=config.workers,
             progress=config.progress,
@@ -169,8 +168,8 @@ def sense(store: Store, config: SenseConfig = SenseConfig()) -> SenseResult:
     finally:
         if executor is not None:
             executor.close()
-    passes = {k: v for k, v in result.items() if k != "run_id"}
-    return SenseResult(str(result["run_id"]), passes, flag_summary(store), decode_summary(store))
+    counts = {k: v for k, v in result.items() if k != "run_id"}
+    return SenseResult(str(result["run_id"]), counts, flag_summary(store), decode_summary(store))
 
 
 def sensed_line(store: Store, done: dict[str, Any]) -> str:
