@@ -24,6 +24,7 @@ Usage::
     .venv/bin/python bench/sense.py --reps 1        # one timed run per tool
     .venv/bin/python bench/sense.py --only lamina   # lamina only (no peers; --out elsewhere)
     .venv/bin/python bench/sense.py --setup         # create the peer venvs (pip, minutes)
+    .venv/bin/python bench/sense.py --baseline-src /tmp/base/src  # + lamina of another tree
 
 Peers live in bench/work/venv-<peer> (see --setup for the exact pip commands).
 """
@@ -315,6 +316,7 @@ class Job:
     key: str
     steps: list[list[str]]  # commands run one after the other, measured as one
     reset: Path | None = None  # a folder removed before each rep (a store, a work dir)
+    env: dict[str, str] | None = None  # the environment of its commands (None: this one's)
     runs: list[Measured] = field(default_factory=list)
     parts: list[list[Measured]] = field(default_factory=list)
 
@@ -323,7 +325,7 @@ class Job:
             shutil.rmtree(self.reset, ignore_errors=True)
         parts = []
         for cmd in self.steps:
-            parts.append(measure(cmd))
+            parts.append(measure(cmd, self.env))
             if parts[-1].rc not in (0, 1):
                 break
         combined = Measured(
@@ -404,7 +406,12 @@ def decodable_listing(truth: Truth) -> tuple[Path, set[str]]:
     return listing, set(decodable)
 
 
-def make_jobs(truth: Truth, only: str, cleanvision: bool = False) -> list[Job]:
+def make_jobs(
+    truth: Truth, only: str, cleanvision: bool = False, baseline_src: Path | None = None
+) -> list[Job]:
+    """The jobs of one size. `baseline_src`: also lamina run from that `src` folder (another
+    checkout: the code before a change), as "lamina baseline", for a before/after ratio
+    measured side by side."""
     jobs: list[Job] = []
     if only in ("peers", "all"):
         if cleanvision:  # not a speed peer: its quality flags only
@@ -419,13 +426,18 @@ def make_jobs(truth: Truth, only: str, cleanvision: bool = False) -> list[Job]:
         jobs.append(Job("fastdup", [[*fd, str(work_dir)]], reset=work_dir))
     if only in ("lamina", "all"):
         exe = lamina_exe()
-        for label, args in (("lamina", []), ("lamina --invariant", ["--invariant"])):
-            store = SENSE / "stores" / label.replace(" ", "_")
-            steps = [
-                [exe, "--store", str(store), "scan", str(CORPUS), "--json"],
-                [exe, "--store", str(store), "sense", *args, "--json"],
-            ]
-            jobs.append(Job(label, steps, reset=store))
+        trees: list[tuple[str, dict[str, str] | None]] = [("lamina", None)]
+        if baseline_src is not None:
+            env = {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}
+            trees.append(("lamina baseline", env))
+        for name, env in trees:
+            for label, args in ((name, []), (f"{name} --invariant", ["--invariant"])):
+                store = SENSE / "stores" / label.replace(" ", "_")
+                steps = [
+                    [exe, "--store", str(store), "scan", str(CORPUS), "--json"],
+                    [exe, "--store", str(store), "sense", *args, "--json"],
+                ]
+                jobs.append(Job(label, steps, reset=store, env=env))
     return jobs
 
 
@@ -1302,7 +1314,7 @@ def run_size(args: argparse.Namespace, n_files: int, command: str) -> tuple[str,
     truth = Truth(sense_corpus.ensure(CORPUS, n_files))
     warm(CORPUS)
     load_before = psutil.getloadavg()[0]
-    jobs = make_jobs(truth, args.only, args.cleanvision)
+    jobs = make_jobs(truth, args.only, args.cleanvision, args.baseline_src)
     run_jobs(jobs, args.reps)
     rows = rows_from_jobs(truth, jobs)
     svl = None
@@ -1351,6 +1363,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run only lamina or only the peers",
     )
     parser.add_argument("--cleanvision", action="store_true", help="also run CleanVision")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run lamina from this src folder (e.g. `git archive` of the commit before "
+        "a change), as 'lamina baseline', side by side",
+    )
     parser.add_argument(
         "--signals-loop", action="store_true", help="also time the signals pass alone"
     )

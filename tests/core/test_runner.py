@@ -384,3 +384,26 @@ def test_batches_make_the_layer_of_one_table_and_resume(tmp_path: Path) -> None:
         )  # fmt: skip
     assert (again.processed, again.already_done) == (5, 25)
     assert layer(sliced, p)["y"].to_pylist() == [2 * i for i in range(30)]
+
+
+def test_taper_bounds_cuts_the_last_chunks_so_workers_finish_together():
+    import itertools
+
+    from lamina.core.runner import DECODE_BATCH, taper_bounds
+
+    # 2,799 rows in chunks of 256 (the sense benchmark's 3,000 files on 2 workers): the
+    # last two chunks (495 rows) run alone on one worker at the end; tapered, the last
+    # chunks shrink to one batch, every cut but the end stays on a batch boundary, and
+    # the rows are the same, in order.
+    bounds = [(s, min(256, 2799 - s)) for s in range(0, 2799, 256)]
+    tapered = taper_bounds(bounds, workers=2)
+    assert tapered[:9] == bounds[:9]
+    assert [n for _, n in tapered[9:]] == [128, 96, 64, 64, 32, 32, 32, 32, 15]
+    assert all(n % DECODE_BATCH == 0 for _, n in tapered[:-1])
+    starts = [s for s, _ in tapered]
+    assert starts == sorted(starts) and sum(n for _, n in tapered) == 2799
+    assert all(s + n == t for (s, n), (t, _) in itertools.pairwise(tapered))
+    # One worker, or chunks already one batch long: nothing to balance.
+    assert taper_bounds(bounds, workers=1) == bounds
+    small = [(0, 32), (32, 32), (64, 10)]
+    assert taper_bounds(small, workers=2) == small

@@ -121,6 +121,17 @@ def _parser() -> Any:
     return duckdb.connect()
 
 
+def parser_open() -> bool:
+    """Whether this process holds the parsing connection (and so DuckDB's threads): a
+    process that forks workers (`lamina sense`) checks it first.
+
+    Example:
+        >>> isinstance(parser_open(), bool)
+        True
+    """
+    return _parser.cache_info().currsize > 0
+
+
 @functools.cache
 def _functions() -> tuple[frozenset[str], frozenset[str]]:
     """(scalar functions and macros, aggregate and window functions and unnest) of a
