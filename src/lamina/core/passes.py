@@ -244,6 +244,7 @@ def get_pass(name: str, config: Any = None) -> Pass:
     """Create the registered pass `name` with `config` (a dict or its Config).
 
     Example:
+        >>> import lamina.catalog  # registers the passes
         >>> get_pass("scan").name
         'scan'
     """

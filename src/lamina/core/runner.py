@@ -199,6 +199,7 @@ def check_files(instance: Pass | type[Pass], files: dict[str, bytes]) -> None:
     a path that could leave them (absolute, `..`).
 
     Example:
+        >>> import lamina.catalog  # registers the passes
         >>> check_files(get_pass("thumbs"), {"layers/x.parquet": b""})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -664,6 +665,7 @@ def group_resources(group: list[Pass]) -> Resources:
     their memory (every pass's model stays loaded in the worker).
 
     Example:
+        >>> import lamina.catalog  # registers the passes
         >>> group_resources([get_pass("signals"), get_pass("hashes")])
         Resources(cpu=1.0, memory_mb=1024, gpu=0.0)
     """
