@@ -39,12 +39,13 @@ from lamina.passes import (
     segment_embed,
     signals,
     thumbs,
+    tiles,
 )
 from lamina.tagging import tags
 
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags, predict)  # fmt: skip
-MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
+MODULES += (segment, segment_embed, motifs, tiles)  # segments and motifs (issue 17)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
 
 if __name__ not in WORKER_IMPORTS:

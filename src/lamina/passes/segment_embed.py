@@ -1,7 +1,10 @@
 """Segment embeddings: each kept segment of the `segment` layer cut out of its image
 (the mask's bounding box plus a small margin, pixels outside the mask set to a neutral
 grey) and embedded by any embedder backend (`lamina.backends.embedders`), from one decode
-per image: the same "working" decode the masks were computed in, so they line up.
+per image: the same "working" decode the masks were computed in, so they line up. A huge
+image segmented from its tiles (`lamina.passes.segment`) has each segment cut from its own
+tile, decoded as the working recipe as it was segmented (the mask resampled from the
+overview frame to the tile), never from the whole image.
 
 One row per image, as every map pass (the runner's resume and key rules): `model`,
 `segment_ids` and `vectors` (list of float16 vectors, L2-normalised, in `segment_ids`
@@ -183,15 +186,21 @@ class SegmentEmbedPass(Pass):
                 errors[i] = f"segment_error: {row['error']}"
             if errors[i] is not None or row is None:
                 continue
-            rgb = decoded.pixels()
             size = [row["frame_height"], row["frame_width"]]
-            if list(rgb.shape[:2]) != size:
-                errors[i] = f"frame_mismatch: decoded {rgb.shape[:2]}, masks of {size}"
-                continue
-            for seg in row["segments"] or []:
-                mask = decode_rle({"size": size, "counts": seg["rle"]})
-                crops.append(masked_crop(rgb, mask, seg["bbox"], self.config.margin))
-                owners.append((i, seg["segment_id"]))
+            segs = row["segments"] or []
+            whole = [g for g in segs if not g.get("tile")]
+            if whole:
+                rgb = decoded.pixels()
+                if list(rgb.shape[:2]) != size:
+                    errors[i] = f"frame_mismatch: decoded {rgb.shape[:2]}, masks of {size}"
+                    continue
+                for seg in whole:
+                    mask = decode_rle({"size": size, "counts": seg["rle"]})
+                    crops.append(masked_crop(rgb, mask, seg["bbox"], self.config.margin))
+                    owners.append((i, seg["segment_id"]))
+            tiled = [g for g in segs if g.get("tile")]
+            if tiled:
+                errors[i] = self._tile_crops(i, row, tiled, crops, owners)
         vectors = self._embed(crops, owners, errors)
         seg_ids: list[list[int] | None] = [None if e else [] for e in errors]
         vecs: list[list[np.ndarray] | None] = [None if e else [] for e in errors]
@@ -213,6 +222,49 @@ class SegmentEmbedPass(Pass):
             },
             schema=schema(dim),
         )
+
+    def _tile_crops(
+        self,
+        i: int,
+        row: dict[str, Any],
+        segs: list[dict[str, Any]],
+        crops: list[np.ndarray],
+        owners: list[tuple[int, int]],
+    ) -> str | None:
+        """Crops of a tiled image's segments, each from its own tile (decoded as the
+        working recipe, as it was segmented), the mask taken from the frame where the tile
+        lies and resampled to the tile; the image's error, or None."""
+        from lamina.core.decode import RECIPES, decode_image
+
+        size = [row["frame_height"], row["frame_width"]]
+        width = round(row["frame_width"] * row["scale_x"])
+        height = round(row["frame_height"] * row["scale_y"])
+        by_tile: dict[str, list[dict[str, Any]]] = {}
+        for seg in segs:
+            by_tile.setdefault(seg["tile"], []).append(seg)
+        for rel, group in sorted(by_tile.items()):
+            decoded = decode_image(str(Path(self.config.store_root) / rel), RECIPES["working"])
+            if decoded.failure:
+                return f"tile_error: {rel}: {decoded.failure}"
+            rgb = decoded.pixels()
+            th, tw = rgb.shape[:2]
+            x, y, w, h = (int(v) for v in group[0]["scale"].removeprefix("tile:").split(","))
+            fx0, fx1 = round(x * size[1] / width), round((x + w) * size[1] / width)
+            fy0, fy1 = round(y * size[0] / height), round((y + h) * size[0] / height)
+            for seg in group:
+                frame = decode_rle({"size": size, "counts": seg["rle"]})[fy0:fy1, fx0:fx1]
+                ys = (np.arange(th) * frame.shape[0]) // th
+                xs = (np.arange(tw) * frame.shape[1]) // tw
+                mask = frame[ys[:, None], xs[None, :]]
+                if not mask.any():
+                    continue
+                rows = np.flatnonzero(mask.any(axis=1))
+                cols = np.flatnonzero(mask.any(axis=0))
+                box = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
+                       int(rows[-1] - rows[0] + 1)]  # fmt: skip
+                crops.append(masked_crop(rgb, mask, box, self.config.margin))
+                owners.append((i, seg["segment_id"]))
+        return None
 
     def _embed(
         self, crops: list[np.ndarray], owners: list[tuple[int, int]], errors: list[str | None]
