@@ -1,0 +1,54 @@
+"""Planted motifs: a stamp, a ruler and a colour chart planted into the package photos at
+varying positions and scales (tests/analysis/test_motifs.py), `lamina segment && lamina
+motifs`, and the recall / precision of the motif each forms, for several seeds. The test
+asserts on seed 11; seed 7 is where the objects and thresholds were tried out.
+
+Usage::
+
+    nice -n 10 .venv/bin/python bench/motifs_planted.py --seeds 7,11
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.analysis.test_motifs import planted_collection, planted_recall  # noqa: E402
+
+from lamina.core.store import Store  # noqa: E402
+from lamina.jobs.motifs import MotifsConfig, motifs  # noqa: E402
+from lamina.jobs.scan import scan_sources  # noqa: E402
+from lamina.jobs.segment import SegmentConfig, segment  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="7,11")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    for seed in (int(s) for s in args.seeds.split(",")):
+        work = Path(tempfile.mkdtemp(prefix=f"planted-{seed}-"))
+        t0 = time.monotonic()
+        truth = planted_collection(work / "src", seed=seed)
+        store = Store.open(work / "store", create=True)
+        scan_sources(store, [work / "src"], workers=args.workers, progress=False)
+        segment(store, SegmentConfig(max_segments=32, workers=args.workers, progress=False))
+        found = motifs(store, MotifsConfig(workers=args.workers, progress=False))
+        for kind in ("stamp", "ruler", "chart"):
+            recall, precision, top, members = planted_recall(store, truth, kind)
+            print(f"seed {seed} {kind}: motif {top}, recall {recall:.2f}, precision "
+                  f"{precision:.2f}, {members} members")  # fmt: skip
+        print(f"seed {seed}: {found.segments} segments, {found.motifs} motifs, "
+              f"{time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
