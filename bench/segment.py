@@ -160,6 +160,23 @@ def main() -> None:
     shutil.rmtree(runs, ignore_errors=True)
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rows = []
+    huge_notes = []
+    for kind in ("png", "jpeg") if args.huge_mp else ():
+        image = build_huge(args.huge_mp, kind)
+        store = runs / f"huge-{kind}"
+        subprocess.run(lamina(store, "scan", str(image.parent), "--json"), check=True,
+                       capture_output=True)  # fmt: skip
+        seconds, peak, out = timed(
+            lamina(store, "segment", "--workers", str(args.workers), "--json")
+        )
+        n_tiles = len(list((store / "cache" / "tiles").rglob("x*-y*.jpg")))
+        label = "uniform PNG bomb" if kind == "png" else "JPEG photo mosaic"
+        rows.append((f"segment {args.huge_mp:g} MP {label} ({n_tiles} tiles)", 1,
+                     out["segments"], seconds, peak))  # fmt: skip
+        huge_notes.append(
+            f"{label}: {image.stat().st_size / 2**20:.1f} MiB on disk, "
+            f"{args.huge_mp * 1e6 * 3 / 2**20:.0f} MiB as RGB, tiled: {out['tiled']}"
+        )
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         store = runs / method
         subprocess.run(lamina(store, "scan", str(corpus), "--json"), check=True,
@@ -183,23 +200,6 @@ def main() -> None:
             lamina(store, "motifs", "--workers", str(args.workers), "--json")
         )
         rows.append(("motifs (default embedder)", args.motifs_n, out["segments"], seconds, peak))
-    huge_notes = []
-    for kind in ("png", "jpeg") if args.huge_mp else ():
-        image = build_huge(args.huge_mp, kind)
-        store = runs / f"huge-{kind}"
-        subprocess.run(lamina(store, "scan", str(image.parent), "--json"), check=True,
-                       capture_output=True)  # fmt: skip
-        seconds, peak, out = timed(
-            lamina(store, "segment", "--workers", str(args.workers), "--json")
-        )
-        n_tiles = len(list((store / "cache" / "tiles").rglob("x*-y*.jpg")))
-        label = "uniform PNG bomb" if kind == "png" else "JPEG photo mosaic"
-        rows.append((f"segment {args.huge_mp:g} MP {label} ({n_tiles} tiles)", 1,
-                     out["segments"], seconds, peak))  # fmt: skip
-        huge_notes.append(
-            f"{label}: {image.stat().st_size / 2**20:.1f} MiB on disk, "
-            f"{args.huge_mp * 1e6 * 3 / 2**20:.0f} MiB as RGB, tiled: {out['tiled']}"
-        )
     if args.sam:
         sys.path.insert(0, str(ROOT))
         from tests.backends.segmenters.tiny_sam import save_tiny_sam

@@ -174,3 +174,19 @@ def test_segment_crops_of_a_tiled_image_come_from_its_tiles(tiled_store: Store) 
     crop = crops[0].astype(int)
     assert abs(crop.shape[1] - 250) <= 4 and abs(crop.shape[0] - 150) <= 4
     assert np.abs(crop[10:-10, 10:-10] - RED).max() < 12
+
+
+def test_rle_of_a_part_equals_the_rle_of_the_whole_frame() -> None:
+    from lamina.core.masks import encode_rle, encode_rle_at
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        ph, pw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        part = rng.random((ph, pw)) < rng.choice([0.0, 0.5, 1.0])
+        whole = np.zeros((h, w), bool)
+        whole[y : y + ph, x : x + pw] = part
+        assert encode_rle_at(part, x, y, (h, w)) == encode_rle(whole)
+    with pytest.raises(ValueError, match="outside"):
+        encode_rle_at(np.ones((2, 2), bool), 3, 0, (4, 4))

@@ -59,7 +59,7 @@ import pyarrow as pa
 from lamina.backends.segmenters import Mask, load_segmenter, parse_segmenter_spec
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError, LaminaError
-from lamina.core.masks import encode_rle
+from lamina.core.masks import encode_rle, encode_rle_at
 from lamina.core.passes import Pass, Resources, register
 
 if TYPE_CHECKING:
@@ -437,7 +437,7 @@ def tile_segment(
         >>> t = {"x": 1000, "y": 0, "w": 1000, "h": 1000, "path": "t.jpg"}
         >>> s = tile_segment(m, [20, 20, 20, 20], t, (200, 400), (2000, 4000))
         >>> s["bbox"], s["bbox_original"], s["scale"]
-        ([105, 5, 10, 10], [1200, 200, 200, 200], 'tile:1000,0,1000,1000')
+        ([120, 20, 20, 20], [1200, 200, 200, 200], 'tile:1000,0,1000,1000')
     """
     from PIL import Image
 
@@ -454,13 +454,18 @@ def tile_segment(
     small = np.asarray(share) >= 128
     if not small.any():
         return None
-    full = np.zeros(frame, bool)
-    full[y0:y1, x0:x1] = small
-    stats = mask_stats(full)
+    # The stats of the part where the tile lies, moved into the frame: the same as over
+    # the whole frame, at the part's cost.
+    stats = mask_stats(small)
+    bx, by, bw, bh = stats["bbox"]
+    stats["bbox"] = [bx + x0, by + y0, bw, bh]
+    stats["area_pct"] = round(100.0 * stats["area"] / (fh * fw), 4)
+    gap = min(bx + x0, by + y0, fw - (bx + x0 + bw), fh - (by + y0 + bh))
+    stats["border"] = gap / min(fh, fw)
     sx, sy = tile["w"] / tw, tile["h"] / th
     inner = to_original(bbox, sx, sy, tile["w"], tile["h"])
     return {
-        "rle": encode_rle(full)["counts"],
+        "rle": encode_rle_at(small, x0, y0, frame)["counts"],
         **{k: v for k, v in stats.items() if k != "area"},
         "scale": f"tile:{tile['x']},{tile['y']},{tile['w']},{tile['h']}",
         "bbox_original": [inner[0] + tile["x"], inner[1] + tile["y"], inner[2], inner[3]],

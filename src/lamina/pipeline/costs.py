@@ -14,8 +14,8 @@ upper bound); `caption` per image up to `caption_max`.
 
 Example:
     >>> lines = estimate_lines(PipelineConfig(stages=["segment"]), Counts(images=1000))
-    >>> lines[1].split(":")[0].strip()
-    'segment'
+    >>> lines[1].split(":")[0]
+    '#   segment'
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def estimate_lines(config: PipelineConfig, counts: Counts) -> list[str]:
     """The estimate as TOML comment lines (so `--print-config > lamina.toml` still reads).
 
     Example:
-        >>> estimate_lines(PipelineConfig(), Counts(images=10))[0]  # doctest: +ELLIPSIS
-        '# cost estimate on 10 images (the store), 1 worker...'
+        >>> estimate_lines(PipelineConfig(workers=1), Counts(images=10))[1]
+        '#   segment: ~18 s (stage off) = 10 images x 1.85 s [bench/results/segment.md]'
     """
     workers = config.workers or len(os.sched_getaffinity(0))
     n = counts.images if not config.max_images else min(counts.images, config.max_images)
