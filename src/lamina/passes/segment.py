@@ -450,7 +450,9 @@ def tile_segment(
         return None
     # The area share of each frame pixel (BOX), in at half: no speck grows, none vanishes
     # that covers most of a pixel.
-    share = Image.fromarray(mask.astype(np.uint8) * 255).resize((x1 - x0, y1 - y0), Image.BOX)
+    share = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (x1 - x0, y1 - y0), Image.Resampling.BOX
+    )
     small = np.asarray(share) >= 128
     if not small.any():
         return None
