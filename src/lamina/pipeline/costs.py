@@ -45,12 +45,14 @@ class Cost:
 # CPU-core seconds = wall seconds x workers / units, from the benchmark rows named.
 COSTS: dict[str, Cost] = {
     "segment": Cost(
-        1.85, "image",
-        "bench/results/segment.md: classical:felzenszwalb, 100 images in 92.6 s on 2 workers",
+        1.33, "image",
+        "bench/results/segment.md: classical:felzenszwalb, 1,000 images in 666.1 s on 2 "
+        "workers",
     ),
     "segment_tile": Cost(
-        1.85, "tile",
-        "a tile is segmented as an image is (bench/results/segment.md, 200 MP rows)",
+        1.32, "tile",
+        "bench/results/segment.md: a 200 MP JPEG, 196 tiles made and segmented in 258.6 s "
+        "by one worker",
     ),
     "segment_embed": Cost(
         19.5, "image",
@@ -92,7 +94,7 @@ def estimate_lines(config: PipelineConfig, counts: Counts) -> list[str]:
 
     Example:
         >>> estimate_lines(PipelineConfig(workers=1), Counts(images=10))[1]
-        '#   segment: ~18 s (stage off) = 10 images x 1.85 s [bench/results/segment.md]'
+        '#   segment: ~13 s (stage off) = 10 images x 1.33 s [bench/results/segment.md]'
     """
     workers = config.workers or len(os.sched_getaffinity(0))
     n = counts.images if not config.max_images else min(counts.images, config.max_images)
