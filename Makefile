@@ -9,8 +9,10 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # Debian packages a real user has: exiftool writes XMP sidecars, chromium renders the
-# report in its test, tesseract-ocr is `lamina ocr --engine tesseract` (run with a fixed argv).
-SYSTEM_PACKAGES := libimage-exiftool-perl chromium tesseract-ocr
+# report in its test, tesseract-ocr is `lamina ocr --engine tesseract` (run with a fixed argv),
+# unar unpacks compressed RAR / CBR members for rarfile (Debian's free RAR reader; its
+# `unrar-free` fails rarfile's tool check, and its 7zip has no RAR codec).
+SYSTEM_PACKAGES := libimage-exiftool-perl chromium tesseract-ocr unar
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \

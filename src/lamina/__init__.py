@@ -68,6 +68,8 @@ _JOBS = {
     "motifs": "lamina.jobs.motifs",
     "MotifsConfig": "lamina.jobs.motifs",
     "SegmentConfig": "lamina.jobs.segment",
+    "diagnose": "lamina.jobs.diagnose",
+    "DiagnoseConfig": "lamina.jobs.diagnose",
     "select": "lamina.jobs.select",
     "SelectConfig": "lamina.jobs.select",
     "approve": "lamina.jobs.approve",

@@ -37,6 +37,7 @@ from lamina.passes import (
     scan,
     segment,
     segment_embed,
+    segment_stats,
     signals,
     thumbs,
     tiles,
@@ -46,6 +47,7 @@ from lamina.tagging import tags
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags, predict)  # fmt: skip
 MODULES += (segment, segment_embed, motifs, tiles)  # segments and motifs (issue 17)
+MODULES += (segment_stats,)  # per-segment colour / texture (issue 17 item 3)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
 
 if __name__ not in WORKER_IMPORTS:

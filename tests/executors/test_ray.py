@@ -5,6 +5,7 @@ committed. Few and small: a Ray start costs seconds on a loaded machine."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ pytest.importorskip("ray", reason="Ray is optional: pip install 'lamina[scale]'"
 from lamina.cli import main
 from lamina.core.ledger import Run
 from lamina.core.runner import run_map_pass
-from lamina.core.store import Store
+from lamina.core.store import LOCK_FILE, Store
 from lamina.executors.ray import RayExecutor
 from tests.conftest import write_photo
 from tests.executors.ray_support import FlakyPass, RayHead, inputs, ray_env
@@ -107,6 +108,23 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(cmd, env=ray_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
+def wait_until_unlocked(store: Path, timeout: float = 30.0) -> None:
+    """A killed `--executor ray` command's driver (its forked child, see
+    `lamina.executors.supervisor`) dies by PDEATHSIG a moment after it, and the OS drops
+    its store lock when it has: wait for that, as a person typing the command again would."""
+    deadline = time.monotonic() + timeout
+    with (store / LOCK_FILE).open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"the driver of {store} outlived its command"
+                time.sleep(0.05)
+                continue
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+
+
 def test_sense_and_embed_on_ray_equal_the_local_executor(
     head: RayHead, scanned: Path, tmp_path: Path
 ) -> None:
@@ -171,6 +189,7 @@ def test_a_killed_driver_resumes_to_the_same_tables(
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-2000:]
     assert 0 < committed(store) < 6, "killed after the first commit, before the last"
+    wait_until_unlocked(store)
     lamina(store, "sense", "--executor", "ray", "--ray-address", head.address)
     assert compare(snapshot(sensed_locally), snapshot(store)) == []
 

@@ -329,7 +329,9 @@ def test_fiftyone_samples_and_bridge(world, tmp_path: Path) -> None:
     chelsea = by_path[str(src / "cat" / "chelsea.jpg")]
     assert chelsea["tags"] == ["cat"] and chelsea["ground_truth"] == "cat"
     assert chelsea["is_representative"] is True and chelsea["duplicate_group"]
-    fo = pytest.importorskip("fiftyone", reason="fiftyone is not installed (a heavy extra)")
+    fo = pytest.importorskip(
+        "fiftyone", reason="fiftyone is not installed (no extra: it needs MongoDB; see README)"
+    )
     from lamina.exports.fiftyone import load
 
     ds = load(tmp_path / "fo")
@@ -463,3 +465,119 @@ def test_import_approvals_from_an_edited_csv(tmp_path: Path) -> None:
         lamina(store.root, "import-approvals", str(tmp_path / "edited.csv"), "--json")
     )
     assert again["changes"] == []
+
+
+def _edit_samples(folder: Path, edit) -> None:
+    doc = json.loads((folder / "samples.json").read_text())
+    edit(doc["samples"])
+    (folder / "samples.json").write_text(json.dumps(doc))
+
+
+def test_import_approvals_from_a_fiftyone_export(tmp_path: Path) -> None:
+    from lamina.tagging.approvals import current_approvals
+
+    src, store = build(tmp_path, sense=False)
+    ids = ids_by_path(store)
+    fo_dir = tmp_path / "fo"
+    lamina(store.root, "export", "--format", "fiftyone", "-o", str(fo_dir),
+           "--label-from", "folder")  # fmt: skip
+
+    def edit(samples: list[dict]) -> None:
+        for s in samples:
+            if s["filepath"].endswith("camera.png"):
+                s["tags"] = ["Camera", "man"]
+            elif s["filepath"].endswith("chelsea.jpg"):
+                s["tags"] = []
+            elif s["filepath"].endswith("rocket.jpg"):  # moved: still its image_id
+                s["filepath"] = "/elsewhere/rocket.jpg"
+                s["tags"] = ["rocket"]
+        samples.append(dict(samples[0], filepath="/nowhere/x.jpg", image_id="0" * 32))
+
+    _edit_samples(fo_dir, edit)
+    out = lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir))
+    assert f"{src / 'people' / 'camera.png'}: '+camera' '+man'" in out
+    assert f"{src / 'cat' / 'chelsea.jpg'}: '-cat'" in out
+    assert "/elsewhere/rocket.jpg: '-space'" in out
+    assert "8 rows: 3 changes, 4 unchanged, 1 matching no file" in out
+    assert "nothing recorded" in out
+    r = json.loads(lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir),
+                          "--yes", "--who", "ana", "--json"))  # fmt: skip
+    assert r["applied"] == 3 and r["unmatched"] == ["/nowhere/x.jpg"]
+    now = {x["image_id"]: x["approved_labels"] for x in current_approvals(store).to_pylist()}
+    assert now[ids["people/camera.png"]] == ["camera", "man"]
+    assert now[ids["cat/chelsea.jpg"]] == []
+    assert now[ids["space/rocket.jpg"]] == ["rocket"]
+    assert now[ids["cat/chelsea_small.jpg"]] == ["cat"]  # untouched
+    again = json.loads(
+        lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir), "--json")
+    )
+    assert again["changes"] == []
+    # a label field instead of the tags: the export's ground_truth (the folder labels)
+    by_field = json.loads(lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir),
+                                 "--fiftyone-field", "ground_truth", "--json"))  # fmt: skip
+    after = {c["image_id"]: c["after"] for c in by_field["changes"]}
+    assert after[ids["people/camera.png"]] == ["people"]
+    assert after[ids["space/rocket.jpg"]] == ["space"]
+    assert ids["cat/chelsea_small.jpg"] not in after  # already ["cat"]
+
+
+def test_import_approvals_from_a_fiftyone_dataset_export(tmp_path: Path) -> None:
+    """The folder FiftyOne's own FiftyOneDataset exporter writes (media copied under
+    data/, filepaths relative to the folder, labels as `_cls` documents), read without
+    fiftyone: the copied files match by content."""
+    src, store = build(tmp_path, sense=False)
+    ids = ids_by_path(store)
+    fo_dir = tmp_path / "fo_native"
+    (fo_dir / "data").mkdir(parents=True)
+    (fo_dir / "data" / "camera.png").write_bytes((src / "people" / "camera.png").read_bytes())
+    (fo_dir / "data" / "coffee.jpg").write_bytes((src / "coffee" / "coffee.jpg").read_bytes())
+    (fo_dir / "data" / "other.jpg").write_bytes(b"not in the store")
+
+    def sample(name: str, tags: list[str], label: dict | None) -> dict:
+        return {"_id": {"$oid": "66" + "0" * 22}, "filepath": f"data/{name}", "tags": tags,
+                "_media_type": "image", "metadata": None, "ground_truth": label}  # fmt: skip
+
+    cls = {"_id": {"$oid": "67" + "0" * 22}, "_cls": "Classifications", "classifications": [
+        {"_id": {"$oid": "68" + "0" * 22}, "_cls": "Classification", "tags": [],
+         "label": "gadget", "confidence": 0.9}]}  # fmt: skip
+    doc = {"samples": [sample("camera.png", ["gadget"], cls), sample("coffee.jpg", [], None),
+                       sample("other.jpg", ["x"], None)]}  # fmt: skip
+    (fo_dir / "samples.json").write_text(json.dumps(doc))
+    (fo_dir / "metadata.json").write_text(json.dumps({"name": "photos", "version": "1.22.1"}))
+    r = json.loads(lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir),
+                          "--fiftyone-field", "ground_truth", "--json"))  # fmt: skip
+    assert [(c["image_id"], c["after"]) for c in r["changes"]] == [
+        (ids["people/camera.png"], ["gadget"])
+    ]
+    assert r["unchanged"] == 1 and r["unmatched"] == [str(fo_dir / "data" / "other.jpg")]
+    # use_dirs=True: one JSON file per sample under samples/
+    (fo_dir / "samples").mkdir()
+    for n, s in enumerate(doc["samples"]):
+        (fo_dir / "samples" / f"{n:06d}-x.json").write_text(json.dumps(s))
+    (fo_dir / "samples.json").unlink()
+    again = json.loads(lamina(store.root, "import-approvals", "--from-fiftyone", str(fo_dir),
+                              "--fiftyone-field", "ground_truth", "--json"))  # fmt: skip
+    assert again == r
+
+
+def test_import_approvals_bad_fiftyone_input(world, tmp_path: Path) -> None:
+    _, store, _ = world
+    (tmp_path / "empty").mkdir()
+    out = lamina(store.root, "import-approvals", "--from-fiftyone", str(tmp_path / "empty"),
+                 code=2)  # fmt: skip
+    assert f"cannot read {tmp_path / 'empty' / 'samples.json'}" in out
+    out = lamina(store.root, "import-approvals", code=2)
+    assert "a CSV or --from-fiftyone, one of the two" in out
+    out = lamina(store.root, "import-approvals", "--from-fiftyone", str(tmp_path / "nope"),
+                 code=2)  # fmt: skip
+    assert "is not a folder" in out
+    (tmp_path / "fo").mkdir()
+    (tmp_path / "fo" / "samples.json").write_text('{"samples": [{"filepath": "/a.jpg"}]}')
+    out = lamina(store.root, "import-approvals", "--from-fiftyone", str(tmp_path / "fo"),
+                 "--fiftyone-field", "label", code=2)  # fmt: skip
+    assert "no sample in" in out and "has a field 'label'" in out
+    try:
+        import fiftyone  # noqa: F401
+    except ImportError:
+        out = lamina(store.root, "import-approvals", "--from-fiftyone", "photos", code=2)
+        assert "reading a FiftyOne dataset by name needs fiftyone" in out

@@ -305,3 +305,101 @@ class MotifCooccurrencePass(_MotifPass):
         ):
             sets.setdefault(image_id, set()).add(motif)
         return pa.Table.from_pylist(cooccurrence(sets), schema=self.schema)
+
+
+# -- image-level features re-aggregated from the segments ------------------------------------
+
+SEGMENT_FEATURES = "segment_features"
+FEATURES_PREFIX = "segments:"  # the model id of a features layer: segments:<crop embedder>
+MOTIF_WEIGHT = 0.5  # the share of the squared norm given to the motif frequencies
+
+
+def aggregate_features(
+    vectors: np.ndarray, areas: np.ndarray, owners: np.ndarray, motifs: np.ndarray,
+    n_images: int, n_motifs: int, motif_weight: float = MOTIF_WEIGHT,
+) -> np.ndarray:  # fmt: skip
+    """One unit vector per image from its segments: the area-weighted mean of their
+    embeddings (made unit) times sqrt(1 - motif_weight), then its motif frequency vector
+    (made unit) times sqrt(motif_weight). So the cosine of two images is (1 - w) x the
+    cosine of their mean segments + w x the cosine of their motif mixes. `owners[i]` is
+    segment i's image row; an image with no segment gets zeros.
+
+    Example:
+        >>> v = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+        >>> f = aggregate_features(v, np.array([3, 1, 1]), np.array([0, 0, 1]),
+        ...                        np.array([0, 1, 0]), 2, 2)
+        >>> np.round(f.astype(float), 3).tolist()
+        [[0.671, 0.224, 0.5, 0.5], [0.707, 0.0, 0.707, 0.0]]
+    """
+    mean = np.zeros((n_images, vectors.shape[1]), np.float64)
+    np.add.at(mean, owners, vectors * np.asarray(areas, np.float64)[:, None])
+    freq = np.zeros((n_images, n_motifs), np.float64)
+    np.add.at(freq, (owners, motifs), 1.0)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    out = np.hstack(
+        [unit(mean) * math.sqrt(1 - motif_weight), unit(freq) * math.sqrt(motif_weight)]
+    )
+    return out.astype(np.float32)
+
+
+@register
+class SegmentFeaturesPass(_MotifPass):
+    """Image-level features from the segments (area-weighted mean segment embedding and
+    motif frequencies, `aggregate_features`), as an embedding layer: its model id is
+    `segments:<crop embedder>`, so `lamina cluster --model` and `lamina train --model`
+    take it like any image model's vectors (`lamina.core.vectors.FEATURE_PASSES`)."""
+
+    name = SEGMENT_FEATURES
+    schema = pa.schema(
+        [("image_id", pa.string()), ("model", pa.string()),
+         ("vector", pa.list_(pa.float16(), 1)), ("error", pa.string())]
+    )  # fmt: skip
+
+    def compute(self, store: Any) -> pa.Table:
+        from lamina.core.layers import read_layer
+        from lamina.core.vectors import embed_schema, vectors_to_arrow
+        from lamina.passes.segment_embed import load_segment_embeddings
+
+        emb = load_segment_embeddings(store, self.config.embed_layer)
+        assigned = self.assignments(store)
+        motif_of = {
+            f"{i}/{s}": m
+            for i, s, m in zip(
+                assigned["image_id"].to_pylist(), assigned["segment_id"].to_pylist(),
+                assigned["motif"].to_pylist(), strict=True,
+            )
+        }  # fmt: skip
+        n_motifs = int(max(motif_of.values(), default=-1)) + 1
+        self.schema = embed_schema(emb.dim + max(n_motifs, 1))
+        rows = read_layer(store.layer_dir("segment_embed", self.config.embed_layer))
+        if rows is None or not len(emb):
+            return self.schema.empty_table()
+        segs = self.segment_rows(store)
+        image_ids = sorted(rows["image_id"].to_pylist())
+        row_of = {image_id: r for r, image_id in enumerate(image_ids)}
+        keys = [i.rsplit("/", 1) for i in emb.ids.tolist()]
+        owners = np.array([row_of[i] for i, _ in keys])
+        areas = np.array([segs.get((i, int(s)), {}).get("area_pct") or 0.0 for i, s in keys])
+        motifs = np.array([motif_of.get(k, 0) for k in emb.ids.tolist()])
+        features = aggregate_features(
+            emb.vectors, areas, owners, motifs, len(image_ids), max(n_motifs, 1)
+        )
+        errors: list[str | None] = ["no_segments: no embedded segment"] * len(image_ids)
+        for r in set(owners.tolist()):
+            errors[r] = None
+        why = dict(zip(rows["image_id"].to_pylist(), rows["error"].to_pylist(), strict=True))
+        errors = [e and (why.get(i) or e) for i, e in zip(image_ids, errors, strict=True)]
+        vector = vectors_to_arrow(features)
+        mask = pa.array([e is not None for e in errors])
+        return pa.table(
+            {
+                "image_id": image_ids,
+                "model": [FEATURES_PREFIX + emb.model] * len(image_ids),
+                "vector": pa.compute.if_else(mask, pa.nulls(len(errors), vector.type), vector),
+                "error": errors,
+            },
+            schema=self.schema,
+        )

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 done with errors (some chunks failed; re-run to retry them
 # Importing a verb module adds its commands to `main`.
 from lamina.cli import (  # noqa: F401
     cluster,
+    diagnose,
     embed,
     exports,
     layout,
@@ -23,4 +24,15 @@ from lamina.cli import (  # noqa: F401
 )
 from lamina.cli.app import main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
+
+
+def entry() -> None:
+    """The `lamina` command itself: `main` over `sys.argv`, supervised when it asks for
+    the Ray executor (see `lamina.executors.supervisor`: Ray can end a driver silently)."""
+    import sys
+
+    from lamina.executors.supervisor import supervise
+
+    supervise(sys.argv[1:])
+    main()

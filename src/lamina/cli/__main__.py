@@ -1,5 +1,5 @@
-"""`python -m lamina.cli` runs the `lamina` command."""
+"""`python -m lamina.cli` runs the `lamina` command (as the `lamina` script does)."""
 
-from lamina.cli import main
+from lamina.cli import entry
 
-main()
+entry()

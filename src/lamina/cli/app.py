@@ -59,6 +59,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Collections with a shape: items and their rules", ("layout", "audit")),
     ("Quality, duplicates and flags", ("sense", "flags", "select", "thumbs")),
     ("Embeddings: similar images, search, clusters", ("embed", "similar", "search", "cluster")),
+    ("Stop-condition diagnostics", ("diagnose",)),
     ("Segments and motifs", ("segment", "motifs")),
     (
         "Tags and exports",

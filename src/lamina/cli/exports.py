@@ -495,7 +495,22 @@ def medoids(
 
 
 @main.command("import-approvals")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("csv_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--from-fiftyone",
+    "fiftyone",
+    metavar="FOLDER|DATASET",
+    default=None,
+    help="Instead of a CSV: a FiftyOne export folder (samples.json, from lamina's or "
+    "FiftyOne's FiftyOneDataset exporter) or a FiftyOne dataset name (needs fiftyone).",
+)
+@click.option(
+    "--fiftyone-field",
+    "field",
+    default="tags",
+    show_default=True,
+    help="With --from-fiftyone: the sample tags, or a label field (e.g. ground_truth).",
+)
 @click.option("--yes", is_flag=True, help="Record the changes (without it: only show them).")
 @click.option("--who", default=None, help="Who decides (default: the login name).")
 @click.option("--note", default=None, help="A note kept with each approval.")
@@ -503,25 +518,44 @@ def medoids(
 @click.pass_context
 @handle_errors
 def import_approvals(
-    ctx: click.Context, csv_file: str, yes: bool, who: str | None, note: str | None, as_json: bool
+    ctx: click.Context,
+    csv_file: str | None,
+    fiftyone: str | None,
+    field: str,
+    yes: bool,
+    who: str | None,
+    note: str | None,
+    as_json: bool,
 ) -> None:
     """Approvals from an edited export CSV: export, edit the approved_labels column in a
-    spreadsheet (labels joined with `|`; an emptied cell clears), import it back.
+    spreadsheet (labels joined with `|`; an emptied cell clears), import it back. Or,
+    with --from-fiftyone, from a FiftyOne dataset's sample tags (each sample's whole tag
+    list becomes its approved labels; no tag clears).
 
-    Rows match files by path (else by rel_path when one file has it). The diff is shown
-    first; nothing is recorded without --yes. Rows that match no file are counted and
-    listed.
+    CSV rows match files by path (else by rel_path when one file has it); FiftyOne samples
+    by their image_id field, else filepath, else the content of the file (an export with
+    copied media). The diff is shown first; nothing is recorded without --yes. Rows that
+    match no file are counted and listed.
 
     \b
     Example:
         lamina export -o tags.csv
         lamina import-approvals tags.csv
         lamina import-approvals tags.csv --yes --who ana
+        lamina export --format fiftyone --label-from folder -o fo_set
+        lamina import-approvals --from-fiftyone fo_set
     """
     from lamina.jobs.curated import ImportApprovalsConfig
     from lamina.jobs.curated import import_approvals as run_import
 
-    config = ImportApprovalsConfig(expand_user(csv_file), apply=yes, who=who, note=note)
+    config = ImportApprovalsConfig(
+        expand_user(csv_file) if csv_file else None,
+        apply=yes,
+        who=who,
+        note=note,
+        fiftyone=expand_user(fiftyone) if fiftyone else None,
+        field=field,
+    )
     r = run_import(open_store(ctx), config)
     if as_json:
         echo_json(

@@ -187,15 +187,22 @@ def caption(
 @main.command()
 @click.option("-k", type=click.IntRange(min=0), default=0, show_default=True,
               help="Caption clusters (0: as many as the image clusters they cover).")  # fmt: skip
+@click.option("--min-support", type=click.IntRange(min=1), default=3, show_default=True,
+              help="New axes: a term must be in, and missing from, this many captions of "
+              "the image cluster.")  # fmt: skip
+@click.option("--min-gain", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="New axes: the share of the caption clusters' entropy a term must "
+              "explain.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.pass_context
 @handle_errors
-def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
+def agreement(ctx: click.Context, k: int, min_support: int, min_gain: float, as_json: bool) -> None:
     """Compare language with structure: cluster the captions (all-MiniLM-L6-v2, offline)
     and say how far they agree with the image clusters (adjusted Rand index, normalised
     mutual information), which image clusters the captions split (low purity) and which
-    caption clusters merge several image clusters. Needs `lamina cluster` and
-    `lamina caption`.
+    caption clusters merge several image clusters, and the new axes: caption terms that
+    separate images an image cluster merges (table `new_axes`). Needs `lamina cluster`
+    and `lamina caption`.
 
     \b
     Example:
@@ -203,7 +210,9 @@ def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
     """
     from lamina.jobs.caption import CompareConfig, compare
 
-    result = compare(open_store(ctx), CompareConfig(k=k, progress=not as_json))
+    config = CompareConfig(k=k, min_support=min_support, min_gain=min_gain,
+                           progress=not as_json)  # fmt: skip
+    result = compare(open_store(ctx), config)
     if as_json:
         echo_json(result.__dict__)
         return
@@ -212,4 +221,11 @@ def agreement(ctx: click.Context, k: int, as_json: bool) -> None:
         click.echo(
             f"  image cluster {row['image_cluster']:>3}: {row['captioned']} captioned, "
             f"{row['caption_clusters']} caption clusters, purity {row['purity']:.2f}"
+        )
+    click.echo(f"{len(result.new_axes)} new axes (caption terms that split an image cluster)")
+    for axis in result.new_axes[:10]:
+        click.echo(
+            f"  image cluster {axis['image_cluster']:>3}: {axis['term']!r} in "
+            f"{axis['images_with']}/{axis['captioned']}, gain {axis['gain_share']:.2f}, "
+            f"p {axis['p_value']:.2g}"
         )

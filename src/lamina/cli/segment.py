@@ -176,7 +176,11 @@ def motifs(
     clusters the vectors into motifs and writes the tables `motifs` (a row per segment),
     `motif_summary` (a row per motif: images, share, border share, kind: infrastructure,
     foreground or rare; its medoid), `image_motifs` (each image's motif counts) and
-    `motif_cooccurrence` (pairs of motifs with counts, lift and PMI).
+    `motif_cooccurrence` (pairs of motifs with counts, lift and PMI); from the same decode,
+    `segment_stats` (each segment's colour and texture: Lab mean, histogram, entropy,
+    sharpness); and `segment_features`, image vectors re-aggregated from the segments
+    (area-weighted mean embedding + motif frequencies) that `lamina cluster --model` and
+    `lamina train --model` take under the printed model id.
 
     \b
     Example:
@@ -206,11 +210,13 @@ def motifs(
                 "segments": result.segments,
                 "motifs": result.motifs,
                 "kinds": result.kinds,
+                "features_model": result.features_model,
             }
         )
     else:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.kinds.items()))
         click.echo(f"{result.motifs} motifs ({kinds}) from {result.segments} segments")
+        click.echo(f"image features from the segments: --model {result.features_model}")
         click.echo(f"run {result.run_id}")
     failed = int(result.passes.get("segment_embed", {}).get("failed_chunks") or 0)
     if failed:

@@ -1,21 +1,31 @@
-"""Archives as folders: ZIP / CBZ and TAR (.gz / .bz2 / .xz) / CBT members read in place.
+"""Archives as folders: ZIP / CBZ, TAR (.gz / .bz2 / .xz) / CBT, and, with the optional
+readers installed (`pip install 'lamina[archives]'`), 7z / CB7 and RAR / CBR members read
+in place.
 
 A member is named by its archive's path, `!/` and its path inside the archive
 (``Series/Vol 01.cbz!/p001.jpg``); an archive inside an archive adds one more `!/`
-(``box.zip!/Vol 01.cbz!/p001.jpg``). Members are streamed with `zipfile` / `tarfile`:
-nothing is ever extracted to disk. A nested archive is read into memory (at most
-`ArchiveLimits.nested_bytes`), since neither reader can seek inside a compressed member
-cheaply.
+(``box.zip!/Vol 01.cbz!/p001.jpg``). Members are streamed with `zipfile` / `tarfile` /
+`py7zr` / `rarfile`: nothing is ever extracted to disk. A nested archive is read into
+memory (at most `ArchiveLimits.nested_bytes`), since no reader can seek inside a
+compressed member cheaply.
+
+RAR: `rarfile` reads the headers and stored (uncompressed) members itself; a compressed
+member needs an unpacking tool on PATH (`unrar`, or Debian's `unar`, which reads RAR 3
+and non-solid RAR 5; its 1.10 fails on solid RAR 5). Without one, or when the tool fails,
+that member is a broken row with the reason. `rarfile` copies a RAR held in memory (one
+inside another archive) to a temporary file when a tool must read it.
 
 `list_archive` lists an archive for the scan's walk (members, and what is wrong with the
 archive: corrupt, password-protected members, a bomb); `read_members` reads members for the
 probe; `open_source` opens any manifest path, a plain file or a member, for every pass that
-reads bytes (decode, thumbnails, the review app). 7z / CBR are not read: no well-kept
-reader (py7zr, rarfile) is installed with lamina.
+reads bytes (decode, thumbnails, the review app). Without `py7zr` / `rarfile`, a 7z / RAR
+archive is one `skipped / archive_unsupported` row naming the install.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import os
 import tarfile
@@ -29,7 +39,10 @@ SEP = "!/"
 
 _ZIP_EXTS = (".zip", ".cbz")
 _TAR_EXTS = (".tar", ".cbt", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz")
-_UNREAD_EXTS = (".7z", ".cb7", ".rar", ".cbr")
+_7Z_EXTS = (".7z", ".cb7")
+_RAR_EXTS = (".rar", ".cbr")
+# The optional readers: archive kind -> (module, extra to install)
+_READERS = {"7z": "py7zr", "rar": "rarfile"}
 
 
 def _read_errors() -> tuple[type[Exception], ...]:
@@ -89,20 +102,51 @@ class Member(NamedTuple):
 
 
 def archive_kind(name: str) -> str | None:
-    """'zip' or 'tar' for a name that reads as one, 'unread' for 7z / RAR, else None.
+    """'zip', 'tar', '7z' or 'rar' for a name that reads as one, else None.
 
     Example:
-        >>> archive_kind("Vol 01.CBZ"), archive_kind("pages.tar.gz"), archive_kind("a.jpg")
-        ('zip', 'tar', None)
+        >>> archive_kind("Vol 01.CBZ"), archive_kind("pages.tar.gz"), archive_kind("a.cbr")
+        ('zip', 'tar', 'rar')
     """
     lowered = name.lower()
     if lowered.endswith(_ZIP_EXTS):
         return "zip"
     if lowered.endswith(_TAR_EXTS):
         return "tar"
-    if lowered.endswith(_UNREAD_EXTS):
-        return "unread"
+    if lowered.endswith(_7Z_EXTS):
+        return "7z"
+    if lowered.endswith(_RAR_EXTS):
+        return "rar"
     return None
+
+
+@functools.cache
+def reader_missing(kind: str | None) -> str | None:
+    """Why archives of `kind` are not read here (the optional reader to install), or None
+    when they are.
+
+    Example:
+        >>> reader_missing("zip") is None
+        True
+    """
+    module = _READERS.get(kind or "")
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"{kind} archives need {module}: pip install 'lamina[archives]'"
+
+
+def _child(
+    read: Any, name: str, rel: str, size: int, limits: ArchiveLimits, depth: int
+) -> list[Member]:
+    """The rows of a member `name` at `rel`: a plain member, or a nested archive's rows
+    (`read()` gives its bytes), or `archive_unsupported` when its reader is missing."""
+    kind = archive_kind(name)
+    if kind is None:
+        return [Member(rel, size)]
+    missing = reader_missing(kind)
+    if missing is not None:
+        return [Member(rel, size, "skipped", "archive_unsupported", missing)]
+    return _nested(read, name, rel, size, limits, depth)
 
 
 def member_name(name: str) -> str:
@@ -153,6 +197,10 @@ def list_archive(
     try:
         if kind == "zip":
             problem = _list_zip(src, rel_path, limits, depth, members)
+        elif kind == "7z":
+            problem = _list_7z(src, rel_path, limits, depth, members)
+        elif kind == "rar":
+            problem = _list_rar(src, rel_path, limits, depth, members)
         else:
             problem = _list_tar(src, rel_path, limits, depth, members)
     except _READ_ERRORS as exc:
@@ -213,12 +261,9 @@ def _list_zip(
                 locked += 1
                 continue
             child = f"{rel}{SEP}{name}"
-            if archive_kind(name) in ("zip", "tar"):
-                out.extend(
-                    _nested(lambda i=info: zf.read(i), name, child, info.file_size, limits, depth)
-                )
-            else:
-                out.append(Member(child, info.file_size))
+            out.extend(
+                _child(lambda i=info: zf.read(i), name, child, info.file_size, limits, depth)
+            )
         if locked:
             return ("archive_encrypted", f"{locked} of {len(infos)} members password-protected")
     return None
@@ -255,17 +300,187 @@ def _list_tar(
                 if not name:
                     continue
                 child = f"{rel}{SEP}{name}"
-                if archive_kind(name) in ("zip", "tar"):
 
-                    def read(i: tarfile.TarInfo = info) -> bytes:
-                        f = tf.extractfile(i)
-                        return f.read() if f is not None else b""
+                def read(i: tarfile.TarInfo = info) -> bytes:
+                    f = tf.extractfile(i)
+                    return f.read() if f is not None else b""
 
-                    out.extend(_nested(read, name, child, info.size, limits, depth))
-                else:
-                    out.append(Member(child, info.size))
+                out.extend(_child(read, name, child, info.size, limits, depth))
         except _READ_ERRORS as exc:  # cut short: what came before is listed
             return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _optional_errors(kind: str) -> tuple[type[Exception], ...]:
+    """What the optional reader of `kind` raises for a bad archive, on top of _READ_ERRORS."""
+    if kind == "7z":
+        from py7zr.exceptions import ArchiveError, PasswordRequired
+
+        return (*_READ_ERRORS, ArchiveError, PasswordRequired)
+    import rarfile
+
+    return (*_READ_ERRORS, rarfile.Error)
+
+
+def _rewound(src: str | BinaryIO) -> str | BinaryIO:
+    if not isinstance(src, str):
+        src.seek(0)
+    return src
+
+
+def _read_7z(src: str | BinaryIO, names: set[str] | None) -> dict[str, bytes | Exception]:
+    """The bytes of the members `names` (manifest spelling; None: every file) of the 7z
+    archive `src`, in one decompression pass, into memory (py7zr's writer factory: no
+    file is written). A failing pass maps every wanted member to the exception."""
+    import py7zr
+    from py7zr.io import BytesIOFactory
+
+    out: dict[str, bytes | Exception] = {}
+    errors = _optional_errors("7z")
+    targets: Iterable[str] = names or ()
+    try:
+        with py7zr.SevenZipFile(_rewound(src)) as zf:
+            by_name = {
+                member_name(i.filename): i.filename
+                for i in zf.list()
+                if i.is_file and (names is None or member_name(i.filename) in names)
+            }
+            targets = by_name.keys()
+            if not by_name:
+                return out
+            factory = BytesIOFactory(1 << 62)  # sizes were checked when listing
+            zf.extract(targets=list(by_name.values()), factory=factory)
+            for name, raw in by_name.items():
+                if raw in factory.products:
+                    product = factory.get(raw)
+                    product.seek(0)
+                    out[name] = product.read()
+    except errors as exc:
+        for name in targets:
+            out.setdefault(name, exc)
+    return out
+
+
+def _list_7z(
+    src: str | BinaryIO, rel: str, limits: ArchiveLimits, depth: int, out: list[Member]
+) -> tuple[str, str] | None:
+    import py7zr
+    from py7zr.exceptions import PasswordRequired
+
+    try:
+        with py7zr.SevenZipFile(_rewound(src)) as zf:
+            infos = [i for i in zf.list() if i.is_file]
+            locked = zf.needs_password()
+    except PasswordRequired:  # the member list itself is encrypted
+        return ("archive_encrypted", "the archive's header is password-protected")
+    except _optional_errors("7z") as exc:
+        return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
+    bomb = _check_bomb(len(infos), sum(i.uncompressed or 0 for i in infos), limits)
+    if bomb is not None:
+        return bomb
+    if locked:  # 7z encrypts whole blocks: no member is readable without the password
+        return ("archive_encrypted", f"{len(infos)} of {len(infos)} members password-protected")
+    nested: dict[str, bytes | Exception] = {}
+    wanted = {member_name(i.filename) for i in infos if archive_kind(i.filename)}
+    if wanted and depth < limits.depth:
+        sizes = {member_name(i.filename): i.uncompressed or 0 for i in infos}
+        fits = {n for n in wanted if sizes[n] <= limits.nested_bytes}
+        nested = _read_7z(src, fits) if fits else {}
+    for info in infos:
+        name = member_name(info.filename)
+        if not name:
+            continue
+
+        def read(n: str = name) -> bytes:
+            got = nested.get(n, b"")
+            if isinstance(got, Exception):  # as OSError: what _nested records as corrupt
+                raise OSError(f"{type(got).__name__}: {got}") from got
+            return got
+
+        out.extend(_child(read, name, f"{rel}{SEP}{name}", info.uncompressed or 0, limits, depth))
+    return None
+
+
+def _open_rar(src: str | BinaryIO) -> Any:
+    import rarfile
+
+    # errors="strict": a damaged header raises (rarfile otherwise stops listing silently)
+    return rarfile.RarFile(_rewound(src), errors="strict")
+
+
+def _read_rar_member(rf: Any, info: Any) -> bytes:
+    import rarfile
+
+    try:
+        data: bytes = rf.read(info)
+    except rarfile.RarCannotExec:
+        raise OSError(
+            "a compressed RAR member needs an unpacking tool: apt install unar (or RARLAB's unrar)"
+        ) from None
+    return data
+
+
+def _read_rar(src: str | BinaryIO, names: set[str] | None) -> dict[str, bytes | Exception]:
+    """The bytes of the members `names` (None: every file) of the RAR archive `src`; a
+    member that cannot be read maps to the exception."""
+    out: dict[str, bytes | Exception] = {}
+    errors = _optional_errors("rar")
+    targets: Iterable[str] = names or ()
+    try:
+        with _open_rar(src) as rf:
+            infos = [i for i in rf.infolist() if i.is_file()]
+            if names is None:
+                targets = [member_name(i.filename) for i in infos]
+            for info in infos:
+                name = member_name(info.filename)
+                if name in out or (names is not None and name not in names):
+                    continue
+                try:
+                    out[name] = _read_rar_member(rf, info)
+                except errors as exc:
+                    out[name] = exc
+    except errors as exc:
+        for name in targets:
+            out.setdefault(name, exc)
+    return out
+
+
+def _list_rar(
+    src: str | BinaryIO, rel: str, limits: ArchiveLimits, depth: int, out: list[Member]
+) -> tuple[str, str] | None:
+    import rarfile
+
+    try:
+        rf = _open_rar(src)
+    except rarfile.PasswordRequired:  # the member list itself is encrypted
+        return ("archive_encrypted", "the archive's header is password-protected")
+    except _optional_errors("rar") as exc:
+        return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
+    with rf:
+        infos = [i for i in rf.infolist() if i.is_file()]
+        if not infos and rf.needs_password():  # rarfile lists nothing behind it
+            return ("archive_encrypted", "the archive's header is password-protected")
+        bomb = _check_bomb(len(infos), sum(i.file_size or 0 for i in infos), limits)
+        if bomb is not None:
+            return bomb
+        locked = 0
+        for info in infos:
+            name = member_name(info.filename)
+            if not name:
+                continue
+            if info.needs_password():  # lamina holds no passwords
+                locked += 1
+                continue
+
+            def read(i: Any = info) -> bytes:
+                try:
+                    return _read_rar_member(rf, i)
+                except rarfile.Error as exc:  # as OSError: what _nested records as corrupt
+                    raise OSError(f"{type(exc).__name__}: {exc}") from exc
+
+            out.extend(_child(read, name, f"{rel}{SEP}{name}", info.file_size or 0, limits, depth))
+        if locked:
+            return ("archive_encrypted", f"{locked} of {len(infos)} members password-protected")
     return None
 
 
@@ -301,6 +516,8 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
                     except _READ_ERRORS as exc:
                         out[name] = exc
         return out
+    if archive_kind(container) in ("7z", "rar"):
+        return _read_kept(container, src, wanted)
     # A chunk's members of one archive are read in one pass; a plain tar seeks, and a
     # compressed one is read from its decompressed copy when it is small enough to keep.
     plain = container.lower().endswith((".tar", ".cbt"))
@@ -332,9 +549,52 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
     return out
 
 
+# A 7z / RAR archive's members, kept for the next call (one archive per process), when its
+# members add up to at most TAR_CACHE_BYTES: a solid archive (the 7z default) decompresses
+# from its start for each member read, and a decoding pass opens members one at a time.
+_member_cache: dict[tuple[str, int, int], dict[str, bytes | Exception]] = {}
+
+
+def _read_kept(
+    container: str, src: str | BinaryIO, wanted: set[str]
+) -> dict[str, bytes | Exception]:
+    """`read_members` for a 7z / RAR archive (see _member_cache)."""
+    kind = archive_kind(container)
+    missing = reader_missing(kind)
+    if missing is not None:
+        raise OSError(missing)
+    reader = _read_7z if kind == "7z" else _read_rar
+    st = os.stat(outer_file(container))
+    key = (container, st.st_size, st.st_mtime_ns)
+    kept = _member_cache.get(key)
+    if kept is None:
+        if _declared_bytes(src, kind) > TAR_CACHE_BYTES:
+            return reader(src, wanted)
+        kept = reader(src, None)
+        _member_cache.clear()
+        _tar_cache.clear()  # one kept archive per process, of either kind
+        _member_cache[key] = kept
+    return {n: kept[n] for n in wanted if n in kept}
+
+
+def _declared_bytes(src: str | BinaryIO, kind: str | None) -> int:
+    """The uncompressed size a 7z / RAR archive declares for its files (0 when it cannot
+    be listed: the read then says what is wrong)."""
+    try:
+        if kind == "7z":
+            import py7zr
+
+            with py7zr.SevenZipFile(_rewound(src)) as zf:
+                return sum(i.uncompressed or 0 for i in zf.list() if i.is_file)
+        with _open_rar(src) as rf:
+            return sum(i.file_size or 0 for i in rf.infolist() if i.is_file())
+    except _optional_errors(kind or "rar"):
+        return 0
+
+
 def is_member(path: str) -> bool:
     """Whether `path` names an archive member rather than a file on disk: it holds `!/`
-    after a ZIP / TAR name and is no file (a folder really named `odd!` is a folder).
+    after an archive's name and is no file (a folder really named `odd!` is a folder).
 
     Example:
         >>> is_member("/nowhere/Vol 01.cbz!/p001.jpg"), is_member("/nowhere/odd!/p.jpg")
@@ -343,7 +603,7 @@ def is_member(path: str) -> bool:
     if SEP not in path:
         return False
     container = path.rpartition(SEP)[0]
-    return archive_kind(container) in ("zip", "tar") and not os.path.exists(path)
+    return archive_kind(container) is not None and not os.path.exists(path)
 
 
 def _decompressed(
@@ -379,6 +639,7 @@ def _decompressed(
     if len(data) > TAR_CACHE_BYTES:
         return None
     _tar_cache.clear()
+    _member_cache.clear()  # one kept archive per process, of either kind
     _tar_cache[key] = (data, {})
     return _tar_cache[key]
 

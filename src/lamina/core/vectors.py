@@ -7,7 +7,9 @@ Each model's vectors are one layer of the `embed` pass,
 `embed_schema(dim)`: `image_id`, `model` (the backend id, e.g.
 `efficientnet_lite0:imagenet`), `vector` (fixed-size list of float16, L2-normalised; null
 on an error row) and `error` (why the image could not be embedded, else null). The model
-name lives in the rows, so the layers describe themselves.
+name lives in the rows, so the layers describe themselves. Layers of `FEATURE_PASSES`
+(image features derived from other layers) have the same columns and are read the same
+way, under their own model ids.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
     from lamina.core.store import Store
 
 EMBED_PASS = "embed"
+# Global passes whose layers hold image vectors in the same format, read as models too:
+# `segment_features` (`lamina motifs`: image features re-aggregated from the segments,
+# model `segments:<crop embedder>`). Listed before the embed layers, so the model a bare
+# `lamina cluster` picks stays the newest *embedded* one.
+FEATURE_PASSES = ("segment_features",)
 
 
 def embed_schema(dim: int) -> pa.Schema:
@@ -80,7 +87,8 @@ def embedding_layers(store: Store) -> dict[str, Path]:
     newest, when a model was embedded under several configs); in `Store.layer_dirs`'
     order, the current embed layer last."""
     found: dict[str, Path] = {}
-    for folder in store.layer_dirs(EMBED_PASS):  # the current one last, so it wins
+    folders = [d for name in FEATURE_PASSES for d in store.layer_dirs(name)]
+    for folder in folders + store.layer_dirs(EMBED_PASS):  # the current one last: it wins
         for model in _layer_models(folder):
             found.pop(model, None)  # re-inserted: the dict keeps the layers' order
             found[model] = folder

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from lamina.executors.local import WORKER_IMPORTS, default_workers
+from lamina.executors.supervisor import report
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -149,6 +150,7 @@ class RayExecutor:
                 raise ClusterLost(f"cannot reach the Ray cluster at {self.address}: {exc}") from exc
             self._owns = True
         self._ray = ray
+        report(f"gcs {self._gcs_address()}")  # for the supervisor (executors.supervisor)
 
     @property
     def started(self) -> bool:
@@ -232,7 +234,10 @@ class RayExecutor:
                 ready = self._wait(list(pending))
                 for ref in ready:
                     task = pending.pop(ref)
-                    yield task, self._result(ref)
+                    result = self._result(ref)
+                    if not isinstance(result, BaseException):
+                        report("done")  # a finished task's chunks are committed
+                    yield task, result
         finally:
             for ref in pending:  # an early stop: tasks nobody will read
                 with contextlib.suppress(Exception):  # the cluster may be gone already

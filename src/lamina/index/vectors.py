@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
 from lamina.core.store import Store, add_macros, atomic_write_json, atomic_write_parquet
-from lamina.core.vectors import embedding_layers, list_models, load_embeddings
+from lamina.core.vectors import EMBED_PASS, embedding_layers, list_models, load_embeddings
 
 INDEX_VERSION = 1
 INDEX_DIRNAME = "indexes"
@@ -127,7 +127,10 @@ def _resolve_model(store: Store, model: str | None) -> tuple[str, Path]:
             f"the store {store.root} has no embeddings yet", hint="run `lamina embed` first"
         )
     if model is None:  # the newest, as `load_embeddings` and `list_models` choose it
-        model = sorted(layers, key=lambda m: layers[m].stat().st_mtime)[-1]
+        # An embed layer's model, not a derived one (`segment_features`): a query image is
+        # embedded with the chosen model, which a derived model cannot do.
+        embedded = [m for m in layers if layers[m].parent.name == EMBED_PASS] or list(layers)
+        model = sorted(embedded, key=lambda m: layers[m].stat().st_mtime)[-1]
     if model not in layers:
         raise LaminaError(
             f"no embeddings of model {model!r} in the store",

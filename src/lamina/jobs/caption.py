@@ -181,12 +181,15 @@ class CompareConfig:
     clusters the captions cover)."""
 
     k: int = 0
+    min_support: int = 3
+    min_gain: float = 0.5
     progress: bool = True
 
 
 def compare(store: Store, config: CompareConfig = CompareConfig()) -> Any:
     """Cluster the captions (all-MiniLM-L6-v2, offline) and compare them with the image
-    clusters: an `lamina.analysis.language.Agreement` (ARI, NMI, per-cluster spread).
+    clusters: an `lamina.analysis.language.Agreement` (ARI, NMI, per-cluster spread, and
+    the `new_axes`: caption terms that split an image cluster).
 
     Example:
         >>> compare(lamina.open()).ari  # doctest: +SKIP
@@ -195,7 +198,10 @@ def compare(store: Store, config: CompareConfig = CompareConfig()) -> Any:
     from lamina.analysis.language import agreement
     from lamina.core.runner import run_passes
 
-    run_passes(store, [("caption_clusters", {"k": config.k})], command="caption-compare",
-               progress=config.progress)  # fmt: skip
+    axes = {"min_support": config.min_support, "min_gain": config.min_gain}
+    run_passes(store, [("caption_clusters", {"k": config.k}), ("new_axes", axes)],
+               command="caption-compare", progress=config.progress)  # fmt: skip
     t = store.table("caption_clusters")
-    return agreement(t["image_cluster"].to_pylist(), t["caption_cluster"].to_pylist())
+    result = agreement(t["image_cluster"].to_pylist(), t["caption_cluster"].to_pylist())
+    result.new_axes = store.table("new_axes").to_pylist()
+    return result

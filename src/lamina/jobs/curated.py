@@ -615,13 +615,17 @@ def _by_reason(left: list[dict[str, Any]]) -> dict[str, int]:
 @dataclass(frozen=True)
 class ImportApprovalsConfig:
     """What `lamina import-approvals` takes: the CSV (the tag export, `approved_labels`
-    edited: labels joined with `|`), whether to record the changes (`apply`; else only
-    the diff), who decides and a note."""
+    edited: labels joined with `|`) or, instead, `fiftyone` (a FiftyOne dataset name or
+    exported folder, see `lamina.exports.fiftyone.read_labels`) and its `field` (`tags`
+    or a label field); whether to record the changes (`apply`; else only the diff), who
+    decides and a note."""
 
-    csv: str | os.PathLike[str]
+    csv: str | os.PathLike[str] | None = None
     apply: bool = False
     who: str | None = None
     note: str | None = None
+    fiftyone: str | os.PathLike[str] | None = None
+    field: str = "tags"
 
 
 @dataclass
@@ -669,6 +673,28 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
         >>> len(r.changes), r.unmatched  # doctest: +SKIP
         (3, [])
     """
+    if (config.csv is None) == (config.fiftyone is None):
+        raise LaminaError(
+            "import-approvals takes a CSV or --from-fiftyone, one of the two",
+            hint="lamina import-approvals tags.csv, or lamina import-approvals "
+            "--from-fiftyone FOLDER_OR_DATASET",
+        )
+    if config.fiftyone is not None:
+        from lamina.exports.fiftyone import read_labels
+
+        where = str(config.fiftyone)
+        samples = read_labels(config.fiftyone, config.field)
+        return apply_labels(
+            store,
+            [(s.filepath, "", s.labels) for s in samples],
+            apply=config.apply,
+            who=config.who,
+            note=config.note or f"{config.field} of the FiftyOne dataset {Path(where).name}",
+            what=where,
+            image_ids=[s.image_id for s in samples],
+            by_content=True,
+        )
+    assert config.csv is not None
     path = Path(config.csv)
     rows = [
         (
@@ -687,19 +713,39 @@ def import_approvals(store: Store, config: ImportApprovalsConfig) -> ImportAppro
 def import_fiftyone_tags(
     store: Store, dataset: Any, *, apply: bool = False, who: str | None = None
 ) -> ImportApprovalsResult:
-    """Approvals from the sample tags of a FiftyOne dataset (each sample's `filepath` and
-    `tags`), as `import_approvals` takes them from a CSV: the diff, recorded only with
-    `apply`. Samples whose file is not in the store are counted and listed.
+    """Approvals from the sample tags of a loaded FiftyOne dataset (each sample's
+    `image_id` field, else its `filepath`, else its file's content, and its `tags`), as
+    `import_approvals` takes them from a CSV: the diff, recorded only with `apply`.
+    Samples whose file is not in the store are counted and listed.
 
     Example:
         >>> ds = lamina.exports.fiftyone.load("fo_set")  # doctest: +SKIP
         >>> import_fiftyone_tags(lamina.open(), ds, apply=True).applied  # doctest: +SKIP
         4
     """
-    filepaths, tags = dataset.values("filepath"), dataset.values("tags")
-    rows = [(p, "", list(t or [])) for p, t in zip(filepaths, tags, strict=True)]
+    from lamina.exports.fiftyone import dataset_labels
+
+    samples = dataset_labels(dataset)
+    rows = [(s.filepath, "", s.labels) for s in samples]
     name = getattr(dataset, "name", "a FiftyOne dataset")
-    return apply_labels(store, rows, apply=apply, who=who, note=f"tags of {name}", what=name)
+    return apply_labels(
+        store, rows, apply=apply, who=who, note=f"tags of {name}", what=name,
+        image_ids=[s.image_id for s in samples], by_content=True,
+    )  # fmt: skip
+
+
+def _content_id(path: str) -> str | None:
+    """The image id of the file at `path` (from its SHA-256, as the scan derives it), or
+    None when it cannot be read."""
+    import hashlib
+
+    from lamina.passes.scan import image_id_from_sha256
+
+    try:
+        with open(path, "rb") as fh:
+            return image_id_from_sha256(hashlib.file_digest(fh, "sha256").hexdigest())
+    except OSError:
+        return None
 
 
 def apply_labels(
@@ -710,10 +756,15 @@ def apply_labels(
     who: str | None = None,
     note: str | None = None,
     what: str = "the import",
+    image_ids: list[str | None] | None = None,
+    by_content: bool = False,
 ) -> ImportApprovalsResult:
     """The diff between `rows` (path, rel_path, labels: a file's whole approved list) and
     the current approvals, recorded when `apply`: what `import_approvals` and
-    `import_fiftyone_tags` share (see the first).
+    `import_fiftyone_tags` share (see the first). A row matches by its `image_ids` entry
+    first (when that image is present), then by path and rel_path; with `by_content`, a
+    row still unmatched whose path is a file matches by the file's content (its SHA-256
+    is the image id: a FiftyOne export with copied media).
 
     Example:
         >>> apply_labels(store, [("/p/a.jpg", "", ["cat"])], apply=False).changes  # doctest: +SKIP
@@ -739,12 +790,17 @@ def apply_labels(
     }
     wanted: dict[str, tuple[list[str], str]] = {}
     unmatched: list[str] = []
-    for path, rel_path, cell in rows:
+    known = set(by_path.values())
+    for n, (path, rel_path, cell) in enumerate(rows):
         where = path or rel_path
-        image_id = by_path.get(path)
+        given = image_ids[n] if image_ids is not None else None
+        image_id = given if given in known else by_path.get(path)
         if image_id is None and rel_path:
             found = by_rel.get(rel_path, set())
             image_id = next(iter(found)) if len(found) == 1 else None
+        if image_id is None and by_content and path and os.path.isfile(path):
+            image_id = _content_id(path)
+            image_id = image_id if image_id in known else None
         if image_id is None:
             unmatched.append(where)
             continue

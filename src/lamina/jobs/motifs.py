@@ -1,6 +1,8 @@
-"""`lamina motifs`: embed every segment of the current `segment` layer (masked crops, one
-decode per image) and cluster them into motifs, with per-motif summaries, per-image motif
-frequencies and a co-occurrence table (`lamina.analysis.motifs`)."""
+"""`lamina motifs`: embed every segment of the current `segment` layer (masked crops) and
+measure its colour and texture (`segment_stats`), from one decode per image, and cluster
+the vectors into motifs, with per-motif summaries, per-image motif frequencies, a
+co-occurrence table and image-level features re-aggregated from the segments
+(`segment_features`, an embedding layer; `lamina.analysis.motifs`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from lamina.core.errors import LaminaError
 from lamina.core.store import Store
 
 MOTIF_TABLES = ("motifs", "motif_summary", "image_motifs", "motif_cooccurrence")
+FEATURE_TABLES = ("segment_features",)  # after the motifs: it reads their assignments
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class MotifsResult:
     kinds: dict[str, int]
     config: dict[str, Any]
     passes: dict[str, dict[str, Any]]
+    features_model: str = ""  # the `segment_features` model id (`lamina cluster --model`)
 
 
 def motifs(store: Store, config: MotifsConfig = MotifsConfig()) -> MotifsResult:
@@ -88,10 +92,17 @@ def motifs(store: Store, config: MotifsConfig = MotifsConfig()) -> MotifsResult:
             rare_images=config.rare_images,
         )
     )
+    # Per-segment colour / texture, run beside the embeddings: one decode serves both.
+    pixels_config = {"segment_layer": segment_layer, "store_root": str(store.root)}
     ids = store.read_layer("segment", columns=["image_id"])["image_id"].to_pylist()
     result = run_passes(
         store,
-        [("segment_embed", embed_config), *[(t, motif_config) for t in MOTIF_TABLES]],
+        [
+            ("segment_embed", embed_config),
+            ("segment_pixels", pixels_config),
+            ("segment_stats", None),
+            *[(t, motif_config) for t in MOTIF_TABLES + FEATURE_TABLES],
+        ],
         command="motifs",
         workers=config.workers,
         progress=config.progress,
@@ -103,4 +114,10 @@ def motifs(store: Store, config: MotifsConfig = MotifsConfig()) -> MotifsResult:
         kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
     segments = sum(int(r["segments"]) for r in summary)
     passes = {k: v for k, v in result.items() if k != "run_id"}
-    return MotifsResult(str(result["run_id"]), segments, len(summary), kinds, motif_config, passes)
+    from lamina.analysis.motifs import FEATURES_PREFIX
+
+    features = read_global(store, "segment_features", motif_config)["model"].unique().to_pylist()
+    features_model = str(features[0] if features else FEATURES_PREFIX + str(embed_config["model"]))
+    return MotifsResult(
+        str(result["run_id"]), segments, len(summary), kinds, motif_config, passes, features_model
+    )

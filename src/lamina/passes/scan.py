@@ -39,6 +39,7 @@ from lamina.core.archives import (
     is_member,
     list_archive,
     read_members,
+    reader_missing,
 )
 from lamina.core.images import PROBE_SCHEMA, probe_bytes, probe_file
 from lamina.core.passes import Pass, register
@@ -487,9 +488,8 @@ def _with_members(
         kind = archive_kind(e.rel_path) if e.status is None and e.size is not None else None
         if kind is None or limits.depth < 1:
             yield e
-        elif kind == "unread":
-            detail = "7z / RAR archives are not read (no well-kept reader installed)"
-            yield e._replace(status="skipped", reason="archive_unsupported", detail=detail)
+        elif (missing := reader_missing(kind)) is not None:  # 7z / RAR without the reader
+            yield e._replace(status="skipped", reason="archive_unsupported", detail=missing)
         else:
             head, *members = list_archive(os.path.join(root, e.rel_path), e.rel_path, limits)
             yield e._replace(status=head.status, reason=head.reason, detail=head.detail)

@@ -99,6 +99,26 @@ def masked_crop(
     return crop
 
 
+def read_masks(store_root: str, segment_layer: str) -> dict[str, dict[str, Any]]:
+    """image_id -> its row of the `segment` layer `segment_layer` (for the passes that
+    cut segments out of the decoded image: embeddings and pixel statistics).
+
+    Example:
+        >>> read_masks("/data/store", "1-ab12")["00a3..."]["segments"]  # doctest: +SKIP
+    """
+    from lamina.core.layers import read_layer
+    from lamina.core.layout import LAYERS_DIR
+
+    folder = Path(store_root) / LAYERS_DIR / "segment" / segment_layer
+    table = read_layer(folder) if segment_layer else None
+    if table is None:
+        raise LaminaError(
+            f"no segment layer {segment_layer!r} in {store_root}",
+            hint="run `lamina segment` first",
+        )
+    return {row["image_id"]: row for row in table.to_pylist()}
+
+
 @register
 class SegmentEmbedPass(Pass):
     """A vector per kept segment (masked crop on neutral grey) from an image model."""
@@ -141,20 +161,7 @@ class SegmentEmbedPass(Pass):
             threads=threads, offline=self.config.offline,
         )  # fmt: skip
         self.schema = schema(self.embedder.dim)
-        self.masks = self._read_masks()
-
-    def _read_masks(self) -> dict[str, dict[str, Any]]:
-        from lamina.core.layers import read_layer
-        from lamina.core.layout import LAYERS_DIR
-
-        folder = Path(self.config.store_root) / LAYERS_DIR / "segment" / self.config.segment_layer
-        table = read_layer(folder) if self.config.segment_layer else None
-        if table is None:
-            raise LaminaError(
-                f"no segment layer {self.config.segment_layer!r} in {self.config.store_root}",
-                hint="run `lamina segment` first",
-            )
-        return {row["image_id"]: row for row in table.to_pylist()}
+        self.masks = read_masks(self.config.store_root, self.config.segment_layer)
 
     def teardown(self) -> None:
         self.embedder = None

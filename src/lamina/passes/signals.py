@@ -373,6 +373,23 @@ _T = np.arange(_F_STEPS) / _F_SCALE
 _F_TABLE = np.where(_T > 0.008856, np.cbrt(_T), 7.787 * _T + 16.0 / 116.0).astype(np.float32)
 
 
+def lab_mean(pixels: np.ndarray) -> tuple[float, float, float]:
+    """The mean L*, a*, b* of (n, 3) uint8 sRGB pixels (the formula of `hist_lab`).
+
+    Example:
+        >>> round(lab_mean(np.array([[255, 255, 255], [0, 0, 0]], np.uint8))[0], 1)
+        50.0
+    """
+    t = np.take(_SRGB_LINEAR32, pixels.reshape(-1, 3)) @ _XYZ_N32
+    t *= _F_SCALE
+    fx, fy, fz = np.take(_F_TABLE, t.astype(np.int32).clip(0, _F_STEPS - 1)).T
+    return (
+        float(np.mean(116.0 * fy - 16.0)),
+        float(np.mean(500.0 * (fx - fy))),
+        float(np.mean(200.0 * (fy - fz))),
+    )
+
+
 def _lab_histogram(pixels: np.ndarray, bins: int) -> list[float]:
     """Per-channel histograms of L*, a*, b* of (n, 3) uint8 pixels over `lab_bins`, each
     summing to 1 (skimage.color.rgb2lab's formula in float32, f(t) from a table)."""
@@ -390,14 +407,22 @@ def _lab_histogram(pixels: np.ndarray, bins: int) -> list[float]:
 # -- sharpness, noise, spectrum -------------------------------------------------------------
 
 
-def _laplacian_var(y: np.ndarray) -> float | None:
-    """Variance of the 4-neighbour Laplacian of luma (0..255) at the working size."""
+def _laplacian_var(y: np.ndarray, inside: np.ndarray | None = None) -> float | None:
+    """Variance of the 4-neighbour Laplacian of luma (0..255) at the working size; with
+    `inside` (a bool mask of y's shape), over the pixels whose 4 neighbours are all inside
+    it (a segment's texture, not its outline)."""
     if min(y.shape) < 3:
         return None
     lap = y[1:-1, :-2] + y[1:-1, 2:]
     lap += y[:-2, 1:-1]
     lap += y[2:, 1:-1]
     lap -= 4 * y[1:-1, 1:-1]  # int16 is enough: |lap| <= 1020
+    if inside is not None:
+        core = inside[1:-1, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+        core &= inside[:-2, 1:-1] & inside[2:, 1:-1]
+        if not core.any():
+            return None
+        lap = lap[core]
     v = lap.astype(np.float32).ravel()
     mean = float(v.sum(dtype=np.float64)) / v.size
     return max(0.0, float(v @ v) / v.size - mean * mean)

@@ -28,6 +28,7 @@ __all__ = [
     "audit_section",
     "cluster_map",
     "collect",
+    "diagnostics",
     "distributions",
     "duplicate_groups",
     "flag_galleries",
@@ -556,21 +557,24 @@ def tags(ctx: ReportContext, cap: int) -> Section:
 
 OCR_SAMPLES = 8  # pages shown with their text and boxes
 CAPTIONS_PER_CLUSTER = 4
+NEW_AXES_SHOWN = 20  # caption terms that split image clusters, best first
+LANGUAGE_TABLES = ("ocr", "modality", "captions", "caption_clusters")  # any: the section shows
 
 
 def language(ctx: ReportContext, cap: int) -> Section:
     """Modality counts, OCR samples with their line boxes (as % of the image, drawn over
     the thumbnail), captions per cluster and the caption / image cluster agreement."""
     section = Section(
-        "language", "Text, modality, captions", ("ocr", "modality", "captions", "caption_clusters")
-    )
-    if not any(ctx.has(t) for t in ("ocr", "modality", "captions")):
+        "language", "Text, modality, captions",
+        ("ocr", "modality", "captions", "caption_clusters", "new_axes"),
+    )  # fmt: skip
+    if not any(ctx.has(t) for t in LANGUAGE_TABLES):
         section.missing = (
             "No text, modality or captions yet: run `lamina ocr`, `lamina modality` or "
             "`lamina caption --model hf:…`."
         )
         return section
-    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement"))
+    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement", "new_axes"))
     if ctx.has("modality"):
         data["modality"] = ctx.rows(
             "select modality, count(*) as n from modality group by 1 order by 2 desc, 1"
@@ -629,6 +633,14 @@ def language(ctx: ReportContext, cap: int) -> Section:
         data["agreement"] = agreement(
             [r["image_cluster"] for r in pairs], [r["caption_cluster"] for r in pairs]
         ).__dict__
+    if ctx.has("new_axes"):
+        # Caption terms that split an image cluster (`lamina agreement`), best first.
+        data["new_axes"] = ctx.rows(
+            "select a.*, p.path as path_with, q.path as path_without from new_axes a "
+            "left join image_paths p on p.image_id = a.example_with "
+            "left join image_paths q on q.image_id = a.example_without "
+            f"order by a.gain desc, a.p_value, a.image_cluster, a.term limit {NEW_AXES_SHOWN}"
+        )
     section.data = data
     return section
 
@@ -879,6 +891,31 @@ def motif_galleries(ctx: ReportContext, cap: int) -> Section:
     return section
 
 
+# -- stop-condition diagnostics (`lamina diagnose`) --------------------------------------------
+
+DIAGNOSTIC_TABLES = ("motifs", "segment_features", "caption_clusters")
+
+
+def diagnostics(ctx: ReportContext) -> Section:
+    """The checks of `lamina diagnose`: for each, its verdict and numbers and the layers
+    it read, or what is missing and the command that makes it.
+
+    Example:
+        >>> diagnostics(open_context(lamina.open())).data["checks"][0]["name"]  # doctest: +SKIP
+        'segment_models'
+    """
+    from dataclasses import asdict
+
+    from lamina.jobs.diagnose import diagnose
+
+    section = Section("diagnostics", "Stop-condition diagnostics", DIAGNOSTIC_TABLES)
+    section.data = {
+        "checks": [asdict(c) for c in diagnose(ctx.store).checks],
+        "command": "lamina diagnose",
+    }
+    return section
+
+
 # -- predictions of a trained head (issue 16) ---------------------------------------------------
 
 PER_CLASS = 8  # thumbnails per predicted label, highest score first
@@ -992,9 +1029,12 @@ def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
         # Only where segments were asked for (off by default): before the tags.
         sections.insert(sections.index(next(s for s in sections if s.id == "tags")),
                         motif_galleries(ctx, 8))  # fmt: skip
-    if any(ctx.has(t) for t in ("ocr", "modality", "captions")):
+    if any(ctx.has(t) for t in LANGUAGE_TABLES):
         # Only where language was asked for (it is off by default): no empty section.
         sections.insert(len(sections) - 1, language(ctx, gallery_size))
+    if any(ctx.has(t) for t in DIAGNOSTIC_TABLES):
+        # Only where segments or captions were asked for (both off by default).
+        sections.insert(len(sections) - 1, diagnostics(ctx))
     if ctx.has("predictions"):
         # Only where a head was applied (`lamina predict`): after the tags, before problems.
         sections.insert(len(sections) - 1, predictions(ctx, gallery_size))
