@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="7,11")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--k", default="0", help="motif counts to try (0: lamina's default)")
     args = parser.parse_args()
     for seed in (int(s) for s in args.seeds.split(",")):
         work = Path(tempfile.mkdtemp(prefix=f"planted-{seed}-"))
@@ -40,13 +41,15 @@ def main() -> None:
         store = Store.open(work / "store", create=True)
         scan_sources(store, [work / "src"], workers=args.workers, progress=False)
         segment(store, SegmentConfig(max_segments=32, workers=args.workers, progress=False))
-        found = motifs(store, MotifsConfig(workers=args.workers, progress=False))
-        for kind in ("stamp", "ruler", "chart"):
-            recall, precision, top, members = planted_recall(store, truth, kind)
-            print(f"seed {seed} {kind}: motif {top}, recall {recall:.2f}, precision "
-                  f"{precision:.2f}, {members} members")  # fmt: skip
-        print(f"seed {seed}: {found.segments} segments, {found.motifs} motifs, "
-              f"{time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip
+        for k in (int(v) for v in args.k.split(",")):
+            # The segment embeddings are made once: another k only re-clusters them.
+            found = motifs(store, MotifsConfig(k=k, workers=args.workers, progress=False))
+            for kind in ("stamp", "ruler", "chart"):
+                recall, precision, top, members = planted_recall(store, truth, kind)
+                print(f"seed {seed} k {k or 'default'} {kind}: motif {top}, recall "
+                      f"{recall:.2f}, precision {precision:.2f}, {members} members")  # fmt: skip
+            print(f"seed {seed} k {k or 'default'}: {found.segments} segments, "
+                  f"{found.motifs} motifs, {time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
 
 
