@@ -40,7 +40,7 @@ def main() -> None:
         truth = planted_collection(work / "src", seed=seed)
         store = Store.open(work / "store", create=True)
         scan_sources(store, [work / "src"], workers=args.workers, progress=False)
-        segment(store, SegmentConfig(max_segments=32, workers=args.workers, progress=False))
+        segment(store, SegmentConfig(workers=args.workers, progress=False))
         for k in (int(v) for v in args.k.split(",")):
             # The segment embeddings are made once: another k only re-clusters them.
             found = motifs(store, MotifsConfig(k=k, workers=args.workers, progress=False))

@@ -190,3 +190,26 @@ def test_rle_of_a_part_equals_the_rle_of_the_whole_frame() -> None:
         assert encode_rle_at(part, x, y, (h, w)) == encode_rle(whole)
     with pytest.raises(ValueError, match="outside"):
         encode_rle_at(np.ones((2, 2), bool), 3, 0, (4, 4))
+
+
+def test_segment_stats_of_a_tiled_image_come_from_its_tiles(tiled_store: Store) -> None:
+    from lamina.core.decode import decode_image
+    from lamina.passes.segment_stats import SegmentPixelsPass
+
+    store = tiled_store
+    segment(store, SegmentConfig(workers=1, progress=False, tile_over=1.0))
+    layer = store.current_pointer("segment")
+    image_id = next(r["image_id"] for r in store.table("segment").to_pylist()
+                    if r["frame_width"] == 2000)  # fmt: skip
+    path = store.sql(f"select file_path(source, rel_path) as p from files "
+                     f"where image_id = '{image_id}'")["p"][0].as_py()  # fmt: skip
+    stats = SegmentPixelsPass({"segment_layer": layer, "store_root": str(store.root)})
+    batch = pa.table({"image_id": [image_id]})
+    row = stats.process_decoded(batch, [decode_image(path)]).to_pylist()[0]
+    assert row["error"] is None
+    by_id = {g["segment_id"]: g for g in row["stats"]}
+    segs = next(r for r in store.table("segment").to_pylist() if r["image_id"] == image_id)
+    red = next(g for g in segs["segments"] if g["bbox_original"] == [1200, 100, 500, 300])
+    # The red box measured in its tile (976 x 1024 decoded at 488 x 512): ~250 x 150 px.
+    assert by_id[red["segment_id"]]["pixels"] == pytest.approx(250 * 150, rel=0.03)
+    assert by_id[red["segment_id"]]["lab_a"] > 40  # red
