@@ -38,15 +38,16 @@ def star_mask(size: int) -> np.ndarray:
 
 def ruler(width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A horizontal ruler `width` px long, 1/8 as high: ivory with black ticks (every
-    1/20, the halves longer); returns (RGB, its pixels, the mask a segment should match:
-    the whole ruler)."""
+    1/20, a quarter of its height, the halves half); returns (RGB, its pixels, the mask a
+    segment should match: the whole ruler). Ticks two thirds high split the body into
+    pieces on seed 7 (best IoU 0.44-0.68 in 5 of 20 photos)."""
     height = max(8, width // 8)
     rgb = np.empty((height, width, 3), np.uint8)
     rgb[:] = RULER
     tick = max(1, width // 120)
     for k in range(1, 20):
         x = k * width // 20
-        rgb[: height * (2 if k % 2 == 0 else 1) // 3, x : x + tick] = 0
+        rgb[: height * (2 if k % 2 == 0 else 1) // 4, x : x + tick] = 0
     whole = np.ones((height, width), bool)
     return rgb, whole, whole
 
