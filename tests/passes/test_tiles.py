@@ -20,7 +20,7 @@ from lamina.core.store import Store
 from lamina.core.tiles import TilePolicy, overview_size, stream_tiles, tile_grid
 from lamina.jobs.scan import scan_sources
 from lamina.jobs.segment import SegmentConfig, segment
-from lamina.passes.segment_embed import SegmentEmbedPass
+from lamina.passes.segment_embed import mask_box, masked_crop, segment_pixels
 from lamina.passes.tiles import TilesPass
 
 RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (90, 120, 90)
@@ -165,13 +165,13 @@ def test_segment_crops_of_a_tiled_image_come_from_its_tiles(tiled_store: Store) 
     segment(store, SegmentConfig(workers=1, progress=False, tile_over=1.0))
     row = next(r for r in store.table("segment").to_pylist() if r["frame_width"] == 2000)
     red = next(g for g in row["segments"] if g["bbox_original"] == [1200, 100, 500, 300])
-    embed = SegmentEmbedPass({"store_root": str(store.root), "margin": 0.0})
-    crops: list[np.ndarray] = []
-    owners: list[tuple[int, int]] = []
-    assert embed._tile_crops(0, row, [red], crops, owners) is None
+    # Only tile segments: the whole image's decode is never asked for.
+    pieces = list(segment_pixels({**row, "segments": [red]}, None, str(store.root)))  # type: ignore[arg-type]
+    assert [seg["segment_id"] for seg, _, _ in pieces] == [red["segment_id"]]
+    _, rgb, mask = pieces[0]
     # The tile (976 x 1024) decodes at 488 x 512: the box is 250 x 150 there, all red.
-    assert owners == [(0, red["segment_id"])]
-    crop = crops[0].astype(int)
+    assert rgb.shape == (512, 488, 3)
+    crop = masked_crop(rgb, mask, mask_box(mask), margin=0.0).astype(int)
     assert abs(crop.shape[1] - 250) <= 4 and abs(crop.shape[0] - 150) <= 4
     assert np.abs(crop[10:-10, 10:-10] - RED).max() < 12
 
