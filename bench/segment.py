@@ -10,6 +10,11 @@ runs in its own process on its own store, after one `lamina scan` (not timed):
   of the whole process tree (psutil, 20 ms polling);
 * `motifs`: `lamina motifs` on the first `--motifs-n` images after the default
   segmentation (EfficientNet-Lite0 on the crops, k-means): segments/s;
+* `huge` (with --huge-mp N): one N-MP image, `lamina segment` as a user runs it (default
+  --tile-over 90: streamed into 1024-px tiles and a 2048-px overview, each tile
+  segmented): twice, a mostly uniform PNG (a decompression bomb: a few MB on disk) and a
+  JPEG mosaic of the package photos (real content in every tile); tiles, segments/s and
+  the tree's peak RSS, against the image's size as RGB;
 * `sam-tiny` (with --sam): the SAM path with a tiny random model (tests/backends/
   segmenters/tiny_sam.py, 8x8 prompts) on the first 20 images: the pipeline's own cost,
   not SAM's (real weights are ~100-2500x the compute; fill in on a GPU).
@@ -19,6 +24,8 @@ Usage::
     .venv/bin/python bench/segment.py                # 300 images; writes results/segment.md
     .venv/bin/python bench/segment.py --n 1000 --sam
     .venv/bin/python bench/segment.py --n 40 --out /tmp/segment.md   # a quick check
+    nice -n 10 .venv/bin/python bench/segment.py --n 1000 --methods felzenszwalb \
+        --motifs-n 0 --huge-mp 200 --sam          # the issue's 1,000 images and 200 MP
 """
 
 from __future__ import annotations
@@ -70,6 +77,40 @@ def build_corpus(n: int) -> Path:
     return folder
 
 
+def build_huge(megapixels: float, kind: str) -> Path:
+    """A `megapixels` MP square image, streamed to disk by libvips (never whole in this
+    process either): `png`, mostly uniform with a few solid boxes (a bomb: MBs on disk,
+    hundreds of MB of pixels), or `jpeg`, a mosaic of the package photos at 512 px."""
+    import pyvips
+
+    from lamina.sample import package_photos
+
+    side = round((megapixels * 1e6) ** 0.5)
+    path = WORK / f"huge-{kind}-{megapixels:g}mp" / f"huge.{'png' if kind == 'png' else 'jpg'}"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "png":
+        im = pyvips.Image.black(side, side, bands=3).new_from_image([90, 120, 90]).cast("uchar")
+        rng = np.random.default_rng(1)
+        for _ in range(40):
+            w, h = (int(v) for v in rng.integers(side // 60, side // 12, 2))
+            x, y = (int(v) for v in rng.integers(0, side - max(w, h), 2))
+            colour = [int(c) for c in rng.integers(0, 256, 3)]
+            im = im.draw_rect(colour, x, y, w, h, fill=True)
+        im.pngsave(str(path), compression=6)
+        return path
+    cells = []
+    for a in package_photos().values():
+        im = Image.fromarray(a).convert("RGB").resize((512, 512))
+        cells.append(pyvips.Image.new_from_array(np.asarray(im)).copy(interpretation="srgb"))
+    across = -(-side // 512)
+    tiles = [cells[i % len(cells)] for i in range(across * across)]
+    mosaic = pyvips.Image.arrayjoin(tiles, across=across).crop(0, 0, side, side)
+    mosaic.jpegsave(str(path), Q=90)
+    return path
+
+
 def timed(cmd: list[str]) -> tuple[float, float, dict[str, Any]]:
     """Wall seconds, peak RSS (MiB) of the process tree, and the JSON it printed."""
     start = time.monotonic()
@@ -108,6 +149,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--sam", action="store_true", help="also the SAM path, tiny model")
     parser.add_argument("--motifs-n", type=int, default=40, help="images for the motifs run")
+    parser.add_argument("--methods", default="felzenszwalb,slic,otsu",
+                        help="classical methods to time on the corpus")  # fmt: skip
+    parser.add_argument("--huge-mp", type=float, default=0,
+                        help="also one image this many MP (0: none)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     corpus = build_corpus(args.n)
@@ -115,7 +160,24 @@ def main() -> None:
     shutil.rmtree(runs, ignore_errors=True)
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rows = []
-    for method in ("felzenszwalb", "slic", "otsu"):
+    huge_notes = []
+    for kind in ("png", "jpeg") if args.huge_mp else ():
+        image = build_huge(args.huge_mp, kind)
+        store = runs / f"huge-{kind}"
+        subprocess.run(lamina(store, "scan", str(image.parent), "--json"), check=True,
+                       capture_output=True)  # fmt: skip
+        seconds, peak, out = timed(
+            lamina(store, "segment", "--workers", str(args.workers), "--json")
+        )
+        n_tiles = len(list((store / "cache" / "tiles").rglob("x*-y*.jpg")))
+        label = "uniform PNG bomb" if kind == "png" else "JPEG photo mosaic"
+        rows.append((f"segment {args.huge_mp:g} MP {label} ({n_tiles} tiles)", 1,
+                     out["segments"], seconds, peak))  # fmt: skip
+        huge_notes.append(
+            f"{label}: {image.stat().st_size / 2**20:.1f} MiB on disk, "
+            f"{args.huge_mp * 1e6 * 3 / 2**20:.0f} MiB as RGB, tiled: {out['tiled']}"
+        )
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         store = runs / method
         subprocess.run(lamina(store, "scan", str(corpus), "--json"), check=True,
                        capture_output=True)  # fmt: skip
@@ -173,6 +235,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python bench/segment.py {' '.join(sys.argv[1:])}`. Corpus: "
         f"{args.n} JPEGs of 256-640 px from the package photos; {args.workers} workers.",
+        *([f"Huge images: {'; '.join(huge_notes)}."] if huge_notes else []),
         "",
         "| run | images | segments | seconds | images/s | segments/s | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -42,12 +42,13 @@ from lamina.passes import (
     segment_text,
     signals,
     thumbs,
+    tiles,
 )
 from lamina.tagging import tags
 
 MODULES = (classify, embed, hashes, scan, signals, thumbs, clusters, duplicates, flags,
            semantic, semantic_map, tags, predict)  # fmt: skip
-MODULES += (segment, segment_embed, motifs)  # segments and motifs (issue 17)
+MODULES += (segment, segment_embed, motifs, tiles)  # segments and motifs (issue 17)
 MODULES += (segment_stats,)  # per-segment colour / texture (issue 17 item 3)
 MODULES += (ocr, pixelstats, modality, captions, language)  # language after structure (issue 18)
 MODULES += (segment_text, depth)  # OCR lines inside segments, depth stats (issue 18)

@@ -164,6 +164,7 @@ def run_command(
     config = resolve_config(config_path, overrides)
     if print_config:
         click.echo(config_toml(config), nl=False)
+        click.echo("\n".join(_cost_estimate(ctx, config)))
         return
     if "scan" in config.stages and not config.root:
         raise SourceError(
@@ -188,6 +189,19 @@ def run_command(
         start_app(store, host="127.0.0.1", port=port, open_browser=True, to_stderr=as_json)
     if summary["errors"]:
         sys.exit(EXIT_ERRORS)
+
+
+def _cost_estimate(ctx: click.Context, config: Any) -> list[str]:
+    """The costly stages' estimate (`lamina.pipeline.costs`), counted from the store when
+    there is one, else from the sources' image files."""
+    from lamina.core.errors import StoreError
+    from lamina.pipeline.costs import count_images, estimate_lines
+
+    try:
+        store = open_store(ctx)
+    except StoreError:
+        store = None  # no store yet: count the files
+    return estimate_lines(config, count_images(store, config.root))
 
 
 def _report_problem(ctx: click.Context, message: str) -> None:

@@ -34,6 +34,12 @@ from lamina.cli.options import OFFLINE_HELP, go_offline
               help="Drop a mask whose IoU with a kept one is higher.")  # fmt: skip
 @click.option("--max-segments", type=int, default=48, show_default=True,
               help="Keep at most this many per image, best (else largest) first.")  # fmt: skip
+@click.option("--tile-over", type=float, default=90.0, show_default=True,
+              help="Images over this many megapixels are cut into full-resolution tiles "
+              "(streamed, cached under the store's cache/tiles) and segmented tile by tile; "
+              "0: never.")  # fmt: skip
+@click.option("--tile-size", type=int, default=1024, show_default=True,
+              help="Side of those tiles, px at full resolution.")  # fmt: skip
 @click.option(
     "--where",
     default=None,
@@ -55,6 +61,8 @@ def segment(
     min_thinness: float,
     max_overlap: float,
     max_segments: int,
+    tile_over: float,
+    tile_size: int,
     where: str | None,
     workers: int | None,
     device: str,
@@ -68,6 +76,11 @@ def segment(
     bbox, area %, solidity, eccentricity, thinness, border gap, score). Trivial masks are
     dropped by the filters, which are recorded with the layer. The default segmenter needs
     no weights and follows colour edges (coarser than SAM). Resumes after a kill.
+
+    Huge images (over --tile-over MP) are never decoded whole: their tiles and a 2048-px
+    overview are streamed into the store's cache first (a run of its own), each tile is
+    segmented, and the masks land in the overview's frame; `bbox_original` gives every
+    segment's box in original pixels.
 
     \b
     Example:
@@ -87,6 +100,8 @@ def segment(
         min_thinness=min_thinness,
         max_overlap=max_overlap,
         max_segments=max_segments,
+        tile_over=tile_over,
+        tile_size=tile_size,
         where=where,
         device=device,
         offline=offline,
@@ -105,6 +120,7 @@ def segment(
                 "no_segments": result.no_segments,
                 "errors": result.errors,
                 "selected": result.selected,
+                "tiled": result.tiled,
             }
         )
     else:
@@ -113,6 +129,8 @@ def segment(
             f"{result.segments} segments in {result.images} images{picked}; "
             f"{result.no_segments} with none kept, {result.errors} errors -> segment/{result.layer}"
         )
+        if result.tiled:
+            click.echo(f"{result.tiled} huge image(s) segmented from tiles, run {result.tiles_run}")
         click.echo(f"run {result.run_id}")
     if failed:
         sys.exit(EXIT_ERRORS)

@@ -99,6 +99,32 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
 
 
+def encode_rle_at(part: np.ndarray, x: int, y: int, size: tuple[int, int]) -> dict[str, Any]:
+    """`encode_rle` of a mask of `size` (height, width) that is empty but for `part` at
+    column `x`, row `y`, without making the whole mask (a segment of one tile in a big
+    frame costs its own columns, not the frame).
+
+    Example:
+        >>> part = np.ones((1, 2), bool)
+        >>> encode_rle_at(part, 1, 1, (3, 4)) == encode_rle(np.pad(part, ((1, 1), (1, 1))))
+        True
+    """
+    height, width = size
+    ph, pw = part.shape
+    if x < 0 or y < 0 or x + pw > width or y + ph > height:
+        raise ValueError(f"a {ph}x{pw} mask at ({x}, {y}) lies outside a {height}x{width} frame")
+    band = np.zeros((height, pw), bool)  # the part's columns, whole
+    band[y : y + ph] = part
+    counts = rle_counts(band)
+    counts[0] += x * height  # the columns before the part: zeros
+    after = (width - x - pw) * height
+    if after and len(counts) % 2 == 0:  # it ends with a 1-run: a 0-run after it
+        counts.append(after)
+    elif after:
+        counts[-1] += after
+    return {"size": [int(height), int(width)], "counts": counts_to_string(counts)}
+
+
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """The HxW boolean mask of a COCO RLE (compressed string or uncompressed list); a
     ValueError when the counts do not add up to the size (a mask outside its frame).

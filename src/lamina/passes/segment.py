@@ -23,13 +23,33 @@ Two layers:
 The filters (`min_area`, `max_area`, `min_thinness`, `max_overlap`, `max_segments`) are
 config fields, so they name the layer and are recorded with it. A mask that does not
 fit its frame is refused (a ValueError in the backend is the image's error row).
+
+Every segment also has `bbox_original` (x, y, w, h in the original image's upright pixels:
+the frame bbox times the scale, outward to whole pixels) and `tile` (below; null otherwise).
+
+Huge images (the config's `tiles_layer`, a `tiles` layer made by `lamina segment` for the
+images over its size threshold; `lamina.passes.tiles`): such an image is segmented tile by
+tile, never whole. Each full-resolution tile (`tile_size` px, 1024 by default) is decoded as
+the working recipe (long side <= 512, so ~2x finer than a 512-px frame of a 10,000-px scan
+would be ~20x), segmented and filtered on its own (the filters' shares are of the tile, and
+`max_segments` is per tile). Its masks are then resampled into the image's frame, which
+for a tiled image is its overview (long side `overview_side`, 2048 by default, the size of
+the overview file): `rle`, `bbox`, `area_pct` and `border` are in that frame, as for every
+image, and `scale_x` / `scale_y` map it to the original. `bbox_original` comes from the
+tile's own mask, so it keeps the tile's precision; `scale` is `tile:x,y,w,h` (the tile in
+original pixels) and `tile` the tile's file (relative to the store root). Segments are
+numbered over the whole image, best score (else largest) first. A segment cut by a tile
+edge comes back as one segment per tile. An image the tiles pass did not tile (under the
+threshold, EXIF-rotated, unreadable by libvips) is segmented from its working decode.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import multiprocessing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -39,7 +59,7 @@ import pyarrow as pa
 from lamina.backends.segmenters import Mask, load_segmenter, parse_segmenter_spec
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError, LaminaError
-from lamina.core.masks import encode_rle
+from lamina.core.masks import encode_rle, encode_rle_at
 from lamina.core.passes import Pass, Resources, register
 
 if TYPE_CHECKING:
@@ -61,6 +81,8 @@ SEGMENT_STRUCT = pa.struct(
         ("score", pa.float32()),
         ("stability", pa.float32()),
         ("scale", pa.string()),
+        ("bbox_original", pa.list_(pa.int32(), 4)),
+        ("tile", pa.string()),
     ]
 )
 HEAD = [
@@ -89,7 +111,7 @@ FLAT_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-RUN_ONLY = ("device", "threads", "offline")
+RUN_ONLY = ("device", "threads", "offline", "store_root")
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,8 @@ class SegmentConfig:
     device: str = "auto"
     threads: int = 0  # torch CPU threads for SAM (0: all in-process, 1 per pool worker)
     offline: bool = False  # never download SAM weights (HF_HUB_OFFLINE=1 does too)
+    tiles_layer: str = ""  # the `tiles` layer whose images are segmented tile by tile
+    store_root: str = ""  # where that layer's files are (set with it by `lamina segment`)
 
 
 def parse_options(text: str) -> dict[str, str]:
@@ -215,7 +239,7 @@ class SegmentPass(Pass):
     """Segments of each image (masks as COCO RLE, geometry, scores), trivial ones filtered."""
 
     name = SEGMENT_PASS
-    version = "1"
+    version = "2"
     Config = SegmentConfig
     run_only = RUN_ONLY
     decode = "working"
@@ -246,6 +270,7 @@ class SegmentPass(Pass):
                         hint=f"pip install '{requirement}'",
                     )
         self.segmenter: Any = None
+        self.tiled: dict[str, dict[str, Any]] | None = None
 
     def _load(self, threads: int | None) -> Any:
         device = None if self.config.device == "auto" else self.config.device
@@ -272,9 +297,11 @@ class SegmentPass(Pass):
         if threads is None and multiprocessing.parent_process() is not None:
             threads = 1
         self.segmenter = self._load(threads)
+        self.tiled = read_tiles(self.config.store_root, self.config.tiles_layer)
 
     def teardown(self) -> None:
         self.segmenter = None
+        self.tiled = None
 
     def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
         """One row per image: its kept segments, `no_segments`, or the error.
@@ -289,7 +316,8 @@ class SegmentPass(Pass):
             self.setup()
         rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
         for image_id, decoded in zip(batch["image_id"].to_pylist(), images, strict=True):
-            row = self._row(decoded)
+            tiles = (self.tiled or {}).get(image_id)
+            row = self._row(decoded) if tiles is None else self._tiled_row(tiles)
             row["image_id"] = image_id
             for name in SCHEMA.names:
                 rows[name].append(row.get(name))
@@ -316,6 +344,7 @@ class SegmentPass(Pass):
                 "status": "error",
                 "error": f"segment_error: {type(exc).__name__}: {exc}",
             }
+        sx, sy = row["scale_x"], row["scale_y"]
         segments = [
             {
                 "segment_id": i,
@@ -324,11 +353,146 @@ class SegmentPass(Pass):
                 "score": _f(m.score),
                 "stability": _f(m.stability),
                 "scale": m.scale,
+                "bbox_original": to_original(s["bbox"], sx, sy, decoded.width, decoded.height),
             }
             for i, (m, s) in enumerate(kept)
         ]
         status = "ok" if segments else "no_segments"
         return {**row, "status": status, "n_segments": len(segments), "segments": segments}
+
+    def _tiled_row(self, tiled: dict[str, Any]) -> dict[str, Any]:
+        """A huge image's row from its tiles: each tile (<= tile_size px at full
+        resolution) decoded as the working recipe, segmented and filtered on its own, its
+        masks then resampled into the overview frame (module docstring)."""
+        from lamina.core.decode import RECIPES, decode_image
+
+        root = Path(self.config.store_root)
+        width, height = tiled["width"], tiled["height"]
+        fw, fh = tiled["overview_width"], tiled["overview_height"]
+        row: dict[str, Any] = {
+            "segmenter": self.segmenter.id,
+            "frame_width": fw,
+            "frame_height": fh,
+            "scale_x": width / fw,
+            "scale_y": height / fh,
+        }
+        found: list[tuple[float, int, dict[str, Any]]] = []
+        for tile in tiled["tiles"]:
+            decoded = decode_image(str(root / tile["path"]), RECIPES["working"])
+            if decoded.failure:
+                return {**row, "status": "error",
+                        "error": f"tile_error: {tile['path']}: {decoded.failure}"}  # fmt: skip
+            rgb = decoded.pixels()
+            try:
+                kept = filter_masks(self.segmenter.segment(rgb), rgb.shape[:2], self.config)
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                return {**row, "status": "error",
+                        "error": f"segment_error: {type(exc).__name__}: {exc}"}  # fmt: skip
+            for m, s in kept:
+                seg = tile_segment(m.mask, s["bbox"], tile, (fh, fw), (height, width))
+                if seg is None:  # under one pixel of the frame
+                    continue
+                seg.update(score=_f(m.score), stability=_f(m.stability))
+                found.append((-(m.score or 0.0), -s["area"], seg))
+        found.sort(key=lambda t: (t[0], t[1]))
+        segments = [{**seg, "segment_id": i} for i, (_, _, seg) in enumerate(found)]
+        status = "ok" if segments else "no_segments"
+        return {**row, "status": status, "n_segments": len(segments), "segments": segments}
+
+
+def to_original(
+    bbox: list[int], sx: float, sy: float, width: int | None, height: int | None
+) -> list[int]:
+    """A frame bbox (x, y, w, h) as the original pixels it covers: scaled by the frame's
+    scale, outward to whole pixels, clipped to the image.
+
+    Example:
+        >>> to_original([10, 5, 20, 10], 4.0, 4.0, 1000, 1000)
+        [40, 20, 80, 40]
+    """
+    x0, y0 = math.floor(bbox[0] * sx), math.floor(bbox[1] * sy)
+    x1, y1 = math.ceil((bbox[0] + bbox[2]) * sx), math.ceil((bbox[1] + bbox[3]) * sy)
+    if width:
+        x1 = min(x1, width)
+    if height:
+        y1 = min(y1, height)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def tile_segment(
+    mask: np.ndarray,
+    bbox: list[int],
+    tile: dict[str, Any],
+    frame: tuple[int, int],
+    size: tuple[int, int],
+) -> dict[str, Any] | None:
+    """One tile's mask (in the tile's decoded frame) as a segment of the whole image: its
+    mask resampled into the image's `frame` (height, width) where the tile lies (a frame
+    pixel is in the mask when at least half of what it covers is), geometry from that,
+    and `bbox_original` from the tile's own mask (original pixels, at the tile's
+    precision). None when nothing of it is left in the frame.
+
+    Example:
+        >>> m = np.zeros((100, 100), bool); m[20:40, 20:40] = True
+        >>> t = {"x": 1000, "y": 0, "w": 1000, "h": 1000, "path": "t.jpg"}
+        >>> s = tile_segment(m, [20, 20, 20, 20], t, (200, 400), (2000, 4000))
+        >>> s["bbox"], s["bbox_original"], s["scale"]
+        ([120, 20, 20, 20], [1200, 200, 200, 200], 'tile:1000,0,1000,1000')
+    """
+    from PIL import Image
+
+    fh, fw = frame
+    height, width = size
+    th, tw = mask.shape
+    x0, x1 = round(tile["x"] * fw / width), round((tile["x"] + tile["w"]) * fw / width)
+    y0, y1 = round(tile["y"] * fh / height), round((tile["y"] + tile["h"]) * fh / height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # The area share of each frame pixel (BOX), in at half: no speck grows, none vanishes
+    # that covers most of a pixel.
+    share = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (x1 - x0, y1 - y0), Image.Resampling.BOX
+    )
+    small = np.asarray(share) >= 128
+    if not small.any():
+        return None
+    # The stats of the part where the tile lies, moved into the frame: the same as over
+    # the whole frame, at the part's cost.
+    stats = mask_stats(small)
+    bx, by, bw, bh = stats["bbox"]
+    stats["bbox"] = [bx + x0, by + y0, bw, bh]
+    stats["area_pct"] = round(100.0 * stats["area"] / (fh * fw), 4)
+    gap = min(bx + x0, by + y0, fw - (bx + x0 + bw), fh - (by + y0 + bh))
+    stats["border"] = gap / min(fh, fw)
+    sx, sy = tile["w"] / tw, tile["h"] / th
+    inner = to_original(bbox, sx, sy, tile["w"], tile["h"])
+    return {
+        "rle": encode_rle_at(small, x0, y0, frame)["counts"],
+        **{k: v for k, v in stats.items() if k != "area"},
+        "scale": f"tile:{tile['x']},{tile['y']},{tile['w']},{tile['h']}",
+        "bbox_original": [inner[0] + tile["x"], inner[1] + tile["y"], inner[2], inner[3]],
+        "tile": tile["path"],
+    }
+
+
+def read_tiles(store_root: str, layer_id: str) -> dict[str, dict[str, Any]]:
+    """The images a `tiles` layer tiled (status ok), by image id; {} without a layer.
+
+    Example:
+        >>> read_tiles("/data/store", "")
+        {}
+    """
+    if not layer_id:
+        return {}
+    from lamina.core.layers import read_layer
+    from lamina.core.layout import LAYERS_DIR
+
+    table = read_layer(Path(store_root) / LAYERS_DIR / "tiles" / layer_id)
+    if table is None:
+        raise LaminaError(
+            f"no tiles layer {layer_id!r} in {store_root}", hint="run `lamina segment` again"
+        )
+    return {row["image_id"]: row for row in table.to_pylist() if row["status"] == "ok"}
 
 
 def flatten_segments(table: pa.Table) -> pa.Table:

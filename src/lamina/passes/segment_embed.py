@@ -1,7 +1,10 @@
 """Segment embeddings: each kept segment of the `segment` layer cut out of its image
 (the mask's bounding box plus a small margin, pixels outside the mask set to a neutral
 grey) and embedded by any embedder backend (`lamina.backends.embedders`), from one decode
-per image: the same "working" decode the masks were computed in, so they line up.
+per image: the same "working" decode the masks were computed in, so they line up. A huge
+image segmented from its tiles (`lamina.passes.segment`) has each segment cut from its own
+tile, decoded as the working recipe as it was segmented (the mask resampled from the
+overview frame to the tile), never from the whole image.
 
 One row per image, as every map pass (the runner's resume and key rules): `model`,
 `segment_ids` and `vectors` (list of float16 vectors, L2-normalised, in `segment_ids`
@@ -17,6 +20,7 @@ layer of vectors.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,6 +120,67 @@ def read_masks(store_root: str, segment_layer: str) -> dict[str, dict[str, Any]]
     return {row["image_id"]: row for row in table.to_pylist()}
 
 
+def mask_box(mask: np.ndarray) -> list[int]:
+    """The bbox (x, y, w, h) of a non-empty mask.
+
+    Example:
+        >>> m = np.zeros((4, 5), bool); m[1:3, 2:4] = True
+        >>> mask_box(m)
+        [2, 1, 2, 2]
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
+def segment_pixels(
+    row: dict[str, Any], decoded: Decoded, store_root: str
+) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+    """(segment, RGB, mask) for each segment of a `segment` layer row, the mask in the
+    RGB's frame: the working decode for a segment of the whole image; for one of a huge
+    image's tiles (`tile` set), the tile decoded as the working recipe (as it was
+    segmented; each tile once), the mask taken from the frame where the tile lies and
+    resampled to it. A ValueError says why an image's pixels do not fit its masks.
+
+    Example:
+        >>> next(segment_pixels(row, decoded, "/data/store"))[2].shape  # doctest: +SKIP
+        (384, 512)
+    """
+    from lamina.core.decode import RECIPES, decode_image
+
+    size = [row["frame_height"], row["frame_width"]]
+    segs = row["segments"] or []
+    whole = [g for g in segs if not g.get("tile")]
+    if whole:
+        rgb = decoded.pixels()
+        if list(rgb.shape[:2]) != size:
+            raise ValueError(f"frame_mismatch: decoded {rgb.shape[:2]}, masks of {size}")
+        for seg in whole:
+            yield seg, rgb, decode_rle({"size": size, "counts": seg["rle"]})
+    by_tile: dict[str, list[dict[str, Any]]] = {}
+    for seg in segs:
+        if seg.get("tile"):
+            by_tile.setdefault(seg["tile"], []).append(seg)
+    width = round(row["frame_width"] * row["scale_x"])
+    height = round(row["frame_height"] * row["scale_y"])
+    for rel, group in sorted(by_tile.items()):
+        tile = decode_image(str(Path(store_root) / rel), RECIPES["working"])
+        if tile.failure:
+            raise ValueError(f"tile_error: {rel}: {tile.failure}")
+        rgb = tile.pixels()
+        th, tw = rgb.shape[:2]
+        x, y, w, h = (int(v) for v in group[0]["scale"].removeprefix("tile:").split(","))
+        fx0, fx1 = round(x * size[1] / width), round((x + w) * size[1] / width)
+        fy0, fy1 = round(y * size[0] / height), round((y + h) * size[0] / height)
+        ys = (np.arange(th) * (fy1 - fy0)) // th
+        xs = (np.arange(tw) * (fx1 - fx0)) // tw
+        for seg in group:
+            frame = decode_rle({"size": size, "counts": seg["rle"]})[fy0:fy1, fx0:fx1]
+            mask = frame[ys[:, None], xs[None, :]]
+            if mask.any():  # under one tile pixel: nothing to cut
+                yield seg, rgb, mask
+
+
 @register
 class SegmentEmbedPass(Pass):
     """A vector per kept segment (masked crop on neutral grey) from an image model."""
@@ -190,15 +255,13 @@ class SegmentEmbedPass(Pass):
                 errors[i] = f"segment_error: {row['error']}"
             if errors[i] is not None or row is None:
                 continue
-            rgb = decoded.pixels()
-            size = [row["frame_height"], row["frame_width"]]
-            if list(rgb.shape[:2]) != size:
-                errors[i] = f"frame_mismatch: decoded {rgb.shape[:2]}, masks of {size}"
-                continue
-            for seg in row["segments"] or []:
-                mask = decode_rle({"size": size, "counts": seg["rle"]})
-                crops.append(masked_crop(rgb, mask, seg["bbox"], self.config.margin))
-                owners.append((i, seg["segment_id"]))
+            try:
+                for seg, rgb, mask in segment_pixels(row, decoded, self.config.store_root):
+                    box = mask_box(mask) if seg.get("tile") else seg["bbox"]
+                    crops.append(masked_crop(rgb, mask, box, self.config.margin))
+                    owners.append((i, seg["segment_id"]))
+            except ValueError as exc:  # this image's: its row says why
+                errors[i] = str(exc)
         vectors = self._embed(crops, owners, errors)
         seg_ids: list[list[int] | None] = [None if e else [] for e in errors]
         vecs: list[list[np.ndarray] | None] = [None if e else [] for e in errors]

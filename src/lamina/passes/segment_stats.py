@@ -1,7 +1,9 @@
 """Colour and texture of each segment, measured with the signals code
 (`lamina.passes.signals`) on the pixels inside its mask, in the same "working" decode the
 masks were cut in (run beside `segment_embed` by `lamina motifs`, so one decode serves
-both: the runner hands each decoded image to every pass of the recipe).
+both: the runner hands each decoded image to every pass of the recipe). A huge image's
+segments made from its tiles are measured in their tile (`segment_embed.segment_pixels`),
+so `pixels` counts the tile's working-decode pixels.
 
 Two layers, as for `segment` / `segments` (the runner's resume wants one row per image):
 
@@ -32,9 +34,8 @@ from PIL import Image
 
 from lamina.core.decode import Decoded
 from lamina.core.errors import ConfigError
-from lamina.core.masks import decode_rle
 from lamina.core.passes import Pass, Resources, register
-from lamina.passes.segment_embed import read_masks
+from lamina.passes.segment_embed import read_masks, segment_pixels
 from lamina.passes.signals import LAB_PIXELS, _colour, _exposure, _laplacian_var, lab_mean
 
 if TYPE_CHECKING:
@@ -169,22 +170,17 @@ class SegmentPixelsPass(Pass):
             if error is not None or row is None:
                 rows.append({"image_id": image_id, "stats": None, "error": error})
                 continue
-            rgb = decoded.pixels()
-            size = [row["frame_height"], row["frame_width"]]
-            if list(rgb.shape[:2]) != size:
-                error = f"frame_mismatch: decoded {rgb.shape[:2]}, masks of {size}"
-                rows.append({"image_id": image_id, "stats": None, "error": error})
-                continue
             stats = []
             try:
-                for seg in row["segments"] or []:
-                    mask = decode_rle({"size": size, "counts": seg["rle"]})
+                for seg, rgb, mask in segment_pixels(row, decoded, self.config.store_root):
                     stats.append(
                         {"segment_id": seg["segment_id"],
                          **segment_stats(rgb, mask, self.config.hist_bins)}
                     )  # fmt: skip
-            except ValueError as exc:  # a mask the maths cannot take (empty): this image's row
-                error = f"segment_stats_error: {exc}"
+            except ValueError as exc:  # pixels that do not fit, a mask the maths cannot take
+                text = str(exc)
+                known = text.startswith(("frame_mismatch", "tile_error"))
+                error = text if known else f"segment_stats_error: {text}"
                 rows.append({"image_id": image_id, "stats": None, "error": error})
                 continue
             rows.append({"image_id": image_id, "stats": stats, "error": None})
