@@ -67,7 +67,10 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("The report and the review app", ("report", "app")),
     ("Learning on the embeddings", ("train", "experiments", "predict")),
-    ("Language: text in the images, captions", ("ocr", "modality", "caption", "agreement")),
+    (
+        "Language: text in the images, captions, depth",
+        ("ocr", "modality", "caption", "agreement", "depth"),
+    ),
 )
 
 STORE_HELP = (
