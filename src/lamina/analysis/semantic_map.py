@@ -3,14 +3,15 @@ and the UI.
 
 `layout = "auto"` uses UMAP (umap-learn, cosine metric, 15 neighbours, min_dist 0.1, the
 library's defaults for keeping local neighbourhoods) when it is installed and there are at
-least UMAP_MIN and at most `umap_max` (UMAP_MAX, 200,000) images, else PCA (scikit-learn). Below ~100 points a 15-neighbour graph spans
-much of the collection and UMAP shows little that PCA does not, deterministically and in
-milliseconds. Above 50 dimensions UMAP runs on the first 50 principal components (the usual
-practice: the same neighbourhoods, several times faster). Above `umap_max` images UMAP
-would take hours and tens of GB on one machine, so `auto` uses PCA, a linear projection
-that keeps global structure but not local neighbourhoods; `layout="umap"` still forces it.
-The `layout` column records what was used, and the pass config (the layer's) the limit. Coordinates are in the method's own units; only their relative positions mean
-anything.
+least UMAP_MIN and at most `umap_max` (UMAP_MAX, 200,000) images, else PCA (scikit-learn).
+Below ~100 points a 15-neighbour graph spans much of the collection and UMAP shows little
+that PCA does not, deterministically and in milliseconds. Above 50 dimensions UMAP runs on
+the first 50 principal components (the usual practice: the same neighbourhoods, several
+times faster). Above `umap_max` images UMAP would take hours and tens of GB on one
+machine, so `auto` uses PCA, a linear projection that keeps global structure but not local
+neighbourhoods; `layout="umap"` still forces it. The `layout` column records what was
+used, and the pass config (so the layer's) the limit. Coordinates are in the method's own
+units; only their relative positions mean anything.
 
 UMAP is numba code, compiled on first use: ~25-40 s of CPU on this kind of machine, longer
 than the layout itself below ~10,000 images. The compiled code is kept on disk

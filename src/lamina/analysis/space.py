@@ -137,9 +137,10 @@ def kmeans_labels(
     return labels, centroids.astype(np.float32)
 
 
-def knn(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(vectors: np.ndarray, k: int, exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest *other* rows of each row: (cosine similarities, indices), nearest
-    first. Needs k < len(vectors). Exact up to KNN_EXACT_MAX rows; above, an IVF index
+    first. Needs k < len(vectors). Exact up to `exact_max` rows (default KNN_EXACT_MAX,
+    read at call time); above, an IVF index
     calibrated to recall@10 >= 0.97 (`lamina.index.vectors.ivf_index`), since exact
     search grows as N^2 (about 5 min at 100k x 1280-d on 2 cores).
 
@@ -150,7 +151,7 @@ def knn(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     with _faiss_threads(len(v)) as faiss:
-        if len(v) > KNN_EXACT_MAX:
+        if len(v) > (KNN_EXACT_MAX if exact_max is None else exact_max):
             from lamina.index.vectors import ivf_index
 
             index, _ = ivf_index(v)
