@@ -31,3 +31,20 @@ def test_knn_above_the_exact_limit_uses_a_calibrated_index(
     assert not (idx == np.arange(len(vectors))[:, None]).any()
     # The outlier score (mean distance to the neighbours) barely moves.
     assert np.abs((1 - sims).mean(axis=1) - (1 - exact_sims).mean(axis=1)).max() < 0.05
+
+
+def test_kmeans_assigns_rows_a_block_at_a_time() -> None:
+    """The final assignment never holds an N x k similarity matrix (at 1M images and
+    k = 707 that is 2.8 GB): it scores a block of rows at a time, with the same labels."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(20_000, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    space.kmeans_labels(v[:2000], 50, seed=0)  # faiss and numpy warmed up, outside the trace
+    tracemalloc.start()
+    labels, centroids = space.kmeans_labels(v, 50, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000  # the full 20,000 x 50 float32 matrix alone is 4 MB
+    assert (labels == np.argmax(v @ centroids.T, axis=1)).all()
