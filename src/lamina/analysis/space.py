@@ -57,7 +57,9 @@ def present_embeddings(store: Any, model: str) -> Embeddings:
     present = store.sql(
         "select distinct image_id from files where image_id is not null and status <> 'missing'"
     )["image_id"].to_pylist()
-    keep = np.isin(emb.ids, np.asarray(present, dtype=object))
+    # A set lookup an image: np.isin on object arrays compares every pair (N x M).
+    wanted = set(present)
+    keep = np.fromiter((i in wanted for i in emb.ids), bool, len(emb.ids))
     return Embeddings(emb.model, emb.ids[keep], emb.vectors[keep])
 
 
