@@ -173,3 +173,30 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
         SemanticDuplicatesPass({"eps": 1.5})
     with pytest.raises(ConfigError, match="neighbors"):
         OutliersPass({"neighbors": 0})
+
+
+def test_the_outliers_config_holds_the_exact_search_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `exact_max` heads the kNN is an IVF index (approximate): the limit is a config
+    field, so the layer's config says which search made it."""
+    from lamina.analysis import space
+    from lamina.analysis.semantic import OutliersConfig
+    from lamina.index import vectors as index_vectors
+
+    assert OutliersConfig().exact_max == space.KNN_EXACT_MAX == 50_000
+    built = []
+    real = index_vectors.ivf_index
+    monkeypatch.setattr(
+        index_vectors, "ivf_index", lambda v: built.append(len(v)) or real(v)
+    )  # a spy
+    vectors, _ = blobs(100, 3, dim=16, spread=0.2)
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    exact = OutliersPass().compute(store)
+    assert built == []
+    approx = OutliersPass({"exact_max": 200}).compute(store)
+    assert built == [300]
+    # The approximate scores are the exact ones, to within the index's recall.
+    assert np.abs(np.array(approx["knn_distance"]) - np.array(exact["knn_distance"])).max() < 0.05

@@ -97,3 +97,20 @@ def test_a_log_line_says_when_umap_compiles(
     with caplog.at_level(logging.INFO, logger="lamina"):
         layout_2d(vectors, MapConfig(layout="umap"))
     assert not [r for r in caplog.records if "compiling" in r.getMessage()]
+
+
+def test_auto_layout_falls_back_to_pca_above_umap_max_and_the_config_says_so() -> None:
+    """UMAP over a million points takes hours and tens of GB: `auto` switches to PCA above
+    `umap_max` images, a limit that is part of the pass config (so of its layer's config)."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(150, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cfg = MapConfig(umap_max=120)
+    xy, how = layout_2d(vectors, cfg)
+    assert how == "pca"
+    assert xy.shape == (150, 2) and float(np.abs(xy).sum()) > 0
+    assert MapConfig().umap_max == semantic_map.UMAP_MAX == 200_000
+    import lamina.catalog  # noqa: F401 - registers the passes
+    from lamina.core.passes import get_pass
+
+    assert get_pass("semantic_map", {"umap_max": 120}).config.umap_max == 120

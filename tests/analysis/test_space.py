@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,3 +33,38 @@ def test_knn_above_the_exact_limit_uses_a_calibrated_index(
     assert not (idx == np.arange(len(vectors))[:, None]).any()
     # The outlier score (mean distance to the neighbours) barely moves.
     assert np.abs((1 - sims).mean(axis=1) - (1 - exact_sims).mean(axis=1)).max() < 0.05
+
+
+def test_kmeans_assigns_rows_a_block_at_a_time() -> None:
+    """The final assignment never holds an N x k similarity matrix (at 1M images and
+    k = 707 that is 2.8 GB): it scores a block of rows at a time, with the same labels."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(20_000, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    space.kmeans_labels(v[:2000], 50, seed=0)  # faiss and numpy warmed up, outside the trace
+    tracemalloc.start()
+    labels, centroids = space.kmeans_labels(v, 50, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000  # the full 20,000 x 50 float32 matrix alone is 4 MB
+    assert (labels == np.argmax(v @ centroids.T, axis=1)).all()
+
+
+def test_present_embeddings_is_linear_in_the_collection(tmp_path: Path) -> None:
+    """Keeping the vectors of images still in the manifest is a hash lookup per image:
+    numpy's isin on object (string) arrays compares every pair (N x M: hours at 1M)."""
+    import time
+
+    from tests.analysis.embedded_store import ids_for, make_store, write_embeddings
+
+    n = 20_000
+    ids = ids_for(n)
+    store = make_store(tmp_path, ids[:-1])  # the last image left the manifest
+    write_embeddings(store, ids, np.eye(n, 4, dtype=np.float32) + 0.1)
+    start = time.process_time()
+    emb = space.present_embeddings(store, "")
+    took = time.process_time() - start
+    assert len(emb) == n - 1 and ids[-1] not in set(emb.ids.tolist())
+    assert took < 2.0  # the pairwise comparison took ~10 s of CPU here

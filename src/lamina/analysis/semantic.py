@@ -60,7 +60,13 @@ import pyarrow as pa
 from lamina.analysis.duplicates import components
 from lamina.analysis.flags import robust_z
 from lamina.analysis.representative import DEFAULT_ORDER, check_representative, choose, facts_sql
-from lamina.analysis.space import EmbeddingPass, kmeans_labels, knn, present_embeddings
+from lamina.analysis.space import (
+    KNN_EXACT_MAX,
+    EmbeddingPass,
+    kmeans_labels,
+    knn,
+    present_embeddings,
+)
 from lamina.core.errors import ConfigError
 from lamina.core.passes import register
 
@@ -71,10 +77,13 @@ PAIR_BLOCK = 2048  # rows of a cluster's similarity matrix computed at a time
 
 @dataclass(frozen=True)
 class OutliersConfig:
-    """model: embedding model id (empty = the newest); neighbors: k of the kNN distance."""
+    """model: embedding model id (empty = the newest); neighbors: k of the kNN distance;
+    exact_max: the most images searched exactly (a calibrated IVF index above: exact
+    search grows as N^2), kept in the config so the layer says which search made it."""
 
     model: str = ""
     neighbors: int = 10
+    exact_max: int = KNN_EXACT_MAX
 
     def __post_init__(self) -> None:
         if self.neighbors < 1:
@@ -155,7 +164,8 @@ class OutliersPass(EmbeddingPass):
         heads = np.flatnonzero(head == np.arange(n))
         if len(heads) < 2:  # every image is a copy of one picture: nothing stands out
             return self.schema.empty_table()
-        sims, idx = knn(emb.vectors[heads], min(self.config.neighbors, len(heads) - 1))
+        k = min(self.config.neighbors, len(heads) - 1)
+        sims, idx = knn(emb.vectors[heads], k, exact_max=self.config.exact_max)
         at = np.full(n, -1)
         at[heads] = np.arange(len(heads))
         distance = (1.0 - sims.mean(axis=1))[at[head]]

@@ -3,12 +3,15 @@ and the UI.
 
 `layout = "auto"` uses UMAP (umap-learn, cosine metric, 15 neighbours, min_dist 0.1, the
 library's defaults for keeping local neighbourhoods) when it is installed and there are at
-least UMAP_MIN images, else PCA (scikit-learn). Below ~100 points a 15-neighbour graph spans
-much of the collection and UMAP shows little that PCA does not, deterministically and in
-milliseconds. Above 50 dimensions UMAP runs on the first 50 principal components (the usual
-practice: the same neighbourhoods, several times faster). The `layout` column records what
-was used. Coordinates are in the method's own units; only their relative positions mean
-anything.
+least UMAP_MIN and at most `umap_max` (UMAP_MAX, 200,000) images, else PCA (scikit-learn).
+Below ~100 points a 15-neighbour graph spans much of the collection and UMAP shows little
+that PCA does not, deterministically and in milliseconds. Above 50 dimensions UMAP runs on
+the first 50 principal components (the usual practice: the same neighbourhoods, several
+times faster). Above `umap_max` images UMAP would take hours and tens of GB on one
+machine, so `auto` uses PCA, a linear projection that keeps global structure but not local
+neighbourhoods; `layout="umap"` still forces it. The `layout` column records what was
+used, and the pass config (so the layer's) the limit. Coordinates are in the method's own
+units; only their relative positions mean anything.
 
 UMAP is numba code, compiled on first use: ~25-40 s of CPU on this kind of machine, longer
 than the layout itself below ~10,000 images. The compiled code is kept on disk
@@ -44,6 +47,10 @@ from lamina.core.passes import register
 
 LAYOUTS = ("auto", "umap", "pca")
 UMAP_MIN = 100
+# Above this many images `auto` lays out with PCA: UMAP's neighbour graph and its epochs
+# grow with N (hours and tens of GB at 1M images on one machine), PCA stays linear and
+# small. It is a config field, so the layer's config records the limit it was made with.
+UMAP_MAX = 200_000
 PCA_BEFORE_UMAP = 50
 
 log = logging.getLogger("lamina")
@@ -121,11 +128,13 @@ def import_umap() -> Any:
 @dataclass(frozen=True)
 class MapConfig(ClustersConfig):
     """The clustering options (for the `cluster` column), plus layout (auto, umap or pca),
-    n_neighbors and min_dist (UMAP)."""
+    n_neighbors and min_dist (UMAP), and umap_max: the most images `auto` gives to UMAP
+    (PCA above it)."""
 
     layout: str = "auto"
     n_neighbors: int = 15
     min_dist: float = 0.1
+    umap_max: int = UMAP_MAX
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,7 +156,7 @@ def layout_2d(vectors: np.ndarray, cfg: MapConfig) -> tuple[np.ndarray, str]:
     method = cfg.layout
     if method == "auto":
         has_umap = importlib.util.find_spec("umap") is not None
-        method = "umap" if has_umap and n >= UMAP_MIN else "pca"
+        method = "umap" if has_umap and UMAP_MIN <= n <= cfg.umap_max else "pca"
     if method == "umap" and n > 2:
         umap = import_umap()
         reduced = vectors

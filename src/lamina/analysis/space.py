@@ -22,6 +22,7 @@ from lamina.core.vectors import Embeddings, embedding_layers, list_models, load_
 
 SKLEARN = ("sklearn", "scikit-learn>=1.3")
 FAISS = ("faiss", "faiss-cpu>=1.8")
+ASSIGN_BLOCK = 4_096  # rows k-means assigns at a time (k = 1000: a 16 MB block)
 SMALL = 5_000  # rows below which faiss runs on one thread (see _faiss_threads)
 KNN_EXACT_MAX = 50_000  # rows up to which `knn` searches exactly (as the vector index does)
 
@@ -56,7 +57,9 @@ def present_embeddings(store: Any, model: str) -> Embeddings:
     present = store.sql(
         "select distinct image_id from files where image_id is not null and status <> 'missing'"
     )["image_id"].to_pylist()
-    keep = np.isin(emb.ids, np.asarray(present, dtype=object))
+    # A set lookup an image: np.isin on object arrays compares every pair (N x M).
+    wanted = set(present)
+    keep = np.fromiter((i in wanted for i in emb.ids), bool, len(emb.ids))
     return Embeddings(emb.model, emb.ids[keep], emb.vectors[keep])
 
 
@@ -133,13 +136,17 @@ def kmeans_labels(
     centroids = km.centroids / np.maximum(
         np.linalg.norm(km.centroids, axis=1, keepdims=True), 1e-12
     )
-    labels = np.argmax(v @ centroids.T, axis=1) if len(v) else np.zeros(0, np.int64)
+    # A block of rows at a time: the whole N x k similarity matrix is 2.8 GB at 1M x 707.
+    labels = np.zeros(len(v), np.int64)
+    for r0 in range(0, len(v), ASSIGN_BLOCK):
+        labels[r0 : r0 + ASSIGN_BLOCK] = np.argmax(v[r0 : r0 + ASSIGN_BLOCK] @ centroids.T, axis=1)
     return labels, centroids.astype(np.float32)
 
 
-def knn(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(vectors: np.ndarray, k: int, exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest *other* rows of each row: (cosine similarities, indices), nearest
-    first. Needs k < len(vectors). Exact up to KNN_EXACT_MAX rows; above, an IVF index
+    first. Needs k < len(vectors). Exact up to `exact_max` rows (default KNN_EXACT_MAX,
+    read at call time); above, an IVF index
     calibrated to recall@10 >= 0.97 (`lamina.index.vectors.ivf_index`), since exact
     search grows as N^2 (about 5 min at 100k x 1280-d on 2 cores).
 
@@ -150,7 +157,7 @@ def knn(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     with _faiss_threads(len(v)) as faiss:
-        if len(v) > KNN_EXACT_MAX:
+        if len(v) > (KNN_EXACT_MAX if exact_max is None else exact_max):
             from lamina.index.vectors import ivf_index
 
             index, _ = ivf_index(v)
