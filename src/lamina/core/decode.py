@@ -34,7 +34,7 @@ import hashlib
 import math
 import os
 import warnings
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -305,6 +305,25 @@ def _decode(im: Image.Image, path: str, max_side: int, max_pixels: float) -> Dec
     return Decoded(None, full_w, full_h, mode, alpha, pixel_sha256, None, None, image=rgb)
 
 
+def vips_rgb8(im: Any) -> Any:
+    """A libvips image as 3-band 8-bit sRGB: grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB,
+    alpha flattened onto white (what every decode of lamina gives its passes).
+
+    Example:
+        >>> import pyvips                                   # doctest: +SKIP
+        >>> vips_rgb8(pyvips.Image.black(4, 4)).bands       # doctest: +SKIP
+        3
+    """
+    im = im.colourspace("srgb")
+    if im.hasalpha():
+        im = im.flatten(background=255)
+    if im.bands > 3:
+        im = im.extract_band(0, n=3)
+    if im.format != "uchar":
+        im = im.cast("uchar")
+    return im
+
+
 def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
     """Shrink a big image while it streams from the file (libvips), upright, as RGB.
 
@@ -327,13 +346,7 @@ def _decode_streamed(path: str, max_side: int, mode: str | None) -> Decoded:
         full_w, full_h = im.width, im.height
         orientation = im.get("orientation") if "orientation" in im.get_fields() else 1
         alpha = bool(im.hasalpha())
-        im = im.colourspace("srgb")  # grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB
-        if im.hasalpha():
-            im = im.flatten(background=255)
-        if im.bands > 3:
-            im = im.extract_band(0, n=3)
-        if im.format != "uchar":
-            im = im.cast("uchar")
+        im = vips_rgb8(im)
         k = max(full_w, full_h) // max_side
         if k >= 2:
             im = im.shrink(k, k)  # box average of k x k blocks, row strip by row strip

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lamina.core.decode import vips_rgb8
+
 # Over this many megapixels an image is "huge" (the scan's `huge` column uses the same).
 HUGE_MEGAPIXELS = 90.0
 
@@ -204,13 +206,7 @@ def _bands(path: str, height: int) -> Iterator[tuple[int, np.ndarray]]:
     pyvips = _pyvips()
     # fail_on="error": a truncated or corrupt file is an error, never padded pixels.
     im = pyvips.Image.new_from_file(path, access="sequential", fail_on="error")
-    im = im.colourspace("srgb")  # grey -> 3 bands, 16-bit -> 8-bit, CMYK -> RGB
-    if im.hasalpha():
-        im = im.flatten(background=255)
-    if im.bands > 3:
-        im = im.extract_band(0, n=3)
-    if im.format != "uchar":
-        im = im.cast("uchar")
+    im = vips_rgb8(im)
     width = im.width
     for top in range(0, height, BAND_ROWS):
         rows = min(BAND_ROWS, height - top)
