@@ -102,7 +102,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 STORE_HELP = (
-    "Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, else ./.lamina)."
+    "Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, else ./.lamina), "
+    "or an s3:// URL: a store on S3, worked on in a local copy and published per command."
 )
 QUIET_HELP = "Only warnings and errors on stderr."
 
