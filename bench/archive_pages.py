@@ -117,7 +117,7 @@ def main() -> None:
         f"Python {platform.python_version()}; load average (1 min) {os.getloadavg()[0]:.1f}",
         f"- lamina commit `{commit}`; archive: {cbz.stat().st_size / 1e6:.1f} MB, stored "
         "200x140 JPEG pages",
-        f"- Command: `python bench/archive_pages.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- Command: `{' '.join(['python bench/archive_pages.py', *sys.argv[1:]])}`",
         "",
         "| archive | pages | reopened per page, ms/page | kept open, ms/page | ratio |",
         "|---|--:|--:|--:|--:|",
