@@ -105,3 +105,36 @@ def test_missing_credentials_name_what_to_set(
     text = str(caught.value)
     assert "AWS_ACCESS_KEY_ID" in text and "~/.aws/credentials" in text
     assert os.environ.get("AWS_ACCESS_KEY_ID") is None
+
+
+def test_an_s3_listing_is_read_a_page_at_a_time(
+    tree: Path, s3env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    from lamina.core import remote
+
+    url = make_bucket(s3env, "paged", tree)
+    monkeypatch.setattr(remote, "LIST_PAGE", 2)
+
+    def no_find(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole listing was asked for at once")
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "find", no_find)
+    pages: list[int] = []
+    real_pages = remote._s3_pages
+
+    def counted(fs: object, path: str) -> Iterator[list[dict]]:
+        for page in real_pages(fs, path):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(remote, "_s3_pages", counted)
+    walk = remote.walk_remote(url)
+    first = next(walk)
+    assert pages == [2]  # one page read, not the listing
+    listed = [first, *walk]
+    expected = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    assert [rel for rel, _, _ in listed] == expected
+    assert [size for _, size, _ in listed] == [(tree / rel).stat().st_size for rel in expected]
+    assert pages == [2, 2, 2, 2, 1] and all(m for _, _, m in listed)
