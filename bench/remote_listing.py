@@ -24,6 +24,8 @@ Usage:
     python bench/remote_listing.py                # N = 100,000, M = 10,000; writes results
     python bench/remote_listing.py --keys 20000 --http-keys 2000 --no-write
     python bench/remote_listing.py --s3-keys 100000 --s3-scan-keys 10000   # with s3fs, moto
+    python bench/remote_listing.py --keys 0 --http-keys 0 --s3-keys 100000 \
+        --s3-modes walk-unpaged,walk,spill --no-write   # S3 listing before / after paging
 """
 
 from __future__ import annotations
@@ -96,6 +98,15 @@ def child(mode: str, n: int, url: str | None) -> dict[str, Any]:
         rows = len(fsx.find(path, detail=True, withdirs=False))
     elif mode == "walk":
         rows = sum(1 for _ in walk_remote(url))
+    elif mode == "walk-unpaged":  # the listing before paging: one `find`, held whole
+        import lamina.core.remote as remote
+
+        def unpaged(fs: Any, path: str) -> Any:
+            found = fs.find(path, detail=True, withdirs=False)
+            return ((name, found[name]) for name in sorted(found))
+
+        remote._listed = unpaged
+        rows = sum(1 for _ in walk_remote(url))
     elif mode == "spill":
         from lamina.manifest.sources import Scope
 
@@ -139,14 +150,16 @@ def s3_server(n: int, port: int) -> None:
     server.stop()
 
 
-def s3_rows(n: int, scan_keys: int) -> list[dict[str, Any]]:
+def s3_rows(
+    n: int, scan_keys: int, s3_modes: tuple[str, ...] = ("find", "walk", "spill")
+) -> list[dict[str, Any]]:
     """The listing steps against moto's S3 server (its own process) through s3fs."""
     port = _free_port()
     env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     env.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     rows = []
-    for keys, modes in ((n, ("find", "walk", "spill")), (scan_keys, ("scan",))):
+    for keys, modes in ((n, s3_modes), (scan_keys, ("scan",))):
         if not keys:
             continue
         cmd = [sys.executable, __file__, "--s3-server", str(keys), "--port", str(port)]
@@ -234,6 +247,7 @@ def report(
     what = {
         "find": "fsspec `find(detail=True)` (baseline)",
         "walk": "lamina `walk_remote` (sorted; size, mtime)",
+        "walk-unpaged": "lamina `walk_remote` before paging (one `find`, held whole)",
         "spill": "lamina `spill_listing` (the scan's listing, to Parquet)",
         "scan": "lamina `scan_sources` (listing + probe of each object + commit)",
     }
@@ -272,6 +286,11 @@ def main() -> None:
         help="also list this many keys from moto's S3 server through s3fs (needs both)",
     )
     parser.add_argument("--s3-scan-keys", type=int, default=0, help="a whole scan of this many")
+    parser.add_argument(
+        "--s3-modes",
+        default="find,walk,spill",
+        help="the listing steps to run against S3 (find, walk-unpaged, walk, spill)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--s3-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -291,7 +310,12 @@ def main() -> None:
     http = http_rows(args.http_keys) if args.http_keys else []
     for r in http:
         print(r, flush=True)
-    s3 = s3_rows(args.s3_keys, args.s3_scan_keys) if args.s3_keys or args.s3_scan_keys else []
+    s3_modes = tuple(args.s3_modes.split(","))
+    s3 = (
+        s3_rows(args.s3_keys, args.s3_scan_keys, s3_modes)
+        if args.s3_keys or args.s3_scan_keys
+        else []
+    )
     command = "python bench/remote_listing.py " + " ".join(sys.argv[1:])
     text = report(memory, http, command, s3)
     print(text)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import lamina.catalog  # noqa: F401 - registers the built-in passes, as every entry point does
+from tests.s3_support import endpoint, s3env  # noqa: F401 - the moto S3 fixtures
 
 # The suite runs offline: lamina downloads missing hub weights by default, and no test may
 # (set before huggingface_hub is imported, which reads it once). The tests of the download

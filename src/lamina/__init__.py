@@ -105,12 +105,20 @@ _JOBS = {
 
 
 def open(path: str | os.PathLike[str] | None = None, *, create: bool = False) -> Store:
-    """Open a store (default: `$LAMINA_STORE`, else the nearest `.lamina/` upwards).
+    """Open a store (default: `$LAMINA_STORE`, else the nearest `.lamina/` upwards). A
+    URL (`s3://bucket/prefix`) opens the local working copy of the store kept there, at
+    its newest commit (`lamina.core.objectstore.pull`; `push` publishes).
 
     Example:
         >>> lamina.open("photos-store").table("images").num_rows  # doctest: +SKIP
         312
     """
+    from lamina.core.remote import is_url
+
+    if is_url(path):
+        from lamina.core.objectstore import pull
+
+        return pull(str(path), create=create)
     return Store.open(path, create=create)
 
 

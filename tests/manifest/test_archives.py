@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lamina.core import archives
 from lamina.core.archives import ArchiveLimits, list_archive, open_source, read_members
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
@@ -313,3 +314,31 @@ def test_truncated_tar_keeps_the_members_before_the_damage(tmp_path: Path) -> No
     assert listed[:2] == ["cut.tar.gz!/p1.jpg", "cut.tar.gz!/p2.jpg"]
     got = read_members(str(cut), ["p1.jpg", "p2.jpg"])
     assert got == {"p1.jpg": pages["p1.jpg"], "p2.jpg": pages["p2.jpg"]}
+
+
+def test_pages_of_a_zip_are_read_through_one_kept_archive(tmp_path: Path) -> None:
+    pages = {f"p{i}.jpg": _page(tmp_path, i) for i in range(3)}
+    cbz = _zip(tmp_path / "Vol 01.cbz", pages)
+    archives._zip_kept.clear()
+    for name, data in pages.items():
+        with open_source(f"{cbz}!/{name}") as fh:
+            assert fh.read() == data
+    assert len(archives._zip_kept) == 1  # opened once for the three pages
+    ((zf, _index),) = archives._zip_kept.values()
+    # Rewritten in place (another size, a later mtime): the kept one is dropped, not read.
+    _zip(cbz, {"p0.jpg": pages["p2.jpg"] + b"x"})
+    os.utime(cbz, ns=(cbz.stat().st_mtime_ns + 10**9,) * 2)
+    with open_source(f"{cbz}!/p0.jpg") as fh:
+        assert fh.read() == pages["p2.jpg"] + b"x"
+    assert zf.fp is None and len(archives._zip_kept) == 1
+    # Bounded: the oldest archive is closed past ZIP_KEEP.
+    others = [_zip(tmp_path / f"v{i}.cbz", {"a.jpg": pages["p1.jpg"]}) for i in range(5)]
+    for other in others:
+        assert read_members(str(other), ["a.jpg"]) == {"a.jpg": pages["p1.jpg"]}
+    assert [k[0] for k in archives._zip_kept] == [str(o) for o in others[-archives.ZIP_KEEP :]]
+    # A forked worker starts with none kept (it must not share the parent's file offsets).
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not archives._zip_kept else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    archives._zip_kept.clear()

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import lamina.passes.scan as scan_module
 from lamina.cli import main
-from lamina.core.errors import SourceError, StoreError
+from lamina.core.errors import SourceError
 from lamina.core.remote import check_url, filesystem, remote_error
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
@@ -245,11 +245,16 @@ def test_missing_credentials_and_backends_name_what_to_set() -> None:
             filesystem("s3://bucket/x")
 
 
-def test_a_store_on_an_object_store_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="atomic rename"):
-        Store.open("s3://bucket/store", create=True)
-    result = CliRunner().invoke(main, ["--store", "gs://bucket/store", "status"])
-    assert result.exit_code != 0 and "atomic rename" in result.output
+def test_a_store_url_with_secrets_is_refused_and_a_missing_store_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(SourceError, match="never stores a secret"):
+        Store.open("s3://key:s3cr3t@bucket/store", create=True)
+    result = CliRunner().invoke(main, ["--store", "memory://nobucket/store", "status"])
+    assert result.exit_code == 2, result.output
+    assert "no lamina store at memory://nobucket/store" in result.output
+    assert not list((tmp_path / "cache").rglob("lamina.toml"))
 
 
 def test_status_counts_per_remote_and_archive_source(

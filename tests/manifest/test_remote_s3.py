@@ -25,8 +25,7 @@ from lamina.jobs.scan import scan_sources  # noqa: E402
 from lamina.manifest.reconcile import reconcile  # noqa: E402
 from tests.conftest import write_photo  # noqa: E402
 from tests.manifest.test_remote import _files, add_comics  # noqa: E402
-
-KEY_ID, SECRET = "AKIALAMINATESTKEY", "lamina-s3cr3t-test-value"
+from tests.s3_support import KEY_ID, SECRET, fresh_s3fs, make_bucket  # noqa: E402
 
 
 @pytest.fixture
@@ -34,60 +33,10 @@ def collection(tree: Path, tmp_path: Path) -> Path:
     return add_comics(tree, tmp_path)
 
 
-def _fresh_s3fs() -> None:
-    """s3fs keeps one instance per set of options: drop it, so the next call reads the
-    environment (endpoint, credentials) as it is now."""
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address  # port 0: the one the OS gave
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3env(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The standard AWS environment pointing at the moto server."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    _fresh_s3fs()
-    yield endpoint
-    _fresh_s3fs()
-
-
-def _bucket(endpoint: str, name: str, src: Path) -> str:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=name)
-    for p in sorted(src.rglob("*")):
-        if p.is_file():
-            s3.put_object(
-                Bucket=name, Key=f"col/{p.relative_to(src).as_posix()}", Body=p.read_bytes()
-            )
-    return f"s3://{name}/col"
-
-
 def test_bucket_scans_to_the_same_tables_as_disk(
     collection: Path, s3env: str, tmp_path: Path
 ) -> None:
-    url = _bucket(s3env, "same-tables", collection)
+    url = make_bucket(s3env, "same-tables", collection)
     local = Store.open(tmp_path / "local", create=True)
     remote = Store.open(tmp_path / "remote", create=True)
     scan_sources(local, [collection], workers=1, progress=False)
@@ -108,7 +57,7 @@ def test_bucket_scans_to_the_same_tables_as_disk(
 def test_listing_that_changes_during_the_scan(
     tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = _bucket(s3env, "changing", tree)
+    url = make_bucket(s3env, "changing", tree)
     s3 = boto3.client("s3", endpoint_url=s3env, region_name="us-east-1")
     real_walk = scan_module.walk_remote
 
@@ -127,7 +76,7 @@ def test_listing_that_changes_during_the_scan(
     for gone in ("cats/a.jpg", "cats/b.jpg"):
         assert (rows[gone]["status"], rows[gone]["reason"]) == ("unreadable", "changed_during_scan")
     monkeypatch.setattr(scan_module, "walk_remote", real_walk)
-    _fresh_s3fs()
+    fresh_s3fs()
     second = scan_sources(store, [url], workers=1, progress=False)
     rows = {r["rel_path"]: r for r in store.table("files").to_pylist()}
     assert rows["cats/b.jpg"]["status"] == "missing"
@@ -144,15 +93,48 @@ def test_a_bucket_that_does_not_exist(s3env: str, tmp_path: Path) -> None:
 def test_missing_credentials_name_what_to_set(
     tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = _bucket(s3env, "locked", tree)
+    url = make_bucket(s3env, "locked", tree)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    _fresh_s3fs()
+    fresh_s3fs()
     store = Store.open(tmp_path / "store", create=True)
     with pytest.raises(SourceError) as caught:
         scan_sources(store, [url], progress=False)
     text = str(caught.value)
     assert "AWS_ACCESS_KEY_ID" in text and "~/.aws/credentials" in text
     assert os.environ.get("AWS_ACCESS_KEY_ID") is None
+
+
+def test_an_s3_listing_is_read_a_page_at_a_time(
+    tree: Path, s3env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    from lamina.core import remote
+
+    url = make_bucket(s3env, "paged", tree)
+    monkeypatch.setattr(remote, "LIST_PAGE", 2)
+
+    def no_find(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole listing was asked for at once")
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "find", no_find)
+    pages: list[int] = []
+    real_pages = remote._s3_pages
+
+    def counted(fs: object, path: str) -> Iterator[list[dict]]:
+        for page in real_pages(fs, path):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(remote, "_s3_pages", counted)
+    walk = remote.walk_remote(url)
+    first = next(walk)
+    assert pages == [2]  # one page read, not the listing
+    listed = [first, *walk]
+    expected = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    assert [rel for rel, _, _ in listed] == expected
+    assert [size for _, size, _ in listed] == [(tree / rel).stat().st_size for rel in expected]
+    assert pages == [2, 2, 2, 2, 1] and all(m for _, _, m in listed)

@@ -8,6 +8,7 @@ import functools
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,8 @@ import click
 from click.core import ParameterSource
 
 from lamina.core.errors import LaminaError
-from lamina.core.store import Store
+from lamina.core.remote import is_url
+from lamina.core.store import ENV_STORE, Store
 
 EXIT_ERRORS = 1
 EXIT_BAD_INPUT = 2
@@ -41,7 +43,33 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_store(ctx: click.Context, *, create: bool = False) -> Store:
-    return Store.open(ctx.obj["store"], create=create)
+    """The store of `--store`. A URL (`s3://bucket/prefix`) is a store on an object store
+    (`lamina.core.objectstore`): its working copy is brought up to the newest commit now,
+    and what the command committed is published when the command ends."""
+    named = ctx.obj["store"] or os.environ.get(ENV_STORE)
+    if not is_url(named):
+        return Store.open(named, create=create)
+    from lamina.core import objectstore
+
+    store = objectstore.pull(named, create=create)
+    root = ctx.find_root()
+    if not root.meta.get("lamina.push"):
+        root.meta["lamina.push"] = named
+        # On the way out, also after an error: what is committed locally is consistent
+        # (a killed command never gets here; its next run resumes and publishes).
+        root.call_on_close(lambda: _publish(named))
+    return store
+
+
+def _publish(url: str) -> None:
+    from lamina.core import objectstore
+
+    try:
+        number = objectstore.push(url)
+    except LaminaError as exc:
+        fail(str(exc))
+    if number is not None:
+        logging.getLogger("lamina").info("published commit %d of %s", number, url)
 
 
 def echo_json(obj: Any) -> None:
@@ -74,7 +102,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 STORE_HELP = (
-    "Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, else ./.lamina)."
+    "Store folder (default: $LAMINA_STORE, else the nearest .lamina/ upwards, else ./.lamina), "
+    "or an s3:// URL: a store on S3, worked on in a local copy and published per command."
 )
 QUIET_HELP = "Only warnings and errors on stderr."
 

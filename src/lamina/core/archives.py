@@ -507,12 +507,80 @@ def read_members(container: str, names: Iterable[str]) -> dict[str, bytes | Exce
         if isinstance(got, Exception):
             raise got
         src = io.BytesIO(got)
+    elif archive_kind(container) == "zip":  # kept open for the next page (see _zip_kept)
+        return _read_zip(_kept_zip(container), wanted)
     elif is_url(container):  # a remote archive: a seekable stream of range reads
         with open_seekable(container, ArchiveLimits.nested_bytes) as remote:
             return _read_members_from(container, remote, wanted)
     else:
         src = container
     return _read_members_from(container, src, wanted)
+
+
+# ZIP / CBZ archives kept open per process, most recent last: a decoding pass reads a
+# chunk's pages one `open_source` at a time, and reopening parses the central directory
+# again (and, for a remote archive, costs its requests and drops its read-ahead block)
+# every page. Bounded: ZIP_KEEP archives (an open file and the member index each). A kept
+# one is reused only while its (size, mtime) is what it was when opened.
+ZIP_KEEP = 4
+_zip_kept: dict[tuple[str, int, int], tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]] = {}
+
+
+def _forget_kept_zips() -> None:
+    # A forked worker must not share the parent's file offsets: it opens its own.
+    _zip_kept.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_kept_zips)
+
+
+def _kept_zip(container: str) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
+    """The open ZipFile of the plain or remote archive `container`, and its members by
+    manifest name: the kept one when the file is unchanged, else opened now (and kept)."""
+    key = (container, *source_version(container))
+    kept = _zip_kept.pop(key, None)
+    if kept is None:
+        if is_url(container):
+            fh: BinaryIO = open_seekable(container, ArchiveLimits.nested_bytes)
+        else:
+            fh = open(container, "rb")  # noqa: SIM115 - kept open; closed when evicted
+        try:
+            zf = zipfile.ZipFile(fh)
+        except BaseException:
+            fh.close()
+            raise
+        index: dict[str, zipfile.ZipInfo] = {}
+        for info in _zip_entries(zf):
+            index.setdefault(member_name(info.filename), info)
+        kept = (zf, index)
+        for stale in [k for k in _zip_kept if k[0] == container]:  # an older version
+            _close_zip(_zip_kept.pop(stale))
+        while len(_zip_kept) >= ZIP_KEEP:
+            _close_zip(_zip_kept.pop(next(iter(_zip_kept))))
+    _zip_kept[key] = kept  # most recent last
+    return kept
+
+
+def _close_zip(kept: tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]) -> None:
+    zf = kept[0]
+    fp = zf.fp
+    zf.close()
+    if fp is not None:
+        fp.close()  # ZipFile leaves a file object it was given open
+
+
+def _read_zip(
+    kept: tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]], wanted: set[str]
+) -> dict[str, bytes | Exception]:
+    zf, index = kept
+    out: dict[str, bytes | Exception] = {}
+    for name in wanted & index.keys():
+        try:
+            out[name] = zf.read(index[name])
+        except _READ_ERRORS as exc:
+            out[name] = exc
+    return out
 
 
 def _read_members_from(

@@ -243,9 +243,54 @@ def _size(fs: Any, name: str, entry: dict[str, Any]) -> tuple[int | None, int | 
     return (None if size is None else int(size)), mtime_ns(entry)
 
 
+# Keys per page of a paged listing (S3's ListObjectsV2 gives at most 1,000 a request).
+LIST_PAGE = 1000
+
+
+def _s3_pages(fs: Any, path: str) -> Iterator[list[dict[str, Any]]]:
+    """The objects under `path` of an s3fs filesystem, a page at a time, in key order
+    (ListObjectsV2 without a delimiter returns keys in UTF-8 byte order, which is the
+    code-point order Python sorts by): memory is one page, not the whole listing that
+    `find` builds (~1.2 KB a key)."""
+    from fsspec.asyn import sync
+
+    bucket, key, _version = fs.split_path(path)
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    # s3fs's own page iterator (each page one request through its retrying `_call_s3`,
+    # with its credentials and endpoint), driven on its event loop a page at a time.
+    objects = fs._iterdir(bucket, delimiter="", prefix=prefix)
+
+    async def take(n: int) -> list[dict[str, Any]]:
+        page: list[dict[str, Any]] = []
+        try:
+            while len(page) < n:
+                page.append(await objects.__anext__())
+        except StopAsyncIteration:
+            pass
+        return page
+
+    while page := sync(fs.loop, take, LIST_PAGE):
+        yield page
+
+
+def _listed(fs: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, details) of every object under `path`, in name order: paged where the
+    backend allows it (s3fs), else one `find` (memory://, gs://, http(s)://: held whole)."""
+    if type(fs).__name__ == "S3FileSystem" and hasattr(fs, "_iterdir"):
+        for page in _s3_pages(fs, path):
+            for info in page:
+                yield info["name"], info
+        return
+    found = fs.find(path, detail=True, withdirs=False)
+    for name in sorted(found):
+        yield name, found[name]
+
+
 def walk_remote(url: str) -> Iterator[tuple[str, int | None, int | None]]:
     """The files under `url` as (path inside it, size, mtime_ns), in path order: one
     listing, taken now (no cached listing is reused), so that a scan works on one snapshot.
+    An S3 listing is read a page (1,000 keys) at a time as the scan consumes it, so the
+    scan's memory does not grow with the number of keys.
 
     Example:
         >>> list(walk_remote("memory://bucket/comics"))  # doctest: +SKIP
@@ -253,27 +298,26 @@ def walk_remote(url: str) -> Iterator[tuple[str, int | None, int | None]]:
     """
     fs, path = filesystem(url)
     root = path.rstrip("/")
-    try:
-        fs.invalidate_cache()  # a listing cached by an earlier scan is not this snapshot
-        found = fs.find(path, detail=True, withdirs=False)
-    except Exception as exc:
-        raise remote_error(url, exc) from exc
     # Names come back in the backend's own spelling of `path` (fsspec strips the protocol
     # the same way for both); a name not under it is left out.
     base = fs._strip_protocol(root).rstrip("/") + "/"
-    names = sorted(n for n in found if n.startswith(base) and not n.endswith("/"))
     quoted = protocol_of(url) in ("http", "https")  # an index page's links are %-quoted
-    for name in names:
-        rel = unquote(name[len(base) :]) if quoted else name[len(base) :]
-        if not rel:
-            continue
-        try:
-            size, mtime = _size(fs, name, found[name])
-        except FileNotFoundError:
-            continue  # gone between the listing and its size: not in this snapshot
-        except Exception as exc:
-            raise remote_error(url, exc) from exc
-        yield rel, size, mtime
+    try:
+        fs.invalidate_cache()  # a listing cached by an earlier scan is not this snapshot
+        listed = _listed(fs, path)
+        for name, entry in listed:
+            if not name.startswith(base) or name.endswith("/"):
+                continue
+            rel = unquote(name[len(base) :]) if quoted else name[len(base) :]
+            if not rel:
+                continue
+            try:
+                size, mtime = _size(fs, name, entry)
+            except FileNotFoundError:
+                continue  # gone between the listing and its size: not in this snapshot
+            yield rel, size, mtime
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
 
 
 def open_remote(url: str) -> BinaryIO:

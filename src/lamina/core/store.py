@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -67,7 +69,7 @@ from lamina.core.layout import (  # re-exported: the store's own names, asked of
     not_writable,
     write_error,
 )
-from lamina.core.remote import is_url
+from lamina.core.remote import check_url, is_url
 
 __all__ = [
     "GLOBAL_PART",
@@ -84,6 +86,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_parquet",
+    "checkout_dir",
     "fenced_commit",
     "find_store",
     "layer_path",
@@ -213,18 +216,20 @@ def find_store(start: Path | None = None) -> Path | None:
     return None
 
 
-def _refuse_url(text: str) -> None:
-    """A store given as a URL (`s3://…`, `gs://…`) is refused: its commit renames files
-    into place, which an object store cannot do atomically (docs/scale.md, "Where the
-    store can live")."""
-    if is_url(text):
-        raise StoreError(
-            f"the store {text} is on an object store; a lamina store must be on a filesystem "
-            "with atomic rename (a local disk, or a POSIX shared filesystem), since each "
-            "commit renames its files into place and S3 / GCS have no atomic rename",
-            hint="put the store on a local or shared disk (--store /data/lamina-store); the "
-            "sources may stay remote (`lamina scan s3://bucket/prefix`)",
-        )
+def checkout_dir(url: str) -> Path:
+    """The local working copy of the store kept at `url` (an object store; see
+    `lamina.core.objectstore`): a folder under `$XDG_CACHE_HOME/lamina/stores` (default
+    `~/.cache`), named after the URL.
+
+    Example:
+        >>> checkout_dir("s3://bucket/lamina-store").name
+        'bucket_lamina-store-d7a0adf0bc6c'
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    url = check_url(url)
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_")[:60]
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return Path(cache) / "lamina" / "stores" / f"{readable}-{digest}"
 
 
 def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -236,10 +241,12 @@ def resolve_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
         '/tmp/s'
     """
     if explicit:
-        _refuse_url(str(explicit))
+        if is_url(str(explicit)):  # a store on an object store: its local working copy
+            return checkout_dir(str(explicit))
         return Path(explicit).expanduser().absolute()
     if os.environ.get(ENV_STORE):
-        _refuse_url(os.environ[ENV_STORE])
+        if is_url(os.environ[ENV_STORE]):
+            return checkout_dir(os.environ[ENV_STORE])
         return Path(os.environ[ENV_STORE]).expanduser().absolute()
     return find_store() or (Path.cwd() / STORE_DIRNAME).absolute()
 

@@ -1,0 +1,300 @@
+"""A store kept on an object store (`--store s3://bucket/prefix`): immutable content-named
+objects, and numbered commit manifests written with a conditional put.
+
+An object store has no rename, so the local commit (stage, redo record, `os.replace`) does
+not carry over. Instead the bucket holds a *history of snapshots*::
+
+    <url>/objects/<sha256>              every file of the store, named by its content;
+                                        written once, never changed
+    <url>/commits/<n, 10 digits>.json   a snapshot: {relative path: [sha256, size]} of
+                                        every file, and its parent commit
+
+A commit uploads the objects it adds first, then writes its manifest `commits/<n+1>.json`
+with a *conditional put* (S3 `If-None-Match: *`, fsspec's `mode="create"`), which fails
+when that name exists. So:
+
+* a snapshot is visible only once its manifest exists, and a manifest is one PUT, whole or
+  absent: a writer killed before it (while uploading objects) leaves objects nobody names,
+  and readers still see the previous commit;
+* two writers that start from the same commit cannot both commit: the second's conditional
+  put fails, and it stops with a clear error (nothing of it is visible).
+
+Readers take the manifest with the highest number. Commands work on a local *working
+copy* of the newest snapshot (`checkout_dir`, under the user's cache folder): `pull`
+brings it up to date (downloading only objects it lacks, applied as one local commit),
+the command reads and writes that local store exactly as any other (locks, fenced chunk
+commits, roll-forward), and `push` publishes what it committed. The CLI does both around
+every command given `--store URL`. A command killed midway publishes nothing; its
+committed chunks stay in the working copy, and running it again resumes from them and
+publishes the lot.
+
+Protocols whose fsspec backend makes `mode="create"` a real conditional put can be
+written: `s3` (s3fs) and `memory` (one process). Others (gs://, http(s)://) can be
+pulled (read) but not pushed; gcsfs's generation-match put is not wired (not tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamina.core.errors import StoreError
+from lamina.core.layout import atomic_write_bytes, atomic_write_json
+from lamina.core.remote import check_url, filesystem, protocol_of, remote_error
+from lamina.core.store import FENCE_FILE, LOCK_FILE, Store, checkout_dir
+
+COMMITS = "commits"
+OBJECTS = "objects"
+STATE_FILE = "objectstore.json"  # in the working copy: the commit it holds, and hashes
+# Never published: staging, the local lock and fence, the working copy's own state, and
+# `cache/` (features and text caches any machine can make again).
+LOCAL_ONLY = frozenset({"tmp", "cache", LOCK_FILE, FENCE_FILE, STATE_FILE})
+# Protocols whose `pipe_file(..., mode="create")` is a conditional put (see module doc).
+WRITABLE = frozenset({"s3", "s3a", "memory"})
+_COMMIT_NAME = re.compile(r"^(\d{10})\.json$")
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One snapshot in the bucket: its number and files ({rel path: (sha256, size)})."""
+
+    number: int
+    files: dict[str, tuple[str, int]]
+
+
+def _join(base: str, *names: str) -> str:
+    return "/".join([base.rstrip("/"), *names])
+
+
+def commits(url: str) -> list[int]:
+    """The numbers of the commits in the bucket at `url`, oldest first.
+
+    Example:
+        >>> commits("memory://no-store-here")
+        []
+    """
+    fs, base = filesystem(check_url(url))
+    folder = _join(base, COMMITS)
+    try:
+        fs.invalidate_cache()
+        names = fs.ls(folder, detail=False) if fs.exists(folder) else []
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
+    found = (_COMMIT_NAME.match(str(n).rsplit("/", 1)[-1]) for n in names)
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def read_commit(url: str, number: int) -> Commit:
+    """The manifest of commit `number` of the store at `url`."""
+    fs, base = filesystem(check_url(url))
+    path = _join(base, COMMITS, f"{number:010d}.json")
+    try:
+        record = json.loads(fs.cat_file(path))
+        files = {str(k): (str(v[0]), int(v[1])) for k, v in record["files"].items()}
+    except Exception as exc:
+        raise StoreError(
+            f"the commit {url}/{COMMITS}/{number:010d}.json cannot be read: {exc}",
+            hint="check the endpoint and credentials; a manifest is written whole or not at all",
+        ) from exc
+    return Commit(number, files)
+
+
+def newest(url: str) -> Commit | None:
+    """The newest commit of the store at `url` (what every reader sees), or None.
+
+    Example:
+        >>> newest("memory://no-store-here") is None
+        True
+    """
+    numbers = commits(url)
+    return read_commit(url, numbers[-1]) if numbers else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state(root: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((root / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {"commit": 0, "files": {}}
+    return state if isinstance(state, dict) else {"commit": 0, "files": {}}
+
+
+def local_files(root: Path, known: dict[str, Any] | None = None) -> dict[str, tuple[str, int]]:
+    """Every publishable file of the working copy at `root`: {rel path: (sha256, size)}.
+    A file whose size and mtime match `known` (the state's record) is not hashed again.
+
+    Example:
+        >>> local_files(Path("/nonexistent"))
+        {}
+    """
+    known = known or {}
+    out: dict[str, tuple[str, int]] = {}
+    if not root.is_dir():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/", 1)[0] in LOCAL_ONLY or not path.is_file():
+            continue
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            continue  # an atomic write in flight
+        st = path.stat()
+        seen = known.get(rel)
+        if seen and seen[1] == st.st_size and seen[2] == st.st_mtime_ns:
+            out[rel] = (seen[0], st.st_size)
+        else:
+            out[rel] = (_sha256(path), st.st_size)
+    return out
+
+
+def _save_state(root: Path, url: str, number: int, files: dict[str, tuple[str, int]]) -> None:
+    stamped = {}
+    for rel, (sha, size) in files.items():
+        try:
+            stamped[rel] = [sha, size, (root / rel).stat().st_mtime_ns]
+        except OSError:
+            continue
+    atomic_write_json(root / STATE_FILE, {"url": url, "commit": number, "files": stamped})
+
+
+def pull(url: str, *, create: bool = False) -> Store:
+    """The working copy of the store at `url`, brought up to its newest commit and opened.
+
+    Only objects the copy lacks are downloaded, and they are moved into place as one local
+    commit, so a local reader never sees half a pull. A copy with work not yet published
+    on an older commit, while the bucket moved on, is refused (that work would be lost).
+    `create`: a bucket prefix with no commit yet gives a new empty store (published by
+    the first `push`).
+
+    Example:
+        >>> store = pull("s3://bucket/lamina-store")  # doctest: +SKIP
+    """
+    url = check_url(url)
+    root = checkout_dir(url)
+    head = newest(url)
+    if head is None:
+        if (root / "lamina.toml").is_file() or create:
+            return Store.open(root, create=create)
+        raise StoreError(
+            f"no lamina store at {url} (no {COMMITS}/ manifest there)",
+            hint=f"run `lamina scan SOURCE --store {url}` to create one",
+        )
+    state = _state(root)
+    if state.get("url") not in (None, url):
+        raise StoreError(f"the working copy {root} belongs to {state['url']}, not {url}")
+    if int(state.get("commit") or 0) == head.number and (root / "lamina.toml").is_file():
+        return Store.open(root)
+    have = local_files(root, state.get("files"))
+    published = {k: (v[0], int(v[1])) for k, v in (state.get("files") or {}).items()}
+    if have and have != published:
+        raise StoreError(
+            f"the working copy {root} has work not yet published on commit "
+            f"{state.get('commit') or 0} of {url}, and the store there has moved on to "
+            f"commit {head.number} (another machine published)",
+            hint=f"publish nothing from here: move {root} aside and run again, which "
+            "checks out the newest commit (then redo the work: it resumes there)",
+        )
+    fs, base = filesystem(url)
+    if not (root / "lamina.toml").is_file():
+        sha, _size = head.files["lamina.toml"]
+        atomic_write_bytes(root / "lamina.toml", fs.cat_file(_join(base, OBJECTS, sha)))
+        (root / "tmp").mkdir(exist_ok=True)
+    store = Store(root)
+    with store.write_lock("pull"):
+        staging = store.staging_dir("pull")
+        staged: dict[Path, Path] = {}
+        try:
+            for i, (rel, (sha, _size)) in enumerate(sorted(head.files.items())):
+                if have.get(rel, ("",))[0] == sha:
+                    continue
+                tmp = staging / f"{i:08d}"
+                fs.get_file(_join(base, OBJECTS, sha), str(tmp))
+                staged[root / rel] = tmp
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        store.commit("pull", staged)
+        for rel in set(have) - set(head.files):
+            (root / rel).unlink(missing_ok=True)  # removed by the commit pulled
+        _save_state(root, url, head.number, head.files)
+    return Store.open(root)
+
+
+def push(url: str) -> int | None:
+    """Publish the working copy of the store at `url` as its next commit; the commit's
+    number, or None when there was nothing new. See the module docstring for the order
+    (objects, then the manifest by conditional put) and what a race or a kill leaves.
+
+    Example:
+        >>> push("s3://bucket/lamina-store")  # doctest: +SKIP
+        3
+    """
+    url = check_url(url)
+    protocol = protocol_of(url)
+    root = checkout_dir(url)
+    store = Store.open(root)
+    with store.write_lock("push"):
+        state = _state(root)
+        parent = int(state.get("commit") or 0)
+        files = local_files(root, state.get("files"))
+        published = {k: (v[0], int(v[1])) for k, v in (state.get("files") or {}).items()}
+        if parent and files == published:
+            return None
+        if protocol not in WRITABLE:
+            raise StoreError(
+                f"the store {url} can be read but not written: lamina commits to an object "
+                f"store by a conditional put, wired for {', '.join(sorted(WRITABLE))}:// only",
+                hint="keep the store on a local or shared disk, or on s3://",
+            )
+        numbers = commits(url)
+        if (numbers[-1] if numbers else 0) != parent:
+            raise _conflict(url, parent, numbers[-1])
+        fs, base = filesystem(url)
+        known = {sha for sha, _size in published.values()}
+        try:
+            for rel, (sha, _size) in sorted(files.items()):
+                if sha not in known:
+                    fs.put_file(str(root / rel), _join(base, OBJECTS, sha))
+                    known.add(sha)
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        number = parent + 1
+        manifest = {
+            "format": 1,
+            "commit": number,
+            "parent": parent or None,
+            "files": {rel: [sha, size] for rel, (sha, size) in sorted(files.items())},
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        try:
+            fs.pipe_file(_join(base, COMMITS, f"{number:010d}.json"), data, mode="create")
+        except FileExistsError:
+            raise _conflict(url, parent, number) from None
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        _save_state(root, url, number, files)
+    return number
+
+
+def _conflict(url: str, parent: int, theirs: int) -> StoreError:
+    return StoreError(
+        f"the store {url} moved on while this command ran (this work starts from commit "
+        f"{parent}; commit {theirs} was published by another writer): nothing was published",
+        hint="one writer at a time per store; the work stays in the local working copy "
+        f"{checkout_dir(url)} (move it aside and run the command again to redo it on the "
+        "newest commit)",
+    )

@@ -1,0 +1,153 @@
+"""A store kept on S3 (moto's server): scan, sense and a global pass write it, a fresh
+machine reads the same tables, a push killed before its manifest leaves nothing visible,
+and two writers from one commit cannot both publish (the conditional put)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+from lamina.cli import main
+from lamina.core import objectstore
+from lamina.core.errors import StoreError
+from lamina.core.store import checkout_dir
+from lamina.jobs.scan import scan_sources
+from tests.conftest import write_photo
+from tests.s3_support import make_bucket
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = "select rel_path, status, image_id from files order by rel_path"
+
+
+def _lamina(store: str, *args: str) -> str:
+    result = CliRunner().invoke(main, ["--store", store, *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _sql(store: str, query: str) -> list[dict]:
+    return json.loads(_lamina(store, "sql", "--format", "json", query))
+
+
+def _machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    """Another machine: its own cache folder, so its own working copy."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache-{name}"))
+
+
+def _store_bucket(endpoint: str, name: str) -> str:
+    make_bucket(endpoint, name)
+    return f"s3://{name}/lamina-store"
+
+
+def test_scan_sense_flags_then_another_machine_reads_the_same(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_bucket(s3env, "pages", tree)
+    url = _store_bucket(s3env, "stores")
+    _machine(monkeypatch, tmp_path, "a")
+    _lamina(url, "scan", source)
+    _lamina(url, "sense", "-j", "1", "--no-thumbnails")
+    _lamina(url, "flags")
+    assert objectstore.commits(url) == [1, 2, 3]
+    files = _sql(url, FILES)
+    flags = _sql(url, "select image_id, exact_duplicate, tiny from flags order by image_id")
+    statuses = [r["status"] for r in files]
+    assert (statuses.count("ok"), statuses.count("junk"), statuses.count("broken")) == (4, 4, 1)
+    assert len(flags) == 4 and all(r["tiny"] for r in flags)
+    assert sum(r["exact_duplicate"] for r in flags) == 1  # dogs/c_copy.png
+    assert objectstore.commits(url) == [1, 2, 3]  # reading published nothing
+    _machine(monkeypatch, tmp_path, "b")
+    assert not checkout_dir(url).exists()
+    assert _sql(url, FILES) == files
+    assert _sql(url, "select image_id, exact_duplicate, tiny from flags order by 1") == flags
+    # Every file of the store is an object named by its content.
+    newest = objectstore.newest(url)
+    assert newest is not None and "lamina.toml" in newest.files
+    assert any(rel.startswith("layers/signals/") for rel in newest.files)
+
+
+KILL_AT_MANIFEST = """
+import os, signal, sys
+import s3fs
+real = s3fs.S3FileSystem._pipe_file
+async def pipe_then_die(self, path, data, *args, **kwargs):
+    if "/commits/" in path:  # every object is up; the manifest is next
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await real(self, path, data, *args, **kwargs)
+s3fs.S3FileSystem._pipe_file = pipe_then_die
+from lamina.cli import main
+main(["--store", sys.argv[1], "scan", sys.argv[2]])
+"""
+
+
+def test_a_push_killed_before_its_manifest_publishes_nothing(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _store_bucket(s3env, "killed")
+    _machine(monkeypatch, tmp_path, "a")
+    _lamina(url, "scan", str(tree))
+    before = _sql(url, FILES)
+    write_photo(tree / "late.jpg", 99)
+    env = {**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    killed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILL_AT_MANIFEST), url, str(tree)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    # The new objects were uploaded, yet no reader sees them: commit 1 is still newest.
+    fs, base = objectstore.filesystem(url)
+    objects = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{base}/objects", detail=False)}
+    first = objectstore.read_commit(url, 1)
+    assert objects - {sha for sha, _ in first.files.values()}
+    assert objectstore.commits(url) == [1]
+    _machine(monkeypatch, tmp_path, "b")
+    assert _sql(url, FILES) == before and len(before) == 9
+    # The killed machine's next command publishes the scan its working copy committed.
+    _machine(monkeypatch, tmp_path, "a")
+    _lamina(url, "status")
+    assert objectstore.commits(url) == [1, 2]
+    shutil.rmtree(checkout_dir(url))
+    after = _sql(url, FILES)
+    assert [r["rel_path"] for r in after] == sorted([*(r["rel_path"] for r in before), "late.jpg"])
+
+
+def test_two_writers_from_one_commit_cannot_both_publish(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _store_bucket(s3env, "racing")
+    _machine(monkeypatch, tmp_path, "a")
+    _lamina(url, "scan", str(tree / "cats"))
+    stores = {}
+    for name in ("a", "b"):
+        _machine(monkeypatch, tmp_path, name)
+        stores[name] = objectstore.pull(url)
+        scan_sources(stores[name], [tree / "dogs"], workers=1, progress=False)
+    _machine(monkeypatch, tmp_path, "a")
+    assert objectstore.push(url) == 2
+    theirs = objectstore.read_commit(url, 2)
+    _machine(monkeypatch, tmp_path, "b")
+    with pytest.raises(StoreError, match="moved on while this command ran"):
+        objectstore.push(url)
+    # The same race where b looked before a published: S3's conditional put refuses it.
+    monkeypatch.setattr(objectstore, "commits", lambda _url: [1])
+    with pytest.raises(StoreError, match="commit 2 was published by another writer"):
+        objectstore.push(url)
+    monkeypatch.undo()
+    assert objectstore.commits(url) == [1, 2]
+    assert objectstore.read_commit(url, 2) == theirs
+    # b's working copy is refused a pull that would drop its unpublished work.
+    _machine(monkeypatch, tmp_path, "b")
+    with pytest.raises(StoreError, match="work not yet published"):
+        objectstore.pull(url)
