@@ -39,7 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-SPLITS = ("calibration", "development", "held_out", "final")
+SPLITS = ("calibration", "development", "held_out", "final", "fresh")
+# The model of pixel_stats v3 is trained on every split but `fresh`, less the photos cut
+# from the sources `fresh` keeps for itself (tests/modality_fresh.py FRESH_PHOTOS).
+TRAIN_SPLITS = ("calibration", "development", "held_out", "final")
 # How the features and sets came to be (kept in the results file on every run).
 HISTORY = """## How it was built (in order)
 
@@ -73,13 +76,17 @@ graphic 0.57 / 0.57, screenshot 1.00 / 0.20; held_out photo 0.96 / 1.00, documen
 
 
 def _store(tmp: Path, split: str):  # type: ignore[no-untyped-def]
+    from tests.modality_fresh import write_fresh_set
     from tests.modality_set import write_modality_set
 
     from lamina.core.store import Store
     from lamina.jobs.scan import ScanConfig, scan
 
     src = tmp / split
-    write_modality_set(src, split)
+    if split == "fresh":
+        write_fresh_set(src)
+    else:
+        write_modality_set(src, split)
     store = Store.open(tmp / f"{split}-store", create=True)
     scan(store, ScanConfig(sources=(str(src),), progress=False))
     return store
@@ -108,13 +115,25 @@ def train(out: Path) -> None:
 
     from lamina.analysis.modality import FEATURES, Model
 
+    from tests.modality_fresh import FRESH_PHOTOS
+
     if out.exists():
         raise SystemExit(f"{out} exists: give another --out (nothing is overwritten)")
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-modality-"))
+    names, xs, ys = [], [], []
     try:
-        names, x, y = features(tmp, "calibration")
+        for split in TRAIN_SPLITS:
+            n, x_, y_ = features(tmp, split)
+            # Photos cut from a source `fresh` keeps for itself stay out of training.
+            keep = [not (lab == "photo" and Path(r).stem.rsplit("_", 1)[0] in FRESH_PHOTOS)
+                    for r, lab in zip(n, y_, strict=True)]  # fmt: skip
+            names += [f"{split}/{r}" for r, k in zip(n, keep, strict=True) if k]
+            xs.append(x_[keep])
+            ys.append(y_[keep])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    print({c: int((y == c).sum()) for c in sorted(set(y))})
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / scale
     for c in (0.1, 0.3, 1.0, 3.0, 10.0):
@@ -127,7 +146,8 @@ def train(out: Path) -> None:
     model = Model(FEATURES, tuple(clf.classes_), mean, scale, clf.coef_, clf.intercept_)
     payload = {
         **model.to_dict(),
-        "trained_on": f"tests/modality_set.py calibration split ({len(y)} images)",
+        "trained_on": f"tests/modality_set.py splits {', '.join(TRAIN_SPLITS)} less the photos "
+        f"of tests/modality_fresh.py FRESH_PHOTOS ({len(y)} images)",
         "trainer": "sklearn LogisticRegression(C=1, class_weight='balanced')",
     }
     out.write_text(json.dumps(payload, indent=1) + "\n")

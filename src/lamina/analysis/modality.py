@@ -35,7 +35,7 @@ MODALITIES = ("photo", "document", "graphic", "screenshot", "other")
 FEATURES = (
     "flat_share", "smooth_share", "dominant_share", "palette_share", "edge_share",
     "line_share", "clean_share", "linearity", "sat_mean", "sat_std", "grey_share",
-    "paper_share", "text_share", "text_density", "screen_size",
+    "paper_share", "text_share", "text_density", "screen_size", "coherence",
 )  # fmt: skip
 MODEL_FILE = "modality_model.json"
 
