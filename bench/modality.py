@@ -66,7 +66,40 @@ HISTORY = """## How it was built (in order)
 5. `final` (new generators again: newspaper clippings and receipts, infographic tiles,
    pixel art and gradient posters, code editors and phone settings screens; mirrored,
    re-exposed development photos as WebP / JPEG) written after step 4 and measured once,
-   above. Nothing was changed after seeing it. It is the clean measurement.
+   above. Nothing was changed after seeing it; it was the clean measurement until
+   step 8 (`final` row before step 6: photo 0.84 / 0.95, document 0.92 / 1.00,
+   graphic 1.00 / 0.67, screenshot 1.00 / 1.00).
+6. pixel_stats v3 (after `final` was spent): candidate features measured on the four old
+   splits (all by now development splits): the noise floor of smooth areas (median
+   |residual| and |Laplacian|), 8-bit colour counts, the share of the 64 most common
+   colours, luma histogram gaps and spikes, saturation quantiles, edge sharpness, and
+   the structure-tensor `coherence` of the smooth areas. Only `coherence` separated the
+   gradient graphics (badges, icons, posters, shaded shapes, colour wheel: 0.86-0.99)
+   from every photo (0.35-0.77). In that exploration (float luma, a script outside the
+   repo), a model trained on calibration only read `final` at photo 0.95 / 0.95,
+   graphic 1.00 / 0.92 with `coherence` (0.84 / 0.95 and 1.00 / 0.67 without); trained
+   on calibration + development + held_out, both read `final` alike (photo 0.95 / 0.95,
+   document 1.00 / 1.00, graphic 0.92 / 0.92, screenshot 1.00 / 1.00: one poster read
+   as a photo, one grey cell crop as a graphic). The noise floor and the rest added
+   nothing, so the model reads `coherence` only (`noise_floor` is stored, unused).
+7. The shipped model retrained on calibration + development + held_out + final (240
+   images) less every photo cut from the six sources kept for `fresh`
+   (china, flower, coins, grace_hopper, motorcycle_left / right); 5-fold CV 1.00 at C = 1.
+   Its rows above for those four splits are training accuracy, not tests.
+8. `fresh` (tests/modality_fresh.py: seed 5, six fonts no split used, photos only from
+   the six held-back sources, new generators for every other class: book spreads,
+   invoices, index cards, faxes; soft-blob wallpapers, contour plots, app icons, flat
+   landscapes; calendars, file managers, photo viewers, slide editors, half of them at a
+   window's size rather than a display size) written after step 7 and judged once,
+   without OCR (as above): 168 images, photo 0.84 / 1.00, document 0.98 / 1.00, graphic
+   0.62 / 0.81, screenshot 1.00 / 0.48. **P and R >= 0.9 is missed** for photos (P),
+   graphics (P and R) and screenshots (R). The misses: 8 of 11 soft-blob wallpapers
+   read as photos (blurred colour blobs have no straight edges, no flat fill and
+   incoherent gradients where blobs meet: what an out-of-focus photo looks like to
+   these statistics); 21 of the 21 screenshots captured at a window's size (not a
+   display size) read as graphics and one slide editor as a document: without
+   `screen_size` or OCR text nothing here tells a calendar or a file manager from an
+   infographic. Nothing was changed after seeing it; `fresh` is now spent too.
 
 The threshold rule this classifier replaced (main at e99ce23, with `lamina sense`'s
 text_score), on the same sets: development photo 0.49 / 1.00, document 0.00 / 0.00,
