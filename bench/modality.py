@@ -145,10 +145,9 @@ def features(tmp: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 def train(out: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from tests.modality_fresh import FRESH_PHOTOS
 
     from lamina.analysis.modality import FEATURES, Model
-
-    from tests.modality_fresh import FRESH_PHOTOS
 
     if out.exists():
         raise SystemExit(f"{out} exists: give another --out (nothing is overwritten)")

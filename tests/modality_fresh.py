@@ -119,7 +119,7 @@ def _invoice(rng: np.random.Generator, k: int) -> Image.Image:
     draw.text((w - 300, y + 34 * rows + 20), f"TOTAL {rng.uniform(100, 9000):.2f}", font=big,
               fill=ink)  # fmt: skip
     cx, cy, r = int(rng.integers(150, 400)), h - 180, 70
-    stamp = _colour(rng, 0, 120)[:2] + (200,) if k % 2 else (180, 30, 40)
+    stamp = (*_colour(rng, 0, 120)[:2], 200) if k % 2 else (180, 30, 40)
     draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=stamp, width=5)
     draw.text((cx - 40, cy - 12), "PAID", font=big, fill=stamp)
     return _scan(im, rng, None)

@@ -84,9 +84,7 @@ def test_zero_shot_plumbing_with_a_tiny_clip(tmp_path: Path) -> None:
     emb = load_embeddings(store, spec)
     vectors = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
     zs = dict(zip(emb.ids.tolist(), zero_shot_proba(vectors, texts, 100.0), strict=True))
-    stats = {
-        r["image_id"]: r for r in store.sql("select * from pixel_stats").to_pylist()
-    }
+    stats = {r["image_id"]: r for r in store.sql("select * from pixel_stats").to_pylist()}
     for r in rows:
         x = np.array([[float(stats[r["image_id"]][f] or 0.0) for f in m.features]])
         want = combine(m.proba(x)[0], zs[r["image_id"]], 0.5)

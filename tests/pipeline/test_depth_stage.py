@@ -66,4 +66,4 @@ def test_run_with_the_depth_stage_and_its_report_table(tmp_path: Path) -> None:
     assert table["by_cluster"] == []  # no clusters in this store
     html = build_report(store, thumbnails=False).read_text()
     assert '<table class="depth-table" id="depth-by-modality">' in html
-    assert "<tr><td>photo</td><td class=\"n\">2</td>" in html
+    assert '<tr><td>photo</td><td class="n">2</td>' in html

@@ -29,8 +29,8 @@ reason names the runner-up and the features that pushed most towards the choice.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from functools import cache
@@ -220,9 +220,7 @@ def classify(
         why += "; " + ", ".join(f"{f} {row[f]:.2f}" for f in top)
     if zero_shot is not None:
         zs = int(np.argmax(zero_shot))
-        why += (
-            f"; zero-shot {m.classes[zs]} {zero_shot[zs]:.2f}, pixels {m.classes[pixel_best]}"
-        )
+        why += f"; zero-shot {m.classes[zs]} {zero_shot[zs]:.2f}, pixels {m.classes[pixel_best]}"
     letters = row.get("letters")
     if letters is not None and letters >= c.ocr_letters_min:
         if label == "graphic":

@@ -165,8 +165,9 @@ def count_images(store: Store | None, roots: list[str], limit: int = 200_000) ->
         photos: int | None = None
         if store.table_files("modality"):
             photos = int(
-                store.sql("select count(*) as n from modality where modality = 'photo'")
-                .to_pylist()[0]["n"]
+                store.sql(
+                    "select count(*) as n from modality where modality = 'photo'"
+                ).to_pylist()[0]["n"]
             )
         return Counts(int(row["n"]), int(row["tiles"]), heavy, "the store", photos)
     from lamina.core.images import IMAGE_EXTS

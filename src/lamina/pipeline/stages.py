@@ -324,7 +324,9 @@ def stage_depth(store: Store, config: PipelineConfig, progress: bool) -> StageRe
     done = depth(store, job)
     summary = {"run_id": done.run_id, "selected": done.selected, "processed": done.processed,
                "errors": done.errors}  # fmt: skip
-    message = f"{done.processed} measured of {done.selected} ({done.selection}), {done.errors} errors"
+    message = (
+        f"{done.processed} measured of {done.selected} ({done.selection}), {done.errors} errors"
+    )
     return StageResult("depth", done.processed > 0, 0.0, summary, message, done.errors)
 
 
