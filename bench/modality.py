@@ -185,7 +185,10 @@ def train(out: Path) -> None:
     print(f"wrote {out}")
 
 
-def evaluate() -> None:
+def evaluate(splits: tuple[str, ...] = SPLITS, ocr: bool = False) -> None:
+    """Precision / recall per class on `splits`; with `ocr`, `lamina sense` and `lamina ocr`
+    (RapidOCR, on the images flagged text_heavy) run first, so the OCR overrides apply.
+    Only the plain run over every split writes the results file; the others print."""
     from tests.modality_set import LABELS
 
     from lamina.jobs.modality import ModalityJobConfig, modality
@@ -193,9 +196,17 @@ def evaluate() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-modality-"))
     lines, misses = [], []
     try:
-        for split in SPLITS:
+        for split in splits:
             store = _store(tmp, split)
-            modality(store, ModalityJobConfig(workers=1, progress=False))
+            if ocr:
+                from lamina.jobs.ocr import OcrConfig
+                from lamina.jobs.ocr import ocr as run_ocr
+                from lamina.jobs.sense import SenseConfig, sense
+
+                sense(store, SenseConfig(thumbnails=False, workers=1, progress=False))
+                done = run_ocr(store, OcrConfig(workers=1, progress=False))
+                print(f"{split}: OCR read {done.selected} text_heavy images", flush=True)
+            modality(store, ModalityJobConfig(zero_shot="off", workers=1, progress=False))
             got = store.sql(
                 "select rel_path, split_part(rel_path, '/', 1) as label, modality "
                 "from files join modality using (image_id) order by rel_path"
@@ -236,7 +247,8 @@ def evaluate() -> None:
         ]
     )
     print(report)
-    (ROOT / "bench" / "results" / "modality.md").write_text(report)
+    if splits == SPLITS and not ocr:
+        (ROOT / "bench" / "results" / "modality.md").write_text(report)
 
 
 def main() -> None:
@@ -244,11 +256,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command")
     t = sub.add_parser("train", help="fit the classifier on the calibration split")
     t.add_argument("--out", type=Path, required=True, help="the model JSON to write (new)")
+    parser.add_argument("--split", choices=SPLITS, help="only this split (prints, writes nothing)")
+    parser.add_argument("--ocr", action="store_true", help="sense and OCR first (prints only)")
     args = parser.parse_args()
     if args.command == "train":
         train(args.out)
     else:
-        evaluate()
+        evaluate((args.split,) if args.split else SPLITS, args.ocr)
 
 
 if __name__ == "__main__":
