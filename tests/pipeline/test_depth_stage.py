@@ -12,7 +12,7 @@ from PIL import Image
 from lamina.core.store import Store
 from lamina.pipeline import run_pipeline
 from lamina.pipeline.config import DEFAULT_STAGES, PipelineConfig, config_toml
-from lamina.pipeline.costs import Counts, estimate_lines
+from lamina.pipeline.costs import Counts, count_images, estimate_lines
 from lamina.report import build_report
 from lamina.report.data import collect
 from lamina.sample import package_photos
@@ -55,6 +55,7 @@ def test_run_with_the_depth_stage_and_its_report_table(tmp_path: Path) -> None:
     ).to_pylist()
     assert [r["rel_path"] for r in photo_rows] == ["astronaut.jpg", "coffee.jpg"]
     assert depth["message"] == "2 measured of 2 (modality = 'photo'), 0 errors"
+    assert count_images(store, []).photos == 2  # --print-config's depth line counts these
     measured = store.sql("select count(*) as n from depth where error is null").to_pylist()
     assert measured[0]["n"] == 2
     section = next(s for s in collect(store) if s.id == "language")
