@@ -355,7 +355,7 @@ def pick_zero_shot(store: Any, choice: str) -> str:
         try:
             text_embedder(spec)
         except Exception as exc:  # weights gone, or no text tower: the pixel model alone
-            log.info("zero-shot modality: %s not used (%s)", spec, exc)
+            log.warning("zero-shot modality: %s not used (%s)", spec, exc)
             continue
         return spec
     return ""
