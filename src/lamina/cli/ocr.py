@@ -77,32 +77,46 @@ def ocr(
 
 
 @main.command()
+@click.option(
+    "--zero-shot",
+    default="auto",
+    show_default=True,
+    help="Combine the pixel model with zero-shot class prompts scored by a text-capable model "
+    "with vectors in the store: auto (the newest such model, none if there is none), off, or "
+    "a model spec.",
+)
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
 @handle_errors
-def modality(ctx: click.Context, workers: int | None, as_json: bool) -> None:
+def modality(ctx: click.Context, zero_shot: str, workers: int | None, as_json: bool) -> None:
     """Say what kind of picture each image is: photo, document (a scan of printed text),
     graphic (drawing, chart, logo), screenshot, or other (no pixels), with a score and
     the reason, in the `modality` table (also a column for `select --where`). A shipped
     classifier reads pixel statistics (flat fills, gradients, palette, straight edges,
-    text rows, screen size), and `lamina ocr`'s text when there is some.
+    text rows, screen size), and `lamina ocr`'s text when there is some. When the store
+    has vectors of a text-capable model (CLIP-like, `lamina embed -m open_clip:…`),
+    zero-shot prompts per class are combined with it (a weighted geometric mean, recorded
+    in the layer config; --zero-shot off leaves them out).
 
     \b
     Example:
         lamina modality
+        lamina modality --zero-shot off
         lamina select --where "modality = 'document'"
     """
     from lamina.jobs.modality import ModalityJobConfig
     from lamina.jobs.modality import modality as run_modality
 
-    config = ModalityJobConfig(workers=workers, progress=not as_json)
+    config = ModalityJobConfig(zero_shot=zero_shot, workers=workers, progress=not as_json)
     result = run_modality(open_store(ctx), config)
     if as_json:
-        echo_json({"run_id": result.run_id, "counts": result.counts, "passes": result.passes})
+        echo_json({"run_id": result.run_id, "counts": result.counts, "passes": result.passes,
+                   "zero_shot": result.zero_shot or None})  # fmt: skip
         return
     for name, count in result.counts.items():
         click.echo(f"  {name:<12} {count}")
+    click.echo(f"zero-shot: {result.zero_shot or 'none (pixel model alone)'}")
     click.echo(f"run {result.run_id}")
 
 

@@ -71,8 +71,8 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--stages",
     default=None,
     help="Comma-separated stages to run, in their fixed order (scan,sense,ocr,modality,embed,"
-    "cluster,caption,tag,export,sidecars,report; ocr, modality, caption and sidecars only "
-    "when listed).",
+    "cluster,caption,depth,tag,export,sidecars,report; ocr, modality, caption, depth and "
+    "sidecars only when listed).",
 )
 @click.option(
     "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."

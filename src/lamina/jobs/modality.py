@@ -1,6 +1,7 @@
 """`lamina modality`: photo / document / graphic / screenshot per image (the `pixel_stats`
 map pass on the shared decode, then the `modality` global pass; see
-`lamina.analysis.modality`). Uses `lamina ocr`'s text when there is some."""
+`lamina.analysis.modality`). Uses `lamina ocr`'s text when there is some, and a zero-shot
+text-image model when the store has vectors of one (`zero_shot`: auto, off or a spec)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from lamina.core.store import Store
 
 @dataclass(frozen=True)
 class ModalityJobConfig:
-    """What `lamina modality` takes: the OCR override's thresholds (None: the defaults),
-    workers."""
+    """What `lamina modality` takes: the OCR override's thresholds (None: the defaults), the
+    zero-shot model ("auto": the newest text-capable model with vectors in the store, if
+    any; "off"; or a model spec), workers."""
 
     thresholds: dict[str, Any] | None = None
+    zero_shot: str = "auto"
     workers: int | None = None
     progress: bool = True
 
@@ -29,6 +32,7 @@ class ModalityResult:
     run_id: str
     counts: dict[str, int] = field(default_factory=dict)
     passes: dict[str, Any] = field(default_factory=dict)
+    zero_shot: str = ""  # the zero-shot model used ("" none)
 
 
 def modality(store: Store, config: ModalityJobConfig = ModalityJobConfig()) -> ModalityResult:
@@ -38,13 +42,16 @@ def modality(store: Store, config: ModalityJobConfig = ModalityJobConfig()) -> M
         >>> lamina.modality(lamina.open()).counts  # doctest: +SKIP
         {'photo': 280, 'document': 25, 'graphic': 4, 'screenshot': 3}
     """
+    from lamina.analysis.modality import pick_zero_shot
     from lamina.core.runner import run_passes
 
     if not store.table_files("images"):
         raise LaminaError(f"the store {store.root} has no images yet", hint="lamina scan SOURCE")
+    zero_shot = pick_zero_shot(store, config.zero_shot)
+    pass_config = {**(config.thresholds or {}), "zero_shot": zero_shot}
     result = run_passes(
         store,
-        [("pixel_stats", None), ("modality", config.thresholds)],
+        [("pixel_stats", None), ("modality", pass_config)],
         command="modality",
         workers=config.workers,
         progress=config.progress,
@@ -52,4 +59,4 @@ def modality(store: Store, config: ModalityJobConfig = ModalityJobConfig()) -> M
     rows = store.sql("select modality, count(*) from modality group by 1 order by 2 desc")
     counts = dict(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True))
     passes = {k: v for k, v in result.items() if k != "run_id"}
-    return ModalityResult(str(result["run_id"]), counts, passes)
+    return ModalityResult(str(result["run_id"]), counts, passes, zero_shot)

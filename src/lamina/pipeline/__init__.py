@@ -70,8 +70,10 @@ def _skip_reason(store: Store, config: PipelineConfig, stage: str) -> str | None
         return "no labels_file"
     if stage == "caption" and not config.caption_model:
         return "no caption_model"
+    if stage == "depth" and not config.depth_model:
+        return "no depth_model"
     busy = ("sense", "embed", "cluster", "segment", "motifs", "tag", "sidecars", "ocr",
-            "modality", "caption")  # fmt: skip
+            "modality", "caption", "depth")  # fmt: skip
     if stage in busy and not _has_images(store):
         return "no images to work on"
     if stage in ("export", "report"):

@@ -30,7 +30,7 @@ from lamina.core.remote import is_url
 # caption), which cost model time (their keys below say how much), and `segment` and
 # `motifs`, which cost as much as embedding again (~30 crops per image).
 STAGES = ("scan", "sense", "ocr", "modality", "embed", "cluster", "segment", "motifs",
-          "caption", "tag", "export", "sidecars", "report")  # fmt: skip
+          "caption", "depth", "tag", "export", "sidecars", "report")  # fmt: skip
 DEFAULT_STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "report")
 
 # Keys holding paths: relative ones are read from the config file's folder.
@@ -73,6 +73,7 @@ class PipelineConfig:
     ocr_engine: str = "rapidocr"  # stage ocr (off by default): text_heavy images, ~1-2 s each
     caption_model: str = ""  # stage caption (off by default): hf:<repo or folder>
     caption_max: int = 50  # captions per run at most (~0.5-5 s each on a CPU, model-dependent)
+    depth_model: str = ""  # stage depth (off by default): hf:<repo or folder>, on the photos
 
     def embed_model(self) -> str:
         """The canonical embedder spec: `open_clip:<model_name>/<pretrained>` when the

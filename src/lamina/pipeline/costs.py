@@ -10,7 +10,8 @@ high), not a promise.
 Units: `segment` costs per image, plus per tile for an image over 90 MP (cut into
 ~1-MP tiles, each segmented as an image); `segment_embed` per image (~30 segment crops
 each); `ocr` per image flagged `text_heavy` (all images when there are no flags yet: an
-upper bound); `caption` per image up to `caption_max`.
+upper bound); `caption` per image up to `caption_max`; `depth` per photo (`modality =
+'photo'`; all images before `lamina modality` has run: an upper bound).
 
 Example:
     >>> lines = estimate_lines(PipelineConfig(stages=["segment"]), Counts(images=1000))
@@ -67,18 +68,25 @@ COSTS: dict[str, Cost] = {
         2.0, "image",
         "a guess, not benchmarked: a ViT-GPT2-size captioner takes ~0.5-5 s per image on a CPU",
     ),
+    "depth": Cost(
+        1.0, "photo",
+        "a guess, not benchmarked: a DPT-hybrid / Depth-Anything-small model takes ~0.3-3 s "
+        "per image on a CPU",
+    ),
 }  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Counts:
     """What a run would work on: `images`, `huge_tiles` (tiles of the images over 90 MP,
-    ~1 per MP), `text_heavy` (None: not sensed yet), and where the counts come from."""
+    ~1 per MP), `text_heavy` (None: not sensed yet), `photos` (None: no modality yet), and
+    where the counts come from."""
 
     images: int
     huge_tiles: int = 0
     text_heavy: int | None = None
     source: str = "the store"
+    photos: int | None = None
 
 
 def _duration(seconds: float) -> str:
@@ -125,6 +133,10 @@ def estimate_lines(config: PipelineConfig, counts: Counts) -> list[str]:
     if counts.text_heavy is None:
         lines[-1] += " (not sensed yet: every image counted)"
     line("caption", "caption", min(n, config.caption_max), COSTS["caption"])
+    photos = n if counts.photos is None else math.ceil(counts.photos * share)
+    line("depth", "depth", photos, COSTS["depth"])
+    if counts.photos is None:
+        lines[-1] += " (no modality yet: every image counted)"
     return lines
 
 
@@ -150,7 +162,14 @@ def count_images(store: Store | None, roots: list[str], limit: int = 200_000) ->
                 heavy = len(where_ids(store, "text_heavy"))
             except Exception:  # no such flag in this store's tables: count them all
                 heavy = None
-        return Counts(int(row["n"]), int(row["tiles"]), heavy, "the store")
+        photos: int | None = None
+        if store.table_files("modality"):
+            photos = int(
+                store.sql(
+                    "select count(*) as n from modality where modality = 'photo'"
+                ).to_pylist()[0]["n"]
+            )
+        return Counts(int(row["n"]), int(row["tiles"]), heavy, "the store", photos)
     from lamina.core.images import IMAGE_EXTS
 
     found = 0

@@ -313,6 +313,23 @@ def stage_caption(store: Store, config: PipelineConfig, progress: bool) -> Stage
     return StageResult("caption", done.processed > 0, 0.0, summary, message, done.errors)
 
 
+def stage_depth(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
+    # Without a depth_model the run skips this stage (`lamina.pipeline._skip_reason`); on the
+    # images `modality` calls photos, so it needs that layer (the modality stage, or before).
+    from lamina.jobs.depth import DepthJobConfig, depth
+
+    job = DepthJobConfig(model=config.depth_model, max_images=config.max_images or None,
+                         workers=_workers(config), offline=config.offline,
+                         progress=progress)  # fmt: skip
+    done = depth(store, job)
+    summary = {"run_id": done.run_id, "selected": done.selected, "processed": done.processed,
+               "errors": done.errors}  # fmt: skip
+    message = (
+        f"{done.processed} measured of {done.selected} ({done.selection}), {done.errors} errors"
+    )
+    return StageResult("depth", done.processed > 0, 0.0, summary, message, done.errors)
+
+
 def stage_segment(store: Store, config: PipelineConfig, progress: bool) -> StageResult:
     from lamina.jobs.segment import SegmentConfig, segment
 
@@ -341,6 +358,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Store, PipelineConfig, bool], StageResult]]
     "ocr": stage_ocr,
     "modality": stage_modality,
     "caption": stage_caption,
+    "depth": stage_depth,
     "embed": stage_embed,
     "cluster": stage_cluster,
     "segment": stage_segment,

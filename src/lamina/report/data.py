@@ -558,7 +558,8 @@ def tags(ctx: ReportContext, cap: int) -> Section:
 OCR_SAMPLES = 8  # pages shown with their text and boxes
 CAPTIONS_PER_CLUSTER = 4
 NEW_AXES_SHOWN = 20  # caption terms that split image clusters, best first
-LANGUAGE_TABLES = ("ocr", "modality", "captions", "caption_clusters")  # any: the section shows
+LANGUAGE_TABLES = ("ocr", "modality", "captions", "caption_clusters", "depth")  # any: it shows
+DEPTH_CLUSTERS_SHOWN = 20  # clusters with the most measured images
 
 
 def language(ctx: ReportContext, cap: int) -> Section:
@@ -566,7 +567,7 @@ def language(ctx: ReportContext, cap: int) -> Section:
     the thumbnail), captions per cluster and the caption / image cluster agreement."""
     section = Section(
         "language", "Text, modality, captions",
-        ("ocr", "modality", "captions", "caption_clusters", "new_axes"),
+        ("ocr", "modality", "captions", "caption_clusters", "new_axes", "depth"),
     )  # fmt: skip
     if not any(ctx.has(t) for t in LANGUAGE_TABLES):
         section.missing = (
@@ -574,7 +575,9 @@ def language(ctx: ReportContext, cap: int) -> Section:
             "`lamina caption --model hf:…`."
         )
         return section
-    data: dict[str, Any] = dict.fromkeys(("modality", "ocr", "captions", "agreement", "new_axes"))
+    data: dict[str, Any] = dict.fromkeys(
+        ("modality", "ocr", "captions", "agreement", "new_axes", "depth")
+    )
     if ctx.has("modality"):
         data["modality"] = ctx.rows(
             "select modality, count(*) as n from modality group by 1 order by 2 desc, 1"
@@ -641,8 +644,39 @@ def language(ctx: ReportContext, cap: int) -> Section:
             "left join image_paths q on q.image_id = a.example_without "
             f"order by a.gain desc, a.p_value, a.image_cluster, a.term limit {NEW_AXES_SHOWN}"
         )
+    if ctx.has("depth"):
+        data["depth"] = _depth_summary(ctx)
     section.data = data
     return section
+
+
+def _depth_summary(ctx: ReportContext) -> dict[str, Any]:
+    """Depth statistics (`lamina depth`) summed up per modality and per image cluster:
+    images measured, the median of their median depths and depth ranges, the mean
+    foreground share. Medians, not means: the model's units are relative."""
+    stats = (
+        "count(*) as n, median(d.depth_median) as depth_median, "
+        "median(d.depth_range) as depth_range, avg(d.foreground_share) as foreground_share"
+    )
+    out: dict[str, Any] = {
+        "measured": ctx.value("select count(*) from depth where error is null"),
+        "errors": ctx.value("select count(*) from depth where error is not null"),
+        "model": ctx.value("select any_value(model) from depth"),
+        "by_modality": [],
+        "by_cluster": [],
+    }
+    if ctx.has("modality"):
+        out["by_modality"] = ctx.rows(
+            f"select m.modality as name, {stats} from depth d join modality m using (image_id) "
+            "where d.error is null group by 1 order by 2 desc, 1"
+        )
+    if ctx.has("clusters"):
+        out["by_cluster"] = ctx.rows(
+            f"select k.cluster::varchar as name, {stats} from depth d join clusters k "
+            "using (image_id) where d.error is null group by 1 order by 2 desc, 1 "
+            f"limit {DEPTH_CLUSTERS_SHOWN}"
+        )
+    return out
 
 
 # -- 10. problems --------------------------------------------------------------------------
