@@ -11,6 +11,7 @@ import click
 from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
 from lamina.cli.options import executor_options
 from lamina.core.errors import LaminaError
+from lamina.pipeline.config import DEFAULT_STAGES, STAGES
 
 
 def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
@@ -70,9 +71,8 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--stages",
     default=None,
-    help="Comma-separated stages to run, in their fixed order (scan,sense,ocr,modality,embed,"
-    "cluster,caption,depth,tag,export,sidecars,report; ocr, modality, caption, depth and "
-    "sidecars only when listed).",
+    help=f"Comma-separated stages to run, in their fixed order ({','.join(STAGES)}); "
+    f"by default {','.join(DEFAULT_STAGES)}, the others only when listed.",
 )
 @click.option(
     "--follow-links", is_flag=True, default=None, help="Follow symlinks out of the sources."
