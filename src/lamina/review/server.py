@@ -29,8 +29,9 @@ from lamina.core.archives import open_source, source_mtime_ns
 from lamina.core.errors import LaminaError
 from lamina.core.remote import is_url
 from lamina.core.store import Store
-from lamina.review import query
-from lamina.review.query import IMAGE_ID, Filters
+from lamina.review import image_view, query, reader, search
+from lamina.review.query import Filters
+from lamina.review.reader import IMAGE_ID
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
     from lamina.passes.thumbs import thumb_path
 
     env = _env()
-    views = query.Views(store)
+    views = reader.Views(store)
 
     def render(name: str, request: Request, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("error", None)
@@ -149,13 +150,14 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             prev_url=url("/", flt.params(page=page.page - 1)) if page.page > 1 else None,
             next_url=url("/", flt.params(page=page.page + 1)) if page.page < page.pages else None,
             filter_params=flt.params(page=1),
-            text_models=views.cached("text_models", lambda: query.text_models(store)),
-            no_text_model=query.NO_TEXT_MODEL,
+            text_models=views.cached("text_models", lambda: search.text_models(store)),
+            no_text_model=search.NO_TEXT_MODEL,
         )
 
     def image_page(request: Request) -> Response:
         image_id = request.path_params["image_id"]
-        data = query.image(store, image_id, views.reader()) if IMAGE_ID.match(image_id) else None
+        known = IMAGE_ID.match(image_id)
+        data = image_view.image(store, image_id, views.reader()) if known else None
         if data is None:
             return render(
                 "message.html.j2",
@@ -197,7 +199,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             )
         # Embedding a text or building an index takes a while: off the event loop.
         model, hits, error = await run_in_threadpool(
-            query.search_hits, store, text=text, similar_to=similar_to
+            search.search_hits, store, text=text, similar_to=similar_to
         )
         return render(
             "search.html.j2",
@@ -208,8 +210,8 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             model=model,
             hits=hits,
             error=error,
-            text_models=views.cached("text_models", lambda: query.text_models(store)),
-            no_text_model=query.NO_TEXT_MODEL,
+            text_models=views.cached("text_models", lambda: search.text_models(store)),
+            no_text_model=search.NO_TEXT_MODEL,
         )
 
     def duplicates_page(request: Request) -> Response:
@@ -248,7 +250,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         made = thumb_path(store, image_id)
         if made.is_file():
             return FileResponse(made, media_type="image/webp")
-        original = query.original_path(views.reader(), image_id)
+        original = reader.original_path(views.reader(), image_id)
         if original is None:
             return _svg("missing")
         data = _thumb_from(original, source_mtime_ns(original))
@@ -261,11 +263,11 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         if not IMAGE_ID.match(image_id) or image_id not in views.known_ids():
             return Response("not an image of this store", status_code=404)
         r = views.reader()
-        path = query.original_path(r, image_id)
+        path = reader.original_path(r, image_id)
         if path is None:
             return _svg("missing")
         fmt = r.one("select format from images where image_id = ?", [image_id]) or {}
-        if fmt.get("format") in query.BROWSER_FORMATS:
+        if fmt.get("format") in image_view.BROWSER_FORMATS:
             if not is_url(path) and os.path.isfile(path):
                 return FileResponse(path, headers=_NO_STORE)
             with open_source(path) as fh:  # an archive member or a remote file: its bytes
@@ -356,7 +358,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _approve(store: Store, body: Any, views: query.Views) -> Any:
+def _approve(store: Store, body: Any, views: reader.Views) -> Any:
     """POST /api/approve: {image_ids, labels, action} or {over_threshold: true, image_ids
     or filter}; through `lamina.jobs.approve` like `lamina approve`."""
     from starlette.responses import JSONResponse
@@ -393,7 +395,7 @@ def _approve(store: Store, body: Any, views: query.Views) -> Any:
     return JSONResponse({"events": result.events})
 
 
-def _decide(store: Store, body: Any, views: query.Views) -> Any:
+def _decide(store: Store, body: Any, views: reader.Views) -> Any:
     """POST /api/decide: {image_ids, decision} (a mark), or {group_id, keep} (keep one
     image of a duplicate group, discard the others), or {group_id, decision:
     "not_duplicate"}."""
