@@ -21,6 +21,7 @@ import math
 import mimetypes
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -214,30 +215,30 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             no_text_model=search.NO_TEXT_MODEL,
         )
 
-    def duplicates_page(request: Request) -> Response:
-        flt = Filters.from_params(request.query_params)
-        page = query.duplicate_groups(store, flt.page, 12, views.reader())
+    def listing(
+        request: Request, path: str, title: str, read: Callable[[int], query.Page]
+    ) -> Response:
+        """The page of a listing (`read` gives page number n) with its previous / next
+        links; the template is named after the path."""
+        page = read(Filters.from_params(request.query_params).page)
         return render(
-            "duplicates.html.j2",
+            f"{path.strip('/')}.html.j2",
             request,
-            title="Duplicate groups",
+            title=title,
             page=page,
-            prev_url=url("/duplicates", {"page": page.page - 1}) if page.page > 1 else None,
-            next_url=url("/duplicates", {"page": page.page + 1})
-            if page.page < page.pages
-            else None,
+            prev_url=url(path, {"page": page.page - 1}) if page.page > 1 else None,
+            next_url=url(path, {"page": page.page + 1}) if page.page < page.pages else None,
         )
 
+    def duplicates_page(request: Request) -> Response:
+        return listing(
+            request, "/duplicates", "Duplicate groups",
+            lambda n: query.duplicate_groups(store, n, 12, views.reader()),
+        )  # fmt: skip
+
     def clusters_page(request: Request) -> Response:
-        flt = Filters.from_params(request.query_params)
-        page = query.clusters(store, flt.page, 24, views.reader())
-        return render(
-            "clusters.html.j2",
-            request,
-            title="Clusters",
-            page=page,
-            prev_url=url("/clusters", {"page": page.page - 1}) if page.page > 1 else None,
-            next_url=url("/clusters", {"page": page.page + 1}) if page.page < page.pages else None,
+        return listing(
+            request, "/clusters", "Clusters", lambda n: query.clusters(store, n, 24, views.reader())
         )
 
     def _svg(text: str) -> Response:
