@@ -26,13 +26,13 @@ SCRIPT = """
 import streamlit as st
 import lamina
 from lamina.passes.thumbs import thumb_path
-from lamina.review import query
+from lamina.review import query, reader
 from lamina.review.query import Filters
 
 @st.cache_resource
 def views():
     s = lamina.open({store!r})
-    return s, query.Views(s)
+    return s, reader.Views(s)
 
 s, v = views()
 r = v.reader()

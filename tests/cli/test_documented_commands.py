@@ -1,15 +1,25 @@
 """Every command line the README and the `--help` Examples print, run as printed (sample
 paths substituted) against a sample collection: none may end in a usage error, a
 traceback or any other failure, except the few listed in `NEEDS_WHAT_THE_SAMPLE_LACKS`.
+The README's Python blocks run too.
 
-The lines are read from the README's shell code blocks and from each verb's help, so a
-verb or an example added later is covered without touching this test. A tiny shell runs
-them in order (state carries over: the README's `lamina run` makes the store the later
-lines use): `&&`, `> FILE`, `| jq …`, `export NAME=VALUE` and `~` work as in bash.
+The lines are read from the README's code blocks and from each verb's help, so a verb or
+an example added later is covered without touching this test. A tiny shell runs them
+(`&&`, `> FILE`, `| jq …`, `export NAME=VALUE` and `~` work as in bash) in *parts*, one
+test each, so that pytest-xdist spreads them over its workers:
+
+* the README's first `lamina run` builds the store every part starts from, once per
+  worker; each part runs on a fresh copy of it, at the same paths;
+* a README section is a part (its lines in order, state carrying over as in bash);
+* a verb's help examples run after the README section that first uses the verb (its
+  store has what they read), unless `HELP_PART` says otherwise;
+* each line sees the `export`s printed before it, as it would reading the README top
+  to bottom.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -17,6 +27,8 @@ import shutil
 import subprocess
 import traceback
 import webbrowser
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,37 +90,149 @@ NEEDS_WHAT_THE_SAMPLE_LACKS: dict[str, tuple[str, str]] = {
 }
 
 
+SHELL = ("", "bash", "sh", "shell")
+# Where a verb's help examples run when the part of the README section that first uses the
+# verb is not the place: the section (the start of its heading) whose store they read, or
+# OWN, a part of their own.
+OWN = "its own part"
+HELP_PART: dict[str, str] = {
+    "export": "Collections with a shape",  # `--per item` needs the layout written there
+    "import-approvals": "Tags from your label list",  # reads the tags.csv exported there
+    # A full `lamina run` twice, every motif recomputed: beside their sections they would
+    # make the slowest part slower still.
+    "run": OWN,
+    "motifs": OWN,
+}
+# The part of the help examples of verbs the README does not show.
+UNSHOWN = "verbs the README does not show"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One documented thing to run: a command line, or a README Python block. `index` is
+    its place reading the README top to bottom, then every help; `where` the README
+    section ("## " heading) or `lamina VERB --help`; `verb` the help's verb."""
+
+    index: int
+    text: str
+    where: str
+    verb: str | None = None
+    python: bool = False
+
+
+def readme_code() -> list[tuple[str, str, str]]:
+    """(the "## " heading above it, language, body) of each README code block, in order."""
+    out: list[tuple[str, str, str]] = []
+    heading, lang, body, inside = "", "", [], False
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines(keepends=True):
+        if inside and line.startswith("```"):
+            out.append((heading, lang, "".join(body)))
+            inside = False
+        elif inside:
+            body.append(line)
+        elif line.startswith("```"):
+            lang, body, inside = line[3:].strip(), [], True
+        elif line.startswith("## "):
+            heading = line[3:].strip()
+    return out
+
+
 def readme_blocks(*langs: str) -> list[str]:
     """The README's code blocks in one of `langs` ("" = a block with no language)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
-    return [body for lang, body in blocks if lang in langs]
+    return [body for _, lang, body in readme_code() if lang in langs]
+
+
+def _lines(text: str) -> list[str]:
+    """The non-empty lines of `text`, continuations joined."""
+    return [x.strip() for x in re.sub(r"\\\n\s*", " ", text).splitlines() if x.strip()]
 
 
 def readme_lines() -> list[str]:
     """The lines of the README's shell code blocks (continuations joined)."""
-    lines = []
-    for body in readme_blocks("", "bash", "sh", "shell"):
-        lines += re.sub(r"\\\n\s*", " ", body).splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    return [line for body in readme_blocks(*SHELL) for line in _lines(body)]
+
+
+def help_examples() -> list[tuple[str, list[str]]]:
+    """(verb, the lines under `Example:`) of `lamina --help` and every verb's help; the
+    verb of `lamina --help` is that of its first line."""
+    out = []
+    for command in dict.fromkeys((main, *main.commands.values())):  # an alias once
+        lines = _lines((command.help or "").partition("Example:")[2])
+        verb = _verb(lines[0]) if command is main and lines else command.name
+        out.append((verb or "", lines))
+    return out
 
 
 def help_lines() -> list[str]:
     """The lines under `Example:` in `lamina --help` and every verb's help."""
-    lines = []
-    for command in (main, *main.commands.values()):
-        example = (command.help or "").partition("Example:")[2]
-        lines += re.sub(r"\\\n\s*", " ", example).splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    return [line for _, lines in help_examples() for line in lines]
+
+
+def _verb(line: str) -> str | None:
+    found = re.match(r"lamina( --store \S+)? ([a-z][a-z-]*)", line)
+    return found.group(2) if found else None
+
+
+def documented_steps() -> list[Step]:
+    """README lines and Python blocks in order, then the help examples; each distinct line
+    once (comments and spacing do not make two lines distinct)."""
+    seen: set[str] = set()
+    steps: list[Step] = []
+
+    def add(line: str, where: str, verb: str | None = None) -> None:
+        key = " ".join(_words(line))
+        if key not in seen:
+            seen.add(key)
+            steps.append(Step(len(steps), line, where, verb))
+
+    for heading, lang, body in readme_code():
+        if lang == "python":
+            steps.append(Step(len(steps), body, heading, python=True))
+        elif lang in SHELL:
+            for line in _lines(body):
+                add(line, heading)
+    for verb, lines in help_examples():
+        for line in lines:
+            add(line, f"lamina {verb} --help", verb)
+    return steps
 
 
 def documented_lines() -> list[str]:
-    """README lines first (their order builds the store), then the help examples; each
-    distinct line once. Comments and spacing do not make two lines distinct."""
-    seen: dict[str, str] = {}
-    for line in readme_lines() + help_lines():
-        seen.setdefault(" ".join(_words(line)), line)
-    return list(seen.values())
+    """README lines first, then the help examples; each distinct line once."""
+    return [s.text for s in documented_steps() if not s.python]
+
+
+def _runs(step: Step) -> bool:
+    return step.python or _words(step.text)[0] not in NOT_LAMINA
+
+
+def documented_parts() -> tuple[Step, dict[str, list[Step]]]:
+    """The README's first lamina line (it builds the store every part starts from) and
+    the parts: name -> steps, in order."""
+    steps = [s for s in documented_steps() if _runs(s)]
+    base = next(s for s in steps if not s.python and s.verb is None and _verb(s.text))
+    sections = list(dict.fromkeys(s.where for s in steps if s.verb is None))
+    first: dict[str, str] = {}  # verb -> the README section that first runs it
+    for s in steps:
+        if s.verb is None and not s.python and (verb := _verb(s.text)):
+            first.setdefault(verb, s.where)
+    parts: dict[str, list[Step]] = {}
+    for s in steps:
+        if s is base:
+            continue
+        part = s.where
+        if s.verb is not None:
+            wanted = HELP_PART.get(s.verb)
+            if wanted == OWN:
+                part = s.where
+            elif wanted is not None:
+                named = [x for x in sections if x.startswith(wanted)]
+                assert len(named) == 1, f"HELP_PART: no one README section {wanted!r}"
+                part = named[0]
+            else:
+                part = first.get(s.verb, UNSHOWN)
+        parts.setdefault(part, []).append(s)
+    return base, parts
 
 
 def _words(line: str) -> list[str]:
@@ -125,6 +249,13 @@ def _printed(line: str) -> str:
     dropped."""
     code = line.partition("  #")[0] if "  #" in line else line
     return re.sub(r"\s+", " ", code).strip()
+
+
+BASE, PARTS = documented_parts()
+
+
+def _slug(name: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", name.lower())[:4])
 
 
 def _photo(path: Path, pixels: Any) -> None:
@@ -184,6 +315,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import matplotlib
 
     return {
+        "root": base,
         "home": home,
         "work": work,
         "substitutes": substitutes,
@@ -202,6 +334,8 @@ class Shell:
         # matplotlib would build its font cache anew under the new HOME: keep the real one.
         self.env["MPLCONFIGDIR"] = world["mplconfigdir"]
         self.runner = CliRunner()
+        self.opened: list[str] = []  # what `webbrowser.open` was asked to open
+        self.served: list[dict[str, Any]] = []  # how `lamina app` would have served
 
     def expand(self, word: str) -> str:
         name, eq, value = word.partition("=")
@@ -273,45 +407,107 @@ def test_the_documented_lines_are_found() -> None:
     assert set(NEEDS_WHAT_THE_SAMPLE_LACKS) <= set(lines), "a listed line is no longer printed"
 
 
-def test_every_documented_command_line_works_as_printed(
-    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_parts_hold_every_documented_line_once() -> None:
+    steps = [s for s in documented_steps() if _runs(s)]
+    in_parts = [s for part in PARTS.values() for s in part]
+    assert sorted([BASE, *in_parts], key=lambda s: s.index) == steps
+    assert BASE.text.startswith("lamina --store ~/pictures-store run ~/Pictures")
+    for part in PARTS.values():  # each part in the order the lines are printed
+        assert [s.index for s in part] == sorted(s.index for s in part)
+    assert len({_slug(name) for name in PARTS}) == len(PARTS)
+
+
+@dataclass
+class Built:
+    """The world after the base line, and a copy of it to start each part from."""
+
+    world: dict[str, Any]
+    pristine: Path
+
+    def fresh(self) -> dict[str, Any]:
+        """The world as the base line left it, at the same paths (the store records its
+        sources' absolute paths, so a copy elsewhere would not do)."""
+        root = self.world["root"]
+        shutil.rmtree(root)
+        shutil.copytree(self.pristine, root, symlinks=True)
+        return self.world
+
+
+@contextlib.contextmanager
+def _no_side_effects(mp: pytest.MonkeyPatch, world: dict[str, Any]) -> Iterator[Shell]:
+    """A Shell in the working folder, with one executor worker, and browsers and the app
+    server recorded (`shell.opened`, `shell.served`) instead of started."""
     # One worker: the sample is a few images, and process pools would only slow it.
-    monkeypatch.setattr("lamina.executors.local.default_workers", lambda: 1)
-    opened: list[str] = []
-    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
-    # `lamina app` serves until stopped: the lines that start it only record what it serves.
-    served: list[dict[str, Any]] = []
-    monkeypatch.setattr("lamina.review.server.serve", lambda store, **kw: served.append(kw))
-    monkeypatch.chdir(world["work"])
+    mp.setattr("lamina.executors.local.default_workers", lambda: 1)
     shell = Shell(world)
-    failures, expected = [], []
-    for line in documented_lines():
-        first = _words(line)[0]
-        if first in NOT_LAMINA:
-            continue
-        if "20261122T101530Z-ab12cd" in line:  # the run id placeholder: a real one
-            shell.substitutes["20261122T101530Z-ab12cd"] = _a_run_id(shell)
-        code, out = shell.run(line)
-        printed = _printed(line)
-        if printed in NEEDS_WHAT_THE_SAMPLE_LACKS:
-            why, message = NEEDS_WHAT_THE_SAMPLE_LACKS[printed]
-            expected.append(printed)
-            if code != 2 or message not in out or "Traceback" in out:
-                failures.append(f"{line}\n  expected exit 2 with {message!r} ({why})\n{out}")
-        elif code != 0:
-            failures.append(f"{line}\n  exit {code}\n{out}")
-    # The README's Python, against the same store.
-    monkeypatch.setenv("HOME", str(world["home"]))
-    for block in readme_blocks("python"):
-        try:
-            exec(compile(block, "README.md", "exec"), {})
-        except Exception:
-            failures.append(f"{block}\n{traceback.format_exc()}")
+    mp.setattr(webbrowser, "open", lambda url, *a, **k: shell.opened.append(url))
+    # `lamina app` serves until stopped: the lines that start it only record what it serves.
+    mp.setattr("lamina.review.server.serve", lambda store, **kw: shell.served.append(kw))
+    mp.chdir(world["work"])
+    yield shell
+
+
+@pytest.fixture(scope="module")
+def built(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The README's first `lamina run`, once per worker (module), kept as a copy."""
+    with pytest.MonkeyPatch.context() as mp, _no_side_effects(mp, world) as shell:
+        code, out = shell.run(BASE.text)
+    assert code == 0, f"{BASE.text}\n  exit {code}\n{out}"
+    pristine = tmp_path_factory.mktemp("docs-built") / "root"
+    shutil.copytree(world["root"], pristine, symlinks=True)
+    return Built(world, pristine)
+
+
+# What a line does beyond its exit code: the page it opens, what it serves.
+OPENS = {"lamina report --open": "/report/index.html"}
+SERVES = {
+    "lamina app --port 8800 --open": {"host": "127.0.0.1", "port": 8800, "open_browser": True}
+}
+
+
+@pytest.mark.parametrize("part", list(PARTS), ids=[_slug(name) for name in PARTS])
+def test_every_documented_command_line_works_as_printed(
+    part: str, built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = built.fresh()
+    exports = [s for s in documented_steps() if not s.python and s.text.startswith("export ")]
+    failures = []
+    with _no_side_effects(monkeypatch, world) as shell:
+        for step in PARTS[part]:
+            for export in exports:  # as bash has them, reading the README down to here
+                if export.index < step.index:
+                    shell.run(export.text)
+            if step.python:  # the README's Python, against the same store
+                monkeypatch.setenv("HOME", str(world["home"]))
+            failures += _check(shell, step)
     assert not failures, "\n\n".join(failures)
-    assert sorted(expected) == sorted(NEEDS_WHAT_THE_SAMPLE_LACKS)
-    assert opened and opened[0].endswith("/report/index.html")  # `lamina report --open`
-    assert {"host": "127.0.0.1", "port": 8800, "open_browser": True} in served  # `lamina app`
+
+
+def _check(shell: Shell, step: Step) -> list[str]:
+    """What is wrong with running `step` (nothing: [])."""
+    if step.python:
+        try:
+            exec(compile(step.text, "README.md", "exec"), {})
+        except Exception:
+            return [f"{step.text}\n{traceback.format_exc()}"]
+        return []
+    line = step.text
+    if "20261122T101530Z-ab12cd" in line:  # the run id placeholder: a real one
+        shell.substitutes["20261122T101530Z-ab12cd"] = _a_run_id(shell)
+    opened, served = len(shell.opened), len(shell.served)
+    code, out = shell.run(line)
+    printed = _printed(line)
+    if printed in NEEDS_WHAT_THE_SAMPLE_LACKS:
+        why, message = NEEDS_WHAT_THE_SAMPLE_LACKS[printed]
+        if code != 2 or message not in out or "Traceback" in out:
+            return [f"{line}\n  expected exit 2 with {message!r} ({why})\n{out}"]
+    elif code != 0:
+        return [f"{line}\n  exit {code}\n{out}"]
+    if printed in OPENS and not shell.opened[opened:][0].endswith(OPENS[printed]):
+        return [f"{line}\n  opened {shell.opened[opened:]}, not {OPENS[printed]}"]
+    if printed in SERVES and SERVES[printed] not in shell.served[served:]:
+        return [f"{line}\n  served {shell.served[served:]}, not {SERVES[printed]}"]
+    return []
 
 
 def _a_run_id(shell: Shell) -> str:

@@ -337,7 +337,7 @@ def test_fiftyone_samples_and_bridge(world, tmp_path: Path) -> None:
     ds = load(tmp_path / "fo")
     assert len(ds) == 7 and ds.count_values("ground_truth.label")["cat"] == 2
     del fo
-    from lamina.jobs.curated import import_fiftyone_tags
+    from lamina.jobs.import_approvals import import_fiftyone_tags
 
     sample = ds[str(src / "people" / "camera.png")]
     sample.tags = ["Camera"]

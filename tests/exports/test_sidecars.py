@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lamina.core.errors import LaminaError
-from lamina.exports import sidecars
+from lamina.exports import exiftool_session, sidecars
 from lamina.exports.sidecars import (
     label_problem,
     sidecar_path,
@@ -183,7 +183,7 @@ def test_per_file_failures_leave_the_rest_going(
     """Tests run as root, where a read-only folder does not stop a write: a sidecar whose
     folder is a regular file cannot be made whoever runs it, and a truncated XMP makes
     exiftool itself fail in the middle of a batch."""
-    monkeypatch.setattr(sidecars, "BATCH", 2)  # several batches, statuses split per file
+    monkeypatch.setattr(exiftool_session, "BATCH", 2)  # several batches, statuses split per file
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     truncated = photos / "dog.xmp"
@@ -246,7 +246,7 @@ def test_adobe_names_clash_between_extensions(photos: Path) -> None:
 def test_missing_exiftool_says_how_to_install(
     photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sidecars.shutil, "which", lambda name: None)
+    monkeypatch.setattr(exiftool_session.shutil, "which", lambda name: None)
     with pytest.raises(LaminaError, match="apt-get install libimage-exiftool-perl"):
         write_sidecars_for([(photos / "cat.jpg", photos / "cat.xmp", ["cat"])])
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from lamina.core.store import Store
+from lamina.review.image_view import image
 from lamina.review.query import (
     Filters,
     clusters,
     duplicate_groups,
     filter_ids,
     grid,
-    image,
     options,
 )
 from lamina.tagging.decisions import decide
@@ -246,7 +246,7 @@ def test_decisions_refuse_unknown_ids_and_decisions(store: Store) -> None:
 
 
 def test_views_keep_one_connection_until_a_file_changes(store: Store) -> None:
-    from lamina.review.query import Views
+    from lamina.review.reader import Views
 
     views = Views(store)
     first = views.reader()

@@ -1,4 +1,4 @@
-"""The review app's search (`lamina.review.query.search_hits`): a text query goes through
+"""The review app's search (`lamina.review.search.search_hits`): a text query goes through
 `lamina search` with the store's text-capable model and orders images by similarity; the
 grid's text box is enabled only with such a model."""
 
@@ -12,7 +12,7 @@ import pytest
 import lamina.index.vectors as iv
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
-from lamina.review.query import NO_TEXT_MODEL, search_hits, text_models
+from lamina.review.search import NO_TEXT_MODEL, search_hits, text_models
 from tests.index.helpers import FakeEmbedder, write_layer
 
 

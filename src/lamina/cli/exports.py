@@ -545,8 +545,8 @@ def import_approvals(
         lamina export --format fiftyone --label-from folder -o fo_set
         lamina import-approvals --from-fiftyone fo_set
     """
-    from lamina.jobs.curated import ImportApprovalsConfig
-    from lamina.jobs.curated import import_approvals as run_import
+    from lamina.jobs.import_approvals import ImportApprovalsConfig
+    from lamina.jobs.import_approvals import import_approvals as run_import
 
     config = ImportApprovalsConfig(
         expand_user(csv_file) if csv_file else None,

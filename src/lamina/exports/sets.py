@@ -1,8 +1,8 @@
 """Curated sets out: what every `lamina export --format <set format>` shares.
 
-A set export takes the *items* a selection chose (`lamina.jobs.curated` builds them: one
-row per image, `ITEM_COLUMNS` first, then the columns asked for) and writes them into one
-output folder in a format other tools read. Each format is one module with a
+A set export takes the *items* a selection chose (`lamina.jobs.set_selection` builds
+them: one row per image, `ITEM_COLUMNS` first, then the columns asked for) and writes them
+into one output folder in a format other tools read. Each format is one module with a
 `write(store, items, out, options) -> dict` function; `WRITERS` maps the format name to
 its module, so adding a format is one module and one line here.
 

@@ -2,18 +2,9 @@
 `XMP-lr:HierarchicalSubject`, for Lightroom, darktable and digiKam. Originals are never
 opened for writing: exiftool is only ever given sidecar paths.
 
-Where a sidecar goes (`sidecar_path`):
-
-* `style="adobe"`: ``photo.jpg`` -> ``photo.xmp`` (Lightroom, Bridge). Two originals that
-  differ only by extension (``photo.jpg``, ``photo.png``) would share it: both are reported
-  as a clash and left alone (use the darktable style for them).
-* `style="darktable"`: ``photo.jpg`` -> ``photo.jpg.xmp`` (darktable, digiKam).
-* `sidecar_dir`: the same names in a mirror tree, for read-only collections
-  (`mirror_roots`): ``DIR/<rel_path>`` for a store with one source;
-  ``DIR/<source folder name>/<rel_path>`` with several. Two sources with the same folder
-  name (``/x/A/photos``, ``/x/B/photos``) would share a mirror root, so each of them gets
-  ``DIR/<name>-<first 8 hex digits of the SHA-256 of the source's path>/<rel_path>``
-  (``photos-1a2b3c4d``): deterministic, the same on every run.
+Where a sidecar goes (beside the original, darktable or Adobe style, or in a mirror
+tree) is `lamina.exports.sidecar_paths`; the exiftool process is
+`lamina.exports.exiftool_session`.
 
 Two originals whose sidecars would be the same file are both reported as a clash, naming
 the other originals, and left alone.
@@ -46,23 +37,19 @@ Safety, all checked by the tests with hostile labels:
   `XMP-dc:Subject` only (reported as a note), so Lightroom does not read it as a
   hierarchy.
 
-Writes go in batches of at most `BATCH` (256) files: one pipe write with a command per
-file (each file has its own values), each ending with an exit-status marker, so every
-file gets its own status and error text. Reads (the existing keywords before, and the
-verification after) are one `exiftool -j` per batch. After writing, every sidecar is read
-back and compared with what was intended; a difference is a per-file failure. A file that
-fails (a read-only folder, a path whose folder is a file, a sidecar that is not XMP, a
-sidecar name longer than the 255 bytes a file system allows) is reported with the reason
-and the others go on.
+Writes go in batches of at most `exiftool_session.BATCH` (256) files: one pipe write with
+a command per file (each file has its own values), each ending with an exit-status
+marker, so every file gets its own status and error text. Reads (the existing keywords
+before, and the verification after) are one `exiftool -j` per batch. After writing, every
+sidecar is read back and compared with what was intended; a difference is a per-file
+failure. A file that fails (a read-only folder, a path whose folder is a file, a sidecar
+that is not XMP, a sidecar name longer than the 255 bytes a file system allows) is
+reported with the reason and the others go on.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import os
-import shutil
 import unicodedata
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -70,16 +57,19 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.exports.exiftool_session import HIERARCHY, RATING, SUBJECT, ExifToolSession
+from lamina.exports.sidecar_paths import (
+    STYLES,
+    clash,
+    is_utf8,
+    mirror_roots,
+    path_problem,
+    read_only_error,
+    sidecar_path,
+    write_error,
+)
 
-BATCH = 256
-# The longest file name (in bytes) ext4, XFS, Btrfs, APFS and NTFS allow.
-NAME_MAX = 255
-SUBJECT = "XMP-dc:Subject"
-HIERARCHY = "XMP-lr:HierarchicalSubject"
-# The star rating; -1 is "rejected" to Lightroom, Bridge and darktable.
-RATING = "XMP-xmp:Rating"
 REJECTED = "-1"
-STYLES = ("adobe", "darktable")
 USES = ("approved", "over_threshold")
 # Why a file of an image with no labels to write gets no sidecar, and what to do about it.
 NO_LABELS = {
@@ -94,10 +84,6 @@ NO_LABELS = {
     ),
 }
 EXAMPLES = 3  # example files shown per skip reason
-INSTALL_HINT = (
-    "install exiftool: `apt-get install libimage-exiftool-perl` (Debian/Ubuntu) or "
-    "`brew install exiftool` (macOS)"
-)
 # An XMP packet with nothing in it: what exiftool fills in for a new sidecar.
 EMPTY_XMP = (
     "<?xpacket begin='\ufeff' id='W5M0MpCehiHzreSzNTczkc9d'?>\n"
@@ -167,125 +153,6 @@ def _clean(labels: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return list(good), refused
 
 
-def sidecar_path(
-    original: str | os.PathLike[str],
-    *,
-    style: str = "adobe",
-    sidecar_dir: str | os.PathLike[str] | None = None,
-    rel_path: str | None = None,
-) -> Path:
-    """Where the sidecar of `original` goes (see the module docstring). With `sidecar_dir`,
-    `rel_path` (the original's path below the mirror tree's root) is required.
-
-    Example:
-        >>> sidecar_path("/photos/a/cat.jpg").as_posix()
-        '/photos/a/cat.xmp'
-        >>> sidecar_path("/photos/a/cat.jpg", style="darktable").as_posix()
-        '/photos/a/cat.jpg.xmp'
-        >>> sidecar_path("/photos/a/cat.jpg", sidecar_dir="/xmp", rel_path="a/cat.jpg").as_posix()
-        '/xmp/a/cat.xmp'
-    """
-    if style not in STYLES:
-        raise LaminaError(f"unknown sidecar style {style!r}", hint=f"one of: {', '.join(STYLES)}")
-    base = Path(original)
-    if sidecar_dir is not None:
-        if rel_path is None:
-            raise ValueError("sidecar_path: a sidecar_dir needs the original's rel_path")
-        base = Path(sidecar_dir).absolute() / rel_path
-    if style == "darktable":
-        return base.with_name(base.name + ".xmp")
-    return base.with_suffix(".xmp")
-
-
-# -- exiftool ------------------------------------------------------------------------------
-
-
-class _ExifTool:
-    """One exiftool `-stay_open` process with batched reads and writes."""
-
-    def __init__(self) -> None:
-        try:
-            import exiftool
-        except ImportError as exc:
-            raise LaminaError(
-                "writing sidecars needs the Python package pyexiftool",
-                hint="pip install pyexiftool",
-            ) from exc
-        executable = shutil.which("exiftool")
-        if executable is None:
-            raise LaminaError("exiftool is not installed (or not on PATH)", hint=INSTALL_HINT)
-        # No common args: pyexiftool's default `-G -n` would change what values look like.
-        self.et = exiftool.ExifTool(executable=executable, common_args=[], encoding="utf-8")
-        self.marker = f"@@lamina-{uuid.uuid4().hex[:12]}@@"
-
-    def __enter__(self) -> _ExifTool:
-        try:
-            self.et.run()
-        except Exception as exc:  # FileNotFoundError, an exiftool too old for pyexiftool
-            raise LaminaError(f"cannot start exiftool: {exc}", hint=INSTALL_HINT) from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.et.terminate()
-
-    def read(self, paths: list[Path]) -> dict[str, dict[str, Any]]:
-        """`FileType`, Subject, HierarchicalSubject and Rating of each readable file."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(paths), BATCH):
-            batch = [os.fsencode(p) for p in paths[start : start + BATCH]]
-            tags = ("-File:FileType", f"-{SUBJECT}", f"-{HIERARCHY}", f"-{RATING}")
-            out = self.et.execute("-j", "-G1", *tags, *batch)
-            if not out.strip():
-                continue
-            # Numbers and booleans come back unquoted (`1e5`, `true`): keep their text.
-            for entry in json.loads(out, parse_int=str, parse_float=str):
-                found[entry["SourceFile"]] = {
-                    "type": entry.get("File:FileType"),
-                    SUBJECT: _as_list(entry.get(SUBJECT)),
-                    HIERARCHY: _as_list(entry.get(HIERARCHY)),
-                    RATING: None if entry.get(RATING) is None else str(entry[RATING]),
-                }
-        return found
-
-    def write(self, commands: list[tuple[Path, list[str]]]) -> list[tuple[int, str]]:
-        """Run each (file, tag arguments) as its own command, `BATCH` per pipe write; the
-        exit status and error text of each, in order."""
-        results: list[tuple[int, str]] = []
-        for start in range(0, len(commands), BATCH):
-            params: list[bytes] = []
-            batch = commands[start : start + BATCH]
-            for k, (path, args) in enumerate(batch):
-                if k:
-                    params.append(b"-execute")
-                params += [b"-overwrite_original", *(a.encode("utf-8") for a in args)]
-                params += [os.fsencode(path), b"-echo4", f"=${{status}}={self.marker}".encode()]
-            self.et.execute(*params)
-            results += self._statuses(self.et.last_stderr, len(batch))
-        return results
-
-    def _statuses(self, stderr: str, n: int) -> list[tuple[int, str]]:
-        out: list[tuple[int, str]] = []
-        text: list[str] = []
-        for line in stderr.splitlines():
-            if line.endswith(f"={self.marker}") and line.startswith("="):
-                status = line[1 : -len(self.marker) - 1]
-                out.append((int(status) if status.isdigit() else 1, "\n".join(text).strip()))
-                text = []
-            else:
-                text.append(line)
-        if len(out) != n:  # exiftool died or answered out of step: fail the rest clearly
-            out += [(1, "exiftool gave no status for this file")] * (n - len(out))
-        return out
-
-
-def _as_list(value: Any) -> list[str]:
-    """A tag value from `exiftool -j` as a list of strings (one item comes back bare)."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [("true" if v else "false") if isinstance(v, bool) else str(v) for v in items]
-
-
 def _hierarchy(labels: list[str]) -> list[str]:
     return [label for label in labels if "|" not in label]
 
@@ -346,20 +213,20 @@ def write_sidecars_for(
         if sidecar == Path(os.path.abspath(original)):
             result.error = "the sidecar path is the original itself"
         elif len(sharing[sidecar]) > 1:
-            result.error = _clash(Path(original), sharing[sidecar])
+            result.error = clash(Path(original), sharing[sidecar])
         elif "\n" in str(sidecar) or "\r" in str(sidecar):
             result.error = "the sidecar path holds a line break, which exiftool cannot take"
-        elif not _utf8(sidecar):
+        elif not is_utf8(sidecar):
             result.error = "the sidecar path is not valid UTF-8, which exiftool's JSON cannot name"
-        elif (problem := _path_problem(Path(original), sidecar)) is not None:
+        elif (problem := path_problem(Path(original), sidecar)) is not None:
             result.error = problem
         elif sidecar.parent.is_dir() and not os.access(sidecar.parent, os.W_OK):
-            result.error = _read_only(sidecar)
+            result.error = read_only_error(sidecar)
         else:
             todo.append((result, sidecar, labels, marks[k] if marks else None))
     if not todo:
         return results
-    with _ExifTool() as et:
+    with ExifToolSession() as et:
         # Only files: exiftool given a folder would read every file in it.
         existing = et.read([p for _, p, _, _ in todo if p.is_file()])
         plans = []
@@ -427,7 +294,7 @@ def _plan(
     return _Plan(result, sidecar, exists, subject, hierarchy, rating, rating != old_rating)
 
 
-def _write(et: _ExifTool, plans: list[_Plan]) -> None:
+def _write(et: ExifToolSession, plans: list[_Plan]) -> None:
     """Write every plan: existing sidecars in place, new ones as a temporary file that is
     renamed into place once exiftool has filled it."""
     commands: list[tuple[Path, list[str]]] = []
@@ -441,7 +308,7 @@ def _write(et: _ExifTool, plans: list[_Plan]) -> None:
                 plan.path.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(EMPTY_XMP, encoding="utf-8")
             except OSError as exc:
-                plan.result.error = _write_error(plan.path, exc)
+                plan.result.error = write_error(plan.path, exc)
                 continue
         args = _tag_args(SUBJECT, plan.subject) + _tag_args(HIERARCHY, plan.hierarchy)
         if plan.set_rating:
@@ -461,105 +328,12 @@ def _write(et: _ExifTool, plans: list[_Plan]) -> None:
                 os.replace(target, plan.path)
             except OSError as exc:
                 target.unlink(missing_ok=True)
-                plan.result.error = _write_error(plan.path, exc)
+                plan.result.error = write_error(plan.path, exc)
                 continue
         plan.result.action = "updated" if plan.exists else "created"
 
 
-def _clash(original: Path, originals: list[str]) -> str:
-    """Why the sidecar of `original` is not written: `originals` (it among them) map to it."""
-    others = [o for o in originals if o != str(original)] or originals[1:]
-    text = (
-        f"{len(originals)} originals map to this sidecar, so none is written: "
-        f"{original} and {', '.join(others)}"
-    )
-    paths = [Path(o) for o in originals]
-    if len({(p.parent, p.stem) for p in paths}) == 1 and len({p.suffix for p in paths}) > 1:
-        text += " (they differ only by extension: use --style darktable)"
-    return text
-
-
-def mirror_roots(sources: list[str]) -> dict[str, str]:
-    """Each source's folder below a `sidecar_dir` (see the module docstring): "" for a
-    single source, else its folder name, with a hash of its path when names repeat.
-
-    Example:
-        >>> mirror_roots(["/x/A/photos"])
-        {'/x/A/photos': ''}
-        >>> mirror_roots(["/x/A/photos", "/y/scans"])
-        {'/x/A/photos': 'photos', '/y/scans': 'scans'}
-        >>> sorted(mirror_roots(["/x/A/photos", "/x/B/photos"]).values())
-        ['photos-026092a8', 'photos-18b03efc']
-    """
-    unique = sorted(set(sources))
-    if len(unique) <= 1:
-        return dict.fromkeys(unique, "")
-    names: dict[str, list[str]] = {}
-    for source in unique:
-        names.setdefault(Path(source).name, []).append(source)
-    roots = {}
-    for name, same in names.items():
-        for source in same:
-            if len(same) == 1 and name:
-                roots[source] = name
-            else:
-                digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()
-                roots[source] = f"{name or 'source'}-{digest[:8]}"
-    return roots
-
-
-def _utf8(path: Path) -> bool:
-    try:
-        os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _read_only(path: Path) -> str:
-    return (
-        f"the folder {path.parent} is read-only: nothing was written there (write the "
-        "sidecars elsewhere with --sidecar-dir DIR)"
-    )
-
-
-def _path_problem(original: Path, sidecar: Path) -> str | None:
-    """Why the file system cannot hold a file at `sidecar` (its name or path is too
-    long) or cannot even look there, else None. Checked per file, so one such name fails
-    only its own sidecar."""
-    size = len(os.fsencode(sidecar.name))
-    if size > NAME_MAX:
-        fix = (
-            "use --style adobe (photo.xmp)"
-            if sidecar.name == original.name + ".xmp"
-            else "rename the original"
-        )
-        return (
-            f"the sidecar's name would be {size} bytes, more than the {NAME_MAX} a file "
-            f"system allows: {fix}"
-        )
-    try:
-        os.lstat(sidecar)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # not there yet (or its folder is a file: reported when writing)
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            return f"the sidecar path is too long for the file system: {exc.strerror}"
-        return f"cannot look at the sidecar path: {exc.strerror or exc}"
-    return None
-
-
-def _write_error(path: Path, exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENAMETOOLONG:
-        return f"cannot write {path}: {reason} (shorten the original's name or folder)"
-    return (
-        f"cannot write {path}: {reason} (a read-only folder? write the sidecars elsewhere "
-        "with --sidecar-dir DIR)"
-    )
-
-
-def _verify(et: _ExifTool, plans: list[_Plan]) -> None:
+def _verify(et: ExifToolSession, plans: list[_Plan]) -> None:
     """Read every written sidecar back; a difference from the plan fails that file."""
     found = et.read([p.path for p in plans])
     for plan in plans:

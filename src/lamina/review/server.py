@@ -21,6 +21,7 @@ import math
 import mimetypes
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -29,8 +30,9 @@ from lamina.core.archives import open_source, source_mtime_ns
 from lamina.core.errors import LaminaError
 from lamina.core.remote import is_url
 from lamina.core.store import Store
-from lamina.review import query
-from lamina.review.query import IMAGE_ID, Filters
+from lamina.review import image_view, query, reader, search
+from lamina.review.query import Filters
+from lamina.review.reader import IMAGE_ID
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
     from lamina.passes.thumbs import thumb_path
 
     env = _env()
-    views = query.Views(store)
+    views = reader.Views(store)
 
     def render(name: str, request: Request, status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("error", None)
@@ -149,13 +151,14 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             prev_url=url("/", flt.params(page=page.page - 1)) if page.page > 1 else None,
             next_url=url("/", flt.params(page=page.page + 1)) if page.page < page.pages else None,
             filter_params=flt.params(page=1),
-            text_models=views.cached("text_models", lambda: query.text_models(store)),
-            no_text_model=query.NO_TEXT_MODEL,
+            text_models=views.cached("text_models", lambda: search.text_models(store)),
+            no_text_model=search.NO_TEXT_MODEL,
         )
 
     def image_page(request: Request) -> Response:
         image_id = request.path_params["image_id"]
-        data = query.image(store, image_id, views.reader()) if IMAGE_ID.match(image_id) else None
+        known = IMAGE_ID.match(image_id)
+        data = image_view.image(store, image_id, views.reader()) if known else None
         if data is None:
             return render(
                 "message.html.j2",
@@ -197,7 +200,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             )
         # Embedding a text or building an index takes a while: off the event loop.
         model, hits, error = await run_in_threadpool(
-            query.search_hits, store, text=text, similar_to=similar_to
+            search.search_hits, store, text=text, similar_to=similar_to
         )
         return render(
             "search.html.j2",
@@ -208,34 +211,34 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
             model=model,
             hits=hits,
             error=error,
-            text_models=views.cached("text_models", lambda: query.text_models(store)),
-            no_text_model=query.NO_TEXT_MODEL,
+            text_models=views.cached("text_models", lambda: search.text_models(store)),
+            no_text_model=search.NO_TEXT_MODEL,
+        )
+
+    def listing(
+        request: Request, path: str, title: str, read: Callable[[int], query.Page]
+    ) -> Response:
+        """The page of a listing (`read` gives page number n) with its previous / next
+        links; the template is named after the path."""
+        page = read(Filters.from_params(request.query_params).page)
+        return render(
+            f"{path.strip('/')}.html.j2",
+            request,
+            title=title,
+            page=page,
+            prev_url=url(path, {"page": page.page - 1}) if page.page > 1 else None,
+            next_url=url(path, {"page": page.page + 1}) if page.page < page.pages else None,
         )
 
     def duplicates_page(request: Request) -> Response:
-        flt = Filters.from_params(request.query_params)
-        page = query.duplicate_groups(store, flt.page, 12, views.reader())
-        return render(
-            "duplicates.html.j2",
-            request,
-            title="Duplicate groups",
-            page=page,
-            prev_url=url("/duplicates", {"page": page.page - 1}) if page.page > 1 else None,
-            next_url=url("/duplicates", {"page": page.page + 1})
-            if page.page < page.pages
-            else None,
-        )
+        return listing(
+            request, "/duplicates", "Duplicate groups",
+            lambda n: query.duplicate_groups(store, n, 12, views.reader()),
+        )  # fmt: skip
 
     def clusters_page(request: Request) -> Response:
-        flt = Filters.from_params(request.query_params)
-        page = query.clusters(store, flt.page, 24, views.reader())
-        return render(
-            "clusters.html.j2",
-            request,
-            title="Clusters",
-            page=page,
-            prev_url=url("/clusters", {"page": page.page - 1}) if page.page > 1 else None,
-            next_url=url("/clusters", {"page": page.page + 1}) if page.page < page.pages else None,
+        return listing(
+            request, "/clusters", "Clusters", lambda n: query.clusters(store, n, 24, views.reader())
         )
 
     def _svg(text: str) -> Response:
@@ -248,7 +251,7 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         made = thumb_path(store, image_id)
         if made.is_file():
             return FileResponse(made, media_type="image/webp")
-        original = query.original_path(views.reader(), image_id)
+        original = reader.original_path(views.reader(), image_id)
         if original is None:
             return _svg("missing")
         data = _thumb_from(original, source_mtime_ns(original))
@@ -261,11 +264,11 @@ def make_app(store: Store, *, allowed_hosts: list[str] | None = None) -> Any:
         if not IMAGE_ID.match(image_id) or image_id not in views.known_ids():
             return Response("not an image of this store", status_code=404)
         r = views.reader()
-        path = query.original_path(r, image_id)
+        path = reader.original_path(r, image_id)
         if path is None:
             return _svg("missing")
         fmt = r.one("select format from images where image_id = ?", [image_id]) or {}
-        if fmt.get("format") in query.BROWSER_FORMATS:
+        if fmt.get("format") in image_view.BROWSER_FORMATS:
             if not is_url(path) and os.path.isfile(path):
                 return FileResponse(path, headers=_NO_STORE)
             with open_source(path) as fh:  # an archive member or a remote file: its bytes
@@ -356,7 +359,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _approve(store: Store, body: Any, views: query.Views) -> Any:
+def _approve(store: Store, body: Any, views: reader.Views) -> Any:
     """POST /api/approve: {image_ids, labels, action} or {over_threshold: true, image_ids
     or filter}; through `lamina.jobs.approve` like `lamina approve`."""
     from starlette.responses import JSONResponse
@@ -393,7 +396,7 @@ def _approve(store: Store, body: Any, views: query.Views) -> Any:
     return JSONResponse({"events": result.events})
 
 
-def _decide(store: Store, body: Any, views: query.Views) -> Any:
+def _decide(store: Store, body: Any, views: reader.Views) -> Any:
     """POST /api/decide: {image_ids, decision} (a mark), or {group_id, keep} (keep one
     image of a duplicate group, discard the others), or {group_id, decision:
     "not_duplicate"}."""
