@@ -213,3 +213,27 @@ def test_segment_stats_of_a_tiled_image_come_from_its_tiles(tiled_store: Store) 
     # The red box measured in its tile (976 x 1024 decoded at 488 x 512): ~250 x 150 px.
     assert by_id[red["segment_id"]]["pixels"] == pytest.approx(250 * 150, rel=0.03)
     assert by_id[red["segment_id"]]["lab_a"] > 40  # red
+
+
+def test_a_huge_page_inside_a_cbz_is_tiled_from_the_member(tmp_path: Path) -> None:
+    """The member streams through a libvips custom source (zipfile's decompressing
+    stream), so it is tiled like a file: the same tiles, its segments in original pixels."""
+    import zipfile
+
+    _scene(tmp_path / "plate.png")
+    (tmp_path / "src").mkdir()
+    with zipfile.ZipFile(tmp_path / "src" / "book.cbz", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(tmp_path / "plate.png", "pages/plate.png")
+    member = str(tmp_path / "src" / "book.cbz") + "!/pages/plate.png"
+    policy = TilePolicy(tile_size=1024, overview_side=400)
+    from_member = stream_tiles(member, policy)
+    from_file = stream_tiles(str(tmp_path / "plate.png"), policy)
+    assert (from_member.width, from_member.height) == (2000, 1500)
+    assert from_member.tiles == from_file.tiles and from_member.overview == from_file.overview
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [tmp_path / "src"], workers=1, progress=False)
+    result = segment(store, SegmentConfig(workers=1, progress=False, tile_over=1.0))
+    assert result.tiled == 1 and result.errors == 0
+    (row,) = store.table("segment").to_pylist()
+    assert {g["scale"].split(":")[0] for g in row["segments"]} == {"tile"}
+    assert [1200, 100, 500, 300] in [g["bbox_original"] for g in row["segments"]]

@@ -146,9 +146,10 @@ def upscaled_rle(mask: np.ndarray, width: int, height: int) -> dict[str, Any]:
     m = np.asarray(mask, bool)
     h, w = m.shape
     total = int(height) * int(width)
+    empty = {"size": [int(height), int(width)], "area": 0, "bbox": [0, 0, 0, 0],
+             "counts": counts_to_string([total] if total else [])}  # fmt: skip
     if h == 0 or w == 0 or total == 0:
-        return {"size": [int(height), int(width)], "counts": counts_to_string([total] if total else []),
-                "area": 0, "bbox": [0, 0, 0, 0]}  # fmt: skip
+        return empty
     # Runs of each small column: +1 where a run starts, -1 where it ends (row index).
     padded = np.zeros((h + 2, w), np.int8)
     padded[1:-1] = m
@@ -165,8 +166,7 @@ def upscaled_rle(mask: np.ndarray, width: int, height: int) -> dict[str, Any]:
     col_of = (np.arange(width, dtype=np.int64) * w) // width
     n = runs_per_col[col_of]
     if not n.sum():
-        return {"size": [int(height), int(width)], "counts": counts_to_string([total]),
-                "area": 0, "bbox": [0, 0, 0, 0]}  # fmt: skip
+        return empty
     xs = np.repeat(np.arange(width, dtype=np.int64), n)
     offset = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
     run = np.repeat(first_run[col_of], n) + offset
@@ -174,8 +174,7 @@ def upscaled_rle(mask: np.ndarray, width: int, height: int) -> dict[str, Any]:
     keep = hi > lo  # a small row that no output row takes (shrinking) leaves nothing
     xs, lo, hi = xs[keep], lo[keep], hi[keep]
     if not len(xs):
-        return {"size": [int(height), int(width)], "counts": counts_to_string([total]),
-                "area": 0, "bbox": [0, 0, 0, 0]}  # fmt: skip
+        return empty
     bbox = [int(xs[0]), int(lo.min()), int(xs[-1] - xs[0] + 1), int(hi.max() - lo.min())]
     starts, ends = xs * height + lo, xs * height + hi
     # Join runs that touch: one ends where the next begins (across columns or rows).

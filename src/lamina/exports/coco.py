@@ -24,7 +24,6 @@ import json
 import os
 from typing import Any
 
-
 from lamina.core.errors import LaminaError
 from lamina.core.masks import decode_rle, upscaled_rle
 from lamina.core.store import Store
