@@ -20,7 +20,8 @@ from lamina.sample import package_photos
 STAMP = (230, 20, 200)  # a magenta five-pointed star
 RULER = (245, 235, 200)  # ivory
 CHART = [(220, 40, 40), (240, 200, 40), (40, 160, 60), (40, 90, 200), (250, 250, 250), (90, 90, 90)]
-Planted = dict[str, np.ndarray]  # object kind -> the mask a segment of it should match
+# object kind -> (the mask a segment of it should match, all the pixels drawn for it)
+Planted = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def star_mask(size: int) -> np.ndarray:
@@ -79,7 +80,7 @@ def planted_collection(root: Path, n_planted: int = 20, seed: int = 7) -> dict[s
     is at least 128 px: the stamp (15-30% of the short side), a ruler (45-70% of the long
     side, on a random edge band) and a colour chart (35-55% of the long side), each at a
     random place and none overlapping another; returns file name -> what is where: for
-    each object the mask a segment of it should match."""
+    each object the mask a segment of it should match and the footprint drawn for it."""
     rng = np.random.default_rng(seed)
     photos = package_photos()
     truth: dict[str, Planted] = {}
@@ -114,7 +115,9 @@ def planted_collection(root: Path, n_planted: int = 20, seed: int = 7) -> dict[s
                 a[y : y + oh, x : x + ow][drawn] = rgb[drawn]
                 mask = np.zeros((h, w), bool)
                 mask[y : y + oh, x : x + ow] = match
-                planted[kind] = mask
+                footprint = np.zeros((h, w), bool)
+                footprint[y : y + oh, x : x + ow] = drawn
+                planted[kind] = (mask, footprint)
             truth[file] = planted
         Image.fromarray(a).save(root / file)
     return truth
@@ -126,7 +129,8 @@ def planted_recall(
     """(recall, precision, motif, members) of the motif a planted object forms: per image,
     the motif of the segment that best matches the object's mask (IoU >= 0.5); the motif
     most of them share; recall = images whose object is in it / images planted; precision
-    = its members lying mostly (>= 50%) inside an object of the kind.
+    = its members lying mostly (>= 50%) inside an object of the kind (all its drawn pixels:
+    a chart's white card ring is part of the chart).
 
     Example:
         >>> planted_recall(store, truth, "ruler")  # doctest: +SKIP
@@ -143,10 +147,10 @@ def planted_recall(
         name = name_of.get(r["image_id"])
         if r["segment_id"] is None or name not in truth or kind not in truth[name]:
             continue
-        want = truth[name][kind]
+        want, drawn = truth[name][kind]
         m = decode_rle({"size": [r["frame_height"], r["frame_width"]], "counts": r["rle"]})
         key = (r["image_id"], r["segment_id"])
-        inside[key] = (m & want).sum() / m.sum()
+        inside[key] = (m & drawn).sum() / m.sum()
         iou = (m & want).sum() / (m | want).sum()
         if iou >= 0.5 and iou > best.get(name, (0.0, None))[0]:
             best[name] = (iou, motif_of.get(key))
