@@ -43,8 +43,9 @@ frame masks touch the shared seam along mostly the same pixels (1-D IoU along th
 >= SEAM_AGREE, 0.5) are one segment, transitively (a box over a tile corner is one): its
 mask the union, `bbox_original` the union of the pieces', score the best, and its
 pixels from the overview (`tile` = the overview file, `scale` = `overview:0,0,W,H`).
-Segments are numbered over the whole image, best score (else largest) first. An image the tiles pass did not tile (under the
-threshold, EXIF-rotated, unreadable by libvips) is segmented from its working decode.
+Segments are numbered over the whole image, best score (else largest) first. An image
+the tiles pass did not tile (under the threshold, EXIF-rotated, unreadable by libvips) is
+segmented from its working decode.
 """
 
 from __future__ import annotations
