@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lamina.core.masks import decode_rle, encode_rle, string_to_counts
+from lamina.core.masks import decode_rle, encode_rle, string_to_counts, upscaled_rle
 from lamina.core.store import Store
 from lamina.jobs.exports import ExportConfig, export
 from lamina.jobs.scan import scan_sources
@@ -34,6 +34,51 @@ def test_rle_strings_are_pycocotools_own() -> None:
     with pytest.raises(ValueError, match="add up to"):
         decode_rle({"size": [2, 2], "counts": [1, 2]})  # a mask off its frame
     assert string_to_counts("") == []
+
+
+def materialised(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The nearest-neighbour resize the export describes, made whole (the reference)."""
+    h, w = mask.shape
+    ys = (np.arange(height) * h) // height
+    xs = (np.arange(width) * w) // width
+    return mask[ys[:, None], xs[None, :]]
+
+
+def test_upscaled_rle_is_pycocotools_encode_of_the_materialised_mask() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 16, 2))
+        height, width = (int(v) for v in rng.integers(1, 50, 2))  # up, down and uneven
+        mask = rng.random((h, w)) < rng.random()
+        big = materialised(mask, width, height)
+        theirs = mask_api.encode(np.asfortranarray(big.astype(np.uint8)))
+        ours = upscaled_rle(mask, width, height)
+        assert ours["counts"] == theirs["counts"].decode(), (h, w, height, width)
+        assert ours["size"] == [height, width] and ours["area"] == int(big.sum())
+        if big.any():
+            assert ours["bbox"] == mask_api.toBbox(theirs).astype(int).tolist()
+
+
+def test_upscaled_rle_of_a_200_megapixel_image_stays_small() -> None:
+    import tracemalloc
+
+    # A ragged disk in a 512 x 341 frame, scaled to 17,320 x 11,547 (200 MP): the
+    # materialised mask alone would be 200 MB.
+    yy, xx = np.mgrid[:512, :341]
+    mask = (yy - 250) ** 2 + (xx - 170) ** 2 < 120**2
+    mask[::29, ::13] ^= True
+    tracemalloc.start()
+    try:
+        big = upscaled_rle(mask, 11_547, 17_320)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6  # measured ~4 MB, most of it the RLE string itself
+    assert big["size"] == [17_320, 11_547]
+    # Its area is the small mask's, each pixel counted by the output pixels it covers.
+    rows = -((-np.arange(513) * 17_320) // 512)
+    cols = -((-np.arange(342) * 11_547) // 341)
+    assert big["area"] == int((np.diff(rows)[:, None] * np.diff(cols)[None, :])[mask].sum())
 
 
 def test_coco_export_round_trips_through_pycocotools(tmp_path: Path) -> None:

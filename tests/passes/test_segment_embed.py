@@ -13,7 +13,7 @@ from lamina.core.store import Store
 from lamina.jobs.motifs import MotifsConfig, motifs
 from lamina.jobs.scan import scan_sources
 from lamina.jobs.segment import SegmentConfig, segment
-from lamina.passes.segment_embed import load_segment_embeddings, masked_crop
+from lamina.passes.segment_embed import load_segment_embeddings, masked_crop, square
 from tests.passes.test_segment import source  # noqa: F401 - the fixture
 
 
@@ -25,6 +25,18 @@ def test_masked_crop_keeps_the_margin_and_greys_the_rest() -> None:
     crop = masked_crop(rgb, mask, [30, 40, 40, 20], margin=0.1)
     assert crop.shape == (24, 48, 3)  # 4 px and 2 px of margin each side
     assert crop[0, 0].tolist() == [124, 116, 104] and crop[12, 24].tolist() == [250, 0, 0]
+
+
+def test_a_long_thin_crop_is_squared_so_the_model_sees_all_of_it() -> None:
+    # A 1:8 ruler-like crop: the embedders resize the short side and centre-crop, which
+    # would keep only its middle eighth. Squared, the whole crop is inside the centre.
+    crop = np.zeros((10, 80, 3), np.uint8)
+    crop[:, :10] = 255  # the left end, which a centre crop would lose
+    out = square(crop)
+    assert out.shape == (80, 80, 3)
+    assert (out[35:45] == crop).all()
+    assert (out[:35] == (124, 116, 104)).all() and (out[45:] == (124, 116, 104)).all()
+    assert square(out) is out
 
 
 def test_motifs_need_segments_first(tmp_path: Path, source: Path) -> None:  # noqa: F811

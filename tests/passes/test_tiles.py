@@ -138,7 +138,7 @@ def test_segment_uses_tiles_and_maps_segments_to_the_original(tiled_store: Store
     plate, small = rows[2000], rows[400]  # the overview frame: 2000 px (never upscaled)
     assert all(g["tile"] is None and g["scale"] == "full" for g in small["segments"])
     segs = plate["segments"]
-    assert {g["scale"].split(":")[0] for g in segs} == {"tile"}
+    assert {g["scale"].split(":")[0] for g in segs} == {"tile", "overview"}
     for g in segs:
         assert (store.root / g["tile"]).is_file()
     # The red box lies in one tile: one segment, exact in original pixels.
@@ -147,14 +147,22 @@ def test_segment_uses_tiles_and_maps_segments_to_the_original(tiled_store: Store
     mask = decode_rle({"size": [1500, 2000], "counts": red[0]["rle"]})
     # Felzenszwalb works at <= 256 px: the corners round off by a few pixels.
     assert mask.sum() == pytest.approx(500 * 300, rel=0.01) and mask[110:390, 1210:1690].all()
-    # The blue box crosses a tile corner: one segment per tile, together the whole box.
-    blue = [g for g in segs if g["area_pct"] < 3 and g is not red[0]]
-    boxes = sorted(g["bbox_original"] for g in blue)
-    expected = [[896, 896, 128, 128], [896, 1024, 128, 280], [1024, 896, 180, 128],
-                [1024, 1024, 180, 280]]  # fmt: skip
-    assert len(boxes) == 4
-    for got, want in zip(boxes, expected, strict=True):  # within Felzenszwalb's 256-px grain
-        assert np.abs(np.subtract(got, want)).max() <= 6, (got, want)
+    # The blue box (900-1200 x 900-1300) crosses a tile corner: its four pieces agree
+    # along both seams, so they are joined into one segment, whose pixels are the overview's.
+    blue = [g for g in segs if g["area_pct"] < 10 and g is not red[0]]
+    assert len(blue) == 1 and blue[0]["scale"] == "overview:0,0,2000,1500"
+    assert blue[0]["tile"].endswith("/overview.jpg") and (store.root / blue[0]["tile"]).is_file()
+    # Within Felzenszwalb's 256-px grain of the tiles.
+    assert np.abs(np.subtract(blue[0]["bbox_original"], [900, 900, 300, 400])).max() <= 10
+    mask = decode_rle({"size": [1500, 2000], "counts": blue[0]["rle"]})
+    assert mask.sum() == pytest.approx(300 * 400, rel=0.03) and mask[910:1290, 910:1190].all()
+    (piece,) = segment_pixels({**plate, "segments": blue}, None, str(store.root))  # type: ignore[arg-type]
+    _, rgb, cut = piece  # the overview (2000 x 1500) decoded at 512 x 384: the box ~77 x 102
+    assert rgb.shape == (384, 512, 3) and abs(int(cut.sum()) - 77 * 102) < 400
+    assert np.abs(rgb[cut].astype(int) - BLUE).mean() < 12
+    # The green ground touches every seam too, but it also fills most of each tile: one
+    # segment joined over all tiles, not one per tile.
+    assert sum(g["area_pct"] > 50 for g in segs) <= 1
     # A re-run makes no new tiles: the layer has them.
     again = segment(store, SegmentConfig(workers=1, progress=False, tile_over=1.0))
     assert again.passes["segment"]["processed"] == 0 and again.tiled == 1
@@ -213,3 +221,27 @@ def test_segment_stats_of_a_tiled_image_come_from_its_tiles(tiled_store: Store) 
     # The red box measured in its tile (976 x 1024 decoded at 488 x 512): ~250 x 150 px.
     assert by_id[red["segment_id"]]["pixels"] == pytest.approx(250 * 150, rel=0.03)
     assert by_id[red["segment_id"]]["lab_a"] > 40  # red
+
+
+def test_a_huge_page_inside_a_cbz_is_tiled_from_the_member(tmp_path: Path) -> None:
+    """The member streams through a libvips custom source (zipfile's decompressing
+    stream), so it is tiled like a file: the same tiles, its segments in original pixels."""
+    import zipfile
+
+    _scene(tmp_path / "plate.png")
+    (tmp_path / "src").mkdir()
+    with zipfile.ZipFile(tmp_path / "src" / "book.cbz", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(tmp_path / "plate.png", "pages/plate.png")
+    member = str(tmp_path / "src" / "book.cbz") + "!/pages/plate.png"
+    policy = TilePolicy(tile_size=1024, overview_side=400)
+    from_member = stream_tiles(member, policy)
+    from_file = stream_tiles(str(tmp_path / "plate.png"), policy)
+    assert (from_member.width, from_member.height) == (2000, 1500)
+    assert from_member.tiles == from_file.tiles and from_member.overview == from_file.overview
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [tmp_path / "src"], workers=1, progress=False)
+    result = segment(store, SegmentConfig(workers=1, progress=False, tile_over=1.0))
+    assert result.tiled == 1 and result.errors == 0
+    (row,) = store.table("segment").to_pylist()
+    assert {g["scale"].split(":")[0] for g in row["segments"]} <= {"tile", "overview"}
+    assert [1200, 100, 500, 300] in [g["bbox_original"] for g in row["segments"]]

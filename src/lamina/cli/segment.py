@@ -77,10 +77,11 @@ def segment(
     dropped by the filters, which are recorded with the layer. The default segmenter needs
     no weights and follows colour edges (coarser than SAM). Resumes after a kill.
 
-    Huge images (over --tile-over MP) are never decoded whole: their tiles and a 2048-px
-    overview are streamed into the store's cache first (a run of its own), each tile is
-    segmented, and the masks land in the overview's frame; `bbox_original` gives every
-    segment's box in original pixels.
+    Huge images (over --tile-over MP, archive pages too) are never decoded whole: their
+    tiles and a 2048-px overview are streamed into the store's cache first (a run of its
+    own), each tile is segmented, the masks land in the overview's frame, and the pieces
+    of a segment cut by a tile seam are joined; `bbox_original` gives every segment's box
+    in original pixels.
 
     \b
     Example:

@@ -745,6 +745,40 @@ def open_source(path: str) -> IO[bytes]:
     return io.BytesIO(got)
 
 
+def open_member_stream(path: str) -> IO[bytes]:
+    """`open_source`, but a member of a ZIP / CBZ on local disk (not nested) comes as
+    zipfile's decompressing stream, so a huge member is never whole in memory (its bytes
+    are read as the decoder asks for them); every other member (tar, 7z, RAR, nested, or
+    remote) is its bytes, as `open_source` gives them.
+
+    Example:
+        >>> open_member_stream("/comics/Vol 01.cbz!/plate.png").read(4)  # doctest: +SKIP
+        b'\\x89PNG'
+    """
+    if not is_member(path) or is_url(path):
+        return open_source(path)
+    container, _, name = path.rpartition(SEP)
+    if archive_kind(container) != "zip" or is_member(container):
+        return open_source(path)
+    zf = zipfile.ZipFile(container)
+    try:
+        info = next((i for i in _zip_entries(zf) if member_name(i.filename) == name), None)
+        if info is None:
+            raise FileNotFoundError(2, f"no member {name} in the archive", container)
+        stream = zf.open(info)
+    except BaseException:
+        zf.close()
+        raise
+    close = stream.close
+
+    def close_both() -> None:
+        close()
+        zf.close()
+
+    stream.close = close_both  # type: ignore[method-assign]
+    return stream
+
+
 def outer_file(path: str) -> str:
     """The plain file on disk that holds `path` (itself, or its outermost archive).
 

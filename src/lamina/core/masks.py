@@ -125,6 +125,72 @@ def encode_rle_at(part: np.ndarray, x: int, y: int, size: tuple[int, int]) -> di
     return {"size": [int(height), int(width)], "counts": counts_to_string(counts)}
 
 
+def upscaled_rle(mask: np.ndarray, width: int, height: int) -> dict[str, Any]:
+    """`encode_rle` of `mask` resized to `width` x `height` by nearest neighbour (output
+    row Y takes mask row Y * h // height, column X column X * w // width), built from the
+    small mask's runs without making the big one: a 512-px frame's segment of a 200 MP
+    image costs its runs, not 200 MB. Also its area and bbox (x, y, w, h) there.
+
+    Small row r covers output rows [ceil(r H / h), ceil((r + 1) H / h)), so each run of a
+    small column maps to one output run, repeated in every output column that takes that
+    small column; runs that touch (down a column end into the next one's top) are joined.
+
+    Example:
+        >>> m = np.array([[True, False]])
+        >>> big = upscaled_rle(m, 4, 2)
+        >>> big["counts"] == encode_rle(np.array([[1, 1, 0, 0], [1, 1, 0, 0]], bool))["counts"]
+        True
+        >>> big["area"], big["bbox"]
+        (4, [0, 0, 2, 2])
+    """
+    m = np.asarray(mask, bool)
+    h, w = m.shape
+    total = int(height) * int(width)
+    empty = {"size": [int(height), int(width)], "area": 0, "bbox": [0, 0, 0, 0],
+             "counts": counts_to_string([total] if total else [])}  # fmt: skip
+    if h == 0 or w == 0 or total == 0:
+        return empty
+    # Runs of each small column: +1 where a run starts, -1 where it ends (row index).
+    padded = np.zeros((h + 2, w), np.int8)
+    padded[1:-1] = m
+    edges = np.diff(padded, axis=0)  # (h + 1, w)
+    start_c, start_r = np.nonzero(edges.T == 1)  # column-major order: by column, then row
+    _, end_r = np.nonzero(edges.T == -1)
+    # Output row bounds of the small rows: ceil(r * H / h), exact in integers.
+    bound = -((-np.arange(h + 1, dtype=np.int64) * height) // h)
+    s_out, e_out = bound[start_r], bound[end_r]
+    runs_per_col = np.bincount(start_c, minlength=w)
+    first_run = np.concatenate([[0], np.cumsum(runs_per_col)])
+    # Small column of each output column, and that column's runs repeated once per output
+    # column in order (X, then row).
+    col_of = (np.arange(width, dtype=np.int64) * w) // width
+    n = runs_per_col[col_of]
+    if not n.sum():
+        return empty
+    xs = np.repeat(np.arange(width, dtype=np.int64), n)
+    offset = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    run = np.repeat(first_run[col_of], n) + offset
+    lo, hi = s_out[run], e_out[run]
+    keep = hi > lo  # a small row that no output row takes (shrinking) leaves nothing
+    xs, lo, hi = xs[keep], lo[keep], hi[keep]
+    if not len(xs):
+        return empty
+    bbox = [int(xs[0]), int(lo.min()), int(xs[-1] - xs[0] + 1), int(hi.max() - lo.min())]
+    starts, ends = xs * height + lo, xs * height + hi
+    # Join runs that touch: one ends where the next begins (across columns or rows).
+    joined = np.r_[False, starts[1:] == ends[:-1]]
+    starts = starts[~joined]
+    ends = ends[np.r_[~joined[1:], True]]
+    counts = np.empty(2 * len(starts) + 1, np.int64)
+    counts[0] = starts[0]
+    counts[1::2] = ends - starts
+    counts[2:-1:2] = starts[1:] - ends[:-1]
+    counts[-1] = total - ends[-1]
+    out = counts.tolist() if counts[-1] else counts[:-1].tolist()
+    return {"size": [int(height), int(width)], "counts": counts_to_string(out),
+            "area": int((ends - starts).sum()), "bbox": bbox}  # fmt: skip
+
+
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """The HxW boolean mask of a COCO RLE (compressed string or uncompressed list); a
     ValueError when the counts do not add up to the size (a mask outside its frame).

@@ -12,7 +12,9 @@ PNG decompression bomb costs that, not its 600 MB of pixels. An image over
 Tiles and overview are JPEG (`quality`, 90 by default): derived views like thumbnails,
 remade from the original whenever asked. They keep the file's stored orientation; an
 image whose EXIF orientation is not upright is not tiled (`oriented`), and its callers fall
-back to the bounded working decode (`lamina.core.decode`).
+back to the bounded working decode (`lamina.core.decode`). An archive member streams the
+same way (`lamina.core.decode.vips_open`: a ZIP / CBZ member through zipfile's
+decompressing stream).
 
 Tile geometry is in original pixels: (x, y, w, h), x to the right, y down, from the
 top-left corner of the stored image, row-major order.
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lamina.core.decode import vips_rgb8
+from lamina.core.decode import vips_open, vips_rgb8
 
 # Over this many megapixels an image is "huge" (the scan's `huge` column uses the same).
 HUGE_MEGAPIXELS = 90.0
@@ -129,11 +131,12 @@ def header_size(path: str) -> tuple[int, int, int]:
     """
     pyvips = _pyvips()
     try:
-        im = pyvips.Image.new_from_file(path, access="sequential", fail_on="error")
-    except pyvips.Error as exc:
+        with vips_open(path, pyvips) as im:  # a file, or an archive member's stream
+            orientation = im.get("orientation") if "orientation" in im.get_fields() else 1
+            width, height = int(im.width), int(im.height)
+    except (pyvips.Error, OSError) as exc:
         raise TileError("decode_error", _vips_message(exc)) from None
-    orientation = im.get("orientation") if "orientation" in im.get_fields() else 1
-    return int(im.width), int(im.height), int(orientation) if isinstance(orientation, int) else 1
+    return width, height, int(orientation) if isinstance(orientation, int) else 1
 
 
 def stream_tiles(path: str, policy: TilePolicy) -> TileOutput:
@@ -204,15 +207,15 @@ def _bands(path: str, height: int) -> Iterator[tuple[int, np.ndarray]]:
     """(top, rows) pairs: the image as RGB uint8 arrays of BAND_ROWS rows (the last fewer),
     top to bottom, from one sequential libvips decode."""
     pyvips = _pyvips()
-    # fail_on="error": a truncated or corrupt file is an error, never padded pixels.
-    im = pyvips.Image.new_from_file(path, access="sequential", fail_on="error")
-    im = vips_rgb8(im)
-    width = im.width
-    for top in range(0, height, BAND_ROWS):
-        rows = min(BAND_ROWS, height - top)
-        # Each evaluation decodes just these rows; the sequential loader goes on from here.
-        data = im.crop(0, top, width, rows).write_to_memory()
-        yield top, np.frombuffer(data, np.uint8).reshape(rows, width, 3)
+    # A file, or an archive member streamed (`vips_open`): open while the bands are read.
+    with vips_open(path, pyvips) as im:
+        im = vips_rgb8(im)
+        width = im.width
+        for top in range(0, height, BAND_ROWS):
+            rows = min(BAND_ROWS, height - top)
+            # Each evaluation decodes just these rows; the sequential loader goes on.
+            data = im.crop(0, top, width, rows).write_to_memory()
+            yield top, np.frombuffer(data, np.uint8).reshape(rows, width, 3)
 
 
 def _pyvips() -> Any:

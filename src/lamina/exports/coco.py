@@ -5,7 +5,8 @@ tools and pycocotools.
   segment kept), `id` 1.., `file_name` its path relative to its source, `width` /
   `height` of the original (EXIF-oriented), `lamina_image_id` the content id.
 - `annotations`: a segment each, in the original frame: the mask (stored in the ~512-px
-  working frame) scaled up by nearest neighbour, as compressed RLE
+  working frame) scaled up by nearest neighbour, as compressed RLE built from the
+  frame mask's runs (`lamina.core.masks.upscaled_rle`: the full-size mask is never made)
   (`{"size": [h, w], "counts": str}`, `iscrowd` 0), its `area` (pixels) and `bbox`
   ([x, y, w, h]), `score` when the segmenter gave one, `lamina_segment_id`.
 - `categories`: the motifs of `lamina motifs` over the same segment layer (`motif-<n>`,
@@ -23,10 +24,8 @@ import json
 import os
 from typing import Any
 
-import numpy as np
-
 from lamina.core.errors import LaminaError
-from lamina.core.masks import decode_rle, encode_rle
+from lamina.core.masks import decode_rle, upscaled_rle
 from lamina.core.store import Store
 
 UNCLUSTERED = "segment"
@@ -43,21 +42,6 @@ def _motifs(store: Store, segment_layer: str) -> tuple[dict[tuple[str, int], int
     rows = store.table("motifs").to_pylist()
     motif = {(r["image_id"], int(r["segment_id"])): int(r["motif"]) for r in rows}
     return motif, store.table("motif_summary").to_pylist()
-
-
-def upscale(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A frame mask at `width` x `height` (nearest neighbour).
-
-    Example:
-        >>> upscale(np.array([[True, False]]), 4, 2).astype(int).tolist()
-        [[1, 1, 0, 0], [1, 1, 0, 0]]
-    """
-    h, w = mask.shape
-    if (h, w) == (height, width):
-        return mask
-    ys = np.minimum((np.arange(height) * h) // height, h - 1)
-    xs = np.minimum((np.arange(width) * w) // width, w - 1)
-    return mask[ys[:, None], xs[None, :]]
 
 
 def coco_document(store: Store) -> dict[str, Any]:
@@ -90,17 +74,17 @@ def coco_document(store: Store) -> dict[str, Any]:
              "width": width, "height": height, "lamina_image_id": row["image_id"]}
         )  # fmt: skip
         for seg in row["segments"] or []:
-            mask = upscale(decode_rle({"size": [fh, fw], "counts": seg["rle"]}), width, height)
-            ys = np.flatnonzero(mask.any(axis=1))
-            xs = np.flatnonzero(mask.any(axis=0))
+            # The runs of the frame mask scaled to the original, never the full-size mask
+            # (200 MB for one segment of a 200 MP image).
+            big = upscaled_rle(decode_rle({"size": [fh, fw], "counts": seg["rle"]}), width, height)
             motif = motif_of.get((row["image_id"], int(seg["segment_id"])))
             annotation = {
                 "id": len(annotations) + 1,
                 "image_id": number,
                 "category_id": fallback if motif is None else motif + 1,
-                "segmentation": encode_rle(mask),
-                "area": int(mask.sum()),
-                "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)],
+                "segmentation": {"size": big["size"], "counts": big["counts"]},
+                "area": big["area"],
+                "bbox": big["bbox"],
                 "iscrowd": 0,
                 "lamina_segment_id": int(seg["segment_id"]),
             }

@@ -1,10 +1,12 @@
 """Segment embeddings: each kept segment of the `segment` layer cut out of its image
 (the mask's bounding box plus a small margin, pixels outside the mask set to a neutral
-grey) and embedded by any embedder backend (`lamina.backends.embedders`), from one decode
+grey, centred on a neutral square so the model's centre crop keeps a long thin segment
+whole: `square`) and embedded by any embedder backend (`lamina.backends.embedders`), from one decode
 per image: the same "working" decode the masks were computed in, so they line up. A huge
 image segmented from its tiles (`lamina.passes.segment`) has each segment cut from its own
 tile, decoded as the working recipe as it was segmented (the mask resampled from the
-overview frame to the tile), never from the whole image.
+overview frame to the tile), never from the whole image; a segment joined across tile
+seams is cut from the overview file the same way.
 
 One row per image, as every map pass (the runner's resume and key rules): `model`,
 `segment_ids` and `vectors` (list of float16 vectors, L2-normalised, in `segment_ids`
@@ -100,6 +102,27 @@ def masked_crop(
     return crop
 
 
+def square(crop: np.ndarray) -> np.ndarray:
+    """`crop` centred on a NEUTRAL square of its long side. Image models resize the short
+    side and centre-crop: a ruler's 1:8 crop would lose all but its middle eighth, blown
+    up, so a whole ruler and a piece of one looked alike and unlike another ruler.
+
+    Example:
+        >>> c = square(np.zeros((2, 6, 3), np.uint8))
+        >>> c.shape, c[0, 0].tolist(), c[2, 0].tolist()
+        ((6, 6, 3), [124, 116, 104], [0, 0, 0])
+    """
+    h, w = crop.shape[:2]
+    if h == w:
+        return crop
+    side = max(h, w)
+    out = np.empty((side, side, 3), np.uint8)
+    out[:] = NEUTRAL
+    y, x = (side - h) // 2, (side - w) // 2
+    out[y : y + h, x : x + w] = crop
+    return out
+
+
 def read_masks(store_root: str, segment_layer: str) -> dict[str, dict[str, Any]]:
     """image_id -> its row of the `segment` layer `segment_layer` (for the passes that
     cut segments out of the decoded image: embeddings and pixel statistics).
@@ -169,7 +192,8 @@ def segment_pixels(
             raise ValueError(f"tile_error: {rel}: {tile.failure}")
         rgb = tile.pixels()
         th, tw = rgb.shape[:2]
-        x, y, w, h = (int(v) for v in group[0]["scale"].removeprefix("tile:").split(","))
+        # `tile:x,y,w,h`, or `overview:0,0,W,H` for pieces joined across tile seams.
+        x, y, w, h = (int(v) for v in group[0]["scale"].split(":", 1)[1].split(","))
         fx0, fx1 = round(x * size[1] / width), round((x + w) * size[1] / width)
         fy0, fy1 = round(y * size[0] / height), round((y + h) * size[0] / height)
         ys = (np.arange(th) * (fy1 - fy0)) // th
@@ -186,7 +210,7 @@ class SegmentEmbedPass(Pass):
     """A vector per kept segment (masked crop on neutral grey) from an image model."""
 
     name = SEGMENT_EMBED_PASS
-    version = "1"
+    version = "2"  # 2: crops squared (`square`)
     Config = SegmentEmbedConfig
     run_only = RUN_ONLY
     decode = "working"
@@ -258,7 +282,7 @@ class SegmentEmbedPass(Pass):
             try:
                 for seg, rgb, mask in segment_pixels(row, decoded, self.config.store_root):
                     box = mask_box(mask) if seg.get("tile") else seg["bbox"]
-                    crops.append(masked_crop(rgb, mask, box, self.config.margin))
+                    crops.append(square(masked_crop(rgb, mask, box, self.config.margin)))
                     owners.append((i, seg["segment_id"]))
             except ValueError as exc:  # this image's: its row says why
                 errors[i] = str(exc)
