@@ -162,6 +162,29 @@ def test_semantic_pairs_stay_inside_clusters() -> None:
     assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]
 
 
+def test_semantic_pairs_memory_is_bounded_in_a_degenerate_cluster() -> None:
+    """3,000 near-identical vectors in one cluster: 4.5 M pairs pass the threshold (72 MB
+    as two int64 arrays, more in temporaries), but the groups need only a spanning forest:
+    the edges link the same components and the peak stays near one tile."""
+    import tracemalloc
+
+    from lamina.analysis.duplicates import components
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    v = (np.ones((n, 8)) + rng.normal(0, 0.001, (n, 8))).astype(np.float32)
+    v[-1] = np.eye(8, dtype=np.float32)[0]  # one vector apart: its own component
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    tracemalloc.start()
+    i, j = semantic_pairs(v, np.zeros(n, int), 0.99)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(i) == n - 2  # a spanning tree of the n - 1 alike, none for the odd one
+    labels = components(n, i, j)
+    assert (labels[:-1] == 0).all() and labels[-1] == n - 1
+    assert peak < 24e6, peak
+
+
 def test_errors_say_what_to_do(tmp_path: Path) -> None:
     store = make_store(tmp_path, ids_for(3))
     with pytest.raises(LaminaError, match="lamina embed"):

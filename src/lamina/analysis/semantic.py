@@ -8,8 +8,10 @@ runner's input fingerprint: re-embedding re-runs these passes, an unchanged stor
 
 *Semantic duplicates* (`semantic_duplicates`), after SemDeDup (Abbas et al. 2023): k-means
 the vectors, then inside each cluster join every pair whose cosine similarity exceeds
-1 - eps, merge the pairs with union-find, and merge those groups with the hash groups of the
-`duplicates` table when it exists, so an image has one group id whatever linked it. `kind`
+1 - eps, merge the pairs with union-find as they come (a tile at a time, so a cluster of
+look-alikes holds one edge a row, not n^2 / 2 pairs), and merge those groups with the hash
+groups of the `duplicates` table when it exists, so an image has one group id whatever
+linked it. `kind`
 says how a member relates to the group's representative: a hash kind (pixel, near, flip,
 rotation) when a hash match links them, else `semantic`. The representative is chosen by
 the same rules as the duplicates pass (`lamina.analysis.representative`), with the reason
@@ -70,7 +72,8 @@ from lamina.analysis.space import (
 from lamina.core.errors import ConfigError
 from lamina.core.passes import register
 
-PAIR_BLOCK = 2048  # rows of a cluster's similarity matrix computed at a time
+PAIR_TILE = 256  # a cluster's similarity matrix is compared 256 x 256 at a time
+PENDING_EDGES = 1 << 16  # edges gathered before they are merged into the labels
 
 # -- outliers -------------------------------------------------------------------------------
 
@@ -239,7 +242,14 @@ SEMANTIC_DUPLICATES_SCHEMA = pa.schema(
 def semantic_pairs(
     vectors: np.ndarray, labels: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of rows in the same cluster whose cosine similarity > threshold.
+    """Edges (i < j) that link rows of one cluster into the components their pairs of cosine
+    similarity > threshold form: a spanning forest, each linked row joined to its
+    component's first row, so at most one edge a row.
+
+    Every pair is still compared, a PAIR_TILE x PAIR_TILE tile at a time, but the edges
+    are merged (union-find) as they come: a cluster whose rows all look alike (a random
+    model on tiny pages put 1,750 images in one) has n^2 / 2 pairs, which as edges grew
+    ~39 KB an image; the forest holds n - 1.
 
     Example:
         >>> v = np.array([[1, 0], [1, 0.01], [0, 1]], np.float32)
@@ -252,15 +262,47 @@ def semantic_pairs(
     for start, stop in itertools.pairwise(bounds):
         members = order[start:stop]
         block = vectors[members]
-        for r0 in range(0, len(members), PAIR_BLOCK):
-            sims = block[r0 : r0 + PAIR_BLOCK] @ block.T
-            a, b = np.nonzero(sims > threshold)
-            a += r0
-            upper = a < b  # each pair once, no self-pairs
-            out_i.append(members[a[upper]])
-            out_j.append(members[b[upper]])
+        root = _cluster_forest(block, threshold)
+        linked = np.flatnonzero(root != np.arange(len(members)))
+        out_i.append(members[root[linked]])
+        out_j.append(members[linked])
     i, j = np.concatenate(out_i), np.concatenate(out_j)
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def _cluster_forest(block: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's component label (its smallest row) over pairs with similarity >
+    threshold, merging a tile's edges into the labels before they pile up."""
+    n = len(block)
+    root = np.arange(n)
+    pend_i: list[np.ndarray] = []
+    pend_j: list[np.ndarray] = []
+    pending = 0
+    for r0 in range(0, n, PAIR_TILE):
+        rows = block[r0 : r0 + PAIR_TILE]
+        for c0 in range(r0, n, PAIR_TILE):  # upper tiles only: each pair once
+            a, b = np.nonzero(rows @ block[c0 : c0 + PAIR_TILE].T > threshold)
+            a += r0
+            b += c0
+            upper = a < b
+            # A row's current label lies in its component, so it stands in for the row;
+            # pairs already joined drop out (in a look-alike cluster, nearly all of them).
+            a, b = root[a[upper]], root[b[upper]]
+            differ = a != b
+            if differ.any():
+                pend_i.append(a[differ])
+                pend_j.append(b[differ])
+                pending += int(differ.sum())
+            if pending > PENDING_EDGES:
+                root = _merge(root, pend_i, pend_j)
+                pend_i, pend_j, pending = [], [], 0
+    return _merge(root, pend_i, pend_j) if pending else root
+
+
+def _merge(root: np.ndarray, pend_i: list[np.ndarray], pend_j: list[np.ndarray]) -> np.ndarray:
+    """Labels after joining the pending edges to the components `root` already holds."""
+    n = len(root)
+    return components(n, np.concatenate([np.arange(n), *pend_i]), np.concatenate([root, *pend_j]))
 
 
 @register
