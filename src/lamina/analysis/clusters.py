@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from lamina.analysis.semantic import OutliersConfig
 from lamina.analysis.space import (
+    VECTOR_MB,
     EmbeddingPass,
     global_part,
     kmeans_labels,
@@ -67,13 +68,15 @@ def auto_k(n: int) -> int:
 @dataclass(frozen=True)
 class ClustersConfig:
     """model: embedding model id (empty = the newest); k: clusters (0 = auto_k(N));
-    method: kmeans or hdbscan; seed: k-means seed; min_cluster_size: for hdbscan."""
+    method: kmeans or hdbscan; seed: k-means seed; min_cluster_size: for hdbscan;
+    vector_mb: above this many MB of float32 vectors, work on a PCA-reduced copy."""
 
     model: str = ""
     k: int = 0
     method: str = "kmeans"
     seed: int = 0
     min_cluster_size: int = 5
+    vector_mb: float = VECTOR_MB
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -165,7 +168,7 @@ class ClustersPass(EmbeddingPass):
     schema = CLUSTERS_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
-        emb = present_embeddings(store, self.config.model)
+        emb = present_embeddings(store, self.config.model, self.config.vector_mb)
         n = len(emb)
         if n == 0:
             return self.schema.empty_table()
@@ -229,7 +232,7 @@ class MedoidsPass(ClusteredPass):
     schema = MEDOIDS_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
-        emb = present_embeddings(store, self.config.model)
+        emb = present_embeddings(store, self.config.model, self.config.vector_mb)
         clusters = self.cluster_table(store).filter(pc.field("cluster") >= 0)
         # Similarity of the cluster medoid to its centroid = 1 - distance.
         medoid = clusters.filter(clusters["is_medoid"])

@@ -64,6 +64,7 @@ from lamina.analysis.flags import robust_z
 from lamina.analysis.representative import DEFAULT_ORDER, check_representative, choose, facts_sql
 from lamina.analysis.space import (
     KNN_EXACT_MAX,
+    VECTOR_MB,
     EmbeddingPass,
     kmeans_labels,
     knn,
@@ -82,11 +83,13 @@ PENDING_EDGES = 1 << 16  # edges gathered before they are merged into the labels
 class OutliersConfig:
     """model: embedding model id (empty = the newest); neighbors: k of the kNN distance;
     exact_max: the most images searched exactly (a calibrated IVF index above: exact
-    search grows as N^2), kept in the config so the layer says which search made it."""
+    search grows as N^2), kept in the config so the layer says which search made it;
+    vector_mb: above this many MB of float32 vectors, work on a PCA-reduced copy."""
 
     model: str = ""
     neighbors: int = 10
     exact_max: int = KNN_EXACT_MAX
+    vector_mb: float = VECTOR_MB
 
     def __post_init__(self) -> None:
         if self.neighbors < 1:
@@ -159,7 +162,7 @@ class OutliersPass(EmbeddingPass):
     schema = OUTLIERS_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
-        emb = present_embeddings(store, self.config.model)
+        emb = present_embeddings(store, self.config.model, self.config.vector_mb)
         n = len(emb)
         if n < 2:
             return self.schema.empty_table()
@@ -206,7 +209,9 @@ class SemanticDuplicatesConfig:
     """model: embedding model id (empty = the newest); eps: a pair is a duplicate when its
     cosine similarity exceeds 1 - eps; clusters: k-means clusters searched for pairs
     (0 = ceil(N / 1000)); merge_hashes: merge with the `duplicates` table's groups;
-    representative: rules that pick a group's representative (as in `duplicates`)."""
+    representative: rules that pick a group's representative (as in `duplicates`);
+    vector_mb: above this many MB of float32 vectors, work on a PCA-reduced copy (eps
+    then applies to its cosines)."""
 
     model: str = ""
     eps: float = 0.10
@@ -214,6 +219,7 @@ class SemanticDuplicatesConfig:
     seed: int = 0
     merge_hashes: bool = True
     representative: tuple[str, ...] = DEFAULT_ORDER
+    vector_mb: float = VECTOR_MB
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps < 1.0:
@@ -318,7 +324,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
 
     def compute(self, store: Any) -> pa.Table:
         cfg = self.config
-        emb = present_embeddings(store, cfg.model)
+        emb = present_embeddings(store, cfg.model, cfg.vector_mb)
         if not store.table_files("files") or not len(emb):
             return self.schema.empty_table()
         tables = store.available_tables()
