@@ -23,6 +23,8 @@ Usage::
     python bench/million.py stages 1000000 --only scan
     python bench/million.py synth 1000000 --from 50000   # see `synth` below
     python bench/million.py render                 # bench/results/million.md
+    python bench/million.py synth 300000 --from 2000 --dim 1280   # 1280-d vectors
+    python bench/million.py table                  # the log as markdown, slopes per note
 """
 
 from __future__ import annotations
@@ -576,6 +578,54 @@ def render(notes: str = "") -> str:
     return text
 
 
+def table() -> str:
+    """The log's rows as a markdown table, then the per-image slope of each stage between
+    its two largest sizes *with the same note* (so 64-d and 1280-d runs are not mixed),
+    extrapolated to 1M where 1M was not measured: for a section added to
+    bench/results/million.md by hand (`render` rewrites the whole file)."""
+    rows = [Stage(**json.loads(ln)) for ln in LOG.read_text().splitlines() if ln.strip()]
+    out = [
+        "| N | stage | images | wall s | CPU s | CPU ms/image | main RSS MB | tree RSS MB "
+        "| tree PSS MB | store MB | load | note |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    by: dict[tuple[str, str], dict[int, Stage]] = {}
+    for r in rows:
+        out.append(
+            f"| {r.n:,} | {r.stage} | {r.images:,} | {r.wall_s:,.1f} | {r.cpu_s:,.1f} | "
+            f"{1000 * r.cpu_s / max(r.images, 1):.2f} | {r.main_rss_mb:,.0f} | "
+            f"{r.tree_rss_mb:,.0f} | {r.tree_pss_mb:,.0f} | {r.store_mb:,.1f} | {r.load} | "
+            f"{r.note} |"
+        )
+        by.setdefault((r.stage, r.note), {})[r.n] = r
+    out += [
+        "",
+        "| stage | note | sizes | CPU ms / image | tree RSS KB / image | CPU s at 1M "
+        "| tree RSS MB at 1M | |",
+        "|---|---|---|--:|--:|--:|--:|---|",
+    ]
+    for (stage, note), sized in by.items():
+        sizes = sorted(sized)
+        if len(sizes) < 2:
+            continue
+        a, b = sized[sizes[-2]], sized[sizes[-1]]
+        d = max(b.images - a.images, 1)
+        cpu = 1000 * (b.cpu_s - a.cpu_s) / d
+        rss = 1000 * (b.tree_rss_mb - a.tree_rss_mb) / d
+        if b.n >= 1_000_000:
+            at_cpu, at_mem, how = b.cpu_s, b.tree_rss_mb, "measured"
+        else:
+            extra = 1_000_000 - b.images
+            at_cpu = b.cpu_s + max(cpu, 0) * extra / 1000
+            at_mem = b.tree_rss_mb + max(rss, 0) * extra / 1000
+            how = "**extrapolated**"
+        out.append(
+            f"| {stage} | {note} | {a.n:,} → {b.n:,} | {cpu:.2f} | {rss:.2f} | "
+            f"{at_cpu:,.0f} | {at_mem:,.0f} | {how} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -595,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--from", dest="src", type=int, default=10_000)
     y.add_argument("--dim", type=int, default=0, help="widen the vectors to this many dims")
     sub.add_parser("render", help="write bench/results/million.md from the log")
+    sub.add_parser("table", help="print the log's rows and per-note slopes (markdown)")
     args = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     if args.cmd == "build":
@@ -609,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         notes = RESULTS.with_suffix(".notes.md")
         RESULTS.write_text(render(notes.read_text() if notes.exists() else ""))
         print(RESULTS)
+    elif args.cmd == "table":
+        print(table())
     return 0
 
 
