@@ -171,7 +171,11 @@ class OutliersPass(EmbeddingPass):
         if len(heads) < 2:  # every image is a copy of one picture: nothing stands out
             return self.schema.empty_table()
         k = min(self.config.neighbors, len(heads) - 1)
-        sims, idx = knn(emb.vectors[heads], k, exact_max=self.config.exact_max)
+        # No copy of the vectors when every image leads its group (at 100k x 1280-d each
+        # copy was 0.5 GB, and the pass peaked at 4.5 times the vectors).
+        searched = emb.vectors if len(heads) == n else emb.vectors[heads]
+        sims, idx = knn(searched, k, exact_max=self.config.exact_max)
+        del searched
         at = np.full(n, -1)
         at[heads] = np.arange(len(heads))
         distance = (1.0 - sims.mean(axis=1))[at[head]]
@@ -181,11 +185,9 @@ class OutliersPass(EmbeddingPass):
         rank[heads[order]] = np.arange(1, len(heads) + 1)
         # A head's nearest other head; a copy's nearest is the image that represents it.
         nearest = np.where(head == np.arange(n), heads[idx[at[head], 0]], head)
-        similarity = np.where(
-            head == np.arange(n),
-            sims[at[head], 0],
-            np.einsum("ij,ij->i", emb.vectors, emb.vectors[head]),
-        )
+        similarity = sims[at[head], 0]
+        copies = np.flatnonzero(head != np.arange(n))  # only these need a dot product
+        similarity[copies] = np.einsum("ij,ij->i", emb.vectors[copies], emb.vectors[head[copies]])
         return pa.table(
             {
                 "image_id": pa.array(emb.ids.tolist(), pa.string()),
