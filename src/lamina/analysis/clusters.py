@@ -116,7 +116,8 @@ def centroid_scores(
     one for noise), the nearest other centroid (-1 if none) and the similarity to it, and
     the centroid each row was scored against."""
     clusters = np.unique(labels[labels >= 0])
-    centroids = _unit_means(vectors, labels, clusters)
+    ok = np.flatnonzero(labels >= 0)
+    centroids = _unit_means(vectors, ok, np.searchsorted(clusters, labels[ok]), len(clusters))
     n = len(vectors)
     own_sim, other, other_sim = np.full(n, np.nan, np.float32), np.full(n, -1), np.full(n, np.nan)
     own = np.full(n, -1)
@@ -135,21 +136,22 @@ def centroid_scores(
     return own_sim, other, other_sim.astype(np.float32), own
 
 
-def _unit_means(vectors: np.ndarray, labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """Each cluster's unit mean vector (float32), summed a block of rows at a time as a
-    sparse one-hot product: `np.add.at` over the masked vectors copied them twice (as
-    float32, then float64: 3 GB at 1M x 240-d) and ran minutes a 300k rows."""
+def _unit_means(
+    vectors: np.ndarray, rows: np.ndarray, groups: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """(n_groups, dim) float32: the unit mean of `vectors[rows]` per group (`groups[i]` is
+    row i's group), summed SUM_BLOCK rows at a time as a sparse one-hot product.
+    `np.add.at` over `vectors[rows]` copied them twice (float32, then float64: 3 GB at 1M x
+    240-d) and ran for minutes at 300k."""
     from scipy import sparse
 
-    sums = np.zeros((len(clusters), vectors.shape[1]), np.float64)
-    for r0 in range(0, len(vectors), SUM_BLOCK):
-        lab = labels[r0 : r0 + SUM_BLOCK]
-        ok = np.flatnonzero(lab >= 0)
+    sums = np.zeros((n_groups, vectors.shape[1]), np.float64)
+    for s0 in range(0, len(rows), SUM_BLOCK):
+        r, g = rows[s0 : s0 + SUM_BLOCK], groups[s0 : s0 + SUM_BLOCK]
         onehot = sparse.csr_matrix(
-            (np.ones(len(ok)), (np.searchsorted(clusters, lab[ok]), ok)),
-            shape=(len(clusters), len(lab)),
+            (np.ones(len(r)), (g, np.arange(len(r)))), shape=(n_groups, len(r))
         )
-        sums += onehot @ vectors[r0 : r0 + SUM_BLOCK].astype(np.float64)
+        sums += onehot @ vectors[r].astype(np.float64)
     return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(
         np.float32
     )
@@ -276,10 +278,13 @@ class MedoidsPass(ClusteredPass):
             if pairs:
                 r, folders = np.array([p[0] for p in pairs]), [p[1].rstrip("/") for p in pairs]
                 names, f = np.unique(np.array(folders, dtype=object), return_inverse=True)
-                sums = np.zeros((len(names), emb.dim), np.float64)
-                np.add.at(sums, f, emb.vectors[r])
-                sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-                sims = np.einsum("ij,ij->i", emb.vectors[r], sums[f].astype(np.float32))
+                # A block at a time: vectors[r] and sums[f] were full copies (5.4 GB at
+                # 300k x 832-d).
+                sums = _unit_means(emb.vectors, r, f, len(names))
+                sims = np.empty(len(r), np.float32)
+                for s0 in range(0, len(r), SUM_BLOCK):
+                    rb, fb = r[s0 : s0 + SUM_BLOCK], f[s0 : s0 + SUM_BLOCK]
+                    sims[s0 : s0 + len(rb)] = np.einsum("ij,ij->i", emb.vectors[rb], sums[fb])
                 order = np.lexsort((emb.ids[r], -sims, f))
                 first = order[np.r_[True, f[order][1:] != f[order][:-1]]]
                 rows["image_id"] += emb.ids[r[first]].tolist()
