@@ -23,6 +23,8 @@ Usage::
     python bench/million.py stages 1000000 --only scan
     python bench/million.py synth 1000000 --from 50000   # see `synth` below
     python bench/million.py render                 # bench/results/million.md
+    python bench/million.py synth 300000 --from 2000 --dim 1280   # 1280-d vectors
+    python bench/million.py table                  # the log as markdown, slopes per note
 """
 
 from __future__ import annotations
@@ -360,7 +362,7 @@ SYNTH_PASSES = ("signals", "hashes", "embed")
 SYNTH_PART = 16_384
 
 
-def synth(n: int, src_n: int) -> dict[str, Any]:
+def synth(n: int, src_n: int, dim: int = 0) -> dict[str, Any]:
     """Give store<n> (scanned) the signals, hashes and embed layers the map passes would
     write, made from store<src_n>'s measured rows instead of by sensing and embedding n
     images (days of CPU on this machine). Row i of a layer is measured row i % m with the
@@ -369,7 +371,12 @@ def synth(n: int, src_n: int) -> dict[str, Any]:
     dimension, renormalised), so copies of one measured row are neither exact nor pixel
     duplicates. Written as the runner writes a layer: parts, a ledger record per part
     (`"synthetic"` says where the rows come from), the key certificate and the current
-    pointer. The global passes then read them like any layer."""
+    pointer. The global passes then read them like any layer.
+
+    `dim` (e.g. 1280, EfficientNet-Lite0's width): each perturbed vector is mapped into
+    `dim` dimensions by a fixed random orthonormal map and gets N(0, 0.01) noise in every
+    dimension (full rank, as a real model's vectors), so the passes hold vectors of a real
+    model's size."""
     import hashlib as _hashlib
 
     import pyarrow as pa
@@ -388,6 +395,11 @@ def synth(n: int, src_n: int) -> dict[str, Any]:
     for bit in rng.integers(0, 64, (12, len(ids))):  # up to 12 distinct bits an image
         masks |= np.uint64(1) << bit.astype(np.uint64)
     masks = masks.view(np.int64)
+    # Rows of an orthonormal matrix: x -> x @ widen[:src_dim] keeps norms and dot products.
+    widen = None
+    if dim:
+        widen = np.linalg.qr(np.random.default_rng([SEED, 10]).normal(size=(dim, dim)))[0]
+        widen = widen.astype(np.float32)
     out: dict[str, Any] = {}
     for name in SYNTH_PASSES:
         pointer = json.loads((src / "current" / f"{name}.json").read_text())
@@ -432,12 +444,19 @@ def synth(n: int, src_n: int) -> dict[str, Any]:
                     .reshape(-1, dim)
                 )
                 vec = vec + rng.normal(0, 0.05, vec.shape).astype(np.float32)
+                if widen is not None:
+                    vec = vec @ widen[: vec.shape[1]] + rng.normal(0, 0.01, (len(vec), len(widen)))
+                    vec = vec.astype(np.float32)
                 vec /= np.linalg.norm(vec, axis=1, keepdims=True) + 1e-12
                 vtype = part.schema.field("vector").type.value_type
                 cols["vector"] = pa.FixedSizeListArray.from_arrays(
-                    pa.array(vec.ravel()).cast(vtype), dim
+                    pa.array(vec.ravel()).cast(vtype), vec.shape[1]
                 )
-            new = pa.table(cols, schema=part.schema)
+            schema = part.schema
+            if "vector" in cols and widen is not None:
+                field = pa.field("vector", cols["vector"].type)
+                schema = schema.set(schema.get_field_index("vector"), field)
+            new = pa.table(cols, schema=schema)
             chunk = _hashlib.sha256(f"{name} {ids[rows[0]]}".encode()).hexdigest()[:16]
             path = layer_dir / f"part-{chunk}.parquet"
             atomic_write_parquet(path, new)
@@ -559,6 +578,54 @@ def render(notes: str = "") -> str:
     return text
 
 
+def table() -> str:
+    """The log's rows as a markdown table, then the per-image slope of each stage between
+    its two largest sizes *with the same note* (so 64-d and 1280-d runs are not mixed),
+    extrapolated to 1M where 1M was not measured: for a section added to
+    bench/results/million.md by hand (`render` rewrites the whole file)."""
+    rows = [Stage(**json.loads(ln)) for ln in LOG.read_text().splitlines() if ln.strip()]
+    out = [
+        "| N | stage | images | wall s | CPU s | CPU ms/image | main RSS MB | tree RSS MB "
+        "| tree PSS MB | store MB | load | note |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    by: dict[tuple[str, str], dict[int, Stage]] = {}
+    for r in rows:
+        out.append(
+            f"| {r.n:,} | {r.stage} | {r.images:,} | {r.wall_s:,.1f} | {r.cpu_s:,.1f} | "
+            f"{1000 * r.cpu_s / max(r.images, 1):.2f} | {r.main_rss_mb:,.0f} | "
+            f"{r.tree_rss_mb:,.0f} | {r.tree_pss_mb:,.0f} | {r.store_mb:,.1f} | {r.load} | "
+            f"{r.note} |"
+        )
+        by.setdefault((r.stage, r.note), {})[r.n] = r
+    out += [
+        "",
+        "| stage | note | sizes | CPU ms / image | tree RSS KB / image | CPU s at 1M "
+        "| tree RSS MB at 1M | |",
+        "|---|---|---|--:|--:|--:|--:|---|",
+    ]
+    for (stage, note), sized in by.items():
+        sizes = sorted(sized)
+        if len(sizes) < 2:
+            continue
+        a, b = sized[sizes[-2]], sized[sizes[-1]]
+        d = max(b.images - a.images, 1)
+        cpu = 1000 * (b.cpu_s - a.cpu_s) / d
+        rss = 1000 * (b.tree_rss_mb - a.tree_rss_mb) / d
+        if b.n >= 1_000_000:
+            at_cpu, at_mem, how = b.cpu_s, b.tree_rss_mb, "measured"
+        else:
+            extra = 1_000_000 - b.images
+            at_cpu = b.cpu_s + max(cpu, 0) * extra / 1000
+            at_mem = b.tree_rss_mb + max(rss, 0) * extra / 1000
+            how = "**extrapolated**"
+        out.append(
+            f"| {stage} | {note} | {a.n:,} → {b.n:,} | {cpu:.2f} | {rss:.2f} | "
+            f"{at_cpu:,.0f} | {at_mem:,.0f} | {how} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -576,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     y = sub.add_parser("synth", help="store<N>'s map layers from store<FROM>'s measured rows")
     y.add_argument("n", type=int)
     y.add_argument("--from", dest="src", type=int, default=10_000)
+    y.add_argument("--dim", type=int, default=0, help="widen the vectors to this many dims")
     sub.add_parser("render", help="write bench/results/million.md from the log")
+    sub.add_parser("table", help="print the log's rows and per-note slopes (markdown)")
     args = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     if args.cmd == "build":
@@ -586,11 +655,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "pass":
         _pass_main(args.store, args.name)
     elif args.cmd == "synth":
-        synth(args.n, args.src)
+        synth(args.n, args.src, args.dim)
     elif args.cmd == "render":
         notes = RESULTS.with_suffix(".notes.md")
         RESULTS.write_text(render(notes.read_text() if notes.exists() else ""))
         print(RESULTS)
+    elif args.cmd == "table":
+        print(table())
     return 0
 
 

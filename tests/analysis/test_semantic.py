@@ -155,11 +155,54 @@ def test_a_hash_representative_that_loses_the_merged_group_takes_the_kind_of_its
     assert rows["img0007"]["group_id"] == "img0003"
 
 
+def test_a_pca_reduced_working_copy_finds_the_same_outlier_and_groups(tmp_path: Path) -> None:
+    """Vectors over `vector_mb` become a PCA-reduced copy (256-d -> 32-d here): the
+    planted far point stays the top outlier and the planted copies stay one group."""
+    vectors, _ = blobs(30, 3, dim=256, spread=0.1)
+    far = np.linalg.qr(np.random.default_rng(0).normal(size=(256, 256)))[0][7]
+    copies = vectors[:3] + np.random.default_rng(1).normal(0, 0.001, (3, 256))
+    vectors = np.vstack([vectors, far, copies])
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    budget = len(ids) * 32 * 4 / 1e6  # MB of a 32-d float32 copy
+    out = OutliersPass({"vector_mb": budget}).compute(store).to_pylist()
+    assert min(out, key=lambda r: r["rank"] or 1e9)["image_id"] == ids[90]
+    rows = SemanticDuplicatesPass({"vector_mb": budget}).compute(store).to_pylist()
+    group = {r["image_id"]: r["group_id"] for r in rows}
+    assert all(group[ids[k]] == group[ids[91 + k]] for k in range(3))
+    assert len(set(group.values())) == 3 and len(group) == 6  # each copy with its own
+    assert OutliersPass({"vector_mb": budget}).layer_id != OutliersPass().layer_id
+
+
 def test_semantic_pairs_stay_inside_clusters() -> None:
     v = np.array([[1, 0], [1, 0.01], [0.999, 0.02]], np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     i, j = semantic_pairs(v, np.array([0, 0, 1]), 0.99)
     assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]
+
+
+def test_semantic_pairs_memory_is_bounded_in_a_degenerate_cluster() -> None:
+    """3,000 near-identical vectors in one cluster: 4.5 M pairs pass the threshold (72 MB
+    as two int64 arrays, more in temporaries), but the groups need only a spanning forest:
+    the edges link the same components and the peak stays near one tile."""
+    import tracemalloc
+
+    from lamina.analysis.duplicates import components
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    v = (np.ones((n, 8)) + rng.normal(0, 0.001, (n, 8))).astype(np.float32)
+    v[-1] = np.eye(8, dtype=np.float32)[0]  # one vector apart: its own component
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    tracemalloc.start()
+    i, j = semantic_pairs(v, np.zeros(n, int), 0.99)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(i) == n - 2  # a spanning tree of the n - 1 alike, none for the odd one
+    labels = components(n, i, j)
+    assert (labels[:-1] == 0).all() and labels[-1] == n - 1
+    assert peak < 24e6, peak
 
 
 def test_errors_say_what_to_do(tmp_path: Path) -> None:

@@ -70,3 +70,27 @@ def test_an_image_in_two_parts_is_read_once_from_the_first(tmp_path):
     # The rule is the store's views': the first part (by name) holds the image.
     view = store.sql("select image_id, error from embed where image_id = 'broken'")
     assert view.num_rows == 1
+
+
+def test_a_working_copy_over_the_budget_is_pca_reduced_and_keeps_dot_products(tmp_path):
+    """3,000 vectors of 256-d lying near a 20-d subspace, read within 1 MB (256-d would
+    take 3 MB): an 80-d working copy (1 MB / 3,007 stored rows / 4 bytes = 83, down to a
+    multiple of 16) whose dot products equal the stored ones, in the same order (error
+    rows and later copies dropped as in the full read)."""
+    rng = np.random.default_rng(0)
+    n, dim = 3_000, 256
+    vecs = rng.normal(size=(n, 20)) @ rng.normal(size=(20, dim)) + rng.normal(0, 0.01, (n, dim))
+    ids = [f"id{i:05d}" for i in range(n)]
+    store = Store.open(tmp_path / "s", create=True)
+    _write_layer(store, "1-aaaa", "m:a", ids[::-1], vecs[::-1], "a")
+    _write_layer(store, "1-aaaa", "m:a", ids[:5], -vecs[:5], "b")  # later copies: ignored
+    full = load_embeddings(store, "m:a")
+    small = load_embeddings(store, "m:a", max_mb=1)
+    assert full.reduced_from is None and full.dim == dim
+    assert small.reduced_from == dim and small.dim == 80
+    assert list(small.ids) == list(full.ids) == ids
+    pick = rng.choice(n, 300, replace=False)
+    exact = full.vectors[pick] @ full.vectors[pick].T
+    approx = small.vectors[pick] @ small.vectors[pick].T
+    assert np.abs(approx - exact).max() < 0.02
+    np.testing.assert_allclose(np.linalg.norm(small.vectors, axis=1), 1, atol=1e-5)

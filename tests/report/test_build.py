@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
 import pytest
 
 from lamina.core.errors import LaminaError
@@ -263,3 +264,43 @@ def test_a_source_without_images_says_so(tmp_path: Path) -> None:
     assert page.ids["count-files"] == "1" and page.ids["count-images"] == "0"
     assert "Traceback" not in html
     _check_links(index, page)
+
+
+def test_the_report_makes_only_the_thumbnails_it_shows(tmp_path: Path) -> None:
+    """A collection of 30 images whose report shows one duplicate pair: two thumbnails
+    are made, not 30 (at a million images, making every one took hours first)."""
+    from PIL import Image
+
+    from lamina.analysis.duplicates import DUPLICATES_SCHEMA
+    from lamina.core.store import atomic_write_parquet
+    from lamina.passes.thumbs import thumb_path
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(30):
+        Image.new("RGB", (8, 8), (k * 8, 255 - k * 8, 40)).save(src / f"p{k:02d}.png")
+    lamina(tmp_path / "store", "scan", str(src))
+    store = Store.open(tmp_path / "store")
+    ids = sorted(store.table("images")["image_id"].to_pylist())
+    pair = [ids[3], ids[7]]
+    table = pa.table(
+        {
+            "image_id": pair,
+            "group_id": [pair[0]] * 2,
+            "group_size": [2, 2],
+            "representative": [pair[0]] * 2,
+            "is_representative": [True, False],
+            "kind": ["representative", "near"],
+            "distance": [0, 3],
+            "n_files": [1, 1],
+            "keep_reason": ["oldest: test"] * 2,
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    atomic_write_parquet(store.layer_dir("duplicates", "1-t") / "part-global.parquet", table)
+    index = build_report(store, out_dir=tmp_path / "report")
+    made = sorted(i for i in ids if thumb_path(store, i).is_file())
+    assert made == sorted(pair)
+    html = index.read_text()
+    assert all(f"thumbs/{i[:2]}/{i}" in html for i in pair)
+    assert store.sql("select count(*) as n from thumbs")["n"][0].as_py() == 2

@@ -111,6 +111,23 @@ def test_duplicate_groups_put_the_representative_first(full_store: Store) -> Non
     assert data["exact"] == {"images": 1, "extra": 1}  # astronaut and its byte copy
 
 
+def test_the_cluster_map_draws_a_repeatable_sample_of_a_large_map(
+    full_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above MAP_POINTS the map gets a seeded sample (the full count still says how many
+    images it covers); below, every point."""
+    from lamina.report import data as report_data
+
+    ctx = open_context(full_store)
+    total = ctx.value("select count(*) from semantic_map")
+    assert cluster_map(ctx).data["n_points"] == total == len(cluster_map(ctx).data["x"])
+    monkeypatch.setattr(report_data, "MAP_POINTS", 3)
+    first, again = cluster_map(ctx).data, cluster_map(ctx).data
+    assert first["n_points"] == total > 3
+    assert len(first["x"]) == len(first["y"]) == len(first["cluster"]) == 3
+    assert first["x"].tolist() == again["x"].tolist()
+
+
 def test_cluster_map_outliers_and_tags(full_store: Store) -> None:
     ctx = open_context(full_store)
     space = cluster_map(ctx).data

@@ -8,8 +8,10 @@ runner's input fingerprint: re-embedding re-runs these passes, an unchanged stor
 
 *Semantic duplicates* (`semantic_duplicates`), after SemDeDup (Abbas et al. 2023): k-means
 the vectors, then inside each cluster join every pair whose cosine similarity exceeds
-1 - eps, merge the pairs with union-find, and merge those groups with the hash groups of the
-`duplicates` table when it exists, so an image has one group id whatever linked it. `kind`
+1 - eps, merge the pairs with union-find as they come (a tile at a time, so a cluster of
+look-alikes holds one edge a row, not n^2 / 2 pairs), and merge those groups with the hash
+groups of the `duplicates` table when it exists, so an image has one group id whatever
+linked it. `kind`
 says how a member relates to the group's representative: a hash kind (pixel, near, flip,
 rotation) when a hash match links them, else `semantic`. The representative is chosen by
 the same rules as the duplicates pass (`lamina.analysis.representative`), with the reason
@@ -62,6 +64,7 @@ from lamina.analysis.flags import robust_z
 from lamina.analysis.representative import DEFAULT_ORDER, check_representative, choose, facts_sql
 from lamina.analysis.space import (
     KNN_EXACT_MAX,
+    VECTOR_MB,
     EmbeddingPass,
     kmeans_labels,
     knn,
@@ -70,7 +73,8 @@ from lamina.analysis.space import (
 from lamina.core.errors import ConfigError
 from lamina.core.passes import register
 
-PAIR_BLOCK = 2048  # rows of a cluster's similarity matrix computed at a time
+PAIR_TILE = 256  # a cluster's similarity matrix is compared 256 x 256 at a time
+PENDING_EDGES = 1 << 16  # edges gathered before they are merged into the labels
 
 # -- outliers -------------------------------------------------------------------------------
 
@@ -79,11 +83,13 @@ PAIR_BLOCK = 2048  # rows of a cluster's similarity matrix computed at a time
 class OutliersConfig:
     """model: embedding model id (empty = the newest); neighbors: k of the kNN distance;
     exact_max: the most images searched exactly (a calibrated IVF index above: exact
-    search grows as N^2), kept in the config so the layer says which search made it."""
+    search grows as N^2), kept in the config so the layer says which search made it;
+    vector_mb: above this many MB of float32 vectors, work on a PCA-reduced copy."""
 
     model: str = ""
     neighbors: int = 10
     exact_max: int = KNN_EXACT_MAX
+    vector_mb: float = VECTOR_MB
 
     def __post_init__(self) -> None:
         if self.neighbors < 1:
@@ -156,7 +162,7 @@ class OutliersPass(EmbeddingPass):
     schema = OUTLIERS_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
-        emb = present_embeddings(store, self.config.model)
+        emb = present_embeddings(store, self.config.model, self.config.vector_mb)
         n = len(emb)
         if n < 2:
             return self.schema.empty_table()
@@ -165,7 +171,11 @@ class OutliersPass(EmbeddingPass):
         if len(heads) < 2:  # every image is a copy of one picture: nothing stands out
             return self.schema.empty_table()
         k = min(self.config.neighbors, len(heads) - 1)
-        sims, idx = knn(emb.vectors[heads], k, exact_max=self.config.exact_max)
+        # No copy of the vectors when every image leads its group (at 100k x 1280-d each
+        # copy was 0.5 GB, and the pass peaked at 4.5 times the vectors).
+        searched = emb.vectors if len(heads) == n else emb.vectors[heads]
+        sims, idx = knn(searched, k, exact_max=self.config.exact_max)
+        del searched
         at = np.full(n, -1)
         at[heads] = np.arange(len(heads))
         distance = (1.0 - sims.mean(axis=1))[at[head]]
@@ -175,11 +185,9 @@ class OutliersPass(EmbeddingPass):
         rank[heads[order]] = np.arange(1, len(heads) + 1)
         # A head's nearest other head; a copy's nearest is the image that represents it.
         nearest = np.where(head == np.arange(n), heads[idx[at[head], 0]], head)
-        similarity = np.where(
-            head == np.arange(n),
-            sims[at[head], 0],
-            np.einsum("ij,ij->i", emb.vectors, emb.vectors[head]),
-        )
+        similarity = sims[at[head], 0]
+        copies = np.flatnonzero(head != np.arange(n))  # only these need a dot product
+        similarity[copies] = np.einsum("ij,ij->i", emb.vectors[copies], emb.vectors[head[copies]])
         return pa.table(
             {
                 "image_id": pa.array(emb.ids.tolist(), pa.string()),
@@ -203,7 +211,9 @@ class SemanticDuplicatesConfig:
     """model: embedding model id (empty = the newest); eps: a pair is a duplicate when its
     cosine similarity exceeds 1 - eps; clusters: k-means clusters searched for pairs
     (0 = ceil(N / 1000)); merge_hashes: merge with the `duplicates` table's groups;
-    representative: rules that pick a group's representative (as in `duplicates`)."""
+    representative: rules that pick a group's representative (as in `duplicates`);
+    vector_mb: above this many MB of float32 vectors, work on a PCA-reduced copy (eps
+    then applies to its cosines)."""
 
     model: str = ""
     eps: float = 0.10
@@ -211,6 +221,7 @@ class SemanticDuplicatesConfig:
     seed: int = 0
     merge_hashes: bool = True
     representative: tuple[str, ...] = DEFAULT_ORDER
+    vector_mb: float = VECTOR_MB
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps < 1.0:
@@ -239,7 +250,14 @@ SEMANTIC_DUPLICATES_SCHEMA = pa.schema(
 def semantic_pairs(
     vectors: np.ndarray, labels: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of rows in the same cluster whose cosine similarity > threshold.
+    """Edges (i < j) that link rows of one cluster into the components their pairs of cosine
+    similarity > threshold form: a spanning forest, each linked row joined to its
+    component's first row, so at most one edge a row.
+
+    Every pair is still compared, a PAIR_TILE x PAIR_TILE tile at a time, but the edges
+    are merged (union-find) as they come: a cluster whose rows all look alike (a random
+    model on tiny pages put 1,750 images in one) has n^2 / 2 pairs, which as edges grew
+    ~39 KB an image; the forest holds n - 1.
 
     Example:
         >>> v = np.array([[1, 0], [1, 0.01], [0, 1]], np.float32)
@@ -252,15 +270,47 @@ def semantic_pairs(
     for start, stop in itertools.pairwise(bounds):
         members = order[start:stop]
         block = vectors[members]
-        for r0 in range(0, len(members), PAIR_BLOCK):
-            sims = block[r0 : r0 + PAIR_BLOCK] @ block.T
-            a, b = np.nonzero(sims > threshold)
-            a += r0
-            upper = a < b  # each pair once, no self-pairs
-            out_i.append(members[a[upper]])
-            out_j.append(members[b[upper]])
+        root = _cluster_forest(block, threshold)
+        linked = np.flatnonzero(root != np.arange(len(members)))
+        out_i.append(members[root[linked]])
+        out_j.append(members[linked])
     i, j = np.concatenate(out_i), np.concatenate(out_j)
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def _cluster_forest(block: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's component label (its smallest row) over pairs with similarity >
+    threshold, merging a tile's edges into the labels before they pile up."""
+    n = len(block)
+    root = np.arange(n)
+    pend_i: list[np.ndarray] = []
+    pend_j: list[np.ndarray] = []
+    pending = 0
+    for r0 in range(0, n, PAIR_TILE):
+        rows = block[r0 : r0 + PAIR_TILE]
+        for c0 in range(r0, n, PAIR_TILE):  # upper tiles only: each pair once
+            a, b = np.nonzero(rows @ block[c0 : c0 + PAIR_TILE].T > threshold)
+            a += r0
+            b += c0
+            upper = a < b
+            # A row's current label lies in its component, so it stands in for the row;
+            # pairs already joined drop out (in a look-alike cluster, nearly all of them).
+            a, b = root[a[upper]], root[b[upper]]
+            differ = a != b
+            if differ.any():
+                pend_i.append(a[differ])
+                pend_j.append(b[differ])
+                pending += int(differ.sum())
+            if pending > PENDING_EDGES:
+                root = _merge(root, pend_i, pend_j)
+                pend_i, pend_j, pending = [], [], 0
+    return _merge(root, pend_i, pend_j) if pending else root
+
+
+def _merge(root: np.ndarray, pend_i: list[np.ndarray], pend_j: list[np.ndarray]) -> np.ndarray:
+    """Labels after joining the pending edges to the components `root` already holds."""
+    n = len(root)
+    return components(n, np.concatenate([np.arange(n), *pend_i]), np.concatenate([root, *pend_j]))
 
 
 @register
@@ -276,7 +326,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
 
     def compute(self, store: Any) -> pa.Table:
         cfg = self.config
-        emb = present_embeddings(store, cfg.model)
+        emb = present_embeddings(store, cfg.model, cfg.vector_mb)
         if not store.table_files("files") or not len(emb):
             return self.schema.empty_table()
         tables = store.available_tables()

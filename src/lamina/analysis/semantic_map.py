@@ -205,7 +205,7 @@ class SemanticMapPass(ClusteredPass):
     schema = MAP_SCHEMA
 
     def compute(self, store: Any) -> pa.Table:
-        emb = present_embeddings(store, self.config.model)
+        emb = present_embeddings(store, self.config.model, self.config.vector_mb)
         clusters = self.cluster_table(store)
         ids, labels = clusters["image_id"].to_pylist(), clusters["cluster"].to_pylist()
         cluster_of = dict(zip(ids, labels, strict=True))

@@ -25,6 +25,9 @@ FAISS = ("faiss", "faiss-cpu>=1.8")
 ASSIGN_BLOCK = 4_096  # rows k-means assigns at a time (k = 1000: a 16 MB block)
 SMALL = 5_000  # rows below which faiss runs on one thread (see _faiss_threads)
 KNN_EXACT_MAX = 50_000  # rows up to which `knn` searches exactly (as the vector index does)
+# MB of float32 vectors a global pass holds before it works on a PCA-reduced copy
+# (`load_embeddings(max_mb=...)`): 1M x 1280-d would be 5.1 GB; within 1 GB it is 240-d.
+VECTOR_MB = 1_000.0
 
 
 def resolve_model(store: Any, model: str) -> str:
@@ -48,10 +51,11 @@ def resolve_model(store: Any, model: str) -> str:
     return model or models[-1]
 
 
-def present_embeddings(store: Any, model: str) -> Embeddings:
+def present_embeddings(store: Any, model: str, max_mb: float | None = None) -> Embeddings:
     """The model's vectors of the images still present in the manifest (all of them when
-    the store has no `files` table)."""
-    emb = load_embeddings(store, resolve_model(store, model))
+    the store has no `files` table); a PCA-reduced copy when they would take more than
+    `max_mb` MB as float32 (`lamina.core.vectors.load_embeddings`)."""
+    emb = load_embeddings(store, resolve_model(store, model), max_mb=max_mb)
     if not store.table_files("files") or not len(emb):
         return emb
     present = store.sql(
@@ -60,7 +64,9 @@ def present_embeddings(store: Any, model: str) -> Embeddings:
     # A set lookup an image: np.isin on object arrays compares every pair (N x M).
     wanted = set(present)
     keep = np.fromiter((i in wanted for i in emb.ids), bool, len(emb.ids))
-    return Embeddings(emb.model, emb.ids[keep], emb.vectors[keep])
+    if keep.all():  # no copy of the vectors (1 GB at a million) when none went missing
+        return emb
+    return Embeddings(emb.model, emb.ids[keep], emb.vectors[keep], emb.reduced_from)
 
 
 def global_part(store: Any, pass_name: str, config: dict[str, Any]) -> Path:

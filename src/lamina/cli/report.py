@@ -22,7 +22,8 @@ from lamina.cli.options import force_into_source_option
 @click.option(
     "--no-thumbnails",
     is_flag=True,
-    help="Do not make missing thumbnails (images without one show their path).",
+    help="Do not make the missing thumbnails of the images the page shows (images "
+    "without one show their path).",
 )
 @click.option(
     "--gallery-size",
@@ -52,7 +53,8 @@ def report(
     files, distributions, signal histograms with the flag thresholds, flag galleries,
     duplicate groups with why each kept copy was kept, the cluster map, outliers, tags,
     every failing file with each step that failed on it, and the runs behind every
-    section. Thumbnails are copied into the folder and link to the original files.
+    section. Thumbnails are made for the images shown only (a few hundred, whatever the
+    collection's size), copied into the folder and link to the original files.
     Sections whose tables are not made yet say which command makes them.
 
     \b

@@ -54,14 +54,22 @@ def embed_schema(dim: int) -> pa.Schema:
     )
 
 
+# Rows sampled to fit the PCA of a reduced working copy: a 20k x 1280 second-moment matrix
+# is ~30 GFLOP (seconds), and 256 components of a 1280-d space need far fewer rows.
+PCA_SAMPLE = 20_000
+MIN_DIMS = 32  # a reduced copy keeps at least this many dimensions
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """One model's vectors: `vectors[i]` belongs to `ids[i]`; rows are L2-normalised
-    float32, sorted by image id."""
+    float32, sorted by image id. `reduced_from`: the stored dimension when `vectors` is a
+    PCA-reduced working copy (`load_embeddings(max_mb=...)`), else None."""
 
     model: str
     ids: np.ndarray  # (n,) object array of image ids
     vectors: np.ndarray  # (n, dim) float32
+    reduced_from: int | None = None
 
     @property
     def dim(self) -> int:
@@ -106,9 +114,34 @@ def list_models(store: Store) -> list[str]:
     return list(embedding_layers(store))
 
 
-def load_embeddings(store: Store, model: str | None = None) -> Embeddings:
+def working_dims(rows: int, dim: int, max_mb: float | None) -> int:
+    """The dimensions a working copy of `rows` float32 vectors keeps within `max_mb` MB:
+    `dim` when they fit (or `max_mb` is None), else the largest multiple of 16 that fits,
+    at least MIN_DIMS.
+
+    Example:
+        >>> working_dims(1_000_000, 1280, 1024), working_dims(10_000, 1280, 1024)
+        (256, 1280)
+    """
+    if max_mb is None or rows * dim * 4 <= max_mb * 1e6:
+        return dim
+    return min(dim, max(MIN_DIMS, int(max_mb * 1e6 / (rows * 4)) // 16 * 16))
+
+
+def load_embeddings(
+    store: Store,
+    model: str | None = None,
+    *,
+    max_mb: float | None = None,
+    dims: int | None = None,
+) -> Embeddings:
     """Every stored vector of `model` (default: the model embedded most recently),
-    skipping error rows.
+    skipping error rows. With `max_mb`, vectors that would take more than `max_mb` MB as
+    float32 come back as a PCA-reduced working copy (`reduced_from` says so): projected
+    on the top `working_dims` eigenvectors of their uncentred second moment (fitted on a
+    PCA_SAMPLE-row sample; uncentred, so dot products, not distances to the mean, are
+    what it keeps), then renormalised. 1M x 1280-d: 0.96 GB at 240-d instead of 5.1 GB.
+    `dims` asks for a copy of that width whatever the size (bench/pca_accuracy.py).
 
     Example:
         >>> emb = load_embeddings(store)  # doctest: +SKIP
@@ -128,27 +161,28 @@ def load_embeddings(store: Store, model: str | None = None) -> Embeddings:
             hint=f"models with embeddings: {', '.join(sorted(layers))}; or run "
             f"`lamina embed --model {model}`",
         )
-    # Part by part into one preallocated float16 array, so a million 512-d vectors peak
-    # near 3.5 GB rather than 9: Arrow's filter / sort / combine each copy the column.
+    # Two reads of the parts: ids and validity first (where each vector goes; the rows a
+    # PCA is fitted on), then each part's vectors straight into their final rows. Only
+    # the output, one part and the PCA sample are ever held: a million 1280-d vectors
+    # once peaked at 2.6 GB of float16 plus 5.1 GB of float32.
     files = readable_parts(layers[model])
     capacity = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     dim = pq.read_schema(files[0]).field("vector").type.list_size
-    half = np.empty((capacity, dim), np.float16)
+    out_dims = working_dims(capacity, dim, max_mb) if dims is None else min(dims, dim)
+    rng = np.random.default_rng(0)
     id_parts: list[np.ndarray] = []  # the ids of every row of the model, error rows too
     valid_parts: list[np.ndarray] = []
-    n = 0
+    sample: list[np.ndarray] = []
     for f in files:
-        part = pq.read_table(f, columns=["image_id", "model", "vector"])
-        part = part.filter(pc.equal(part["model"], model))
+        part = _model_rows(f, model, ("image_id", "vector"))
         valid = pc.is_valid(part["vector"])
-        good = part.filter(valid)
-        if good.num_rows:
-            flat = good["vector"].combine_chunks().values.to_numpy(zero_copy_only=False)
-            half[n : n + good.num_rows] = flat.reshape(good.num_rows, dim)
-            n += good.num_rows
         id_parts.append(np.asarray(part["image_id"].to_pylist(), dtype=object))
         valid_parts.append(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool))
-        del part, good
+        if out_dims < dim:
+            good = part.filter(valid)
+            take = np.flatnonzero(rng.random(good.num_rows) < PCA_SAMPLE / capacity)
+            sample.append(_floats(good.take(pa.array(take, pa.int64())), dim))
+        del part
     all_ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=object)
     all_valid = np.concatenate(valid_parts) if valid_parts else np.zeros(0, dtype=bool)
     order = np.argsort(all_ids, kind="stable")
@@ -158,16 +192,53 @@ def load_embeddings(store: Store, model: str | None = None) -> Embeddings:
     keep = np.ones(len(ids), dtype=bool)
     keep[1:] = ids[1:] != ids[:-1]
     keep &= all_valid[order]  # then error rows go
-    slots = (np.cumsum(all_valid) - 1)[order[keep]]  # where each kept vector lies in half
+    slots = (np.cumsum(all_valid) - 1)[order[keep]]  # each kept vector's place among valid
     ids = ids[keep]
-    # Sort, widen to float32 and normalise a block at a time: no second full-size copy.
-    vectors = np.empty((len(slots), dim), np.float32)
-    for start in range(0, len(slots), 65_536):
-        block = half[slots[start : start + 65_536]].astype(np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        vectors[start : start + len(block)] = block / np.maximum(norms, 1e-12)[:, None]
-    del half
-    return Embeddings(model=model, ids=ids, vectors=vectors)
+    dest = np.full(int(all_valid.sum()), -1, np.int64)
+    dest[slots] = np.arange(len(slots))  # each valid vector's output row (-1: dropped)
+    del all_ids, all_valid, order, keep, slots, id_parts, valid_parts
+    basis = _second_moment_basis(np.concatenate(sample), out_dims) if out_dims < dim else None
+    del sample
+    vectors = np.empty((len(ids), dim if basis is None else out_dims), np.float32)
+    n = 0
+    for f in files:
+        good = _model_rows(f, model, ("vector",))
+        good = good.filter(pc.is_valid(good["vector"]))
+        for start in range(0, good.num_rows, 65_536):
+            block = _floats(good.slice(start, 65_536), dim)
+            if basis is not None:
+                block = block @ basis
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+            block /= np.maximum(norms, 1e-12)[:, None]
+            rows = dest[n : n + len(block)]
+            vectors[rows[rows >= 0]] = block[rows >= 0]
+            n += len(block)
+        del good
+    return Embeddings(
+        model=model, ids=ids, vectors=vectors, reduced_from=None if basis is None else dim
+    )
+
+
+def _model_rows(path: Path, model: str, columns: tuple[str, ...]) -> pa.Table:
+    """The rows of one part that belong to `model` (a layer may hold several)."""
+    part = pq.read_table(path, columns=["model", *columns])
+    return part.filter(pc.equal(part["model"], model))
+
+
+def _floats(table: pa.Table, dim: int) -> np.ndarray:
+    """The `vector` column of rows without nulls as an (n, dim) float32 array."""
+    if not table.num_rows:
+        return np.zeros((0, dim), np.float32)
+    flat = table["vector"].combine_chunks().values.to_numpy(zero_copy_only=False)
+    return flat.reshape(table.num_rows, dim).astype(np.float32)
+
+
+def _second_moment_basis(sample: np.ndarray, dims: int) -> np.ndarray:
+    """(dim, dims): the top eigenvectors of the sample's uncentred second moment, the
+    projection that best keeps dot products (float64 for a stable eigh)."""
+    moment = sample.T.astype(np.float64) @ sample.astype(np.float64)
+    values, vectors = np.linalg.eigh(moment)
+    return np.ascontiguousarray(vectors[:, np.argsort(values)[::-1][:dims]], np.float32)
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:

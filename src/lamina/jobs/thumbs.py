@@ -3,9 +3,11 @@ the pass; `lamina sense` makes the default recipe's from its decode)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 import lamina.catalog  # noqa: F401 - registers the built-in passes
@@ -87,9 +89,12 @@ def make_thumbnails(
     quality: int = DEFAULT_QUALITY,
     workers: int | None = None,
     progress: bool = True,
+    image_ids: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Make (or reuse) every image's thumbnail; the pass counts, `run_id`, `recipe`, `layer`,
-    `dir` (the recipe's folder) and `missing_files` (see `missing_thumbnails`).
+    """Make (or reuse) every image's thumbnail, or only those of `image_ids` (what a report
+    shows: a selective run, so a million-image store makes a few hundred); the pass counts,
+    `run_id`, `recipe`, `layer`, `dir` (the recipe's folder) and `missing_files` (see
+    `missing_thumbnails`, counted over `image_ids` when given).
 
     Example:
         >>> make_thumbnails(lamina.open(), size=256, fmt="jpeg")  # doctest: +SKIP
@@ -104,7 +109,10 @@ def make_thumbnails(
         )
     config = thumbs_config(store, size, fmt, quality)
     instance = get_pass("thumbs", config)
+    selected = None if image_ids is None else sorted(set(image_ids))
     inputs = image_inputs(store)["image_id"]
+    if selected is not None:
+        inputs = inputs.filter(pc.is_in(inputs, pa.array(selected, pa.string())))
     done = int(pc.sum(pc.is_in(inputs, done_keys(store, instance))).as_py() or 0)
     if done == len(inputs):
         # Nothing to make: no run (a report built again and again adds no run records).
@@ -120,7 +128,12 @@ def make_thumbnails(
         }
     else:
         result = run_passes(
-            store, [("thumbs", config)], command="thumbs", workers=workers, progress=progress
+            store,
+            [("thumbs", config)],
+            command="thumbs",
+            workers=workers,
+            progress=progress,
+            image_ids=selected,
         )
     recipe = thumb_recipe(size, fmt, quality)
     layer = instance.layer_id
@@ -130,5 +143,5 @@ def make_thumbnails(
         "recipe": recipe,
         "layer": layer,
         "dir": str(thumbs_root(store) / THUMBS_DIR / recipe),
-        "missing_files": missing_thumbnails(store, layer),
+        "missing_files": missing_thumbnails(store, layer, selected),
     }

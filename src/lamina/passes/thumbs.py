@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,9 +252,10 @@ def _existing_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def missing_thumbnails(store: Store, layer: str) -> int:
-    """How many rows of a thumbs layer name a file that is not there (deleted by hand):
-    the layer counts them as done, so only deleting the layer makes them again.
+def missing_thumbnails(store: Store, layer: str, image_ids: Iterable[str] | None = None) -> int:
+    """How many rows of a thumbs layer (of `image_ids` only, when given) name a file that
+    is not there (deleted by hand): the layer counts them as done, so only deleting the
+    layer makes them again.
 
     Example:
         >>> missing_thumbnails(lamina.open(), "1-0a1b2c3d")  # doctest: +SKIP
@@ -262,9 +264,15 @@ def missing_thumbnails(store: Store, layer: str) -> int:
     import pyarrow.parquet as pq
 
     root = thumbs_root(store)
+    wanted = None if image_ids is None else set(image_ids)
     missing = 0
     for part in sorted(store.layer_dir("thumbs", layer).glob("part-*.parquet")):
-        for rel in pq.read_table(part, columns=["thumb"])["thumb"].to_pylist():
+        table = pq.read_table(part, columns=["image_id", "thumb"])
+        for image_id, rel in zip(
+            table["image_id"].to_pylist(), table["thumb"].to_pylist(), strict=True
+        ):
+            if wanted is not None and image_id not in wanted:
+                continue
             if rel is not None and not (root / rel).is_file():
                 missing += 1
     return missing

@@ -39,14 +39,16 @@ MARKER = ".lamina-report"  # says a folder holds a report, so replacing it loses
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _make_thumbnails(store: Store, progress: bool) -> str | None:
-    """Make the missing thumbnails; a note for the page when they could not be made."""
-    if not store.table_files("images"):
+def _make_thumbnails(store: Store, shown: set[str], progress: bool) -> str | None:
+    """Make the missing thumbnails of the images the page shows (`shown`: a few hundred
+    at most, whatever the collection's size); a note for the page when they could not be
+    made."""
+    if not store.table_files("images") or not shown:
         return None  # nothing to show; the overview says why
     from lamina.jobs.thumbs import make_thumbnails
 
     try:
-        result = make_thumbnails(store, progress=progress)
+        result = make_thumbnails(store, progress=progress, image_ids=shown)
     except LaminaError as exc:
         log.warning("report: no new thumbnails: %s", exc)
         return f"thumbnails were not made: {exc}"
@@ -292,9 +294,10 @@ def build_report(
 ) -> Path:
     """Write the HTML report of `store` and return the path of its index.html.
 
-    `out_dir` defaults to `<store>/report`. With `thumbnails`, missing thumbnails are made
-    first (a resumable pass); without, the thumbnails already made are used and the other
-    images show their path in a box. Galleries show at most `gallery_size` images.
+    `out_dir` defaults to `<store>/report`. With `thumbnails`, the missing thumbnails of the
+    images the page shows are made (a resumable pass over those images only); without,
+    the thumbnails already made are used and the other images show their path in a box.
+    Galleries show at most `gallery_size` images.
     `notices` are shown first, in a box (e.g. "the source /x does not exist" from
     `lamina run`). `out_dir` is checked as any output folder
     (`lamina.core.outputs.check_output_path`): never inside a source unless
@@ -317,10 +320,11 @@ def build_report(
 
         target = check_output_path(store, out_dir, folder=True, force_into_source=force_into_source)
     _check_target(target)
-    thumb_note = _make_thumbnails(store, progress) if thumbnails else None
     sections = collect(store, gallery_size=gallery_size)
     by_id = {s.id: s for s in sections}
-    facts = image_facts(open_context(store), image_ids(sections))
+    shown = image_ids(sections)
+    thumb_note = _make_thumbnails(store, shown, progress) if thumbnails else None
+    facts = image_facts(open_context(store), shown)
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         staging.mkdir(parents=True)

@@ -49,6 +49,7 @@ MAX_GROUPS = 24  # duplicate groups shown
 MAX_MEMBERS = 12  # thumbnails per duplicate group
 MAX_CLUSTERS = 60  # medoid tiles on the cluster map section
 MAX_EXEMPLARS = 8  # exemplar tiles per cluster
+MAP_POINTS = 100_000  # points drawn on the cluster map: a seeded sample above this
 
 
 def _sql_literal(text: str) -> str:
@@ -412,14 +413,22 @@ def _space_missing(ctx: ReportContext) -> str:
 
 
 def cluster_map(ctx: ReportContext) -> Section:
-    """The 2-D layout (x, y, cluster), cluster sizes, medoids and exemplars."""
+    """The 2-D layout (x, y, cluster: a seeded sample of MAP_POINTS when larger), the
+    largest MAX_CLUSTERS clusters' sizes, medoids and exemplars."""
     section = Section(
         "clusters", "Cluster map", ("embed", "semantic_map", "clusters", "medoids", "exemplars")
     )
     if not ctx.has("semantic_map", "clusters"):
         section.missing = _space_missing(ctx)
         return section
-    points = ctx.con.sql("select x, y, cluster from semantic_map").to_arrow_table()
+    # A million dots draw no better than 100k and cost minutes and GBs in matplotlib.
+    n_points = int(ctx.value("select count(*) from semantic_map") or 0)
+    sample = (
+        f" using sample reservoir({MAP_POINTS} rows) repeatable (0)"
+        if n_points > MAP_POINTS
+        else ""
+    )
+    points = ctx.con.sql(f"select x, y, cluster from semantic_map{sample}").to_arrow_table()
     clusters = ctx.rows(
         "select cluster, count(*) as size, any_value(model) as model, "
         "any_value(method) as method from clusters group by 1 order by 2 desc, 1 "
@@ -434,7 +443,10 @@ def cluster_map(ctx: ReportContext) -> Section:
             "left join semantic_map s using (image_id) "
             "left join (select cluster::varchar as cl, count(*) as n from clusters group by 1) c "
             'on c.cl = m."group" '
-            "where m.scope = 'cluster' order by c.n desc nulls last, m.\"group\""
+            "where m.scope = 'cluster' order by c.n desc nulls last, m.\"group\" "
+            # The largest clusters' medoids: numbers beyond those crowd the map, and each
+            # medoid shown is a thumbnail to make (707 at a million images).
+            f"limit {MAX_CLUSTERS}"
         ):
             medoids[str(row["cluster"])] = row
     exemplars: dict[str, list[dict[str, Any]]] = {}
@@ -454,6 +466,7 @@ def cluster_map(ctx: ReportContext) -> Section:
         "x": np.asarray(points["x"].to_numpy(zero_copy_only=False), float),
         "y": np.asarray(points["y"].to_numpy(zero_copy_only=False), float),
         "cluster": np.asarray(points["cluster"].to_numpy(zero_copy_only=False), int),
+        "n_points": n_points,  # images on the map; x / y / cluster may be a sample of them
         "layout": ctx.value("select any_value(layout) from semantic_map"),
         "model": ctx.value("select any_value(model) from semantic_map"),
         "n_clusters": ctx.value("select count(distinct cluster) from clusters"),
