@@ -559,23 +559,28 @@ def render(notes: str = "") -> str:
         if len(sizes) < 2:
             continue
         a, b = by[stage][sizes[-2]], by[stage][sizes[-1]]
-        d = max(b.images - a.images, 1)
-        cpu = 1000 * (b.cpu_s - a.cpu_s) / d
-        rss = 1000 * (b.tree_rss_mb - a.tree_rss_mb) / d
-        pss = 1000 * (b.tree_pss_mb - a.tree_pss_mb) / d
-        if b.n >= 1_000_000:
-            at_cpu, at_mem, how = b.cpu_s, b.tree_rss_mb, "measured"
-        else:
-            extra = 1_000_000 - b.images
-            at_cpu = b.cpu_s + max(cpu, 0) * extra / 1000
-            at_mem = b.tree_rss_mb + max(rss, 0) * extra / 1000
-            how = "**extrapolated**"
+        cpu, rss, pss, at_cpu, at_mem, how = slope(a, b)
         out.append(
             f"| {stage} | {a.n:,} → {b.n:,} | {cpu:.2f} | {rss:.2f} | {pss:.2f} | "
             f"{at_cpu:,.0f} | {at_mem:,.0f} | {how} |"
         )
     text = "\n".join(out) + "\n" + (("\n" + notes) if notes else "")
     return text
+
+
+def slope(a: Stage, b: Stage) -> tuple[float, float, float, float, float, str]:
+    """Per-image CPU ms, tree RSS and PSS KB between two sizes of a stage, and its CPU s and
+    tree RSS MB at 1M: measured when `b` is 1M, else extrapolated along that slope."""
+    d = max(b.images - a.images, 1)
+    cpu = 1000 * (b.cpu_s - a.cpu_s) / d
+    rss = 1000 * (b.tree_rss_mb - a.tree_rss_mb) / d
+    pss = 1000 * (b.tree_pss_mb - a.tree_pss_mb) / d
+    if b.n >= 1_000_000:
+        return cpu, rss, pss, b.cpu_s, b.tree_rss_mb, "measured"
+    extra = 1_000_000 - b.images
+    at_cpu = b.cpu_s + max(cpu, 0) * extra / 1000
+    at_mem = b.tree_rss_mb + max(rss, 0) * extra / 1000
+    return cpu, rss, pss, at_cpu, at_mem, "**extrapolated**"
 
 
 def table() -> str:
@@ -609,16 +614,7 @@ def table() -> str:
         if len(sizes) < 2:
             continue
         a, b = sized[sizes[-2]], sized[sizes[-1]]
-        d = max(b.images - a.images, 1)
-        cpu = 1000 * (b.cpu_s - a.cpu_s) / d
-        rss = 1000 * (b.tree_rss_mb - a.tree_rss_mb) / d
-        if b.n >= 1_000_000:
-            at_cpu, at_mem, how = b.cpu_s, b.tree_rss_mb, "measured"
-        else:
-            extra = 1_000_000 - b.images
-            at_cpu = b.cpu_s + max(cpu, 0) * extra / 1000
-            at_mem = b.tree_rss_mb + max(rss, 0) * extra / 1000
-            how = "**extrapolated**"
+        cpu, rss, _, at_cpu, at_mem, how = slope(a, b)
         out.append(
             f"| {stage} | {note} | {a.n:,} → {b.n:,} | {cpu:.2f} | {rss:.2f} | "
             f"{at_cpu:,.0f} | {at_mem:,.0f} | {how} |"
