@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
@@ -28,7 +29,42 @@ def test_report_prints_the_url_of_the_page(store: Path) -> None:
     assert out.strip() == index.as_uri()
     html = index.read_text()
     assert "<code>lamina sense</code>" in html and 'id="count-files">12<' in html
-    assert list((store / "thumbs").rglob("*.jpg"))  # thumbnails made by default
+    # A scanned-only store's page shows no image, so no thumbnail is made for it.
+    assert not list((store / "thumbs").rglob("*.jpg"))
+
+
+def test_thumbnails_of_the_shown_images_are_made_by_default(tmp_path: Path) -> None:
+    """The page shows a duplicate pair: `report` makes those two thumbnails by default,
+    and none with `--no-thumbnails`."""
+    from PIL import Image
+
+    from lamina.analysis.duplicates import DUPLICATES_SCHEMA
+    from lamina.core.store import Store, atomic_write_parquet
+    from lamina.passes.thumbs import thumb_path
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(4):
+        Image.new("RGB", (8, 8), (k * 60, 200 - k * 40, 40)).save(src / f"p{k}.png")
+    root = tmp_path / "store"
+    assert CliRunner().invoke(main, ["--store", str(root), "scan", str(src)]).exit_code == 0
+    store = Store.open(root)
+    pair = sorted(store.table("images")["image_id"].to_pylist())[1:3]
+    table = pa.table(
+        {"image_id": pair, "group_id": [pair[0]] * 2, "group_size": [2, 2],
+         "representative": [pair[0]] * 2, "is_representative": [True, False],
+         "kind": ["representative", "near"], "distance": [0, 3], "n_files": [1, 1],
+         "keep_reason": ["oldest: test"] * 2},
+        schema=DUPLICATES_SCHEMA,
+    )  # fmt: skip
+    atomic_write_parquet(store.layer_dir("duplicates", "1-t") / "part-global.parquet", table)
+    code, out = _invoke(root, "-o", str(tmp_path / "bare"), "--no-thumbnails")
+    assert code == 0, out
+    assert not any(thumb_path(store, i).is_file() for i in pair)
+    code, out = _invoke(root)
+    assert code == 0, out
+    assert all(thumb_path(store, i).is_file() for i in pair)
+    assert len(list((root / "thumbs").rglob("*.jpg"))) == 2
 
 
 def test_output_folder_and_no_thumbnails(store: Path, tmp_path: Path) -> None:
