@@ -244,7 +244,7 @@ class SegmentPass(Pass):
     """Segments of each image (masks as COCO RLE, geometry, scores), trivial ones filtered."""
 
     name = SEGMENT_PASS
-    version = "4"  # 3: pieces joined across tile seams; 4: regions merged by median colour
+    version = "3"  # 3: pieces joined across tile seams
     Config = SegmentConfig
     run_only = RUN_ONLY
     decode = "working"
