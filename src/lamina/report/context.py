@@ -72,3 +72,14 @@ def open_context(store: Store) -> ReportContext:
             "where image_id is not null and status <> 'missing' group by image_id"
         )
     return ReportContext(store, con, tables)
+
+
+def sql_literal(text: str) -> str:
+    """`text` as a quoted SQL string literal (quotes doubled), for values the report itself
+    read from the store.
+
+    Example:
+        >>> sql_literal("it's")
+        "'it''s'"
+    """
+    return "'" + text.replace("'", "''") + "'"

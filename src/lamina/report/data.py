@@ -11,7 +11,6 @@ lists are capped (`cap`) and say how many more there are.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,15 @@ import pyarrow as pa
 
 from lamina.analysis.flags import FLAG_NAMES, sensed_flags_sql
 from lamina.core.errors import LaminaError
-from lamina.core.store import TABLE_NAMES, Store
-from lamina.report.context import ReportContext, Section, open_context
+from lamina.core.store import Store
+from lamina.report.context import ReportContext, Section, open_context, sql_literal
+from lamina.report.duplicates import REDUNDANT_FILES_SQL, duplicate_groups
+from lamina.report.language import LANGUAGE_TABLES, language
+from lamina.report.motifs import DIAGNOSTIC_TABLES, diagnostics, motif_galleries
+from lamina.report.predictions import predictions
+from lamina.report.problems import problems
 from lamina.report.provenance import flags_policy, provenance
+from lamina.report.signals import signal_rules
 
 __all__ = [
     "act_on",
@@ -45,15 +50,9 @@ __all__ = [
 ]
 
 FILE_LIST_CAP = 20  # paths shown per status/reason before "and N more"
-MAX_GROUPS = 24  # duplicate groups shown
-MAX_MEMBERS = 12  # thumbnails per duplicate group
 MAX_CLUSTERS = 60  # medoid tiles on the cluster map section
 MAX_EXEMPLARS = 8  # exemplar tiles per cluster
 MAP_POINTS = 100_000  # points drawn on the cluster map: a seeded sample above this
-
-
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # -- 1. overview ---------------------------------------------------------------------------
@@ -133,8 +132,8 @@ def statuses(ctx: ReportContext, cap: int = FILE_LIST_CAP) -> Section:
         key = (group["status"], group["reason"])
         group["files"] = [r for r in ranked if (r["status"], r["reason"]) == key]
         group["more"] = group["n"] - len(group["files"])
-        condition = f"status = {_sql_literal(group['status'])}" + (
-            f" and reason = {_sql_literal(group['reason'])}"
+        condition = f"status = {sql_literal(group['status'])}" + (
+            f" and reason = {sql_literal(group['reason'])}"
             if group["reason"]
             else " and reason is null"
         )
@@ -175,99 +174,6 @@ def distributions(ctx: ReportContext) -> Section:
         "dims": ctx.rows(
             f"select width, height from images {where} and width > 0 using sample 20000 rows"
         ),
-    }
-    return section
-
-
-# -- 4. signals and the flag policy (read by `provenance.flags_policy`) -------------------------
-
-
-def _hits(ctx: ReportContext, column: str, expr: str, threshold: float, grid: np.ndarray) -> Any:
-    """Whether the rule's own SQL expression flags each value of `grid` (None when the
-    expression needs more than this column, or is not a safe expression)."""
-    from lamina.core.sqlsafe import UnsafeSQLError, check_condition
-
-    try:
-        expr = check_condition(expr, what="flag score")  # it comes from a stored policy
-    except UnsafeSQLError:
-        return None
-    ctx.con.register("_grid", pa.table({column: grid}))
-    try:
-        rows = ctx.con.sql(
-            f"select coalesce(cast((\n{expr}\n) as double), 0) >= {threshold!r} from _grid"
-        ).fetchall()
-    except Exception:  # duckdb raises its own error types; any means "no line to draw"
-        return None
-    finally:
-        ctx.con.unregister("_grid")
-    return np.array([bool(r[0]) for r in rows])
-
-
-def _crossings(ctx: ReportContext, column: str, expr: str, threshold: float) -> list[float]:
-    """Values of a signal where `expr >= threshold` switches on or off, near the values the
-    collection has: the rule's SQL is evaluated over a coarse grid (the observed range plus
-    a log-spaced span out to 1e6 either side), then each switch is refined on a fine one."""
-    lo, hi = ctx.con.sql(
-        f'select min("{column}")::double, max("{column}")::double from signals'
-    ).fetchall()[0]
-    if lo is None or hi is None:
-        return []
-    span = max(hi - lo, abs(hi), abs(lo), 1e-3)
-    far = np.geomspace(1e-6, 1e6, 1201)
-    grid = np.unique(np.concatenate([np.linspace(lo - span, hi + span, 1001), far, -far, [0.0]]))
-    hits = _hits(ctx, column, expr, threshold, grid)
-    if hits is None:
-        return []
-    lines = []
-    for i in np.nonzero(hits[1:] != hits[:-1])[0]:
-        fine = np.linspace(grid[i], grid[i + 1], 1001)
-        fine_hits = _hits(ctx, column, expr, threshold, fine)
-        j = int(np.nonzero(fine_hits[1:] != fine_hits[:-1])[0][0]) if fine_hits is not None else 0
-        value = float((fine[j] + fine[j + 1]) / 2)
-        # Only switches near the data make sense on its histogram.
-        if lo - 2 * span <= value <= hi + 2 * span:
-            lines.append(value)
-    return lines
-
-
-def signal_rules(ctx: ReportContext) -> Section:
-    """For each enabled flag rule: its threshold, and the values to plot it over: the raw
-    signal when the rule reads one signal (the threshold mapped onto it), else the score."""
-    section = Section("signals", "Signals and flag thresholds", ("signals", "flags"))
-    if not ctx.has("signals"):
-        section.missing = "No signals yet: run `lamina sense`."
-        return section
-    policy, source = flags_policy(ctx.store)
-    numeric = ("DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT")
-    signal_columns = {c for c, t in ctx.columns("signals").items() if t.upper() in numeric}
-    rules = []
-    for name in FLAG_NAMES:
-        rule = policy.rules.get(name)
-        if rule is None or not rule.enabled:
-            continue
-        used = sorted(set(re.findall(r"[a-z_][a-z0-9_]*", rule.score)) & signal_columns)
-        entry: dict[str, Any] = {
-            "flag": name,
-            "score": rule.score,
-            "threshold": rule.threshold,
-            "why": rule.why,
-        }
-        if len(used) == 1:
-            entry["column"] = used[0]
-            entry["values"] = ctx.column(f'select "{used[0]}" from signals where error is null')
-            entry["lines"] = _crossings(ctx, used[0], rule.score, rule.threshold)
-        elif ctx.has("flags"):
-            entry["column"] = f"{name}_score"
-            entry["values"] = ctx.column(f'select "{name}_score" from flags')
-            entry["lines"] = [rule.threshold]
-        else:
-            continue
-        rules.append(entry)
-    section.data = {
-        "policy": policy.name,
-        "version": policy.version,
-        "source": source,
-        "rules": rules,
     }
     return section
 
@@ -318,88 +224,6 @@ def flag_galleries(ctx: ReportContext, cap: int) -> Section:
         "galleries": galleries,
         "none": [f for f in FLAG_NAMES if not counts[f]],
     }
-    return section
-
-
-# -- 6. duplicates -------------------------------------------------------------------------
-
-
-def _groups(ctx: ReportContext, table: str, measure: str, where: str) -> list[dict[str, Any]]:
-    """The biggest groups of a duplicates table, their members representative first."""
-    top = ctx.rows(
-        f"select group_id, any_value(group_size) as size from {table} where {where} "
-        f"group by 1 order by 2 desc, 1 limit {MAX_GROUPS}"
-    )
-    if not top:
-        return []
-    ids = ", ".join(_sql_literal(g["group_id"]) for g in top)
-    reason = "d.keep_reason" if "keep_reason" in ctx.columns(table) else "null"
-    members = ctx.rows(
-        f"select d.group_id, d.image_id, d.is_representative, d.kind, d.{measure} as measure, "
-        f"d.n_files, {reason} as keep_reason, p.path "
-        f"from {table} d left join image_paths p using (image_id) "
-        f"where d.group_id in ({ids}) "
-        f"qualify row_number() over (partition by d.group_id order by d.is_representative "
-        f"desc, d.{measure} {'desc' if measure == 'similarity' else 'asc'}, d.image_id) "
-        f"<= {MAX_MEMBERS}"
-    )
-    for group in top:
-        group["tiles"] = [m for m in members if m["group_id"] == group["group_id"]]
-        group["tiles"].sort(key=lambda m: not m["is_representative"])
-        group["more"] = group["size"] - len(group["tiles"])
-        reps = [m for m in group["tiles"] if m["is_representative"]]
-        group["keep_reason"] = reps[0]["keep_reason"] if reps else None
-    return top
-
-
-# The files a dedupe would delete: every file of a non-representative image, and all but
-# the first file of a representative (its byte copies), with their bytes.
-REDUNDANT_FILES_SQL = """
-select file_path(f.source, f.rel_path) as path, f.size from (
-    select image_id, source, rel_path, size, row_number() over (
-        partition by image_id order by source, rel_path) as k
-    from files where image_id is not null and status <> 'missing') f
-join duplicates d using (image_id)
-where not d.is_representative or f.k > 1
-"""
-REDUNDANT_BYTES_SQL = f"select coalesce(sum(size), 0)::bigint from ({REDUNDANT_FILES_SQL})"
-
-
-def duplicate_groups(ctx: ReportContext) -> Section:
-    """Hash duplicate groups and, when present, groups linked by embeddings."""
-    section = Section("duplicates", "Duplicates", ("duplicates", "semantic_duplicates"))
-    if not ctx.has("duplicates"):
-        section.missing = "No duplicate groups yet: run `lamina sense`."
-        return section
-    summary = ctx.rows(
-        "select count(distinct group_id) as groups, count(*) as images, "
-        "coalesce(sum(n_files - case when is_representative then 1 else 0 end), 0)::bigint "
-        "as redundant from duplicates where group_size > 1"
-    )[0]
-    exact = ctx.rows(
-        "select count(*) as images, coalesce(sum(n_files - 1), 0)::bigint as extra "
-        "from image_paths where n_files > 1"
-    )[0]
-    summary["bytes"] = ctx.value(REDUNDANT_BYTES_SQL)
-    data: dict[str, Any] = {
-        **summary,
-        "exact": exact,
-        "groups_list": _groups(ctx, "duplicates", "distance", "group_size > 1"),
-        "semantic": [],
-        "semantic_model": None,
-        "semantic_missing": None,
-    }
-    if ctx.has("semantic_duplicates"):
-        data["semantic"] = _groups(
-            ctx,
-            "semantic_duplicates",
-            "similarity",
-            "group_id in (select group_id from semantic_duplicates where kind = 'semantic')",
-        )
-        data["semantic_model"] = ctx.value("select any_value(model) from semantic_duplicates")
-    else:
-        data["semantic_missing"] = "run `lamina embed` then `lamina cluster`"
-    section.data = data
     return section
 
 
@@ -566,215 +390,6 @@ def tags(ctx: ReportContext, cap: int) -> Section:
     return section
 
 
-# -- 9b. language: OCR text, modality, captions ----------------------------------------------
-
-OCR_SAMPLES = 8  # pages shown with their text and boxes
-CAPTIONS_PER_CLUSTER = 4
-NEW_AXES_SHOWN = 20  # caption terms that split image clusters, best first
-LANGUAGE_TABLES = ("ocr", "modality", "captions", "caption_clusters", "depth")  # any: it shows
-DEPTH_CLUSTERS_SHOWN = 20  # clusters with the most measured images
-
-
-def language(ctx: ReportContext, cap: int) -> Section:
-    """Modality counts, OCR samples with their line boxes (as % of the image, drawn over
-    the thumbnail), captions per cluster and the caption / image cluster agreement."""
-    section = Section(
-        "language", "Text, modality, captions",
-        ("ocr", "modality", "captions", "caption_clusters", "new_axes", "depth"),
-    )  # fmt: skip
-    if not any(ctx.has(t) for t in LANGUAGE_TABLES):
-        section.missing = (
-            "No text, modality or captions yet: run `lamina ocr`, `lamina modality` or "
-            "`lamina caption --model hf:…`."
-        )
-        return section
-    data: dict[str, Any] = dict.fromkeys(
-        ("modality", "ocr", "captions", "agreement", "new_axes", "depth")
-    )
-    if ctx.has("modality"):
-        data["modality"] = ctx.rows(
-            "select modality, count(*) as n from modality group by 1 order by 2 desc, 1"
-        )
-    if ctx.has("ocr"):
-        columns = {r["column_name"] for r in ctx.rows("describe images")}
-        w, h = "i.width", "i.height"
-        if "orientation" in columns:  # boxes are in the upright image's pixels
-            turned = "coalesce(i.orientation, 1) in (5, 6, 7, 8)"
-            w, h = (f"case when {turned} then i.height else i.width end",
-                    f"case when {turned} then i.width else i.height end")  # fmt: skip
-        data["ocr"] = {
-            "read": ctx.value("select count(*) from ocr"),
-            "with_text": ctx.value("select count(*) from ocr where n_lines > 0"),
-            "engine": ctx.value("select any_value(engine) from ocr"),
-            "samples": ctx.rows(
-                f"select o.image_id, p.path, o.text, o.lines, o.mean_confidence, {w} as w, "
-                f"{h} as h from ocr o join images i using (image_id) "
-                "left join image_paths p using (image_id) where o.n_lines > 0 "
-                f"order by o.n_lines desc, o.image_id limit {min(cap, OCR_SAMPLES)}"
-            ),
-        }
-        for sample in data["ocr"]["samples"]:
-            width, height = sample["w"] or 1, sample["h"] or 1
-            sample["boxes"] = [
-                {
-                    "left": round(100 * line["x0"] / width, 2),
-                    "top": round(100 * line["y0"] / height, 2),
-                    "width": round(100 * (line["x1"] - line["x0"]) / width, 2),
-                    "height": round(100 * (line["y1"] - line["y0"]) / height, 2),
-                    "text": line["text"],
-                }
-                for line in sample["lines"] or []
-            ]
-            sample["text"] = (sample["text"] or "")[:400]
-    if ctx.has("captions"):
-        cluster = "null"
-        join = ""
-        if ctx.has("clusters"):
-            cluster, join = "k.cluster", "left join clusters k using (image_id)"
-        data["captions"] = {
-            "count": ctx.value("select count(*) from captions where error is null"),
-            "model": ctx.value("select any_value(model) from captions"),
-            "prompt_version": ctx.value("select any_value(prompt_version) from captions"),
-            "rows": ctx.rows(
-                f"select {cluster} as cluster, c.image_id, c.caption, p.path from captions c "
-                f"{join} left join image_paths p using (image_id) where c.error is null "
-                f"qualify row_number() over (partition by {cluster} order by c.image_id) "
-                f"<= {CAPTIONS_PER_CLUSTER} order by cluster nulls last, c.image_id"
-            ),
-        }
-    if ctx.has("caption_clusters"):
-        from lamina.analysis.language import agreement
-
-        pairs = ctx.rows("select image_cluster, caption_cluster from caption_clusters")
-        data["agreement"] = agreement(
-            [r["image_cluster"] for r in pairs], [r["caption_cluster"] for r in pairs]
-        ).__dict__
-    if ctx.has("new_axes"):
-        # Caption terms that split an image cluster (`lamina agreement`), best first.
-        data["new_axes"] = ctx.rows(
-            "select a.*, p.path as path_with, q.path as path_without from new_axes a "
-            "left join image_paths p on p.image_id = a.example_with "
-            "left join image_paths q on q.image_id = a.example_without "
-            f"order by a.gain desc, a.p_value, a.image_cluster, a.term limit {NEW_AXES_SHOWN}"
-        )
-    if ctx.has("depth"):
-        data["depth"] = _depth_summary(ctx)
-    section.data = data
-    return section
-
-
-def _depth_summary(ctx: ReportContext) -> dict[str, Any]:
-    """Depth statistics (`lamina depth`) summed up per modality and per image cluster:
-    images measured, the median of their median depths and depth ranges, the mean
-    foreground share. Medians, not means: the model's units are relative."""
-    stats = (
-        "count(*) as n, median(d.depth_median) as depth_median, "
-        "median(d.depth_range) as depth_range, avg(d.foreground_share) as foreground_share"
-    )
-    out: dict[str, Any] = {
-        "measured": ctx.value("select count(*) from depth where error is null"),
-        "errors": ctx.value("select count(*) from depth where error is not null"),
-        "model": ctx.value("select any_value(model) from depth"),
-        "by_modality": [],
-        "by_cluster": [],
-    }
-    if ctx.has("modality"):
-        out["by_modality"] = ctx.rows(
-            f"select m.modality as name, {stats} from depth d join modality m using (image_id) "
-            "where d.error is null group by 1 order by 2 desc, 1"
-        )
-    if ctx.has("clusters"):
-        out["by_cluster"] = ctx.rows(
-            f"select k.cluster::varchar as name, {stats} from depth d join clusters k "
-            "using (image_id) where d.error is null group by 1 order by 2 desc, 1 "
-            f"limit {DEPTH_CLUSTERS_SHOWN}"
-        )
-    return out
-
-
-# -- 10. problems --------------------------------------------------------------------------
-
-PROBLEM_CAP = 100  # failing files listed before "and N more"
-# Files the scan found unusable (junk is expected and only counted in the statuses).
-SCAN_PROBLEMS = ("broken", "unsupported", "unreadable")
-
-
-def _error_layers(ctx: ReportContext) -> list[tuple[str, str]]:
-    """(layer, SQL of its failure text) for every layer with error rows per image."""
-    layers = []
-    for layer in sorted(ctx.tables - set(TABLE_NAMES) - {"runs"}):
-        columns = ctx.columns(layer)
-        if "error" not in columns or "image_id" not in columns:
-            continue
-        reason = "error || coalesce(': ' || detail, '')" if "detail" in columns else "error"
-        layers.append((layer, reason))
-    return layers
-
-
-def problems(ctx: ReportContext, cap: int = PROBLEM_CAP) -> Section:
-    """Every file something could not process, once, with each layer that failed on it and
-    why: the scan (broken, unsupported, unreadable files) and every layer with an `error`
-    column (signals, hashes, embed, thumbs, tags...); and runs with failed chunks."""
-    section = Section("problems", "Problems", ())
-    parts = []
-    for layer, reason in _error_layers(ctx):
-        if not ctx.value(f'select count(*) from "{layer}" where error is not null'):
-            continue
-        parts.append(
-            f"select distinct image_id, '{layer}' as layer, {reason} as reason "
-            f'from "{layer}" where error is not null'
-        )
-        section.tables += (layer,)
-    per_file = []
-    if ctx.has("files"):
-        scan = ", ".join(_sql_literal(s) for s in SCAN_PROBLEMS)
-        per_file.append(
-            "select file_path(source, rel_path) as path, image_id, 'scan' as layer, "
-            "status || coalesce(': ' || reason, '') || coalesce(' (' || detail || ')', '') "
-            f"as reason from files where status in ({scan})"
-        )
-        if parts:
-            per_file.append(
-                "select file_path(f.source, f.rel_path) as path, e.image_id, e.layer, e.reason "
-                f"from ({' union all '.join(parts)}) e join files f using (image_id) "
-                "where f.status <> 'missing'"
-            )
-    run_errors = []
-    if ctx.has("runs"):
-        run_errors = ctx.rows(
-            "select run_id, command, n_errors from runs where n_errors > 0 order by run_id"
-        )
-    if not parts and not run_errors and not ctx.has("signals"):
-        section.missing = "No stage has run on the pixels yet: run `lamina sense`."
-        return section
-    files: list[dict[str, Any]] = []
-    counts: list[dict[str, Any]] = []
-    total = 0
-    if per_file:
-        ctx.con.execute(f"create or replace temp view _problems as {' union all '.join(per_file)}")
-        total = ctx.value("select count(distinct path) from _problems")
-        counts = ctx.rows(
-            "select layer, count(distinct path) as files from _problems group by 1 "
-            "order by layer <> 'scan', 2 desc, 1"
-        )
-        files = ctx.rows(
-            "select path, any_value(image_id) as image_id, list({'layer': layer, "
-            "'reason': reason} order by layer <> 'scan', layer) as failures "
-            f"from _problems group by path order by path limit {int(cap)}"
-        )
-    section.data = {
-        "total": total,
-        "layers": counts,
-        "files": files,
-        "more": total - len(files),
-        "run_errors": run_errors,
-    }
-    return section
-
-
-# -- what to act on (the top of the page) --------------------------------------------------------
-
-
 def act_on(ctx: ReportContext, sections: list[Section]) -> Section:
     """What a reader can do something about, from the other sections: bytes the duplicates
     could free, files something failed on, the flags that hold the most images."""
@@ -885,169 +500,6 @@ def audit_section(ctx: ReportContext) -> Section:
         return section
     section.data = audit(ctx.store)
     return section
-
-
-# -- segments and motifs (issue 17) ---------------------------------------------------------
-
-MOTIF_GALLERIES = 12  # motifs shown, most widespread first
-
-
-def motif_galleries(ctx: ReportContext, cap: int) -> Section:
-    """The most widespread motifs: for each, its kind and counts, and up to `cap` images
-    that hold it (its medoid's image first, then the images whose segments are closest to
-    the motif's centre); the most associated motif pairs by lift.
-
-    Example:
-        >>> section = motif_galleries(open_context(lamina.open()), 8)  # doctest: +SKIP
-        >>> section.data["motifs"][0]["kind"]  # doctest: +SKIP
-        'infrastructure'
-    """
-    section = Section("motifs", "Motifs", ("segments", "motifs", "motif_summary"))
-    if not ctx.has("motifs", "motif_summary"):
-        section.missing = "No motifs yet: run `lamina segment` then `lamina motifs`."
-        return section
-    summary = ctx.rows(
-        "select * from motif_summary order by images desc, segments desc, motif "
-        f"limit {MOTIF_GALLERIES}"
-    )
-    shown = ", ".join(str(int(m["motif"])) for m in summary) or "null"
-    tiles = ctx.rows(
-        "select m.motif, m.image_id, max(m.similarity + case when m.is_medoid then 1 else 0 "
-        "end) as rank, count(*) as n, p.path from motifs m left join image_paths p "
-        f"using (image_id) where m.motif in ({shown}) group by m.motif, m.image_id, p.path "
-        "order by m.motif, rank desc, m.image_id"
-    )
-    motifs = []
-    for m in summary:
-        mine = [t for t in tiles if t["motif"] == m["motif"]][: int(cap)]
-        query = f"select * from image_motifs where motif = {int(m['motif'])}"
-        motifs.append({**m, "tiles": mine, "command": f'lamina sql "{query}"'})
-    pairs = []
-    if ctx.has("motif_cooccurrence"):
-        pairs = ctx.rows(
-            "select * from motif_cooccurrence where images_both >= 2 "
-            "order by lift desc, images_both desc, motif_a, motif_b limit 10"
-        )
-    section.data = {
-        "n_motifs": ctx.value("select count(*) from motif_summary"),
-        "n_segments": ctx.value("select count(*) from motifs"),
-        "kinds": ctx.rows("select kind, count(*) as n from motif_summary group by 1 order by 1"),
-        "motifs": motifs,
-        "pairs": pairs,
-    }
-    return section
-
-
-# -- stop-condition diagnostics (`lamina diagnose`) --------------------------------------------
-
-DIAGNOSTIC_TABLES = ("motifs", "segment_features", "caption_clusters")
-
-
-def diagnostics(ctx: ReportContext) -> Section:
-    """The checks of `lamina diagnose`: for each, its verdict and numbers and the layers
-    it read, or what is missing and the command that makes it.
-
-    Example:
-        >>> diagnostics(open_context(lamina.open())).data["checks"][0]["name"]  # doctest: +SKIP
-        'segment_models'
-    """
-    from dataclasses import asdict
-
-    from lamina.jobs.diagnose import diagnose
-
-    section = Section("diagnostics", "Stop-condition diagnostics", DIAGNOSTIC_TABLES)
-    section.data = {
-        "checks": [asdict(c) for c in diagnose(ctx.store).checks],
-        "command": "lamina diagnose",
-    }
-    return section
-
-
-# -- predictions of a trained head (issue 16) ---------------------------------------------------
-
-PER_CLASS = 8  # thumbnails per predicted label, highest score first
-UNSURE = 12  # least confident images shown
-
-
-def predictions(ctx: ReportContext, cap: int) -> Section:
-    """What `lamina predict` wrote: the experiment and its test metrics (from the
-    `experiments` table), images per predicted label with the most confident first, the
-    least confident images (lowest score, then highest entropy), and the drift rate (the
-    share of images farther from every training class centroid than the experiment's
-    stored threshold, see `lamina.learning.predict`).
-
-    Example:
-        >>> section = predictions(open_context(lamina.open()), 8)  # doctest: +SKIP
-        >>> [c["label"] for c in section.data["classes"]]  # doctest: +SKIP
-        ['cats', 'dogs', 'owls']
-    """
-    section = Section("predictions", "Predictions", ("predictions", "experiments"))
-    if not ctx.has("predictions"):
-        section.missing = "No predictions: `lamina train`, then `lamina predict --experiment ID`."
-        return section
-    counts = ctx.rows(
-        "select experiment_id, count(*) filter (where error is null) as predicted, "
-        "count(*) filter (where error is not null) as missing from predictions "
-        "group by 1 order by 2 desc, 1"
-    )
-    experiments = []
-    for c in counts:
-        row: dict[str, Any] = {"experiment_id": c["experiment_id"]}
-        if ctx.has("experiments"):
-            found = ctx.rows(
-                "select head, class_weight, model, labels, classes, scored_on, n_train, "
-                "n_val, n_test, balanced_accuracy, macro_f1, accuracy, ece, "
-                "baseline_balanced_accuracy from experiments where experiment_id = ?",
-                [c["experiment_id"]],
-            )
-            row.update(found[0] if found else {})
-        row.update(c, **_drift(ctx, c["experiment_id"]))
-        experiments.append(row)
-    per_label = max(1, min(int(cap), PER_CLASS))
-    classes = ctx.rows(
-        "select label, count(*) as n, avg(score)::double as mean_score from predictions "
-        "where error is null group by 1 order by 2 desc, 1"
-    )
-    tiles = ctx.rows(
-        "select q.label, q.image_id, q.score::double as score, q.entropy::double as entropy, "
-        "p.path from predictions q left join image_paths p using (image_id) "
-        "where q.error is null qualify row_number() over (partition by q.label "
-        f"order by q.score desc, q.image_id) <= {per_label} "
-        "order by q.label, q.score desc, q.image_id"
-    )
-    for c in classes:
-        c["tiles"] = [t for t in tiles if t["label"] == c["label"]]
-        c["command"] = f'lamina select --where "pred_label = {_sql_literal(c["label"])}"'
-    section.data = {
-        "experiments": experiments,
-        "classes": classes,
-        "unsure": ctx.rows(
-            "select q.label, q.image_id, q.score::double as score, q.entropy::double as "
-            "entropy, q.top_k, p.path from predictions q left join image_paths p "
-            "using (image_id) where q.error is null "
-            f"order by q.score asc, q.entropy desc, q.image_id limit {min(int(cap), UNSURE)}"
-        ),
-        "unsure_command": 'lamina select --where "pred_score < 0.6"',
-    }
-    return section
-
-
-def _drift(ctx: ReportContext, experiment_id: str) -> dict[str, Any]:
-    """The drift rate of the predicted images against the experiment's stored threshold
-    (None when its `reference.npz` is gone), as `lamina predict` reports it."""
-    from lamina.learning.experiments import experiment_dir
-
-    reference = experiment_dir(ctx.store, experiment_id) / "reference.npz"
-    if not reference.is_file():
-        return {"drift_rate": None, "drift_threshold": None}
-    with np.load(reference) as ref:
-        threshold = float(ref["threshold"])
-    rate = ctx.value(
-        "select avg(case when centroid_distance > ? then 1.0 else 0.0 end)::double "
-        "from predictions where experiment_id = ? and centroid_distance is not null",
-        [threshold, experiment_id],
-    )
-    return {"drift_rate": rate, "drift_threshold": threshold}
 
 
 def collect(store: Store, *, gallery_size: int = 24) -> list[Section]:
