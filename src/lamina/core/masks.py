@@ -1,5 +1,6 @@
 """Binary masks as COCO run-length encodings (the `rle` column of the segment tables and
-the `segmentation` of a COCO export), with no dependency on pycocotools.
+the `segmentation` of a COCO export), with no dependency on pycocotools, and the geometry
+of one mask (`mask_stats`: bbox, area, solidity, eccentricity, thinness, border).
 
 COCO's RLE runs over the mask in column-major order (down each column, then the next),
 alternating 0-runs and 1-runs, the first a 0-run (possibly empty). The compressed string
@@ -212,3 +213,37 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     values[1::2] = True
     flat = np.repeat(values, counts)
     return flat.reshape((w, h)).T.copy()
+
+
+def mask_stats(mask: np.ndarray) -> dict[str, Any]:
+    """Geometry of one mask in its frame: `bbox` [x, y, w, h], `area` (pixels), `area_pct`,
+    `solidity`, `eccentricity`, `thinness` (minor / major axis) and `border` (the gap to the
+    nearest edge over the short side).
+
+    Example:
+        >>> m = np.zeros((10, 20), bool); m[2:6, 4:12] = True
+        >>> s = mask_stats(m)
+        >>> s["bbox"], s["area_pct"], s["solidity"], s["border"]
+        ([4, 2, 8, 4], 16.0, 1.0, 0.2)
+    """
+    from skimage.measure import regionprops
+
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = mask[y0:y1, x0:x1]
+    props = regionprops(crop.astype(np.uint8))[0]
+    major = float(props.axis_major_length)
+    minor = float(props.axis_minor_length)
+    gap = min(x0, y0, w - x1, h - y1)
+    return {
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "area": int(crop.sum()),
+        "area_pct": round(100.0 * float(crop.sum()) / (h * w), 4),
+        "solidity": float(props.solidity),
+        "eccentricity": float(props.eccentricity),
+        # One row or column has no second axis: a line, unless it is a single pixel.
+        "thinness": minor / major if major > 0 else 1.0,
+        "border": gap / min(h, w),
+    }
