@@ -151,3 +151,32 @@ def test_two_writers_from_one_commit_cannot_both_publish(
     _machine(monkeypatch, tmp_path, "b")
     with pytest.raises(StoreError, match="work not yet published"):
         objectstore.pull(url)
+
+
+@pytest.mark.parametrize(
+    ("rel", "sha"),
+    [
+        ("../../outside.txt", "a" * 64),
+        ("/etc/passwd", "a" * 64),
+        ("layers/./x", "a" * 64),
+        ("lamina.toml", "../objects/x"),
+    ],
+)
+def test_a_manifest_naming_a_path_outside_the_store_or_a_bad_hash_is_refused(
+    rel: str, sha: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bucket someone else writes to cannot make `pull` write outside the working copy
+    (or read another key than an object): the manifest is refused before any download."""
+    import fsspec
+
+    _machine(monkeypatch, tmp_path, "reader")
+    url = "memory://hostile-bucket/lamina-store"
+    manifest = {"files": {"lamina.toml": ["b" * 64, 10], rel: [sha, 1]}}
+    fsspec.filesystem("memory").pipe_file(
+        "hostile-bucket/lamina-store/commits/0000000001.json", json.dumps(manifest).encode()
+    )
+    with pytest.raises(StoreError, match=r"not a plain relative path|not a SHA-256"):
+        objectstore.read_commit(url, 1)
+    with pytest.raises(StoreError, match=r"not a plain relative path|not a SHA-256"):
+        objectstore.pull(url)
+    assert not (tmp_path / "outside.txt").exists()

@@ -58,6 +58,7 @@ LOCAL_ONLY = frozenset({"tmp", "cache", LOCK_FILE, FENCE_FILE, STATE_FILE})
 # Protocols whose `pipe_file(..., mode="create")` is a conditional put (see module doc).
 WRITABLE = frozenset({"s3", "s3a", "memory"})
 _COMMIT_NAME = re.compile(r"^(\d{10})\.json$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _BLOCK = 1 << 20
 
 
@@ -103,6 +104,23 @@ def read_commit(url: str, number: int) -> Commit:
             f"the commit {url}/{COMMITS}/{number:010d}.json cannot be read: {exc}",
             hint="check the endpoint and credentials; a manifest is written whole or not at all",
         ) from exc
+    for rel, (sha, _size) in files.items():
+        # The manifest comes from a bucket, maybe one someone else writes: a path that
+        # could land outside the working copy, or a hash that is not one, is refused
+        # before anything is downloaded.
+        parts = rel.split("/")
+        if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(
+                f"the commit {url}/{COMMITS}/{number:010d}.json names the path {rel!r}, "
+                "which is not a plain relative path inside a store",
+                hint="this manifest was not written by lamina: check who writes to that bucket",
+            )
+        if not _SHA256.fullmatch(sha):
+            raise StoreError(
+                f"the commit {url}/{COMMITS}/{number:010d}.json gives {rel!r} the hash "
+                f"{sha!r}, which is not a SHA-256",
+                hint="this manifest was not written by lamina: check who writes to that bucket",
+            )
     return Commit(number, files)
 
 
