@@ -85,8 +85,8 @@ class CaptionsPass(Pass):
             parse_spec,
             prompt_version,
         )
+        from lamina.core.chunk_plan import available_memory_mb
         from lamina.core.errors import LaminaError
-        from lamina.core.runner import available_memory_mb
 
         folder = model_folder(parse_spec(self.config.model), self.config.offline)
         # (parse_spec refuses an empty model: there is no default caption model)

@@ -785,6 +785,6 @@ def warm_up() -> None:
     """Run in each new worker while the main process walks: the imports and the pass set-up
     that its first chunk would otherwise wait for (`lamina.jobs.scan` starts the workers
     with it; it lives here so that a worker imports only this module)."""
-    from lamina.core.runner import _worker_pass
+    from lamina.core.chunk_work import worker_pass
 
-    _worker_pass(ScanPass.name, ScanPass().config_dict())
+    worker_pass(ScanPass.name, ScanPass().config_dict())
