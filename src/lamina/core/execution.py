@@ -10,12 +10,12 @@ machine's disks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from urllib.parse import urlsplit
 
 from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.ledger import without_credentials
 from lamina.executors.ray import INSTALL_HINT, RayExecutor, RayMissing
 
 EXECUTORS = ("local", "ray")
@@ -66,22 +66,6 @@ def current_executor() -> RayExecutor | None:
     return _CURRENT.get()
 
 
-def without_credentials(address: str) -> str:
-    """A cluster address with any user, password or query (a token) dropped: what a run
-    record may keep.
-
-    Example:
-        >>> without_credentials("ray://admin:s3cret@head.example:10001/?token=x")
-        'ray://head.example:10001/'
-        >>> without_credentials("head.example:6379")
-        'head.example:6379'
-    """
-    if "://" not in address:
-        return address.rpartition("@")[2]
-    parts = urlsplit(address)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-
-
 def executor_record(executor: RayExecutor | None = None) -> dict[str, str | None]:
     """What runs the map passes' chunks, for a run record: the executor's kind and, for
     Ray, the cluster's address without credentials (None: a local Ray of the command's
@@ -101,20 +85,3 @@ def executor_record(executor: RayExecutor | None = None) -> dict[str, str | None
         "kind": "ray",
         "address": None if address is None else without_credentials(address),
     }
-
-
-def argv_without_credentials(argv: Sequence[str]) -> list[str]:
-    """`argv` with the value of `--ray-address` stripped of credentials
-    (`without_credentials`), so that a run record keeps the command but not its password.
-
-    Example:
-        >>> argv_without_credentials(["lamina", "run", "--ray-address", "ray://u:p@head:10001"])
-        ['lamina', 'run', '--ray-address', 'ray://head:10001']
-    """
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg.startswith("--ray-address="):
-            out[i] = "--ray-address=" + without_credentials(arg.partition("=")[2])
-        elif i and out[i - 1] == "--ray-address":
-            out[i] = without_credentials(arg)
-    return out

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
-from lamina.core.execution import argv_without_credentials, executor_record
+from lamina.core.execution import executor_record
 from lamina.core.ledger import Run
 from lamina.core.outputs import record_output
 from lamina.core.store import Store, atomic_write_json
@@ -191,8 +190,7 @@ def run_pipeline(
     # Which executor ran the passes' chunks (`--executor`, `--ray-address`), for whoever
     # reads the run record later; an address's credentials are never written.
     executor = executor_record()
-    argv = argv_without_credentials(sys.argv)
-    with Run(store, "run", {"pipeline": resolved, "executor": executor}, argv=argv) as run:
+    with Run(store, "run", {"pipeline": resolved, "executor": executor}) as run:
         atomic_write_json(store.run_dir(run.run_id) / "config.json", resolved)
         for i, name in enumerate(stages, 1):
             head = f"[{i}/{len(stages)}] {name}"
