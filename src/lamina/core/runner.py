@@ -99,6 +99,7 @@ __all__ = [
     "input_fingerprint",
     "plan_workers",
     "result_keys",
+    "rows_needed",
     "run_global_pass",
     "run_map_pass",
     "run_map_pass_batches",
@@ -173,6 +174,19 @@ def done_keys(store: Store, instance: Pass) -> pa.Array:
     return pa.chunked_array(arrays).combine_chunks()
 
 
+def rows_needed(keys: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.BooleanArray:
+    """Which of `keys` are still to do: every key not among the committed ones (`done`),
+    all of them when nothing is; a null key is never in `done`, so its row is needed.
+
+    Example:
+        >>> rows_needed(pa.chunked_array([["a", "b", None]]), pa.array(["a"])).to_pylist()
+        [False, True, True]
+    """
+    known = done if len(done) else pa.nulls(0, keys.type)
+    need = pc.invert(pc.is_in(keys, value_set=known))
+    return need.combine_chunks() if isinstance(need, pa.ChunkedArray) else need
+
+
 def run_map_passes(
     store: Store,
     instances: list[Pass],
@@ -217,15 +231,7 @@ def run_map_passes(
                     raise TypeError(f"{instance.name} is not a map pass")
                 sweep_uncommitted(store, instance)
                 _heal(store, instance, run)
-                done = done_keys(store, instance)
-                keys = inputs[instance.key]
-                if not len(done):
-                    done = pa.nulls(0, keys.type)
-                # Every row not committed (all of them when nothing is): a null key is never in
-                # `done`, so it is needed, as it always was.
-                need = pc.invert(pc.is_in(keys, value_set=done))
-                if isinstance(need, pa.ChunkedArray):
-                    need = need.combine_chunks()
+                need = rows_needed(inputs[instance.key], done_keys(store, instance))
                 by_layer[instance.name, instance.layer_id].already_done = inputs.num_rows - (
                     pc.sum(need).as_py() or 0
                 )
@@ -451,11 +457,7 @@ def run_map_pass_batches(
             result.inputs += table.num_rows
             done = every_done if done_for is None else done_for(i)
             assert done is not None  # one of the two is always given
-            # A null key is never in `done`: such a row is needed, as in run_map_passes.
-            known = done if len(done) else pa.nulls(0, keys.type)
-            need = pc.invert(pc.is_in(keys, value_set=known))
-            if isinstance(need, pa.ChunkedArray):
-                need = need.combine_chunks()
+            need = rows_needed(keys, done)
             n_todo = pc.sum(need).as_py() or 0
             result.already_done += table.num_rows - n_todo
             if n_todo == 0:

@@ -71,6 +71,21 @@ def image_id_from_sha256(sha256_hex: str) -> str:
     return sha256_hex[:32]
 
 
+def failed_probe(status: str, reason: str, detail: str) -> dict[str, Any]:
+    """The probe row of a file that was not read through: its status, reason and detail,
+    no header facts (flags False, the rest null).
+
+    Example:
+        >>> failed_probe("broken", "probe_error", "ValueError: x")["huge"]
+        False
+    """
+    row: dict[str, Any] = {name: None for name in PROBE_SCHEMA.names}
+    row.update(
+        status=status, reason=reason, ext_mismatch=False, icc=False, huge=False, detail=detail
+    )
+    return row
+
+
 # -- the probe pass --------------------------------------------------------------------------
 
 
@@ -123,15 +138,7 @@ class ScanPass(Pass):
                     row = probe_file(path, rel)
                     row["detail"] = None
             except Exception as exc:  # a bug in a header parser must not sink the chunk
-                row = {name: None for name in PROBE_SCHEMA.names}
-                row.update(
-                    status="broken",
-                    reason="probe_error",
-                    ext_mismatch=False,
-                    icc=False,
-                    huge=False,
-                    detail=f"{type(exc).__name__}: {exc}",
-                )
+                row = failed_probe("broken", "probe_error", f"{type(exc).__name__}: {exc}")
             row["file_key"] = key
             rows.append(row)
         return pa.Table.from_arrays(
@@ -172,16 +179,9 @@ def _probe_remote(path: str, rel: str, size: int | None, mtime: int | None) -> d
     if not changed:
         row["detail"] = None
         return row
-    row = {name: None for name in PROBE_SCHEMA.names}
-    row.update(
-        status="unreadable",
-        reason="changed_during_scan",
-        ext_mismatch=False,
-        icc=False,
-        huge=False,
-        detail=f"{changed}; the next scan reads it again",
+    return failed_probe(
+        "unreadable", "changed_during_scan", f"{changed}; the next scan reads it again"
     )
-    return row
 
 
 def _probe_member(
@@ -193,17 +193,9 @@ def _probe_member(
         row = probe_bytes(got, rel)
         row["detail"] = None
         return row
-    row = {name: None for name in PROBE_SCHEMA.names}
-    reason = "archive_member_unreadable" if got is not None else "archive_member_missing"
-    row.update(
-        status="unreadable",
-        reason=reason,
-        ext_mismatch=False,
-        icc=False,
-        huge=False,
-        detail=f"{type(got).__name__}: {got}" if got is not None else "gone from its archive",
-    )
-    return row
+    if got is None:
+        return failed_probe("unreadable", "archive_member_missing", "gone from its archive")
+    return failed_probe("unreadable", "archive_member_unreadable", f"{type(got).__name__}: {got}")
 
 
 def warm_up() -> None:
