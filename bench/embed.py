@@ -149,16 +149,17 @@ def side_lamina_warm(store: str, workers: int) -> dict[str, Any]:
     before the clock starts (what (b) leaves out too); the rest is the real pass."""
     from functools import partial
 
+    from lamina.core.chunk_work import worker_pass
     from lamina.core.ledger import Run
     from lamina.core.passes import get_pass
-    from lamina.core.runner import _worker_pass, image_inputs, run_map_passes
+    from lamina.core.runner import image_inputs, run_map_passes
     from lamina.core.store import Store
     from lamina.executors.local import LocalExecutor
 
     instance = get_pass("embed", {"threads": 1 if workers > 1 else 0})
     executor = LocalExecutor(workers)
     # The pool initializer loads the model in each worker, before that worker runs a task.
-    executor.start(partial(_worker_pass, instance.name, instance.config_dict()))
+    executor.start(partial(worker_pass, instance.name, instance.config_dict()))
     pids: set[int] = set()
     while len(pids) < workers:
         futures = [executor._pool.submit(_pid_after_a_pause) for _ in range(workers)]

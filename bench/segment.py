@@ -21,11 +21,15 @@ runs in its own process on its own store, after one `lamina scan` (not timed):
 
 Usage::
 
-    .venv/bin/python bench/segment.py                # 300 images; writes results/segment.md
+    .venv/bin/python bench/segment.py                # 300 images; into results/segment.md
     .venv/bin/python bench/segment.py --n 1000 --sam
     .venv/bin/python bench/segment.py --n 40 --out /tmp/segment.md   # a quick check
     nice -n 10 .venv/bin/python bench/segment.py --n 1000 --methods felzenszwalb \
         --motifs-n 0 --huge-mp 200 --sam          # the issue's 1,000 images and 200 MP
+
+The results replace only the block between `<!-- bench/segment.py begin -->` and
+`<!-- bench/segment.py end -->` in the `--out` file (appended when it has none): the
+hand-written sections around it are kept.
 """
 
 from __future__ import annotations
@@ -226,8 +230,6 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()  # fmt: skip
     lines = [
-        "# Segment benchmark",
-        "",
         f"Date: {date.today().isoformat()}. Machine: {len(os.sched_getaffinity(0))} cores "
         f"({cpu}), Python {platform.python_version()}, lamina {commit}. Load average "
         f"before: {load_before}, after: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
@@ -245,10 +247,41 @@ def main() -> None:
             f"| {name} | {n} | {segs} | {seconds:.1f} | {n / seconds:.2f} | "
             f"{segs / seconds:.1f} | {peak:.0f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
+    block = "\n".join(lines) + "\n"
+    print(block)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    old = args.out.read_text() if args.out.exists() else "# Segment benchmark\n"
+    try:
+        args.out.write_text(with_block(old, block))
+    except ValueError as exc:
+        raise SystemExit(f"{args.out}: {exc} (the results were printed above)") from None
+
+
+# The part of results/segment.md this script writes: only the text between these markers is
+# ever replaced, so the hand-written sections around it (other benchmarks' notes, the
+# reading of earlier runs) stay as they are.
+BEGIN = "<!-- bench/segment.py begin -->"
+END = "<!-- bench/segment.py end -->"
+
+
+def with_block(text: str, block: str) -> str:
+    """`text` with the content between the markers replaced by `block`, the rest as it was;
+    the marked block is appended at the end when `text` has no markers yet.
+
+    Example:
+        >>> print(with_block(f"notes\\n{BEGIN}\\nold\\n{END}\\nmore\\n", "new\\n"), end="")
+        notes
+        <!-- bench/segment.py begin -->
+        new
+        <!-- bench/segment.py end -->
+        more
+    """
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 and end < 0:
+        return f"{text.rstrip()}\n\n{BEGIN}\n{block}{END}\n"
+    if start < 0 or end < start or text.count(BEGIN) > 1 or text.count(END) > 1:
+        raise ValueError(f"the markers are broken: the file needs one {BEGIN} then one {END}")
+    return f"{text[: start + len(BEGIN)]}\n{block}{text[end:]}"
 
 
 if __name__ == "__main__":

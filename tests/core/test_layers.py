@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lamina.core.chunk_plan import ChunkTask, PassPart, to_ipc
+from lamina.core.chunk_work import execute_chunk
 from lamina.core.layers import (
     CERTIFICATE,
     check_layer,
@@ -20,7 +22,7 @@ from lamina.core.layers import (
 )
 from lamina.core.ledger import Run
 from lamina.core.passes import REGISTRY, register
-from lamina.core.runner import ChunkTask, PassPart, _to_ipc, execute_chunk, run_map_pass
+from lamina.core.runner import run_map_pass
 from lamina.core.store import Store
 from tests.core.test_runner import Double, inputs
 
@@ -49,7 +51,7 @@ def stale_commit(store: Store, p: Double, rows: pa.Table, factor: int = 2) -> st
         (PassPart(p.name, {"factor": factor}, p.layer_id, "0000stale", None),),
         str(store.root),
         "killed-run",
-        _to_ipc(rows),
+        to_ipc(rows),
     )
     execute_chunk(task)
     return "0000stale"
@@ -125,7 +127,7 @@ def test_a_part_left_empty_is_removed_with_its_record(tmp_path: Path) -> None:
         (PassPart(p.name, {"factor": 2}, p.layer_id, "zzzz", None),),
         str(store.root),
         "killed-run",
-        _to_ipc(inputs(3)),
+        to_ipc(inputs(3)),
     )
     execute_chunk(task)
     assert repair_layer(layer)["parts_removed"] == 1

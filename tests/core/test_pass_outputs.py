@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+import lamina.core.chunk_plan as chunk_plan
 import lamina.core.runner as runner
 from lamina.core.config import config_hash
 from lamina.core.ledger import Run
@@ -140,8 +141,8 @@ def test_a_run_on_a_small_machine_gets_fewer_workers(
         return real(1)  # run in this process, whatever was planned
 
     monkeypatch.setattr(runner, "LocalExecutor", spy)
-    monkeypatch.setattr(runner, "default_workers", lambda: 8)
-    monkeypatch.setattr(runner, "available_memory_mb", lambda: 4_000)
+    monkeypatch.setattr(chunk_plan, "default_workers", lambda: 8)
+    monkeypatch.setattr(chunk_plan, "available_memory_mb", lambda: 4_000)
     store = Store.open(tmp_path / "s", create=True)
     with Run(store, "test", {}) as run:
         run_map_pass(store, Notes(), ids(2), run, progress=False)  # 3000 MB a worker

@@ -296,7 +296,8 @@ def test_sigkill_of_the_runner_leaves_no_worker_to_duplicate_rows(tmp_path: Path
 
 
 def test_a_chunk_of_a_run_that_lost_the_lock_commits_nothing(tmp_path: Path) -> None:
-    from lamina.core.runner import ChunkTask, PassPart, _to_ipc, execute_chunk
+    from lamina.core.chunk_plan import ChunkTask, PassPart, to_ipc
+    from lamina.core.chunk_work import execute_chunk
     from lamina.core.store import LockLostError
 
     store = Store.open(tmp_path / "s", create=True)
@@ -307,7 +308,7 @@ def test_a_chunk_of_a_run_that_lost_the_lock_commits_nothing(tmp_path: Path) -> 
         (PassPart(p.name, {"factor": 2}, p.layer_id, "c1", None),),
         str(store.root),
         "old-run",
-        _to_ipc(inputs(3)),
+        to_ipc(inputs(3)),
         old,
     )
     with store.write_lock("new"), pytest.raises(LockLostError):
@@ -334,7 +335,8 @@ class Seen(Pass):
 def test_pixel_passes_get_a_chunk_one_decoded_slice_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lamina.core import decode, runner
+    from lamina.core import chunk_work, decode
+    from lamina.core.chunk_plan import PassPart
 
     decoded: list[int] = []
 
@@ -343,12 +345,12 @@ def test_pixel_passes_get_a_chunk_one_decoded_slice_at_a_time(
         return [f"px{x}" for x in batch["x"].to_pylist()]
 
     monkeypatch.setattr(decode, "decode_batch", fake_decode)
-    monkeypatch.setattr(runner, "DECODE_SLICE", 3)
+    monkeypatch.setattr(chunk_work, "DECODE_SLICE", 3)
     parts = [
-        runner.PassPart("seen_test", {}, "1-a", "c", None),
-        runner.PassPart("seen_test", {}, "1-a", "c", (1, 4, 5, 9)),  # done for the others
+        PassPart("seen_test", {}, "1-a", "c", None),
+        PassPart("seen_test", {}, "1-a", "c", (1, 4, 5, 9)),  # done for the others
     ]
-    outs, seconds = runner._decoded_outputs(inputs(10), parts, [Seen(), Seen()], "working")
+    outs, seconds = chunk_work._decoded_outputs(inputs(10), parts, [Seen(), Seen()], "working")
     assert decoded == [3, 3, 3, 1]  # each image decoded once, at most 3 held at a time
     assert outs[0].table["px"].to_pylist() == [f"px{i}" for i in range(10)]
     expected = [{"image_id": f"id{i:04d}", "px": f"px{i}"} for i in (1, 4, 5, 9)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core import archives
+from lamina.core import archives, archives_base
 from lamina.core.archives import ArchiveLimits, list_archive, open_source, read_members
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
@@ -229,7 +229,8 @@ def test_without_the_reader_an_archive_is_one_unsupported_row(
     (src / "Vol 01.cb7").write_bytes(_7z_bytes({"p.jpg": _page(tmp_path, 1)}))
     (src / "Vol 02.cbr").write_bytes(rar5({"p.jpg": _page(tmp_path, 2)}))
     (src / "box.zip").write_bytes(_zip_bytes({"in.7z": _7z_bytes({"p.jpg": b"x"})}))
-    monkeypatch.setattr(archives, "_READERS", {"7z": "no_such_py7zr", "rar": "no_such_rarfile"})
+    missing = {"7z": "no_such_py7zr", "rar": "no_such_rarfile"}
+    monkeypatch.setattr(archives_base, "_READERS", missing)
     archives.reader_missing.cache_clear()
     try:
         rows = _rows(_scan(tmp_path, src, monkeypatch))

@@ -21,7 +21,7 @@ import fsspec
 import pytest
 from click.testing import CliRunner
 
-import lamina.passes.scan as scan_module
+import lamina.passes.scan_listing as scan_listing
 from lamina.cli import main
 from lamina.core.errors import SourceError
 from lamina.core.remote import check_url, filesystem, remote_error
@@ -172,7 +172,7 @@ def test_a_listing_that_changes_during_the_scan(
     url = _upload(tree, bucket)
     fs = fsspec.filesystem("memory")
     base = f"/{bucket}/col"
-    real_walk = scan_module.walk_remote
+    real_walk = scan_listing.walk_remote
 
     def walk_then_change(root: str) -> Iterator[tuple[str, int | None, int | None]]:
         yield from real_walk(root)  # the snapshot is taken: now the bucket changes
@@ -180,7 +180,7 @@ def test_a_listing_that_changes_during_the_scan(
         fs.pipe(f"{base}/cats/a.jpg", write_photo(tmp_path / "new-a.jpg", 42).read_bytes())
         fs.pipe(f"{base}/late.jpg", write_photo(tmp_path / "late.jpg", 43).read_bytes())
 
-    monkeypatch.setattr(scan_module, "walk_remote", walk_then_change)
+    monkeypatch.setattr(scan_listing, "walk_remote", walk_then_change)
     store = Store.open(tmp_path / "store", create=True)
     first = scan_sources(store, [url], workers=1, progress=False)
     rows = {r["rel_path"]: r for r in store.table("files").to_pylist()}
@@ -192,7 +192,7 @@ def test_a_listing_that_changes_during_the_scan(
     assert rows["dogs/c.png"]["status"] == "ok"
     assert first["status"]["ok"] == 2
 
-    monkeypatch.setattr(scan_module, "walk_remote", real_walk)
+    monkeypatch.setattr(scan_listing, "walk_remote", real_walk)
     second = scan_sources(store, [url], workers=1, progress=False)
     rows = {r["rel_path"]: r for r in store.table("files").to_pylist()}
     assert rows["cats/b.jpg"]["status"] == "missing"

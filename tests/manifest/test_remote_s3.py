@@ -18,7 +18,7 @@ moto_server = pytest.importorskip("moto.server")
 
 import boto3  # noqa: E402 - only where s3fs / moto are there
 
-import lamina.passes.scan as scan_module  # noqa: E402
+import lamina.passes.scan_listing as scan_listing  # noqa: E402
 from lamina.core.errors import SourceError  # noqa: E402
 from lamina.core.store import Store  # noqa: E402
 from lamina.jobs.scan import scan_sources  # noqa: E402
@@ -59,7 +59,7 @@ def test_listing_that_changes_during_the_scan(
 ) -> None:
     url = make_bucket(s3env, "changing", tree)
     s3 = boto3.client("s3", endpoint_url=s3env, region_name="us-east-1")
-    real_walk = scan_module.walk_remote
+    real_walk = scan_listing.walk_remote
 
     def walk_then_change(root: str) -> Iterator[tuple[str, int | None, int | None]]:
         yield from real_walk(root)
@@ -68,14 +68,14 @@ def test_listing_that_changes_during_the_scan(
         s3.put_object(Bucket="changing", Key="col/cats/a.jpg", Body=new)
         s3.put_object(Bucket="changing", Key="col/late.jpg", Body=new)
 
-    monkeypatch.setattr(scan_module, "walk_remote", walk_then_change)
+    monkeypatch.setattr(scan_listing, "walk_remote", walk_then_change)
     store = Store.open(tmp_path / "store", create=True)
     scan_sources(store, [url], workers=1, progress=False)
     rows = {r["rel_path"]: r for r in store.table("files").to_pylist()}
     assert "late.jpg" not in rows
     for gone in ("cats/a.jpg", "cats/b.jpg"):
         assert (rows[gone]["status"], rows[gone]["reason"]) == ("unreadable", "changed_during_scan")
-    monkeypatch.setattr(scan_module, "walk_remote", real_walk)
+    monkeypatch.setattr(scan_listing, "walk_remote", real_walk)
     fresh_s3fs()
     second = scan_sources(store, [url], workers=1, progress=False)
     rows = {r["rel_path"]: r for r in store.table("files").to_pylist()}

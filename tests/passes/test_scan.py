@@ -18,6 +18,7 @@ from lamina.core.errors import SourceError, StoreError
 from lamina.core.store import Store
 from lamina.jobs.scan import scan_sources
 from lamina.passes import scan as scan_module
+from lamina.passes import scan_listing
 from tests.conftest import write_photo
 
 
@@ -500,8 +501,8 @@ def test_spilled_listing_equals_the_listing(
     """The listing the scan writes to a file as it walks (`spill_listing`, several row
     groups here) holds the rows of `list_sources`, sorted, also when the walk's rows come
     out of order (sources given in reverse: the file is then sorted by DuckDB)."""
-    monkeypatch.setattr(scan_module, "SPILL_ROWS", 4)
-    monkeypatch.setattr(scan_module, "_WALK_BATCH", 3)
+    monkeypatch.setattr(scan_listing, "SPILL_ROWS", 4)
+    monkeypatch.setattr(scan_listing, "_WALK_BATCH", 3)
     src, other = tmp_path / "src", tmp_path / "other"
     for rel in ("a/x.jpg", "a.jpg", "a-b/y.jpg", "a0", "a/b/z.jpg", "B.jpg", "é.jpg"):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)

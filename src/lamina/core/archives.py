@@ -26,50 +26,47 @@ stream.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import io
 import os
 import tarfile
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO
 
+from lamina.core.archives_7z_rar import declared_bytes, list_7z, list_rar, read_7z, read_rar
+from lamina.core.archives_base import (
+    READ_ERRORS,
+    SEP,
+    ArchiveLimits,
+    Member,
+    archive_kind,
+    check_bomb,
+    member_name,
+    reader_missing,
+)
 from lamina.core.remote import is_url, mtime_ns, open_remote, open_seekable, remote_info
 
-# What joins an archive's path to a member's path inside it.
-SEP = "!/"
-
-_ZIP_EXTS = (".zip", ".cbz")
-_TAR_EXTS = (".tar", ".cbt", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz")
-_7Z_EXTS = (".7z", ".cb7")
-_RAR_EXTS = (".rar", ".cbr")
-# The optional readers: archive kind -> (module, extra to install)
-_READERS = {"7z": "py7zr", "rar": "rarfile"}
-
-
-def _read_errors() -> tuple[type[Exception], ...]:
-    """What a broken tar or zip stream raises while being read (zlib.error, lzma.LZMAError
-    and EOFError from the decompressors; tarfile / zipfile errors for their own structure)."""
-    import lzma
-    import zlib
-
-    return (
-        OSError,
-        EOFError,
-        ValueError,
-        NotImplementedError,
-        RuntimeError,
-        zlib.error,
-        lzma.LZMAError,
-        tarfile.TarError,
-        zipfile.BadZipFile,
-    )
-
-
-_READ_ERRORS: tuple[type[Exception], ...] = _read_errors()
-
+# Importable from here as before the split: the scan, the readers and the tests use them.
+__all__ = [
+    "SEP",
+    "TAR_CACHE_BYTES",
+    "ZIP_KEEP",
+    "ArchiveLimits",
+    "Member",
+    "archive_kind",
+    "container_of",
+    "is_member",
+    "list_archive",
+    "member_name",
+    "open_member_stream",
+    "open_source",
+    "outer_file",
+    "read_members",
+    "reader_missing",
+    "source_exists",
+    "source_mtime_ns",
+    "source_version",
+]
 
 # A compressed tar has no index: reaching a member decompresses everything before it. So a
 # process keeps the last compressed tar it read, decompressed, when it is at most this big
@@ -79,64 +76,6 @@ TAR_CACHE_BYTES = 256 << 20
 # key -> (the decompressed bytes, member -> (offset, size) in them, filled as found)
 _tar_cache: dict[tuple[str, int, int], tuple[bytes, dict[str, tuple[int, int]]]] = {}
 _DECOMPRESSORS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma"}
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    """How deep and how big the scan reads archives. `depth`: archive levels read (1: the
-    archives in the folders only; 0: none); `max_members` / `max_bytes`: an archive
-    declaring more members or more uncompressed bytes is a bomb, recorded and not read;
-    `nested_bytes`: the largest archive inside an archive that is read (into memory)."""
-
-    depth: int = 2
-    max_members: int = 100_000
-    max_bytes: int = 64 << 30
-    nested_bytes: int = 1 << 30
-
-
-class Member(NamedTuple):
-    """One row an archive gives the listing: a member (`status` None) or, with a status,
-    the archive itself or a member that is not read."""
-
-    rel_path: str
-    size: int | None = None
-    status: str | None = None
-    reason: str | None = None
-    detail: str | None = None
-
-
-def archive_kind(name: str) -> str | None:
-    """'zip', 'tar', '7z' or 'rar' for a name that reads as one, else None.
-
-    Example:
-        >>> archive_kind("Vol 01.CBZ"), archive_kind("pages.tar.gz"), archive_kind("a.cbr")
-        ('zip', 'tar', 'rar')
-    """
-    lowered = name.lower()
-    if lowered.endswith(_ZIP_EXTS):
-        return "zip"
-    if lowered.endswith(_TAR_EXTS):
-        return "tar"
-    if lowered.endswith(_7Z_EXTS):
-        return "7z"
-    if lowered.endswith(_RAR_EXTS):
-        return "rar"
-    return None
-
-
-@functools.cache
-def reader_missing(kind: str | None) -> str | None:
-    """Why archives of `kind` are not read here (the optional reader to install), or None
-    when they are.
-
-    Example:
-        >>> reader_missing("zip") is None
-        True
-    """
-    module = _READERS.get(kind or "")
-    if module is None or importlib.util.find_spec(module) is not None:
-        return None
-    return f"{kind} archives need {module}: pip install 'lamina[archives]'"
 
 
 def _child(
@@ -151,17 +90,6 @@ def _child(
     if missing is not None:
         return [Member(rel, size, "skipped", "archive_unsupported", missing)]
     return _nested(read, name, rel, size, limits, depth)
-
-
-def member_name(name: str) -> str:
-    """A member's path as the manifest writes it: '/' separators, no leading '/' or './'.
-
-    Example:
-        >>> member_name("./pages\\\\p1.jpg")
-        'pages/p1.jpg'
-    """
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    return "/".join(parts)
 
 
 def container_of(rel_path: str) -> str | None:
@@ -202,12 +130,12 @@ def list_archive(
         if kind == "zip":
             problem = _list_zip(src, rel_path, limits, depth, members)
         elif kind == "7z":
-            problem = _list_7z(src, rel_path, limits, depth, members)
+            problem = list_7z(src, rel_path, limits, depth, members, _child)
         elif kind == "rar":
-            problem = _list_rar(src, rel_path, limits, depth, members)
+            problem = list_rar(src, rel_path, limits, depth, members, _child)
         else:
             problem = _list_tar(src, rel_path, limits, depth, members)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         problem = ("archive_corrupt", f"{type(exc).__name__}: {exc}")
     seen: set[str] = set()
     rows = []
@@ -223,14 +151,6 @@ def list_archive(
     return [head, *rows]
 
 
-def _check_bomb(count: int, total: int, limits: ArchiveLimits) -> tuple[str, str] | None:
-    if count > limits.max_members:
-        return ("archive_bomb", f"over {limits.max_members} members: not read")
-    if total > limits.max_bytes:
-        return ("archive_bomb", f"declares {total} bytes uncompressed, over {limits.max_bytes}")
-    return None
-
-
 def _nested(
     read: Any, name: str, rel: str, size: int, limits: ArchiveLimits, depth: int
 ) -> list[Member]:
@@ -243,7 +163,7 @@ def _nested(
         return [Member(rel, size, "skipped", "archive_too_large", detail)]
     try:
         data = read()
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         return [Member(rel, size, "broken", "archive_corrupt", f"{type(exc).__name__}: {exc}")]
     return list_archive(io.BytesIO(data), rel, limits, depth + 1)
 
@@ -253,7 +173,7 @@ def _list_zip(
 ) -> tuple[str, str] | None:
     with zipfile.ZipFile(src) as zf:
         infos = _zip_entries(zf)
-        bomb = _check_bomb(len(infos), sum(i.file_size for i in infos), limits)
+        bomb = check_bomb(len(infos), sum(i.file_size for i in infos), limits)
         if bomb is not None:
             return bomb
         locked = 0
@@ -296,7 +216,7 @@ def _list_tar(
                     continue
                 count += 1
                 total += info.size
-                bomb = _check_bomb(count, total, limits)
+                bomb = check_bomb(count, total, limits)
                 if bomb is not None:
                     out.clear()
                     return bomb
@@ -310,181 +230,8 @@ def _list_tar(
                     return f.read() if f is not None else b""
 
                 out.extend(_child(read, name, child, info.size, limits, depth))
-        except _READ_ERRORS as exc:  # cut short: what came before is listed
+        except READ_ERRORS as exc:  # cut short: what came before is listed
             return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
-    return None
-
-
-def _optional_errors(kind: str) -> tuple[type[Exception], ...]:
-    """What the optional reader of `kind` raises for a bad archive, on top of _READ_ERRORS."""
-    if kind == "7z":
-        from py7zr.exceptions import ArchiveError, PasswordRequired
-
-        return (*_READ_ERRORS, ArchiveError, PasswordRequired)
-    import rarfile
-
-    return (*_READ_ERRORS, rarfile.Error)
-
-
-def _rewound(src: str | BinaryIO) -> str | BinaryIO:
-    if not isinstance(src, str):
-        src.seek(0)
-    return src
-
-
-def _read_7z(src: str | BinaryIO, names: set[str] | None) -> dict[str, bytes | Exception]:
-    """The bytes of the members `names` (manifest spelling; None: every file) of the 7z
-    archive `src`, in one decompression pass, into memory (py7zr's writer factory: no
-    file is written). A failing pass maps every wanted member to the exception."""
-    import py7zr
-    from py7zr.io import BytesIOFactory
-
-    out: dict[str, bytes | Exception] = {}
-    errors = _optional_errors("7z")
-    targets: Iterable[str] = names or ()
-    try:
-        with py7zr.SevenZipFile(_rewound(src)) as zf:
-            by_name = {
-                member_name(i.filename): i.filename
-                for i in zf.list()
-                if i.is_file and (names is None or member_name(i.filename) in names)
-            }
-            targets = by_name.keys()
-            if not by_name:
-                return out
-            factory = BytesIOFactory(1 << 62)  # sizes were checked when listing
-            zf.extract(targets=list(by_name.values()), factory=factory)
-            for name, raw in by_name.items():
-                if raw in factory.products:
-                    product = factory.get(raw)
-                    product.seek(0)
-                    out[name] = product.read()
-    except errors as exc:
-        for name in targets:
-            out.setdefault(name, exc)
-    return out
-
-
-def _list_7z(
-    src: str | BinaryIO, rel: str, limits: ArchiveLimits, depth: int, out: list[Member]
-) -> tuple[str, str] | None:
-    import py7zr
-    from py7zr.exceptions import PasswordRequired
-
-    try:
-        with py7zr.SevenZipFile(_rewound(src)) as zf:
-            infos = [i for i in zf.list() if i.is_file]
-            locked = zf.needs_password()
-    except PasswordRequired:  # the member list itself is encrypted
-        return ("archive_encrypted", "the archive's header is password-protected")
-    except _optional_errors("7z") as exc:
-        return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
-    bomb = _check_bomb(len(infos), sum(i.uncompressed or 0 for i in infos), limits)
-    if bomb is not None:
-        return bomb
-    if locked:  # 7z encrypts whole blocks: no member is readable without the password
-        return ("archive_encrypted", f"{len(infos)} of {len(infos)} members password-protected")
-    nested: dict[str, bytes | Exception] = {}
-    wanted = {member_name(i.filename) for i in infos if archive_kind(i.filename)}
-    if wanted and depth < limits.depth:
-        sizes = {member_name(i.filename): i.uncompressed or 0 for i in infos}
-        fits = {n for n in wanted if sizes[n] <= limits.nested_bytes}
-        nested = _read_7z(src, fits) if fits else {}
-    for info in infos:
-        name = member_name(info.filename)
-        if not name:
-            continue
-
-        def read(n: str = name) -> bytes:
-            got = nested.get(n, b"")
-            if isinstance(got, Exception):  # as OSError: what _nested records as corrupt
-                raise OSError(f"{type(got).__name__}: {got}") from got
-            return got
-
-        out.extend(_child(read, name, f"{rel}{SEP}{name}", info.uncompressed or 0, limits, depth))
-    return None
-
-
-def _open_rar(src: str | BinaryIO) -> Any:
-    import rarfile
-
-    # errors="strict": a damaged header raises (rarfile otherwise stops listing silently)
-    return rarfile.RarFile(_rewound(src), errors="strict")
-
-
-def _read_rar_member(rf: Any, info: Any) -> bytes:
-    import rarfile
-
-    try:
-        data: bytes = rf.read(info)
-    except rarfile.RarCannotExec:
-        raise OSError(
-            "a compressed RAR member needs an unpacking tool: apt install unar (or RARLAB's unrar)"
-        ) from None
-    return data
-
-
-def _read_rar(src: str | BinaryIO, names: set[str] | None) -> dict[str, bytes | Exception]:
-    """The bytes of the members `names` (None: every file) of the RAR archive `src`; a
-    member that cannot be read maps to the exception."""
-    out: dict[str, bytes | Exception] = {}
-    errors = _optional_errors("rar")
-    targets: Iterable[str] = names or ()
-    try:
-        with _open_rar(src) as rf:
-            infos = [i for i in rf.infolist() if i.is_file()]
-            if names is None:
-                targets = [member_name(i.filename) for i in infos]
-            for info in infos:
-                name = member_name(info.filename)
-                if name in out or (names is not None and name not in names):
-                    continue
-                try:
-                    out[name] = _read_rar_member(rf, info)
-                except errors as exc:
-                    out[name] = exc
-    except errors as exc:
-        for name in targets:
-            out.setdefault(name, exc)
-    return out
-
-
-def _list_rar(
-    src: str | BinaryIO, rel: str, limits: ArchiveLimits, depth: int, out: list[Member]
-) -> tuple[str, str] | None:
-    import rarfile
-
-    try:
-        rf = _open_rar(src)
-    except rarfile.PasswordRequired:  # the member list itself is encrypted
-        return ("archive_encrypted", "the archive's header is password-protected")
-    except _optional_errors("rar") as exc:
-        return ("archive_corrupt", f"{type(exc).__name__}: {exc}")
-    with rf:
-        infos = [i for i in rf.infolist() if i.is_file()]
-        if not infos and rf.needs_password():  # rarfile lists nothing behind it
-            return ("archive_encrypted", "the archive's header is password-protected")
-        bomb = _check_bomb(len(infos), sum(i.file_size or 0 for i in infos), limits)
-        if bomb is not None:
-            return bomb
-        locked = 0
-        for info in infos:
-            name = member_name(info.filename)
-            if not name:
-                continue
-            if info.needs_password():  # lamina holds no passwords
-                locked += 1
-                continue
-
-            def read(i: Any = info) -> bytes:
-                try:
-                    return _read_rar_member(rf, i)
-                except rarfile.Error as exc:  # as OSError: what _nested records as corrupt
-                    raise OSError(f"{type(exc).__name__}: {exc}") from exc
-
-            out.extend(_child(read, name, f"{rel}{SEP}{name}", info.file_size or 0, limits, depth))
-        if locked:
-            return ("archive_encrypted", f"{locked} of {len(infos)} members password-protected")
     return None
 
 
@@ -578,7 +325,7 @@ def _read_zip(
     for name in wanted & index.keys():
         try:
             out[name] = zf.read(index[name])
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             out[name] = exc
     return out
 
@@ -594,7 +341,7 @@ def _read_members_from(
                 if name in wanted and name not in out:
                     try:
                         out[name] = zf.read(info)
-                    except _READ_ERRORS as exc:
+                    except READ_ERRORS as exc:
                         out[name] = exc
         return out
     if archive_kind(container) in ("7z", "rar"):
@@ -624,7 +371,7 @@ def _read_members_from(
                     out[name] = f.read() if f is not None else b""
                     if len(out) == len(wanted):
                         break
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         for name in wanted - out.keys():
             out[name] = exc
     return out
@@ -644,32 +391,17 @@ def _read_kept(
     missing = reader_missing(kind)
     if missing is not None:
         raise OSError(missing)
-    reader = _read_7z if kind == "7z" else _read_rar
+    reader = read_7z if kind == "7z" else read_rar
     key = (container, *source_version(outer_file(container)))
     kept = _member_cache.get(key)
     if kept is None:
-        if _declared_bytes(src, kind) > TAR_CACHE_BYTES:
+        if declared_bytes(src, kind) > TAR_CACHE_BYTES:
             return reader(src, wanted)
         kept = reader(src, None)
         _member_cache.clear()
         _tar_cache.clear()  # one kept archive per process, of either kind
         _member_cache[key] = kept
     return {n: kept[n] for n in wanted if n in kept}
-
-
-def _declared_bytes(src: str | BinaryIO, kind: str | None) -> int:
-    """The uncompressed size a 7z / RAR archive declares for its files (0 when it cannot
-    be listed: the read then says what is wrong)."""
-    try:
-        if kind == "7z":
-            import py7zr
-
-            with py7zr.SevenZipFile(_rewound(src)) as zf:
-                return sum(i.uncompressed or 0 for i in zf.list() if i.is_file)
-        with _open_rar(src) as rf:
-            return sum(i.file_size or 0 for i in rf.infolist() if i.is_file())
-    except _optional_errors(kind or "rar"):
-        return 0
 
 
 def is_member(path: str) -> bool:
@@ -710,7 +442,7 @@ def _decompressed(
         module: Any = {"gzip": gzip, "bz2": bz2, "lzma": lzma}[kind]
         stream = module.open(f, "rb")
         data = stream.read(TAR_CACHE_BYTES + 1)
-    except _READ_ERRORS:
+    except READ_ERRORS:
         return None  # read as a stream instead, which says what is wrong
     finally:
         if isinstance(src, str):

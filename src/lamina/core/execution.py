@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.ledger import without_credentials
 from lamina.executors.ray import INSTALL_HINT, RayExecutor, RayMissing
 
 EXECUTORS = ("local", "ray")
@@ -63,3 +64,24 @@ def current_executor() -> RayExecutor | None:
         True
     """
     return _CURRENT.get()
+
+
+def executor_record(executor: RayExecutor | None = None) -> dict[str, str | None]:
+    """What runs the map passes' chunks, for a run record: the executor's kind and, for
+    Ray, the cluster's address without credentials (None: a local Ray of the command's
+    own). `executor`: the one `use_executor` chose when not given.
+
+    Example:
+        >>> executor_record()
+        {'kind': 'local'}
+        >>> executor_record(RayExecutor("ray://admin:s3cret@head.example:10001"))
+        {'kind': 'ray', 'address': 'ray://head.example:10001'}
+    """
+    executor = executor or current_executor()
+    if executor is None:
+        return {"kind": "local"}
+    address = executor.address
+    return {
+        "kind": "ray",
+        "address": None if address is None else without_credentials(address),
+    }

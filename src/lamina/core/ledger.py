@@ -21,9 +21,11 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from lamina.core.layout import atomic_write_json
 
@@ -97,6 +99,40 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def without_credentials(address: str) -> str:
+    """A cluster address with any user, password or query (a token) dropped: what a run
+    record may keep.
+
+    Example:
+        >>> without_credentials("ray://admin:s3cret@head.example:10001/?token=x")
+        'ray://head.example:10001/'
+        >>> without_credentials("head.example:6379")
+        'head.example:6379'
+    """
+    if "://" not in address:
+        return address.rpartition("@")[2]
+    parts = urlsplit(address)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def argv_without_credentials(argv: Sequence[str]) -> list[str]:
+    """`argv` with the value of `--ray-address` stripped of credentials
+    (`without_credentials`), so that a run record keeps the command but not its password
+    (every `Run` records its argv so).
+
+    Example:
+        >>> argv_without_credentials(["lamina", "run", "--ray-address", "ray://u:p@head:10001"])
+        ['lamina', 'run', '--ray-address', 'ray://head:10001']
+    """
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--ray-address="):
+            out[i] = "--ray-address=" + without_credentials(arg.partition("=")[2])
+        elif i and out[i - 1] == "--ray-address":
+            out[i] = without_credentials(arg)
+    return out
+
+
 @dataclass
 class Run:
     """One invocation that computes something. Use as a context manager.
@@ -114,7 +150,7 @@ class Run:
     errors: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
     started: str = field(default_factory=utc_now)
-    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    argv: list[str] = field(default_factory=lambda: argv_without_credentials(sys.argv))
     _t0: float = field(default_factory=time.monotonic)
 
     @property

@@ -13,96 +13,109 @@ Map passes with the same `decode` recipe run together: each chunk decodes an ima
 and hands the pixels to every pass that still needs that row. One pass may run under
 several configs at once (`lamina embed --model A --model B`): each is its own layer, and
 results are keyed by `result_keys` (the pass name, or `name/layer` when it repeats).
+
+Where the parts live: `lamina.core.chunk_plan` (chunk tasks, their bounds and ids, worker
+and resource planning), `lamina.core.chunk_work` (a chunk computed and committed: files,
+part, ledger record), `lamina.core.global_passes` (global passes); this module drives the
+executor and runs passes over a store. Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import atexit
-import hashlib
-import json
 import logging
-import math
-import threading
-import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lamina.core.chunk_plan import (
+    DECODE_BATCH,
+    DECODE_CHUNK_MAX,
+    DECODE_CHUNK_MIN,
+    MEMORY_SHARE,
+    ChunkTask,
+    PassPart,
+    available_memory_mb,
+    chunk_bounds,
+    chunk_id_for,
+    chunk_tasks,
+    decode_chunk_size,
+    from_ipc,
+    group_resources,
+    pass_groups,
+    plan_workers,
+    result_keys,
+    taper_bounds,
+)
+from lamina.core.chunk_work import (
+    DECODE_SLICE,
+    ChunkResult,
+    PartOutput,
+    check_files,
+    commit_chunk,
+    compute_chunk,
+    execute_chunk,
+    write_files,
+)
 from lamina.core.errors import LaminaError, StoreError
 from lamina.core.execution import current_executor
+from lamina.core.global_passes import input_fingerprint, run_global_pass
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
-from lamina.core.ledger import Run, done_chunks, utc_now, write_chunk_record
-from lamina.core.passes import REGISTRY, Pass, PassOutput, Resources, get_pass, split_output
+from lamina.core.ledger import Run, done_chunks
+from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
-from lamina.core.store import (
-    Store,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    fenced_commit,
-    layer_path,
-    ledger_path,
-)
-from lamina.executors.local import LocalExecutor, default_workers, exit_if_orphaned
+from lamina.core.store import Store
+from lamina.executors.local import LocalExecutor
 from lamina.executors.ray import ClusterLost, RayExecutor
+
+# Importable from here as before the split (callers, tests and benchmarks use them).
+__all__ = [
+    "DECODE_BATCH",
+    "DECODE_CHUNK_MAX",
+    "DECODE_CHUNK_MIN",
+    "DECODE_SLICE",
+    "IMAGE_INPUTS_SQL",
+    "MEMORY_SHARE",
+    "RETRIES",
+    "ChunkResult",
+    "ChunkTask",
+    "MapResult",
+    "PartOutput",
+    "PassPart",
+    "available_memory_mb",
+    "check_files",
+    "chunk_id_for",
+    "commit_chunk",
+    "compute_chunk",
+    "decode_chunk_size",
+    "done_keys",
+    "execute_chunk",
+    "group_resources",
+    "image_inputs",
+    "input_fingerprint",
+    "plan_workers",
+    "result_keys",
+    "rows_needed",
+    "run_global_pass",
+    "run_map_pass",
+    "run_map_pass_batches",
+    "run_map_passes",
+    "run_pass",
+    "run_passes",
+    "sweep_uncommitted",
+    "taper_bounds",
+    "write_files",
+]
+
 
 log = logging.getLogger("lamina")
 
 # A chunk that raises is retried this many more times before the run gives up on it.
 RETRIES = 2
-# Rows per chunk for pixel passes: see decode_chunk_size.
-DECODE_CHUNK_MIN = 32
-DECODE_CHUNK_MAX = 256
-# The model passes' default batch size: pixel chunks are a multiple of it, so that their
-# forward passes (always full batches, see lamina.backends.embedders._common.pad_batch)
-# need padding only in a run's last chunk.
-DECODE_BATCH = 32
-# Images decoded and held at a time within a chunk (see _decoded_outputs): one model batch,
-# so a slice is never padded but in a run's last chunk.
-DECODE_SLICE = DECODE_BATCH
-
-
-@dataclass(frozen=True)
-class PassPart:
-    """One pass's share of a chunk: which rows it still needs and the part it writes."""
-
-    pass_name: str
-    config: dict[str, Any]
-    layer_id: str
-    chunk_id: str
-    rows: tuple[int, ...] | None  # None: every row of the chunk
-
-
-@dataclass(frozen=True)
-class ChunkTask:
-    """All a worker needs to do one chunk: pass names, configs and the input rows."""
-
-    parts: tuple[PassPart, ...]
-    store_root: str
-    run_id: str
-    batch: bytes  # Arrow IPC stream of the input rows
-    lock_token: str | None = None  # the store lock's token when the run started (fencing)
-
-    @property
-    def chunk_id(self) -> str:
-        return self.parts[0].chunk_id
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    pass_name: str
-    layer_id: str
-    chunk_id: str
-    rows: int
-    error_rows: int
-    seconds: float
 
 
 @dataclass
@@ -125,210 +138,6 @@ class MapResult:
             "chunks": self.chunks,
             "failed_chunks": len(self.failed_chunks),
         }
-
-
-# One pass instance per (name, config) per worker process: `setup` (model loading) runs once.
-_WORKER_PASSES: dict[tuple[str, str], Pass] = {}
-_WORKER_PASSES_LOCK = threading.Lock()  # chunks may run on threads (LocalExecutor(threads=))
-
-
-def _worker_pass(name: str, config: dict[str, Any]) -> Pass:
-    key = (name, json.dumps(config, sort_keys=True, default=str))
-    instance = _WORKER_PASSES.get(key)
-    if instance is None:
-        with _WORKER_PASSES_LOCK:
-            instance = _WORKER_PASSES.get(key)
-            if instance is None:
-                instance = get_pass(name, config)
-                instance.setup()
-                atexit.register(instance.teardown)
-                _WORKER_PASSES[key] = instance
-    return instance
-
-
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
-
-
-def _decoded_outputs(
-    batch: pa.Table, parts: list[PassPart], instances: list[Pass], recipe: str
-) -> tuple[list[PassOutput], list[float]]:
-    """Each pass's output for its rows, decoding DECODE_SLICE images at a time: every pass
-    sees an image while it is decoded, so a worker holds one slice of pixels, not a chunk's
-    (256 working images are ~270 MB), and each image is still decoded once."""
-    from lamina.core.decode import decode_batch
-
-    outs: list[list[pa.Table]] = [[] for _ in parts]
-    files: list[dict[str, bytes]] = [{} for _ in parts]
-    seconds = [0.0] * len(parts)
-    for start in range(0, batch.num_rows, DECODE_SLICE):
-        stop = min(batch.num_rows, start + DECODE_SLICE)
-        t0 = time.monotonic()
-        decoded = decode_batch(batch.slice(start, stop - start), recipe)
-        share = (time.monotonic() - t0) / len(parts)  # the decode, shared by the passes
-        for k, (part, instance) in enumerate(zip(parts, instances, strict=True)):
-            t0 = time.monotonic()
-            if part.rows is None:
-                rows = list(range(start, stop))
-            else:
-                rows = [r for r in part.rows if start <= r < stop]
-            if rows:
-                sub = batch.take(_indices(rows))
-                out = instance.process_decoded(sub, [decoded[r - start] for r in rows])
-                table, written = split_output(out)
-                outs[k].append(table)
-                files[k].update(written)
-            seconds[k] += share + time.monotonic() - t0
-        del decoded
-    results = [
-        PassOutput(pa.concat_tables(o) if o else instance.schema.empty_table(), f)
-        for o, f, instance in zip(outs, files, instances, strict=True)
-    ]
-    return results, seconds
-
-
-def check_files(instance: Pass | type[Pass], files: dict[str, bytes]) -> None:
-    """Refuse a file a pass returned outside the folders it declared (`Pass.outputs`), or
-    a path that could leave them (absolute, `..`).
-
-    Example:
-        >>> import lamina.catalog  # registers the passes
-        >>> check_files(get_pass("thumbs"), {"layers/x.parquet": b""})  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        RuntimeError: pass thumbs returned the file 'layers/x.parquet' outside its declared ...
-    """
-    folders = [PurePosixPath(o.folder) for o in instance.outputs]
-    for rel in files:
-        path = PurePosixPath(rel)
-        inside = any(path.parts[: len(f.parts)] == f.parts for f in folders)
-        if path.is_absolute() or ".." in path.parts or not inside or path in folders:
-            declared = ", ".join(o.folder for o in instance.outputs) or "none"
-            raise RuntimeError(
-                f"pass {instance.name} returned the file {rel!r} outside its declared "
-                f"outputs ({declared})"
-            )
-
-
-def write_files(root: Path, instance: Pass | type[Pass], files: dict[str, bytes]) -> None:
-    """Write a pass's files under the store `root`, each atomically (a temporary file
-    renamed into place), flushed to disk unless its folder says it need not be."""
-    check_files(instance, files)
-    for rel, data in sorted(files.items()):
-        path = PurePosixPath(rel)
-        spec = next(o for o in instance.outputs if path.is_relative_to(o.folder))
-        atomic_write_bytes(root / rel, data, fsync=spec.fsync)
-
-
-@dataclass(frozen=True)
-class PartOutput:
-    """One pass's computed share of a chunk, not yet committed: its checked rows, the files
-    it wants written (`Pass.outputs`), its error-row count and the seconds it took."""
-
-    table: pa.Table
-    files: dict[str, bytes]
-    error_rows: int
-    seconds: float
-
-
-def compute_chunk(task: ChunkTask) -> list[PartOutput]:
-    """Compute one chunk without writing anything: decode once if the passes need pixels (a
-    slice of images at a time), then for each pass process its rows and check them (row
-    count, declared files, schema). An executor whose workers must not write the store
-    (Ray: they may be other machines) runs this, and the driver commits (`commit_chunk`).
-    """
-    batch = _from_ipc(task.batch)
-    instances = [_worker_pass(p.pass_name, p.config) for p in task.parts]
-    recipe = instances[0].decode
-    decoded_outs: list[PassOutput] | None = None
-    decode_seconds = [0.0] * len(task.parts)
-    if recipe is not None:
-        decoded_outs, decode_seconds = _decoded_outputs(batch, list(task.parts), instances, recipe)
-    outputs = []
-    for k, (part, instance) in enumerate(zip(task.parts, instances, strict=True)):
-        t0 = time.monotonic() - decode_seconds[k]
-        rows = list(part.rows) if part.rows is not None else None
-        sub = batch if rows is None else batch.take(_indices(rows))
-        out, files = split_output(
-            decoded_outs[k] if decoded_outs is not None else instance.process(sub)
-        )
-        check_files(instance, files)
-        if out.num_rows != sub.num_rows:
-            raise RuntimeError(
-                f"pass {part.pass_name} returned {out.num_rows} rows for {sub.num_rows} inputs"
-            )
-        out = out.select(instance.schema.names).cast(instance.schema)
-        error_rows = 0
-        if "error" in out.column_names:
-            error_rows = out.num_rows - out["error"].null_count
-        outputs.append(PartOutput(out, files, error_rows, time.monotonic() - t0))
-    return outputs
-
-
-def commit_chunk(task: ChunkTask, outputs: list[PartOutput]) -> list[ChunkResult]:
-    """Commit a computed chunk: for each pass its files, the part, then the ledger record.
-
-    The writes are fenced (`fenced_commit`): when the run that asked for the chunk no
-    longer holds the store's lock (it was killed and another started), nothing is written.
-    """
-    root = Path(task.store_root)
-    results = []
-    for part, output in zip(task.parts, outputs, strict=True):
-        # The class says which folders its files may go in: no instance (and no model load)
-        # in the driver.
-        declared = REGISTRY[part.pass_name]
-        layer_dir = layer_path(root, part.pass_name, part.layer_id)
-        with fenced_commit(root, task.lock_token):
-            # The pass's files first: a committed row may name its file.
-            write_files(root, declared, output.files)
-            atomic_write_parquet(layer_dir / f"part-{part.chunk_id}.parquet", output.table)
-            write_chunk_record(
-                ledger_path(root, part.pass_name, part.layer_id),
-                part.chunk_id,
-                {
-                    "chunk_id": part.chunk_id,
-                    "pass": part.pass_name,
-                    "layer": part.layer_id,
-                    "config": part.config,
-                    "run_id": task.run_id,
-                    "rows": output.table.num_rows,
-                    "error_rows": output.error_rows,
-                    "seconds": round(output.seconds, 4),
-                    "finished": utc_now(),
-                },
-            )
-        results.append(
-            ChunkResult(
-                part.pass_name,
-                part.layer_id,
-                part.chunk_id,
-                output.table.num_rows,
-                output.error_rows,
-                output.seconds,
-            )
-        )
-    return results
-
-
-def execute_chunk(task: ChunkTask) -> list[ChunkResult]:
-    """Run one chunk in this process: `compute_chunk`, then `commit_chunk` (the local
-    executor's workers commit their own chunks, fenced by the store's lock)."""
-    outputs = compute_chunk(task)
-    exit_if_orphaned()  # the parent died while this chunk ran: nobody wants it
-    return commit_chunk(task, outputs)
-
-
-def _indices(rows: list[int]) -> pa.Array:
-    # Built from a buffer: pa.array(list) would make pyarrow import pandas in the worker.
-    data = np.asarray(rows, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
 def sweep_uncommitted(store: Store, instance: Pass) -> int:
@@ -365,137 +174,17 @@ def done_keys(store: Store, instance: Pass) -> pa.Array:
     return pa.chunked_array(arrays).combine_chunks()
 
 
-def chunk_id_for(keys: pa.Array | pa.ChunkedArray) -> str:
-    """A chunk's id: a hash of the keys it holds, so the same inputs give the same id."""
-    digest = hashlib.sha256()
-    for key in keys.to_pylist():
-        digest.update(str(key).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
-
-
-def result_keys(instances: list[Pass]) -> list[str]:
-    """What each pass's counts are filed under: its name, or `name/layer_id` when the same
-    pass runs under several configs (each writes its own layer).
+def rows_needed(keys: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.BooleanArray:
+    """Which of `keys` are still to do: every key not among the committed ones (`done`),
+    all of them when nothing is; a null key is never in `done`, so its row is needed.
 
     Example:
-        >>> result_keys([get_pass("signals"), get_pass("hashes")])
-        ['signals', 'hashes']
+        >>> rows_needed(pa.chunked_array([["a", "b", None]]), pa.array(["a"])).to_pylist()
+        [False, True, True]
     """
-    names = [i.name for i in instances]
-    return [i.name if names.count(i.name) == 1 else f"{i.name}/{i.layer_id}" for i in instances]
-
-
-def _groups(instances: list[Pass]) -> list[list[Pass]]:
-    """Passes that can share a chunk: the same decode recipe (or none, one pass a group)."""
-    groups: dict[str, list[Pass]] = {}
-    alone: list[list[Pass]] = []
-    for instance in instances:
-        if instance.decode is None:
-            alone.append([instance])
-        else:
-            groups.setdefault(instance.decode, []).append(instance)
-    return [*groups.values(), *alone]
-
-
-def _chunk_bounds(
-    todo: pa.Table, chunk_size: int, chunk_bytes: int | None, size_column: str
-) -> list[tuple[int, int]]:
-    """(start, length) of each chunk: `chunk_size` rows, or fewer when `chunk_bytes` is set
-    and the rows' `size_column` adds up to more (a chunk always gets at least one row)."""
-    n = todo.num_rows
-    if not chunk_bytes or size_column not in todo.column_names:
-        return [(start, min(chunk_size, n - start)) for start in range(0, n, chunk_size)]
-    bounds = []
-    start = total = 0
-    for i, size in enumerate(todo[size_column].to_pylist()):
-        size = size or 0
-        if i > start and (i - start >= chunk_size or total + size > chunk_bytes):
-            bounds.append((start, i - start))
-            start, total = i, 0
-        total += size
-    if start < n:
-        bounds.append((start, n - start))
-    return bounds
-
-
-def decode_chunk_size(n_rows: int, chunk_size: int, workers: int) -> int:
-    """Rows per chunk for passes that decode pixels: small enough that every worker gets
-    several chunks (a decode costs ~10-50 ms, a chunk of files for scan far less), at most
-    `DECODE_CHUNK_MAX` so a kill loses little, at least `DECODE_CHUNK_MIN` so the per-chunk
-    commit stays cheap, and a multiple of `DECODE_BATCH` so that model passes pad no batch
-    but a run's last (the store's `chunk_size` is the ceiling, whatever it is).
-
-    Example:
-        >>> decode_chunk_size(1000, 1024, 2)
-        96
-    """
-    even = math.ceil(n_rows / (4 * max(1, workers)))
-    size = min(DECODE_CHUNK_MAX, max(DECODE_CHUNK_MIN, even))
-    return max(1, min(chunk_size, size - size % DECODE_BATCH))
-
-
-def taper_bounds(
-    bounds: list[tuple[int, int]], workers: int, batch: int = DECODE_BATCH
-) -> list[tuple[int, int]]:
-    """`bounds` with the rows of the last `workers` chunks re-cut into smaller chunks, each
-    about 1/(2 x workers) of the rows still left (to a multiple of `batch`, at least one
-    batch), so the workers run out of work together: with equal chunks to the end, the
-    last one runs alone while the other workers wait (on the sense benchmark, 2 workers
-    and chunks of 256 images, ~1.5 s of one core at the end of ~20 s).
-
-    Example:
-        >>> [n for _, n in taper_bounds([(0, 256), (256, 256), (512, 100)], workers=2)]
-        [256, 96, 64, 64, 32, 32, 32, 32, 4]
-    """
-    if workers <= 1 or len(bounds) < 2 or max(n for _, n in bounds) <= batch:
-        return bounds
-    cut = max(1, len(bounds) - workers)
-    head, tail = bounds[:cut], bounds[cut:]
-    start = tail[0][0]
-    end = tail[-1][0] + tail[-1][1]
-    out = list(head)
-    while start < end:
-        left = end - start
-        size = max(batch, round(left / (2 * workers) / batch) * batch)
-        size = min(size, left)
-        out.append((start, size))
-        start += size
-    return out
-
-
-def _chunks(
-    todo: pa.Table,
-    needs: list[pa.Array],
-    group: list[Pass],
-    store: Store,
-    run: Run,
-    bounds: list[tuple[int, int]],
-) -> Iterator[ChunkTask]:
-    for start, length in bounds:
-        batch = todo.slice(start, length)
-        parts = []
-        for instance, need in zip(group, needs, strict=True):
-            mask = need.slice(start, length)
-            n_needed = pc.sum(mask).as_py() or 0
-            if n_needed == 0:
-                continue
-            rows = None
-            keys = batch[instance.key]
-            if n_needed < batch.num_rows:
-                idx = pc.indices_nonzero(mask)
-                rows = tuple(idx.to_pylist())
-                keys = keys.take(idx)
-            parts.append(
-                PassPart(
-                    instance.name,
-                    instance.config_dict(),
-                    instance.layer_id,
-                    chunk_id_for(keys),
-                    rows,
-                )
-            )
-        yield ChunkTask(tuple(parts), str(store.root), run.run_id, _to_ipc(batch), store.lock_token)
+    known = done if len(done) else pa.nulls(0, keys.type)
+    need = pc.invert(pc.is_in(keys, value_set=known))
+    return need.combine_chunks() if isinstance(need, pa.ChunkedArray) else need
 
 
 def run_map_passes(
@@ -535,22 +224,14 @@ def run_map_passes(
     # The executor given, else the one the command chose (`--executor ray`), else a pool.
     executor = executor or current_executor() or LocalExecutor(workers or plan_workers(instances))
     try:
-        for group in _groups(instances):
+        for group in pass_groups(instances):
             needs_all = []
             for instance in group:
                 if instance.kind != "map":
                     raise TypeError(f"{instance.name} is not a map pass")
                 sweep_uncommitted(store, instance)
                 _heal(store, instance, run)
-                done = done_keys(store, instance)
-                keys = inputs[instance.key]
-                if not len(done):
-                    done = pa.nulls(0, keys.type)
-                # Every row not committed (all of them when nothing is): a null key is never in
-                # `done`, so it is needed, as it always was.
-                need = pc.invert(pc.is_in(keys, value_set=done))
-                if isinstance(need, pa.ChunkedArray):
-                    need = need.combine_chunks()
+                need = rows_needed(inputs[instance.key], done_keys(store, instance))
                 by_layer[instance.name, instance.layer_id].already_done = inputs.num_rows - (
                     pc.sum(need).as_py() or 0
                 )
@@ -569,12 +250,12 @@ def run_map_passes(
             size = chunk_size
             if group[0].decode is not None:
                 size = decode_chunk_size(todo.num_rows, chunk_size, executor.workers)
-            bounds = _chunk_bounds(todo, size, chunk_bytes, size_column)
+            bounds = chunk_bounds(todo, size, chunk_bytes, size_column)
             if group[0].decode is not None and not chunk_bytes:
                 bounds = taper_bounds(bounds, executor.workers)
             _run_group(
                 group,
-                _chunks(todo, needs, group, store, run, bounds),
+                chunk_tasks(todo, needs, group, store, run, bounds),
                 todo.num_rows,
                 executor,
                 by_layer,
@@ -604,41 +285,6 @@ def run_map_passes(
     return {result_key[layer]: result for layer, result in by_layer.items()}
 
 
-def available_memory_mb() -> int:
-    """Memory this machine has free now, in MB (what a new worker can count on)."""
-    import psutil
-
-    return int(psutil.virtual_memory().available // 2**20)
-
-
-# Of the free memory, the share the workers may plan to use (the main process, the OS's
-# file cache and the decoded pixels in flight need the rest).
-MEMORY_SHARE = 0.8
-
-
-def plan_workers(
-    instances: list[Pass], cores: int | None = None, memory_mb: int | None = None
-) -> int:
-    """How many workers a run of `instances` gets when none is asked for, from the
-    passes' `resources`: every core (over the most `cpu` a pass asks for), but no more
-    than the free memory holds, a worker holding every pass of the run (its models stay
-    loaded between chunks). At least one.
-
-    Example:
-        >>> plan_workers([get_pass("signals")], cores=8, memory_mb=64_000)
-        8
-        >>> plan_workers([get_pass("embed"), get_pass("classify")], cores=8, memory_mb=8_000)
-        2
-    """
-    cores = default_workers() if cores is None else cores
-    memory_mb = available_memory_mb() if memory_mb is None else memory_mb
-    cpu = max((i.resources.cpu for i in instances), default=1.0)
-    per_worker = sum(i.resources.memory_mb for i in instances) or 1
-    by_cpu = int(cores / max(cpu, 1e-9))
-    by_memory = int(memory_mb * MEMORY_SHARE // per_worker)
-    return max(1, min(by_cpu, by_memory))
-
-
 def _heal(store: Store, instance: Pass, run: Run) -> None:
     """Drop rows whose key an earlier part already holds, when a layer is not certified
     free of them (written before commits were fenced, or a run was killed): the next run
@@ -657,23 +303,6 @@ def _heal(store: Store, instance: Pass, run: Run) -> None:
             repaired["rows_dropped"],
         )
         run.count(f"repaired {instance.name}/{instance.layer_id}", repaired)
-
-
-def group_resources(group: list[Pass]) -> Resources:
-    """What one task running `group` together asks of a cluster: the most CPUs and GPUs any
-    of its passes declares (they run one after another on the same decode), and the sum of
-    their memory (every pass's model stays loaded in the worker).
-
-    Example:
-        >>> import lamina.catalog  # registers the passes
-        >>> group_resources([get_pass("signals"), get_pass("hashes")])
-        Resources(cpu=1.0, memory_mb=1024, gpu=0.0)
-    """
-    return Resources(
-        cpu=max(i.resources.cpu for i in group),
-        memory_mb=sum(i.resources.memory_mb for i in group),
-        gpu=max(i.resources.gpu for i in group),
-    )
 
 
 def _outcomes(
@@ -731,7 +360,7 @@ def _run_group(
                     result.chunks += 1
                     result.processed += chunk.rows
                     result.error_rows += chunk.error_rows
-                bar.update(_from_ipc(task.batch).num_rows)
+                bar.update(from_ipc(task.batch).num_rows)
             if not failed:
                 break
             if attempt < RETRIES:
@@ -740,7 +369,7 @@ def _run_group(
                 )
             tasks = [task for task, _ in failed]
         for task, detail in failed:
-            rows = _from_ipc(task.batch).num_rows
+            rows = from_ipc(task.batch).num_rows
             for part in task.parts:
                 results[part.pass_name, part.layer_id].failed_chunks.append(part.chunk_id)
                 run.error(
@@ -828,11 +457,7 @@ def run_map_pass_batches(
             result.inputs += table.num_rows
             done = every_done if done_for is None else done_for(i)
             assert done is not None  # one of the two is always given
-            # A null key is never in `done`: such a row is needed, as in run_map_passes.
-            known = done if len(done) else pa.nulls(0, keys.type)
-            need = pc.invert(pc.is_in(keys, value_set=known))
-            if isinstance(need, pa.ChunkedArray):
-                need = need.combine_chunks()
+            need = rows_needed(keys, done)
             n_todo = pc.sum(need).as_py() or 0
             result.already_done += table.num_rows - n_todo
             if n_todo == 0:
@@ -840,8 +465,8 @@ def run_map_pass_batches(
             todo, every = table, need
             if n_todo < table.num_rows:
                 todo, every = table.filter(need), need.filter(need)  # every row needed
-            bounds = _chunk_bounds(todo, chunk_size, chunk_bytes, size_column)
-            yield from _chunks(todo, [every], [instance], store, run, bounds)
+            bounds = chunk_bounds(todo, chunk_size, chunk_bytes, size_column)
+            yield from chunk_tasks(todo, [every], [instance], store, run, bounds)
 
     results = {(instance.name, instance.layer_id): result}
     _run_group([instance], tasks(), total, executor, results, run, progress)
@@ -852,77 +477,6 @@ def run_map_pass_batches(
             certify(layer_dir, parts)  # as in run_map_passes
         store.set_current(instance.name, instance.layer_id, run.run_id)
     return result
-
-
-# -- global passes -------------------------------------------------------------------------
-
-
-def input_fingerprint(store: Store, names: Iterable[str], paths: Iterable[Path] = ()) -> str:
-    """A hash of the files that make up the tables `names`, and of `paths` (files a pass
-    reads beyond the current layers, see `Pass.input_paths`): changes when any input does."""
-    digest = hashlib.sha256()
-    groups = [(f"[{name}]", store.table_files(name)) for name in sorted(names)]
-    extra = sorted(paths)
-    if extra:
-        groups.append(("[paths]", extra))
-    for label, files in groups:
-        digest.update(label.encode())
-        content = store.table_dir("files") / "files.digest"
-        if label == "[files]" and content.is_file():
-            # The scan's digest of the rows that hold an image, not the file's mtime:
-            # every rescan rewrites files.parquet, but only a change to the images' files
-            # should make a pass recompute (see lamina.manifest.commit).
-            digest.update(content.read_bytes().split(b"\n")[0])
-            continue
-        for path in files:
-            st = path.stat()
-            digest.update(
-                f"{path.relative_to(store.root)} {st.st_size} {st.st_mtime_ns}\n".encode()
-            )
-    return digest.hexdigest()[:16]
-
-
-def run_global_pass(store: Store, instance: Pass, run: Run, *, force: bool = False) -> dict:
-    """Run a global pass unless its inputs and config are unchanged since it last ran.
-
-    Its layer holds one part (`Store.global_part`), replaced atomically; the ledger record
-    (`Store.global_record`) names the input fingerprint it was computed from. Either way
-    its layer becomes the pass's current one (`Store.set_current`).
-    """
-    if instance.kind != "global":
-        raise TypeError(f"{instance.name} is not a global pass")
-    fingerprint = input_fingerprint(store, instance.reads, instance.input_paths(store))
-    record_path = store.global_record(instance.name, instance.layer_id)
-    part = store.global_part(instance.name, instance.layer_id)
-    if not force and record_path.exists() and part.exists():
-        record = json.loads(record_path.read_text())
-        if record.get("inputs") == fingerprint:
-            if store.current_pointer(instance.name) != instance.layer_id:
-                # Back to a config computed before (a policy tried, then the default
-                # again): make its layer the current one, which is what `sql` shows.
-                store.set_current(instance.name, instance.layer_id, run.run_id)
-            return {"skipped": True, "rows": record["rows"], "layer": instance.layer_id}
-    t0 = time.monotonic()
-    out, files = split_output(instance.compute(store))
-    out = out.select(instance.schema.names).cast(instance.schema)
-    write_files(store.root, instance, files)
-    atomic_write_parquet(part, out)
-    seconds = round(time.monotonic() - t0, 3)
-    atomic_write_json(
-        record_path,
-        {
-            "pass": instance.name,
-            "layer": instance.layer_id,
-            "config": instance.config_dict(),
-            "inputs": fingerprint,
-            "rows": out.num_rows,
-            "run_id": run.run_id,
-            "seconds": seconds,
-            "finished": utc_now(),
-        },
-    )
-    store.set_current(instance.name, instance.layer_id, run.run_id)
-    return {"skipped": False, "rows": out.num_rows, "layer": instance.layer_id, "seconds": seconds}
 
 
 # -- running passes over a store -------------------------------------------------------------

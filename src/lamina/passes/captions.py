@@ -9,7 +9,6 @@ and the batch goes on.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ import pyarrow as pa
 
 from lamina.core.decode import Decoded
 from lamina.core.passes import Pass, Resources, register
+from lamina.passes.model_batches import run_in_batches
 
 CAPTIONS_SCHEMA = pa.schema(
     [
@@ -85,8 +85,8 @@ class CaptionsPass(Pass):
             parse_spec,
             prompt_version,
         )
+        from lamina.core.chunk_plan import available_memory_mb
         from lamina.core.errors import LaminaError
-        from lamina.core.runner import available_memory_mb
 
         folder = model_folder(parse_spec(self.config.model), self.config.offline)
         # (parse_spec refuses an empty model: there is no default caption model)
@@ -117,39 +117,15 @@ class CaptionsPass(Pass):
             offline=c.offline,
         )
 
-    def _caption(self, pixels: list[Any]) -> list[tuple[str | None, str | None, float]]:
-        """(caption, error, seconds) per image: the batch at once, else one by one."""
-        started = time.perf_counter()
-        try:
-            texts = self._captioner.caption(pixels)
-            each = (time.perf_counter() - started) / max(len(pixels), 1)
-            return [(t, None, each) for t in texts]
-        except Exception:  # one image may be at fault: find it, keep the others
-            out: list[tuple[str | None, str | None, float]] = []
-            for p in pixels:
-                t0 = time.perf_counter()
-                try:
-                    out.append((self._captioner.caption([p])[0], None, time.perf_counter() - t0))
-                except Exception as exc:
-                    error = f"caption_error: {type(exc).__name__}: {exc}"[:500]
-                    out.append((None, error, time.perf_counter() - t0))
-            return out
-
     def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
         from lamina.backends.captioners import prompt_version
 
         if self._captioner is None and images:
             self.setup()
         c = self.config
-        results: list[tuple[str | None, str | None, float]] = [(None, None, 0.0)] * len(images)
-        ok = [i for i, d in enumerate(images) if d.failure is None]
-        for start in range(0, len(ok), c.batch_size):
-            rows = ok[start : start + c.batch_size]
-            for i, r in zip(rows, self._caption([images[i].pixels() for i in rows]), strict=True):
-                results[i] = r
-        for i, d in enumerate(images):
-            if d.failure is not None:
-                results[i] = (None, d.failure, 0.0)
+        results = run_in_batches(
+            images, c.batch_size, lambda pixels: self._captioner.caption(pixels), "caption_error"
+        )
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         n = len(images)
         return pa.Table.from_pydict(

@@ -13,7 +13,6 @@ p95. A file that does not decode, or that the model fails on, is an error row.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from lamina.core.decode import Decoded
 from lamina.core.passes import Pass, Resources, register
+from lamina.passes.model_batches import run_in_batches
 
 DEPTH_SCHEMA = pa.schema(
     [
@@ -127,37 +127,19 @@ class DepthPass(Pass):
             out = self._model(**inputs).predicted_depth
         return [m.float().cpu().numpy() for m in out]
 
-    def _one_batch(self, pixels: list[np.ndarray]) -> list[tuple[dict | None, str | None]]:
-        """(stats, error) per image: the batch at once, else one by one."""
-        c = self.config
-        try:
-            return [(depth_summary(m, c.larger_is_nearer), None) for m in self._maps(pixels)]
-        except Exception:  # one image may be at fault: find it, keep the others
-            out: list[tuple[dict | None, str | None]] = []
-            for p in pixels:
-                try:
-                    out.append((depth_summary(self._maps([p])[0], c.larger_is_nearer), None))
-                except Exception as exc:
-                    out.append((None, f"depth_error: {type(exc).__name__}: {exc}"[:500]))
-            return out
-
     def process_decoded(self, batch: pa.Table, images: list[Decoded]) -> pa.Table:
         if self._model is None and images:
             self.setup()
         c = self.config
         cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
-        results: list[tuple[dict | None, str | None, float]] = [
-            (None, d.failure, 0.0) for d in images
-        ]
-        ok = [i for i, d in enumerate(images) if d.failure is None]
-        for start in range(0, len(ok), c.batch_size):
-            rows = ok[start : start + c.batch_size]
-            t0 = time.perf_counter()
-            # Copies: the shared decode is read-only, and torch wants writable arrays.
-            got = self._one_batch([np.array(images[i].pixels()) for i in rows])
-            each = (time.perf_counter() - t0) / len(rows)
-            for i, (stats, error) in zip(rows, got, strict=True):
-                results[i] = (stats, error, each)
+
+        def summaries(pixels: list[np.ndarray]) -> list[dict]:
+            return [depth_summary(m, c.larger_is_nearer) for m in self._maps(pixels)]
+
+        # Copies: the shared decode is read-only, and torch wants writable arrays.
+        results = run_in_batches(
+            images, c.batch_size, summaries, "depth_error", pixels=lambda d: np.array(d.pixels())
+        )
         names = ("depth_median", "depth_p05", "depth_p95", "depth_range", "foreground_share")
         for image_id, (stats, error, seconds) in zip(
             batch["image_id"].to_pylist(), results, strict=True

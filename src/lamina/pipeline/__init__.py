@@ -5,7 +5,8 @@ Every stage is one of the resumable steps the single verbs run (`lamina scan`, `
 `embed`, `cluster`, `tag`, `export`, `report`), so a run killed at any moment continues
 where it stopped, and a run over an unchanged collection recomputes nothing and says so.
 The resolved config is frozen into the run record (`runs/<run_id>/config.json`) and next
-to the exports (`run_dir/config.json`).
+to the exports (`run_dir/config.json`); `run.json` also names the executor that ran the
+passes (`config.executor`: local, or Ray and its address without credentials).
 
 Modules: `config` (the TOML, its defaults and checks), `stages` (what each stage does);
 this one runs them in order, skips what is up to date and keeps the run record.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.core.execution import executor_record
 from lamina.core.ledger import Run
 from lamina.core.outputs import record_output
 from lamina.core.store import Store, atomic_write_json
@@ -185,7 +187,10 @@ def run_pipeline(
     resolved["embed_model"] = config.embed_model()
     resolved["tagger"] = config.tagger() if config.labels_file else None
     results: dict[str, StageResult] = {}
-    with Run(store, "run", {"pipeline": resolved}) as run:
+    # Which executor ran the passes' chunks (`--executor`, `--ray-address`), for whoever
+    # reads the run record later; an address's credentials are never written.
+    executor = executor_record()
+    with Run(store, "run", {"pipeline": resolved, "executor": executor}) as run:
         atomic_write_json(store.run_dir(run.run_id) / "config.json", resolved)
         for i, name in enumerate(stages, 1):
             head = f"[{i}/{len(stages)}] {name}"
