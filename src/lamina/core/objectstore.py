@@ -40,13 +40,14 @@ import json
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import StoreError
 from lamina.core.layout import atomic_write_bytes, atomic_write_json
-from lamina.core.remote import check_url, filesystem, protocol_of, remote_error
+from lamina.core.remote import check_url, filesystem, protocol_of, remote_error, walk_remote
 from lamina.core.store import FENCE_FILE, LOCK_FILE, Store, checkout_dir
 
 COMMITS = "commits"
@@ -316,3 +317,93 @@ def _conflict(url: str, parent: int, theirs: int) -> StoreError:
         f"{checkout_dir(url)} (move it aside and run the command again to redo it on the "
         "newest commit)",
     )
+
+
+# -- garbage: objects no commit names -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object of the bucket: its SHA-256 name, size and last-modified time (ns, None
+    when the backend gives none)."""
+
+    sha: str
+    size: int
+    mtime_ns: int | None
+
+
+@dataclass
+class Unnamed:
+    """The objects of a store that no commit names (`unnamed_objects`)."""
+
+    commits: list[int]  # the commits read (their objects are never garbage)
+    named: int  # distinct objects the commits name
+    old: list[StoredObject]  # unnamed, last modified before the grace period: garbage
+    young: list[StoredObject]  # unnamed, but recent: maybe a push in flight, kept
+    foreign: int  # keys under objects/ that are not a SHA-256: not lamina's, never touched
+
+
+def _named_by(url: str, numbers: list[int]) -> set[str]:
+    return {sha for n in numbers for sha, _size in read_commit(url, n).files.values()}
+
+
+def unnamed_objects(url: str, grace_s: float, *, now_ns: int | None = None) -> Unnamed:
+    """The objects of the store at `url` that no commit names (a push killed before its
+    manifest, or refused by the conditional put, uploaded them), split by age: `old`
+    ones were last modified more than `grace_s` seconds ago. Every commit counts, not
+    only the newest (a reader may be pulling an older one). The bucket is listed a page
+    (1,000 keys) at a time on S3 (`lamina.core.remote.walk_remote`).
+
+    Example:
+        >>> unnamed_objects("memory://no-store-here", 86400).old
+        []
+    """
+    url = check_url(url)
+    numbers = commits(url)
+    named = _named_by(url, numbers)
+    now = time.time_ns() if now_ns is None else now_ns
+    cutoff = now - int(grace_s * 1e9)
+    found = Unnamed(numbers, len(named), [], [], 0)
+    for rel, size, mtime in walk_remote(_join(url, OBJECTS)):
+        if not _SHA256.fullmatch(rel):
+            found.foreign += 1
+        elif rel not in named:
+            obj = StoredObject(rel, int(size or 0), mtime)
+            # An object the backend gives no time for is never old: it might be in flight.
+            (found.old if mtime is not None and mtime <= cutoff else found.young).append(obj)
+    return found
+
+
+def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[StoredObject]:
+    """Delete `found.old` (from `unnamed_objects`), a batch at a time; the objects deleted.
+
+    Before each batch the commits are listed again, and an object a commit published
+    since names is kept: a writer that re-uploaded one (a push uploads every object its
+    parent commit lacks, so its upload renews the object's time) and published between
+    the look and the delete does not lose it. What is left is the time one batch's
+    delete takes (documented in docs/scale.md).
+
+    Example:
+        >>> delete_unnamed("memory://no-store-here", unnamed_objects("memory://no-store-here", 0))
+        []
+    """
+    url = check_url(url)
+    fs, base = filesystem(url)
+    seen = list(found.commits)
+    named: set[str] = set()
+    deleted: list[StoredObject] = []
+    for start in range(0, len(found.old), batch):
+        newer = [n for n in commits(url) if n not in seen]
+        named |= _named_by(url, newer)
+        seen += newer
+        doomed = [o for o in found.old[start : start + batch] if o.sha not in named]
+        if not doomed:
+            continue
+        try:
+            fs.rm([_join(base, OBJECTS, o.sha) for o in doomed])
+        except FileNotFoundError:
+            pass  # another gc removed some of them first
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        deleted += doomed
+    return deleted
