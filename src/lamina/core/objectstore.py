@@ -202,10 +202,13 @@ def pull(url: str, *, create: bool = False) -> Store:
         >>> store = pull("s3://bucket/lamina-store")  # doctest: +SKIP
     """
     url = check_url(url)
+    if create and protocol_of(url) not in WRITABLE:
+        raise _read_only(url)  # before the command does work it could never publish
     root = checkout_dir(url)
     head = newest(url)
     if head is None:
         if (root / "lamina.toml").is_file() or create:
+            _check_bucket(url)
             return Store.open(root, create=create)
         raise StoreError(
             f"no lamina store at {url} (no {COMMITS}/ manifest there)",
@@ -272,11 +275,7 @@ def push(url: str) -> int | None:
         if parent and files == published:
             return None
         if protocol not in WRITABLE:
-            raise StoreError(
-                f"the store {url} can be read but not written: lamina commits to an object "
-                f"store by a conditional put, wired for {', '.join(sorted(WRITABLE))}:// only",
-                hint="keep the store on a local or shared disk, or on s3://",
-            )
+            raise _read_only(url)
         numbers = commits(url)
         if (numbers[-1] if numbers else 0) != parent:
             raise _conflict(url, parent, numbers[-1])
@@ -307,6 +306,35 @@ def push(url: str) -> int | None:
             raise remote_error(url, exc) from exc
         _save_state(root, url, number, files)
     return number
+
+
+def _read_only(url: str) -> StoreError:
+    protocol = protocol_of(url)
+    return StoreError(
+        f"the store {url} can be read but not written: lamina commits to an object store "
+        f"by a conditional put, wired for {', '.join(f'{p}://' for p in sorted(WRITABLE))} "
+        f'only ({protocol}:// stores are read-only: docs/scale.md, "Where the store can live")',
+        hint="keep the store on a local or shared disk, or on s3://",
+    )
+
+
+def _check_bucket(url: str) -> None:
+    """A new store on S3 needs its bucket: say so now, not after the command's work."""
+    if protocol_of(url) not in ("s3", "s3a"):
+        return  # memory:// has no buckets
+    fs, base = filesystem(url)
+    bucket = base.strip("/").split("/", 1)[0]
+    try:
+        exists = fs.exists(bucket)
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
+    if not exists:
+        raise StoreError(
+            f"the bucket {bucket} of the store {url} does not exist (or the credentials in "
+            "use cannot see it)",
+            hint=f"create it (`aws s3 mb s3://{bucket}`), or check the name and the "
+            "credentials; AWS_ENDPOINT_URL for an S3-compatible server",
+        )
 
 
 def _conflict(url: str, parent: int, theirs: int) -> StoreError:
