@@ -5,6 +5,7 @@ and two writers from one commit cannot both publish (the conditional put)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -228,3 +229,47 @@ def test_a_store_in_a_bucket_that_does_not_exist_or_without_credentials(
         assert result.exit_code == 2, result.output
         assert f"no credentials for {url}" in result.output
         assert "AWS_ACCESS_KEY_ID" in result.output and "~/.aws/credentials" in result.output
+
+
+def _readme_s3_lines() -> list[str]:
+    """The README's example of a store on S3: the lines of its code block that use
+    `--store s3://…` (a `text` block, which the documented-commands test does not run:
+    it has no S3 server)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```text\n(.*?)```", text, flags=re.S)
+    found = [b for b in blocks if "--store s3://" in b]
+    assert len(found) == 1, "the README's example of a store on S3 is gone"
+    return [line.strip() for line in found[0].splitlines() if line.strip()]
+
+
+def test_the_readme_example_of_a_store_on_s3_runs_as_printed(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each line run as printed, in a bucket named `bucket` on moto's server, with the
+    standard AWS environment pointing at it (as the README says a user sets it)."""
+    import shlex
+
+    lines = _readme_s3_lines()
+    assert [shlex.split(x, comments=True)[1] for x in lines] == [
+        "scan", "sense", "status", "gc", "gc"
+    ]  # fmt: skip
+    make_bucket(s3env, "bucket")
+    fs, _ = objectstore.filesystem("s3://bucket")
+    for p in sorted(tree.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"bucket/comics/{p.relative_to(tree).as_posix()}", p.read_bytes())
+    _machine(monkeypatch, tmp_path, "a")
+    # One worker, no process pool: four images (the runner holds its own name for it).
+    monkeypatch.setattr("lamina.core.runner.default_workers", lambda: 1)
+    outputs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        assert words[0] == "lamina"
+        result = CliRunner().invoke(main, words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+        outputs.append(result.output)
+    url = "s3://bucket/lamina-store"
+    assert objectstore.commits(url) == [1, 2]  # scan, sense; status and gc publish nothing
+    assert "ok" in outputs[2] and "s3://bucket/comics" in outputs[2]
+    assert "nothing to remove" in outputs[3] and "nothing to remove" in outputs[4]
+    assert len(_sql(url, "select image_id from signals")) == 4
