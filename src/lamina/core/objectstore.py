@@ -28,9 +28,16 @@ every command given `--store URL`. A command killed midway publishes nothing; it
 committed chunks stay in the working copy, and running it again resumes from them and
 publishes the lot.
 
-Protocols whose fsspec backend makes `mode="create"` a real conditional put can be
-written: `s3` (s3fs) and `memory` (one process). Others (gs://, http(s)://) can be
-pulled (read) but not pushed; gcsfs's generation-match put is not wired (not tested).
+Protocols whose fsspec backend makes `mode="create"` a real conditional put, *tested
+here*, can be written: `s3` (s3fs, against moto's server) and `memory` (one process).
+Others (gs://, http(s)://) can be pulled (read) but not pushed. gcsfs (2024.12 on) sends
+`ifGenerationMatch=0` for `mode="create"` (experimental, says gcsfs), but lamina has no
+offline test of it (no GCS server that honours the precondition runs in the tests), so
+gs:// stays read-only rather than untested (docs/scale.md, "Where the store can live").
+
+Objects that no manifest names (a push killed or refused after its uploads) are found by
+`unnamed_objects` and removed by `delete_unnamed` (`lamina gc`): only those older than a
+grace period, so a writer's upload in flight is never taken.
 """
 
 from __future__ import annotations
