@@ -218,6 +218,8 @@ def test_a_store_in_a_bucket_that_does_not_exist_or_without_credentials(
     )
     assert "aws s3 mb s3://no-such-bucket" in result.output
     assert "scanned" not in result.output and not checkout_dir(missing).exists()  # refused first
+    result = CliRunner().invoke(main, ["--store", missing, "gc"])
+    assert result.exit_code == 2 and "the bucket no-such-bucket of the store" in result.output
     url = _store_bucket(s3env, "locked-store")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)

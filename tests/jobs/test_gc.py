@@ -110,6 +110,15 @@ def test_an_object_a_commit_names_meanwhile_is_never_deleted(bucket: str, tree: 
     assert shas[0] in _objects(bucket) and shas[1] not in _objects(bucket)
 
 
+def test_a_prefix_with_no_commit_is_left_alone(bucket: str) -> None:
+    """objects/ without commits/ may be another tool's content-named files: nothing is
+    counted as garbage there, nor deleted."""
+    sha = _put_object(bucket, b"someone else's")
+    result = CliRunner().invoke(main, ["--store", bucket, "gc", "--grace", "0", "--delete"])
+    assert result.exit_code == 2 and "no lamina store at" in result.output, result.output
+    assert _objects(bucket) == {sha}
+
+
 def _age(path: Path, seconds: float) -> None:
     then = time.time() - seconds
     for p in [path, *path.rglob("*")] if path.is_dir() else [path]:

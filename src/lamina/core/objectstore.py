@@ -390,11 +390,19 @@ def unnamed_objects(url: str, grace_s: float, *, now_ns: int | None = None) -> U
     (1,000 keys) at a time on S3 (`lamina.core.remote.walk_remote`).
 
     Example:
-        >>> unnamed_objects("memory://no-store-here", 86400).old
-        []
+        >>> unnamed_objects("s3://bucket/lamina-store", 86400).old  # doctest: +SKIP
+        [StoredObject(sha='3f2a…', size=20817, mtime_ns=1796504967326720000)]
     """
     url = check_url(url)
-    numbers = commits(url)
+    numbers = commits(url)  # first: it names missing credentials (a bucket check cannot)
+    if not numbers:
+        _check_bucket(url)
+        # Not (yet) a lamina store: its objects/ may be another tool's. Nothing is taken.
+        raise StoreError(
+            f"no lamina store at {url} (no {COMMITS}/ manifest there): gc leaves it alone",
+            hint="check the URL; a first publish killed before its manifest leaves objects "
+            "that the same command publishes when run again",
+        )
     named = _named_by(url, numbers)
     now = time.time_ns() if now_ns is None else now_ns
     cutoff = now - int(grace_s * 1e9)
@@ -419,8 +427,9 @@ def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[Store
     delete takes (documented in docs/scale.md).
 
     Example:
-        >>> delete_unnamed("memory://no-store-here", unnamed_objects("memory://no-store-here", 0))
-        []
+        >>> url = "s3://bucket/lamina-store"
+        >>> len(delete_unnamed(url, unnamed_objects(url, 86400)))  # doctest: +SKIP
+        12
     """
     url = check_url(url)
     fs, base = filesystem(url)

@@ -161,22 +161,19 @@ def _leftovers(store: Store) -> list[_Leftover]:
             if (entry / "COMMIT.json").is_file():
                 continue  # a cut-short commit: rolled forward by the next open
             out.append(_measure(entry, "staging"))
+    for path in sorted(store.root.rglob(".*.tmp")):
+        if not path.is_relative_to(tmp):
+            out.append(_measure(path, "temporary file"))
     layers = store.root / LAYERS_DIR
-    for path in sorted(layers.rglob("*")) if layers.is_dir() else []:
-        if path.name.startswith(".") and path.name.endswith(".tmp"):
-            out.append(_measure(path, "temporary file"))
-        elif path.name.startswith("part-") and path.suffix == ".parquet":
-            layer = path.parent
-            # A chunked layer's part without its ledger record is a chunk killed in its
-            # commit; readers skip it (`readable_parts`), and a rerun would sweep it.
-            if is_chunked(layer) and path.stem.removeprefix("part-") not in done_chunks(
-                ledger_dir_of(layer)
-            ):
-                out.append(_measure(path, "uncommitted part"))
-    for top in ("tables", "ledger", "current", "runs"):
-        folder = store.root / top
-        for path in sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []:
-            out.append(_measure(path, "temporary file"))
+    for layer in sorted(layers.glob("*/*")) if layers.is_dir() else []:
+        # A chunked layer's part without its ledger record is a chunk killed in its
+        # commit: readers skip it (`readable_parts`), and a rerun would sweep it.
+        if not layer.is_dir() or not is_chunked(layer):
+            continue
+        done = done_chunks(ledger_dir_of(layer))
+        for part in sorted(layer.glob("part-*.parquet")):
+            if part.stem.removeprefix("part-") not in done:
+                out.append(_measure(part, "uncommitted part"))
     return [x for x in out if x is not None]
 
 
