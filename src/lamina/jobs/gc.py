@@ -147,9 +147,10 @@ def _measure(path: Path, kind: str) -> _Leftover | None:
         inside = [p.stat() for p in path.rglob("*")] if stat.S_ISDIR(own.st_mode) else []
     except OSError:
         return None  # gone meanwhile
-    size = sum(s.st_size for s in inside if stat.S_ISREG(s.st_mode)) if inside else own.st_size
-    if stat.S_ISDIR(own.st_mode) and not inside:
-        size = 0
+    if stat.S_ISDIR(own.st_mode):
+        size = sum(s.st_size for s in inside if stat.S_ISREG(s.st_mode))
+    else:
+        size = own.st_size
     return _Leftover(path, kind, size, max(s.st_mtime_ns for s in [own, *inside]))
 
 
@@ -160,6 +161,8 @@ def _leftovers(store: Store) -> list[_Leftover]:
         for entry in sorted(tmp.iterdir()):
             if (entry / "COMMIT.json").is_file():
                 continue  # a cut-short commit: rolled forward by the next open
+            if entry.name == "duckdb":
+                continue  # a reader's spill folder (`Store.connect`): DuckDB's own to clear
             out.append(_measure(entry, "staging"))
     for path in sorted(store.root.rglob(".*.tmp")):
         if not path.is_relative_to(tmp):
