@@ -32,7 +32,7 @@ def _size(n: int) -> str:
 def _span(seconds: float) -> str:
     s = int(seconds)
     for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s and s % scale == 0:
+        if s and s % scale == 0 and (unit != "d" or s > 86400):  # 24h, as the option says
             return f"{s // scale}{unit}"
     return f"{s}s"
 
