@@ -75,6 +75,8 @@ _JOBS = {
     "ReconcileConfig": "lamina.jobs.manifest",
     "attach": "lamina.jobs.manifest",
     "AttachConfig": "lamina.jobs.manifest",
+    "collect_garbage": "lamina.jobs.gc",
+    "GcConfig": "lamina.jobs.gc",
     "segment": "lamina.jobs.segment",
     "motifs": "lamina.jobs.motifs",
     "MotifsConfig": "lamina.jobs.motifs",

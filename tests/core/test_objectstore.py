@@ -5,6 +5,7 @@ and two writers from one commit cannot both publish (the conditional put)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,12 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 from lamina.cli import main
-from lamina.core import objectstore
+from lamina.core import objectstore, remote
 from lamina.core.errors import StoreError
 from lamina.core.store import checkout_dir
 from lamina.jobs.scan import scan_sources
 from tests.conftest import write_photo
-from tests.s3_support import make_bucket
+from tests.s3_support import fresh_s3fs, make_bucket
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = "select rel_path, status, image_id from files order by rel_path"
@@ -42,6 +43,10 @@ def _sql(store: str, query: str) -> list[dict]:
 def _machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
     """Another machine: its own cache folder, so its own working copy."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache-{name}"))
+
+
+def _no_find(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the whole listing was asked for at once")
 
 
 def _store_bucket(endpoint: str, name: str) -> str:
@@ -110,8 +115,26 @@ def test_a_push_killed_before_its_manifest_publishes_nothing(
     fs, base = objectstore.filesystem(url)
     objects = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{base}/objects", detail=False)}
     first = objectstore.read_commit(url, 1)
-    assert objects - {sha for sha, _ in first.files.values()}
-    assert objectstore.commits(url) == [1]
+    orphans = objects - {sha for sha, _ in first.files.values()}
+    assert orphans and objectstore.commits(url) == [1]
+    # `lamina gc` keeps them under the default grace (a writer's upload in flight looks
+    # the same); with none, it finds exactly them, listing a page (2 keys here) at a time.
+    kept = _lamina(url, "gc")
+    assert "nothing to remove" in kept and f"kept {len(orphans)} objects" in kept, kept
+    import s3fs
+
+    with monkeypatch.context() as paged:
+        paged.setattr(remote, "LIST_PAGE", 2)
+        paged.setattr(s3fs.S3FileSystem, "find", _no_find)
+        found = json.loads(_lamina(url, "gc", "--grace", "0", "--json"))
+        assert {i["name"] for i in found["items"]} == orphans and found["deleted"] == 0
+        assert found["found_bytes"] == sum(fs.size(f"{base}/objects/{o}") for o in orphans)
+        deleted = _lamina(url, "gc", "--grace", "0", "--delete")
+    assert f"deleted {len(orphans)} objects" in deleted, deleted
+    fs.invalidate_cache()
+    assert {
+        p.rsplit("/", 1)[-1] for p in fs.ls(f"{base}/objects", detail=False)
+    } == objects - orphans
     _machine(monkeypatch, tmp_path, "b")
     assert _sql(url, FILES) == before and len(before) == 9
     # The killed machine's next command publishes the scan its working copy committed.
@@ -180,3 +203,75 @@ def test_a_manifest_naming_a_path_outside_the_store_or_a_bad_hash_is_refused(
     with pytest.raises(StoreError, match=r"not a plain relative path|not a SHA-256"):
         objectstore.pull(url)
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_store_in_a_bucket_that_does_not_exist_or_without_credentials(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _machine(monkeypatch, tmp_path, "a")
+    missing = "s3://no-such-bucket/lamina-store"
+    result = CliRunner().invoke(main, ["--store", missing, "scan", str(tree)])
+    assert result.exit_code == 2, result.output
+    assert (
+        "the bucket no-such-bucket of the store s3://no-such-bucket/lamina-store does not exist"
+        in (result.output)
+    )
+    assert "aws s3 mb s3://no-such-bucket" in result.output
+    assert "scanned" not in result.output and not checkout_dir(missing).exists()  # refused first
+    result = CliRunner().invoke(main, ["--store", missing, "gc"])
+    assert result.exit_code == 2 and "the bucket no-such-bucket of the store" in result.output
+    url = _store_bucket(s3env, "locked-store")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    fresh_s3fs()
+    for args in (["scan", str(tree)], ["status"], ["gc"]):
+        result = CliRunner().invoke(main, ["--store", url, *args])
+        assert result.exit_code == 2, result.output
+        assert f"no credentials for {url}" in result.output
+        assert "AWS_ACCESS_KEY_ID" in result.output and "~/.aws/credentials" in result.output
+
+
+def _readme_s3_lines() -> list[str]:
+    """The README's example of a store on S3: the lines of its code block that use
+    `--store s3://…` (a `text` block, which the documented-commands test does not run:
+    it has no S3 server)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```text\n(.*?)```", text, flags=re.S)
+    found = [b for b in blocks if "--store s3://" in b]
+    assert len(found) == 1, "the README's example of a store on S3 is gone"
+    return [line.strip() for line in found[0].splitlines() if line.strip()]
+
+
+def test_the_readme_example_of_a_store_on_s3_runs_as_printed(
+    tree: Path, s3env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each line run as printed, in a bucket named `bucket` on moto's server, with the
+    standard AWS environment pointing at it (as the README says a user sets it)."""
+    import shlex
+
+    lines = _readme_s3_lines()
+    assert [shlex.split(x, comments=True)[1] for x in lines] == [
+        "scan", "sense", "status", "gc", "gc"
+    ]  # fmt: skip
+    make_bucket(s3env, "bucket")
+    fs, _ = objectstore.filesystem("s3://bucket")
+    for p in sorted(tree.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"bucket/comics/{p.relative_to(tree).as_posix()}", p.read_bytes())
+    _machine(monkeypatch, tmp_path, "a")
+    # One worker, no process pool: four images (the runner holds its own name for it).
+    monkeypatch.setattr("lamina.core.runner.default_workers", lambda: 1)
+    outputs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        assert words[0] == "lamina"
+        result = CliRunner().invoke(main, words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+        outputs.append(result.output)
+    url = "s3://bucket/lamina-store"
+    assert objectstore.commits(url) == [1, 2]  # scan, sense; status and gc publish nothing
+    assert "ok" in outputs[2] and "s3://bucket/comics" in outputs[2]
+    assert "nothing to remove" in outputs[3] and "nothing to remove" in outputs[4]
+    assert len(_sql(url, "select image_id from signals")) == 4

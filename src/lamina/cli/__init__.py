@@ -19,6 +19,7 @@ from lamina.cli import (  # noqa: F401
     search,
     segment,
     sense,
+    store,
     tag,
     train,
 )

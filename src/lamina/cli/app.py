@@ -99,6 +99,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Language: text in the images, captions, depth",
         ("ocr", "modality", "caption", "agreement", "depth"),
     ),
+    ("Keeping the store", ("gc",)),
 )
 
 STORE_HELP = (

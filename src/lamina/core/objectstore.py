@@ -28,9 +28,16 @@ every command given `--store URL`. A command killed midway publishes nothing; it
 committed chunks stay in the working copy, and running it again resumes from them and
 publishes the lot.
 
-Protocols whose fsspec backend makes `mode="create"` a real conditional put can be
-written: `s3` (s3fs) and `memory` (one process). Others (gs://, http(s)://) can be
-pulled (read) but not pushed; gcsfs's generation-match put is not wired (not tested).
+Protocols whose fsspec backend makes `mode="create"` a real conditional put, *tested
+here*, can be written: `s3` (s3fs, against moto's server) and `memory` (one process).
+Others (gs://, http(s)://) can be pulled (read) but not pushed. gcsfs (2024.12 on) sends
+`ifGenerationMatch=0` for `mode="create"` (experimental, says gcsfs), but lamina has no
+offline test of it (no GCS server that honours the precondition runs in the tests), so
+gs:// stays read-only rather than untested (docs/scale.md, "Where the store can live").
+
+Objects that no manifest names (a push killed or refused after its uploads) are found by
+`unnamed_objects` and removed by `delete_unnamed` (`lamina gc`): only those older than a
+grace period, so a writer's upload in flight is never taken.
 """
 
 from __future__ import annotations
@@ -40,13 +47,14 @@ import json
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import StoreError
 from lamina.core.layout import atomic_write_bytes, atomic_write_json
-from lamina.core.remote import check_url, filesystem, protocol_of, remote_error
+from lamina.core.remote import check_url, filesystem, protocol_of, remote_error, walk_remote
 from lamina.core.store import FENCE_FILE, LOCK_FILE, Store, checkout_dir
 
 COMMITS = "commits"
@@ -201,10 +209,13 @@ def pull(url: str, *, create: bool = False) -> Store:
         >>> store = pull("s3://bucket/lamina-store")  # doctest: +SKIP
     """
     url = check_url(url)
+    if create and protocol_of(url) not in WRITABLE:
+        raise _read_only(url)  # before the command does work it could never publish
     root = checkout_dir(url)
     head = newest(url)
     if head is None:
         if (root / "lamina.toml").is_file() or create:
+            _check_bucket(url)
             return Store.open(root, create=create)
         raise StoreError(
             f"no lamina store at {url} (no {COMMITS}/ manifest there)",
@@ -271,11 +282,7 @@ def push(url: str) -> int | None:
         if parent and files == published:
             return None
         if protocol not in WRITABLE:
-            raise StoreError(
-                f"the store {url} can be read but not written: lamina commits to an object "
-                f"store by a conditional put, wired for {', '.join(sorted(WRITABLE))}:// only",
-                hint="keep the store on a local or shared disk, or on s3://",
-            )
+            raise _read_only(url)
         numbers = commits(url)
         if (numbers[-1] if numbers else 0) != parent:
             raise _conflict(url, parent, numbers[-1])
@@ -308,6 +315,35 @@ def push(url: str) -> int | None:
     return number
 
 
+def _read_only(url: str) -> StoreError:
+    protocol = protocol_of(url)
+    return StoreError(
+        f"the store {url} can be read but not written: lamina commits to an object store "
+        f"by a conditional put, wired for {', '.join(f'{p}://' for p in sorted(WRITABLE))} "
+        f'only ({protocol}:// stores are read-only: docs/scale.md, "Where the store can live")',
+        hint="keep the store on a local or shared disk, or on s3://",
+    )
+
+
+def _check_bucket(url: str) -> None:
+    """A new store on S3 needs its bucket: say so now, not after the command's work."""
+    if protocol_of(url) not in ("s3", "s3a"):
+        return  # memory:// has no buckets
+    fs, base = filesystem(url)
+    bucket = base.strip("/").split("/", 1)[0]
+    try:
+        exists = fs.exists(bucket)
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
+    if not exists:
+        raise StoreError(
+            f"the bucket {bucket} of the store {url} does not exist (or the credentials in "
+            "use cannot see it)",
+            hint=f"create it (`aws s3 mb s3://{bucket}`), or check the name and the "
+            "credentials; AWS_ENDPOINT_URL for an S3-compatible server",
+        )
+
+
 def _conflict(url: str, parent: int, theirs: int) -> StoreError:
     return StoreError(
         f"the store {url} moved on while this command ran (this work starts from commit "
@@ -316,3 +352,102 @@ def _conflict(url: str, parent: int, theirs: int) -> StoreError:
         f"{checkout_dir(url)} (move it aside and run the command again to redo it on the "
         "newest commit)",
     )
+
+
+# -- garbage: objects no commit names -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object of the bucket: its SHA-256 name, size and last-modified time (ns, None
+    when the backend gives none)."""
+
+    sha: str
+    size: int
+    mtime_ns: int | None
+
+
+@dataclass
+class Unnamed:
+    """The objects of a store that no commit names (`unnamed_objects`)."""
+
+    commits: list[int]  # the commits read (their objects are never garbage)
+    named: int  # distinct objects the commits name
+    old: list[StoredObject]  # unnamed, last modified before the grace period: garbage
+    young: list[StoredObject]  # unnamed, but recent: maybe a push in flight, kept
+    foreign: int  # keys under objects/ that are not a SHA-256: not lamina's, never touched
+
+
+def _named_by(url: str, numbers: list[int]) -> set[str]:
+    return {sha for n in numbers for sha, _size in read_commit(url, n).files.values()}
+
+
+def unnamed_objects(url: str, grace_s: float, *, now_ns: int | None = None) -> Unnamed:
+    """The objects of the store at `url` that no commit names (a push killed before its
+    manifest, or refused by the conditional put, uploaded them), split by age: `old`
+    ones were last modified more than `grace_s` seconds ago. Every commit counts, not
+    only the newest (a reader may be pulling an older one). The bucket is listed a page
+    (1,000 keys) at a time on S3 (`lamina.core.remote.walk_remote`).
+
+    Example:
+        >>> unnamed_objects("s3://bucket/lamina-store", 86400).old  # doctest: +SKIP
+        [StoredObject(sha='3f2a…', size=20817, mtime_ns=1796504967326720000)]
+    """
+    url = check_url(url)
+    numbers = commits(url)  # first: it names missing credentials (a bucket check cannot)
+    if not numbers:
+        _check_bucket(url)
+        # Not (yet) a lamina store: its objects/ may be another tool's. Nothing is taken.
+        raise StoreError(
+            f"no lamina store at {url} (no {COMMITS}/ manifest there): gc leaves it alone",
+            hint="check the URL; a first publish killed before its manifest leaves objects "
+            "that the same command publishes when run again",
+        )
+    named = _named_by(url, numbers)
+    now = time.time_ns() if now_ns is None else now_ns
+    cutoff = now - int(grace_s * 1e9)
+    found = Unnamed(numbers, len(named), [], [], 0)
+    for rel, size, mtime in walk_remote(_join(url, OBJECTS)):
+        if not _SHA256.fullmatch(rel):
+            found.foreign += 1
+        elif rel not in named:
+            obj = StoredObject(rel, int(size or 0), mtime)
+            # An object the backend gives no time for is never old: it might be in flight.
+            (found.old if mtime is not None and mtime <= cutoff else found.young).append(obj)
+    return found
+
+
+def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[StoredObject]:
+    """Delete `found.old` (from `unnamed_objects`), a batch at a time; the objects deleted.
+
+    Before each batch the commits are listed again, and an object a commit published
+    since names is kept: a writer that re-uploaded one (a push uploads every object its
+    parent commit lacks, so its upload renews the object's time) and published between
+    the look and the delete does not lose it. What is left is the time one batch's
+    delete takes (documented in docs/scale.md).
+
+    Example:
+        >>> url = "s3://bucket/lamina-store"
+        >>> len(delete_unnamed(url, unnamed_objects(url, 86400)))  # doctest: +SKIP
+        12
+    """
+    url = check_url(url)
+    fs, base = filesystem(url)
+    seen = list(found.commits)
+    named: set[str] = set()
+    deleted: list[StoredObject] = []
+    for start in range(0, len(found.old), batch):
+        newer = [n for n in commits(url) if n not in seen]
+        named |= _named_by(url, newer)
+        seen += newer
+        doomed = [o for o in found.old[start : start + batch] if o.sha not in named]
+        if not doomed:
+            continue
+        try:
+            fs.rm([_join(base, OBJECTS, o.sha) for o in doomed])
+        except FileNotFoundError:
+            pass  # another gc removed some of them first
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        deleted += doomed
+    return deleted
