@@ -439,6 +439,8 @@ def _no_side_effects(mp: pytest.MonkeyPatch, world: dict[str, Any]) -> Iterator[
     server recorded (`shell.opened`, `shell.served`) instead of started."""
     # One worker: the sample is a few images, and process pools would only slow it.
     mp.setattr("lamina.executors.local.default_workers", lambda: 1)
+    # chunk_plan imports the name itself, so the executor's patch alone does not reach it.
+    mp.setattr("lamina.core.chunk_plan.default_workers", lambda: 1)
     shell = Shell(world)
     mp.setattr(webbrowser, "open", lambda url, *a, **k: shell.opened.append(url))
     # `lamina app` serves until stopped: the lines that start it only record what it serves.

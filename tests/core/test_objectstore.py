@@ -261,8 +261,8 @@ def test_the_readme_example_of_a_store_on_s3_runs_as_printed(
         if p.is_file():
             fs.pipe_file(f"bucket/comics/{p.relative_to(tree).as_posix()}", p.read_bytes())
     _machine(monkeypatch, tmp_path, "a")
-    # One worker, no process pool: four images (the runner holds its own name for it).
-    monkeypatch.setattr("lamina.core.runner.default_workers", lambda: 1)
+    # One worker, no process pool: four images (chunk_plan holds its own name for it).
+    monkeypatch.setattr("lamina.core.chunk_plan.default_workers", lambda: 1)
     outputs = []
     for line in lines:
         words = shlex.split(line, comments=True)
