@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from lamina.analysis.motifs import cooccurrence
+from lamina.analysis.motifs import cooccurrence, split_by_shape
 from lamina.core.masks import decode_rle
 from lamina.core.store import Store
 from lamina.jobs.motifs import MotifsConfig, motifs
@@ -208,3 +208,32 @@ def test_cooccurrence_counts_lift_and_pmi() -> None:
         {"motif_a": 1, "motif_b": 2, "images_a": 3, "images_b": 2, "images_both": 2,
          "lift": pytest.approx(4 * 2 / 6), "pmi": pytest.approx(np.log2(4 / 3))}
     ]  # fmt: skip
+
+
+def _shapes(rng: np.random.Generator, thin: float, solid: float, n: int) -> np.ndarray:
+    return np.stack([rng.normal(thin, 0.005, n), rng.normal(solid, 0.02, n)], 1)
+
+
+def test_a_motif_of_two_distinct_shapes_is_split_in_two() -> None:
+    """Whole rulers (1:8, solid) and colour-chart frames (~1:2.5, a hollow frame) gave
+    crops the embedder put in one k-means cluster (seeds 47 and 113: ruler precision
+    0.32); their shapes are two tight groups far apart, so the motif splits in two."""
+    rng = np.random.default_rng(0)
+    shape = np.vstack(
+        [_shapes(rng, 0.12, 0.9, 20), _shapes(rng, 0.47, 0.2, 38), rng.uniform(0, 1, (40, 2))]
+    )
+    labels = np.r_[np.zeros(58, int), np.ones(40, int)]
+    out = split_by_shape(labels, shape[:, 0], shape[:, 1])
+    assert len(set(out[:20].tolist())) == 1 and len(set(out[20:58].tolist())) == 1
+    assert out[0] != out[20] and set(out[:58].tolist()).isdisjoint(out[58:].tolist())
+    # The other motif spreads its shapes over one broad mode: it is left whole.
+    assert len(set(out[58:].tolist())) == 1 and out.max() == 2
+
+
+def test_a_motif_of_one_shape_at_many_scales_is_not_split() -> None:
+    rng = np.random.default_rng(1)
+    # A broad but single mode (stamps of varying solidity), and a few odd members: no split.
+    shape = np.vstack([_shapes(rng, 0.95, 0.57, 30), _shapes(rng, 0.3, 0.9, 2)])
+    shape[:30, 1] = rng.normal(0.57, 0.05, 30)
+    labels = np.zeros(32, int)
+    assert split_by_shape(labels, shape[:, 0], shape[:, 1]).tolist() == [0] * 32
