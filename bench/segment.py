@@ -21,7 +21,7 @@ runs in its own process on its own store, after one `lamina scan` (not timed):
 
 Usage::
 
-    .venv/bin/python bench/segment.py                # 300 images; writes results/segment.md
+    .venv/bin/python bench/segment.py                # 300 images; its block of results/segment.md
     .venv/bin/python bench/segment.py --n 1000 --sam
     .venv/bin/python bench/segment.py --n 40 --out /tmp/segment.md   # a quick check
     nice -n 10 .venv/bin/python bench/segment.py --n 1000 --methods felzenszwalb \
@@ -226,7 +226,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT).stdout.strip()  # fmt: skip
     lines = [
-        "# Segment benchmark",
+        "## The latest `bench/segment.py` run",
         "",
         f"Date: {date.today().isoformat()}. Machine: {len(os.sched_getaffinity(0))} cores "
         f"({cpu}), Python {platform.python_version()}, lamina {commit}. Load average "
@@ -248,7 +248,26 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    old = args.out.read_text() if args.out.exists() else "# Segment benchmark\n"
+    args.out.write_text(replace_block(old, text))
+
+
+BEGIN, END = "<!-- bench/segment.py: begin -->", "<!-- bench/segment.py: end -->"
+
+
+def replace_block(document: str, block: str) -> str:
+    """`document` with the text between its BEGIN and END markers replaced by `block`, or
+    the marked block appended: the hand-written sections of the results file are kept.
+
+    Example:
+        >>> replace_block("# T\\n\\nnotes\\n", "new\\n").count("notes")
+        1
+    """
+    marked = f"{BEGIN}\n{block}{END}\n"
+    if BEGIN in document and END in document.split(BEGIN, 1)[1]:
+        head, rest = document.split(BEGIN, 1)
+        return head + marked + rest.split(END, 1)[1].lstrip("\n")
+    return document.rstrip("\n") + "\n\n" + marked
 
 
 if __name__ == "__main__":
