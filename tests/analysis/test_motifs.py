@@ -166,10 +166,11 @@ def planted_recall(
 
 @pytest.mark.slow
 def test_planted_stamp_ruler_and_chart_each_form_their_own_motif(tmp_path: Path) -> None:
-    """Asserted on seed 47, first run once after the last change to the pipeline (with 59:
-    all >= 0.9). The ruler still misses 0.9 on seed 31, also first run then: 0.85 (3 rulers
-    split into an inner body and a 1-2 px halo ring, or merged with a cup of the same
-    colour; bench/results/segment.md). Seeds 7, 11 and 31 are development seeds."""
+    """Seed 47: with regions merged by median colour (whole rulers) the ruler and the chart
+    frame shared one k-means motif (ruler precision 0.32) until motifs of two distinct
+    shapes were split (`split_by_shape`). Seeds 7, 11, 31, 47, 59, 83, 97 and 113 are
+    development seeds; bench/results/segment.md has the seeds first run after the last
+    change."""
     truth = planted_collection(tmp_path / "src", seed=47)
     assert all(len(t) == 3 for t in truth.values())
     store = Store.open(tmp_path / "store", create=True)
