@@ -241,3 +241,5 @@ def test_a_motif_of_one_shape_with_a_few_odd_members_is_not_split() -> None:
     # Null shapes (no geometry) take the median and change nothing.
     shape[:3] = np.nan
     assert split_by_shape(labels, shape[:, 0], shape[:, 1]).tolist() == [0] * 20
+    nothing = np.full(20, np.nan)  # segments with no geometry at all (an SVD failed on NaN)
+    assert split_by_shape(labels, nothing, nothing).tolist() == [0] * 20

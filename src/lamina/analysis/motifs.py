@@ -223,8 +223,10 @@ def split_by_shape(
         [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
     """
     shape = np.stack([np.log(np.clip(thinness, 0.01, 1.0)), solidity], 1).astype(np.float64)
-    shape = np.where(np.isfinite(shape), shape, np.nanmedian(shape, axis=0))
-    shape /= np.maximum(shape.std(axis=0), 1e-9)
+    known = np.isfinite(shape)
+    for c in range(shape.shape[1]):  # a column with no value at all is inert
+        shape[~known[:, c], c] = np.median(shape[known[:, c], c]) if known[:, c].any() else 0.0
+    shape = (shape - shape.mean(axis=0)) / np.maximum(shape.std(axis=0), 1e-9)
     out = np.asarray(labels, np.int64).copy()
     todo = sorted(set(out.tolist()))
     next_label = int(out.max(initial=-1)) + 1
