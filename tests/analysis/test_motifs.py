@@ -243,3 +243,12 @@ def test_a_motif_of_one_shape_with_a_few_odd_members_is_not_split() -> None:
     assert split_by_shape(labels, shape[:, 0], shape[:, 1]).tolist() == [0] * 20
     nothing = np.full(20, np.nan)  # segments with no geometry at all (an SVD failed on NaN)
     assert split_by_shape(labels, nothing, nothing).tolist() == [0] * 20
+
+
+def test_a_negative_shape_split_is_refused() -> None:
+    from lamina.analysis.motifs import MotifsConfig as PassConfig
+    from lamina.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shape_split >= 0"):
+        PassConfig(shape_split=-1.0)
+    assert PassConfig(shape_split=0.0).shape_split == 0.0  # 0: no split
