@@ -1,8 +1,8 @@
 """Planted motifs: a stamp, a ruler and a colour chart planted into the package photos at
 varying positions and scales (tests/analysis/test_motifs.py), `lamina segment && lamina
 motifs`, and the recall / precision of the motif each forms, for several seeds. Seeds 7,
-11 and 31 were used for development; 47 and 59 were first run once after the last change
-(bench/results/segment.md, "Planted motifs").
+11, 31, 47, 59, 83, 97 and 113 are development seeds; the seeds first run once after the
+last change are in bench/results/segment.md.
 
 Usage::
 

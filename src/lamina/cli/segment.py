@@ -153,6 +153,9 @@ def segment(
 @click.option("--infrastructure-share", type=float, default=0.25, show_default=True,
               help="A motif in at least this share of the images, mostly at the border, is "
               "infrastructure (rulers, colour bars, frames).")  # fmt: skip
+@click.option("--shape-split", type=float, default=4.0, show_default=True,
+              help="Split a motif whose segments form two shape groups (elongation, "
+              "solidity) at least this far apart, in Ashman's D (0: never).")  # fmt: skip
 @click.option("--workers", "-j", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--offline", is_flag=True, help=OFFLINE_HELP)
@@ -166,6 +169,7 @@ def motifs(
     seed: int,
     margin: float,
     infrastructure_share: float,
+    shape_split: float,
     workers: int | None,
     device: str,
     offline: bool,
@@ -174,7 +178,9 @@ def motifs(
     """Find the visual elements that recur across the collection (after `lamina segment`).
 
     Embeds each segment (its masked crop on neutral grey, from one decode per image),
-    clusters the vectors into motifs and writes the tables `motifs` (a row per segment),
+    clusters the vectors into motifs (k-means, then a motif whose segments form two
+    distinct shapes, e.g. long rulers and squat chart frames, is split in two) and
+    writes the tables `motifs` (a row per segment),
     `motif_summary` (a row per motif: images, share, border share, kind: infrastructure,
     foreground or rare; its medoid), `image_motifs` (each image's motif counts) and
     `motif_cooccurrence` (pairs of motifs with counts, lift and PMI); from the same decode,
@@ -198,6 +204,7 @@ def motifs(
         seed=seed,
         margin=margin,
         infrastructure_share=infrastructure_share,
+        shape_split=shape_split,
         device=device,
         offline=offline,
         workers=workers,

@@ -35,6 +35,7 @@ class MotifsConfig:
     border_near: float = 0.02
     infrastructure_share: float = 0.25
     rare_images: int = 2
+    shape_split: float = 4.0  # lamina.analysis.motifs.SHAPE_SEPARATION; 0: no shape split
     batch_size: int = 32
     device: str = "auto"
     offline: bool = False
@@ -90,6 +91,7 @@ def motifs(store: Store, config: MotifsConfig = MotifsConfig()) -> MotifsResult:
             border_near=config.border_near,
             infrastructure_share=config.infrastructure_share,
             rare_images=config.rare_images,
+            shape_split=config.shape_split,
         )
     )
     # Per-segment colour / texture, run beside the embeddings: one decode serves both.

@@ -220,7 +220,7 @@ class SegmentPass(Pass):
     """Segments of each image (masks as COCO RLE, geometry, scores), trivial ones filtered."""
 
     name = SEGMENT_PASS
-    version = "3"  # 3: pieces joined across tile seams
+    version = "4"  # 3: pieces joined across tile seams; 4: regions merged by median colour
     Config = SegmentConfig
     run_only = RUN_ONLY
     decode = "working"

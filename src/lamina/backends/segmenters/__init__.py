@@ -3,7 +3,7 @@
 Spec forms (`SPEC_FORMS`):
 
 * ``classical`` / ``default``: the offline default, no weights. scikit-image's Felzenszwalb
-  graph segmentation of the working image, regions then merged by mean colour on their
+  graph segmentation of the working image, regions then merged by median colour on their
   adjacency graph (`lamina.backends.segmenters.classical`). Coarser than SAM: regions
   follow colour and texture edges, not objects. ``classical:slic`` (SLIC superpixels merged
   the same way) and ``classical:otsu`` (Otsu threshold + connected components: scans of
