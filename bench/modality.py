@@ -231,7 +231,10 @@ def train(out: Path) -> None:
 # The embedding head is fitted on every spent split and `extra` (more of the same
 # generators), less the photos of the sources kept for `fresh2` (FRESH_PHOTOS).
 HEAD_SPLITS = ("calibration", "development", "held_out", "final", "fresh", "extra")
-HEAD_C = 0.1
+HEAD_C = 1.0
+# Principal components of the vectors the head reads (0: all 1280 dimensions); 24 from
+# the leave-one-family-out check (bench/results/modality.md, 2026-12-06).
+HEAD_K = 24
 
 
 def head_training(cache: Path, splits: tuple[str, ...] = HEAD_SPLITS, drop_fresh: bool = False):  # type: ignore[no-untyped-def]
@@ -262,14 +265,35 @@ def head_training(cache: Path, splits: tuple[str, ...] = HEAD_SPLITS, drop_fresh
     return names, np.concatenate(xs), np.concatenate(vs), np.concatenate(ys)
 
 
-def fit_head(x: np.ndarray, v: np.ndarray, y: np.ndarray, c: float = HEAD_C):  # type: ignore[no-untyped-def]
-    """(mean, scale, fitted LogisticRegression) over standardised [pixel stats | vector]."""
+def fit_head(x: np.ndarray, v: np.ndarray, y: np.ndarray, c: float = HEAD_C, k: int = 0):  # type: ignore[no-untyped-def]
+    """(mean, scale, coef, intercept, classes) of a logistic regression over standardised
+    [pixel stats | vector], folded so that it reads the raw vector: with `k`, the vectors
+    are first projected on their top `k` principal components (fewer weights to fit on a
+    few hundred images), and the projection is folded into the coefficients."""
     from sklearn.linear_model import LogisticRegression
 
-    xv = np.hstack([x, v])
+    mu, proj = v.mean(axis=0), np.eye(v.shape[1])
+    if k:
+        proj = np.linalg.svd(v - mu, full_matrices=False)[2][:k]
+    xv = np.hstack([x, (v - mu) @ proj.T])
     mean, scale = xv.mean(axis=0), xv.std(axis=0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
-    return mean, scale, clf.fit((xv - mean) / scale, y)
+    clf.fit((xv - mean) / scale, y)
+    n = x.shape[1]
+    # logits = W_x z_x + W_p (P (v - mu) - m_p) / s_p + b: fold P, mu, m_p and s_p in.
+    w_v = (clf.coef_[:, n:] / scale[n:]) @ proj
+    intercept = clf.intercept_ - w_v @ mu - (clf.coef_[:, n:] / scale[n:]) @ mean[n:]
+    coef = np.hstack([clf.coef_[:, :n], w_v])
+    full_mean = np.concatenate([mean[:n], np.zeros(v.shape[1])])
+    full_scale = np.concatenate([scale[:n], np.ones(v.shape[1])])
+    return full_mean, full_scale, coef, intercept, tuple(clf.classes_)
+
+
+def predict_head(fitted, x: np.ndarray, v: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The class of each row under `fit_head`'s folded model (as lamina computes it)."""
+    mean, scale, coef, intercept, classes = fitted
+    logits = ((np.hstack([x, v]) - mean) / scale) @ coef.T + intercept
+    return np.asarray(classes)[np.argmax(logits, axis=1)]
 
 
 def _pr(y: np.ndarray, pred: np.ndarray) -> str:
@@ -301,8 +325,7 @@ def develop(cache: Path) -> None:
         for c in (0.01, 0.03, 0.1, 0.3, 1.0):
             xa = x if pixels else x[:, :0]
             fa = fx if pixels else fx[:, :0]
-            mean, scale, clf = fit_head(xa, v, y, c)
-            pred = clf.predict((np.hstack([fa, fv]) - mean) / scale)
+            pred = predict_head(fit_head(xa, v, y, c, HEAD_K), fa, fv)
             rows = zip(names, pred, fy, strict=True)
             wrong = sorted({f"{Path(n).stem.rsplit('_', 1)[0]}->{p}" for n, p, t in rows if p != t})
             print(f"pixels={pixels} C={c}: fresh {_pr(fy, pred)}; wrong kinds {wrong}", flush=True)
@@ -320,9 +343,9 @@ def train_head(out: Path, cache: Path) -> None:
         raise SystemExit(f"{out} exists: give another --out (nothing is overwritten)")
     _, x, v, y = head_training(cache)
     print({c: int((y == c).sum()) for c in sorted(set(y))})
-    mean, scale, clf = fit_head(x, v, y)
+    mean, scale, coef, intercept, classes = fit_head(x, v, y, HEAD_C, HEAD_K)
     dims = tuple(f"v{i}" for i in range(v.shape[1]))
-    model = Model(FEATURES + dims, tuple(clf.classes_), mean, scale, clf.coef_, clf.intercept_)
+    model = Model(FEATURES + dims, classes, mean, scale, coef, intercept)
     d = model.to_dict()
     for key in ("mean", "scale", "coef", "intercept"):  # 6 significant digits keep it small
         d[key] = np.vectorize(lambda f: float(f"{f:.6g}"))(np.asarray(d[key])).tolist()
@@ -333,7 +356,8 @@ def train_head(out: Path, cache: Path) -> None:
         "trained_on": f"bench/modality.py HEAD_SPLITS {', '.join(HEAD_SPLITS)} less the photos "
         f"of tests/modality_fresh.py FRESH_PHOTOS ({len(y)} images)",
         "trainer": f"sklearn LogisticRegression(C={HEAD_C}, class_weight='balanced') on "
-        "standardised [pixel_stats FEATURES | 1280-d vector]",
+        f"standardised [pixel_stats FEATURES | {HEAD_K or 'all'} principal components of the "
+        "1280-d vector], the projection folded into the coefficients",
     }
     out.write_text(json.dumps(payload) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
@@ -368,26 +392,30 @@ def evaluate(splits: tuple[str, ...] = SPLITS, ocr: bool = False, head: bool = T
 
                 run_passes(store, [("embed", {"model": DEFAULT_SPEC})], command="bench",
                            workers=1, progress=False)  # fmt: skip
-            done = modality(store, ModalityJobConfig(zero_shot="off", head="auto" if head else
-                                                     "off", workers=1, progress=False))  # fmt: skip
-            if head and not done.head:
-                raise SystemExit("the head was not used: are the installed weights the same?")
-            got = store.sql(
-                "select rel_path, split_part(rel_path, '/', 1) as label, modality "
-                "from files join modality using (image_id) order by rel_path"
-            ).to_pylist()
-            cells = []
-            for label in LABELS:
-                tp = sum(r["label"] == label and r["modality"] == label for r in got)
-                p = tp / max(1, sum(r["modality"] == label for r in got))
-                r_ = tp / max(1, sum(r["label"] == label for r in got))
-                cells.append(f"{p:.2f} / {r_:.2f}")
-            lines.append(f"| {split} ({len(got)} images) | " + " | ".join(cells) + " |")
-            misses += [
-                f"- {split}: `{r['rel_path']}` read as {r['modality']}"
-                for r in got
-                if r["modality"] != r["label"]
-            ]
+            # With the head: the head, then the pixel model on the same store (both rows).
+            for mode in ("auto", "off") if head else ("off",):
+                job = ModalityJobConfig(zero_shot="off", head=mode, workers=1, progress=False)
+                done = modality(store, job)
+                if mode == "auto" and not done.head:
+                    raise SystemExit("the head was not used: are the installed weights the same?")
+                got = store.sql(
+                    "select rel_path, split_part(rel_path, '/', 1) as label, modality "
+                    "from files join modality using (image_id) order by rel_path"
+                ).to_pylist()
+                cells = []
+                for label in LABELS:
+                    tp = sum(r["label"] == label and r["modality"] == label for r in got)
+                    p = tp / max(1, sum(r["modality"] == label for r in got))
+                    r_ = tp / max(1, sum(r["label"] == label for r in got))
+                    cells.append(f"{p:.2f} / {r_:.2f}")
+                kind = "head" if mode == "auto" else "pixel model"
+                lines.append(f"| {split} ({len(got)} images), {kind} | " + " | ".join(cells) + " |")
+                misses += [
+                    f"- {split}, {kind}: `{r['rel_path']}` read as {r['modality']}"
+                    for r in got
+                    if r["modality"] != r["label"]
+                ]
+                print(lines[-1], flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -400,7 +428,7 @@ def evaluate(splits: tuple[str, ...] = SPLITS, ocr: bool = False, head: bool = T
             f"{platform.python_version()}, lamina {commit}; `python bench/modality.py "
             f"{'--split ' + splits[0] if len(splits) == 1 else ''}"
             f"{' --ocr' if ocr else ''}{' --pixels-only' if not head else ''}` "
-            f"({'embedding head' if head else 'pixel model'}).",
+            "(with the head: each split read by the head, then by the pixel model).",
             "",
             "| split | photo | document | graphic | screenshot |",
             "|---|---|---|---|---|",
