@@ -331,6 +331,57 @@ def develop(cache: Path) -> None:
             print(f"pixels={pixels} C={c}: fresh {_pr(fy, pred)}; wrong kinds {wrong}", flush=True)
 
 
+# Generator family of a training image, for the leave-one-family-out check: the old
+# splits name files by split, `extra` by generator (with `win_` / `fresh_` prefixes).
+_OLD_FAMILY = {
+    "document": {"calibration": "cal_doc", "development": "page_columns", "held_out": "letter",
+                 "final": "clipping"},
+    "screenshot": {"calibration": "cal_screen", "development": "app", "held_out": "web",
+                   "final": "editor"},
+}  # fmt: skip
+_RENAME = {"page_lines": "cal_doc", "label_card": "cal_doc", "window": "cal_screen",
+           "cards": "cal_screen", "icon": "icons", "flow": "flowchart", "sketch": "line_art",
+           "chart@calibration": "chart_cal", "chart@development": "chart_held"}  # fmt: skip
+
+
+def family(name: str, label: str) -> str:
+    """`split/rel_path` -> its generator family (a photo: its source)."""
+    split, rel = name.split("/", 1)
+    stem = Path(rel).stem.rsplit("_", 1)[0]
+    if label == "photo":
+        return f"photo:{stem}"
+    if split == "extra":
+        stem = stem.removeprefix("win_").removeprefix("fresh_")
+    elif split != "fresh" and label in _OLD_FAMILY:
+        stem = _OLD_FAMILY[label][split]
+    elif stem in ("logo", "mpl", "present", "colorwheel"):
+        stem = "package_logo"
+    return f"{label}:{_RENAME.get(f'{stem}@{split}', _RENAME.get(stem, stem))}"
+
+
+def families(cache: Path) -> None:
+    """Leave-one-generator-family-out on the head's training set: each family (photo
+    source or generator) in turn is left out of the fit and read by it; P / R over all
+    the left-out reads, for the pixel stats alone and with k principal components of the
+    vectors (fitted on all rows: a development check, not a clean test)."""
+    from sklearn.linear_model import LogisticRegression
+
+    names, x, v, y = head_training(cache)
+    groups = np.array([family(n, lab) for n, lab in zip(names, y, strict=True)])
+    print(f"{len(y)} images, {len(set(groups))} families", flush=True)
+    mu = v.mean(axis=0)
+    proj = np.linalg.svd(v - mu, full_matrices=False)[2]
+    for k in (0, 8, 24, 64):
+        a = np.hstack([x, (v - mu) @ proj[:k].T])
+        pred = np.empty(len(y), dtype=object)
+        for g in sorted(set(groups)):
+            out = groups == g
+            m, s = a[~out].mean(axis=0), a[~out].std(axis=0) + 1e-6
+            clf = LogisticRegression(C=HEAD_C, max_iter=5000, class_weight="balanced")
+            pred[out] = clf.fit((a[~out] - m) / s, y[~out]).predict((a[out] - m) / s)
+        print(f"pixel stats + {k} PCs: {_pr(y, pred.astype(str))}", flush=True)
+
+
 def train_head(out: Path, cache: Path) -> None:
     """Fit the shipped head on HEAD_SPLITS and write it as JSON (copy it to
     src/lamina/analysis/modality_head.json by hand to ship it)."""
@@ -450,7 +501,8 @@ def main() -> None:
     h = sub.add_parser("train-head", help="fit the embedding head on HEAD_SPLITS")
     h.add_argument("--out", type=Path, required=True, help="the head JSON to write (new)")
     d = sub.add_parser("develop", help="the head's development check (fit without fresh)")
-    for p in (h, d):
+    f = sub.add_parser("families", help="leave-one-generator-family-out on the training set")
+    for p in (h, d, f):
         p.add_argument("--cache", type=Path, required=True,
                        help="folder for the splits' features and vectors (reused)")  # fmt: skip
     parser.add_argument("--split", choices=SPLITS, help="only this split")
@@ -463,6 +515,8 @@ def main() -> None:
         train_head(args.out, args.cache)
     elif args.command == "develop":
         develop(args.cache)
+    elif args.command == "families":
+        families(args.cache)
     else:
         evaluate((args.split,) if args.split else SPLITS, args.ocr, not args.pixels_only)
 
