@@ -9,6 +9,18 @@ tests/modality_set.py and judged once on the `fresh` split of tests/modality_fre
 built from photo sources, fonts, a seed and generators no training split used; it misses
 P and R >= 0.9 there for photos, graphics and screenshots (bench/results/modality.md).
 
+The embedding head (`Head`, `modality_head.json`): the same kind of model over `FEATURES`
+followed by the 1280 dimensions of the default embedder's stored vectors
+(EfficientNet-Lite0, ImageNet), fitted by `python bench/modality.py train-head` on 938
+generated images (on the pixel features and 24 principal components of the vectors,
+folded into one linear map of the raw vector). On `fresh2`, families no training set
+had, judged once: photos and documents P / R 1.00, graphics 0.67 / 0.95, screenshots
+0.92 / 0.52. It is used instead of the pixel model for every image with such
+a vector when `head` names its version (`lamina modality --head auto` does when the store
+has vectors of that embedder and the installed weights are the ones it was fitted on);
+images without a vector get the pixel model. Its version is part of the layer config,
+and the embedding layer is an input (new vectors re-run the pass).
+
 On top of the model, when `lamina ocr` has read an image: at least `ocr_letters_min`
 letters make a `graphic` a `screenshot` and, on a page-like background (`paper_share >=
 paper_min`), a `photo` a `document` (OCR sees text the pixel statistics can miss).
@@ -52,6 +64,8 @@ FEATURES = (
     "paper_share", "text_share", "text_density", "screen_size", "coherence",
 )  # fmt: skip
 MODEL_FILE = "modality_model.json"
+# The embedding head: a model over FEATURES + the vectors of one embedder (see `Head`).
+HEAD_FILE = "modality_head.json"
 # Zero-shot prompts per class (their version is part of the layer config).
 PROMPTS: dict[str, tuple[str, ...]] = {
     "photo": ("a photo", "a photograph taken with a camera"),
@@ -80,6 +94,7 @@ class ModalityConfig:
     ocr_letters_min: int = 60
     paper_min: float = 0.7
     zero_shot: str = ""
+    head: str = ""  # the shipped head's version (see `Head`) when its vectors are used
     zero_shot_weight: float = 0.5
     zero_shot_scale: float = 100.0
     prompt_version: str = PROMPT_VERSION
@@ -149,6 +164,91 @@ def shipped_model() -> Model:
     return Model.from_dict(json.loads(text))
 
 
+@dataclass(frozen=True)
+class Head:
+    """The embedding head: a `Model` over `FEATURES` followed by the dimensions of one
+    embedder's stored vectors (`embedder`, a canonical spec, whose weight file had
+    `weights_sha256` when the head was fitted). `version`: the first 8 hex digits of the
+    SHA-256 of the head's file, part of the layer config, so a refitted head recomputes."""
+
+    embedder: str
+    weights_sha256: str
+    version: str
+    model: Model
+
+    @classmethod
+    def from_json(cls, text: str) -> Head:
+        """From the JSON `bench/modality.py train-head` writes."""
+        d = json.loads(text)
+        model = Model.from_dict(d)
+        if model.features[: len(FEATURES)] != FEATURES:
+            raise LaminaError("the modality head's features do not start with FEATURES")
+        version = hashlib.sha256(text.encode()).hexdigest()[:8]
+        return cls(d["embedder"], d["weights_sha256"], version, model)
+
+    @property
+    def dim(self) -> int:
+        """The vector dimensions it reads."""
+        return len(self.model.features) - len(FEATURES)
+
+    def proba(self, pixels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Class probabilities of rows of pixel features and their (L2-normalised) vectors.
+
+        Example:
+            >>> h = shipped_head()
+            >>> h.proba(np.zeros((1, len(FEATURES))), np.zeros((1, h.dim))).shape
+            (1, 4)
+        """
+        return self.model.proba(np.hstack([pixels, vectors]))
+
+
+@cache
+def shipped_head() -> Head:
+    """The head that ships with lamina (`modality_head.json`)."""
+    return Head.from_json(resources.files("lamina.analysis").joinpath(HEAD_FILE).read_text())
+
+
+def pick_head(store: Any, choice: str) -> str:
+    """The head's version when `choice` is "auto" and the store has vectors of the head's
+    embedder made with the weights it was fitted on (the installed weights), else "";
+    "off" -> "".
+
+    Example:
+        >>> pick_head(store, "off")  # doctest: +SKIP
+        ''
+    """
+    from lamina.core.vectors import list_models
+
+    if choice == "off":
+        return ""
+    if choice != "auto":
+        raise LaminaError(f"--head takes auto or off, not {choice!r}")
+    head = shipped_head()
+    if not store.table_files("images") or head.embedder not in list_models(store):
+        return ""
+    if installed_weights_sha256(head.embedder) != head.weights_sha256:
+        log.warning("modality head not used: %s's weights are not the ones it was fitted on",
+                    head.embedder)  # fmt: skip
+        return ""
+    return head.version
+
+
+@cache
+def installed_weights_sha256(spec: str) -> str:
+    """The SHA-256 of the installed weight file of `spec` ("" when unknown or missing)."""
+    from lamina.backends.embedders import DEFAULT_SPEC
+
+    if spec != DEFAULT_SPEC:
+        return ""
+    try:
+        from lamina.backends.embedders._common import file_sha256
+        from lamina.backends.embedders.efficientnet import weights_path
+
+        return str(file_sha256(Path(weights_path())))
+    except LaminaError:
+        return ""
+
+
 def combine(pixels: np.ndarray, zero_shot: np.ndarray, weight: float) -> np.ndarray:
     """The documented rule: `p ∝ pixels^(1 - weight) x zero_shot^weight` (both over the same
     classes), renormalised.
@@ -192,10 +292,14 @@ def classify(
     c: ModalityConfig,
     model: Model | None = None,
     zero_shot: np.ndarray | None = None,
+    vector: np.ndarray | None = None,
+    head: Head | None = None,
 ) -> tuple[str, float, str]:
     """`(modality, score 0-1, reason)` of one row of pixel stats (+ `letters` read by OCR,
     None when OCR has not run, and `error`); `zero_shot`: the zero-shot probabilities over
-    the model's classes, combined by `combine` (None: the pixel model alone).
+    the model's classes, combined by `combine` (None: the pixel model alone); `vector`:
+    the image's vector of `head`'s embedder, read with the pixel stats by `head` instead of
+    the pixel model (None: the pixel model).
 
     Example:
         >>> row = dict.fromkeys(FEATURES, 0.0) | {"letters": None, "error": "truncated"}
@@ -206,6 +310,10 @@ def classify(
         return "other", 1.0, f"no pixels: {row.get('error') or 'too small'}"
     m = model or shipped_model()
     x = np.array([[float(row[f] or 0.0) for f in m.features]])
+    reader = "model"
+    if vector is not None and head is not None:
+        m, reader = head.model, "head"
+        x = np.hstack([x[:, : len(FEATURES)], np.asarray(vector, float)[None, :]])
     p = m.proba(x)[0]
     pixel_best = int(np.argmax(p))
     if zero_shot is not None:
@@ -214,14 +322,18 @@ def classify(
     best, second = int(order[0]), int(order[1])
     # The features that pushed most towards the choice: coefficient x standardised value.
     push = m.coef[best] * m.z(x)[0]
-    top = [m.features[i] for i in np.argsort(-push)[:2] if push[i] > 0]
+    pushes = list(zip(m.features[: len(FEATURES)], push[: len(FEATURES)], strict=True))
+    if reader == "head":  # the vector's dimensions count as one: the embedding
+        pushes.append(("embedding", float(push[len(FEATURES) :].sum())))
+    top = [f for f, v in sorted(pushes, key=lambda t: -t[1])[:2] if v > 0]
     label, score = m.classes[best], float(p[best])
-    why = f"model {label} {score:.2f}, {m.classes[second]} {p[second]:.2f}"
+    why = f"{reader} {label} {score:.2f}, {m.classes[second]} {p[second]:.2f}"
     if top:
-        why += "; " + ", ".join(f"{f} {row[f]:.2f}" for f in top)
+        why += "; " + ", ".join(f if f == "embedding" else f"{f} {row[f]:.2f}" for f in top)
     if zero_shot is not None:
         zs = int(np.argmax(zero_shot))
-        why += f"; zero-shot {m.classes[zs]} {zero_shot[zs]:.2f}, pixels {m.classes[pixel_best]}"
+        alone = "pixels" if reader == "model" else "head"
+        why += f"; zero-shot {m.classes[zs]} {zero_shot[zs]:.2f}, {alone} {m.classes[pixel_best]}"
     letters = row.get("letters")
     if letters is not None and letters >= c.ocr_letters_min:
         if label == "graphic":
@@ -245,10 +357,16 @@ class ModalityPass(Pass):
     schema = MODALITY_SCHEMA
 
     def describe(self) -> dict[str, Any]:
-        """The zero-shot rule, for the run record."""
+        """The head and the zero-shot rule, for the run record."""
+        head = None
+        if self.config.head:
+            h = shipped_head()
+            head = {"version": h.version, "embedder": h.embedder,
+                    "weights_sha256": h.weights_sha256}  # fmt: skip
         if not self.config.zero_shot:
-            return {"zero_shot": None}
+            return {"head": head, "zero_shot": None}
         return {
+            "head": head,
             "zero_shot": self.config.zero_shot,
             "rule": "p ~ p_pixels^(1-w) * p_zero_shot^w, p_zero_shot = softmax(scale * cosine "
             "to the mean prompt vector of each class)",
@@ -258,13 +376,35 @@ class ModalityPass(Pass):
         }
 
     def input_paths(self, store: Any) -> list[Path]:
-        """The zero-shot model's embedding layer: new vectors re-run the pass."""
-        if not self.config.zero_shot:
-            return []
+        """The head's and the zero-shot model's embedding layers: new vectors re-run the
+        pass."""
         from lamina.core.vectors import embedding_layers
 
-        folder = embedding_layers(store).get(self.config.zero_shot)
-        return sorted(folder.glob("part-*.parquet")) if folder else []
+        models = [shipped_head().embedder] if self.config.head else []
+        models += [self.config.zero_shot] if self.config.zero_shot else []
+        layers = embedding_layers(store) if models else {}
+        found = {layers[m] for m in models if m in layers}
+        return sorted(p for folder in found for p in folder.glob("part-*.parquet"))
+
+    def _head_vectors(self, store: Any) -> tuple[Head | None, dict[str, np.ndarray]]:
+        """The head and image_id -> its embedder's vector ((None, {}) without a head)."""
+        if not self.config.head:
+            return None, {}
+        from lamina.core.vectors import load_embeddings
+
+        head = shipped_head()
+        if head.version != self.config.head:
+            raise LaminaError(
+                f"the modality head {self.config.head} is not the one this lamina ships "
+                f"({head.version})",
+                hint="run `lamina modality` again (it picks the shipped head)",
+            )
+        emb = load_embeddings(store, head.embedder)
+        if len(emb) and emb.vectors.shape[1] != head.dim:
+            raise LaminaError(f"{head.embedder} vectors have {emb.vectors.shape[1]} dimensions, "
+                              f"the modality head reads {head.dim}")  # fmt: skip
+        vectors = np.asarray(emb.vectors, np.float64)
+        return head, dict(zip(emb.ids.tolist(), vectors, strict=True))
 
     def _zero_shot(self, store: Any, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
         """image_id -> zero-shot probabilities over `classes` ({} without a model)."""
@@ -298,11 +438,13 @@ class ModalityPass(Pass):
             f"select p.*, {letters} as letters from pixel_stats p {ocr_join}"
         ).to_pylist()
         zero_shot = self._zero_shot(store, shipped_model().classes)
+        head, vectors = self._head_vectors(store)
         out: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         for row in rows:
             modality, score, reason = classify(
-                row, self.config, zero_shot=zero_shot.get(row["image_id"])
-            )
+                row, self.config, zero_shot=zero_shot.get(row["image_id"]),
+                vector=vectors.get(row["image_id"]), head=head,
+            )  # fmt: skip
             out["image_id"].append(row["image_id"])
             out["modality"].append(modality)
             out["modality_score"].append(round(score, 4))

@@ -29,7 +29,8 @@ from lamina.core.remote import is_url
 # tree), so it runs only when asked for; so do the language stages (ocr, modality,
 # caption), which cost model time (their keys below say how much), and `segment` and
 # `motifs`, which cost as much as embedding again (~30 crops per image).
-STAGES = ("scan", "sense", "ocr", "modality", "embed", "cluster", "segment", "motifs",
+# `modality` follows `embed`, so its head reads the vectors a first run makes.
+STAGES = ("scan", "sense", "ocr", "embed", "modality", "cluster", "segment", "motifs",
           "caption", "depth", "tag", "export", "sidecars", "report")  # fmt: skip
 DEFAULT_STAGES = ("scan", "sense", "embed", "cluster", "tag", "export", "report")
 
