@@ -911,7 +911,13 @@ class Store:
         `lamina sql` does.
 
         Example:
-            >>> lamina.open().sql("select format, count(*) from images group by 1")
+            >>> lamina.open().sql("select format, count(*) n from images group by 1 order by 1")
+            pyarrow.Table
+            format: string
+            n: int64
+            ----
+            format: [["JPEG","PNG"]]
+            n: [[3,1]]
         """
         return self.connect().sql(query).to_arrow_table()
 
