@@ -800,10 +800,15 @@ class Store:
         """
         views: dict[str, list[Path]] = {}
         for name in self.available_tables():
-            if name == "runs":
-                views[name] = sorted(self.root.glob("runs/*/run.json"))
-            else:
-                views[name] = self.table_files(name)
+            files = (
+                sorted(self.root.glob("runs/*/run.json"))
+                if name == "runs"
+                else self.table_files(name)
+            )
+            # A layer whose only parts are uncommitted (a chunk killed mid-commit) has no
+            # view yet: a view over no files would fail every query of the connection.
+            if files:
+                views[name] = files
         return views
 
     def connect(
