@@ -98,11 +98,13 @@ def example_folder(
     monkeypatch: pytest.MonkeyPatch,
     doctest_namespace: dict[str, object],
 ) -> Iterator[Path]:
-    """Each example: its own working folder (what it writes lands there), the store, and
-    `lamina` imported, as a user's session has it."""
+    """Each example: its own working folder (what it writes lands there), the store (as
+    `store`, and `lamina.open()`), and `lamina` imported, as a user's session has it."""
     import lamina
 
     doctest_namespace["lamina"] = lamina
+    # `store` in an example is an open store, as in the module docs' prose.
+    doctest_namespace["store"] = lamina.open(example_world / ".lamina")
     shutil.copytree(example_world / "photos", tmp_path / "photos")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LAMINA_STORE", str(example_world / ".lamina"))
