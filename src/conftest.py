@@ -9,6 +9,8 @@ generated photos and a label reading "Systema Naturae, Linnaeus 1758"), with
 `$LAMINA_STORE` naming a store that has scanned them, so `lamina.open()` opens it. The
 store is built once per test process, and holds a small embedding layer written as the embed
 pass writes it (running the real model would cost seconds the suite does not have).
+That store is shared by every example of a test process, in no fixed order: an example
+that writes (scans, runs a pass) makes its own, `lamina.open("store", create=True)`.
 """
 
 from __future__ import annotations

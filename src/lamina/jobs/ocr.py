@@ -207,8 +207,9 @@ def search_text(store: Store, config: TextSearchConfig) -> list[TextHit]:
     most matches first.
 
     Example:
-        >>> store = lamina.open()
-        >>> done = lamina.ocr(store, OcrConfig(all_images=True, workers=1, progress=False))
+        >>> store = lamina.open("store", create=True)
+        >>> _ = lamina.scan(store, lamina.ScanConfig(sources=("photos",), progress=False))
+        >>> _ = lamina.ocr(store, OcrConfig(all_images=True, workers=1, progress=False))
         >>> [h.lines for h in search_text(store, TextSearchConfig("linnaeus"))]
         [['Systema Naturae, Linnaeus 1758']]
     """
