@@ -4,7 +4,7 @@
 `--doctest-modules`: that flag would also import every module under tests/, fault-injection
 and fuzz harnesses included. `pytest src/lamina/core/store.py` runs one module's examples.
 
-Every example runs in a fresh empty folder holding a copy of `photos/` (three small
+Every example runs in a fresh folder holding only a copy of `photos/` (three small
 generated photos and a label reading "Systema Naturae, Linnaeus 1758"), with
 `$LAMINA_STORE` naming a store that has scanned them, so `lamina.open()` opens it. The
 store is built once per test process, and holds a small embedding layer written as the embed
