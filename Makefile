@@ -33,7 +33,8 @@ demo: setup
 	@echo "exports (tags.csv, folder_medoids.csv, config.json): demo/exports/"
 	@echo "try: $(BIN)/lamina --store demo/store sql \"select * from files where status <> 'ok'\""
 
-# CI runs this (.ci/run): ruff, mypy over the typed core, then the suite.
+# CI runs this (.ci/run): ruff, mypy over the typed core, then the suite (tests/ and the
+# docstring examples of src/lamina, collected by src/conftest.py).
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m mypy

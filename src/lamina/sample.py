@@ -529,7 +529,7 @@ def write_junk(dest: str | Path) -> Truth:
     ``original`` fields name photos of the full collection, which this does not write.
 
     Example:
-        >>> truth = write_junk(tmp_path)
+        >>> truth = write_junk("junk")
         >>> truth["messy/empty.jpg"]["reason"]
         'zero_byte'
     """
@@ -635,7 +635,7 @@ def build_sample_collection(dest: str | Path, *, variants: bool = True) -> Truth
     "kind"}}``, sorted by path. ``variants=False`` leaves out ``variants/``.
 
     Example:
-        >>> truth = build_sample_collection("demo/collection")
+        >>> truth = build_sample_collection("collection", variants=False)
         >>> truth["messy/truncated.jpg"]["original"]
         'photos/animals/chelsea.jpg'
     """

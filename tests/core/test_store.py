@@ -323,3 +323,18 @@ def test_forked_workers_do_not_hold_the_write_lock(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_layer_with_no_committed_part_has_no_view_and_breaks_no_query(tmp_path: Path) -> None:
+    # A chunk killed between its part and its record leaves a part the ledger does not name:
+    # readers skip it. When it is the layer's only part, the layer simply has no view yet.
+    from lamina.core.ledger import write_chunk_record
+
+    store = Store.open(tmp_path / "s", create=True)
+    layer = store.layer_dir("signals", "1-a")
+    atomic_write_parquet(layer / "part-b.parquet", pa.table({"image_id": ["x"], "v": [1]}))
+    write_chunk_record(store.ledger_dir("signals", "1-a"), "a", {"rows": 1})  # part-a: gone
+    assert store.table_files("signals") == []
+    assert store.sql("select 42 as x").to_pylist() == [{"x": 42}]
+    tables = store.sql("select table_name from information_schema.tables").column(0)
+    assert "signals" not in tables.to_pylist()

@@ -207,7 +207,7 @@ def policy_signals(policy: Policy) -> set[str]:
 
     Example:
         >>> sorted(policy_signals(default_policy()))[:3]
-        ['blur_effect', 'brightness_mean', 'brightness_p05']
+        ['aspect_ratio', 'blur_effect', 'brightness_mean']
     """
     from lamina.passes.signals import SIGNAL_NAMES
 

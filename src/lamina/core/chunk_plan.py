@@ -91,6 +91,8 @@ def result_keys(instances: list[Pass]) -> list[str]:
     pass runs under several configs (each writes its own layer).
 
     Example:
+        >>> import lamina.catalog  # registers the passes
+        >>> from lamina.core.passes import get_pass
         >>> result_keys([get_pass("signals"), get_pass("hashes")])
         ['signals', 'hashes']
     """
@@ -102,6 +104,7 @@ def pass_groups(instances: list[Pass]) -> list[list[Pass]]:
     """Passes that can share a chunk: the same decode recipe (or none, one pass a group).
 
     Example:
+        >>> from lamina.core.passes import get_pass
         >>> [[i.name for i in g] for g in pass_groups([get_pass("signals"), get_pass("hashes")])]
         [['signals', 'hashes']]
     """
@@ -247,6 +250,7 @@ def plan_workers(
     loaded between chunks). At least one.
 
     Example:
+        >>> from lamina.core.passes import get_pass
         >>> plan_workers([get_pass("signals")], cores=8, memory_mb=64_000)
         8
         >>> plan_workers([get_pass("embed"), get_pass("classify")], cores=8, memory_mb=8_000)
@@ -267,7 +271,7 @@ def group_resources(group: list[Pass]) -> Resources:
     their memory (every pass's model stays loaded in the worker).
 
     Example:
-        >>> import lamina.catalog  # registers the passes
+        >>> from lamina.core.passes import get_pass
         >>> group_resources([get_pass("signals"), get_pass("hashes")])
         Resources(cpu=1.0, memory_mb=1024, gpu=0.0)
     """

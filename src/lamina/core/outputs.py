@@ -254,8 +254,10 @@ def staged_output(path: Path, *, hint: str = "choose another output path") -> It
     removed, and an OSError becomes an OutputError naming `path` and `hint`.
 
     Example:
-        >>> with staged_output(Path("/tmp/out.csv")) as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("a,b\n")
+        >>> with staged_output(Path("out.csv")) as tmp:
+        ...     _ = tmp.write_text("a,b")
+        >>> Path("out.csv").read_text()
+        'a,b'
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -144,9 +144,9 @@ def load_embeddings(
     `dims` asks for a copy of that width whatever the size (bench/pca_accuracy.py).
 
     Example:
-        >>> emb = load_embeddings(store)  # doctest: +SKIP
-        >>> emb.vectors.shape
-        (265, 1280)
+        >>> emb = load_embeddings(lamina.open())
+        >>> emb.model, emb.vectors.shape
+        ('example:8d', (4, 8))
     """
     layers = embedding_layers(store)
     if not layers:

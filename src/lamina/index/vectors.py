@@ -166,8 +166,11 @@ class VectorIndex:
     `open_index(store, model)`.
 
     Example:
-        >>> index = open_index(store)  # doctest: +SKIP
-        >>> scores, rows = index.search(index.vector("5d41402abc4b2a76b9719d911017c592"), 5)
+        >>> index = open_index(lamina.open())
+        >>> first = index.ids[0].as_py()
+        >>> scores, rows = index.search(index.vector(first), 2)
+        >>> index.ids.take(rows[0])[0].as_py() == first, round(float(scores[0][0]), 3)
+        (True, 1.0)
     """
 
     def __init__(self, folder: Path) -> None:

@@ -150,7 +150,7 @@ def caption(
     """Caption the planned images (resumable: captioned images are skipped).
 
     Example:
-        >>> done = lamina.caption(lamina.open(), CaptionConfig("hf:/models/blip"))
+        >>> done = lamina.caption(lamina.open(), CaptionConfig("hf:/models/blip"))  # doctest: +SKIP
         >>> done.processed  # doctest: +SKIP
         42
     """

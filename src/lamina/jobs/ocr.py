@@ -207,9 +207,11 @@ def search_text(store: Store, config: TextSearchConfig) -> list[TextHit]:
     most matches first.
 
     Example:
-        >>> hits = search_text(lamina.open(), TextSearchConfig("Linnaeus"))
-        >>> [h.path for h in hits]  # doctest: +SKIP
-        ['/scans/sheet_0042.tif']
+        >>> store = lamina.open("store", create=True)
+        >>> _ = lamina.scan(store, lamina.ScanConfig(sources=("photos",), progress=False))
+        >>> _ = lamina.ocr(store, OcrConfig(all_images=True, workers=1, progress=False))
+        >>> [h.lines for h in search_text(store, TextSearchConfig("linnaeus"))]
+        [['Systema Naturae, Linnaeus 1758']]
     """
     query = normalise(config.query)
     if not query:

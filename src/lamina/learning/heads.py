@@ -93,8 +93,8 @@ class Head:
         Example:
             >>> eye = (np.eye(2, dtype=np.float32), np.zeros(2, np.float32))
             >>> h = Head(["a", "b"], [eye], "logreg")
-            >>> h.predict_proba(np.array([[1.0, 0.0]])).round(3).tolist()
-            [[0.731, 0.269]]
+            >>> print(h.predict_proba(np.array([[1.0, 0.0]])).round(3))
+            [[0.731 0.269]]
         """
         out = np.empty((len(x), len(self.classes)), np.float32)
         for start in range(0, len(x), block):

@@ -65,6 +65,7 @@ def image_id_from_sha256(sha256_hex: str) -> str:
     Same bytes, same id, on any machine, forever; `sha256sum FILE | cut -c1-32` agrees.
 
     Example:
+        >>> import hashlib
         >>> image_id_from_sha256(hashlib.sha256(b"").hexdigest())
         'e3b0c44298fc1c149afbf4c8996fb924'
     """

@@ -83,9 +83,9 @@ def thumb_recipe(size: int = DEFAULT_SIZE, fmt: str = DEFAULT_FORMAT, quality: i
 
     Example:
         >>> thumb_recipe()
-        '512-webp-q80'
-        >>> thumb_recipe(256, "jpeg", 90)
-        '256-jpeg-q90'
+        '512-jpeg-q80'
+        >>> thumb_recipe(256, "webp", 90)
+        '256-webp-q90'
     """
     _check(size, fmt, quality)
     return f"{size}-{fmt}-q{quality}"
