@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import sys
@@ -115,6 +116,27 @@ def without_credentials(address: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def text_without_credentials(text: str) -> str:
+    """`text` (an error message) with every URL in it stripped of credentials
+    (`without_credentials`): a message may quote an address it was given.
+
+    Example:
+        >>> text_without_credentials("cannot reach ray://u:p@head:10001: refused")
+        'cannot reach ray://head:10001: refused'
+    """
+
+    def scrub(match: re.Match[str]) -> str:
+        try:
+            return without_credentials(match.group(0))
+        except ValueError:  # not a URL urlsplit can read: keep only its scheme
+            return match.group(0).partition("://")[0] + "://…"
+
+    return _URL.sub(scrub, text)
+
+
 def argv_without_credentials(argv: Sequence[str]) -> list[str]:
     """`argv` with the value of `--ray-address` stripped of credentials
     (`without_credentials`), so that a run record keeps the command but not its password
@@ -180,8 +202,14 @@ class Run:
         self.counts[key] = value
 
     def error(self, **details: Any) -> None:
-        """Add an error (a chunk that failed after its retries, a pass that could not run)."""
-        self.errors.append(details)
+        """Add an error (a chunk that failed after its retries, a pass that could not run).
+        A URL in a text is stripped of credentials: the record is kept in the store."""
+        self.errors.append(
+            {
+                k: text_without_credentials(v) if isinstance(v, str) else v
+                for k, v in details.items()
+            }
+        )
 
     def __enter__(self) -> Run:
         atomic_write_json(self.path, self.record())
