@@ -116,25 +116,23 @@ def without_credentials(address: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+# The user and password of a URL (`scheme://user:password@host`): only the authority's,
+# so that a path with an "@", "?" or "#" in an error message stays as it is.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s]+@")  # up to the last @
 
 
 def text_without_credentials(text: str) -> str:
-    """`text` (an error message) with every URL in it stripped of credentials
-    (`without_credentials`): a message may quote an address it was given.
+    """`text` (an error message) with the user and password of every URL in it dropped:
+    a message may quote an address it was given (queries are refused where URLs are
+    taken, `lamina.core.remote.check_url`; a Ray address's is dropped by its messages).
 
     Example:
         >>> text_without_credentials("cannot reach ray://u:p@head:10001: refused")
         'cannot reach ray://head:10001: refused'
+        >>> text_without_credentials("ray://u:p@ss@head:1 or s3://bucket/a@b #1.jpg?: no")
+        'ray://head:1 or s3://bucket/a@b #1.jpg?: no'
     """
-
-    def scrub(match: re.Match[str]) -> str:
-        try:
-            return without_credentials(match.group(0))
-        except ValueError:  # not a URL urlsplit can read: keep only its scheme
-            return match.group(0).partition("://")[0] + "://…"
-
-    return _URL.sub(scrub, text)
+    return _USERINFO.sub(r"\1", text)
 
 
 def argv_without_credentials(argv: Sequence[str]) -> list[str]:
