@@ -252,3 +252,20 @@ def test_a_negative_shape_split_is_refused() -> None:
     with pytest.raises(ConfigError, match="shape_split >= 0"):
         PassConfig(shape_split=-1.0)
     assert PassConfig(shape_split=0.0).shape_split == 0.0  # 0: no split
+
+
+def test_split_by_shape_keeps_a_motif_of_one_shape_whose_values_barely_differ() -> None:
+    """Two groups of exactly repeated shapes (small masks give few distinct values)
+    that differ by a hair are one shape: their zero spread must not make Ashman's D
+    infinite. Alone, and beside a motif whose shapes spread widely."""
+    solid = np.r_[np.full(6, 0.900), np.full(6, 0.901)]
+    thin = np.full(12, 0.5)
+    assert split_by_shape(np.zeros(12, int), thin, solid).tolist() == [0] * 12
+    rng = np.random.default_rng(3)
+    spread = rng.uniform(0.05, 1.0, (40, 2))
+    labels = np.r_[np.zeros(12, int), np.ones(40, int)]
+    out = split_by_shape(labels, np.r_[thin, spread[:, 0]], np.r_[solid, spread[:, 1]])
+    assert out.tolist() == labels.tolist()
+    # Two truly distinct shapes, each repeated exactly, are still split.
+    far = split_by_shape(np.zeros(12, int), thin, np.r_[np.full(6, 0.9), np.full(6, 0.3)])
+    assert far.tolist() == [0] * 6 + [1] * 6

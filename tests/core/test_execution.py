@@ -4,6 +4,7 @@ asked, connected lazily, and a clear message when Ray is not installed."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -56,3 +57,28 @@ def test_without_ray_the_command_says_how_to_install_it(
     assert "--executor ray needs the package 'ray'" in result.output
     assert "pip install 'lamina[scale]'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unreachable_cluster_never_puts_its_credentials_in_the_run_record(
+    tmp_path: Path,
+) -> None:
+    """The error that ends a run is written to run.json: the cluster's address in it (ours,
+    or echoed by Ray's own message) loses its user and password there."""
+    from lamina.core.ledger import Run
+    from lamina.core.store import Store
+
+    executor = RayExecutor("ray://admin:s3cret@head.example:10001")
+    lost = str(executor._lost("Connection refused"))
+    assert lost == "the Ray cluster at ray://head.example:10001 went away (Connection refused)"
+    token = RayExecutor("ray://admin:s3cret@head.example:10001/?token=t0k")._lost("refused")
+    assert "t0k" not in str(token) and "s3cret" not in str(token)
+    store = Store.open(tmp_path / "store", create=True)
+    with pytest.raises(LaminaError), Run(store, "sense", {}) as run:
+        raise LaminaError(
+            "cannot reach the Ray cluster at ray://admin:s3cret@head.example:10001: "
+            "Failed to connect to ray://admin:s3cret@head.example:10001/"
+        )
+    text = (store.run_dir(run.run_id) / "run.json").read_text()
+    assert "s3cret" not in text and "admin" not in text, text
+    message = json.loads(text)["errors"][0]["message"]
+    assert message.startswith("cannot reach the Ray cluster at ray://head.example:10001: ")

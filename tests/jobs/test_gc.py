@@ -110,6 +110,23 @@ def test_an_object_a_commit_names_meanwhile_is_never_deleted(bucket: str, tree: 
     assert shas[0] in _objects(bucket) and shas[1] not in _objects(bucket)
 
 
+def test_an_orphan_a_writer_uploads_again_meanwhile_is_never_deleted(
+    bucket: str, tree: Path
+) -> None:
+    """A push uploads every object its parent lacks, an old orphan too, before its
+    manifest; that upload can land after gc's listing and its manifest after gc's delete
+    (a long push). The delete looks at each object again and keeps one changed since."""
+    _lamina("--store", bucket, "scan", str(tree / "cats"))
+    shas = [_put_object(bucket, f"orphan {i}".encode()) for i in range(2)]
+    found = objectstore.unnamed_objects(bucket, 0)
+    assert sorted(o.sha for o in found.old) == sorted(shas)
+    time.sleep(0.01)  # the re-upload is newer than the listing's cutoff (grace 0)
+    _put_object(bucket, b"orphan 0")  # a writer's push, its manifest still to come
+    deleted = objectstore.delete_unnamed(bucket, found)
+    assert [o.sha for o in deleted] == [shas[1]]
+    assert shas[0] in _objects(bucket) and shas[1] not in _objects(bucket)
+
+
 def test_a_prefix_with_no_commit_is_left_alone(bucket: str) -> None:
     """objects/ without commits/ may be another tool's content-named files: nothing is
     counted as garbage there, nor deleted."""

@@ -47,6 +47,12 @@ N_INIT = 3  # best of 3 k-means starts, as for image clusters
 # uniform spread gives the highest D of the usual unimodal shapes, 2 x sqrt(3) = 3.46;
 # a Gaussian 2.65) stays below it.
 SHAPE_SEPARATION = 4.0
+# The finest shape difference that counts, so that groups of exactly repeated values
+# (small masks give few distinct ones) a hair apart do not make D infinite: a part's
+# spread is taken as at least 5% of the spread over all segments, and that spread as at
+# least 0.01 (solidity, log thinness).
+MIN_SPREAD = 0.05
+MIN_SCALE = 0.01
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class _MotifPass(Pass):
     """A global pass over one segment-embedding layer and its segment layer."""
 
     kind = "global"
-    version = "2"  # 2: motifs of two distinct shapes split (`split_by_shape`)
+    version = "3"  # 2: motifs of two distinct shapes split (`split_by_shape`); 3: MIN_SPREAD
     Config = MotifsConfig
     reads = ("files",)
     requires = (FAISS,)
@@ -213,7 +219,8 @@ def split_by_shape(
     means is at least `separation` (SHAPE_SEPARATION: above any split of a single mode) and
     the smaller part holds at least `min_share` of it and `min_members` (a few odd members,
     such as rulers whose mask the ticks notched, stay: with a tenth, 4 of 20 rulers went,
-    development seed 11). Parts get new
+    development seed 11). Each part's spread counts as at least `MIN_SPREAD` of the
+    overall one (two groups of repeated values a hair apart are one shape). Parts get new
     labels after the existing ones; a missing (null) shape takes the median.
 
     Example:
@@ -226,7 +233,7 @@ def split_by_shape(
     known = np.isfinite(shape)
     for c in range(shape.shape[1]):  # a column with no value at all is inert
         shape[~known[:, c], c] = np.median(shape[known[:, c], c]) if known[:, c].any() else 0.0
-    shape = (shape - shape.mean(axis=0)) / np.maximum(shape.std(axis=0), 1e-9)
+    shape = (shape - shape.mean(axis=0)) / np.maximum(shape.std(axis=0), MIN_SCALE)
     out = np.asarray(labels, np.int64).copy()
     todo = sorted(set(out.tolist()))
     next_label = int(out.max(initial=-1)) + 1
@@ -261,7 +268,12 @@ def _shape_halves(x: np.ndarray, separation: float, min_part: float) -> np.ndarr
     a, b = x[~part].mean(axis=0), x[part].mean(axis=0)
     direction = (b - a) / max(float(np.linalg.norm(b - a)), 1e-12)
     pa_, pb = x[~part] @ direction, x[part] @ direction
-    d = math.sqrt(2) * abs(pb.mean() - pa_.mean()) / math.sqrt(pa_.var() + pb.var() + 1e-12)
+    floor = MIN_SPREAD**2
+    d = (
+        math.sqrt(2)
+        * abs(pb.mean() - pa_.mean())
+        / math.sqrt(max(pa_.var(), floor) + max(pb.var(), floor))
+    )
     return part if d >= separation else None
 
 

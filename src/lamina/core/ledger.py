@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import sys
@@ -115,6 +116,25 @@ def without_credentials(address: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
+# The user and password of a URL (`scheme://user:password@host`): only the authority's,
+# so that a path with an "@", "?" or "#" in an error message stays as it is.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s]+@")  # up to the last @
+
+
+def text_without_credentials(text: str) -> str:
+    """`text` (an error message) with the user and password of every URL in it dropped:
+    a message may quote an address it was given (queries are refused where URLs are
+    taken, `lamina.core.remote.check_url`; a Ray address's is dropped by its messages).
+
+    Example:
+        >>> text_without_credentials("cannot reach ray://u:p@head:10001: refused")
+        'cannot reach ray://head:10001: refused'
+        >>> text_without_credentials("ray://u:p@ss@head:1 or s3://bucket/a@b #1.jpg?: no")
+        'ray://head:1 or s3://bucket/a@b #1.jpg?: no'
+    """
+    return _USERINFO.sub(r"\1", text)
+
+
 def argv_without_credentials(argv: Sequence[str]) -> list[str]:
     """`argv` with the value of `--ray-address` stripped of credentials
     (`without_credentials`), so that a run record keeps the command but not its password
@@ -180,8 +200,14 @@ class Run:
         self.counts[key] = value
 
     def error(self, **details: Any) -> None:
-        """Add an error (a chunk that failed after its retries, a pass that could not run)."""
-        self.errors.append(details)
+        """Add an error (a chunk that failed after its retries, a pass that could not run).
+        A URL in a text is stripped of credentials: the record is kept in the store."""
+        self.errors.append(
+            {
+                k: text_without_credentials(v) if isinstance(v, str) else v
+                for k, v in details.items()
+            }
+        )
 
     def __enter__(self) -> Run:
         atomic_write_json(self.path, self.record())

@@ -54,7 +54,14 @@ from typing import Any
 
 from lamina.core.errors import StoreError
 from lamina.core.layout import atomic_write_bytes, atomic_write_json
-from lamina.core.remote import check_url, filesystem, protocol_of, remote_error, walk_remote
+from lamina.core.remote import (
+    check_url,
+    filesystem,
+    mtime_ns,
+    protocol_of,
+    remote_error,
+    walk_remote,
+)
 from lamina.core.store import FENCE_FILE, LOCK_FILE, Store, checkout_dir
 
 COMMITS = "commits"
@@ -376,6 +383,7 @@ class Unnamed:
     old: list[StoredObject]  # unnamed, last modified before the grace period: garbage
     young: list[StoredObject]  # unnamed, but recent: maybe a push in flight, kept
     foreign: int  # keys under objects/ that are not a SHA-256: not lamina's, never touched
+    cutoff_ns: int = 0  # `old` means last modified at or before this time
 
 
 def _named_by(url: str, numbers: list[int]) -> set[str]:
@@ -406,7 +414,7 @@ def unnamed_objects(url: str, grace_s: float, *, now_ns: int | None = None) -> U
     named = _named_by(url, numbers)
     now = time.time_ns() if now_ns is None else now_ns
     cutoff = now - int(grace_s * 1e9)
-    found = Unnamed(numbers, len(named), [], [], 0)
+    found = Unnamed(numbers, len(named), [], [], 0, cutoff)
     for rel, size, mtime in walk_remote(_join(url, OBJECTS)):
         if not _SHA256.fullmatch(rel):
             found.foreign += 1
@@ -421,10 +429,11 @@ def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[Store
     """Delete `found.old` (from `unnamed_objects`), a batch at a time; the objects deleted.
 
     Before each batch the commits are listed again, and an object a commit published
-    since names is kept: a writer that re-uploaded one (a push uploads every object its
-    parent commit lacks, so its upload renews the object's time) and published between
-    the look and the delete does not lose it. What is left is the time one batch's
-    delete takes (documented in docs/scale.md).
+    since names is kept; then each object is looked at again (one HEAD each), and one
+    no longer older than the grace is kept: a writer re-uploaded it (a push uploads
+    every object its parent commit lacks, an old orphan too, before its manifest), and
+    its manifest, maybe still to come, will name it. What is left is a re-upload between
+    that look and the batch's delete request (documented in docs/scale.md).
 
     Example:
         >>> url = "s3://bucket/lamina-store"
@@ -441,6 +450,7 @@ def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[Store
         named |= _named_by(url, newer)
         seen += newer
         doomed = [o for o in found.old[start : start + batch] if o.sha not in named]
+        doomed = _still_old(url, fs, base, doomed, found.cutoff_ns)
         if not doomed:
             continue
         try:
@@ -451,3 +461,39 @@ def delete_unnamed(url: str, found: Unnamed, *, batch: int = 1000) -> list[Store
             raise remote_error(url, exc) from exc
         deleted += doomed
     return deleted
+
+
+def _still_old(
+    url: str, fs: Any, base: str, objects: list[StoredObject], cutoff_ns: int
+) -> list[StoredObject]:
+    """The `objects` still last modified at or before `cutoff_ns` (gone ones left out): a
+    newer time is a writer's re-upload, whose manifest may not be there yet. (The cutoff,
+    not the listed time, is compared: a HEAD may give whole seconds where the listing
+    gave milliseconds, as MinIO's do.)"""
+    paths = [_join(base, OBJECTS, o.sha) for o in objects]
+    try:
+        fs.invalidate_cache()  # s3fs answers `info` from its listing cache otherwise
+        if getattr(fs, "async_impl", False):
+            from fsspec.asyn import _run_coros_in_chunks, sync
+
+            coros = [fs._info(p) for p in paths]
+            infos = sync(fs.loop, _run_coros_in_chunks, coros, return_exceptions=True)
+        else:
+            infos = []
+            for path in paths:
+                try:
+                    infos.append(fs.info(path))
+                except FileNotFoundError as exc:
+                    infos.append(exc)
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
+    same = []
+    for obj, info in zip(objects, infos, strict=True):
+        if isinstance(info, FileNotFoundError):
+            continue  # another gc removed it first
+        if isinstance(info, BaseException):
+            raise remote_error(url, info) from info
+        mtime = mtime_ns(info)
+        if mtime is not None and mtime <= cutoff_ns:
+            same.append(obj)
+    return same

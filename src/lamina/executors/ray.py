@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from lamina.executors.local import WORKER_IMPORTS, default_workers
 from lamina.executors.supervisor import report
@@ -49,6 +50,17 @@ GCS_TRIES = 3
 
 class RayMissing(ImportError):
     """Ray is not installed."""
+
+
+def _shown(address: str | None) -> str:
+    """`address` as a message may show it: without a user, password or query (a token),
+    as `lamina.core.ledger.without_credentials` writes it into a run record."""
+    if not address:
+        return "local"
+    parts = urlsplit(address) if "://" in address else None
+    if parts is None:
+        return address.rpartition("@")[2]
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class ClusterLost(ConnectionError):
@@ -147,7 +159,9 @@ class RayExecutor:
                         logging_level=logging.WARNING,
                     )
             except ConnectionError as exc:
-                raise ClusterLost(f"cannot reach the Ray cluster at {self.address}: {exc}") from exc
+                where = _shown(self.address)
+                detail = str(exc).replace(self.address or "", where)  # Ray may echo it
+                raise ClusterLost(f"cannot reach the Ray cluster at {where}: {detail}") from exc
             self._owns = True
         self._ray = ray
         report(f"gcs {self._gcs_address()}")  # for the supervisor (executors.supervisor)
@@ -271,7 +285,7 @@ class RayExecutor:
                 time.sleep(1.0)
 
     def _lost(self, detail: str) -> ClusterLost:
-        where = self._gcs or self.address or "local"
+        where = self._gcs or _shown(self.address)
         first_line = (detail.strip().splitlines() or ["no answer"])[0]
         return ClusterLost(f"the Ray cluster at {where} went away ({first_line})")
 

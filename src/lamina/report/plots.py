@@ -45,8 +45,8 @@ def bar_chart(labels: Sequence[str], counts: Sequence[int], path: Path, *, title
     """Horizontal bars, largest on top.
 
     Example:
-        >>> bar_chart(["JPEG", "PNG"], [10, 3], Path("/tmp/f.png"), title="formats")
-        PosixPath('/tmp/f.png')
+        >>> bar_chart(["JPEG", "PNG"], [10, 3], Path("f.png"), title="formats")
+        PosixPath('f.png')
     """
     fig = Figure(figsize=(6, max(1.6, 0.3 * len(labels) + 0.8)), layout="constrained")
     ax = fig.add_subplot()
@@ -81,7 +81,7 @@ def histogram(
     few flagged images visible beside thousands of zeros), with vertical lines at `lines`.
 
     Example:
-        >>> histogram(np.random.rand(100), Path("/tmp/h.png"), title="t", xlabel="x",
+        >>> histogram(np.random.rand(100), Path("h.png"), title="t", xlabel="x",
         ...           lines=[0.7], line_label="dark >= 0.7")  # doctest: +SKIP
     """
     fig = Figure(figsize=(4.6, 2.6), layout="constrained")
@@ -195,8 +195,8 @@ def cluster_scatter(
     placed where they overlap no other one, with a line to their point when moved.
 
     Example:
-        >>> cluster_scatter(np.zeros(3), np.ones(3), np.arange(3), Path("/tmp/m.png"))
-        PosixPath('/tmp/m.png')
+        >>> cluster_scatter(np.zeros(3), np.ones(3), np.arange(3), Path("m.png"))
+        PosixPath('m.png')
     """
     from matplotlib import patheffects
 
