@@ -89,3 +89,15 @@ def test_the_head_is_used_once_the_store_has_vectors(tmp_path: Path) -> None:
     }
     off = modality(store, ModalityJobConfig(head="off", workers=1, progress=False))
     assert off.head == "" and store.current_pointer("modality") == get_pass("modality").layer_id
+
+
+def test_a_missing_weight_file_means_no_head_not_a_crash(monkeypatch, tmp_path: Path) -> None:
+    from lamina.analysis import modality as mod
+
+    gone = tmp_path / "gone.pth"  # the package is installed but its weight file was removed
+    monkeypatch.setattr("lamina.backends.embedders.efficientnet.weights_path", lambda: gone)
+    mod.installed_weights_sha256.cache_clear()
+    try:
+        assert mod.installed_weights_sha256(DEFAULT_SPEC) == ""
+    finally:
+        mod.installed_weights_sha256.cache_clear()

@@ -245,7 +245,7 @@ def installed_weights_sha256(spec: str) -> str:
         from lamina.backends.embedders.efficientnet import weights_path
 
         return str(file_sha256(Path(weights_path())))
-    except LaminaError:
+    except (LaminaError, OSError):  # not installed, or its weight file gone: no head
         return ""
 
 
