@@ -408,6 +408,8 @@ class SemanticDuplicatesPass(EmbeddingPass):
         similarity = np.full(len(keep), np.nan, np.float32)
         both = (va >= 0) & (vb >= 0)
         similarity[both] = np.einsum("ij,ij->i", vectors[va[both]], vectors[vb[both]])
+        # Neither is needed for the table, whose columns and sorted copy come next.
+        del vectors, facts
         out = pa.table(
             {
                 "image_id": pa.array(ids[keep].tolist(), pa.string()),
