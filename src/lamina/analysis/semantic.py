@@ -347,7 +347,8 @@ class SemanticDuplicatesPass(EmbeddingPass):
             ", h.pixel_sha256", "left join hashes h using (image_id)\n"
         )  # fmt: skip
         # Before the vectors: DuckDB took 1.7 GB for a moment to make these 0.26 GB at 1M
-        # images, which beside the 0.96 GB vector copy made the pass's peak (4.3 GB).
+        # images, on top of the 0.96 GB vector copy (the pass's 4.3 GB peak at 1M x
+        # 1280-d is elsewhere: bench/results/million.md).
         facts = store.sql(facts_sql(store, *hashes))
         emb = present_embeddings(store, cfg.model, cfg.vector_mb)
         if not len(emb):
@@ -382,8 +383,8 @@ class SemanticDuplicatesPass(EmbeddingPass):
         if not len(keep):
             return self.schema.empty_table()
         # The vectors wait in a file while the representatives are chosen: the rules' facts
-        # of every grouped image are Python objects, and both together peaked at 4.3 GB at
-        # 1M x 1280-d (a 240-d copy) with 94 % of the images grouped.
+        # of every grouped image are Python objects (1.8 GB with the vectors at 1M x 1280-d,
+        # a 240-d copy, 94 % of the images grouped; ~0.96 GB less without them).
         model, parked = emb.model, _park(store, emb.vectors)
         del emb
         try:
