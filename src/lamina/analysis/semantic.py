@@ -53,7 +53,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +72,7 @@ from lamina.analysis.space import (
     kmeans_labels,
     knn,
     present_embeddings,
+    resolve_model,
 )
 from lamina.core.errors import ConfigError
 from lamina.core.passes import register
@@ -307,6 +311,14 @@ def _cluster_forest(block: np.ndarray, threshold: float) -> np.ndarray:
     return _merge(root, pend_i, pend_j) if pending else root
 
 
+def _park(store: Any, vectors: np.ndarray) -> Path:
+    """`vectors` written to a file of the store's tmp folder (read back with np.load)."""
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = store.tmp_dir / f"vectors-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy"
+    np.save(path, vectors)
+    return path
+
+
 def _merge(root: np.ndarray, pend_i: list[np.ndarray], pend_j: list[np.ndarray]) -> np.ndarray:
     """Labels after joining the pending edges to the components `root` already holds."""
     n = len(root)
@@ -326,15 +338,21 @@ class SemanticDuplicatesPass(EmbeddingPass):
 
     def compute(self, store: Any) -> pa.Table:
         cfg = self.config
-        emb = present_embeddings(store, cfg.model, cfg.vector_mb)
-        if not store.table_files("files") or not len(emb):
+        if not store.table_files("files"):
+            resolve_model(store, cfg.model)  # a clear error when there are no vectors
             return self.schema.empty_table()
         tables = store.available_tables()
         # pixel_sha256 tells the representative rules which copies share their pixels.
         hashes = ("", "") if "hashes" not in tables else (
             ", h.pixel_sha256", "left join hashes h using (image_id)\n"
         )  # fmt: skip
+        # Before the vectors: DuckDB took 1.7 GB for a moment to make these 0.26 GB at 1M
+        # images, on top of the 0.96 GB vector copy (the pass's 4.3 GB peak at 1M x
+        # 1280-d is elsewhere: bench/results/million.md).
         facts = store.sql(facts_sql(store, *hashes))
+        emb = present_embeddings(store, cfg.model, cfg.vector_mb)
+        if not len(emb):
+            return self.schema.empty_table()
         ids = np.asarray(facts["image_id"].to_pylist(), dtype=object)
         row = {image_id: r for r, image_id in enumerate(ids)}
         vec_rows = np.array([row[i] for i in emb.ids], dtype=np.int64)
@@ -364,7 +382,16 @@ class SemanticDuplicatesPass(EmbeddingPass):
         keep = np.flatnonzero((size > 1) | (n_files > 1))
         if not len(keep):
             return self.schema.empty_table()
-        rep_of, reasons = choose(facts, labels, keep, cfg.representative)
+        # The vectors wait in a file while the representatives are chosen: the rules' facts
+        # of every grouped image are Python objects (1.8 GB with the vectors at 1M x 1280-d,
+        # a 240-d copy, 94 % of the images grouped; ~0.96 GB less without them).
+        model, parked = emb.model, _park(store, emb.vectors)
+        del emb
+        try:
+            rep_of, reasons = choose(facts, labels, keep, cfg.representative)
+            vectors = np.load(parked)
+        finally:
+            parked.unlink(missing_ok=True)
         rep = rep_of[labels[keep]]
         is_rep = rep == keep
         # A hash kind when a hash match links the member and its representative (symmetric,
@@ -381,7 +408,9 @@ class SemanticDuplicatesPass(EmbeddingPass):
         va, vb = vec_of[keep], vec_of[rep]
         similarity = np.full(len(keep), np.nan, np.float32)
         both = (va >= 0) & (vb >= 0)
-        similarity[both] = np.einsum("ij,ij->i", emb.vectors[va[both]], emb.vectors[vb[both]])
+        similarity[both] = np.einsum("ij,ij->i", vectors[va[both]], vectors[vb[both]])
+        # Neither is needed for the table, whose columns and sorted copy come next.
+        del vectors, facts
         out = pa.table(
             {
                 "image_id": pa.array(ids[keep].tolist(), pa.string()),
@@ -392,7 +421,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
                 "kind": pa.array(kind.tolist(), pa.string()),
                 "similarity": pa.array(similarity, pa.float32(), from_pandas=True),
                 "n_files": pa.array(n_files[keep], pa.int32()),
-                "model": pa.array([emb.model] * len(keep), pa.string()),
+                "model": pa.array([model] * len(keep), pa.string()),
                 "keep_reason": pa.array(reasons, pa.string()),
             },
             schema=self.schema,

@@ -60,6 +60,8 @@ EXACT_MAX = 50_000
 # (see `_calibrate`); a margin over the 0.95 target for queries unlike those.
 CALIBRATION_RECALL = 0.97
 CALIBRATION_QUERIES = 256
+CALIBRATION_BLOCK = 1_024  # stored rows scored against the queries at a time
+ADD_BLOCK = 65_536  # rows encoded and added to an IVF index at a time
 # The backend forms that embed text (as `lamina.backends.embedders.TEXT_CAPABLE` says; this
 # copy answers when the backends are not installed).
 TEXT_BACKENDS = (
@@ -285,8 +287,10 @@ def _calibrate(index: Any, vectors: np.ndarray, nlist: int) -> tuple[int, float]
     k = 11  # ten neighbours plus the stored query itself
     best = np.full((len(q), k), -np.inf, np.float32)
     rows = np.zeros((len(q), k), np.int64)
-    for start in range(0, n, 100_000):  # blockwise: no (queries x N) matrix
-        s = q @ vectors[start : start + 100_000].T
+    # Blockwise: no (queries x N) matrix. A 100,000-row block and its candidates held
+    # ~0.7 GB whatever N (outliers' peak at 300k x 1280-d); 1,024 rows hold ~8 MB.
+    for start in range(0, n, CALIBRATION_BLOCK):
+        s = q @ vectors[start : start + CALIBRATION_BLOCK].T
         cand_s = np.concatenate([best, s], axis=1)
         cand_r = np.concatenate(
             [rows, np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)], axis=1
@@ -336,7 +340,10 @@ def ivf_index(vectors: np.ndarray) -> tuple[Any, dict[str, Any]]:
     # training to seconds at 1M (every point would cost minutes on 2 cores).
     sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False))
     index.train(np.ascontiguousarray(vectors[sample]))
-    index.add(vectors)
+    # A block at a time: faiss encodes all the rows it is given into one buffer first
+    # (another copy of the codes: 0.5 GB at 1M x 240-d) before filing them in the lists.
+    for start in range(0, n, ADD_BLOCK):
+        index.add(np.ascontiguousarray(vectors[start : start + ADD_BLOCK]))
     index.make_direct_map()  # so `vector(image_id)` can read a row back
     nprobe, recall = _calibrate(index, vectors, nlist)
     index.nprobe = nprobe
