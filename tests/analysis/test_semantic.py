@@ -324,8 +324,12 @@ def _mixed_store(tmp_path: Path) -> Store:
     write_embeddings(store, ids[: len(vectors)], vectors)
     _duplicates(
         store,
-        [("img0125", "img0125", "representative"), ("img0005", "img0125", "near")]
-        + [("img0161", "img0161", "representative"), ("img0162", "img0161", "exact")],
+        [
+            ("img0125", "img0125", "representative"),
+            ("img0005", "img0125", "near"),
+            ("img0161", "img0161", "representative"),
+            ("img0162", "img0161", "exact"),
+        ],
     )
     return store
 
@@ -340,7 +344,7 @@ def test_semantic_duplicates_table_is_sorted_and_its_similarities_are_per_row_do
 
     store = _mixed_store(tmp_path)
     whole = SemanticDuplicatesPass().compute(store)
-    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 7, raising=False)
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 7)
     blocks = SemanticDuplicatesPass().compute(store)
     assert blocks.equals(whole) and whole.num_rows == 124
     keys = [("group_id", "ascending"), ("is_representative", "descending")]
@@ -366,7 +370,7 @@ def test_semantic_duplicates_similarities_gather_no_full_copy_of_the_vectors(
     ids = ids_for(len(vectors))
     store = make_store(tmp_path, ids)
     write_embeddings(store, ids, vectors)
-    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 100, raising=False)
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 100)
     choose = semantic.choose
     base: list[int] = []
 
