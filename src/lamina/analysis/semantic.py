@@ -116,7 +116,7 @@ OUTLIERS_SCHEMA = pa.schema(
 # The groups an outlier ranking collapses: the semantic groups of the same model (which
 # merge the hash groups), else the hash groups.
 GROUP_TABLES = ("semantic_duplicates", "duplicates")
-SIMILARITY_ROWS = 65_536  # rows per block of cosines to the representatives
+SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives
 
 
 def outlier_heads(store: Any, emb: Any) -> np.ndarray:
