@@ -349,7 +349,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
         )  # fmt: skip
         # Before the vectors: DuckDB took 1.7 GB for a moment to make these 0.26 GB at 1M
         # images, on top of the 0.96 GB vector copy (the pass's 4.3 GB peak at 1M x
-        # 1280-d is elsewhere: bench/results/million.md).
+        # 1280-d was the similarities' gathered rows, below).
         facts = store.sql(facts_sql(store, *hashes))
         emb = present_embeddings(store, cfg.model, cfg.vector_mb)
         if not len(emb):
