@@ -116,6 +116,7 @@ OUTLIERS_SCHEMA = pa.schema(
 # The groups an outlier ranking collapses: the semantic groups of the same model (which
 # merge the hash groups), else the hash groups.
 GROUP_TABLES = ("semantic_duplicates", "duplicates")
+SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives
 
 
 def outlier_heads(store: Any, emb: Any) -> np.ndarray:
@@ -348,7 +349,7 @@ class SemanticDuplicatesPass(EmbeddingPass):
         )  # fmt: skip
         # Before the vectors: DuckDB took 1.7 GB for a moment to make these 0.26 GB at 1M
         # images, on top of the 0.96 GB vector copy (the pass's 4.3 GB peak at 1M x
-        # 1280-d is elsewhere: bench/results/million.md).
+        # 1280-d was the similarities' gathered rows, below).
         facts = store.sql(facts_sql(store, *hashes))
         emb = present_embeddings(store, cfg.model, cfg.vector_mb)
         if not len(emb):
@@ -407,24 +408,33 @@ class SemanticDuplicatesPass(EmbeddingPass):
         vec_of[vec_rows] = np.arange(len(vec_rows))
         va, vb = vec_of[keep], vec_of[rep]
         similarity = np.full(len(keep), np.nan, np.float32)
-        both = (va >= 0) & (vb >= 0)
-        similarity[both] = np.einsum("ij,ij->i", vectors[va[both]], vectors[vb[both]])
-        # Neither is needed for the table, whose columns and sorted copy come next.
-        del vectors, facts
-        out = pa.table(
+        both = np.flatnonzero((va >= 0) & (vb >= 0))
+        # A block of rows at a time: gathering every member's and representative's rows
+        # at once made two copies of the vectors (0.9 GB each at 1M x 1280-d, a 240-d
+        # working copy, 94 % grouped), the pass's 4.3 GB peak.
+        for start in range(0, len(both), SIMILARITY_ROWS):
+            r = both[start : start + SIMILARITY_ROWS]
+            similarity[r] = np.einsum("ij,ij->i", vectors[va[r]], vectors[vb[r]])
+        del vectors, facts  # neither is needed for the table
+        # The rows in the table's order (group_id, representative first, image_id), found
+        # on integer ranks of the ids (unique, so rank order is string order), so the
+        # columns are built sorted rather than sorted as a table copy.
+        rank = np.empty(len(ids), np.int64)
+        rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        order = np.lexsort([rank[keep], ~is_rep, rank[labels[keep]]])
+        keep, rep, is_rep = keep[order], rep[order], is_rep[order]
+        return pa.table(
             {
                 "image_id": pa.array(ids[keep].tolist(), pa.string()),
                 "group_id": pa.array(ids[labels[keep]].tolist(), pa.string()),
                 "group_size": pa.array(size[keep], pa.int32()),
                 "representative": pa.array(ids[rep].tolist(), pa.string()),
                 "is_representative": pa.array(is_rep),
-                "kind": pa.array(kind.tolist(), pa.string()),
-                "similarity": pa.array(similarity, pa.float32(), from_pandas=True),
+                "kind": pa.array(kind[order].tolist(), pa.string()),
+                "similarity": pa.array(similarity[order], pa.float32(), from_pandas=True),
                 "n_files": pa.array(n_files[keep], pa.int32()),
                 "model": pa.array([model] * len(keep), pa.string()),
-                "keep_reason": pa.array(reasons, pa.string()),
+                "keep_reason": pa.array(reasons, pa.string()).take(order),
             },
             schema=self.schema,
         )
-        return out.sort_by([("group_id", "ascending"), ("is_representative", "descending"),
-                            ("image_id", "ascending")])  # fmt: skip
