@@ -244,7 +244,7 @@ def test_a_leftover_that_cannot_be_deleted_is_named_not_counted(
     assert (result.failed, result.failed_bytes) == (2, 100 + 50)
     failures = {f["name"]: f for f in result.failures}
     assert set(failures) == {"tmp/commit-busy", "tables/.files.parquet.1a2b3c4d.tmp"}
-    assert "tmp/commit-busy/busy.bin: Permission denied" in failures["tmp/commit-busy"]["error"]
+    assert failures["tmp/commit-busy"]["error"] == "tmp/commit-busy/busy.bin: Permission denied"
     tmp_error = f"tables/{busy_tmp.name}: Permission denied"
     assert failures[f"tables/{busy_tmp.name}"]["error"] == tmp_error
     assert failures["tmp/commit-busy"]["kind"] == "staging"

@@ -18,6 +18,7 @@ error in `failures`, and the others are still removed.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -198,6 +199,8 @@ def _remove(path: Path, root: Path) -> str | None:
     def note(failed: Any, exc: BaseException) -> None:
         if isinstance(exc, FileNotFoundError):
             return  # removed meanwhile
+        if errors and isinstance(exc, OSError) and exc.errno == errno.ENOTEMPTY:
+            return  # a folder left non-empty by the error already noted
         name = Path(os.fsdecode(failed))
         where = name.relative_to(root).as_posix() if name.is_relative_to(root) else str(name)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
