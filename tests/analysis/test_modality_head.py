@@ -9,20 +9,23 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from lamina.analysis.modality import FEATURES, shipped_head
+from lamina.analysis.modality import FEATURES, pick_head, shipped_head
 from lamina.backends.embedders import DEFAULT_SPEC
 from lamina.backends.embedders._common import file_sha256
 from lamina.backends.embedders.efficientnet import weights_path
+from lamina.core.ledger import Run, utc_now, write_chunk_record
 from lamina.core.passes import get_pass
 from lamina.core.store import Store
-from lamina.core.vectors import load_embeddings
+from lamina.core.vectors import load_embeddings, recorded_weights_sha256
 from lamina.jobs.embed import EmbedConfig, embed
 from lamina.jobs.modality import ModalityJobConfig, modality
 from lamina.jobs.scan import ScanConfig, scan
 from lamina.pipeline.config import STAGES
 from lamina.sample import package_photos
+from tests.analysis.embedded_store import make_store, write_embeddings
 
 
 def test_the_shipped_head_reads_the_installed_default_model() -> None:
@@ -60,7 +63,7 @@ def test_the_head_is_used_once_the_store_has_vectors(tmp_path: Path) -> None:
     assert first.head == ""
     reasons = store.sql("select modality_reason from modality").column(0).to_pylist()
     assert all(r.startswith("model ") for r in reasons)
-    embed(store, EmbedConfig(models=("default",), workers=1, progress=False))
+    embedded = embed(store, EmbedConfig(models=("default",), workers=1, progress=False))
     done = modality(store, ModalityJobConfig(workers=1, progress=False))
     assert done.head == DEFAULT_SPEC
     head = shipped_head()
@@ -89,6 +92,60 @@ def test_the_head_is_used_once_the_store_has_vectors(tmp_path: Path) -> None:
     }
     off = modality(store, ModalityJobConfig(head="off", workers=1, progress=False))
     assert off.head == "" and store.current_pointer("modality") == get_pass("modality").layer_id
+    # The embed run recorded which weights made the vectors; had they been others, the
+    # head would not be used (whatever is installed).
+    assert recorded_weights_sha256(store, DEFAULT_SPEC) == {embedded.run_id: head.weights_sha256}
+    record = store.run_dir(embedded.run_id) / "run.json"
+    record.write_text(record.read_text().replace(head.weights_sha256, "0" * 64))
+    assert pick_head(store, "auto") == ""
+
+
+def _embedded_store(root: Path, sha: str | None) -> Store:
+    """One image and its vector of the default model, in an embed layer committed as the
+    runner does, its run recording weights of SHA-256 `sha` (None: no weights record, as
+    in a store from before records carried it)."""
+    store = make_store(root, ["img0000"])
+    embed = get_pass("embed")
+    described = {"config": embed.config_dict(), "layer": embed.layer_id, **embed.describe()}
+    if sha is None:
+        del described["model"]["weights"]
+    else:
+        described["model"]["weights"]["sha256"] = sha
+    vector = np.full((1, 1280), 1 / np.sqrt(1280))
+    with Run(store, "embed", {"passes": {"embed": described}}) as run:
+        part = write_embeddings(store, ["img0000"], vector, DEFAULT_SPEC, embed.layer_id)
+        part.rename(part.with_name("part-00000000.parquet"))  # as a chunk's, by its record
+        write_chunk_record(
+            store.ledger_dir("embed", embed.layer_id),
+            "00000000",
+            {"chunk_id": "00000000", "run_id": run.run_id, "finished": utc_now()},
+        )
+    return store
+
+
+def test_the_head_needs_the_weights_that_made_the_stored_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lamina.analysis import modality as mod
+
+    head, other = shipped_head(), "0" * 64
+    caplog.set_level("WARNING", logger="lamina.analysis.modality")
+    # Made with other weights: no head, though the installed file is the head's own.
+    assert mod.installed_weights_sha256(DEFAULT_SPEC) == head.weights_sha256
+    assert pick_head(_embedded_store(tmp_path / "other", other), "auto") == ""
+    assert f"made with weights of SHA-256 {other}, not the ones it was fitted on" in caplog.text
+    # Made with the head's weights: the head, though another file is installed now.
+    monkeypatch.setattr(mod, "installed_weights_sha256", lambda spec: other)
+    same = _embedded_store(tmp_path / "same", head.weights_sha256)
+    assert pick_head(same, "auto") == head.version
+    # No weights recorded (an older store): the installed file decides.
+    older = _embedded_store(tmp_path / "older", None)
+    assert list(recorded_weights_sha256(older, DEFAULT_SPEC).values()) == [None]
+    caplog.clear()
+    assert pick_head(older, "auto") == ""
+    assert "does not record which weights made its" in caplog.text
+    monkeypatch.setattr(mod, "installed_weights_sha256", lambda spec: head.weights_sha256)
+    assert pick_head(older, "auto") == head.version
 
 
 def test_a_missing_weight_file_means_no_head_not_a_crash(monkeypatch, tmp_path: Path) -> None:

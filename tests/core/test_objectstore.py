@@ -275,3 +275,84 @@ def test_the_readme_example_of_a_store_on_s3_runs_as_printed(
     assert "ok" in outputs[2] and "s3://bucket/comics" in outputs[2]
     assert "nothing to remove" in outputs[3] and "nothing to remove" in outputs[4]
     assert len(_sql(url, "select image_id from signals")) == 4
+
+
+@pytest.mark.parametrize("where", ["s3", "memory", "memory-root"])
+def test_a_store_at_a_bucket_root(
+    where: str,
+    tree: Path,
+    s3env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """`--store s3://bucket` (no prefix; `memory://name`, and `memory://`, the root of the
+    in-process filesystem): keys are `commits/…` and `objects/…` at the top, another
+    tool's keys beside them are neither read nor collected, a second machine reads the
+    same tables, and gc finds exactly a killed push's orphan."""
+    import hashlib
+
+    if where == "s3":
+        _machine(monkeypatch, tmp_path, "a")
+        # No bucket at all: refused before any work (its keys would go to buckets named
+        # `commits` and `objects`).
+        result = CliRunner().invoke(main, ["--store", "s3://", "scan", str(tree)])
+        assert result.exit_code == 2, result.output
+        assert "the store s3:// names no bucket" in result.output
+        assert "scanned" not in result.output and not checkout_dir("s3://").exists()
+        make_bucket(s3env, "rootstore")
+        url = "s3://rootstore"
+    elif where == "memory":
+        url = "memory://rootstore-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]
+    else:
+        url = "memory://"
+    fs, base = objectstore.filesystem(url)
+    if where == "memory-root":  # the process's memory filesystem, shared by every test
+
+        def clear() -> None:
+            for folder in ("/commits", "/objects", "/notes"):
+                if fs.exists(folder):
+                    fs.rm(folder, recursive=True)
+
+        clear()
+        request.addfinalizer(clear)
+    fs.pipe_file(_key(base, "notes/readme.txt"), b"another tool's")
+    fs.pipe_file(_key(base, "objects/notes.txt"), b"not a sha256 name")
+    _machine(monkeypatch, tmp_path, "a")
+    _lamina(url, "scan", str(tree))
+    _lamina(url, "sense", "-j", "1", "--no-thumbnails")
+    assert objectstore.commits(url) == [1, 2]
+    fs.invalidate_cache()
+    keys = sorted(fs.find(base))
+    assert all("//" not in k for k in keys), keys
+    assert sorted(fs.ls(_key(base, "commits"), detail=False)) == [
+        _key(base, f"commits/{n:010d}.json") for n in (1, 2)
+    ]
+    rels = [k.removeprefix(base).strip("/") for k in keys]
+    top = {r.split("/", 1)[0] for r in rels}
+    assert {"commits", "objects", "notes"} <= top and (where == "memory-root" or len(top) == 3)
+    files = _sql(url, FILES)
+    signals = _sql(url, "select image_id, brightness_mean from signals order by image_id")
+    assert len(files) == 9 and len(signals) == 4
+    _machine(monkeypatch, tmp_path, "b")
+    assert not checkout_dir(url).exists() and checkout_dir(url).name[0] != "-"
+    assert _sql(url, FILES) == files
+    assert _sql(url, "select image_id, brightness_mean from signals order by 1") == signals
+    orphan = b"a push killed before its manifest"
+    sha = hashlib.sha256(orphan).hexdigest()
+    fs.pipe_file(_key(base, f"objects/{sha}"), orphan)
+    found = json.loads(_lamina(url, "gc", "--grace", "0", "--json"))
+    assert [i["name"] for i in found["items"]] == [sha]
+    assert (found["commits"], found["foreign"]) == (2, 1)
+    assert "deleted 1 objects" in _lamina(url, "gc", "--grace", "0", "--delete")
+    fs.invalidate_cache()
+    assert not fs.exists(_key(base, f"objects/{sha}"))
+    assert fs.cat_file(_key(base, "notes/readme.txt")) == b"another tool's"
+    assert fs.exists(_key(base, "objects/notes.txt"))
+    _machine(monkeypatch, tmp_path, "c")
+    assert _sql(url, FILES) == files
+
+
+def _key(base: str, rel: str) -> str:
+    """The key `rel` below the store's path `base` ("" at a filesystem's root)."""
+    return f"{base.rstrip('/')}/{rel}"

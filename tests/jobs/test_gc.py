@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -208,3 +209,61 @@ def test_parse_duration() -> None:
     for bad in ("", "-1h", "1w", "h", "1.5.2h"):
         with pytest.raises(LaminaError, match="24h"):
             parse_duration(bad)
+
+
+def test_a_leftover_that_cannot_be_deleted_is_named_not_counted(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file gc cannot remove (permissions, a file in use: EACCES here, raised by
+    os.unlink, as the tests run as root) is neither counted as deleted nor stops the other
+    deletions; the result names it, with the error, and the verb exits 1."""
+    root = tmp_path / "store"
+    _lamina("--store", str(root), "scan", str(tree))
+    busy_dir = root / "tmp" / "commit-busy"  # staging with one file that will not go
+    busy_dir.mkdir(parents=True)
+    (busy_dir / "busy.bin").write_bytes(b"b" * 70)
+    (busy_dir / "free.bin").write_bytes(b"f" * 30)
+    free_dir = root / "tmp" / "commit-free"
+    free_dir.mkdir()
+    (free_dir / "00000001").write_bytes(b"x" * 100)
+    busy_tmp = root / "tables" / ".files.parquet.1a2b3c4d.tmp"
+    busy_tmp.write_bytes(b"y" * 50)
+    for path in (busy_dir, free_dir, busy_tmp):
+        _age(path, 2 * DAY)
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name in ("busy.bin", busy_tmp.name):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    result = collect_garbage(Store.open(root), GcConfig(delete=True))
+    assert (result.found, result.found_bytes) == (3, 100 + 100 + 50)
+    assert (result.deleted, result.deleted_bytes) == (1, 100)
+    assert (result.failed, result.failed_bytes) == (2, 100 + 50)
+    failures = {f["name"]: f for f in result.failures}
+    assert set(failures) == {"tmp/commit-busy", "tables/.files.parquet.1a2b3c4d.tmp"}
+    assert failures["tmp/commit-busy"]["error"] == "tmp/commit-busy/busy.bin: Permission denied"
+    tmp_error = f"tables/{busy_tmp.name}: Permission denied"
+    assert failures[f"tables/{busy_tmp.name}"]["error"] == tmp_error
+    assert failures["tmp/commit-busy"]["kind"] == "staging"
+    assert not free_dir.exists() and busy_tmp.exists() and (busy_dir / "busy.bin").exists()
+    assert not (busy_dir / "free.bin").exists()  # the rest of a folder still goes
+    # The verb says what it deleted and names what it could not, and exits 1. (Grace 0:
+    # removing free.bin made the folder recent.)
+    gc = ["--store", str(root), "gc", "--grace", "0", "--delete"]
+    out = CliRunner().invoke(main, gc)
+    assert out.exit_code == 1, out.output
+    assert "deleted 0 files (0 bytes)" in out.output, out.output
+    assert "could not delete 2 files (120 bytes)" in out.output, out.output
+    assert tmp_error in out.output and "tmp/commit-busy/busy.bin: Permission" in out.output
+    out = CliRunner().invoke(main, [*gc, "--json"])
+    data = json.loads(out.output)
+    assert out.exit_code == 1, out.output
+    assert (data["deleted"], data["failed"], len(data["failures"])) == (0, 2, 2)
+    # Once the files can go, the next gc removes them.
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    out = CliRunner().invoke(main, gc)
+    assert out.exit_code == 0 and "deleted 2 files (120 bytes)" in out.output, out.output
+    assert not busy_dir.exists() and not busy_tmp.exists()

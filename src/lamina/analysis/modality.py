@@ -17,7 +17,8 @@ folded into one linear map of the raw vector). On `fresh2`, families no training
 had, judged once: photos and documents P / R 1.00, graphics 0.67 / 0.95, screenshots
 0.92 / 0.52. It is used instead of the pixel model for every image with such
 a vector when `head` names its version (`lamina modality --head auto` does when the store
-has vectors of that embedder and the installed weights are the ones it was fitted on);
+has vectors of that embedder made with the weights it was fitted on: the SHA-256 the embed
+runs recorded, or for an older store that recorded none, the installed weight file's);
 images without a vector get the pixel model. Its version is part of the layer config,
 and the embedding layer is an input (new vectors re-run the pass).
 
@@ -210,14 +211,16 @@ def shipped_head() -> Head:
 
 def pick_head(store: Any, choice: str) -> str:
     """The head's version when `choice` is "auto" and the store has vectors of the head's
-    embedder made with the weights it was fitted on (the installed weights), else "";
-    "off" -> "".
+    embedder made with the weights it was fitted on, else ""; "off" -> "". Which weights
+    made the vectors is read from the store (the embed runs' records give the weight
+    file's SHA-256); where a run recorded none (an older store), the installed weight
+    file must be the head's. Why the head is not used is logged.
 
     Example:
         >>> pick_head(store, "off")  # doctest: +SKIP
         ''
     """
-    from lamina.core.vectors import list_models
+    from lamina.core.vectors import list_models, recorded_weights_sha256
 
     if choice == "off":
         return ""
@@ -226,9 +229,23 @@ def pick_head(store: Any, choice: str) -> str:
     head = shipped_head()
     if not store.table_files("images") or head.embedder not in list_models(store):
         return ""
-    if installed_weights_sha256(head.embedder) != head.weights_sha256:
-        log.warning("modality head not used: %s's weights are not the ones it was fitted on",
-                    head.embedder)  # fmt: skip
+    recorded = recorded_weights_sha256(store, head.embedder)
+    other = sorted({sha for sha in recorded.values() if sha and sha != head.weights_sha256})
+    if other:
+        log.warning(
+            "modality head not used: the store's %s vectors were made with weights of "
+            "SHA-256 %s, not the ones it was fitted on (%s)",
+            head.embedder, ", ".join(other), head.weights_sha256,
+        )  # fmt: skip
+        return ""
+    if (not recorded or None in recorded.values()) and installed_weights_sha256(
+        head.embedder
+    ) != head.weights_sha256:
+        log.warning(
+            "modality head not used: the store does not record which weights made its %s "
+            "vectors, and the installed ones are not the ones it was fitted on",
+            head.embedder,
+        )
         return ""
     return head.version
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
 
-from lamina.cli.app import echo_json, handle_errors, main, open_store
+from lamina.cli.app import EXIT_ERRORS, echo_json, handle_errors, main, open_store
 from lamina.core.remote import is_url
 from lamina.core.store import ENV_STORE
 
@@ -58,7 +59,8 @@ def gc(ctx: click.Context, grace: int, delete: bool, as_json: bool) -> None:
     before its commit manifest, or refused because another writer published first).
     Objects any commit names are never removed. On a store folder: staging under tmp/
     that never became a commit, temporary files of interrupted writes, and layer parts
-    without their ledger record.
+    without their ledger record. What cannot be deleted (permissions, a file in use) is
+    named with the error, and the command exits 1.
 
     \b
     Example:
@@ -73,6 +75,8 @@ def gc(ctx: click.Context, grace: int, delete: bool, as_json: bool) -> None:
     result = collect_garbage(target, GcConfig(grace_s=grace, delete=delete))
     if as_json:
         echo_json(vars(result))
+        if result.failed:
+            sys.exit(EXIT_ERRORS)
         return
     noun = "objects" if result.kind == "objects" else "files"
     where = result.where
@@ -83,8 +87,19 @@ def gc(ctx: click.Context, grace: int, delete: bool, as_json: bool) -> None:
         click.echo(f"{where}: nothing to remove (nothing unreferenced {older})")
     elif delete:
         click.echo(f"deleted {result.deleted} {noun} ({_size(result.deleted_bytes)}), {older}")
-        if result.deleted < result.found:
-            click.echo(f"  kept {result.found - result.deleted}: a commit published meanwhile")
+        kept = result.found - result.deleted - result.failed
+        if kept and result.kind == "objects":
+            click.echo(f"  kept {kept}: a commit published meanwhile")
+        if result.failed:
+            click.echo(f"could not delete {result.failed} {noun} ({_size(result.failed_bytes)}):")
+            for failure in result.failures[:20]:
+                click.echo(
+                    f"  {failure['kind']:<16} {_size(failure['bytes']):>10}  {failure['error']}"
+                )
+            if result.failed > 20:
+                click.echo(
+                    f"  … and {result.failed - 20} more (--json lists {len(result.failures)})"
+                )
     else:
         click.echo(
             f"{result.found} {noun} ({_size(result.found_bytes)}) unreferenced and {older} "
@@ -101,3 +116,5 @@ def gc(ctx: click.Context, grace: int, delete: bool, as_json: bool) -> None:
         )
     if result.foreign:
         click.echo(f"left alone {result.foreign} key(s) under objects/ that lamina did not write")
+    if result.failed:
+        sys.exit(EXIT_ERRORS)

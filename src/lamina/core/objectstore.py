@@ -86,7 +86,29 @@ class Commit:
 
 
 def _join(base: str, *names: str) -> str:
+    """The key `names` below `base`, a path or URL; a URL of a filesystem's root
+    ("memory://") keeps its "//".
+
+    Example:
+        >>> _join("memory://", "objects"), _join("s3://bucket/", "commits", "x.json")
+        ('memory://objects', 's3://bucket/commits/x.json')
+    """
+    if base.endswith("://"):
+        return base + "/".join(names)
     return "/".join([base.rstrip("/"), *names])
+
+
+def _store_url(url: str) -> str:
+    """`url` as `check_url` gives it, refused when it is an S3 URL that names no bucket
+    (`s3://`: its keys would land in buckets named `commits` and `objects`)."""
+    url = check_url(url)
+    if protocol_of(url) in ("s3", "s3a") and not url.split("://", 1)[-1].strip("/"):
+        raise StoreError(
+            f"the store {url} names no bucket",
+            hint="give a bucket, and a prefix below it if you like: s3://BUCKET or "
+            "s3://BUCKET/PREFIX",
+        )
+    return url
 
 
 def commits(url: str) -> list[int]:
@@ -96,7 +118,7 @@ def commits(url: str) -> list[int]:
         >>> commits("memory://no-store-here")
         []
     """
-    fs, base = filesystem(check_url(url))
+    fs, base = filesystem(_store_url(url))
     folder = _join(base, COMMITS)
     try:
         fs.invalidate_cache()
@@ -215,7 +237,7 @@ def pull(url: str, *, create: bool = False) -> Store:
     Example:
         >>> store = pull("s3://bucket/lamina-store")  # doctest: +SKIP
     """
-    url = check_url(url)
+    url = _store_url(url)
     if create and protocol_of(url) not in WRITABLE:
         raise _read_only(url)  # before the command does work it could never publish
     root = checkout_dir(url)

@@ -85,8 +85,8 @@ def check_url(url: str) -> str:
     (both would be recorded in the store), else returned without a trailing '/'.
 
     Example:
-        >>> check_url("s3://bucket/comics/")
-        's3://bucket/comics'
+        >>> check_url("s3://bucket/comics/"), check_url("memory:///")
+        ('s3://bucket/comics', 'memory://')
     """
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
@@ -104,7 +104,8 @@ def check_url(url: str) -> str:
             hint="give the URL of the folder (prefix) without '?…'",
         )
     root = url.rstrip("/")
-    return root if not root.endswith(":/") else url  # "memory://" keeps its slashes
+    # A filesystem's root keeps its "//": "memory:" would be no URL (a local path).
+    return f"{root}//" if root.endswith(":") else root
 
 
 def _where(protocol: str) -> str:

@@ -227,7 +227,8 @@ def checkout_dir(url: str) -> Path:
     """
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     url = check_url(url)
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_")[:60]
+    scheme, _, rest = url.partition("://")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", rest).strip("_")[:60] or scheme
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     return Path(cache) / "lamina" / "stores" / f"{readable}-{digest}"
 

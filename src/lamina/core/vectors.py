@@ -14,9 +14,10 @@ way, under their own model ids.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lamina.core.errors import LaminaError
-from lamina.core.layers import readable_parts
+from lamina.core.layers import ledger_dir_of, readable_parts
 
 if TYPE_CHECKING:
     from lamina.core.store import Store
@@ -112,6 +113,50 @@ def list_models(store: Store) -> list[str]:
         ['efficientnet_lite0:imagenet']
     """
     return list(embedding_layers(store))
+
+
+def recorded_weights_sha256(store: Store, model: str) -> dict[str, str | None]:
+    """Which weights made the stored vectors of `model`: run id -> the SHA-256 of the
+    weight file that run's record gives for the layer (`model.weights.sha256`, as the
+    embed pass's `describe` writes it), for every run whose ledger records the layer
+    has; None for a run whose record gives none (made before records carried it, or
+    gone). {} when the model has no vectors or the layer no ledger (written by hand).
+
+    Example:
+        >>> recorded_weights_sha256(store, "efficientnet_lite0:imagenet")  # doctest: +SKIP
+        {'20261206T043801Z-f86577': '57934424…'}
+    """
+    folder = embedding_layers(store).get(model)
+    if folder is None:
+        return {}
+    pass_name, layer_id = folder.parent.name, folder.name
+    ledger = ledger_dir_of(folder)
+    run_ids: set[str] = set()
+    for path in ledger.glob("*.json") if ledger.is_dir() else ():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
+            run_ids.add(record["run_id"])
+    return {run_id: _run_weights(store, run_id, pass_name, layer_id) for run_id in run_ids}
+
+
+def _run_weights(store: Store, run_id: str, pass_name: str, layer_id: str) -> str | None:
+    """The weights SHA-256 run `run_id`'s record gives for the layer, or None."""
+    try:
+        record = json.loads((store.run_dir(run_id) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    passes: Any = (record.get("config") or {}).get("passes") if isinstance(record, dict) else None
+    for key, entry in passes.items() if isinstance(passes, dict) else ():
+        named = key == pass_name or key.startswith(f"{pass_name}/")
+        if not (named and isinstance(entry, dict) and entry.get("layer") == layer_id):
+            continue
+        weights = (entry.get("model") or {}).get("weights")
+        sha = weights.get("sha256") if isinstance(weights, dict) else None
+        return sha if isinstance(sha, str) and sha else None
+    return None
 
 
 def working_dims(rows: int, dim: int, max_mb: float | None) -> int:

@@ -11,14 +11,19 @@ store and nothing reads.
 
 Only what was last modified more than `grace_s` ago counts (default 24 h): a concurrent
 writer's upload or staging in flight is recent, so it is never taken. A dry run changes
-nothing; `delete` on a store folder holds the store's write lock.
+nothing; `delete` on a store folder holds the store's write lock. A leftover that cannot
+be removed (permissions, a file in use) is not counted as deleted: it is named with the
+error in `failures`, and the others are still removed.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +71,9 @@ class GcResult:
     `young`: unreferenced but recent, kept; `deleted`: removed now (0 on a dry run);
     `named`: objects some commit names (object store) or None (store folder); `foreign`:
     keys under objects/ that lamina did not write (never touched); `items`: the first
-    `ITEMS_SHOWN` found, each {name, kind, bytes, age_s}."""
+    `ITEMS_SHOWN` found, each {name, kind, bytes, age_s}; `failed` (and bytes): found but
+    not removed because deleting failed (store folder), the first `ITEMS_SHOWN` of them in
+    `failures`, each {name, kind, bytes, error}."""
 
     where: str
     kind: str  # "objects" (a store on an object store) or "files" (a store folder)
@@ -82,6 +89,9 @@ class GcResult:
     commits: int | None = None
     foreign: int = 0
     items: list[dict[str, Any]] = field(default_factory=list)
+    failed: int = 0
+    failed_bytes: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 def collect_garbage(target: Store | str, config: GcConfig = GcConfig()) -> GcResult:
@@ -180,6 +190,38 @@ def _leftovers(store: Store) -> list[_Leftover]:
     return [x for x in out if x is not None]
 
 
+def _remove(path: Path, root: Path) -> str | None:
+    """Delete the file or folder `path` (already gone counts as deleted): None when it is
+    gone, else why not, each failing path named relative to `root`. A folder loses all it
+    can: a file that cannot go does not keep the others."""
+    errors: list[str] = []
+
+    def note(failed: Any, exc: BaseException) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return  # removed meanwhile
+        if errors and isinstance(exc, OSError) and exc.errno == errno.ENOTEMPTY:
+            return  # a folder left non-empty by the error already noted
+        name = Path(os.fsdecode(failed))
+        where = name.relative_to(root).as_posix() if name.is_relative_to(root) else str(name)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        errors.append(f"{where}: {reason}")
+
+    try:
+        if path.is_dir() and not path.is_symlink():
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(path, onexc=lambda _f, p, exc: note(p, exc))
+            else:
+                shutil.rmtree(path, onerror=lambda _f, p, info: note(p, info[1]))
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        note(exc.filename or path, exc)
+    if not errors and not os.path.lexists(path):
+        return None
+    shown = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+    return shown or f"{path.relative_to(root).as_posix()}: still there after deleting it"
+
+
 def _folder_garbage(store: Store, config: GcConfig) -> GcResult:
     now = time.time_ns()
     cutoff = now - int(config.grace_s * 1e9)
@@ -203,12 +245,18 @@ def _folder_garbage(store: Store, config: GcConfig) -> GcResult:
         with store.write_lock("gc"):
             old = survey()
             for item in old:
-                if item.path.is_dir():
-                    shutil.rmtree(item.path, ignore_errors=True)
-                else:
-                    item.path.unlink(missing_ok=True)
-                result.deleted += 1
-                result.deleted_bytes += item.size
+                error = _remove(item.path, store.root)
+                if error is None:
+                    result.deleted += 1
+                    result.deleted_bytes += item.size
+                    continue
+                result.failed += 1
+                result.failed_bytes += item.size
+                if len(result.failures) < ITEMS_SHOWN:
+                    name = item.path.relative_to(store.root).as_posix()
+                    result.failures.append(
+                        {"name": name, "kind": item.kind, "bytes": item.size, "error": error}
+                    )
     result.found = len(old)
     result.found_bytes = sum(x.size for x in old)
     result.items = [
