@@ -388,3 +388,19 @@ def test_semantic_duplicates_similarities_gather_no_full_copy_of_the_vectors(
     vector_bytes = vectors.size * 4  # 1,800 x 512 float32: 3.7 MB
     assert out.num_rows == len(ids)
     assert peak - base[0] < 1.5 * vector_bytes  # the reloaded vectors, not three copies
+
+
+def test_semantic_duplicates_similarity_blocks_at_their_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-row blocks, a last block of one row, blocks that end exactly at the last row with
+    a vector pair, and one block larger than that: the table of a single block."""
+    from lamina.analysis import semantic
+
+    store = _mixed_store(tmp_path)
+    whole = SemanticDuplicatesPass().compute(store)
+    paired = whole.num_rows - whole["similarity"].null_count  # rows with both vectors
+    assert 100 < paired < whole.num_rows
+    for block in (1, paired - 1, paired, paired + 1):
+        monkeypatch.setattr(semantic, "SIMILARITY_ROWS", block)
+        assert SemanticDuplicatesPass().compute(store).equals(whole), block
