@@ -404,3 +404,37 @@ def test_semantic_duplicates_similarity_blocks_at_their_boundaries(
     for block in (1, paired - 1, paired, paired + 1):
         monkeypatch.setattr(semantic, "SIMILARITY_ROWS", block)
         assert SemanticDuplicatesPass().compute(store).equals(whole), block
+
+
+def test_semantic_duplicates_hold_no_duplicates_rows_while_choosing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `duplicates` rows (an Arrow table, and a Python tuple per row: ~0.2 KB a row, so
+    ~60 MB for 300k hash duplicates) are only needed for the group edges; they are gone
+    before the representative rules build their own per-image facts."""
+    import weakref
+
+    from lamina.analysis import semantic
+
+    store = _mixed_store(tmp_path)
+    tables: list[weakref.ref[pa.Table]] = []
+    sql, choose = store.sql, semantic.choose
+
+    def traced_sql(query: str, *args: object, **kwargs: object) -> pa.Table:
+        out = sql(query, *args, **kwargs)  # type: ignore[arg-type]
+        if "from duplicates" in query:
+            tables.append(weakref.ref(out))
+        return out
+
+    alive: list[bool] = []
+
+    def traced_choose(*args: object, **kwargs: object) -> object:
+        alive.extend(t() is not None for t in tables)
+        return choose(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "sql", traced_sql)
+    monkeypatch.setattr(semantic, "choose", traced_choose)
+    out = SemanticDuplicatesPass().compute(store)
+    assert alive == [False]
+    rows = {r["image_id"]: r for r in out.to_pylist()}
+    assert rows["img0162"]["kind"] == "exact" and rows["img0005"]["group_id"] == "img0000"

@@ -320,6 +320,21 @@ def _park(store: Any, vectors: np.ndarray) -> Path:
     return path
 
 
+def _hash_links(store: Any, row: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(member rows, group rows, kinds) of the `duplicates` rows whose images `row` holds.
+    A function of its own so that those rows (an Arrow table and a tuple each: ~60 MB for
+    300k hash duplicates) are gone before the representative rules build their facts."""
+    dups = store.sql("select image_id, group_id, kind from duplicates")
+    columns = (dups[c].to_pylist() for c in ("image_id", "group_id", "kind"))
+    known = [
+        (row[m], row[g], kind) for m, g, kind in zip(*columns, strict=True) if m in row and g in row
+    ]
+    if not known:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
+    m, g, kinds = zip(*known, strict=True)
+    return np.array(m, np.int64), np.array(g, np.int64), np.array(kinds, dtype=object)
+
+
 def _merge(root: np.ndarray, pend_i: list[np.ndarray], pend_j: list[np.ndarray]) -> np.ndarray:
     """Labels after joining the pending edges to the components `root` already holds."""
     n = len(root)
@@ -364,20 +379,13 @@ class SemanticDuplicatesPass(EmbeddingPass):
         hash_kind = np.full(len(ids), None, dtype=object)
         hash_group = np.arange(len(ids))  # own row: no hash group
         if cfg.merge_hashes and "duplicates" in tables:
-            dups = store.sql("select image_id, group_id, kind from duplicates")
-            columns = (dups[c].to_pylist() for c in ("image_id", "group_id", "kind"))
-            known = [
-                (row[m], row[g], kind)
-                for m, g, kind in zip(*columns, strict=True)
-                if m in row and g in row
-            ]
-            if known:
-                m, g, kinds = (np.array(x) for x in zip(*known, strict=True))
-                edges_i.append(m)
-                edges_j.append(g)
-                hash_group[m] = g
-                hash_kind[m] = np.asarray(kinds, dtype=object)
+            m, g, kinds = _hash_links(store, row)
+            edges_i.append(m)
+            edges_j.append(g)
+            hash_group[m] = g
+            hash_kind[m] = kinds
         labels = components(len(ids), np.concatenate(edges_i), np.concatenate(edges_j))
+        del row, a, b, edges_i, edges_j  # only the labels are needed from here
         size = np.bincount(labels, minlength=len(ids))[labels]
         n_files = facts["n_files"].to_numpy()
         keep = np.flatnonzero((size > 1) | (n_files > 1))
