@@ -438,3 +438,48 @@ def test_semantic_duplicates_hold_no_duplicates_rows_while_choosing(
     assert alive == [False]
     rows = {r["image_id"]: r for r in out.to_pylist()}
     assert rows["img0162"]["kind"] == "exact" and rows["img0005"]["group_id"] == "img0000"
+
+
+def test_outliers_copies_cosines_gather_no_full_copy_of_the_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once `semantic_duplicates` has grouped most images (94 % at 1M in the bench), nearly
+    every image is a copy whose cosine to its representative is a dot product: gathered at
+    once, that was two copies of the vectors (0.9 GB each at 1M x 240-d) after the kNN
+    search. Now SIMILARITY_ROWS rows at a time, with the same values as a single block."""
+    import tracemalloc
+
+    from lamina.analysis import semantic
+
+    vectors, _ = blobs(600, 3, dim=512, spread=0.01)  # three groups of near-copies
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    groups = [ids[:600], ids[600:1200], ids[1200:]]
+    _duplicates(
+        store, [(m, g[0], "representative" if m == g[0] else "near") for g in groups for m in g]
+    )
+    search = semantic.knn
+    base: list[int] = []
+
+    def traced_knn(*args: object, **kwargs: object) -> object:
+        out = search(*args, **kwargs)  # type: ignore[arg-type]
+        tracemalloc.reset_peak()
+        base.append(tracemalloc.get_traced_memory()[0])
+        return out
+
+    monkeypatch.setattr(semantic, "knn", traced_knn)
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 100)
+    tracemalloc.start()
+    blocks = OutliersPass().compute(store)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    vector_bytes = vectors.size * 4  # 1,800 x 512 float32: 3.7 MB
+    assert peak - base[0] < 0.5 * vector_bytes  # blocks of 100 rows, not two full gathers
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 1 << 20)
+    assert OutliersPass().compute(store).equals(blocks)
+    rows = {r["image_id"]: r for r in blocks.to_pylist()}
+    assert rows[ids[5]]["represented_by"] == ids[0] and rows[ids[5]]["rank"] is None
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expect = unit[5] @ unit[0]  # the copy's cosine to its representative
+    assert rows[ids[5]]["nearest_similarity"] == pytest.approx(expect, abs=2e-3)

@@ -116,7 +116,7 @@ OUTLIERS_SCHEMA = pa.schema(
 # The groups an outlier ranking collapses: the semantic groups of the same model (which
 # merge the hash groups), else the hash groups.
 GROUP_TABLES = ("semantic_duplicates", "duplicates")
-SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives
+SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives (both passes)
 
 
 def outlier_heads(store: Any, emb: Any) -> np.ndarray:
@@ -192,7 +192,12 @@ class OutliersPass(EmbeddingPass):
         nearest = np.where(head == np.arange(n), heads[idx[at[head], 0]], head)
         similarity = sims[at[head], 0]
         copies = np.flatnonzero(head != np.arange(n))  # only these need a dot product
-        similarity[copies] = np.einsum("ij,ij->i", emb.vectors[copies], emb.vectors[head[copies]])
+        # A block of rows at a time: once semantic groups exist nearly every image may be a
+        # copy, and gathering all their rows and their representatives' at once made two
+        # copies of the vectors.
+        for start in range(0, len(copies), SIMILARITY_ROWS):
+            c = copies[start : start + SIMILARITY_ROWS]
+            similarity[c] = np.einsum("ij,ij->i", emb.vectors[c], emb.vectors[head[c]])
         return pa.table(
             {
                 "image_id": pa.array(emb.ids.tolist(), pa.string()),
