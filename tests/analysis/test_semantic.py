@@ -388,3 +388,98 @@ def test_semantic_duplicates_similarities_gather_no_full_copy_of_the_vectors(
     vector_bytes = vectors.size * 4  # 1,800 x 512 float32: 3.7 MB
     assert out.num_rows == len(ids)
     assert peak - base[0] < 1.5 * vector_bytes  # the reloaded vectors, not three copies
+
+
+def test_semantic_duplicates_similarity_blocks_at_their_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-row blocks, a last block of one row, blocks that end exactly at the last row with
+    a vector pair, and one block larger than that: the table of a single block."""
+    from lamina.analysis import semantic
+
+    store = _mixed_store(tmp_path)
+    whole = SemanticDuplicatesPass().compute(store)
+    paired = whole.num_rows - whole["similarity"].null_count  # rows with both vectors
+    assert 100 < paired < whole.num_rows
+    for block in (1, paired - 1, paired, paired + 1):
+        monkeypatch.setattr(semantic, "SIMILARITY_ROWS", block)
+        assert SemanticDuplicatesPass().compute(store).equals(whole), block
+
+
+def test_semantic_duplicates_hold_no_duplicates_rows_while_choosing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `duplicates` rows (an Arrow table, and a Python tuple per row: ~0.2 KB a row, so
+    ~60 MB for 300k hash duplicates) are only needed for the group edges; they are gone
+    before the representative rules build their own per-image facts."""
+    import weakref
+
+    from lamina.analysis import semantic
+
+    store = _mixed_store(tmp_path)
+    tables: list[weakref.ref[pa.Table]] = []
+    sql, choose = store.sql, semantic.choose
+
+    def traced_sql(query: str, *args: object, **kwargs: object) -> pa.Table:
+        out = sql(query, *args, **kwargs)  # type: ignore[arg-type]
+        if "from duplicates" in query:
+            tables.append(weakref.ref(out))
+        return out
+
+    alive: list[bool] = []
+
+    def traced_choose(*args: object, **kwargs: object) -> object:
+        alive.extend(t() is not None for t in tables)
+        return choose(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "sql", traced_sql)
+    monkeypatch.setattr(semantic, "choose", traced_choose)
+    out = SemanticDuplicatesPass().compute(store)
+    assert alive == [False]
+    rows = {r["image_id"]: r for r in out.to_pylist()}
+    assert rows["img0162"]["kind"] == "exact" and rows["img0005"]["group_id"] == "img0000"
+
+
+def test_outliers_copies_cosines_gather_no_full_copy_of_the_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once `semantic_duplicates` has grouped most images (94 % at 1M in the bench), nearly
+    every image is a copy whose cosine to its representative is a dot product: gathered at
+    once, that was two copies of the vectors (0.9 GB each at 1M x 240-d) after the kNN
+    search. Now SIMILARITY_ROWS rows at a time, with the same values as a single block."""
+    import tracemalloc
+
+    from lamina.analysis import semantic
+
+    vectors, _ = blobs(600, 3, dim=512, spread=0.01)  # three groups of near-copies
+    ids = ids_for(len(vectors))
+    store = make_store(tmp_path, ids)
+    write_embeddings(store, ids, vectors)
+    groups = [ids[:600], ids[600:1200], ids[1200:]]
+    _duplicates(
+        store, [(m, g[0], "representative" if m == g[0] else "near") for g in groups for m in g]
+    )
+    search = semantic.knn
+    base: list[int] = []
+
+    def traced_knn(*args: object, **kwargs: object) -> object:
+        out = search(*args, **kwargs)  # type: ignore[arg-type]
+        tracemalloc.reset_peak()
+        base.append(tracemalloc.get_traced_memory()[0])
+        return out
+
+    monkeypatch.setattr(semantic, "knn", traced_knn)
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 100)
+    tracemalloc.start()
+    blocks = OutliersPass().compute(store)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    vector_bytes = vectors.size * 4  # 1,800 x 512 float32: 3.7 MB
+    assert peak - base[0] < 0.5 * vector_bytes  # blocks of 100 rows, not two full gathers
+    monkeypatch.setattr(semantic, "SIMILARITY_ROWS", 1 << 20)
+    assert OutliersPass().compute(store).equals(blocks)
+    rows = {r["image_id"]: r for r in blocks.to_pylist()}
+    assert rows[ids[5]]["represented_by"] == ids[0] and rows[ids[5]]["rank"] is None
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expect = unit[5] @ unit[0]  # the copy's cosine to its representative
+    assert rows[ids[5]]["nearest_similarity"] == pytest.approx(expect, abs=2e-3)

@@ -93,3 +93,20 @@ def test_approximate_knn_holds_no_queries_x_n_block() -> None:
     # float16 codes: never nearer than the exact neighbour, and as near in most rows.
     assert (sims[:, 0] <= exact_sims[:, 0] + 1e-3).all()
     assert np.median(np.abs(sims[:, 0] - exact_sims[:, 0])) < 1e-4
+
+
+@pytest.mark.parametrize("exact_max", [None, 0], ids=["exact", "ivf"])
+def test_knn_searches_its_queries_in_blocks_with_the_same_answers(
+    monkeypatch: pytest.MonkeyPatch, exact_max: int | None
+) -> None:
+    """`knn` searches SEARCH_BLOCK queries at a time: one-row blocks, blocks that leave a
+    last partial block of one row or none, and one block larger than N all give the
+    neighbours of a single search (exact, and through the IVF index)."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(2_001, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    whole = space.knn(v, 4, exact_max=exact_max)
+    for block in (1, 7, 1_000, 2_000, 2_001):
+        monkeypatch.setattr(space, "SEARCH_BLOCK", block)
+        sims, idx = space.knn(v, 4, exact_max=exact_max)
+        assert (idx == whole[1]).all() and (sims == whole[0]).all(), block

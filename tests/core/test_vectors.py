@@ -94,3 +94,23 @@ def test_a_working_copy_over_the_budget_is_pca_reduced_and_keeps_dot_products(tm
     approx = small.vectors[pick] @ small.vectors[pick].T
     assert np.abs(approx - exact).max() < 0.02
     np.testing.assert_allclose(np.linalg.norm(small.vectors, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1, 7, 499, 500, 501, 2_048])
+def test_the_pca_moment_summed_in_blocks_is_the_whole_samples(monkeypatch, block) -> None:
+    """The second moment is summed MOMENT_BLOCK rows at a time (the last block partial, or
+    the only one when the sample is smaller): the basis is the whole sample's eigenvectors."""
+    from lamina.core import vectors as cv
+
+    rng = np.random.default_rng(3)
+    # 500 rows whose 12 directions have well-separated variances: a unique basis.
+    sample = (rng.normal(size=(500, 12)) * np.linspace(3.0, 0.5, 12)).astype(np.float32)
+    sample = sample @ np.linalg.qr(rng.normal(size=(12, 12)))[0].astype(np.float32)
+    s64 = sample.astype(np.float64)
+    values, vectors = np.linalg.eigh(s64.T @ s64)
+    expect = vectors[:, np.argsort(values)[::-1][:5]]
+    monkeypatch.setattr(cv, "MOMENT_BLOCK", block)
+    basis = cv._second_moment_basis(sample, 5)
+    assert basis.shape == (12, 5) and basis.dtype == np.float32
+    # The same directions (an eigenvector's sign is free): |cosine| 1 on the diagonal.
+    np.testing.assert_allclose(np.abs(basis.T.astype(np.float64) @ expect), np.eye(5), atol=1e-5)

@@ -253,3 +253,44 @@ def test_meta_records_how_it_was_built(store) -> None:
     on_disk = json.loads(next((s.root / "indexes").glob("*/*/meta.json")).read_text())
     assert on_disk == meta
     assert meta["model"] == MODEL and meta["layer"] == "layers/embed/1-test"
+
+
+def _spread(n: int, dim: int) -> np.ndarray:
+    v = np.random.default_rng(5).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("block", [1, 7, 10, 11, 999, 1_000, 5_000])
+def test_calibration_blocks_find_the_exact_neighbours(monkeypatch, block) -> None:
+    """The calibration's truth is exact search, merged CALIBRATION_BLOCK stored rows at a
+    time: blocks smaller than k, a last block of one row, one block larger than N. An
+    index that answers exactly must then score recall 1.0 at nprobe 1 (64-d, so the two
+    stored vectors a midpoint query ties with are its nearest, not a tie at the 10th)."""
+    v = _spread(1_001, 64)
+
+    class Exact:  # answers exactly, whatever nprobe
+        nprobe = 0
+
+        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            s = q.astype(np.float64) @ v.T.astype(np.float64)
+            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(s, top, 1), top
+
+    monkeypatch.setattr(iv, "CALIBRATION_BLOCK", block)
+    assert iv._calibrate(Exact(), v, 16) == (1, 1.0)
+
+
+def test_an_ivf_index_filled_in_blocks_equals_one_filled_at_once(monkeypatch) -> None:
+    """`ivf_index` adds ADD_BLOCK rows at a time: one-row blocks, a last partial block and
+    one block larger than N give the same lists, ids and answers as one add."""
+    v = _spread(801, 16)
+    monkeypatch.setattr(iv, "ADD_BLOCK", 1 << 30)
+    whole, info = iv.ivf_index(v)
+    expect = whole.search(v[:300], 5)
+    for block in (1, 7, 800):
+        monkeypatch.setattr(iv, "ADD_BLOCK", block)
+        index, got = iv.ivf_index(v)
+        assert index.ntotal == len(v) and got == info
+        d, i = index.search(v[:300], 5)
+        assert (i == expect[1]).all() and (d == expect[0]).all()
+        assert np.array_equal(index.reconstruct_n(0, len(v)), whole.reconstruct_n(0, len(v)))

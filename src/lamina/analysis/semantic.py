@@ -116,7 +116,7 @@ OUTLIERS_SCHEMA = pa.schema(
 # The groups an outlier ranking collapses: the semantic groups of the same model (which
 # merge the hash groups), else the hash groups.
 GROUP_TABLES = ("semantic_duplicates", "duplicates")
-SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives
+SIMILARITY_ROWS = 16_384  # rows per block of cosines to the representatives (both passes)
 
 
 def outlier_heads(store: Any, emb: Any) -> np.ndarray:
@@ -192,7 +192,12 @@ class OutliersPass(EmbeddingPass):
         nearest = np.where(head == np.arange(n), heads[idx[at[head], 0]], head)
         similarity = sims[at[head], 0]
         copies = np.flatnonzero(head != np.arange(n))  # only these need a dot product
-        similarity[copies] = np.einsum("ij,ij->i", emb.vectors[copies], emb.vectors[head[copies]])
+        # A block of rows at a time: once semantic groups exist nearly every image may be a
+        # copy, and gathering all their rows and their representatives' at once made two
+        # copies of the vectors.
+        for start in range(0, len(copies), SIMILARITY_ROWS):
+            c = copies[start : start + SIMILARITY_ROWS]
+            similarity[c] = np.einsum("ij,ij->i", emb.vectors[c], emb.vectors[head[c]])
         return pa.table(
             {
                 "image_id": pa.array(emb.ids.tolist(), pa.string()),
@@ -320,6 +325,21 @@ def _park(store: Any, vectors: np.ndarray) -> Path:
     return path
 
 
+def _hash_links(store: Any, row: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(member rows, group rows, kinds) of the `duplicates` rows whose images `row` holds.
+    A function of its own so that those rows (an Arrow table and a tuple each: ~60 MB for
+    300k hash duplicates) are gone before the representative rules build their facts."""
+    dups = store.sql("select image_id, group_id, kind from duplicates")
+    columns = (dups[c].to_pylist() for c in ("image_id", "group_id", "kind"))
+    known = [
+        (row[m], row[g], kind) for m, g, kind in zip(*columns, strict=True) if m in row and g in row
+    ]
+    if not known:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
+    m, g, kinds = zip(*known, strict=True)
+    return np.array(m, np.int64), np.array(g, np.int64), np.array(kinds, dtype=object)
+
+
 def _merge(root: np.ndarray, pend_i: list[np.ndarray], pend_j: list[np.ndarray]) -> np.ndarray:
     """Labels after joining the pending edges to the components `root` already holds."""
     n = len(root)
@@ -364,20 +384,13 @@ class SemanticDuplicatesPass(EmbeddingPass):
         hash_kind = np.full(len(ids), None, dtype=object)
         hash_group = np.arange(len(ids))  # own row: no hash group
         if cfg.merge_hashes and "duplicates" in tables:
-            dups = store.sql("select image_id, group_id, kind from duplicates")
-            columns = (dups[c].to_pylist() for c in ("image_id", "group_id", "kind"))
-            known = [
-                (row[m], row[g], kind)
-                for m, g, kind in zip(*columns, strict=True)
-                if m in row and g in row
-            ]
-            if known:
-                m, g, kinds = (np.array(x) for x in zip(*known, strict=True))
-                edges_i.append(m)
-                edges_j.append(g)
-                hash_group[m] = g
-                hash_kind[m] = np.asarray(kinds, dtype=object)
+            m, g, kinds = _hash_links(store, row)
+            edges_i.append(m)
+            edges_j.append(g)
+            hash_group[m] = g
+            hash_kind[m] = kinds
         labels = components(len(ids), np.concatenate(edges_i), np.concatenate(edges_j))
+        del row, a, b, edges_i, edges_j  # only the labels are needed from here
         size = np.bincount(labels, minlength=len(ids))[labels]
         n_files = facts["n_files"].to_numpy()
         keep = np.flatnonzero((size > 1) | (n_files > 1))

@@ -59,6 +59,7 @@ def embed_schema(dim: int) -> pa.Schema:
 # is ~30 GFLOP (seconds), and 256 components of a 1280-d space need far fewer rows.
 PCA_SAMPLE = 20_000
 MIN_DIMS = 32  # a reduced copy keeps at least this many dimensions
+MOMENT_BLOCK = 2_048  # sample rows summed into the second moment at a time (in float64)
 
 
 @dataclass(frozen=True)
@@ -284,8 +285,8 @@ def _second_moment_basis(sample: np.ndarray, dims: int) -> np.ndarray:
     # A block of rows at a time in float64: two whole float64 copies of a 20,000 x 1280
     # sample were 0.4 GB.
     moment = np.zeros((sample.shape[1], sample.shape[1]), np.float64)
-    for r0 in range(0, len(sample), 2_048):
-        block = sample[r0 : r0 + 2_048].astype(np.float64)
+    for r0 in range(0, len(sample), MOMENT_BLOCK):
+        block = sample[r0 : r0 + MOMENT_BLOCK].astype(np.float64)
         moment += block.T @ block
     values, vectors = np.linalg.eigh(moment)
     return np.ascontiguousarray(vectors[:, np.argsort(values)[::-1][:dims]], np.float32)
