@@ -453,11 +453,9 @@ def _embed_text_once(texts: list[str]) -> np.ndarray:
 
 @contextlib.contextmanager
 def _no_side_effects(mp: pytest.MonkeyPatch, world: dict[str, Any]) -> Iterator[Shell]:
-    """A Shell in the working folder, with one executor worker and one torch thread, and
-    browsers and the app server recorded (`shell.opened`, `shell.served`) instead of
-    started."""
-    import torch
-
+    """A Shell in the working folder, with one executor worker, and browsers and the app
+    server recorded (`shell.opened`, `shell.served`) instead of started (torch's threads:
+    each xdist worker's share of the cores, see tests/conftest.py)."""
     # One worker: the sample is a few images, and process pools would only slow it.
     mp.setattr("lamina.executors.local.default_workers", lambda: 1)
     # chunk_plan imports the name itself, so the executor's patch alone does not reach it.
@@ -472,15 +470,7 @@ def _no_side_effects(mp: pytest.MonkeyPatch, world: dict[str, Any]) -> Iterator[
     # `lamina app` serves until stopped: the lines that start it only record what it serves.
     mp.setattr("lamina.review.server.serve", lambda store, **kw: shell.served.append(kw))
     mp.chdir(world["work"])
-    # One torch thread: `make test` runs two xdist workers on two cores, and a thread per
-    # core in each would fight over them (MiniLM's encode ran 2.5x slower with two under
-    # load than with one).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield shell
-    finally:
-        torch.set_num_threads(threads)
+    yield shell
 
 
 @pytest.fixture(scope="module")
