@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from lamina.cli import main
 from lamina.sample import package_photos
+from lamina.tagging import offline
 
 ROOT = Path(__file__).resolve().parents[2]
 # First words of README lines that are not lamina commands: checked by `make demo` / CI.
@@ -433,14 +435,36 @@ class Built:
         return self.world
 
 
+# MiniLM vectors of the texts the offline tagger embedded so far in this worker (see
+# `_no_side_effects`).
+_TEXT_VECTORS: dict[str, np.ndarray] = {}
+_EMBED_TEXT = offline.embed_text  # the real one (the parts patch the module's name)
+
+
+def _embed_text_once(texts: list[str]) -> np.ndarray:
+    """`lamina.tagging.offline.embed_text`, each text embedded once per worker."""
+    missing = [t for t in dict.fromkeys(texts) if t not in _TEXT_VECTORS]
+    if missing:
+        _TEXT_VECTORS.update(zip(missing, _EMBED_TEXT(missing), strict=True))
+    if not texts:
+        return _EMBED_TEXT(texts)
+    return np.stack([_TEXT_VECTORS[t] for t in texts])
+
+
 @contextlib.contextmanager
 def _no_side_effects(mp: pytest.MonkeyPatch, world: dict[str, Any]) -> Iterator[Shell]:
     """A Shell in the working folder, with one executor worker, and browsers and the app
-    server recorded (`shell.opened`, `shell.served`) instead of started."""
+    server recorded (`shell.opened`, `shell.served`) instead of started (torch's threads:
+    each xdist worker's share of the cores, see tests/conftest.py)."""
     # One worker: the sample is a few images, and process pools would only slow it.
     mp.setattr("lamina.executors.local.default_workers", lambda: 1)
     # chunk_plan imports the name itself, so the executor's patch alone does not reach it.
     mp.setattr("lamina.core.chunk_plan.default_workers", lambda: 1)
+    # The offline tagger embeds ImageNet's 1000 class names with MiniLM into each new
+    # store's text cache (~10 s): every part starts from a fresh store, and the vectors
+    # are the same each time, so a worker computes them once. Each store's cache is still
+    # written and read as the line would.
+    mp.setattr("lamina.tagging.offline.embed_text", _embed_text_once)
     shell = Shell(world)
     mp.setattr(webbrowser, "open", lambda url, *a, **k: shell.opened.append(url))
     # `lamina app` serves until stopped: the lines that start it only record what it serves.
