@@ -14,10 +14,13 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run
 from lamina.core.passes import Pass, Resources
@@ -57,6 +60,74 @@ class ChunkTask:
     @property
     def chunk_id(self) -> str:
         return self.parts[0].chunk_id
+
+
+class RowsFile:
+    """A run's input rows kept in a Parquet file rather than in memory (`run_passes`
+    writes the image inputs there): the driver reads one column at a time (the keys, to
+    find the rows still to do) and each chunk's rows only when its task is handed out, so
+    that it never holds every row's paths and header facts at once. `mask`: which of the
+    file's rows are in (None: all). Acts as the `pa.Table` the runner otherwise gets, for
+    what the runner asks of one (`num_rows`, `column_names`, a column, `filter`).
+
+    Example:
+        >>> rows = RowsFile(path).filter(pa.array([True, False, True]))  # doctest: +SKIP
+        >>> [t.num_rows for t in rows.slices([(0, 1), (1, 1)])]  # doctest: +SKIP
+        [1, 1]
+    """
+
+    def __init__(self, path: Path, mask: pa.BooleanArray | None = None) -> None:
+        self.path = Path(path)
+        self.mask = mask
+
+    @property
+    def num_rows(self) -> int:
+        if self.mask is not None:
+            return int(pc.sum(self.mask).as_py() or 0)
+        return int(pq.ParquetFile(self.path).metadata.num_rows)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(pq.read_schema(self.path).names)
+
+    def __getitem__(self, name: str) -> pa.Array:
+        column = pq.ParquetFile(self.path).read(columns=[name])[name].combine_chunks()
+        return column if self.mask is None else column.filter(self.mask)
+
+    def filter(self, mask: pa.Array | pa.ChunkedArray) -> RowsFile:
+        """The rows where `mask` (one value per row of this one) is true."""
+        keep = pa.chunked_array([mask]) if isinstance(mask, pa.Array) else mask
+        wanted = keep.combine_chunks().to_numpy(zero_copy_only=False).astype(bool)
+        if self.mask is None:
+            return RowsFile(self.path, pa.array(wanted))
+        full = self.mask.to_numpy(zero_copy_only=False).astype(bool)
+        out = np.zeros(len(full), bool)
+        out[np.flatnonzero(full)[wanted]] = True
+        return RowsFile(self.path, pa.array(out))
+
+    def head(self, n: int) -> RowsFile:
+        """The first `n` rows."""
+        total = self.num_rows
+        return self.filter(pa.array(np.arange(total) < n)) if n < total else self
+
+    def slices(self, bounds: list[tuple[int, int]], batch_rows: int = 4096) -> Iterator[pa.Table]:
+        """The rows at each (start, length) of `bounds` (ascending, as `chunk_bounds` and
+        `taper_bounds` give them), read from the file as they are asked for."""
+        # A row group at a time (no pre-buffering of the whole file's column chunks).
+        reader = pq.ParquetFile(self.path, pre_buffer=False).iter_batches(batch_size=batch_rows)
+        schema = pq.read_schema(self.path)
+        pending, at, offset = schema.empty_table(), 0, 0  # `at`: pending's first row
+        for start, length in bounds:
+            while at + pending.num_rows < start + length:
+                batch = pa.Table.from_batches([next(reader)], schema=schema)
+                if self.mask is not None:
+                    mask = self.mask.slice(offset, batch.num_rows)
+                    offset += batch.num_rows
+                    batch = batch.filter(mask)
+                pending = pa.concat_tables([pending, batch]).combine_chunks()
+            pending, at = pending.slice(start - at), start
+            yield pending.slice(0, length)
+            pending, at = pending.slice(length), start + length
 
 
 def to_ipc(table: pa.Table) -> bytes:
@@ -119,7 +190,7 @@ def pass_groups(instances: list[Pass]) -> list[list[Pass]]:
 
 
 def chunk_bounds(
-    todo: pa.Table, chunk_size: int, chunk_bytes: int | None, size_column: str
+    todo: pa.Table | RowsFile, chunk_size: int, chunk_bytes: int | None, size_column: str
 ) -> list[tuple[int, int]]:
     """(start, length) of each chunk: `chunk_size` rows, or fewer when `chunk_bytes` is set
     and the rows' `size_column` adds up to more (a chunk always gets at least one row).
@@ -190,7 +261,7 @@ def taper_bounds(
 
 
 def chunk_tasks(
-    todo: pa.Table,
+    todo: pa.Table | RowsFile,
     needs: list[pa.Array],
     group: list[Pass],
     store: Store,
@@ -199,12 +270,16 @@ def chunk_tasks(
 ) -> Iterator[ChunkTask]:
     """The chunk tasks of `todo` cut at `bounds`: each names, for every pass of `group`, the
     rows it still needs (`needs`, a mask per pass; a pass that needs none is left out).
+    Lazily: a chunk's rows are sliced (or, from a `RowsFile`, read) when its task is asked for.
 
     Example:
         >>> tasks = chunk_tasks(todo, [need], [instance], store, run, [(0, 256)])  # doctest: +SKIP
     """
-    for start, length in bounds:
-        batch = todo.slice(start, length)
+    if isinstance(todo, RowsFile):
+        batches: Iterator[pa.Table] = todo.slices(bounds)
+    else:
+        batches = (todo.slice(start, length) for start, length in bounds)
+    for (start, length), batch in zip(bounds, batches, strict=True):
         parts = []
         for instance, need in zip(group, needs, strict=True):
             mask = need.slice(start, length)

@@ -37,6 +37,10 @@ import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run, done_chunks
 from lamina.core.store import LEDGER_DIR, UNDECODABLE, Store, atomic_write_json
+from lamina.manifest.spill import give_back_memory
+
+# DuckDB's memory for the queries here (see record_decode_failures).
+QUERY_MEMORY_LIMIT = "128MB"
 
 # The decoder's reasons (lamina.core.decode.Decoded.error) that say the bytes do not decode.
 DECODE_REASONS = ("decode_error", "truncated")
@@ -144,6 +148,10 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
         if synced.get("inputs") == fingerprint:
             return {"failed": 0, "cleared": 0, "undecodable": synced["undecodable"]}
     con = duckdb.connect()
+    # Bounded: beyond `QUERY_MEMORY_LIMIT` its joins spill to the store's tmp folder, so the
+    # run's driver does not grow with the images here (unbounded: ~0.7 KB per image).
+    con.execute(f"set temp_directory = '{_sq(str(store.tmp_dir / 'duckdb'))}'")
+    con.execute(f"set memory_limit = '{QUERY_MEMORY_LIMIT}'")
     con.execute(
         "create temp table parts as select unnest($1::varchar[]) as filename, "
         "unnest($2::varchar[]) as pass, unnest($3::varchar[]) as layer, "
@@ -203,6 +211,7 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
         )
     )
     con.close()
+    give_back_memory()  # what DuckDB freed, back to the system
     total = int(undecodable) + int(kept)
     atomic_write_json(
         record,

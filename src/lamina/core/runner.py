@@ -26,6 +26,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +40,7 @@ from lamina.core.chunk_plan import (
     MEMORY_SHARE,
     ChunkTask,
     PassPart,
+    RowsFile,
     available_memory_mb,
     chunk_bounds,
     chunk_id_for,
@@ -68,9 +70,10 @@ from lamina.core.layers import certify, is_certified, readable_parts, repair_lay
 from lamina.core.ledger import Run, done_chunks
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
-from lamina.core.store import Store
+from lamina.core.store import Store, _sq
 from lamina.executors.local import LocalExecutor
 from lamina.executors.ray import ClusterLost, RayExecutor
+from lamina.manifest.spill import give_back_memory
 
 # Importable from here as before the split (callers, tests and benchmarks use them).
 __all__ = [
@@ -79,6 +82,7 @@ __all__ = [
     "DECODE_CHUNK_MIN",
     "DECODE_SLICE",
     "IMAGE_INPUTS_SQL",
+    "INPUTS_MEMORY_LIMIT",
     "MEMORY_SHARE",
     "RETRIES",
     "ChunkResult",
@@ -86,6 +90,7 @@ __all__ = [
     "MapResult",
     "PartOutput",
     "PassPart",
+    "RowsFile",
     "available_memory_mb",
     "check_files",
     "chunk_id_for",
@@ -96,6 +101,7 @@ __all__ = [
     "execute_chunk",
     "group_resources",
     "image_inputs",
+    "image_inputs_file",
     "input_fingerprint",
     "plan_workers",
     "result_keys",
@@ -190,7 +196,7 @@ def rows_needed(keys: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.BooleanA
 def run_map_passes(
     store: Store,
     instances: list[Pass],
-    inputs: pa.Table,
+    inputs: pa.Table | RowsFile,
     run: Run,
     *,
     workers: int | None = None,
@@ -203,8 +209,10 @@ def run_map_passes(
     """Run map passes over `inputs` (which must hold each pass's key column), skipping rows
     already committed, decoding each image once for passes that share a decode recipe.
     Chunks that still fail after their retries are recorded as run errors; the other
-    chunks are committed. Returns what each pass did, by `result_keys` (the name, unless a
-    pass runs under several configs).
+    chunks are committed. `inputs` may be a `RowsFile` (rows in a Parquet file): then only
+    its key column is held, and each chunk's rows are read when the chunk is handed out.
+    Returns what each pass did, by `result_keys` (the name, unless a pass runs under
+    several configs).
 
     `executor`: run the chunks on this one (the caller starts and closes it), instead of a
     `LocalExecutor(workers)` of this call's own. `chunk_bytes`: also close a chunk before its
@@ -514,6 +522,48 @@ def image_inputs(store: Store) -> pa.Table:
     return store.sql(IMAGE_INPUTS_SQL)
 
 
+# DuckDB's memory for the image inputs query (`image_inputs_file`): beyond it, its sort and
+# window spill to the store's tmp folder, so the driver's peak does not grow with the
+# images (unbounded, the query peaked at ~1.2 KB per image, ~1.2 GB for a million).
+INPUTS_MEMORY_LIMIT = "128MB"
+# Rows per row group of that file: the chunk tasks read it a row group at a time (~3 MB).
+INPUTS_ROW_GROUP = 8192
+
+
+def image_inputs_file(store: Store, path: Path) -> RowsFile | pa.Table:
+    """`image_inputs` written to the Parquet file `path` by DuckDB (under
+    `INPUTS_MEMORY_LIMIT`, spilling beyond it) and returned as a `RowsFile`, for a run
+    whose driver should not hold every image's row; the small empty table when the store
+    has no images. The caller deletes `path`.
+
+    Example:
+        >>> image_inputs_file(store, store.tmp_dir / "inputs.parquet").num_rows  # doctest: +SKIP
+        312
+    """
+    import duckdb
+
+    if not store.table_files("files") or not store.table_files("images"):
+        return image_inputs(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = store.connect()
+    try:
+        copy = (
+            f"copy ({IMAGE_INPUTS_SQL}) to '{_sq(str(path))}' "
+            f"(format parquet, row_group_size {INPUTS_ROW_GROUP})"
+        )
+        try:
+            con.execute(f"set memory_limit = '{INPUTS_MEMORY_LIMIT}'")
+            con.execute(copy)
+        except duckdb.OutOfMemoryException:
+            # A step that cannot spill: run it without the limit rather than fail the run.
+            con.execute("reset memory_limit")
+            con.execute(copy)
+    finally:
+        con.close()
+        give_back_memory()  # what DuckDB freed, back to the system
+    return RowsFile(path)
+
+
 def run_passes(
     store: Store,
     passes: list[tuple[str, dict[str, Any] | None]],
@@ -559,22 +609,33 @@ def run_passes(
     with store.write_lock(name), Run(store, name, record) as run:
         maps = [i for i in instances if i.kind == "map"]
         if maps:
-            inputs = image_inputs(store)
-            if selected is not None:
-                wanted = pa.array(selected, pa.string())
-                inputs = inputs.filter(pc.is_in(inputs["image_id"], value_set=wanted))
-            if max_images:
-                inputs = inputs.slice(0, max_images)
-            results = run_map_passes(
-                store,
-                maps,
-                inputs,
-                run,
-                workers=workers,
-                chunk_size=chunk_size,
-                progress=progress,
-                executor=executor,
-            )
+            # The inputs go to a file, not into memory: the driver holds their keys only.
+            # One a run killed earlier left behind is removed (the lock is held).
+            for stale in store.tmp_dir.glob("inputs-*.parquet"):
+                stale.unlink(missing_ok=True)
+            inputs_path = store.tmp_dir / f"inputs-{run.run_id}.parquet"
+            try:
+                inputs = image_inputs_file(store, inputs_path)
+                if selected is not None:
+                    wanted = pa.array(selected, pa.string())
+                    inputs = inputs.filter(pc.is_in(inputs["image_id"], value_set=wanted))
+                if max_images:
+                    if isinstance(inputs, RowsFile):
+                        inputs = inputs.head(max_images)
+                    else:
+                        inputs = inputs.slice(0, max_images)
+                results = run_map_passes(
+                    store,
+                    maps,
+                    inputs,
+                    run,
+                    workers=workers,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                    executor=executor,
+                )
+            finally:
+                inputs_path.unlink(missing_ok=True)
             out.update({k: v.as_dict() for k, v in results.items()})
             if any(i.decode for i in maps):
                 # Images whose pixels did not decode become `broken / undecodable` in files
