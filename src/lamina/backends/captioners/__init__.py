@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lamina.backends import keep_big_blocks
 from lamina.core.errors import ConfigError, LaminaError
 
 __all__ = [
@@ -219,6 +220,7 @@ def load_captioner(
     except ImportError as exc:
         raise LaminaError("captions need transformers and torch", hint=PIP) from exc
     folder = model_folder(target, offline)
+    keep_big_blocks()  # before the first forward pass; see there
     return HFCaptioner(
         id=f"hf:{target}",
         folder=folder,

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from lamina.backends import keep_big_blocks
 from lamina.core.errors import ConfigError
 
 __all__ = [
@@ -212,6 +213,7 @@ def load_embedder(
     parsed = parse_spec(spec)
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+    keep_big_blocks()  # before the first forward pass; see there
     module = importlib.import_module(f"lamina.backends.embedders.{_FAMILIES[parsed.family]}")
     return module.load(
         parsed, device=device, batch_size=batch_size, threads=threads, offline=offline
