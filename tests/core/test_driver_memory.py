@@ -93,3 +93,47 @@ def test_run_passes_gives_the_driver_a_file_of_the_inputs(
     assert seen[2][2] == every[1:3]
     assert (again["hashes"]["already_done"], again["hashes"]["processed"]) == (1, 1)
     assert store.table("hashes").num_rows == 3
+
+
+def test_the_inputs_query_tries_one_thread_before_dropping_its_memory_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At 1M images the 128 MB cap failed with DuckDB's default threads and passed with one:
+    # the query must not go straight to no cap (the driver's whole 1.2 GB again).
+    import duckdb
+
+    from lamina.jobs.scan import scan_sources
+    from tests.conftest import write_photo
+
+    tree = tmp_path / "photos"
+    for i in range(3):
+        write_photo(tree / f"p{i}.jpg", seed=i)
+    store = Store.open(tmp_path / "store", create=True)
+    scan_sources(store, [tree], workers=1, progress=False)
+    settings: list[tuple[str, str]] = []
+    real_connect = store.connect
+
+    class Capped:
+        """A connection whose copy fails while more than one thread works under a cap."""
+
+        def __init__(self) -> None:
+            self.con = real_connect()
+
+        def execute(self, sql: str) -> Any:
+            if sql.startswith("copy"):
+                limit = self.con.execute("select current_setting('memory_limit')").fetchone()
+                threads = self.con.execute("select current_setting('threads')").fetchone()
+                settings.append((str(limit[0]), str(threads[0])))
+                if threads[0] != 1:
+                    raise duckdb.OutOfMemoryException("failed to pin block (a test)")
+            return self.con.execute(sql)
+
+        def close(self) -> None:
+            self.con.close()
+
+    monkeypatch.setattr(store, "connect", Capped)
+    rows = runner.image_inputs_file(store, store.tmp_dir / "inputs.parquet")
+    assert rows.num_rows == 3
+    assert len(settings) == 2  # the cap with default threads, then the cap with one thread
+    assert settings[0][0] == settings[1][0] and settings[1][1] == "1"
+    assert "MiB" in settings[1][0] or "MB" in settings[1][0]  # still capped

@@ -142,3 +142,41 @@ def test_a_pass_that_says_it_all_in_error_is_read_too(collection: Path, tmp_path
     c = files_of(store)["bad/c.png"]
     assert (c["status"], c["reason"]) == ("broken", "undecodable")
     assert c["detail"].startswith("OSError") and "data stream" in c["detail"]
+
+
+def test_a_query_that_cannot_spill_under_the_cap_is_tried_with_one_thread(
+    collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At 1M images a 128 MB cap with DuckDB's default threads could not pin its blocks; the
+    # recording must be retried (one thread, then a larger cap), never fail the run, and
+    # never record an event twice.
+    import duckdb
+
+    store = scanned(tmp_path, collection)
+    real_connect = duckdb.connect
+    tries: list[tuple[str, int]] = []
+
+    class Tight:
+        """A connection that is out of memory on the events' count while threads > 1."""
+
+        def __init__(self, *a: object, **k: object) -> None:
+            self.con = real_connect(*a, **k)
+
+        def execute(self, sql: str, *args: object) -> object:
+            if "group by 1" in sql:
+                (limit,) = self.con.execute("select current_setting('memory_limit')").fetchone()
+                (threads,) = self.con.execute("select current_setting('threads')").fetchone()
+                tries.append((str(limit), int(threads)))
+                if threads != 1:
+                    raise duckdb.OutOfMemoryException("failed to pin block (a test)")
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:  # the store's own queries
+            return getattr(self.con, name)
+
+    monkeypatch.setattr(duckdb, "connect", Tight)
+    sense(store)
+    assert len(tries) == 2 and tries[1][1] == 1 and tries[0][0] == tries[1][0]
+    assert files_of(store)["bad/c.png"]["reason"] == "undecodable"
+    events = store.sql("select image_id, event from decode_failures").to_pylist()
+    assert len(events) == len({(e["image_id"], e["event"]) for e in events}) >= 1

@@ -41,6 +41,13 @@ from lamina.manifest.spill import give_back_memory
 
 # DuckDB's memory for the queries here (see record_decode_failures).
 QUERY_MEMORY_LIMIT = "128MB"
+# (memory limit, threads) to try in order; "" and None: DuckDB's defaults, the last resort.
+QUERY_SETTINGS: tuple[tuple[str, int | None], ...] = (
+    (QUERY_MEMORY_LIMIT, None),
+    (QUERY_MEMORY_LIMIT, 1),
+    ("512MB", 1),
+    ("", None),
+)
 
 # The decoder's reasons (lamina.core.decode.Decoded.error) that say the bytes do not decode.
 DECODE_REASONS = ("decode_error", "truncated")
@@ -147,11 +154,52 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
         synced = json.loads(record.read_text())
         if synced.get("inputs") == fingerprint:
             return {"failed": 0, "cleared": 0, "undecodable": synced["undecodable"]}
-    con = duckdb.connect()
-    # Bounded: beyond `QUERY_MEMORY_LIMIT` its joins spill to the store's tmp folder, so the
-    # run's driver does not grow with the images here (unbounded: ~0.7 KB per image).
+    # Bounded: beyond the memory limit its joins spill to the store's tmp folder, so the
+    # run's driver does not grow with the images here (unbounded: ~0.7 KB per image). A
+    # step that cannot spill under the cap (DuckDB's OutOfMemoryException, seen at 1M
+    # images with the default threads on the inputs query) is tried again with one thread,
+    # then a larger cap, then none, so that a run never fails for it.
+    for limit, threads in QUERY_SETTINGS:
+        con = duckdb.connect()
+        try:
+            counts, undecodable, kept = _sync(con, store, run, parts, limit, threads)
+            break
+        except duckdb.OutOfMemoryException:
+            if not limit:
+                raise
+        finally:
+            con.close()
+    give_back_memory()  # what DuckDB freed, back to the system
+    total = int(undecodable) + int(kept)
+    atomic_write_json(
+        record,
+        {
+            "inputs": _fingerprint(parts, store.table_files(UNDECODABLE)),
+            "undecodable": total,
+            "run_id": run.run_id,
+        },
+    )
+    return {"failed": counts.get("failed", 0), "cleared": counts.get("cleared", 0),
+            "undecodable": total}  # fmt: skip
+
+
+def _sync(
+    con: Any,
+    store: Store,
+    run: Run,
+    parts: list[tuple[str, str, str, int]],
+    limit: str,
+    threads: int | None,
+) -> tuple[dict[str, int], int, int]:
+    """`record_decode_failures`' queries on `con` under `limit` (none: "") and `threads`:
+    the events written, by kind; the images undecodable now; those recorded before and
+    still failed. The recorded events are listed here, so that a retry after a part was
+    written reads it and writes none of its events again."""
+    table = store.table_files(UNDECODABLE)
     con.execute(f"set temp_directory = '{_sq(str(store.tmp_dir / 'duckdb'))}'")
-    con.execute(f"set memory_limit = '{QUERY_MEMORY_LIMIT}'")
+    con.execute(f"set memory_limit = '{limit}'" if limit else "reset memory_limit")
+    if threads:
+        con.execute(f"set threads = {threads}")
     con.execute(
         "create temp table parts as select unnest($1::varchar[]) as filename, "
         "unnest($2::varchar[]) as pass, unnest($3::varchar[]) as layer, "
@@ -210,19 +258,7 @@ def record_decode_failures(store: Store, run: Run) -> dict[str, int]:
             "and c.image_id not in (select image_id from latest)"
         )
     )
-    con.close()
-    give_back_memory()  # what DuckDB freed, back to the system
-    total = int(undecodable) + int(kept)
-    atomic_write_json(
-        record,
-        {
-            "inputs": _fingerprint(parts, store.table_files(UNDECODABLE)),
-            "undecodable": total,
-            "run_id": run.run_id,
-        },
-    )
-    return {"failed": counts.get("failed", 0), "cleared": counts.get("cleared", 0),
-            "undecodable": total}  # fmt: skip
+    return counts, int(undecodable), int(kept)
 
 
 def decode_summary(store: Store) -> dict[str, Any]:

@@ -526,6 +526,17 @@ def image_inputs(store: Store) -> pa.Table:
 # window spill to the store's tmp folder, so the driver's peak does not grow with the
 # images (unbounded, the query peaked at ~1.2 KB per image, ~1.2 GB for a million).
 INPUTS_MEMORY_LIMIT = "128MB"
+# What to try, in order, when a step of that query cannot spill under the cap (DuckDB's
+# OutOfMemoryException): at 1,000,100 images the 128 MB cap failed with DuckDB's default
+# threads (each thread pins its own blocks) and passed with one thread (+0 MB over the
+# connection, 20 s) or at 256 MB (+89 MB, 13 s). Unlimited only as the last resort, so
+# that a run never fails for it (measured 2026-12-06, bench/results/million.md).
+INPUTS_SETTINGS: tuple[tuple[str, int | None], ...] = (
+    (INPUTS_MEMORY_LIMIT, None),
+    (INPUTS_MEMORY_LIMIT, 1),
+    ("512MB", 1),
+    ("", None),
+)
 # Rows per row group of that file: the chunk tasks read it a row group at a time (~3 MB).
 INPUTS_ROW_GROUP = 8192
 
@@ -551,13 +562,17 @@ def image_inputs_file(store: Store, path: Path) -> RowsFile | pa.Table:
             f"copy ({IMAGE_INPUTS_SQL}) to '{_sq(str(path))}' "
             f"(format parquet, row_group_size {INPUTS_ROW_GROUP})"
         )
-        try:
-            con.execute(f"set memory_limit = '{INPUTS_MEMORY_LIMIT}'")
-            con.execute(copy)
-        except duckdb.OutOfMemoryException:
-            # A step that cannot spill: run it without the limit rather than fail the run.
-            con.execute("reset memory_limit")
-            con.execute(copy)
+        for limit, threads in INPUTS_SETTINGS:
+            con.execute(f"set memory_limit = '{limit}'" if limit else "reset memory_limit")
+            con.execute(f"set threads = {threads}" if threads else "reset threads")
+            try:
+                con.execute(copy)
+                break
+            except duckdb.OutOfMemoryException:
+                if not limit:
+                    raise
+                log.info("image inputs: out of memory at %s, %s threads; next setting",
+                         limit, threads or "default")  # fmt: skip
     finally:
         con.close()
         give_back_memory()  # what DuckDB freed, back to the system
