@@ -36,8 +36,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run, done_chunks
+from lamina.core.memory import give_back_memory
 from lamina.core.store import LEDGER_DIR, UNDECODABLE, Store, atomic_write_json
-from lamina.manifest.spill import give_back_memory
 
 # DuckDB's memory for the queries here (see record_decode_failures).
 QUERY_MEMORY_LIMIT = "128MB"

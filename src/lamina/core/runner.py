@@ -68,12 +68,12 @@ from lamina.core.execution import current_executor
 from lamina.core.global_passes import input_fingerprint, run_global_pass
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks
+from lamina.core.memory import give_back_memory
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
 from lamina.core.store import Store, _sq
 from lamina.executors.local import LocalExecutor
 from lamina.executors.ray import ClusterLost, RayExecutor
-from lamina.manifest.spill import give_back_memory
 
 # Importable from here as before the split (callers, tests and benchmarks use them).
 __all__ = [

@@ -8,15 +8,14 @@ at a time, never all of it: a scan's memory does not grow with the number of fil
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lamina.core.memory import give_back_memory  # noqa: F401 - its callers here import it
 
 # Rows per row group of a listing file, and per slice read back by default: small, so that
 # what a step holds of the listing is small from the first thousands of files on.
@@ -59,33 +58,6 @@ class Listing:
         the whole listing at once, and read only the columns they need."""
         with pq.ParquetFile(self.path) as f:
             return f.read(columns=list(columns) if columns else None)
-
-
-def give_back_memory() -> None:
-    """Hand the memory this process freed back to the system, where the allocator keeps
-    it for later by default: between the steps of a scan, so that each step's peak starts
-    from what is really held, not from what the steps before it once held.
-
-    Example:
-        >>> give_back_memory()
-    """
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim  # noqa: B018 - glibc only (musl has none)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _libc()
 
 
 @contextlib.contextmanager
