@@ -36,18 +36,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lamina.core.ledger import Run, done_chunks
-from lamina.core.memory import give_back_memory
+from lamina.core.memory import CAPPED_QUERY_SETTINGS, give_back_memory
 from lamina.core.store import LEDGER_DIR, UNDECODABLE, Store, atomic_write_json
 
-# DuckDB's memory for the queries here (see record_decode_failures).
-QUERY_MEMORY_LIMIT = "128MB"
-# (memory limit, threads) to try in order; "" and None: DuckDB's defaults, the last resort.
-QUERY_SETTINGS: tuple[tuple[str, int | None], ...] = (
-    (QUERY_MEMORY_LIMIT, None),
-    (QUERY_MEMORY_LIMIT, 1),
-    ("512MB", 1),
-    ("", None),
-)
+# DuckDB's memory for the queries here (see record_decode_failures), tried in order.
+QUERY_SETTINGS = CAPPED_QUERY_SETTINGS
 
 # The decoder's reasons (lamina.core.decode.Decoded.error) that say the bytes do not decode.
 DECODE_REASONS = ("decode_error", "truncated")

@@ -68,7 +68,7 @@ from lamina.core.execution import current_executor
 from lamina.core.global_passes import input_fingerprint, run_global_pass
 from lamina.core.layers import certify, is_certified, readable_parts, repair_layer
 from lamina.core.ledger import Run, done_chunks
-from lamina.core.memory import give_back_memory
+from lamina.core.memory import CAPPED_MEMORY_LIMIT, CAPPED_QUERY_SETTINGS, give_back_memory
 from lamina.core.passes import Pass, get_pass
 from lamina.core.progress import Progress
 from lamina.core.store import Store, _sq
@@ -525,18 +525,9 @@ def image_inputs(store: Store) -> pa.Table:
 # DuckDB's memory for the image inputs query (`image_inputs_file`): beyond it, its sort and
 # window spill to the store's tmp folder, so the driver's peak does not grow with the
 # images (unbounded, the query peaked at ~1.2 KB per image, ~1.2 GB for a million).
-INPUTS_MEMORY_LIMIT = "128MB"
-# What to try, in order, when a step of that query cannot spill under the cap (DuckDB's
-# OutOfMemoryException): at 1,000,100 images the 128 MB cap failed with DuckDB's default
-# threads (each thread pins its own blocks) and passed with one thread (+0 MB over the
-# connection, 20 s) or at 256 MB (+89 MB, 13 s). Unlimited only as the last resort, so
-# that a run never fails for it (measured 2026-12-06, bench/results/million.md).
-INPUTS_SETTINGS: tuple[tuple[str, int | None], ...] = (
-    (INPUTS_MEMORY_LIMIT, None),
-    (INPUTS_MEMORY_LIMIT, 1),
-    ("512MB", 1),
-    ("", None),
-)
+INPUTS_MEMORY_LIMIT = CAPPED_MEMORY_LIMIT
+# What to try, in order, when a step of that query cannot spill under the cap.
+INPUTS_SETTINGS = CAPPED_QUERY_SETTINGS
 # Rows per row group of that file: the chunk tasks read it a row group at a time (~3 MB).
 INPUTS_ROW_GROUP = 8192
 
